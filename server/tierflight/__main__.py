@@ -1,0 +1,3 @@
+from tierflight.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The DuckDB side: one in-memory database whose views are the configured tables.
+
+DuckDB is the second fence of the sandbox: external access is off except for the data
+directory, extensions cannot be installed or loaded, and the configuration is locked so a
+statement cannot turn any of that back on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tierflight.config import Config, TableConfig
+from tierflight.errors import StatementRefused
+
+SYSTEM_SCHEMA = "system"
+# DuckDB has a built-in catalog called "system", which makes ``system.x`` ambiguous; the
+# tables live in this schema and the planner rewrites ``system.x`` to it.
+SYSTEM_STORAGE_SCHEMA = "tf_system"
+_ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
+
+SystemTableSource = Callable[[], pa.Table]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def empty_relation_sql(table: TableConfig) -> str:
+    """A typed relation with no rows, for a table that has no data yet."""
+    cols = ", ".join(f"CAST(NULL AS {c.type}) AS {quote_ident(c.name)}" for c in table.columns)
+    return f"SELECT {cols} WHERE false"
+
+
+def table_view_sql(table: TableConfig, sources: Iterable[str]) -> str:
+    """The view body of a table: the union of its tiers' relations plus derived columns."""
+    parts = [s for s in sources if s]
+    body = " UNION ALL ".join(f"({p})" for p in parts) if parts else empty_relation_sql(table)
+    derived = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in table.derived.items())
+    return f"SELECT *{derived} FROM ({body})"
+
+
+class Database:
+    """Owns the DuckDB connection; hands out one cursor per statement."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._system_sources: dict[str, SystemTableSource] = {}
+        data_dir = config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": config.duckdb.threads,
+                "memory_limit": config.duckdb.memory_limit,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            },
+        )
+        self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_STORAGE_SCHEMA}")
+        self._allowed = [str(data_dir) + "/"]
+        self._con.execute(f"SET allowed_directories = [{', '.join(quote_literal(d) for d in self._allowed)}]")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    @property
+    def data_dir(self) -> Path:
+        return self._config.data_dir
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor()
+
+    def set_table_view(self, table: TableConfig, sources: Iterable[str]) -> None:
+        """(Re)define a table's view; DuckDB swaps it atomically for new statements."""
+        sql = table_view_sql(table, sources)
+        with self._lock:
+            self._con.execute(f"CREATE OR REPLACE VIEW {quote_ident(table.name)} AS {sql}")
+
+    def register_system_table(self, name: str, source: SystemTableSource) -> None:
+        """A ``system.<name>`` table whose rows come from ``source`` when a statement reads it."""
+        self._system_sources[name] = source
+        self.refresh_system_tables([name])
+
+    @property
+    def system_tables(self) -> Mapping[str, SystemTableSource]:
+        return self._system_sources
+
+    def refresh_system_tables(self, names: Iterable[str]) -> None:
+        for name in names:
+            source = self._system_sources.get(name)
+            if source is None:
+                continue
+            data = source()
+            with self._lock:
+                cur = self._con.cursor()
+                try:
+                    cur.register("__tf_system_src", data)
+                    cur.execute(
+                        f"CREATE OR REPLACE TABLE {SYSTEM_STORAGE_SCHEMA}.{quote_ident(name)} AS SELECT * FROM __tf_system_src"
+                    )
+                    cur.unregister("__tf_system_src")
+                finally:
+                    cur.close()
+
+    def check_statement_type(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        """DuckDB's own parser decides the statement type: only reads get through."""
+        statements = cursor.extract_statements(sql)
+        if len(statements) != 1:
+            raise StatementRefused("only one statement per request is allowed; send them one at a time")
+        kind = str(statements[0].type).rsplit(".", 1)[-1].upper()
+        if kind not in _ALLOWED_STATEMENT_TYPES:
+            raise StatementRefused(f"{kind} statements are not allowed: tierflight is read-only")
+
+    def close(self) -> None:
+        self._con.close()

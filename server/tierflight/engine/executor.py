@@ -1,0 +1,335 @@
+"""Every statement runs through :meth:`Executor.start`: limits, routing, tracing, logging.
+
+An execution starts when the client asks for a FlightInfo (so its schema is known) and is
+streamed by the DoGet of its ticket; it runs exactly once. If the ticket is fetched again, or
+by a server that never saw the FlightInfo, the statement is run again from the ticket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from tierflight.config import Config
+from tierflight.engine.database import SYSTEM_SCHEMA, Database
+from tierflight.engine.duck_errors import translate
+from tierflight.engine.sandbox import Statement
+from tierflight.engine.watchdog import Watchdog
+from tierflight.errors import Cancelled, Overloaded, ResultTooLarge, StatementTimeout, TierflightError
+from tierflight.log import get_logger
+from tierflight.router.route import Route
+
+log = get_logger("tierflight.statement")
+
+Params = Sequence[Sequence[Any]]  # one row of values per execution of the statement
+
+
+class Planner(Protocol):
+    def plan(self, statement: Statement) -> Route: ...
+
+
+@dataclass
+class QueryRecord:
+    query_id: str
+    sql: str
+    user: str
+    tier: str
+    rollup: str | None
+    rows: int
+    bytes: int
+    total_ms: float
+    status: str
+
+
+def statement_hash(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()[:16]
+
+
+def system_tables_read(tree: exp.Expression) -> set[str]:
+    return {t.name for t in tree.find_all(exp.Table) if t.db.lower() == SYSTEM_SCHEMA}
+
+
+def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Keep each batch under the client's message limit (ADBC's default is 16 MiB)."""
+    size = batch.nbytes
+    if size <= max_bytes or batch.num_rows <= 1:
+        yield batch
+        return
+    pieces = -(-size // max_bytes)
+    step = max(1, -(-batch.num_rows // pieces))
+    for offset in range(0, batch.num_rows, step):
+        yield from _split(batch.slice(offset, step), max_bytes)
+
+
+@dataclass
+class Execution:
+    """A started statement; :meth:`batches` streams it and finishes its bookkeeping."""
+
+    query_id: str
+    statement: Statement
+    route: Route
+    schema: pa.Schema
+    user: str
+    started: float
+    plan_ms: float
+    _executor: Executor
+    _cursor: duckdb.DuckDBPyConnection | None
+    _readers: Iterator[pa.RecordBatchReader] | None
+    _first: pa.RecordBatchReader | pa.Table | None
+    _deadline_token: int | None = None
+    _timed_out: bool = False
+    _cancelled: bool = False
+    _finished: bool = False
+    rows: int = 0
+    bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._cursor is not None:
+            self._cursor.interrupt()
+
+    def _on_deadline(self) -> None:
+        self._timed_out = True
+        if self._cursor is not None:
+            self._cursor.interrupt()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        cfg = self._executor.config.server
+        status = "error"
+        try:
+            for reader in self._iter_sources():
+                for batch in reader.to_batches() if isinstance(reader, pa.Table) else reader:
+                    for piece in _split(batch, cfg.max_batch_bytes):
+                        self.rows += piece.num_rows
+                        self.bytes += piece.nbytes
+                        if cfg.max_result_rows and self.rows > cfg.max_result_rows:
+                            raise ResultTooLarge(
+                                f"result exceeds server.max_result_rows = {cfg.max_result_rows}; add a LIMIT"
+                            )
+                        if cfg.max_result_bytes and self.bytes > cfg.max_result_bytes:
+                            raise ResultTooLarge(
+                                f"result exceeds server.max_result_bytes = {cfg.max_result_bytes}; add a LIMIT"
+                            )
+                        yield piece
+            status = "ok"
+        except GeneratorExit:
+            status = "cancelled"
+            raise
+        except BaseException as exc:
+            err = self._error(exc)
+            status = err.status.value
+            raise err from None
+        finally:
+            self.finish(status)
+
+    def _iter_sources(self) -> Iterator[pa.RecordBatchReader | pa.Table]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        if self._readers is not None:
+            yield from self._readers
+
+    def _error(self, exc: BaseException) -> TierflightError:
+        if self._timed_out:
+            timeout = self._executor.config.server.statement_timeout.total_seconds()
+            return StatementTimeout(f"statement exceeded the timeout of {timeout:g} s (server.statement_timeout)")
+        if self._cancelled:
+            return Cancelled("statement was cancelled by the client")
+        err = translate(exc, self.query_id)
+        if err.status.value == "internal":
+            log.error("statement_failed", query_id=self.query_id, error=repr(exc))
+        return err
+
+    def finish(self, status: str) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        self._executor._finished(self, status)
+        if self._cursor is not None:
+            try:
+                self._cursor.close()
+            except duckdb.Error:
+                pass
+
+
+class Executor:
+    def __init__(self, config: Config, database: Database, planner: Planner) -> None:
+        self.config = config
+        self.database = database
+        self.planner = planner
+        self._slots = threading.BoundedSemaphore(config.server.max_in_flight)
+        self._watchdog = Watchdog()
+        self._pending: dict[str, Execution] = {}
+        self._running: dict[str, Execution] = {}
+        self._lock = threading.Lock()
+        self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
+
+    # -- the one path every statement takes ---------------------------------------------
+
+    def start(self, statement: Statement, params: Params | None, user: str, query_id: str | None = None) -> Execution:
+        if not self._slots.acquire(blocking=False):
+            raise Overloaded(
+                f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); retry later"
+            )
+        query_id = query_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        cursor: duckdb.DuckDBPyConnection | None = None
+        try:
+            route = self.planner.plan(statement)
+            plan_ms = (time.perf_counter() - started) * 1000
+            if statement.kind == "explain_route":
+                table = route.explain_table()
+                ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
+            else:
+                names = system_tables_read(statement.tree)
+                if names:
+                    self.database.refresh_system_tables(names)
+                cursor = self.database.cursor()
+                self.database.check_statement_type(cursor, route.sql)
+                first, rest = self._run(cursor, route.sql, params)
+                ex = Execution(
+                    query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
+                )
+                timeout = self.config.server.statement_timeout.total_seconds()
+                if timeout > 0:
+                    ex._deadline_token = self._watchdog.schedule(timeout, ex._on_deadline)
+        except BaseException as exc:
+            self._slots.release()
+            if cursor is not None:
+                cursor.close()
+            err = translate(exc, query_id)
+            self._log(query_id, statement.sql, user, None, 0, 0, started, 0.0, err.status.value)
+            if err.status.value == "internal":
+                log.error("statement_failed", query_id=query_id, error=repr(exc))
+            raise err from None
+        with self._lock:
+            self._running[query_id] = ex
+        return ex
+
+    def _run(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None
+    ) -> tuple[pa.RecordBatchReader, Iterator[pa.RecordBatchReader] | None]:
+        batch_rows = self.config.server.batch_rows
+        rows = list(params) if params else [()]
+        first = cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows)
+
+        def rest() -> Iterator[pa.RecordBatchReader]:
+            # Each further parameter row is one more execution; results are concatenated.
+            for row in rows[1:]:
+                yield cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows)
+
+        return first, (rest() if len(rows) > 1 else None)
+
+    def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema:
+        """The result schema without running the statement (LIMIT 0 is planned, not scanned)."""
+        route = self.planner.plan(statement)
+        if statement.kind == "explain_route":
+            return route.explain_table().schema
+        cursor = self.database.cursor()
+        try:
+            self.database.check_statement_type(cursor, route.sql)
+            params = [None] * parameter_count or None
+            return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
+        except BaseException as exc:
+            raise translate(exc, "schema") from None
+        finally:
+            cursor.close()
+
+    # -- tickets --------------------------------------------------------------------------
+
+    def park(self, ex: Execution) -> None:
+        """Hold a started execution until its ticket is fetched (or it expires)."""
+        with self._lock:
+            self._pending[ex.query_id] = ex
+        self._watchdog.schedule(self.config.server.statement_timeout.total_seconds() or 300, lambda: self._expire(ex))
+
+    def take(self, query_id: str) -> Execution | None:
+        with self._lock:
+            return self._pending.pop(query_id, None)
+
+    def _expire(self, ex: Execution) -> None:
+        with self._lock:
+            if self._pending.pop(ex.query_id, None) is None:
+                return
+        ex.finish("expired")
+
+    def cancel(self, query_id: str) -> bool:
+        with self._lock:
+            ex = self._running.get(query_id)
+            pending = self._pending.pop(query_id, None)
+        if pending is not None:
+            pending.finish("cancelled")
+        if ex is not None:
+            ex.cancel()
+        return ex is not None or pending is not None
+
+    def _finished(self, ex: Execution, status: str) -> None:
+        if ex._deadline_token is not None:
+            self._watchdog.cancel(ex._deadline_token)
+        with self._lock:
+            self._running.pop(ex.query_id, None)
+            self._pending.pop(ex.query_id, None)
+        self._slots.release()
+        self._log(ex.query_id, ex.statement.sql, ex.user, ex.route, ex.rows, ex.bytes, ex.started, ex.plan_ms, status)
+
+    def _log(
+        self,
+        query_id: str,
+        sql: str,
+        user: str,
+        route: Route | None,
+        rows: int,
+        nbytes: int,
+        started: float,
+        plan_ms: float,
+        status: str,
+    ) -> None:
+        total_ms = (time.perf_counter() - started) * 1000
+        tier = route.tier if route else "none"
+        rollup = route.rollup if route else None
+        self.recent.append(QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status))
+        log.info(
+            "statement",
+            query_id=query_id,
+            user=user,
+            statement_hash=statement_hash(sql),
+            tier=tier,
+            rollup=rollup,
+            rows=rows,
+            bytes=nbytes,
+            plan_ms=round(plan_ms, 3),
+            exec_ms=round(total_ms - plan_ms, 3),
+            total_ms=round(total_ms, 3),
+            status=status,
+        )
+
+    def queries_table(self) -> pa.Table:
+        records = list(self.recent)
+        return pa.table(
+            {
+                "query_id": pa.array([r.query_id for r in records], pa.string()),
+                "sql": pa.array([r.sql for r in records], pa.string()),
+                "user": pa.array([r.user for r in records], pa.string()),
+                "tier": pa.array([r.tier for r in records], pa.string()),
+                "rollup": pa.array([r.rollup for r in records], pa.string()),
+                "rows": pa.array([r.rows for r in records], pa.int64()),
+                "bytes": pa.array([r.bytes for r in records], pa.int64()),
+                "total_ms": pa.array([r.total_ms for r in records], pa.float64()),
+                "status": pa.array([r.status for r in records], pa.string()),
+            }
+        )
+
+    def close(self) -> None:
+        self._watchdog.stop()

@@ -1,0 +1,766 @@
+"""Authentication and authorisation for the Flight SQL server.
+
+Model
+-----
+* With no users and no static tokens configured, authentication is off and
+  every call runs as ``anonymous`` with all permissions.  That is only
+  acceptable on loopback, which :func:`check_bind_allowed` enforces.
+* With users configured, clients authenticate with HTTP-style
+  ``authorization`` headers:
+
+  - ``Basic <base64 user:password>`` -- verified against a PBKDF2 hash, then
+    exchanged for a random session bearer token that is returned in the
+    ``authorization`` response header.  ADBC (Go), JDBC and
+    ``FlightClient.authenticate_basic_token`` send Basic on the Handshake RPC
+    and use the returned bearer afterwards.
+  - ``Bearer <token>`` -- a session token issued as above, or a static token
+    from the configuration.
+
+* Permissions are checked per operation with
+  ``current_auth(context).require("read")`` / ``require("ingest")``.
+
+Wiring into a server::
+
+    settings = AuthSettings.from_mapping(config.get("auth", {}))
+    check_bind_allowed(host, settings.enabled, insecure)
+    server = MyFlightServer(
+        location,
+        auth_handler=NoOpAuthHandler(),      # makes the Handshake RPC succeed
+        middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
+        tls_certificates=tls_certificates(cert_file, key_file),
+    )
+
+``auth_handler=NoOpAuthHandler()`` is required: without a ``ServerAuthHandler``
+the C++ server answers Handshake with UNIMPLEMENTED, and ADBC/JDBC clients
+given a username perform a Handshake first.  The real checking happens in the
+middleware, which also sees the Handshake call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+# pyarrow ships no type information; the ignores stay correct whether or not
+# the project config later sets ignore_missing_imports for it.
+import pyarrow.flight as flight  # type: ignore[import-untyped, unused-ignore]
+
+from tierflight.errors import ConfigError
+
+__all__ = [
+    "ALL_PERMISSIONS",
+    "ANONYMOUS_USER",
+    "DEFAULT_ITERATIONS",
+    "ENV_USERS",
+    "MIDDLEWARE_KEY",
+    "AuthConfigError",
+    "AuthMiddleware",
+    "AuthMiddlewareFactory",
+    "AuthSettings",
+    "NoOpAuthHandler",
+    "User",
+    "check_bind_allowed",
+    "current_auth",
+    "hash_password",
+    "tls_certificates",
+    "verify_password",
+]
+
+log = logging.getLogger(__name__)
+
+MIDDLEWARE_KEY = "auth"
+ENV_USERS = "TIERFLIGHT_USERS"
+ANONYMOUS_USER = "anonymous"
+ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest"})
+DEFAULT_PERMISSIONS: frozenset[str] = frozenset({"read"})
+
+HASH_ALGORITHM = "pbkdf2_sha256"
+DEFAULT_ITERATIONS = 600_000
+_SALT_BYTES = 16
+_KEY_BYTES = 32
+# Guards against a typo such as 6_000_000_000 turning every login into a
+# multi-hour computation.
+_MAX_ITERATIONS = 100_000_000
+# Static tokens are long-lived secrets sent on every call; short ones are
+# guessable.
+_MIN_STATIC_TOKEN_LENGTH = 16
+_HASH_HELP = "create one with `tierflight hash-password`"
+_TOKEN_HELP = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+
+
+class AuthConfigError(ConfigError, ValueError):
+    """Invalid auth/TLS/bind configuration; the message says how to fix it.
+
+    A ConfigError so the CLI reports it like any other configuration problem,
+    and a ValueError for callers that only know this module.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Password hashing
+# ---------------------------------------------------------------------------
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64decode_lenient(text: str) -> bytes:
+    """Decode standard or URL-safe base64, with or without padding.
+
+    Go's ``base64.RawStdEncoding`` (and hand-written hashes) omit padding;
+    Python's decoder insists on it.
+    """
+    text = text.strip()
+    if len(text) % 4 == 1:
+        raise binascii.Error("invalid base64 length")
+    padded = text + "=" * (-len(text) % 4)
+    if "-" in padded or "_" in padded:
+        return base64.urlsafe_b64decode(padded.encode("ascii"))
+    return base64.b64decode(padded.encode("ascii"), validate=True)
+
+
+@dataclass(frozen=True)
+class _ParsedHash:
+    iterations: int
+    salt: bytes
+    digest: bytes
+
+
+def _parse_hash(stored: str) -> _ParsedHash:
+    """Split ``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>``.
+
+    Raises ValueError with a terse reason; callers add the context.
+    """
+    parts = stored.split("$")
+    if len(parts) != 4 or parts[0] != HASH_ALGORITHM:
+        raise ValueError(f"expected {HASH_ALGORITHM}$<iterations>$<salt>$<hash>")
+    _, iterations_text, salt_text, digest_text = parts
+    if not iterations_text.isdigit():
+        raise ValueError("iteration count is not a number")
+    iterations = int(iterations_text)
+    if not 1 <= iterations <= _MAX_ITERATIONS:
+        raise ValueError(f"iteration count must be between 1 and {_MAX_ITERATIONS}")
+    try:
+        salt = _b64decode_lenient(salt_text)
+        digest = _b64decode_lenient(digest_text)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("salt or hash is not valid base64") from exc
+    if not salt or not digest:
+        raise ValueError("salt or hash is empty")
+    return _ParsedHash(iterations, salt, digest)
+
+
+def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """Return ``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>`` for *password*."""
+    if not 1 <= iterations <= _MAX_ITERATIONS:
+        raise ValueError(f"iterations must be between 1 and {_MAX_ITERATIONS}")
+    salt = secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations, _KEY_BYTES)
+    return f"{HASH_ALGORITHM}${iterations}${_b64encode(salt)}${_b64encode(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check *password* against a hash from :func:`hash_password`.
+
+    A malformed *stored* value verifies nothing (returns False) rather than
+    raising, so a bad hash can never turn into a login bypass; configuration
+    loading rejects malformed hashes up front with a helpful message.
+    """
+    try:
+        parsed = _parse_hash(stored)
+    except ValueError:
+        return False
+    candidate = hashlib.pbkdf2_hmac(
+        "sha256",
+        password.encode("utf-8"),
+        parsed.salt,
+        parsed.iterations,
+        len(parsed.digest),
+    )
+    return hmac.compare_digest(candidate, parsed.digest)
+
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+
+
+def _check_user_name(name: str, where: str) -> None:
+    # Basic auth splits "user:password" at the first colon, so a colon in a
+    # user name could never log in; whitespace/control characters are
+    # almost certainly copy-paste accidents.
+    if not name:
+        raise AuthConfigError(f"{where}: user name must not be empty")
+    if ":" in name or any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise AuthConfigError(
+            f"{where}: user name {name!r} must not contain ':', whitespace or control characters"
+        )
+
+
+def _check_permissions(perms: Iterable[str], where: str) -> frozenset[str]:
+    result = frozenset(perms)
+    unknown = sorted(result - ALL_PERMISSIONS)
+    if unknown:
+        raise AuthConfigError(
+            f"{where}: unknown permission(s) {', '.join(map(repr, unknown))}; "
+            f"valid permissions are {', '.join(sorted(ALL_PERMISSIONS))}"
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class User:
+    """A configured principal.
+
+    ``password_hash`` is None for users that can only authenticate with a
+    static bearer token (e.g. an ingest service account).
+    """
+
+    name: str
+    password_hash: str | None
+    permissions: frozenset[str] = DEFAULT_PERMISSIONS
+
+    def __post_init__(self) -> None:
+        _check_user_name(self.name, f"user {self.name!r}")
+        if self.password_hash is not None:
+            try:
+                _parse_hash(self.password_hash)
+            except ValueError as exc:
+                raise AuthConfigError(
+                    f"auth.users.{self.name}.password_hash is not a "
+                    f"{HASH_ALGORITHM} hash ({exc}); {_HASH_HELP}"
+                ) from None
+        object.__setattr__(
+            self,
+            "permissions",
+            _check_permissions(self.permissions, f"auth.users.{self.name}.permissions"),
+        )
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may connect and with which permissions.
+
+    ``users`` maps user name to :class:`User`; ``tokens`` maps a static
+    bearer token to a user name.  Authentication is enabled as soon as either
+    is non-empty.  ``token_ttl_seconds`` is the idle lifetime of the session
+    tokens handed out for Basic credentials.
+    """
+
+    users: Mapping[str, User] = field(default_factory=_empty_mapping)
+    tokens: Mapping[str, str] = field(default_factory=_empty_mapping)
+    token_ttl_seconds: int = 3600
+
+    def __post_init__(self) -> None:
+        # Freeze copies so a caller mutating its dict cannot change who is
+        # allowed in behind the factory's back.
+        users = dict(self.users)
+        tokens = dict(self.tokens)
+        for key, user in users.items():
+            if key != user.name:
+                raise AuthConfigError(f"auth.users: key {key!r} does not match user name {user.name!r}")
+        for token, user_name in tokens.items():
+            if user_name not in users:
+                raise AuthConfigError(
+                    f"auth.tokens: a token refers to unknown user {user_name!r}; "
+                    f"add an [auth.users.{user_name}] section"
+                )
+            if len(token) < _MIN_STATIC_TOKEN_LENGTH or any(
+                ch.isspace() or not ch.isprintable() for ch in token
+            ):
+                # Never echo the token itself: it is a secret.
+                raise AuthConfigError(
+                    f"auth.tokens: the token for user {user_name!r} must be at "
+                    f"least {_MIN_STATIC_TOKEN_LENGTH} printable characters "
+                    f"without whitespace; {_TOKEN_HELP}"
+                )
+        if (
+            isinstance(self.token_ttl_seconds, bool)
+            or not isinstance(self.token_ttl_seconds, int)
+            or self.token_ttl_seconds <= 0
+        ):
+            raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
+        object.__setattr__(self, "users", MappingProxyType(users))
+        object.__setattr__(self, "tokens", MappingProxyType(tokens))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.users) or bool(self.tokens)
+
+    @classmethod
+    def from_mapping(
+        cls,
+        section: Mapping[str, Any],
+        environ: Mapping[str, str] | None = None,
+    ) -> AuthSettings:
+        """Build settings from the ``[auth]`` TOML section plus the environment.
+
+        TOML::
+
+            [auth]
+            token_ttl_seconds = 3600          # idle lifetime of session tokens
+            [auth.users.alice]
+            password_hash = "pbkdf2_sha256$600000$<salt b64>$<hash b64>"
+            permissions = ["read", "ingest"]  # default ["read"]
+            [auth.users.loader]               # no password: token-only user
+            permissions = ["ingest"]
+            [auth.tokens]
+            "secret-token-value" = "loader"   # static bearer token -> user
+
+        Environment (``environ`` defaults to ``os.environ``)::
+
+            TIERFLIGHT_USERS='alice:<password_hash>:read+ingest,bob:<password_hash>'
+
+        Entries are ``name:hash[:perm+perm...]`` separated by commas; the
+        permissions default to ``read`` and an empty hash makes a token-only
+        user.  Users from the environment replace TOML users of the same
+        name.  Quote the value with single quotes in a shell, because the
+        hashes contain ``$``.
+
+        Raises ValueError with a message that says how to fix the entry.
+        """
+        env = os.environ if environ is None else environ
+        if not isinstance(section, Mapping):
+            raise AuthConfigError("[auth] must be a table")
+        known = {"users", "tokens", "token_ttl_seconds"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise AuthConfigError(
+                f"[auth]: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"valid keys are {', '.join(sorted(known))}"
+            )
+
+        users = _users_from_toml(section.get("users", {}))
+        users.update(_users_from_env(env.get(ENV_USERS, "")))
+
+        raw_tokens = section.get("tokens", {})
+        if not isinstance(raw_tokens, Mapping):
+            raise AuthConfigError('[auth.tokens] must be a table of "token" = "user name" entries')
+        tokens: dict[str, str] = {}
+        for token, user_name in raw_tokens.items():
+            if not isinstance(token, str) or not isinstance(user_name, str):
+                raise AuthConfigError('[auth.tokens] entries must be "token" = "user name" strings')
+            tokens[token] = user_name
+
+        ttl = section.get("token_ttl_seconds", 3600)
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
+        return cls(users=users, tokens=tokens, token_ttl_seconds=ttl)
+
+
+def _users_from_toml(raw: object) -> dict[str, User]:
+    if not isinstance(raw, Mapping):
+        raise AuthConfigError("[auth.users] must be a table of [auth.users.<name>] tables")
+    users: dict[str, User] = {}
+    for name, entry in raw.items():
+        where = f"auth.users.{name}"
+        if not isinstance(name, str):
+            raise AuthConfigError("[auth.users] keys must be user names")
+        _check_user_name(name, where)
+        if not isinstance(entry, Mapping):
+            raise AuthConfigError(f"{where} must be a table with password_hash and permissions")
+        extra = sorted(set(entry) - {"password_hash", "permissions"})
+        if extra:
+            raise AuthConfigError(
+                f"{where}: unknown key(s) {', '.join(map(repr, extra))}; "
+                "valid keys are password_hash, permissions"
+            )
+        password_hash = entry.get("password_hash")
+        if password_hash is not None and not isinstance(password_hash, str):
+            raise AuthConfigError(f"{where}.password_hash is not a {HASH_ALGORITHM} hash; {_HASH_HELP}")
+        perms = entry.get("permissions", sorted(DEFAULT_PERMISSIONS))
+        if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+            raise AuthConfigError(f'{where}.permissions must be a list of strings, e.g. ["read", "ingest"]')
+        if password_hash == "":
+            raise AuthConfigError(
+                f"{where}.password_hash is empty; {_HASH_HELP}, or remove the key to make a token-only user"
+            )
+        users[name] = User(
+            name=name,
+            password_hash=password_hash,
+            permissions=_check_permissions(perms, f"{where}.permissions"),
+        )
+    return users
+
+
+def _users_from_env(value: str) -> dict[str, User]:
+    users: dict[str, User] = {}
+    for index, raw_entry in enumerate(value.split(",")):
+        entry = raw_entry.strip()
+        if not entry:
+            continue
+        where = f"{ENV_USERS} entry {index + 1}"
+        parts = entry.split(":")
+        if len(parts) not in (2, 3):
+            raise AuthConfigError(
+                f"{where}: expected name:password_hash[:perm+perm], e.g. alice:pbkdf2_sha256$...:read+ingest"
+            )
+        name = parts[0].strip()
+        _check_user_name(name, where)
+        password_hash = parts[1].strip() or None
+        if len(parts) == 3:
+            perm_list = [p.strip() for p in parts[2].split("+")]
+            if not all(perm_list):
+                raise AuthConfigError(f"{where}: permissions must be joined with '+', e.g. read+ingest")
+            perms = _check_permissions(perm_list, f"{where} ({name}) permissions")
+        else:
+            perms = DEFAULT_PERMISSIONS
+        if password_hash is not None:
+            try:
+                _parse_hash(password_hash)
+            except ValueError as exc:
+                raise AuthConfigError(
+                    f"{where}: the password hash for {name!r} is not a "
+                    f"{HASH_ALGORITHM} hash ({exc}); {_HASH_HELP}"
+                ) from None
+        users[name] = User(name=name, password_hash=password_hash, permissions=perms)
+    return users
+
+
+# ---------------------------------------------------------------------------
+# Flight middleware
+# ---------------------------------------------------------------------------
+
+
+class AuthMiddleware(flight.ServerMiddleware):  # type: ignore[misc, unused-ignore]
+    """Per-call identity; fetch it in handlers with :func:`current_auth`."""
+
+    def __init__(
+        self,
+        user: str,
+        permissions: Iterable[str],
+        issued_token: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.user: str = user
+        self.permissions: frozenset[str] = frozenset(permissions)
+        self._issued_token = issued_token
+
+    def require(self, permission: str) -> None:
+        """Raise PERMISSION_DENIED unless this caller holds *permission*."""
+        if permission not in self.permissions:
+            raise flight.FlightUnauthorizedError(
+                f"user {self.user!r} does not have the {permission!r} permission"
+            )
+
+    def sending_headers(self) -> dict[str, str] | None:
+        # Clients (ADBC Go, JDBC, FlightClient.authenticate_basic_token) pick
+        # the bearer up from the response headers of the call that carried
+        # Basic credentials and use it from then on.
+        if self._issued_token is None:
+            return None
+        return {"authorization": f"Bearer {self._issued_token}"}
+
+    def __repr__(self) -> str:
+        # Deliberately omits the issued token.
+        return f"AuthMiddleware(user={self.user!r}, permissions={sorted(self.permissions)!r})"
+
+
+class NoOpAuthHandler(flight.ServerAuthHandler):  # type: ignore[misc, unused-ignore]
+    """Lets the Handshake RPC succeed; authentication is done by the middleware.
+
+    Pass as ``FlightServerBase(auth_handler=NoOpAuthHandler())``.  Without an
+    auth handler the server rejects Handshake as UNIMPLEMENTED, which breaks
+    ADBC/JDBC clients configured with a username.
+    """
+
+    def authenticate(self, outgoing: Any, incoming: Any) -> None:
+        return None
+
+    def is_valid(self, token: bytes) -> str:
+        return ""
+
+
+_REQUIRED_MESSAGE = (
+    "authentication required: send 'authorization: Basic <base64 user:password>' "
+    "or 'authorization: Bearer <token>'"
+)
+_BAD_CREDENTIALS = "invalid username or password"
+_BAD_TOKEN = "invalid or expired bearer token; authenticate again with username and password"
+# Echoed when auth is off but a client sends Basic anyway: ADBC's Go driver
+# fails the connection with "no authorization header on the response"
+# otherwise.  The value grants nothing; it is ignored while auth is off and
+# rejected if auth is turned on.
+_ANONYMOUS_BEARER = "anonymous"
+_VERIFY_CACHE_LIMIT = 4096
+_PURGE_INTERVAL_SECONDS = 60.0
+
+
+class _Session:
+    __slots__ = ("expires", "user")
+
+    def __init__(self, user: str, expires: float) -> None:
+        self.user = user
+        self.expires = expires
+
+
+class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc, unused-ignore]
+    """Authenticates every call; register under :data:`MIDDLEWARE_KEY`.
+
+    Session tokens live in memory only (a restart logs everyone out) and
+    expire after ``token_ttl_seconds`` without use; each use extends them,
+    because ADBC/JDBC connections never re-authenticate on their own.
+    """
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._clock = clock
+        self._ttl = float(settings.token_ttl_seconds)
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+        # (user, stored hash, keyed digest of password) -> session token, so
+        # clients that send Basic on every call reuse one session instead of
+        # growing the table by one entry per call.
+        self._session_for_credentials: dict[tuple[str, str, bytes], str] = {}
+        # Successful PBKDF2 verifications.  Keyed by an HMAC with a
+        # per-process random key rather than a bare sha256, so a memory dump
+        # does not hand out cheap-to-crack password digests.
+        self._verified: set[tuple[str, str, bytes]] = set()
+        self._cache_key = secrets.token_bytes(32)
+        self._last_purge = clock()
+        # Unknown user names still pay for one PBKDF2 run so response time
+        # does not reveal which names exist.
+        iterations = [
+            _parse_hash(u.password_hash).iterations
+            for u in settings.users.values()
+            if u.password_hash is not None
+        ]
+        self._dummy_hash = hash_password("", max(iterations, default=1))
+
+    @property
+    def settings(self) -> AuthSettings:
+        return self._settings
+
+    def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware:
+        header = _first_header(headers, "authorization")
+        if not self._settings.enabled:
+            issued = None
+            if header is not None and _split_scheme(header)[0] == "basic":
+                issued = _ANONYMOUS_BEARER
+            return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS, issued)
+
+        if header is None:
+            raise flight.FlightUnauthenticatedError(_REQUIRED_MESSAGE)
+        scheme, credentials = _split_scheme(header)
+        if scheme == "basic":
+            return self._basic(credentials)
+        if scheme == "bearer":
+            return self._bearer(credentials)
+        # Never echo the header: a client that forgot the scheme sent a secret.
+        raise flight.FlightUnauthenticatedError("unsupported authorization scheme; use Basic or Bearer")
+
+    # -- Basic --------------------------------------------------------------
+
+    def _basic(self, credentials: str) -> AuthMiddleware:
+        try:
+            decoded = _b64decode_lenient(credentials).decode("utf-8")
+        except (binascii.Error, ValueError):
+            # UnicodeDecodeError is a ValueError.
+            raise flight.FlightUnauthenticatedError(
+                "malformed Basic credentials: expected base64 of 'user:password'"
+            ) from None
+        name, sep, password = decoded.partition(":")
+        if not sep:
+            raise flight.FlightUnauthenticatedError(
+                "malformed Basic credentials: expected base64 of 'user:password'"
+            )
+
+        user = self._settings.users.get(name)
+        if user is None or user.password_hash is None:
+            verify_password(password, self._dummy_hash)
+            log.info("basic authentication failed for user %r", name)
+            raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
+
+        cache_key = (
+            name,
+            user.password_hash,
+            hmac.new(self._cache_key, password.encode("utf-8"), "sha256").digest(),
+        )
+        with self._lock:
+            known_good = cache_key in self._verified
+        if not known_good:
+            # Outside the lock: PBKDF2 takes ~0.3 s and releases the GIL, so
+            # concurrent logins proceed in parallel.
+            if not verify_password(password, user.password_hash):
+                log.info("basic authentication failed for user %r", name)
+                raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
+            with self._lock:
+                if len(self._verified) >= _VERIFY_CACHE_LIMIT:
+                    self._verified.clear()
+                self._verified.add(cache_key)
+
+        token = self._session_token(cache_key, name)
+        return AuthMiddleware(user.name, user.permissions, issued_token=token)
+
+    def _session_token(self, cache_key: tuple[str, str, bytes], user: str) -> str:
+        now = self._clock()
+        with self._lock:
+            self._maybe_purge(now)
+            token = self._session_for_credentials.get(cache_key)
+            session = self._sessions.get(token) if token is not None else None
+            if token is None or session is None or session.expires <= now:
+                token = secrets.token_urlsafe(32)
+                self._sessions[token] = _Session(user, now + self._ttl)
+                self._session_for_credentials[cache_key] = token
+            else:
+                session.expires = now + self._ttl
+            return token
+
+    def _maybe_purge(self, now: float) -> None:
+        # Lazy purge, called with the lock held.  Rate-limited so a burst of
+        # logins does not scan the whole table each time.
+        if now - self._last_purge < _PURGE_INTERVAL_SECONDS:
+            return
+        self._last_purge = now
+        expired = {t for t, s in self._sessions.items() if s.expires <= now}
+        for token in expired:
+            del self._sessions[token]
+        self._session_for_credentials = {
+            k: t for k, t in self._session_for_credentials.items() if t not in expired
+        }
+
+    # -- Bearer -------------------------------------------------------------
+
+    def _bearer(self, token: str) -> AuthMiddleware:
+        token = token.strip()
+        if not token:
+            raise flight.FlightUnauthenticatedError(_BAD_TOKEN)
+        user_name: str | None = None
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is not None:
+                if session.expires > now:
+                    session.expires = now + self._ttl
+                    user_name = session.user
+                else:
+                    del self._sessions[token]
+        if user_name is None:
+            user_name = self._settings.tokens.get(token)
+        user = self._settings.users.get(user_name) if user_name is not None else None
+        if user is None:
+            raise flight.FlightUnauthenticatedError(_BAD_TOKEN)
+        return AuthMiddleware(user.name, user.permissions)
+
+
+def _first_header(headers: Mapping[str, list[Any]], name: str) -> str | None:
+    values = headers.get(name) or []
+    if not values:
+        return None
+    value = values[0]
+    if isinstance(value, bytes):
+        # Text headers arrive as str; bytes would mean a binary header, which
+        # cannot hold valid credentials.  Map to a value no scheme accepts.
+        return ""
+    return str(value)
+
+
+def _split_scheme(header: str) -> tuple[str, str]:
+    # Auth schemes are case-insensitive (RFC 9110 §11.1).
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), rest.strip()
+
+
+def current_auth(context: Any) -> AuthMiddleware:
+    """The caller's identity for *context* (a ``ServerCallContext``).
+
+    Returns an anonymous identity with every permission when the server was
+    built without the auth middleware, i.e. authentication is not in use.
+    """
+    middleware = context.get_middleware(MIDDLEWARE_KEY)
+    if middleware is None:
+        return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS)
+    if not isinstance(middleware, AuthMiddleware):
+        raise TypeError(
+            f"middleware registered under {MIDDLEWARE_KEY!r} is "
+            f"{type(middleware).__name__}, not AuthMiddleware"
+        )
+    return middleware
+
+
+# ---------------------------------------------------------------------------
+# Transport security
+# ---------------------------------------------------------------------------
+
+
+def tls_certificates(cert_file: str | None, key_file: str | None) -> list[tuple[bytes, bytes]]:
+    """Read a PEM certificate chain and key for ``FlightServerBase(tls_certificates=...)``.
+
+    Returns an empty list when neither file is given (plain gRPC).
+    """
+    if cert_file is None and key_file is None:
+        return []
+    if cert_file is None or key_file is None:
+        missing = "certificate" if cert_file is None else "private key"
+        raise AuthConfigError(
+            f"TLS needs both a certificate and a private key file; the {missing} "
+            "file is missing (set both tls cert and key, or neither)"
+        )
+    cert = _read_pem(cert_file, "certificate", b"CERTIFICATE")
+    key = _read_pem(key_file, "private key", b"PRIVATE KEY")
+    return [(cert, key)]
+
+
+def _read_pem(path: str, what: str, marker: bytes) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise AuthConfigError(f"cannot read TLS {what} file {path!r}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data or marker not in data:
+        raise AuthConfigError(
+            f"TLS {what} file {path!r} is not PEM (expected a '-----BEGIN ...{marker.decode()}-----' block)"
+        )
+    return data
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        # Other host names could resolve anywhere; treat them as exposed.
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def check_bind_allowed(host: str, auth_enabled: bool, insecure: bool) -> None:
+    """Refuse to listen beyond loopback without authentication.
+
+    ``0.0.0.0``, ``::`` and the empty host bind every interface and count as
+    non-loopback; so does any host name other than ``localhost``.
+    """
+    if auth_enabled or insecure or _is_loopback(host):
+        return
+    raise AuthConfigError(
+        f"refusing to serve on {host} without authentication; configure "
+        "[auth] users or tokens, or pass --insecure"
+    )

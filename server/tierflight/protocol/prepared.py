@@ -1,0 +1,69 @@
+"""Prepared statements: a handle per statement, its checked SQL and its bound parameters."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tierflight.engine.sandbox import Statement
+from tierflight.errors import InvalidArgument, NotFound
+
+
+@dataclass
+class Prepared:
+    handle: bytes
+    statement: Statement
+    user: str
+    dataset_schema: pa.Schema
+    parameter_schema: pa.Schema
+    params: list[tuple[Any, ...]] | None = None
+    touched: float = field(default_factory=time.monotonic)
+
+
+def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
+    """Python values per parameter row; dense/sparse unions (flightsql-dbapi) are unwrapped."""
+    if expected and data.num_columns != expected:
+        raise InvalidArgument(f"the statement has {expected} parameter(s) but {data.num_columns} were bound")
+    columns = [col.to_pylist() for col in data.columns]
+    return [tuple(col[i] for col in columns) for i in range(data.num_rows)]
+
+
+class PreparedStatements:
+    """Bounded store; the least recently used handles are dropped first."""
+
+    def __init__(self, capacity: int = 10_000, idle_seconds: float = 3600.0) -> None:
+        self._items: OrderedDict[bytes, Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+        self._idle = idle_seconds
+
+    def add(self, statement: Statement, user: str, dataset_schema: pa.Schema, parameter_schema: pa.Schema) -> Prepared:
+        handle = secrets.token_bytes(16)
+        item = Prepared(handle, statement, user, dataset_schema, parameter_schema)
+        now = time.monotonic()
+        with self._lock:
+            self._items[handle] = item
+            while len(self._items) > self._capacity or (
+                self._items and now - next(iter(self._items.values())).touched > self._idle
+            ):
+                self._items.popitem(last=False)
+        return item
+
+    def get(self, handle: bytes) -> Prepared:
+        with self._lock:
+            item = self._items.get(handle)
+            if item is None:
+                raise NotFound("unknown or closed prepared statement handle; prepare the statement again")
+            self._items.move_to_end(handle)
+        item.touched = time.monotonic()
+        return item
+
+    def close(self, handle: bytes) -> None:
+        with self._lock:
+            self._items.pop(handle, None)

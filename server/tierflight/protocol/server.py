@@ -1,0 +1,308 @@
+"""Flight SQL over pyarrow.flight: decode commands, dispatch, stream Arrow back.
+
+pyarrow has no Flight SQL server classes, so commands arrive as ``google.protobuf.Any`` in
+descriptors, tickets and action bodies and are decoded here with our own generated module.
+Every handler passes through :func:`boundary`, the one place errors become Flight statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+from tierflight.engine.executor import Execution
+from tierflight.engine.sandbox import Statement, check_statement
+from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
+from tierflight.protocol import flight_actions_pb2 as fa
+from tierflight.protocol import flightsql_pb2 as pb
+from tierflight.protocol.auth import MIDDLEWARE_KEY, current_auth
+from tierflight.protocol.boundary import boundary, guarded
+from tierflight.protocol.metadata import Metadata
+from tierflight.protocol.prepared import PreparedStatements, parameter_rows
+from tierflight.protocol.schemas import schema_with_column_metadata
+
+TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+ACTIONS = [
+    ("CreatePreparedStatement", "Create a prepared statement (ActionCreatePreparedStatementRequest)"),
+    ("ClosePreparedStatement", "Close a prepared statement (ActionClosePreparedStatementRequest)"),
+    ("CancelFlightInfo", "Cancel the execution behind a FlightInfo"),
+    ("CancelQuery", "Cancel a query (deprecated Flight SQL action)"),
+    ("CloseSession", "Close the client session"),
+    ("healthcheck", "Report whether the server is ready"),
+]
+
+
+def pack(msg: Message) -> bytes:
+    any_msg = any_pb2.Any()
+    any_msg.Pack(msg, type_url_prefix="type.googleapis.com/")
+    return any_msg.SerializeToString()
+
+
+def unpack(data: bytes) -> tuple[str, Any]:
+    """Decode an ``Any``-wrapped Flight SQL command into (name, message)."""
+    any_msg = any_pb2.Any()
+    try:
+        any_msg.ParseFromString(data)
+    except DecodeError:
+        raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
+    if not any_msg.type_url.startswith(TYPE_PREFIX):
+        raise Unsupported(f"unsupported command type {any_msg.type_url or '(empty)'!r}")
+    name = any_msg.type_url[len(TYPE_PREFIX) :]
+    cls = getattr(pb, name, None)
+    if cls is None or not isinstance(cls, type):
+        raise Unsupported(f"Flight SQL command {name} is not supported by tierflight")
+    msg = cls()
+    try:
+        any_msg.Unpack(msg)
+    except DecodeError:
+        raise InvalidArgument(f"malformed {name} message") from None
+    return name, msg
+
+
+def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None = None) -> bytes:
+    # The ticket carries the statement so a ticket fetched again (or by a server that never
+    # saw the FlightInfo) can be answered by running it again.
+    handle = json.dumps({"q": query_id, "s": sql, "p": params}, default=str).encode()
+    return pack(pb.TicketStatementQuery(statement_handle=handle))
+
+
+def decode_ticket(handle: bytes) -> tuple[str, str, list[tuple[Any, ...]] | None]:
+    try:
+        data = json.loads(handle)
+        params = data.get("p")
+        return str(data["q"]), str(data["s"]), [tuple(r) for r in params] if params else None
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("malformed ticket: not issued by this server") from None
+
+
+class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
+    def __init__(self, app: Any, location: str, **kwargs: Any) -> None:
+        super().__init__(location, **kwargs)
+        self.app = app
+        self.executor = app.executor
+        self.prepared = PreparedStatements()
+        self.metadata = Metadata(app)
+        self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
+            "CommandStatementQuery": self._info_statement,
+            "CommandPreparedStatementQuery": self._info_prepared,
+        }
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _user(self, context: flight.ServerCallContext, permission: str = "read") -> str:
+        auth = current_auth(context)
+        if permission not in auth.permissions:
+            raise PermissionDenied(f"user {auth.user!r} lacks the {permission!r} permission")
+        return auth.user
+
+    def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
+        if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
+            raise Unsupported("only command descriptors (Flight SQL) are supported")
+        return unpack(descriptor.command)
+
+    def _flight_info(self, descriptor: flight.FlightDescriptor, ex: Execution, ticket: bytes) -> flight.FlightInfo:
+        endpoint = flight.FlightEndpoint(ticket, [])
+        return flight.FlightInfo(
+            ex.schema, descriptor, [endpoint], -1, -1, app_metadata=ex.route.to_json().encode()
+        )
+
+    def _start(
+        self, descriptor: flight.FlightDescriptor, statement: Statement, params: list[tuple[Any, ...]] | None, user: str
+    ) -> flight.FlightInfo:
+        ex = self.executor.start(statement, params, user)
+        self.executor.park(ex)
+        return self._flight_info(descriptor, ex, encode_ticket(ex.query_id, statement_text(statement), params))
+
+    # -- GetFlightInfo / GetSchema -------------------------------------------------------
+
+    @boundary
+    def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        name, cmd = self._command(descriptor)
+        user = self._user(context)
+        handler = self._info_handlers.get(name)
+        if handler is not None:
+            return handler(user, descriptor, cmd)
+        table = self.metadata.command_table(name, cmd)
+        return flight.FlightInfo(table.schema, descriptor, [flight.FlightEndpoint(descriptor.command, [])], table.num_rows, -1)
+
+    def _info_statement(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
+        if cmd.HasField("transaction_id"):
+            raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
+        return self._start(descriptor, check_statement(cmd.query), None, user)
+
+    def _info_prepared(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
+        item = self.prepared.get(cmd.prepared_statement_handle)
+        if item.statement.parameter_count and not item.params:
+            raise InvalidArgument(
+                f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
+            )
+        return self._start(descriptor, item.statement, item.params, user)
+
+    @boundary
+    def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        name, cmd = self._command(descriptor)
+        self._user(context)
+        if name == "CommandStatementQuery":
+            return flight.SchemaResult(self.executor.schema(check_statement(cmd.query)))
+        if name == "CommandPreparedStatementQuery":
+            return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
+        return flight.SchemaResult(self.metadata.command_schema(name))
+
+    # -- DoGet ----------------------------------------------------------------------------
+
+    @boundary
+    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+        user = self._user(context)
+        name, msg = unpack(ticket.ticket)
+        if name != "TicketStatementQuery":
+            table = self.metadata.command_table(name, msg)
+            return flight.RecordBatchStream(table)
+        query_id, sql, params = decode_ticket(msg.statement_handle)
+        ex = self.executor.take(query_id)
+        if ex is None:
+            ex = self.executor.start(check_statement(sql), params, user)
+        return flight.GeneratorStream(ex.schema, guarded(ex.batches()))
+
+    # -- DoPut ----------------------------------------------------------------------------
+
+    @boundary
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        name, cmd = self._command(descriptor)
+        if name == "CommandPreparedStatementQuery":
+            self._user(context)
+            item = self.prepared.get(cmd.prepared_statement_handle)
+            item.params = parameter_rows(reader.read_all(), item.statement.parameter_count)
+            result = pb.DoPutPreparedStatementResult(prepared_statement_handle=item.handle)
+            writer.write(pa.py_buffer(result.SerializeToString()))
+            return
+        if name == "CommandStatementIngest":
+            user = self._user(context, "ingest")
+            ingest = getattr(self.app, "ingest", None)
+            if ingest is None:
+                raise Unsupported("ingest is not enabled on this server")
+            rows = ingest(cmd, reader, user)
+            writer.write(pa.py_buffer(pb.DoPutUpdateResult(record_count=rows).SerializeToString()))
+            return
+        if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate", "CommandStatementSubstraitPlan"):
+            raise Unsupported("updates are not supported: tierflight is read-only (use bulk ingest to append rows)")
+        raise Unsupported(f"DoPut of {name} is not supported")
+
+    # -- Actions --------------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return ACTIONS
+
+    @boundary
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[flight.Result]:
+        kind = action.type
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if kind == "CreatePreparedStatement":
+            return iter([self._create_prepared(context, body)])
+        if kind == "ClosePreparedStatement":
+            _, req = unpack(body)
+            self.prepared.close(req.prepared_statement_handle)
+            return iter([])
+        if kind == "CancelFlightInfo":
+            return iter([self._cancel_flight_info(body)])
+        if kind == "CancelQuery":
+            _, req = unpack(body)
+            info = flight.FlightInfo.deserialize(req.info)
+            status = self._cancel_info(info)
+            result = pb.ActionCancelQueryResult(result=status)
+            return iter([flight.Result(pack(result))])
+        if kind == "CloseSession":
+            result = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
+            return iter([flight.Result(result.SerializeToString())])
+        if kind == "healthcheck":
+            return iter([flight.Result(json.dumps(self.app.health()).encode())])
+        if kind in ("BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"):
+            raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
+        raise Unsupported(f"action {kind!r} is not supported")
+
+    def _create_prepared(self, context: flight.ServerCallContext, body: bytes) -> flight.Result:
+        user = self._user(context)
+        name, req = unpack(body)
+        if name != "ActionCreatePreparedStatementRequest":
+            raise InvalidArgument(f"CreatePreparedStatement expects ActionCreatePreparedStatementRequest, got {name}")
+        if req.HasField("transaction_id"):
+            raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
+        statement = check_statement(req.query)
+        dataset_schema = self.executor.schema(statement, statement.parameter_count)
+        parameter_schema = pa.schema(
+            [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
+        )
+        item = self.prepared.add(statement, user, dataset_schema, parameter_schema)
+        result = pb.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=item.handle,
+            dataset_schema=schema_with_column_metadata(dataset_schema).serialize().to_pybytes(),
+            parameter_schema=parameter_schema.serialize().to_pybytes() if statement.parameter_count else b"",
+        )
+        return flight.Result(pack(result))
+
+    def _cancel_info(self, info: flight.FlightInfo) -> int:
+        cancelled = False
+        for endpoint in info.endpoints:
+            try:
+                name, msg = unpack(endpoint.ticket.ticket)
+            except Exception:  # noqa: BLE001 - a foreign ticket is simply not ours to cancel
+                continue
+            if name == "TicketStatementQuery":
+                query_id, _, _ = decode_ticket(msg.statement_handle)
+                cancelled = self.executor.cancel(query_id) or cancelled
+        return fa.CANCEL_STATUS_CANCELLED if cancelled else fa.CANCEL_STATUS_NOT_CANCELLABLE
+
+    def _cancel_flight_info(self, body: bytes) -> flight.Result:
+        req = fa.CancelFlightInfoRequest()
+        try:
+            req.ParseFromString(body)
+            info = flight.FlightInfo.deserialize(req.info)
+        except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed request
+            raise InvalidArgument("malformed CancelFlightInfoRequest") from None
+        status = self._cancel_info(info)
+        return flight.Result(fa.CancelFlightInfoResult(status=status).SerializeToString())
+
+
+def statement_text(statement: Statement) -> str:
+    return f"EXPLAIN ROUTE {statement.sql}" if statement.kind == "explain_route" else statement.sql
+
+
+__all__ = ["MIDDLEWARE_KEY", "FlightSqlServer", "NotFound"]
+
+
+def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> FlightSqlServer:
+    """The Flight SQL server for ``app``, with auth, TLS and the traceback guard in place."""
+    from tierflight.protocol.auth import (
+        AuthMiddlewareFactory,
+        AuthSettings,
+        NoOpAuthHandler,
+        check_bind_allowed,
+        tls_certificates,
+    )
+    from tierflight.protocol.boundary import install_traceback_guard
+
+    cfg = app.config
+    settings = AuthSettings.from_mapping(cfg.auth)
+    check_bind_allowed(host, settings.enabled, insecure)
+    certs = tls_certificates(cfg.server.tls_cert, cfg.server.tls_key)
+    scheme = "grpc+tls" if certs else "grpc"
+    install_traceback_guard()
+    return FlightSqlServer(
+        app,
+        f"{scheme}://{host}:{port}",
+        auth_handler=NoOpAuthHandler(),
+        middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
+        tls_certificates=certs or None,
+    )

@@ -1,0 +1,68 @@
+"""The router's decision: a frozen value that EXPLAIN ROUTE prints and the logs carry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class RoutePart:
+    """One source that contributes rows to the answer."""
+
+    tier: str  # hot, warm, cold, system, none
+    source: str  # rollup name, or partitions/files
+    estimated_rows: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A rollup candidate that could not answer, with the rule that rejected it."""
+
+    candidate: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Route:
+    sql: str  # what DuckDB executes
+    parts: tuple[RoutePart, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def tier(self) -> str:
+        tiers = sorted({p.tier for p in self.parts})
+        return "+".join(tiers) if tiers else "none"
+
+    @property
+    def rollup(self) -> str | None:
+        names = [p.source for p in self.parts if p.tier == "hot" and p.source.startswith("rollup:")]
+        return ",".join(n.removeprefix("rollup:") for n in names) or None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "tier": self.tier,
+                "rollup": self.rollup,
+                "parts": [asdict(p) for p in self.parts],
+                "rejected": [asdict(r) for r in self.rejected],
+            },
+            separators=(",", ":"),
+        )
+
+    def explain_table(self) -> pa.Table:
+        rows = [(p.tier, p.source, p.estimated_rows, p.reason) for p in self.parts]
+        rows += [("rejected", r.candidate, None, f"{r.rule}: {r.reason}") for r in self.rejected]
+        return pa.table(
+            {
+                "tier": pa.array([r[0] for r in rows], pa.string()),
+                "source": pa.array([r[1] for r in rows], pa.string()),
+                "estimated_rows": pa.array([r[2] for r in rows], pa.int64()),
+                "reason": pa.array([r[3] for r in rows], pa.string()),
+            }
+        )
