@@ -87,6 +87,7 @@ class Execution:
     _readers: Iterator[pa.RecordBatchReader] | None
     _first: pa.RecordBatchReader | pa.Table | None
     _deadline_token: int | None = None
+    _holds_slot: bool = True
     _timed_out: bool = False
     _cancelled: bool = False
     _finished: bool = False
@@ -151,6 +152,11 @@ class Execution:
             log.error("statement_failed", query_id=self.query_id, error=repr(exc))
         return err
 
+    def discard(self) -> None:
+        """Drop a parked execution that will never be streamed."""
+        self._executor.unpark(self.query_id)
+        self.finish("discarded")
+
     def finish(self, status: str) -> None:
         with self._lock:
             if self._finished:
@@ -174,6 +180,7 @@ class Executor:
         self._pending: dict[str, Execution] = {}
         self._running: dict[str, Execution] = {}
         self._lock = threading.Lock()
+        self._max_parked = 4 * config.server.max_in_flight
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
 
     # -- the one path every statement takes ---------------------------------------------
@@ -250,14 +257,44 @@ class Executor:
     # -- tickets --------------------------------------------------------------------------
 
     def park(self, ex: Execution) -> None:
-        """Hold a started execution until its ticket is fetched (or it expires)."""
+        """Hold a started execution until its ticket is fetched (or it expires).
+
+        A parked execution gives its in-flight slot back: clients that ask for FlightInfos
+        and never fetch them must not lock everyone else out. The oldest parked executions
+        are dropped past a bound for the same reason.
+        """
+        evicted: list[Execution] = []
         with self._lock:
             self._pending[ex.query_id] = ex
+            while len(self._pending) > self._max_parked:
+                evicted.append(self._pending.pop(next(iter(self._pending))))
+        self._release_slot(ex)
+        for old in evicted:
+            old.finish("expired")
         self._watchdog.schedule(self.config.server.statement_timeout.total_seconds() or 300, lambda: self._expire(ex))
+
+    def unpark(self, query_id: str) -> None:
+        with self._lock:
+            self._pending.pop(query_id, None)
 
     def take(self, query_id: str) -> Execution | None:
         with self._lock:
-            return self._pending.pop(query_id, None)
+            ex = self._pending.pop(query_id, None)
+        if ex is not None:
+            if not self._slots.acquire(blocking=False):
+                ex.finish("overloaded")
+                raise Overloaded(
+                    f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); "
+                    "retry later"
+                )
+            ex._holds_slot = True
+        return ex
+
+    def _release_slot(self, ex: Execution) -> None:
+        with self._lock:
+            held, ex._holds_slot = ex._holds_slot, False
+        if held:
+            self._slots.release()
 
     def _expire(self, ex: Execution) -> None:
         with self._lock:
@@ -281,7 +318,7 @@ class Executor:
         with self._lock:
             self._running.pop(ex.query_id, None)
             self._pending.pop(ex.query_id, None)
-        self._slots.release()
+        self._release_slot(ex)
         self._log(ex.query_id, ex.statement.sql, ex.user, ex.route, ex.rows, ex.bytes, ex.started, ex.plan_ms, status)
 
     def _log(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -128,8 +129,13 @@ def count_parameters(tree: exp.Expression) -> int:
     return max(positional, numbered)
 
 
+@lru_cache(maxsize=4096)
 def check_statement(sql: str) -> Statement:
-    """Parse and check one client statement."""
+    """Parse and check one client statement.
+
+    Cached by text: dashboards repeat statements, and parsing costs more than the rest of a
+    small query's planning. Callers must treat ``Statement.tree`` as immutable.
+    """
     if not sql or not sql.strip():
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
     kind = "query"

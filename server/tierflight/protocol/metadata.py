@@ -58,7 +58,9 @@ class Metadata:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def command_schema(self, name: str) -> pa.Schema:
+    def command_schema(self, name: str, cmd: Any = None) -> pa.Schema:
+        if name == "CommandGetTables" and cmd is not None and cmd.include_schema:
+            return S.TABLES_SCHEMA_WITH_TABLE_SCHEMA
         schema = _SCHEMAS.get(name)
         if schema is None:
             raise Unsupported(f"Flight SQL command {name} is not supported by tierflight")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tierflight.engine.executor import Execution
 from tierflight.engine.sandbox import Statement
 from tierflight.errors import InvalidArgument, NotFound
 
@@ -24,6 +25,13 @@ class Prepared:
     parameter_schema: pa.Schema
     params: list[tuple[Any, ...]] | None = None
     touched: float = field(default_factory=time.monotonic)
+    # A statement without parameters is started when prepared (that is how its schema is
+    # known); the first execution then streams this one instead of running it again.
+    pending: Execution | None = None
+
+    def take_pending(self) -> Execution | None:
+        ex, self.pending = self.pending, None
+        return ex
 
 
 def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
@@ -52,7 +60,10 @@ class PreparedStatements:
             while len(self._items) > self._capacity or (
                 self._items and now - next(iter(self._items.values())).touched > self._idle
             ):
-                self._items.popitem(last=False)
+                _, dropped = self._items.popitem(last=False)
+                pending = dropped.take_pending()
+                if pending is not None:
+                    pending.discard()
         return item
 
     def get(self, handle: bytes) -> Prepared:
@@ -66,4 +77,8 @@ class PreparedStatements:
 
     def close(self, handle: bytes) -> None:
         with self._lock:
-            self._items.pop(handle, None)
+            item = self._items.pop(handle, None)
+        if item is not None:
+            pending = item.take_pending()
+            if pending is not None:
+                pending.discard()

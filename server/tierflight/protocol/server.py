@@ -114,10 +114,16 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         )
 
     def _start(
-        self, descriptor: flight.FlightDescriptor, statement: Statement, params: list[tuple[Any, ...]] | None, user: str
+        self,
+        descriptor: flight.FlightDescriptor,
+        statement: Statement,
+        params: list[tuple[Any, ...]] | None,
+        user: str,
+        started: Execution | None = None,
     ) -> flight.FlightInfo:
-        ex = self.executor.start(statement, params, user)
-        self.executor.park(ex)
+        ex = started or self.executor.start(statement, params, user)
+        if started is None:
+            self.executor.park(ex)
         return self._flight_info(descriptor, ex, encode_ticket(ex.query_id, statement_text(statement), params))
 
     # -- GetFlightInfo / GetSchema -------------------------------------------------------
@@ -143,7 +149,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(
                 f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
             )
-        return self._start(descriptor, item.statement, item.params, user)
+        return self._start(descriptor, item.statement, item.params, user, item.take_pending())
 
     @boundary
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -153,7 +159,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             return flight.SchemaResult(self.executor.schema(check_statement(cmd.query)))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
-        return flight.SchemaResult(self.metadata.command_schema(name))
+        return flight.SchemaResult(self.metadata.command_schema(name, cmd))
 
     # -- DoGet ----------------------------------------------------------------------------
 
@@ -240,11 +246,18 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         statement = check_statement(req.query)
-        dataset_schema = self.executor.schema(statement, statement.parameter_count)
+        pending = None
+        if statement.parameter_count:
+            dataset_schema = self.executor.schema(statement, statement.parameter_count)
+        else:
+            pending = self.executor.start(statement, None, user)
+            self.executor.park(pending)
+            dataset_schema = pending.schema
         parameter_schema = pa.schema(
             [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
         )
         item = self.prepared.add(statement, user, dataset_schema, parameter_schema)
+        item.pending = pending
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=item.handle,
             dataset_schema=schema_with_column_metadata(dataset_schema).serialize().to_pybytes(),

@@ -1,0 +1,148 @@
+"""Shared fixtures: demo data, an in-process server on port 0, and a subprocess server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierflight.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "conf" / "tierflight.toml"
+# Pinned so that where a row lives (and so every test) is reproducible.
+TEST_NOW = dt.datetime(2025, 1, 1)
+TEST_START = dt.date(2024, 11, 2)
+TEST_DAYS = 60
+TEST_ROWS = 200_000
+TEST_SEED = 7
+
+
+def make_config(data_dir: Path, **overrides: Any) -> Config:
+    base = {"tiers.now": TEST_NOW, "metrics.port": 0}
+    base.update(overrides)
+    return load_config(CONFIG, data_dir=data_dir, environ={}, overrides=base)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tierflight.demo.generate import generate_to_hive
+
+    root = tmp_path_factory.mktemp("data")
+    generate_to_hive(root / "events" / "warm", TEST_ROWS, TEST_START, TEST_DAYS, TEST_SEED, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def config(data_dir: Path) -> Config:
+    return make_config(data_dir)
+
+
+class RunningServer:
+    def __init__(self, app: Any, server: Any) -> None:
+        self.app = app
+        self.server = server
+        self.uri = f"grpc://127.0.0.1:{server.port}"
+
+
+def start_in_process(config: Config) -> RunningServer:
+    from tierflight.app import App
+    from tierflight.protocol.server import build_server
+
+    app = App(config)
+    server = build_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve, daemon=True).start()
+    return RunningServer(app, server)
+
+
+@pytest.fixture(scope="session")
+def server(config: Config) -> Iterator[RunningServer]:
+    running = start_in_process(config)
+    yield running
+    running.server.shutdown()
+    running.app.close()
+
+
+@pytest.fixture()
+def conn(server: RunningServer) -> Iterator[Any]:
+    import adbc_driver_flightsql.dbapi as fsql
+
+    with fsql.connect(server.uri, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def flat(data_dir: Path) -> Iterator[Any]:
+    """The differential oracle: DuckDB over a flat copy of the same rows."""
+    import duckdb
+
+    from tierflight.engine.database import table_view_sql
+
+    cfg = make_config(data_dir)
+    table = cfg.table("events")
+    con = duckdb.connect()
+    files = sorted(str(p) for p in (data_dir / "events").rglob("*.parquet"))
+    con.execute(
+        f"CREATE TABLE events AS {table_view_sql(table, [f'SELECT * FROM read_parquet({files!r})'])}"
+    )
+    yield con
+    con.close()
+
+
+def tierflight_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("tierflight")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tierflight"]
+
+
+class SubprocessServer:
+    def __init__(self, proc: subprocess.Popen[str], uri: str, data_dir: Path) -> None:
+        self.proc = proc
+        self.uri = uri
+        self.data_dir = data_dir
+
+
+def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> SubprocessServer:
+    full_env = {**os.environ, "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    deadline = threading.Event()
+    timer = threading.Timer(60, deadline.set)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            m = re.search(r"tierflight ready at (grpc(?:\+tls)?://\S+)", line)
+            if m:
+                return SubprocessServer(proc, m.group(1), data_dir)
+            if deadline.is_set():
+                break
+    finally:
+        timer.cancel()
+    proc.kill()
+    raise RuntimeError("tierflight serve did not report ready")
+
+
+@pytest.fixture(scope="session")
+def subprocess_server(data_dir: Path) -> Iterator[SubprocessServer]:
+    srv = start_subprocess(data_dir)
+    yield srv
+    srv.proc.terminate()
+    try:
+        srv.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
