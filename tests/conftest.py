@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "conf" / "tierflight.toml"
 # Pinned so that where a row lives (and so every test) is reproducible.
 TEST_NOW = dt.datetime(2025, 1, 1)
-TEST_START = dt.date(2024, 11, 2)
-TEST_DAYS = 60
+# With warm_window = 90d the boundary is 2024-10-03: September lands in Iceberg (cold),
+# October onwards in warm Parquet.
+TEST_START = dt.date(2024, 9, 1)
+TEST_DAYS = 90
 TEST_ROWS = 200_000
 TEST_SEED = 7
 
@@ -34,10 +36,15 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tierflight.demo.generate import generate_to_hive
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
 
     root = tmp_path_factory.mktemp("data")
-    generate_to_hive(root / "events" / "warm", TEST_ROWS, TEST_START, TEST_DAYS, TEST_SEED, progress=False)
+    cfg = make_config(root)
+    db = Database(cfg)
+    generate_into(TableStore(cfg, cfg.table("events"), db), TEST_ROWS, TEST_START, TEST_DAYS, TEST_SEED, progress=False)
+    db.close()
     return root
 
 
@@ -89,7 +96,8 @@ def flat(data_dir: Path) -> Iterator[Any]:
     cfg = make_config(data_dir)
     table = cfg.table("events")
     con = duckdb.connect()
-    files = sorted(str(p) for p in (data_dir / "events").rglob("*.parquet"))
+    # Every data file the generator wrote, whichever tier it landed in.
+    files = sorted(str(p) for p in data_dir.rglob("*.parquet") if "trash" not in p.parts)
     con.execute(
         f"CREATE TABLE events AS {table_view_sql(table, [f'SELECT * FROM read_parquet({files!r})'])}"
     )

@@ -14,8 +14,8 @@ from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
 from tierflight.log import get_logger
 from tierflight.router.raw import RawPlanner
-from tierflight.tiers.base import Tier, partitions_table
-from tierflight.tiers.warm import WarmTier
+from tierflight.tiers.base import partitions_table
+from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.app")
 
@@ -41,43 +41,63 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.database = Database(config)
-        self.tiers: dict[str, list[Tier]] = {
-            name: [WarmTier(config.data_dir / name / "warm", name)] for name in config.tables
+        self.stores: dict[str, TableStore] = {
+            name: TableStore(config, table, self.database) for name, table in config.tables.items()
         }
         self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
         self.refresh_tables()
-        self.planner = RawPlanner(self.tier_map)
+        self.planner = RawPlanner(self.store_map)
         self.executor = Executor(config, self.database, self.planner)
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", ROLLUPS_SCHEMA.empty_table)
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
 
-    def tier_map(self) -> Mapping[str, list[Tier]]:
-        return self.tiers
+    def store_map(self) -> Mapping[str, TableStore]:
+        return self.stores
 
     def refresh_tables(self) -> None:
         """Re-list every tier and redefine the table views (after data changes)."""
         with self._refresh_lock:
-            for name, table in self.config.tables.items():
-                sources = []
-                for tier in self.tiers[name]:
-                    refresh = getattr(tier, "refresh", None)
-                    if refresh is not None:
-                        refresh()
-                    sources.append(tier.relation_sql())
-                self.database.set_table_view(table, [s for s in sources if s])
+            for name, store in self.stores.items():
+                store.refresh()
+                self.database.set_table_view(store.table, [s.sql for s in store.sources()])
 
     def partitions_table(self) -> pa.Table:
-        return partitions_table([p for tiers in self.tiers.values() for t in tiers for p in t.partitions()])
+        return partitions_table([p for store in self.stores.values() for p in store.partitions()])
 
-    def has_data(self, table: str) -> bool:
-        return any(t.partitions() for t in self.tiers.get(table, []))
+    def run_maintenance(self) -> None:
+        """Demote, compact and empty the trash for every table, then re-list the tiers."""
+        from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
+
+        for store in self.stores.values():
+            demote(store)
+            compact_warm(store, self.config.tiers.compact_small_file_bytes)
+            empty_trash(store)
+        self.refresh_tables()
+
+    def start_maintenance(self) -> None:
+        interval = self.config.tiers.maintenance_interval.total_seconds()
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.run_maintenance()
+                except Exception as exc:  # noqa: BLE001 - the next round retries; never kill the server
+                    log.error("maintenance_failed", error=repr(exc))
+                if self._stop.wait(interval):
+                    return
+
+        threading.Thread(target=loop, name="tierflight-maintenance", daemon=True).start()
 
     def health(self) -> dict[str, Any]:
         return {"status": "ready", "tables": sorted(self.config.tables)}
 
     def close(self) -> None:
+        self._stop.set()
         self.executor.close()
         self.database.close()
 

@@ -14,9 +14,16 @@ from tierflight.config import Config, load_config
 from tierflight.errors import TierflightError
 from tierflight.log import configure_logging, get_logger
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tierflight: Arrow Flight SQL analytics server")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="tierflight: Arrow Flight SQL analytics server",
+)
 rollups_app = typer.Typer(no_args_is_help=True, help="Rollup maintenance")
 app.add_typer(rollups_app, name="rollups")
+tiers_app = typer.Typer(no_args_is_help=True, help="Tier maintenance")
+app.add_typer(tiers_app, name="tiers")
 
 DEFAULT_CONFIG = Path("conf/tierflight.toml")
 DEFAULT_URI = "grpc://127.0.0.1:31337"
@@ -50,20 +57,27 @@ def main_options(
     configure_logging(log_level)
 
 
+def _store(config: Config, table: str) -> Any:
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    return TableStore(config, config.table(table), Database(config))
+
+
 def ensure_demo_data(config: Config) -> None:
     """Generate the demo data set on first start (no data in the data dir)."""
-    from tierflight.demo.generate import generate_to_hive
+    from tierflight.demo.load import generate_into
 
     demo = config.demo
     if demo.table not in config.tables:
         return
-    root = config.data_dir / demo.table / "warm"
-    if root.is_dir() and any(root.glob("day=*/*.parquet")):
+    store = _store(config, demo.table)
+    if store.has_data():
         return
     today = config.tiers.current_time().date()
     start = today - dt.timedelta(days=demo.days - 1)
     typer.echo(f"generating demo data: {demo.rows:,} events over {demo.days} days into {config.data_dir}", err=True)
-    generate_to_hive(root, demo.rows, start, demo.days, demo.seed, progress=True)
+    generate_into(store, demo.rows, start, demo.days, demo.seed, progress=True)
 
 
 @app.command()
@@ -90,6 +104,7 @@ def serve(
     scheme = "grpc+tls" if config.server.tls_cert else "grpc"
 
     def ready() -> None:
+        instance.start_maintenance()
         get_logger("tierflight.app").info("ready", host=bind_host, port=server.port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
 
@@ -107,7 +122,7 @@ def generate(
     seed: Annotated[int, typer.Option("--seed")] = 42,
 ) -> None:
     """Write demo events into the configured tiers (same seed, same rows)."""
-    from tierflight.demo.generate import generate_to_hive
+    from tierflight.demo.load import generate_into
 
     config = _config()
     if rows <= 0 or days <= 0:
@@ -117,7 +132,11 @@ def generate(
     except ValueError:
         _fail(f"--start {start!r} is not a date; write YYYY-MM-DD")
         return
-    stats = generate_to_hive(config.data_dir / config.demo.table / "warm", rows, first, days, seed, progress=True)
+    try:
+        stats = generate_into(_store(config, config.demo.table), rows, first, days, seed, progress=True)
+    except TierflightError as exc:
+        _fail(str(exc))
+        return
     typer.echo(f"wrote {stats.rows:,} rows in {stats.files} files ({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.1f} s", err=True)
 
 
@@ -182,6 +201,37 @@ def explain(
     query(f"EXPLAIN ROUTE {sql}", uri=uri, fmt="table", output=None)
 
 
+def _stores(config: Config) -> dict[str, Any]:
+    return {name: _store(config, name) for name in config.tables}
+
+
+@tiers_app.command("demote")
+def tiers_demote() -> None:
+    """Move warm partitions older than the warm window into the Iceberg table."""
+    from tierflight.tiers.maintenance import demote
+
+    try:
+        for name, store in _stores(_config()).items():
+            stats = demote(store)
+            typer.echo(f"{name}: demoted {stats.days} days ({stats.rows:,} rows, {stats.files} files) in {stats.seconds:.1f} s", err=True)
+    except TierflightError as exc:
+        _fail(str(exc))
+
+
+@tiers_app.command("compact")
+def tiers_compact() -> None:
+    """Rewrite warm partitions made of several small files into one file each."""
+    from tierflight.tiers.maintenance import compact_warm
+
+    try:
+        config = _config()
+        for name, store in _stores(config).items():
+            stats = compact_warm(store, config.tiers.compact_small_file_bytes)
+            typer.echo(f"{name}: compacted {stats.partitions} partitions ({stats.files_before} -> {stats.files_after} files)", err=True)
+    except TierflightError as exc:
+        _fail(str(exc))
+
+
 @app.command("hash-password")
 def hash_password_cmd() -> None:
     """Print a password hash for [auth.users.NAME] password_hash."""
@@ -194,7 +244,17 @@ def hash_password_cmd() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except TierflightError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - users get a message, the log gets the details
+        get_logger("tierflight.cli").error("command_failed", error=repr(exc), exc_info=exc)
+        typer.secho(f"error: {type(exc).__name__}: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

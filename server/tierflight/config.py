@@ -93,6 +93,9 @@ class DuckDBConfig:
 class TiersConfig:
     now: dt.datetime | None = None
     warm_window: dt.timedelta = dt.timedelta(days=90)
+    # How often the server demotes aged warm partitions and compacts small files (0: never).
+    maintenance_interval: dt.timedelta = dt.timedelta(hours=1)
+    compact_small_file_bytes: int = 64 << 20
 
     def current_time(self) -> dt.datetime:
         """The pinned clock if configured, else the wall clock (UTC, naive like the data)."""
@@ -246,6 +249,10 @@ def load_config(
     tiers = TiersConfig(
         now=_to_datetime(tiers_raw.get("now"), "tiers.now"),
         warm_window=parse_duration(tiers_raw.get("warm_window", "90d"), "tiers.warm_window"),
+        maintenance_interval=parse_duration(tiers_raw.get("maintenance_interval", "1h"), "tiers.maintenance_interval"),
+        compact_small_file_bytes=parse_size(
+            tiers_raw.get("compact_small_file_bytes", 64 << 20), "tiers.compact_small_file_bytes"
+        ),
     )
     for name, cls in (("duckdb", DuckDBConfig), ("metrics", MetricsConfig), ("demo", DemoConfig)):
         _known(cls, _section(data, name), name)

@@ -28,8 +28,8 @@ import datetime as dt
 import os
 import pathlib
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,6 +86,8 @@ _EPOCH: Final = dt.date(1970, 1, 1)
 # Keeps the arrays handed to Arrow small enough for int32 string offsets
 # (36 bytes * 4M rows) and bounds the transient copies made while building.
 _BATCH_ROWS: Final = 1 << 22
+# Each in-flight day holds ~100 bytes/row; more threads than this buys little.
+_MAX_WORKERS: Final = 4
 
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
@@ -193,12 +195,16 @@ def _uuid4_text(rng: np.random.Generator, n: int) -> pa.FixedSizeBinaryArray:
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(36), n, [None, pa.py_buffer(out)])
 
 
+# Offsets for strings that all have the same byte width are a plain ramp;
+# sharing one read-only ramp per width saves rebuilding it for every batch.
+_RAMPS: Final = {w: np.arange(0, w * (_BATCH_ROWS + 1), w, dtype=np.int32) for w in (2, 36)}
+for _ramp in _RAMPS.values():
+    _ramp.flags.writeable = False
+
+
 def _fixed_width_utf8(n: int, width: int, data: pa.Buffer | npt.NDArray[np.generic]) -> pa.Array:
-    # Every value has the same byte width, so the offsets are a plain ramp and
-    # the data can be wrapped without per-value work.
-    offsets = pa.py_buffer(np.arange(0, width * (n + 1), width, dtype=np.int32))
     buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-    return pa.StringArray.from_buffers(n, offsets, buf)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(_RAMPS[width][: n + 1]), buf)
 
 
 def _generate_day(day: dt.date, n_rows: int, seed: int, cat: _Catalog) -> pa.Table:
@@ -305,16 +311,18 @@ def _generate_day(day: dt.date, n_rows: int, seed: int, cat: _Catalog) -> pa.Tab
     return pa.Table.from_batches(batches, schema=EVENTS_SCHEMA)
 
 
+def _plan(rows: int, start: dt.date, days: int) -> list[tuple[dt.date, int]]:
+    return [(start + dt.timedelta(days=i), n) for i, n in enumerate(rows_per_day(rows, start, days))]
+
+
 def generate_days(rows: int, start: dt.date, days: int, seed: int = 42) -> Iterator[tuple[dt.date, pa.Table]]:
     """Yield ``(day, table)`` for each day in order; tables are sorted by ``ts``.
 
     The ``rows`` events are spread over the days by weekday weight; each day is
     generated lazily, so only one day is held in memory at a time.
     """
-    counts = rows_per_day(rows, start, days)
     cat = _catalog(seed)
-    for i, n in enumerate(counts):
-        day = start + dt.timedelta(days=i)
+    for day, n in _plan(rows, start, days):
         yield day, _generate_day(day, n, seed, cat)
 
 
@@ -332,6 +340,8 @@ def write_parquet_day(table: pa.Table, path: pathlib.Path) -> int:
             # for building them before falling back to plain encoding.
             use_dictionary=["type", "country", "advertiser_id", "publisher_id"],
             write_statistics=True,
+            # ts is sorted: delta encoding is both smaller and cheaper than plain + zstd.
+            column_encoding={"ts": "DELTA_BINARY_PACKED"},
             sorting_columns=[pq.SortingColumn(0)],
         )
         os.replace(tmp, path)
@@ -365,37 +375,49 @@ def generate_to_hive(
     days: int,
     seed: int = 42,
     progress: bool = True,
+    write_day: Callable[[dt.date, pa.Table], int] | None = None,
 ) -> GenerateStats:
     """Write ``root/day=YYYY-MM-DD/part-0.parquet`` for each day.
 
-    The next day is generated on a worker thread while the current one is
-    written: both numpy and the Parquet writer release the GIL, so this keeps
-    two cores busy with at most two days in memory.
+    Days are generated and written by a small thread pool, one day per task.
+    numpy and the Parquet writer both release the GIL, and writing costs more
+    than generating, so whole-day tasks keep every core busy where a
+    generate-ahead pipeline would leave the generator idle waiting on the
+    writer.  Memory stays bounded by ``workers`` days.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     began = time.perf_counter()
+    cat = _catalog(seed)
+    plan = _plan(rows, start, days)
+
+    def run(day: dt.date, n: int) -> tuple[int, int]:
+        table = _generate_day(day, n, seed, cat)
+        if write_day is not None:
+            return table.num_rows, write_day(day, table)
+        return table.num_rows, write_parquet_day(table, day_path(root, day))
+
+    workers = max(1, min(_MAX_WORKERS, len(os.sched_getaffinity(0)), len(plan)))
     files = written = done = 0
-    it = generate_days(rows, start, days, seed)
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierflight-gen") as pool,
-        Progress(
-            TextColumn("[bold]generating[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("rows"),
-            TimeRemainingColumn(),
-            disable=not progress,
-        ) as bar,
-    ):
-        task = bar.add_task("", total=rows)
-        pending = pool.submit(next, it, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, it, None)
-            day, table = item
-            bar.update(task, description=day.isoformat())
-            written += write_parquet_day(table, day_path(root, day))
-            files += 1
-            done += table.num_rows
-            bar.update(task, completed=done)
+    bar = Progress(
+        TextColumn("[bold]generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeRemainingColumn(),
+        disable=not progress,
+    )
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierflight-gen")
+    try:
+        with bar:
+            task = bar.add_task("generate", total=rows)
+            for fut in as_completed([pool.submit(run, day, n) for day, n in plan]):
+                n_rows, n_bytes = fut.result()
+                files += 1
+                written += n_bytes
+                done += n_rows
+                bar.update(task, completed=done)
+    finally:
+        # On failure, don't start the remaining days; running ones still finish.
+        pool.shutdown(wait=True, cancel_futures=True)
     return GenerateStats(rows=done, files=files, bytes=written, seconds=time.perf_counter() - began)

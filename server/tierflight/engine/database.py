@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -110,6 +111,28 @@ class Database:
                     cur.unregister("__tf_system_src")
                 finally:
                     cur.close()
+
+    def execute_internal(self, sql: str) -> None:
+        """Server-side DDL/DML (never client SQL)."""
+        with self._lock:
+            self._con.execute(sql)
+
+    def query_internal(self, sql: str) -> list[tuple[Any, ...]]:
+        cur = self._con.cursor()
+        try:
+            return cur.execute(sql).fetchall()
+        finally:
+            cur.close()
+
+    def append_internal(self, qualified_table: str, data: pa.Table) -> None:
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.register("__tf_append_src", data)
+                cur.execute(f"INSERT INTO {qualified_table} SELECT * FROM __tf_append_src")
+                cur.unregister("__tf_append_src")
+            finally:
+                cur.close()
 
     def check_statement_type(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
         """DuckDB's own parser decides the statement type: only reads get through."""

@@ -1,59 +1,104 @@
-"""The raw planner: statements run as written over the tables' views (all tiers)."""
+"""The raw planner: each table reference reads only the tiers and partitions it needs.
+
+A reference to a configured table is replaced by a subquery over the pruned sources of its
+tiers (cold files planned by pyiceberg, warm day partitions, the hot tail), with the derived
+columns added; DuckDB then pushes the statement's predicates and projection into the scans.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import uuid
+from functools import cache
 
 from sqlglot import exp
 
-from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA
-from tierflight.engine.sandbox import Statement
+from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA, table_view_sql
+from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.router.route import Route, RoutePart
-from tierflight.tiers.base import Tier
+from tierflight.router.timerange import derived_grains, table_time_range
+from tierflight.tiers.base import TimeRange
+from tierflight.tiers.store import Source, TableStore
 
-TierLookup = Callable[[], Mapping[str, list[Tier]]]
+StoreLookup = Callable[[], Mapping[str, TableStore]]
+
+
+def _fmt_range(parts: tuple[object, ...]) -> str:
+    days = sorted(p.partition.removeprefix("day=") for p in parts)  # type: ignore[attr-defined]
+    if not days:
+        return ""
+    return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def describe_source(table: str, src: Source) -> str:
+    if src.tier == "hot":
+        return f"{table}: hot tail"
+    span = _fmt_range(src.partitions)
+    return f"{table}: {len(src.partitions)} partitions, {src.files} files [{span}]"
+
+
+@cache
+def _grains(store_id: int, derived: tuple[tuple[str, str], ...], time_column: str) -> dict[str, str]:
+    return derived_grains(dict(derived), time_column)
 
 
 class RawPlanner:
-    """Every configured table is read whole from its tiers; DuckDB prunes row groups."""
-
-    def __init__(self, tiers: TierLookup) -> None:
-        self._tiers = tiers
+    def __init__(self, stores: StoreLookup) -> None:
+        self._stores = stores
 
     def plan(self, statement: Statement) -> Route:
-        tables = self._tiers()
+        stores = self._stores()
         parts: list[RoutePart] = []
-        seen: set[str] = set()
+        replacements: dict[int, exp.Expression] = {}
+        bodies: dict[str, str] = {}
+        system = False
         for t in statement.tree.find_all(exp.Table):
-            name = t.name
-            if not name or name in seen:
-                continue
-            seen.add(name)
             if t.db.lower() == SYSTEM_SCHEMA:
-                parts.append(RoutePart("system", f"system.{name}", 0, "system table"))
+                system = True
+                parts.append(RoutePart("system", f"system.{t.name}", 0, "system table"))
                 continue
-            for tier in tables.get(name, []):
-                partitions = tier.partitions()
-                if partitions:
-                    rows = sum(p.rows for p in partitions)
-                    parts.append(
-                        RoutePart(tier.name, f"{name}: {len(partitions)} partitions", rows, "raw scan (routing: none)")
-                    )
-        sql = statement.sql
-        if any(p.tier == "system" for p in parts):
-            sql = qualify_system_tables(statement.tree).sql(dialect="duckdb")
-            if statement.kind == "explain":
-                sql = "EXPLAIN " + sql
+            store = stores.get(t.name) if not t.db or t.db.lower() == "main" else None
+            if store is None or not t.name:
+                continue
+            cfg = store.table
+            grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
+            rng = table_time_range(t, cfg.time_column, grains)
+            sources = store.sources(rng)
+            marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
+            bodies[marker] = table_view_sql(store.table, [s.sql for s in sources])
+            replacements[id(t)] = exp.Table(
+                this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name))
+            )
+            parts.extend(
+                RoutePart(s.tier, describe_source(t.name, s), sum(p.rows for p in s.partitions), _reason(rng))
+                for s in sources
+            )
+            if not sources:
+                parts.append(RoutePart("none", f"{t.name}: no partitions in range", 0, _reason(rng)))
+        if not replacements and not system:
+            return Route(sql=statement.sql, parts=tuple(parts))
+
+        def rewrite(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table):
+                if id(node) in replacements:
+                    return replacements[id(node)]
+                if node.db.lower() == SYSTEM_SCHEMA and not node.catalog:
+                    node = node.copy()
+                    node.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
+            return node
+
+        sql = statement.tree.transform(rewrite, copy=True).sql(dialect=DIALECT)
+        # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
+        for marker, body in bodies.items():
+            sql = sql.replace(marker, f"({body})", 1)
+        if statement.kind == "explain":
+            sql = "EXPLAIN " + sql
         return Route(sql=sql, parts=tuple(parts))
 
 
-def qualify_system_tables(tree: exp.Expression) -> exp.Expression:
-    """Point ``system.x`` at the schema the system tables are stored in."""
-
-    def rewrite(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.db.lower() == SYSTEM_SCHEMA and not node.catalog:
-            node = node.copy()
-            node.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
-        return node
-
-    return tree.transform(rewrite)
+def _reason(rng: TimeRange) -> str:
+    if rng.start is None and rng.end is None:
+        return "raw scan: no time bound in the statement"
+    lo = rng.start.isoformat(sep=" ") if rng.start else "-inf"
+    hi = rng.end.isoformat(sep=" ") if rng.end else "+inf"
+    return f"raw scan pruned to [{lo}, {hi})"

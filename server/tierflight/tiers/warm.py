@@ -8,6 +8,7 @@ row groups by their statistics.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from pathlib import Path
 
@@ -17,6 +18,22 @@ from tierflight.engine.database import quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
 
 _DAY = dt.timedelta(days=1)
+COMPACTION_JOURNAL = "_compaction.json"
+
+
+def live_files(day_dir: Path) -> list[Path]:
+    """The partition's files, minus those a completed-but-unfinished compaction replaced."""
+    files = sorted(day_dir.glob("*.parquet"))
+    journal = day_dir / COMPACTION_JOURNAL
+    if journal.exists():
+        try:
+            data = json.loads(journal.read_text())
+        except ValueError:
+            return files
+        if (day_dir / data["new"]).exists():
+            old = set(data["old"])
+            files = [f for f in files if f.name not in old]
+    return files
 
 
 def day_dir_name(day: dt.date) -> str:
@@ -33,6 +50,8 @@ class WarmTier:
         self._cache: dict[Path, tuple[float, int]] = {}  # file -> (mtime, rows)
         # The listing is read on every planned statement, so it is kept and rebuilt on refresh().
         self._listing: list[tuple[Partition, list[Path]]] = []
+        # Days before this belong to the cold tier (a demotion may not have deleted them yet).
+        self.since: dt.datetime | None = None
         self.refresh()
 
     def day_dirs(self) -> list[tuple[dt.date, Path]]:
@@ -71,8 +90,10 @@ class WarmTier:
     def refresh(self) -> None:
         listing = []
         for day, path in self.day_dirs():
-            files = sorted(path.glob("*.parquet"))
+            files = live_files(path)
             start = dt.datetime.combine(day, dt.time())
+            if self.since is not None and start < self.since:
+                continue
             listing.append(
                 (
                     Partition(

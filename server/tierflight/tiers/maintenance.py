@@ -1,0 +1,218 @@
+"""Tier maintenance: demote aged warm partitions into Iceberg, compact small files.
+
+Each step is ordered so that a crash between any two of them loses no row and shows none
+twice, and a re-run finishes the job:
+
+demotion   1. link/copy the warm files of the aged days into the Iceberg data dir and
+              register them in ONE commit (tagged with the days it carries);
+           2. move the boundary ``cold_until`` (atomic file replace): from now on the cold
+              tier serves those days and the warm tier ignores them;
+           3. move the warm day directories to the trash (deleted later, so a query that
+              planned them before step 2 can still read them).
+           A crash after 1 leaves Iceberg holding days it does not serve yet; the re-run
+           sees the commit's tag and skips straight to 2.
+compaction 1. write one file with the partition's rows under a temporary name;
+           2. rename it into place and move the old files to the trash, under the table's
+              maintenance lock (the server re-lists a partition only under that lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tierflight.demo.generate import write_parquet_day
+from tierflight.log import get_logger
+from tierflight.tiers.store import TableStore
+from tierflight.tiers.warm import COMPACTION_JOURNAL, live_files
+
+log = get_logger("tierflight.maintenance")
+
+FaultHook = Callable[[str], None]
+DEMOTED_DAYS = "tierflight.demoted-days"
+TRASH_GRACE_SECONDS = 600.0
+
+
+def _no_fault(step: str) -> None:
+    fault = os.environ.get("TIERFLIGHT_FAULT")
+    if fault == step:
+        # Test hook: die exactly here, as kill -9 would.
+        os._exit(99)
+
+
+@contextmanager
+def maintenance_lock(store: TableStore) -> Iterator[None]:
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / ".maintenance.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def trash(store: TableStore, path: Path) -> None:
+    target = store.root / "trash" / f"{time.time():.0f}-{uuid.uuid4().hex[:8]}-{path.name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+
+
+def empty_trash(store: TableStore, grace_seconds: float = TRASH_GRACE_SECONDS) -> int:
+    root = store.root / "trash"
+    if not root.is_dir():
+        return 0
+    removed = 0
+    now = time.time()
+    for entry in root.iterdir():
+        try:
+            stamp = float(entry.name.split("-", 1)[0])
+        except ValueError:
+            continue
+        if now - stamp >= grace_seconds:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            removed += 1
+    return removed
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _committed_days(store: TableStore) -> set[str]:
+    """Days already carried into Iceberg by a demotion commit (for the re-run after a crash)."""
+    table = store.cold.table()
+    days: set[str] = set()
+    for snap in table.snapshots():
+        summary = snap.summary
+        value = summary.additional_properties.get(DEMOTED_DAYS) if summary is not None else None
+        if value:
+            days.update(value.split(","))
+    return days
+
+
+@dataclass(frozen=True)
+class DemoteStats:
+    days: int
+    files: int
+    rows: int
+    seconds: float
+
+
+def demote(store: TableStore, fault: FaultHook = _no_fault) -> DemoteStats:
+    began = time.perf_counter()
+    with maintenance_lock(store):
+        boundary = store.warm_boundary()
+        until = store.cold_until()
+        aged = [(day, path) for day, path in store.warm.day_dirs() if day < boundary]
+        if not aged:
+            return DemoteStats(0, 0, 0, time.perf_counter() - began)
+        todo = [(d, p) for d, p in aged if until is None or d >= until]
+        committed = _committed_days(store) if todo else set()
+        pending = [(d, p) for d, p in todo if d.isoformat() not in committed]
+        paths: list[str] = []
+        rows = 0
+        for day, path in pending:
+            recover_compaction(store, path)
+            for src in live_files(path):
+                dst = store.cold_file_path(day, f"demoted-{uuid.uuid4().hex}.parquet")
+                _link_or_copy(src, dst)
+                paths.append(str(dst))
+                rows += pq.ParquetFile(src).metadata.num_rows
+        fault("demote:copied")
+        if paths:
+            days = ",".join(d.isoformat() for d, _ in pending)
+            store.cold.add_files(paths, {"tierflight.operation": "demote", DEMOTED_DAYS: days})
+        fault("demote:committed")
+        new_until = max(d for d, _ in aged) + dt.timedelta(days=1)
+        if until is None or new_until > until:
+            store.set_cold_until(new_until)
+        fault("demote:boundary")
+        for _, path in aged:
+            trash(store, path)
+        store.refresh()
+        log.info("demote", table=store.table.name, days=len(aged), files=len(paths), rows=rows)
+        return DemoteStats(len(aged), len(paths), rows, time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class CompactStats:
+    partitions: int
+    files_before: int
+    files_after: int
+    seconds: float
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def recover_compaction(store: TableStore, day_dir: Path) -> None:
+    """Finish or undo a compaction a crash interrupted (see the module docstring)."""
+    journal = day_dir / COMPACTION_JOURNAL
+    if not journal.exists():
+        return
+    data = json.loads(journal.read_text())
+    new = day_dir / data["new"]
+    if new.exists():
+        for name in data["old"]:
+            old = day_dir / name
+            if old.exists():
+                trash(store, old)
+    else:
+        (day_dir / data["tmp"]).unlink(missing_ok=True)
+    journal.unlink()
+
+
+def compact_warm(store: TableStore, small_file_bytes: int = 64 << 20, fault: FaultHook = _no_fault) -> CompactStats:
+    """Rewrite every warm partition holding several files, some small, into one file.
+
+    1. write the merged file under a name the tier does not list; 2. write a journal naming
+    the new file and the old ones; 3. rename the new file into place (from here the tier
+    lists the new file and hides the old ones, by the journal); 4. trash the old files;
+    5. drop the journal. A crash anywhere is finished or undone by recover_compaction.
+    """
+    began = time.perf_counter()
+    parts = before = after = 0
+    with maintenance_lock(store):
+        for day, path in store.warm.day_dirs():
+            recover_compaction(store, path)
+            files = live_files(path)
+            if len(files) < 2 or all(f.stat().st_size >= small_file_bytes for f in files):
+                continue
+            table = pq.read_table(files).sort_by(store.table.time_column)
+            name = f"part-{uuid.uuid4().hex}.parquet"
+            tmp = f".{name}.compacting"
+            write_parquet_day(table.cast(store.schema), path / tmp)
+            fault("compact:written")
+            _write_json(path / COMPACTION_JOURNAL, {"new": name, "tmp": tmp, "old": [f.name for f in files]})
+            fault("compact:journal")
+            os.replace(path / tmp, path / name)
+            fault("compact:renamed")
+            recover_compaction(store, path)
+            parts += 1
+            before += len(files)
+            after += 1
+        store.refresh()
+    if parts:
+        log.info("compact", table=store.table.name, partitions=parts, files_before=before, files_after=after)
+    return CompactStats(parts, before, after, time.perf_counter() - began)
