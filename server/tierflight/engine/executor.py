@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +71,14 @@ def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
         yield from _split(batch.slice(offset, step), max_bytes)
 
 
+def _interrupter(deadline: threading.Event, cursor: duckdb.DuckDBPyConnection) -> Callable[[], None]:
+    def interrupt() -> None:
+        deadline.set()
+        cursor.interrupt()
+
+    return interrupt
+
+
 @dataclass
 class Execution:
     """A started statement; :meth:`batches` streams it and finishes its bookkeeping."""
@@ -88,7 +96,8 @@ class Execution:
     _first: pa.RecordBatchReader | pa.Table | None
     _deadline_token: int | None = None
     _holds_slot: bool = True
-    _timed_out: bool = False
+    # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
+    _deadline: threading.Event = field(default_factory=threading.Event)
     _cancelled: bool = False
     _finished: bool = False
     rows: int = 0
@@ -97,11 +106,6 @@ class Execution:
 
     def cancel(self) -> None:
         self._cancelled = True
-        if self._cursor is not None:
-            self._cursor.interrupt()
-
-    def _on_deadline(self) -> None:
-        self._timed_out = True
         if self._cursor is not None:
             self._cursor.interrupt()
 
@@ -142,9 +146,8 @@ class Execution:
             yield from self._readers
 
     def _error(self, exc: BaseException) -> TierflightError:
-        if self._timed_out:
-            timeout = self._executor.config.server.statement_timeout.total_seconds()
-            return StatementTimeout(f"statement exceeded the timeout of {timeout:g} s (server.statement_timeout)")
+        if self._deadline.is_set():
+            return self._executor._timeout_error()
         if self._cancelled:
             return Cancelled("statement was cancelled by the client")
         err = translate(exc, self.query_id)
@@ -193,6 +196,8 @@ class Executor:
         query_id = query_id or uuid.uuid4().hex
         started = time.perf_counter()
         cursor: duckdb.DuckDBPyConnection | None = None
+        deadline = threading.Event()
+        deadline_token: int | None = None
         try:
             route = self.planner.plan(statement)
             plan_ms = (time.perf_counter() - started) * 1000
@@ -205,18 +210,24 @@ class Executor:
                     self.database.refresh_system_tables(names)
                 cursor = self.database.cursor()
                 self.database.check_statement_type(cursor, route.sql)
+                # The deadline starts before DuckDB runs anything: a blocking operator (an
+                # aggregate, a sort) runs to completion inside _run, before the first batch.
+                timeout = self.config.server.statement_timeout.total_seconds()
+                if timeout > 0:
+                    deadline_token = self._watchdog.schedule(timeout, _interrupter(deadline, cursor))
                 first, rest = self._run(cursor, route.sql, params)
                 ex = Execution(
                     query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
                 )
-                timeout = self.config.server.statement_timeout.total_seconds()
-                if timeout > 0:
-                    ex._deadline_token = self._watchdog.schedule(timeout, ex._on_deadline)
+                ex._deadline = deadline
+                ex._deadline_token = deadline_token
         except BaseException as exc:
             self._slots.release()
+            if deadline_token is not None:
+                self._watchdog.cancel(deadline_token)
             if cursor is not None:
                 cursor.close()
-            err = translate(exc, query_id)
+            err = self._timeout_error() if deadline.is_set() else translate(exc, query_id)
             self._log(query_id, statement.sql, user, None, 0, 0, started, 0.0, err.status.value)
             if err.status.value == "internal":
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
@@ -224,6 +235,10 @@ class Executor:
         with self._lock:
             self._running[query_id] = ex
         return ex
+
+    def _timeout_error(self) -> StatementTimeout:
+        timeout = self.config.server.statement_timeout.total_seconds()
+        return StatementTimeout(f"statement exceeded the timeout of {timeout:g} s (server.statement_timeout)")
 
     def _run(
         self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None

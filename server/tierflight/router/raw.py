@@ -49,13 +49,15 @@ class RawPlanner:
     def plan(self, statement: Statement) -> Route:
         stores = self._stores()
         parts: list[RoutePart] = []
-        replacements: dict[int, exp.Expression] = {}
         bodies: dict[str, str] = {}
         system = False
-        for t in statement.tree.find_all(exp.Table):
+        tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
+        for t in list(tree.find_all(exp.Table)):
             if t.db.lower() == SYSTEM_SCHEMA:
                 system = True
                 parts.append(RoutePart("system", f"system.{t.name}", 0, "system table"))
+                if not t.catalog:
+                    t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 continue
             store = stores.get(t.name) if not t.db or t.db.lower() == "main" else None
             if store is None or not t.name:
@@ -66,8 +68,8 @@ class RawPlanner:
             sources = store.sources(rng)
             marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
             bodies[marker] = table_view_sql(store.table, [s.sql for s in sources])
-            replacements[id(t)] = exp.Table(
-                this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name))
+            t.replace(
+                exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
             )
             parts.extend(
                 RoutePart(s.tier, describe_source(t.name, s), sum(p.rows for p in s.partitions), _reason(rng))
@@ -75,19 +77,9 @@ class RawPlanner:
             )
             if not sources:
                 parts.append(RoutePart("none", f"{t.name}: no partitions in range", 0, _reason(rng)))
-        if not replacements and not system:
+        if not bodies and not system:
             return Route(sql=statement.sql, parts=tuple(parts))
-
-        def rewrite(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table):
-                if id(node) in replacements:
-                    return replacements[id(node)]
-                if node.db.lower() == SYSTEM_SCHEMA and not node.catalog:
-                    node = node.copy()
-                    node.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
-            return node
-
-        sql = statement.tree.transform(rewrite, copy=True).sql(dialect=DIALECT)
+        sql = tree.sql(dialect=DIALECT)
         # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
         for marker, body in bodies.items():
             sql = sql.replace(marker, f"({body})", 1)
