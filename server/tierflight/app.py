@@ -13,32 +13,17 @@ from tierflight.config import Config
 from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
 from tierflight.log import get_logger
-from tierflight.router.raw import RawPlanner
+from tierflight.rollups.registry import RollupRegistry
+from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
 from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.app")
 
-ROLLUPS_SCHEMA = pa.schema(
-    [
-        ("name", pa.string()),
-        ("table_name", pa.string()),
-        ("dimensions", pa.list_(pa.string())),
-        ("measures", pa.list_(pa.string())),
-        ("status", pa.string()),
-        ("rows", pa.int64()),
-        ("bytes", pa.int64()),
-        ("built_at", pa.timestamp("us")),
-        ("watermark", pa.timestamp("us")),
-        ("hits", pa.int64()),
-    ]
-)
-
-
 class App:
     """One tierflight instance: its tables, tiers, DuckDB and executor (no network)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, build_rollups: bool = True, progress: bool = False) -> None:
         self.config = config
         self.database = Database(config)
         self.stores: dict[str, TableStore] = {
@@ -47,11 +32,15 @@ class App:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self.refresh_tables()
-        self.planner = RawPlanner(self.store_map)
-        self.executor = Executor(config, self.database, self.planner)
+        self.rollups = RollupRegistry(config, self.database, self.stores)
+        self.rollups.load(build_missing=build_rollups, progress=progress)
+        routing = bool(dict(config.raw.get("router", {})).get("enabled", True))
+        self.router = Router(self.store_map, self.rollups, config.tiers.current_time, enabled=routing)
+        self.planner = self.router
+        self.executor = Executor(config, self.database, self.router)
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
-        self.database.register_system_table("rollups", ROLLUPS_SCHEMA.empty_table)
+        self.database.register_system_table("rollups", self.rollups.system_table)
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
 
     def store_map(self) -> Mapping[str, TableStore]:
@@ -60,9 +49,12 @@ class App:
     def refresh_tables(self) -> None:
         """Re-list every tier and redefine the table views (after data changes)."""
         with self._refresh_lock:
-            for name, store in self.stores.items():
+            for store in self.stores.values():
                 store.refresh()
                 self.database.set_table_view(store.table, [s.sql for s in store.sources()])
+            router = getattr(self, "router", None)
+            if router is not None:
+                router.invalidate()
 
     def partitions_table(self) -> pa.Table:
         return partitions_table([p for store in self.stores.values() for p in store.partitions()])
@@ -86,7 +78,7 @@ class App:
             while True:
                 try:
                     self.run_maintenance()
-                except Exception as exc:  # noqa: BLE001 - the next round retries; never kill the server
+                except Exception as exc:
                     log.error("maintenance_failed", error=repr(exc))
                 if self._stop.wait(interval):
                     return

@@ -95,7 +95,7 @@ def serve(
         config = _config()
         if not no_demo:
             ensure_demo_data(config)
-        instance = App(config)
+        instance = App(config, progress=True)
         bind_host = host or config.server.host
         server = build_server(instance, bind_host, config.server.port if port is None else port, insecure=insecure)
     except (TierflightError, ValueError, OSError) as exc:
@@ -203,6 +203,26 @@ def explain(
 
 def _stores(config: Config) -> dict[str, Any]:
     return {name: _store(config, name) for name in config.tables}
+
+
+@rollups_app.command("build")
+def rollups_build() -> None:
+    """Build every configured rollup in one pass per table and write its snapshot."""
+    import time
+
+    from tierflight.engine.database import Database
+    from tierflight.rollups.registry import RollupRegistry
+    from tierflight.tiers.store import TableStore
+
+    config = _config()
+    database = Database(config)
+    stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
+    registry = RollupRegistry(config, database, stores)
+    started = time.perf_counter()
+    registry.build(progress=True)
+    for state in registry.states.values():
+        typer.echo(f"{state.group.name}: {state.status}, {state.rows:,} rows, {state.bytes / 1e6:.2f} MB", err=True)
+    typer.echo(f"built {len(registry.states)} rollups in {time.perf_counter() - started:.1f} s", err=True)
 
 
 @tiers_app.command("demote")

@@ -1,0 +1,205 @@
+"""Rollup definitions from the configuration, and their mergeable measure states.
+
+A rollup groups a table by dimensions (columns, or time grains of its time column) and
+keeps measures as mergeable states, so it can be re-aggregated to any coarser grain and
+merged across partitions: count, count(col), sum, min, max, and HyperLogLog sketches.
+Rollups with the same table, dimensions and filter share one stored copy (their measures
+are united), which is what :func:`storage_groups` computes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tierflight.config import TableConfig, parse_duration
+from tierflight.errors import ConfigError
+
+TIME_GRAINS = ("minute", "hour", "day", "week", "month")
+# Finer grains answer coarser ones: day from minute, week from day (weeks do not nest in months).
+DERIVABLE: Mapping[str, tuple[str, ...]] = {
+    "minute": ("minute", "hour", "day", "week", "month"),
+    "hour": ("hour", "day", "week", "month"),
+    "day": ("day", "week", "month"),
+    "week": ("week",),
+    "month": ("month",),
+}
+KINDS = ("count", "count_col", "sum", "min", "max", "hll")
+_MEASURE = re.compile(r"^\s*(count|sum|min|max|hll)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_]*|\*|1)?\s*\))?\s*$", re.I)
+HLL_LG_K = 12
+
+
+@dataclass(frozen=True, order=True)
+class Measure:
+    kind: str
+    column: str | None = None
+
+    @property
+    def state(self) -> str:
+        """Column name of the state in the stored rollup."""
+        if self.kind == "count":
+            return "_count"
+        kind = "count" if self.kind == "count_col" else self.kind
+        return f"{kind}__{self.column}"
+
+    def label(self) -> str:
+        if self.kind == "count":
+            return "count(*)"
+        kind = "count" if self.kind == "count_col" else self.kind
+        return f"{kind}({self.column})"
+
+
+def parse_measure(text: str, table: TableConfig, where: str) -> Measure:
+    m = _MEASURE.match(text)
+    if not m:
+        raise ConfigError(f"{where}: measure {text!r} is not one of count, count(col), sum(col), min(col), max(col), hll(col)")
+    kind, col = m.group(1).lower(), m.group(2)
+    if kind == "count" and col in (None, "*", "1"):
+        return Measure("count")
+    if col is None or col in ("*", "1"):
+        raise ConfigError(f"{where}: measure {text!r} needs a column, e.g. {kind}(bid_price)")
+    if col not in table.column_names:
+        raise ConfigError(f"{where}: measure {text!r} names unknown column {col!r} of table {table.name}")
+    return Measure("count_col" if kind == "count" else kind, col)
+
+
+@dataclass(frozen=True)
+class RollupDef:
+    name: str
+    table: str
+    dimensions: tuple[str, ...]  # columns or time grains, in declaration order
+    measures: tuple[Measure, ...]
+    filter: str | None = None
+    retention: dt.timedelta | None = None
+
+    @property
+    def grain(self) -> str | None:
+        grains = [d for d in self.dimensions if d in TIME_GRAINS]
+        return grains[0] if grains else None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(d for d in self.dimensions if d not in TIME_GRAINS)
+
+    @property
+    def storage_key(self) -> tuple[str, tuple[str, ...], str | None, dt.timedelta | None]:
+        return (self.table, tuple(sorted(self.dimensions)), self.filter, self.retention)
+
+    def definition_hash(self) -> str:
+        data = {
+            "table": self.table,
+            "dimensions": list(self.dimensions),
+            "measures": [m.label() for m in sorted(self.measures)],
+            "filter": self.filter,
+            "retention": self.retention.total_seconds() if self.retention else None,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_rollups(table: TableConfig) -> list[RollupDef]:
+    out: list[RollupDef] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(table.rollups):
+        where = f"tables.{table.name}.rollups[{i}]"
+        name = str(raw.get("name", ""))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{where}: name {name!r} must be an identifier (letters, digits, _)")
+        if name in seen:
+            raise ConfigError(f"{where}: rollup name {name!r} is used twice")
+        seen.add(name)
+        unknown = set(raw) - {"name", "dimensions", "measures", "filter", "retention"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        dims = tuple(str(d) for d in raw.get("dimensions", []))
+        for d in dims:
+            if d not in TIME_GRAINS and d not in table.column_names:
+                raise ConfigError(
+                    f"{where}: dimension {d!r} is neither a column of {table.name} nor a time grain ({', '.join(TIME_GRAINS)})"
+                )
+        if sum(d in TIME_GRAINS for d in dims) > 1:
+            raise ConfigError(f"{where}: at most one time grain per rollup (coarser grains are derived)")
+        measures = [parse_measure(str(m), table, where) for m in raw.get("measures", [])]
+        if not any(m.kind == "count" for m in measures):
+            measures.insert(0, Measure("count"))  # needed for AVG and to know a group exists
+        retention = raw.get("retention")
+        out.append(
+            RollupDef(
+                name=name,
+                table=table.name,
+                dimensions=dims,
+                measures=tuple(dict.fromkeys(measures)),
+                filter=str(raw["filter"]) if raw.get("filter") else None,
+                retention=parse_duration(retention, f"{where}.retention") if retention else None,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class StorageGroup:
+    """The rollups that share one stored copy, and the union of their measures."""
+
+    name: str
+    table: str
+    dimensions: tuple[str, ...]
+    measures: tuple[Measure, ...]
+    filter: str | None
+    retention: dt.timedelta | None
+    members: tuple[str, ...]
+
+    @property
+    def grain(self) -> str | None:
+        grains = [d for d in self.dimensions if d in TIME_GRAINS]
+        return grains[0] if grains else None
+
+    def definition_hash(self) -> str:
+        data = {
+            "table": self.table,
+            "dimensions": list(self.dimensions),
+            "measures": [m.label() for m in self.measures],
+            "filter": self.filter,
+            "retention": self.retention.total_seconds() if self.retention else None,
+            "hll_lg_k": HLL_LG_K,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def storage_groups(rollups: Sequence[RollupDef]) -> list[StorageGroup]:
+    groups: dict[Any, list[RollupDef]] = {}
+    for r in rollups:
+        groups.setdefault(r.storage_key, []).append(r)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        measures = tuple(sorted({m for r in members for m in r.measures}))
+        out.append(
+            StorageGroup(
+                name=members[0].name if len(members) == 1 else "__".join(sorted(r.name for r in members)),
+                table=first.table,
+                dimensions=first.dimensions,
+                measures=measures,
+                filter=first.filter,
+                retention=first.retention,
+                members=tuple(r.name for r in members),
+            )
+        )
+    return out
+
+
+def all_rollups(tables: Iterable[TableConfig]) -> list[RollupDef]:
+    return [r for t in tables for r in parse_rollups(t)]
+
+
+def retention_start(group: StorageGroup, now: dt.datetime) -> dt.datetime | None:
+    """The first bucket a rollup with a retention keeps (aligned up to its grain)."""
+    if group.retention is None or group.grain is None:
+        return None
+    from tierflight.router.timerange import next_boundary, truncate
+
+    cutoff = now - group.retention
+    return cutoff if truncate(cutoff, group.grain) == cutoff else next_boundary(cutoff, group.grain)

@@ -1,0 +1,214 @@
+"""The hot tier's rollups: definitions, status, snapshots and their in-memory copies.
+
+Loaded rollups live in DuckDB tables (``tf_rollup.<name>``, sorted by time so DuckDB's
+zone maps slice by time before scanning); the router rewrites statements onto them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tierflight.config import Config, parse_size
+from tierflight.engine.database import Database, quote_ident
+from tierflight.log import get_logger
+from tierflight.rollups.build import build_groups, source_fingerprint
+from tierflight.rollups.definition import RollupDef, StorageGroup, parse_rollups, storage_groups
+from tierflight.rollups.snapshot import SnapshotError, SnapshotMeta, read_meta, read_snapshot, write_snapshot
+from tierflight.tiers.store import TableStore
+
+log = get_logger("tierflight.rollups")
+
+ROLLUP_SCHEMA = "tf_rollup"
+ROLLUPS_TABLE_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("table_name", pa.string()),
+        ("dimensions", pa.list_(pa.string())),
+        ("measures", pa.list_(pa.string())),
+        ("status", pa.string()),
+        ("rows", pa.int64()),
+        ("bytes", pa.int64()),
+        ("built_at", pa.timestamp("us")),
+        ("watermark", pa.timestamp("us")),
+        ("hits", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class RollupState:
+    group: StorageGroup
+    members: tuple[RollupDef, ...]
+    status: str = "pending"  # pending, building, active, stale, failed
+    meta: SnapshotMeta | None = None
+    rows: int = 0
+    bytes: int = 0
+    hits: int = 0
+    error: str | None = None
+    times: Any = None  # sorted bucket starts (datetime64[us]) for row estimates
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def qualified(self) -> str:
+        return f"{ROLLUP_SCHEMA}.{quote_ident(self.group.name)}"
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "active"
+
+
+class RollupRegistry:
+    def __init__(self, config: Config, database: Database, stores: Mapping[str, TableStore]) -> None:
+        self.config = config
+        self.database = database
+        self.stores = stores
+        raw = dict(config.raw.get("rollups", {}))
+        self.memory_budget = parse_size(raw.get("memory_budget", "2GB"), "rollups.memory_budget")
+        self.allow_stale = bool(raw.get("allow_stale", False))
+        self.enabled = bool(raw.get("enabled", True))
+        self.root: Path = config.data_dir / "rollups"
+        self.states: dict[str, RollupState] = {}
+        for table in config.tables.values():
+            defs = parse_rollups(table)
+            for group in storage_groups(defs):
+                members = tuple(d for d in defs if d.name in group.members)
+                self.states[group.name] = RollupState(group, members)
+        database.execute_internal(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
+        self._lock = threading.Lock()
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self, build_missing: bool = True, progress: bool = False) -> None:
+        """Load every fresh snapshot; rebuild missing, stale or corrupt ones if asked."""
+        used = 0
+        to_build: list[RollupState] = []
+        for state in self.states.values():
+            meta = read_meta(self.root, state.group.name)
+            store = self.stores[state.group.table]
+            if meta is None:
+                state.status = "pending"
+                to_build.append(state)
+                continue
+            state.meta = meta
+            fresh = meta.definition_hash == state.group.definition_hash() and meta.fingerprint == source_fingerprint(store)
+            if not fresh and not self.allow_stale:
+                state.status = "stale"
+                to_build.append(state)
+                continue
+            if used + meta.bytes > self.memory_budget:
+                state.status = "failed"
+                state.error = f"skipped: {meta.bytes} bytes would exceed rollups.memory_budget"
+                log.warning("rollup_over_budget", rollup=state.group.name, bytes=meta.bytes, budget=self.memory_budget)
+                continue
+            try:
+                table = read_snapshot(self.root, meta)
+            except SnapshotError as exc:
+                log.warning("rollup_snapshot_corrupt", rollup=state.group.name, error=str(exc))
+                state.status = "stale"
+                to_build.append(state)
+                continue
+            self._install(state, table, meta, "active" if fresh else "stale")
+            used += meta.bytes
+        if build_missing and to_build:
+            self.build([s.group.name for s in to_build], progress=progress)
+
+    def _install(self, state: RollupState, table: pa.Table, meta: SnapshotMeta, status: str) -> None:
+        cur = self.database.cursor()
+        try:
+            cur.register("__tf_rollup_src", table)
+            self.database.execute_internal(
+                f"CREATE OR REPLACE TABLE {state.qualified} AS SELECT * FROM __tf_rollup_src", cursor=cur
+            )
+            cur.unregister("__tf_rollup_src")
+        finally:
+            cur.close()
+        times = None
+        if state.group.grain:
+            times = np.sort(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
+        with state.lock:
+            state.meta = meta
+            state.times = times
+            state.rows = table.num_rows
+            state.bytes = table.nbytes
+            state.status = status
+            state.error = None
+        log.info("rollup_loaded", rollup=state.group.name, rows=table.num_rows, bytes=table.nbytes, status=status)
+
+    # -- building -------------------------------------------------------------------------
+
+    def build(self, names: Sequence[str] | None = None, progress: bool = False) -> dict[str, float]:
+        """Build the named rollups (all by default) in one pass per table and filter."""
+        wanted = [self.states[n] for n in (names or list(self.states))]
+        by_table: dict[str, list[RollupState]] = {}
+        for s in wanted:
+            by_table.setdefault(s.group.table, []).append(s)
+        timings: dict[str, float] = {}
+        for table_name, states in by_table.items():
+            store = self.stores[table_name]
+            for s in states:
+                s.status = "building"
+            cur = self.database.cursor()
+            try:
+                result = build_groups(store, [s.group for s in states], cur, self.config.tiers.current_time())
+            except Exception as exc:
+                for s in states:
+                    s.status, s.error = "failed", str(exc)
+                log.error("rollup_build_failed", table=table_name, error=repr(exc))
+                raise
+            finally:
+                cur.close()
+            fingerprint = source_fingerprint(store)
+            for s in states:
+                table = result.tables[s.group.name]
+                meta = write_snapshot(self.root, s.group.name, table, s.group.definition_hash(), fingerprint, result.watermark)
+                self._install(s, table, meta, "active")
+            timings[table_name] = result.seconds
+            log.info("rollups_built", table=table_name, rollups=len(states), source_rows=result.source_rows, seconds=round(result.seconds, 3))
+        return timings
+
+    # -- reading --------------------------------------------------------------------------
+
+    def usable(self, table: str) -> list[RollupState]:
+        if not self.enabled:
+            return []
+        return [s for s in self.states.values() if s.group.table == table and (s.usable or (self.allow_stale and s.status == "stale"))]
+
+    def all_states(self, table: str) -> list[RollupState]:
+        return [s for s in self.states.values() if s.group.table == table]
+
+    def hit(self, name: str) -> None:
+        state = self.states.get(name)
+        if state is not None:
+            with state.lock:
+                state.hits += 1
+
+    def system_table(self) -> pa.Table:
+        rows = []
+        for s in self.states.values():
+            meta = s.meta
+            for d in s.members:
+                rows.append(
+                    {
+                        "name": d.name,
+                        "table_name": d.table,
+                        "dimensions": list(d.dimensions),
+                        "measures": [m.label() for m in d.measures],
+                        "status": s.status,
+                        "rows": s.rows,
+                        "bytes": s.bytes,
+                        "built_at": dt.datetime.fromisoformat(meta.built_at) if meta else None,
+                        "watermark": meta.watermark_dt if meta else None,
+                        "hits": s.hits,
+                    }
+                )
+        return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)

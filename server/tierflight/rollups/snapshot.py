@@ -1,0 +1,108 @@
+"""Rollup snapshots: Arrow IPC files plus a manifest that makes replacement atomic.
+
+``<data_dir>/rollups/<name>.json`` names the current data file and carries its SHA-256,
+the definition hash, the watermark and the source fingerprint. A build writes a new data
+file under a fresh name, then replaces the manifest (one rename): a crash mid-build leaves
+the old manifest and its file untouched and usable. A file whose checksum does not match
+its manifest is never served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    name: str
+    file: str
+    sha256: str
+    definition_hash: str
+    fingerprint: str
+    watermark: str | None  # ISO timestamp of the newest source row covered
+    built_at: str
+    rows: int
+    bytes: int
+
+    @property
+    def watermark_dt(self) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(self.watermark) if self.watermark else None
+
+
+class SnapshotError(Exception):
+    """The snapshot is missing, truncated or corrupt; it must be rebuilt."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_snapshot(root: Path, name: str, table: pa.Table, definition_hash: str, fingerprint: str, watermark: dt.datetime | None) -> SnapshotMeta:
+    root.mkdir(parents=True, exist_ok=True)
+    data_path = root / f"{name}-{uuid.uuid4().hex[:12]}.arrow"
+    with pa.OSFile(str(data_path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=1 << 20)
+    with open(data_path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    meta = SnapshotMeta(
+        name=name,
+        file=data_path.name,
+        sha256=_sha256(data_path),
+        definition_hash=definition_hash,
+        fingerprint=fingerprint,
+        watermark=watermark.isoformat() if watermark else None,
+        built_at=dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
+        rows=table.num_rows,
+        bytes=table.nbytes,
+    )
+    manifest = root / f"{name}.json"
+    tmp = manifest.with_suffix(".json.tmp")
+    _fsync_write(tmp, json.dumps(asdict(meta)).encode())
+    previous = read_meta(root, name)
+    os.replace(tmp, manifest)
+    if previous is not None and previous.file != meta.file:
+        (root / previous.file).unlink(missing_ok=True)
+    return meta
+
+
+def read_meta(root: Path, name: str) -> SnapshotMeta | None:
+    try:
+        data = json.loads((root / f"{name}.json").read_text())
+        return SnapshotMeta(**data)
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        return None
+
+
+def read_snapshot(root: Path, meta: SnapshotMeta, verify: bool = True) -> pa.Table:
+    path = root / meta.file
+    if not path.exists():
+        raise SnapshotError(f"snapshot file {path} is missing")
+    if verify and _sha256(path) != meta.sha256:
+        raise SnapshotError(f"snapshot file {path} does not match its checksum (truncated or corrupt)")
+    try:
+        source = pa.memory_map(str(path), "r")
+        return ipc.open_file(source).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SnapshotError(f"snapshot file {path} cannot be read: {exc}") from None

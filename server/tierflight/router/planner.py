@@ -1,0 +1,220 @@
+"""The router: answer from the cheapest rollup that is exact, else from the raw tiers.
+
+Statements are parsed once (the sandbox caches them by text); plans are cached by statement
+text and the data generation, so a dashboard's repeated queries skip matching entirely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from sqlglot import exp
+
+from tierflight.engine.sandbox import DIALECT, Statement
+from tierflight.rollups.registry import RollupRegistry, RollupState
+from tierflight.router.raw import RawPlanner
+from tierflight.router.route import Rejection, Route, RoutePart
+from tierflight.router.rules import (
+    Reject,
+    TableInfo,
+    _transform_outside_aggs,
+    canonical,
+    conjuncts,
+    normalise_predicate,
+    retention_ok,
+    rewrite_aggregate,
+    rewrite_time,
+    single_table,
+    time_predicate,
+)
+from tierflight.router.timerange import column_grain, derived_grains, table_time_range, truncate
+from tierflight.tiers.base import TimeRange
+from tierflight.tiers.store import TableStore
+
+StoreLookup = Callable[[], Mapping[str, TableStore]]
+
+
+def rewrite_clause(expr: exp.Expression, info: TableInfo, state: RollupState) -> exp.Expression:
+    group = state.group
+    dims = {d.lower() for d in group.dimensions}
+
+    def visit(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Window):
+            raise Reject("shape", "window functions are answered from raw tiers")
+        if isinstance(n, exp.AggFunc) or (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)):
+            return rewrite_aggregate(n, info, group)
+        if isinstance(n, exp.Subquery | exp.Select):
+            raise Reject("shape", "subqueries are answered from raw tiers")
+        grain = column_grain(n, info.time_column, info.grains)
+        if grain is not None:
+            return rewrite_time(n, info, group)
+        if isinstance(n, exp.Column):
+            name = n.name.lower()
+            if name not in dims and (name in info.columns or name in info.derived):
+                raise Reject("dimension", f"column {n.name} is not a dimension of the rollup")
+        return n
+
+    return _transform_outside_aggs(expr, visit)
+
+
+class Router:
+    def __init__(self, stores: StoreLookup, registry: RollupRegistry | None, now: Callable[[], dt.datetime], enabled: bool = True) -> None:
+        self._stores = stores
+        self.registry = registry
+        self.raw = RawPlanner(stores)
+        self._now = now
+        self.enabled = enabled
+        self._infos: dict[str, TableInfo] = {}
+        self._cache: OrderedDict[tuple[str, str, int], Route] = OrderedDict()
+        self._lock = threading.Lock()
+        self.generation = 0  # bumped whenever data or rollups change: invalidates plans
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._cache.clear()
+
+    def _table_infos(self) -> dict[str, TableInfo]:
+        stores = self._stores()
+        if set(self._infos) != set(stores):
+            infos = {}
+            for name, store in stores.items():
+                cfg = store.table
+                infos[name] = TableInfo(
+                    name=name,
+                    time_column=cfg.time_column,
+                    derived={k.lower(): v for k, v in cfg.derived.items()},
+                    grains=derived_grains(dict(cfg.derived), cfg.time_column),
+                    columns=frozenset(c.lower() for c in cfg.column_names),
+                )
+            self._infos = infos
+        return self._infos
+
+    def plan(self, statement: Statement) -> Route:
+        key = (statement.kind, statement.sql, self.generation)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+        if cached is not None:
+            self._count_hit(cached)
+            return cached
+        route = self._plan(statement)
+        with self._lock:
+            self._cache[key] = route
+            while len(self._cache) > 4096:
+                self._cache.popitem(last=False)
+        self._count_hit(route)
+        return route
+
+    def _count_hit(self, route: Route) -> None:
+        if self.registry is not None and route.rollup:
+            for name in route.rollup.split(","):
+                self.registry.hit(name)
+
+    def _plan(self, statement: Statement) -> Route:
+        tree = statement.tree
+        if not self.enabled or self.registry is None or statement.kind == "explain" or not isinstance(tree, exp.Select):
+            return self.raw.plan(statement)
+        rejected: list[Rejection] = []
+        try:
+            table, info = single_table(tree, self._table_infos())
+        except Reject as r:
+            route = self.raw.plan(statement)
+            return Route(route.sql, route.parts, (Rejection("*", r.rule, r.reason),))
+        store = self._stores()[info.name]
+        rng = table_time_range(table, info.time_column, info.grains)
+        best: tuple[int, RollupState, str] | None = None
+        for state in self.registry.all_states(info.name):
+            name = state.group.name
+            try:
+                if not (state.usable or (self.registry.allow_stale and state.status == "stale")):
+                    raise Reject("status", f"rollup is {state.status}")
+                if store.hot.partitions():
+                    raise Reject("freshness", "the hot tail has rows the rollup does not hold yet")
+                retention_ok(state.group, rng.start, self._now())
+                sql = self._rewrite(tree, table, info, state, rng)
+                rows = self._estimate(state, rng)
+            except Reject as r:
+                rejected.append(Rejection(name, r.rule, r.reason))
+                continue
+            if best is None or rows < best[0]:
+                if best is not None:
+                    rejected.append(Rejection(best[1].group.name, "cost", f"{best[0]} rows to scan vs {rows}"))
+                best = (rows, state, sql)
+            else:
+                rejected.append(Rejection(name, "cost", f"{rows} rows to scan vs {best[0]}"))
+        if best is None:
+            route = self.raw.plan(statement)
+            return Route(route.sql, route.parts, tuple(rejected))
+        rows, state, sql = best
+        part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")
+        return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+
+    def _rewrite(self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange) -> str:
+        group = state.group
+        select = tree.copy()
+        if select.args.get("qualify") is not None:
+            raise Reject("shape", "QUALIFY is answered from raw tiers")
+        filter_key = canonical(group.filter) if group.filter else None
+        implied = False
+        kept: list[exp.Expression] = []
+        for pred in conjuncts(select.args.get("where")):
+            pred = normalise_predicate(pred)
+            if filter_key is not None and canonical(pred) == filter_key:
+                implied = True
+                continue
+            timed = time_predicate(pred, info, group)
+            kept.append(timed if timed is not None else rewrite_clause(pred, info, state))
+        if filter_key is not None and not implied:
+            raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
+        kept.extend(self._slice(group.grain, rng))
+        select.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+        select.set("expressions", [rewrite_clause(e, info, state) for e in select.expressions])
+        for key in ("group", "having", "order"):
+            clause = select.args.get(key)
+            if clause is not None:
+                select.set(key, rewrite_clause(clause, info, state))
+        alias = table.alias or table.name
+        select.set(
+            "from_",
+            exp.From(this=exp.Table(this=exp.to_identifier(group.name), db=exp.to_identifier("tf_rollup"), alias=exp.TableAlias(this=exp.to_identifier(alias)))),
+        )
+        return select.sql(dialect=DIALECT)
+
+    @staticmethod
+    def _slice(grain: str | None, rng: TimeRange) -> list[exp.Expression]:
+        """Extra bucket bounds implied by the statement's time range, so DuckDB's zone maps
+        skip the rest of the rollup (a bucket holds rows from its start to the next one)."""
+        if grain is None:
+            return []
+        out: list[exp.Expression] = []
+        dated = grain in ("day", "week", "month")
+        if rng.start is not None:
+            out.append(exp.GTE(this=exp.column(grain), expression=_literal(truncate(rng.start, grain), dated)))
+        if rng.end is not None:
+            end = rng.end
+            if dated and end != truncate(end, "day"):
+                end = truncate(end, "day") + dt.timedelta(days=1)
+            out.append(exp.LT(this=exp.column(grain), expression=_literal(end, dated)))
+        return out
+
+    def _estimate(self, state: RollupState, rng: TimeRange) -> int:
+        times: Any = getattr(state, "times", None)
+        if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
+            return state.rows
+        lo = 0 if rng.start is None else int(np.searchsorted(times, np.datetime64(truncate(rng.start, state.group.grain), "us")))
+        hi = len(times) if rng.end is None else int(np.searchsorted(times, np.datetime64(rng.end, "us")))
+        return max(0, hi - lo)
+
+
+def _literal(value: dt.datetime, dated: bool) -> exp.Expression:
+    # Compare the bucket column with a constant of its own type so zone maps apply.
+    if dated:
+        return exp.cast(exp.Literal.string(value.date().isoformat()), exp.DataType.build("DATE"))
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))

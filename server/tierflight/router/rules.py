@@ -1,0 +1,289 @@
+"""Rollup substitution rules: small pure functions over sqlglot trees.
+
+Each rule either returns a rewritten piece or raises :class:`Reject` naming itself, which
+EXPLAIN ROUTE shows for the rejected candidate. The rewrite keeps every expression of the
+statement and only changes what it reads: the table becomes the rollup, the time column
+becomes the rollup's time bucket (valid only for grains the bucket determines), and each
+aggregate reads the matching mergeable state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+
+from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, retention_start
+from tierflight.router.timerange import column_grain, literal_datetime, truncate
+
+
+class Reject(Exception):  # noqa: N818 - a decision, not an error
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(reason)
+        self.rule = rule
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    time_column: str
+    derived: dict[str, str]  # derived column -> SQL over stored columns
+    grains: dict[str, str]  # derived column -> grain
+    columns: frozenset[str]
+
+
+def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.Table, TableInfo]:
+    """Rule ``shape``: one configured table, aggregated, no joins."""
+    if select.args.get("joins") or select.args.get("laterals"):
+        raise Reject("shape", "joins are answered from raw tiers")
+    from_ = select.args.get("from_")
+    table = from_.this if from_ is not None else None
+    if not isinstance(table, exp.Table) or table.name not in tables or (table.db and table.db.lower() != "main"):
+        raise Reject("shape", "not a single configured table")
+    if not select.args.get("group") and not any(select.find_all(exp.AggFunc)):
+        raise Reject("shape", "no aggregation: raw rows are needed")
+    for node in select.find_all(exp.Select):
+        if node is not select:
+            raise Reject("shape", "subqueries inside an aggregate statement are answered from raw tiers")
+    return table, tables[table.name]
+
+
+def _bucket(group: StorageGroup) -> exp.Expression:
+    return exp.cast(exp.column(group.grain or ""), exp.DataType.build("TIMESTAMP"))
+
+
+def rewrite_time(node: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+    """Rule ``grain``: time expressions become expressions over the rollup's bucket."""
+    grain = column_grain(node, info.time_column, info.grains)
+    if grain is None:
+        raise Reject("grain", f"{node.sql(dialect='duckdb')} is not a time grain")
+    if grain == "exact":
+        raise Reject("grain", f"{info.time_column} is used at full precision")
+    if group.grain is None or grain not in DERIVABLE[group.grain]:
+        have = group.grain or "no time dimension"
+        raise Reject("grain", f"needs {grain} buckets, rollup has {have}")
+    expanded = node
+    if isinstance(node, exp.Column) and node.name.lower() in info.derived:
+        expanded = sqlglot.parse_one(info.derived[node.name.lower()], read="duckdb")
+    bucket = _bucket(group)
+
+    def swap(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Column) and n.name.lower() == info.time_column.lower():
+            return bucket.copy()
+        return n
+
+    return expanded.copy().transform(swap)
+
+
+def rewrite_dimensions(expr: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+    """Rule ``dimension``: outside aggregates, only dimensions and time grains may appear."""
+    dims = {d.lower() for d in group.dimensions}
+
+    def visit(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.AggFunc | exp.Filter | exp.Window):
+            return n
+        grain = column_grain(n, info.time_column, info.grains)
+        if grain is not None:
+            return rewrite_time(n, info, group)
+        if isinstance(n, exp.Column):
+            name = n.name.lower()
+            if name not in dims and (name in info.columns or name in info.derived):
+                raise Reject("dimension", f"column {n.name} is not a dimension of the rollup")
+        return n
+
+    return _transform_outside_aggs(expr, visit)
+
+
+def _transform_outside_aggs(expr: exp.Expression, fn: object) -> exp.Expression:
+    """Apply ``fn`` top-down, not descending into aggregates (they are rewritten separately)."""
+
+    def walk(n: exp.Expression) -> exp.Expression:
+        out = fn(n)  # type: ignore[operator]
+        if out is not n:
+            return out  # type: ignore[no-any-return]
+        if isinstance(n, exp.AggFunc | exp.Filter | exp.Window):
+            return n
+        for key, value in list(n.args.items()):
+            if isinstance(value, exp.Expression):
+                n.set(key, walk(value))
+            elif isinstance(value, list):
+                n.set(key, [walk(v) if isinstance(v, exp.Expression) else v for v in value])
+        return n
+
+    return walk(expr)
+
+
+def time_predicate(pred: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression | None:
+    """Rule ``alignment``: a predicate on the raw time column is exact on buckets only when
+    it is ``>=`` or ``<`` an instant aligned to the rollup's grain."""
+    if not isinstance(pred, exp.GTE | exp.LT | exp.GT | exp.LTE | exp.EQ | exp.Between):
+        return None
+    subject = pred.this
+    if column_grain(subject, info.time_column, info.grains) != "exact":
+        return None
+    if group.grain is None:
+        raise Reject("grain", "the rollup has no time dimension")
+    if isinstance(pred, exp.Between):
+        raise Reject("alignment", f"BETWEEN on {info.time_column} includes its upper instant; use >= and <")
+    value = literal_datetime(pred.expression)
+    if value is None:
+        raise Reject("alignment", f"{pred.sql(dialect='duckdb')} does not compare with a constant")
+    if not isinstance(pred, exp.GTE | exp.LT):
+        raise Reject("alignment", f"{pred.key.upper()} on {info.time_column} cannot be answered from {group.grain} buckets")
+    if truncate(value, group.grain) != value:
+        raise Reject("alignment", f"{value.isoformat(sep=' ')} is not aligned to the rollup's {group.grain} grain")
+    out = pred.copy()
+    out.set("this", _bucket(group))
+    return out
+
+
+def normalise_predicate(pred: exp.Expression) -> exp.Expression:
+    """Put the column on the left of a comparison with a constant (``X < ts`` → ``ts > X``)."""
+    flips = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
+    if type(pred) in flips and not isinstance(pred.this, exp.Column) and isinstance(pred.expression, exp.Column):
+        return flips[type(pred)](this=pred.expression.copy(), expression=pred.this.copy())  # type: ignore[abstract]
+    return pred
+
+
+def conjuncts(where: exp.Expression | None) -> list[exp.Expression]:
+    if where is None:
+        return []
+    out: list[exp.Expression] = []
+    stack = [where.this if isinstance(where, exp.Where) else where]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, exp.And):
+            stack.extend([cur.right, cur.left])
+        elif isinstance(cur, exp.Paren) and isinstance(cur.this, exp.And):
+            stack.append(cur.this)
+        else:
+            out.append(cur)
+    return out
+
+
+def canonical(sql_or_expr: str | exp.Expression) -> str:
+    node = sqlglot.parse_one(sql_or_expr, read="duckdb") if isinstance(sql_or_expr, str) else sql_or_expr
+    return node.sql(dialect="duckdb", normalize=True, identify=False).lower()
+
+
+def _state(group: StorageGroup, kind: str, column: str | None) -> Measure | None:
+    for m in group.measures:
+        if m.kind == kind and (column is None or (m.column or "").lower() == column.lower()):
+            return m
+    return None
+
+
+def _bigint_count(sum_expr: exp.Expression) -> exp.Expression:
+    # COUNT is BIGINT and 0 over no rows; SUM of counts is HUGEINT and NULL over no rows.
+    return exp.func("COALESCE", exp.cast(sum_expr, exp.DataType.build("BIGINT")), exp.Literal.number(0))
+
+
+def rewrite_aggregate(node: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+    """Rule ``measure``: each aggregate becomes a re-aggregation of a stored state."""
+    flt: exp.Where | None = None
+    agg = node
+    if isinstance(node, exp.Filter):
+        agg, flt = node.this, node.expression
+        flt = exp.Where(this=rewrite_dimensions(flt.this.copy(), info, group))
+    dims = {d.lower() for d in group.dimensions}
+
+    def wrap(e: exp.Expression) -> exp.Expression:
+        return exp.Filter(this=e, expression=flt) if flt is not None else e
+
+    def col_of(e: exp.Expression) -> str | None:
+        return e.name if isinstance(e, exp.Column) else None
+
+    count_state = exp.column("_count")
+    if isinstance(agg, exp.Count):
+        arg = agg.this
+        if isinstance(arg, exp.Distinct):
+            cols = [col_of(e) for e in arg.expressions]
+            if all(c is not None and c.lower() in dims for c in cols):
+                return wrap(agg.copy())
+            raise Reject("measure", "COUNT(DISTINCT ...) is exact only over dimensions")
+        if arg is None or isinstance(arg, exp.Star) or (isinstance(arg, exp.Literal) and not arg.is_string):
+            return _bigint_count(wrap(exp.Sum(this=count_state)))
+        c = col_of(arg)
+        if c is not None:
+            m = _state(group, "count_col", c)
+            if m is not None:
+                return _bigint_count(wrap(exp.Sum(this=exp.column(m.state))))
+            if c.lower() in dims:
+                return _bigint_count(wrap(exp.Sum(this=exp.If(this=exp.Not(this=exp.Is(this=exp.column(c), expression=exp.Null())), true=count_state))))
+        if isinstance(arg, exp.Case):
+            return _bigint_count(wrap(exp.Sum(this=_case_over_state(arg, info, group, count_state_for_then=True))))
+        raise Reject("measure", f"{agg.sql(dialect='duckdb')} has no stored count state")
+    if isinstance(agg, exp.Sum):
+        c = col_of(agg.this)
+        if c is not None:
+            m = _state(group, "sum", c)
+            if m is None:
+                raise Reject("measure", f"sum({c}) is not stored")
+            return wrap(exp.Sum(this=exp.column(m.state)))
+        if isinstance(agg.this, exp.Case):
+            return wrap(exp.Sum(this=_case_over_state(agg.this, info, group, count_state_for_then=False)))
+        raise Reject("measure", f"{agg.sql(dialect='duckdb')} is not a sum of a stored column")
+    if isinstance(agg, exp.Min | exp.Max):
+        c = col_of(agg.this)
+        kind = "min" if isinstance(agg, exp.Min) else "max"
+        if c is not None and c.lower() in dims:
+            return wrap(agg.copy())
+        m = _state(group, kind, c) if c else None
+        if m is None:
+            raise Reject("measure", f"{kind}({c}) is not stored")
+        return wrap(type(agg)(this=exp.column(m.state)))
+    if isinstance(agg, exp.Avg):
+        c = col_of(agg.this)
+        s, n = (_state(group, "sum", c), _state(group, "count_col", c)) if c else (None, None)
+        if s is None or n is None:
+            raise Reject("measure", f"avg({c}) needs sum({c}) and count({c}) states")
+        return exp.Div(
+            this=wrap(exp.Sum(this=exp.column(s.state))),
+            expression=exp.cast(wrap(exp.Sum(this=exp.column(n.state))), exp.DataType.build("DOUBLE")),
+        )
+    if isinstance(agg, exp.ApproxDistinct):
+        c = col_of(agg.this)
+        m = _state(group, "hll", c) if c else None
+        if m is None:
+            raise Reject("measure", f"approx_count_distinct({c}) needs an hll({c}) state")
+        est = exp.func("tf_hll_estimate", wrap(exp.func("list", exp.column(m.state))))
+        return exp.cast(exp.func("round", est), exp.DataType.build("BIGINT"))
+    raise Reject("measure", f"{agg.key.upper()} cannot be computed from mergeable states")
+
+
+def _case_over_state(case: exp.Case, info: TableInfo, group: StorageGroup, count_state_for_then: bool) -> exp.Expression:
+    """``CASE WHEN <dimension predicate> THEN x END`` inside SUM/COUNT, reading states."""
+    out = case.copy()
+    if out.args.get("default") is not None and not isinstance(out.args["default"], exp.Null):
+        raise Reject("measure", "CASE with an ELSE value inside an aggregate")
+    for when in out.args.get("ifs", []):
+        when.set("this", rewrite_dimensions(when.this, info, group))
+        then = when.args.get("true")
+        if count_state_for_then:
+            if isinstance(then, exp.Literal) and not then.is_string:
+                when.set("true", exp.column("_count"))
+                continue
+            c = then.name if isinstance(then, exp.Column) else None
+            m = _state(group, "count_col", c) if c else None
+            if m is None:
+                raise Reject("measure", "COUNT(CASE ...) needs a constant or a counted column")
+            when.set("true", exp.column(m.state))
+        else:
+            c = then.name if isinstance(then, exp.Column) else None
+            m = _state(group, "sum", c) if c else None
+            if m is None:
+                raise Reject("measure", "SUM(CASE ... THEN x) needs sum(x) stored")
+            when.set("true", exp.column(m.state))
+    return out
+
+
+def retention_ok(group: StorageGroup, start: dt.datetime | None, now: dt.datetime) -> None:
+    """Rule ``retention``: the statement's time range must lie inside what the rollup keeps."""
+    cutoff = retention_start(group, now)
+    if cutoff is None:
+        return
+    if start is None or start < cutoff:
+        raise Reject("retention", f"the rollup keeps data from {cutoff.isoformat(sep=' ')} only")
