@@ -24,6 +24,7 @@ from tierflight.router.rules import (
     TableInfo,
     _transform_outside_aggs,
     canonical,
+    canonical_sql,
     conjuncts,
     normalise_predicate,
     retention_ok,
@@ -60,6 +61,28 @@ def rewrite_clause(expr: exp.Expression, info: TableInfo, state: RollupState) ->
         return n
 
     return _transform_outside_aggs(expr, visit)
+
+
+_AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
+
+
+def precheck(tree: exp.Select, info: TableInfo, state: RollupState) -> None:
+    """Cheap necessary conditions, checked before the (costlier) rewrite."""
+    group = state.group
+    dims = {d.lower() for d in group.dimensions}
+    stored = {(m.kind, (m.column or "").lower()) for m in group.measures}
+    for agg in tree.find_all(exp.AggFunc):
+        arg = agg.this
+        kind = _AGG_KIND.get(type(agg))
+        if kind and isinstance(arg, exp.Column):
+            name = arg.name.lower()
+            if name not in dims and (kind, name) not in stored:
+                raise Reject("measure", f"{agg.key}({arg.name}) is not stored")
+    for col in tree.find_all(exp.Column):
+        name = col.name.lower()
+        if name in info.columns and name != info.time_column.lower() and name not in dims:
+            if col.find_ancestor(exp.AggFunc) is None and not (group.filter and name in group.filter.lower()):
+                raise Reject("dimension", f"column {col.name} is not a dimension of the rollup")
 
 
 class Router:
@@ -129,39 +152,40 @@ class Router:
             return Route(route.sql, route.parts, (Rejection("*", r.rule, r.reason),))
         store = self._stores()[info.name]
         rng = table_time_range(table, info.time_column, info.grains)
-        best: tuple[int, RollupState, str] | None = None
-        for state in self.registry.all_states(info.name):
+        best: tuple[int, RollupState, exp.Select] | None = None
+        # Cheapest first: the first candidate that rewrites is the answer, the rest are
+        # only reported (their rewrite is never attempted).
+        candidates = sorted(self.registry.all_states(info.name), key=lambda st: (self._estimate(st, rng), st.group.name))
+        for state in candidates:
             name = state.group.name
+            if best is not None:
+                rejected.append(Rejection(name, "cost", f"{self._estimate(state, rng)} rows to scan vs {best[0]} (not tried)"))
+                continue
             try:
                 if not (state.usable or (self.registry.allow_stale and state.status == "stale")):
                     raise Reject("status", f"rollup is {state.status}")
                 if store.hot.partitions():
                     raise Reject("freshness", "the hot tail has rows the rollup does not hold yet")
                 retention_ok(state.group, rng.start, self._now())
-                sql = self._rewrite(tree, table, info, state, rng)
-                rows = self._estimate(state, rng)
+                precheck(tree, info, state)
+                rewritten = self._rewrite(tree, table, info, state, rng)
             except Reject as r:
                 rejected.append(Rejection(name, r.rule, r.reason))
                 continue
-            if best is None or rows < best[0]:
-                if best is not None:
-                    rejected.append(Rejection(best[1].group.name, "cost", f"{best[0]} rows to scan vs {rows}"))
-                best = (rows, state, sql)
-            else:
-                rejected.append(Rejection(name, "cost", f"{rows} rows to scan vs {best[0]}"))
+            best = (self._estimate(state, rng), state, rewritten)
         if best is None:
             route = self.raw.plan(statement)
             return Route(route.sql, route.parts, tuple(rejected))
-        rows, state, sql = best
+        rows, state, rewritten = best
         part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")
-        return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+        return Route(sql=rewritten.sql(dialect=DIALECT), parts=(part,), rejected=tuple(rejected))
 
-    def _rewrite(self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange) -> str:
+    def _rewrite(self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange) -> exp.Select:
         group = state.group
         select = tree.copy()
         if select.args.get("qualify") is not None:
             raise Reject("shape", "QUALIFY is answered from raw tiers")
-        filter_key = canonical(group.filter) if group.filter else None
+        filter_key = canonical_sql(group.filter) if group.filter else None
         implied = False
         kept: list[exp.Expression] = []
         for pred in conjuncts(select.args.get("where")):
@@ -185,7 +209,7 @@ class Router:
             "from_",
             exp.From(this=exp.Table(this=exp.to_identifier(group.name), db=exp.to_identifier("tf_rollup"), alias=exp.TableAlias(this=exp.to_identifier(alias)))),
         )
-        return select.sql(dialect=DIALECT)
+        return select
 
     @staticmethod
     def _slice(grain: str | None, rng: TimeRange) -> list[exp.Expression]:

@@ -7,8 +7,8 @@ columns added; DuckDB then pushes the statement's predicates and projection into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import uuid
+from collections.abc import Callable, Mapping
 from functools import cache
 
 from sqlglot import exp

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -19,7 +20,7 @@ from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, rete
 from tierflight.router.timerange import column_grain, literal_datetime, truncate
 
 
-class Reject(Exception):  # noqa: N818 - a decision, not an error
+class Reject(Exception):
     def __init__(self, rule: str, reason: str) -> None:
         super().__init__(reason)
         self.rule = rule
@@ -67,7 +68,7 @@ def rewrite_time(node: exp.Expression, info: TableInfo, group: StorageGroup) -> 
         raise Reject("grain", f"needs {grain} buckets, rollup has {have}")
     expanded = node
     if isinstance(node, exp.Column) and node.name.lower() in info.derived:
-        expanded = sqlglot.parse_one(info.derived[node.name.lower()], read="duckdb")
+        expanded = _parsed(info.derived[node.name.lower()])
     bucket = _bucket(group)
 
     def swap(n: exp.Expression) -> exp.Expression:
@@ -164,8 +165,18 @@ def conjuncts(where: exp.Expression | None) -> list[exp.Expression]:
     return out
 
 
-def canonical(sql_or_expr: str | exp.Expression) -> str:
-    node = sqlglot.parse_one(sql_or_expr, read="duckdb") if isinstance(sql_or_expr, str) else sql_or_expr
+@lru_cache(maxsize=1024)
+def _parsed(sql: str) -> exp.Expression:
+    """Parsed once; callers copy before changing it."""
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+@lru_cache(maxsize=1024)
+def canonical_sql(sql: str) -> str:
+    return canonical(_parsed(sql))
+
+
+def canonical(node: exp.Expression) -> str:
     return node.sql(dialect="duckdb", normalize=True, identify=False).lower()
 
 
