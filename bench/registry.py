@@ -35,7 +35,7 @@ BenchFn = Callable[["BenchContext"], Result]
 
 BENCHMARKS: dict[str, BenchFn] = {}
 # Modules of this package that are infrastructure, not benchmarks.
-_NOT_BENCHMARKS = frozenset({"common", "registry", "report", "run"})
+_NOT_BENCHMARKS = frozenset({"common", "floor", "registry", "report", "run"})
 
 
 def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import duckdb
@@ -255,3 +256,19 @@ def test_generate_to_hive_matches_generate_days(days: list[tuple[dt.date, pa.Tab
         .fetchall()
     )
     assert rows_in_wrong_day == [(0,)]
+
+
+def test_generate_to_hive_write_day_hook(days: list[tuple[dt.date, pa.Table]], tmp_path: Path) -> None:
+    seen: dict[dt.date, pa.Table] = {}
+    lock = threading.Lock()
+
+    def write_day(day: dt.date, table: pa.Table) -> int:
+        with lock:  # called from the worker threads
+            assert day not in seen
+            seen[day] = table
+        return 1
+
+    stats = generate_to_hive(tmp_path, ROWS, START, DAYS, SEED, progress=False, write_day=write_day)
+    assert (stats.rows, stats.files, stats.bytes) == (ROWS, DAYS, DAYS)
+    assert not list(tmp_path.iterdir())
+    assert all(seen[day].equals(table) for day, table in days)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +11,11 @@ import pyarrow as pa
 from tierflight.config import Config
 from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
+from tierflight.engine.rwlock import RWLock
+from tierflight.errors import ConfigError
+from tierflight.ingest.service import IngestService
 from tierflight.log import get_logger
+from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
@@ -31,17 +34,43 @@ class App:
         }
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+        self.swap_lock = RWLock()
+        self.ingest_service = IngestService(self)
+        # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
+        self.ingest_service.recover_files()
         self.refresh_tables()
         self.rollups = RollupRegistry(config, self.database, self.stores)
         self.rollups.load(build_missing=build_rollups, progress=progress)
         routing = bool(dict(config.raw.get("router", {})).get("enabled", True))
-        self.router = Router(self.store_map, self.rollups, config.tiers.current_time, enabled=routing)
+        self.router = Router(
+            self.store_map, self.rollups, config.tiers.current_time, enabled=routing, column_names=self._column_names
+        )
         self.planner = self.router
-        self.executor = Executor(config, self.database, self.router)
+        self.executor = Executor(config, self.database, self.router, self.swap_lock)
+        # Per-App registry (see observability.metrics); ingest reports via self.metrics too.
+        self.metrics = Metrics(self)
+        self.executor.observer = self.metrics
+        self.draining = False  # set on shutdown: /readyz answers 503 from then on
+        self._http: OpsServer | None = None
+        self.ingest_service.replay()
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
+
+    def ingest(self, cmd: Any, reader: Any, user: str) -> int:
+        """DoPut(CommandStatementIngest): see ingest.service for the durability protocol."""
+        return self.ingest_service.ingest(cmd, reader, user)
+
+    def flush_all(self) -> None:
+        self.ingest_service.flush_all()
+
+    def _column_names(self, sql: str) -> list[str]:
+        cur = self.database.cursor()
+        try:
+            return list(cur.sql(sql).columns)
+        finally:
+            cur.close()
 
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores
@@ -86,23 +115,42 @@ class App:
         threading.Thread(target=loop, name="tierflight-maintenance", daemon=True).start()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ready", "tables": sorted(self.config.tables)}
+        """The readiness report of /readyz (also the Flight ``healthcheck`` action's answer)."""
+        return readiness(self)
+
+    def start_http(self) -> int | None:
+        """Serve /metrics, /healthz and /readyz on [metrics] host/port; the bound port (None: off)."""
+        cfg = self.config.metrics
+        if not cfg.enabled or self._http is not None:
+            return self._http.port if self._http is not None else None
+        try:
+            self._http = OpsServer(cfg.host, cfg.port, self.metrics.registry, self.health).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics on {cfg.host}:{cfg.port}: {exc.strerror or exc}; "
+                'set [metrics] port to a free port, 0 for any, or "off"'
+            ) from None
+        log.info("metrics_listening", host=cfg.host, port=self._http.port, url=f"{self._http.url}/metrics")
+        return self._http.port
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def close(self) -> None:
         self._stop.set()
+        self.stop_http()
+        self.ingest_service.stop()
         self.executor.close()
         self.database.close()
 
 
-def serve_forever(server: Any, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; pyarrow's serve() blocks, so signals shut it down."""
+def serve_forever(server: Any, on_ready: Any = None) -> bool:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully (see tierflight.lifecycle).
 
-    def stop(signum: int, frame: Any) -> None:
-        log.info("shutdown", signal=signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+    False when calls were still stuck after the grace period and the cancel wait.
+    """
+    from tierflight.lifecycle import serve_until_signalled
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if on_ready is not None:
-        on_ready()
-    server.serve()
+    return serve_until_signalled(server.app, server, on_ready)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,13 +92,23 @@ def serve(
     from tierflight.app import App, serve_forever
     from tierflight.protocol.server import build_server
 
+    log = get_logger("tierflight.app")
     try:
         config = _config()
+        log.info(
+            "starting",
+            config=str(config.path) if config.path else None,
+            data_dir=str(config.data_dir),
+            tables=sorted(config.tables),
+            pid=os.getpid(),
+        )
         if not no_demo:
             ensure_demo_data(config)
         instance = App(config, progress=True)
         bind_host = host or config.server.host
         server = build_server(instance, bind_host, config.server.port if port is None else port, insecure=insecure)
+        # Before the ready line: a probe that sees "ready" may scrape /metrics at once.
+        metrics_port = instance.start_http()
     except (TierflightError, ValueError, OSError) as exc:
         _fail(str(exc))
         return
@@ -105,13 +116,21 @@ def serve(
 
     def ready() -> None:
         instance.start_maintenance()
-        get_logger("tierflight.app").info("ready", host=bind_host, port=server.port)
+        instance.ingest_service.start_background()
+        log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
 
     try:
-        serve_forever(server, ready)
+        drained = serve_forever(server, ready)
     finally:
+        instance.flush_all()
         instance.close()
+    log.info("stopped", drained=drained)
+    if not drained:
+        # A call whose client stopped reading outlives the cancel; gRPC would wait for it at
+        # interpreter exit. Everything is flushed and closed by now, so leave without it.
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command()

@@ -81,6 +81,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     query_log_size: int = 1000
+    # On SIGTERM/SIGINT: how long in-flight statements may run on before they are cancelled.
+    shutdown_grace: dt.timedelta = dt.timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,32 @@ class TiersConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    # /metrics, /healthz and /readyz. 0: any free port (logged); negative or "off": no endpoint.
     port: int = 9464
     host: str = "127.0.0.1"
+
+    @property
+    def enabled(self) -> bool:
+        return self.port >= 0
+
+
+_OFF = ("off", "none", "disabled", "false", "no")
+
+
+def _metrics_port(value: Any) -> int:
+    if isinstance(value, bool):  # `port = false` reads as "off"; true is not a port
+        if value:
+            raise ConfigError('metrics.port = true is not a port; write a port number, 0 for any, or "off"')
+        return -1
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text in _OFF:
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f'metrics.port = {value!r} is not a port; write a port number, 0 for any, or "off"') from None
 
 
 @dataclass(frozen=True)
@@ -241,6 +267,8 @@ def load_config(
     server_kwargs = dict(server_raw)
     if "statement_timeout" in server_kwargs:
         server_kwargs["statement_timeout"] = parse_duration(server_kwargs["statement_timeout"], "server.statement_timeout")
+    if "shutdown_grace" in server_kwargs:
+        server_kwargs["shutdown_grace"] = parse_duration(server_kwargs["shutdown_grace"], "server.shutdown_grace")
     for size_key in ("max_result_bytes", "max_batch_bytes"):
         if size_key in server_kwargs:
             server_kwargs[size_key] = parse_size(server_kwargs[size_key], f"server.{size_key}")
@@ -256,6 +284,9 @@ def load_config(
     )
     for name, cls in (("duckdb", DuckDBConfig), ("metrics", MetricsConfig), ("demo", DemoConfig)):
         _known(cls, _section(data, name), name)
+    metrics_raw = dict(_section(data, "metrics"))
+    if "port" in metrics_raw:
+        metrics_raw["port"] = _metrics_port(metrics_raw["port"])
     tables = {name: _table(name, raw) for name, raw in _section(data, "tables").items()}
     try:
         return Config(
@@ -264,7 +295,7 @@ def load_config(
             server=ServerConfig(**server_kwargs),
             duckdb=DuckDBConfig(**_section(data, "duckdb")),
             tiers=tiers,
-            metrics=MetricsConfig(**_section(data, "metrics")),
+            metrics=MetricsConfig(**metrics_raw),
             demo=DemoConfig(**_section(data, "demo")),
             tables=tables,
             auth=_section(data, "auth"),

@@ -1,4 +1,9 @@
-"""structlog set-up: JSON lines, or a console format when attached to a terminal."""
+"""structlog set-up: JSON lines, or a console format when attached to a terminal.
+
+What is logged, and what never is: statements are logged as a ``statement`` event with a
+hash of the SQL text (never the text, never parameter values); authentication logs user
+names, never passwords or tokens.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,32 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
     if json_format is None:
         json_format = not sys.stderr.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json_format else structlog.dev.ConsoleRenderer()
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    numeric_level = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Standard-library loggers (ours in protocol.auth, and libraries') go through the same
+    # renderer to the same stream, so the log stays one format. Libraries only from WARNING.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level, timestamper],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("tierflight").setLevel(numeric_level)
     # sqlglot warns on every EXPLAIN it cannot parse natively; that is expected here.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
 

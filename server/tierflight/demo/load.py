@@ -46,5 +46,6 @@ def generate_into(store: TableStore, rows: int, start: dt.date, days: int, seed:
     stats = generate_to_hive(warm_root, rows, start, days, seed, progress=progress, write_day=write_day)
     if cold_paths:
         store.register_cold(cold_paths, boundary)
+    store.bump_generation()  # a server running on this data dir lists the new days
     store.refresh()
     return stats

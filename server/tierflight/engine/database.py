@@ -68,6 +68,9 @@ class Database:
             },
         )
         self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_STORAGE_SCHEMA}")
+        from tierflight.rollups.hll import register_functions
+
+        register_functions(self._con)
         self._allowed = [str(data_dir) + "/"]
         self._con.execute(f"SET allowed_directories = [{', '.join(quote_literal(d) for d in self._allowed)}]")
         self._con.execute("SET enable_external_access = false")
@@ -112,10 +115,10 @@ class Database:
                 finally:
                     cur.close()
 
-    def execute_internal(self, sql: str) -> None:
+    def execute_internal(self, sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> None:
         """Server-side DDL/DML (never client SQL)."""
         with self._lock:
-            self._con.execute(sql)
+            (cursor or self._con).execute(sql)
 
     def query_internal(self, sql: str) -> list[tuple[Any, ...]]:
         cur = self._con.cursor()
@@ -144,4 +147,7 @@ class Database:
             raise StatementRefused(f"{kind} statements are not allowed: tierflight is read-only")
 
     def close(self) -> None:
-        self._con.close()
+        # Wait for server-side work on the connection (view swaps, maintenance) to finish:
+        # closing it while another thread is in a call fails with "connection is busy".
+        with self._lock:
+            self._con.close()

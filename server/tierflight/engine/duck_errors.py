@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import duckdb
 
@@ -14,10 +15,13 @@ from tierflight.errors import (
     Overloaded,
     SqlSyntaxError,
     StatementRefused,
+    StorageUnavailable,
     TierflightError,
 )
 
 _PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
+# DuckDB names the data file it failed on: `file "x"`, `file 'x'`, `the pattern "x"`.
+_FILE = re.compile(r"""(?:\bfile|\bpattern)\s+["']([^"']+)["']""", re.IGNORECASE)
 
 
 def _clean(exc: BaseException) -> str:
@@ -26,10 +30,30 @@ def _clean(exc: BaseException) -> str:
     return _PREFIX.sub("", text, count=1) or type(exc).__name__
 
 
+def _storage_error(exc: BaseException, msg: str) -> StorageUnavailable | None:
+    """A data file that is missing, truncated, corrupt or of another schema: name the file.
+
+    DuckDB appends the statement (``LINE 1: ...``, with every file of the scan) and advice
+    about ``union_by_name``; a client gets the first line only.
+    """
+    first = msg.strip().split("\n", 1)[0].strip()
+    m = _FILE.search(first)
+    if isinstance(exc, duckdb.IOException):
+        if m and "No files found" in first:
+            return StorageUnavailable(f"data file {m.group(1)} is missing: it was moved or deleted")
+        return StorageUnavailable(f"cannot read data file: {first}")
+    if m and isinstance(exc, duckdb.Error) and (m.group(1).endswith(".parquet") or "parquet" in first.lower()):
+        return StorageUnavailable(f"cannot read data file {m.group(1)}: {first}")
+    return None
+
+
 def translate(exc: BaseException, query_id: str) -> TierflightError:
     if isinstance(exc, TierflightError):
         return exc
     msg = _clean(exc)
+    storage = _storage_error(exc, msg)
+    if storage is not None:
+        return storage
     if isinstance(exc, duckdb.CatalogException):
         return NotFound(msg)
     if isinstance(exc, duckdb.ParserException):
@@ -52,3 +76,39 @@ def translate(exc: BaseException, query_id: str) -> TierflightError:
     ):
         return InvalidArgument(msg)
     return InternalError(f"internal error (query id {query_id}); the server log has the details")
+
+
+# "LINE 3:  FROM x" followed by a line with a caret under the problem.
+_POSITION = re.compile(r"\n\nLINE (?P<line>\d+): (?P<shown>[^\n]*)\n(?P<pad> *)\^")
+_parser_lock = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None
+
+
+def syntax_error(sql: str, message: str) -> SqlSyntaxError:
+    """A DuckDB parser message as a SqlSyntaxError with the line and column it points at."""
+    m = _POSITION.search(message)
+    text = _clean(Exception(message[: m.start()] if m else message))
+    if m is None:
+        return SqlSyntaxError(f"invalid SQL: {text}")
+    line = int(m.group("line"))
+    shown = m.group("shown")
+    caret = len(m.group("pad")) - len(f"LINE {line}: ")
+    if shown.startswith("..."):  # DuckDB shows a window of long lines
+        shown, caret = shown[3:], caret - 3
+    lines = sql.splitlines() or [""]
+    actual = lines[line - 1] if line <= len(lines) else ""
+    offset = max(actual.find(shown.removesuffix("...")), 0)
+    return SqlSyntaxError(f"invalid SQL: {text}", line, offset + max(caret, 0) + 1)
+
+
+def parsed_statement_types(sql: str) -> list[str]:
+    """DuckDB's statement types for ``sql`` (parsed only, never run); SqlSyntaxError if it cannot parse it."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = duckdb.connect(":memory:", config={"enable_external_access": False})
+        try:
+            statements = _parser.extract_statements(sql)
+        except duckdb.ParserException as exc:
+            raise syntax_error(sql, str(exc)) from None
+    return [str(st.type).rsplit(".", 1)[-1].upper() for st in statements]

@@ -7,6 +7,7 @@ by a server that never saw the FlightInfo, the statement is run again from the t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -24,6 +25,7 @@ from tierflight.config import Config
 from tierflight.engine.database import SYSTEM_SCHEMA, Database
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.sandbox import Statement
+from tierflight.engine.rwlock import RWLock
 from tierflight.engine.watchdog import Watchdog
 from tierflight.errors import Cancelled, Overloaded, ResultTooLarge, StatementTimeout, TierflightError
 from tierflight.log import get_logger
@@ -36,6 +38,17 @@ Params = Sequence[Sequence[Any]]  # one row of values per execution of the state
 
 class Planner(Protocol):
     def plan(self, statement: Statement) -> Route: ...
+
+
+class StatementObserver(Protocol):
+    """Told of every finished statement (metrics); must be cheap and must not raise."""
+
+    def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None:
+        return None
 
 
 @dataclass
@@ -107,7 +120,8 @@ class Execution:
     def cancel(self) -> None:
         self._cancelled = True
         if self._cursor is not None:
-            self._cursor.interrupt()
+            with contextlib.suppress(duckdb.Error):  # it finished (and closed its cursor) meanwhile
+                self._cursor.interrupt()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         cfg = self._executor.config.server
@@ -167,14 +181,13 @@ class Execution:
             self._finished = True
         self._executor._finished(self, status)
         if self._cursor is not None:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 self._cursor.close()
-            except duckdb.Error:
-                pass
 
 
 class Executor:
-    def __init__(self, config: Config, database: Database, planner: Planner) -> None:
+    def __init__(self, config: Config, database: Database, planner: Planner, swap_lock: RWLock | None = None) -> None:
+        self.swap_lock = swap_lock or RWLock()
         self.config = config
         self.database = database
         self.planner = planner
@@ -185,6 +198,10 @@ class Executor:
         self._lock = threading.Lock()
         self._max_parked = 4 * config.server.max_in_flight
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
+        self.observer: StatementObserver = _NoObserver()
+        # Cursors of statements still inside start() (not yet in _running): a shutdown past
+        # its grace period must be able to interrupt a blocking aggregate there too.
+        self._starting: dict[str, duckdb.DuckDBPyConnection] = {}
 
     # -- the one path every statement takes ---------------------------------------------
 
@@ -199,29 +216,36 @@ class Executor:
         deadline = threading.Event()
         deadline_token: int | None = None
         try:
-            route = self.planner.plan(statement)
-            plan_ms = (time.perf_counter() - started) * 1000
-            if statement.kind == "explain_route":
-                table = route.explain_table()
-                ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
-            else:
-                names = system_tables_read(statement.tree)
-                if names:
-                    self.database.refresh_system_tables(names)
-                cursor = self.database.cursor()
-                self.database.check_statement_type(cursor, route.sql)
-                # The deadline starts before DuckDB runs anything: a blocking operator (an
-                # aggregate, a sort) runs to completion inside _run, before the first batch.
-                timeout = self.config.server.statement_timeout.total_seconds()
-                if timeout > 0:
-                    deadline_token = self._watchdog.schedule(timeout, _interrupter(deadline, cursor))
-                first, rest = self._run(cursor, route.sql, params)
-                ex = Execution(
-                    query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
-                )
-                ex._deadline = deadline
-                ex._deadline_token = deadline_token
+            # Plan and start under the read side of the swap lock: a flush publishing files
+            # and dropping hot rows never lands between the two.
+            with self.swap_lock.read():
+                route = self.planner.plan(statement)
+                plan_ms = (time.perf_counter() - started) * 1000
+                if statement.kind == "explain_route":
+                    table = route.explain_table()
+                    ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
+                else:
+                    names = system_tables_read(statement.tree)
+                    if names:
+                        self.database.refresh_system_tables(names)
+                    cursor = self.database.cursor()
+                    with self._lock:
+                        self._starting[query_id] = cursor
+                    self.database.check_statement_type(cursor, route.sql)
+                    # The deadline starts before DuckDB runs anything: a blocking operator (an
+                    # aggregate, a sort) runs to completion inside _run, before the first batch.
+                    timeout = self.config.server.statement_timeout.total_seconds()
+                    if timeout > 0:
+                        deadline_token = self._watchdog.schedule(timeout, _interrupter(deadline, cursor))
+                    first, rest = self._run(cursor, route.sql, params)
+                    ex = Execution(
+                        query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
+                    )
+                    ex._deadline = deadline
+                    ex._deadline_token = deadline_token
         except BaseException as exc:
+            with self._lock:
+                self._starting.pop(query_id, None)
             self._slots.release()
             if deadline_token is not None:
                 self._watchdog.cancel(deadline_token)
@@ -233,6 +257,7 @@ class Executor:
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
             raise err from None
         with self._lock:
+            self._starting.pop(query_id, None)
             self._running[query_id] = ex
         return ex
 
@@ -322,8 +347,9 @@ class Executor:
             ex = self._running.get(query_id)
             pending = self._pending.pop(query_id, None)
         if pending is not None:
+            # Parked: nothing runs, so finishing it (which closes its cursor) is the cancel.
             pending.finish("cancelled")
-        if ex is not None:
+        elif ex is not None:
             ex.cancel()
         return ex is not None or pending is not None
 
@@ -352,6 +378,7 @@ class Executor:
         tier = route.tier if route else "none"
         rollup = route.rollup if route else None
         self.recent.append(QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status))
+        self.observer.statement(tier, rollup, status, total_ms / 1000)
         log.info(
             "statement",
             query_id=query_id,
@@ -382,6 +409,23 @@ class Executor:
                 "status": pa.array([r.status for r in records], pa.string()),
             }
         )
+
+    def in_flight(self) -> int:
+        """Statements planning, running or streaming (parked ones wait for a DoGet: not counted)."""
+        with self._lock:
+            return len(self._starting) + sum(1 for q in self._running if q not in self._pending)
+
+    def cancel_all(self) -> int:
+        """Interrupt every statement in flight (shutdown after its grace); how many there were."""
+        with self._lock:
+            starting = list(self._starting.values())
+            running = [ex for q, ex in self._running.items() if q not in self._pending]
+        for cursor in starting:
+            with contextlib.suppress(duckdb.Error):  # it finished (and closed) meanwhile
+                cursor.interrupt()
+        for ex in running:
+            ex.cancel()
+        return len(starting) + len(running)
 
     def close(self) -> None:
         self._watchdog.stop()

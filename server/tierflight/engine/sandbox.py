@@ -16,7 +16,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from tierflight.errors import SqlSyntaxError, StatementRefused
+from tierflight.engine.duck_errors import parsed_statement_types
+from tierflight.errors import SqlSyntaxError, StatementRefused, TierflightError
 
 DIALECT = "duckdb"
 
@@ -69,16 +70,45 @@ def parse_one(sql: str) -> exp.Expression:
         trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except ParseError as err:
         first = err.errors[0] if err.errors else {}
-        raise SqlSyntaxError(
-            f"invalid SQL: {first.get('description') or err}", first.get("line"), first.get("col")
+        raise _unparsable(
+            sql, SqlSyntaxError(f"invalid SQL: {first.get('description') or err}", first.get("line"), first.get("col"))
         ) from None
     except TokenError as err:
-        raise SqlSyntaxError(f"invalid SQL: {err}") from None
+        raise _unparsable(sql, SqlSyntaxError(f"invalid SQL: {err}")) from None
     if not trees:
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
     if len(trees) > 1:
         raise StatementRefused("only one statement per request is allowed; send them one at a time")
-    return trees[0]
+    tree = trees[0]
+    if isinstance(tree, exp.Condition | exp.Alias):
+        # A bare expression ("SELEC", "events", "1 + 1") parses, but is not a statement.
+        start = len(sql) - len(sql.lstrip())
+        line = sql.count("\n", 0, start) + 1
+        column = start - (sql.rfind("\n", 0, start) + 1) + 1
+        raise SqlSyntaxError(
+            f"invalid SQL: expected a statement (SELECT, WITH, EXPLAIN, DESCRIBE or SHOW), not {tree.sql()[:60]!r}",
+            line,
+            column,
+        )
+    return tree
+
+
+def _unparsable(sql: str, error: SqlSyntaxError) -> TierflightError:
+    """sqlglot cannot parse ``sql``; DuckDB's own parser decides what to tell the client.
+
+    Statements sqlglot does not know (EXPORT DATABASE, ...) are refused for what they are, and
+    DuckDB supplies the position when sqlglot has none (its tokenizer errors carry no line).
+    """
+    try:
+        kinds = parsed_statement_types(sql)
+    except SqlSyntaxError as duck_error:
+        return error if error.line is not None else duck_error
+    refused = [k for k in kinds if k not in ("SELECT", "EXPLAIN")]
+    if refused:
+        return StatementRefused(
+            f"{refused[0]} statements are not allowed: tierflight is read-only (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW)"
+        )
+    return error
 
 
 def _function_name(node: exp.Func) -> str:

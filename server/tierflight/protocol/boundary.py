@@ -78,6 +78,26 @@ def boundary(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def schema_boundary(fn: F) -> F:
+    """:func:`boundary` for GetSchema, whose pyarrow callback (unlike the others) does not turn
+    Flight errors into their statuses: a FlightUnauthorizedError would reach the client as
+    UNKNOWN. Only Arrow's own status classes survive there, so a refusal is reported as
+    INVALID_ARGUMENT saying why (the contract allows either code for a refused statement)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TierflightError as exc:
+            if exc.status is Status.PERMISSION_DENIED:
+                raise _InvalidArgument(exc.message) from None
+            raise to_flight_error(exc) from None
+        except BaseException as exc:
+            raise to_flight_error(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def guarded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """The same boundary for errors raised while a result streams."""
     try:

@@ -22,7 +22,7 @@ from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsup
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import MIDDLEWARE_KEY, current_auth
-from tierflight.protocol.boundary import boundary, guarded
+from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
 from tierflight.protocol.prepared import PreparedStatements, parameter_rows
 from tierflight.protocol.schemas import schema_with_column_metadata
@@ -78,7 +78,7 @@ def decode_ticket(handle: bytes) -> tuple[str, str, list[tuple[Any, ...]] | None
         data = json.loads(handle)
         params = data.get("p")
         return str(data["q"]), str(data["s"]), [tuple(r) for r in params] if params else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidArgument("malformed ticket: not issued by this server") from None
 
 
@@ -151,7 +151,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             )
         return self._start(descriptor, item.statement, item.params, user, item.take_pending())
 
-    @boundary
+    @schema_boundary
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
         name, cmd = self._command(descriptor)
         self._user(context)
@@ -218,14 +218,17 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if kind == "CreatePreparedStatement":
             return iter([self._create_prepared(context, body)])
         if kind == "ClosePreparedStatement":
-            _, req = unpack(body)
+            req = _expect(body, "ActionClosePreparedStatementRequest", kind)
             self.prepared.close(req.prepared_statement_handle)
             return iter([])
         if kind == "CancelFlightInfo":
             return iter([self._cancel_flight_info(body)])
         if kind == "CancelQuery":
-            _, req = unpack(body)
-            info = flight.FlightInfo.deserialize(req.info)
+            req = _expect(body, "ActionCancelQueryRequest", kind)
+            try:
+                info = flight.FlightInfo.deserialize(req.info)
+            except Exception:  # any decoding failure is the client's malformed request
+                raise InvalidArgument("malformed ActionCancelQueryRequest: info is not a FlightInfo") from None
             status = self._cancel_info(info)
             result = pb.ActionCancelQueryResult(result=status)
             return iter([flight.Result(pack(result))])
@@ -286,6 +289,13 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument("malformed CancelFlightInfoRequest") from None
         status = self._cancel_info(info)
         return flight.Result(fa.CancelFlightInfoResult(status=status).SerializeToString())
+
+
+def _expect(body: bytes, expected: str, action: str) -> Any:
+    name, msg = unpack(body)
+    if name != expected:
+        raise InvalidArgument(f"{action} expects {expected}, got {name}")
+    return msg
 
 
 def statement_text(statement: Statement) -> str:

@@ -74,12 +74,19 @@ def retention_cutoff(group: StorageGroup, now: dt.datetime) -> dt.datetime | Non
 
 
 def build_groups(
-    store: TableStore, groups: Sequence[StorageGroup], cursor: duckdb.DuckDBPyConnection, now: dt.datetime
+    store: TableStore,
+    groups: Sequence[StorageGroup],
+    cursor: duckdb.DuckDBPyConnection,
+    now: dt.datetime,
+    source_sql: str | None = None,
 ) -> BuildResult:
+    """States of ``groups`` over every tier of the table, or over ``source_sql`` (the rows of
+    one ingest batch, whose states are then merged into the loaded rollups)."""
     began = time.perf_counter()
     table_cfg = store.table
     ts = table_cfg.time_column
-    source = f"({table_view_sql(table_cfg, [s.sql for s in store.sources()])})"
+    sources = [source_sql] if source_sql else [s.sql for s in store.sources()]
+    source = f"({table_view_sql(table_cfg, sources)})"
     stats = cursor.sql(f"SELECT count(*), max({quote_ident(ts)}) FROM {source}").fetchall()[0]
     out: dict[str, pa.Table] = {}
     by_filter: dict[str | None, list[StorageGroup]] = {}

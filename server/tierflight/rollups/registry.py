@@ -55,11 +55,18 @@ class RollupState:
     hits: int = 0
     error: str | None = None
     times: Any = None  # sorted bucket starts (datetime64[us]) for row estimates
+    watermark: dt.datetime | None = None  # newest row merged in since the snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def qualified(self) -> str:
         return f"{ROLLUP_SCHEMA}.{quote_ident(self.group.name)}"
+
+    @property
+    def current_watermark(self) -> dt.datetime | None:
+        """The newest source row the loaded rollup covers (snapshot or merged since)."""
+        marks = [m for m in (self.meta.watermark_dt if self.meta else None, self.watermark) if m is not None]
+        return max(marks) if marks else None
 
     @property
     def usable(self) -> bool:
@@ -84,6 +91,8 @@ class RollupRegistry:
                 self.states[group.name] = RollupState(group, members)
         database.execute_internal(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
         self._lock = threading.Lock()
+        # Rows of each table's hot tail already merged into its rollups.
+        self.hot_merged: dict[str, int] = {}
 
     # -- loading --------------------------------------------------------------------------
 
@@ -136,6 +145,7 @@ class RollupRegistry:
             times = np.sort(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
         with state.lock:
             state.meta = meta
+            state.watermark = None
             state.times = times
             state.rows = table.num_rows
             state.bytes = table.nbytes
@@ -175,6 +185,84 @@ class RollupRegistry:
             log.info("rollups_built", table=table_name, rollups=len(states), source_rows=result.source_rows, seconds=round(result.seconds, 3))
         return timings
 
+    # -- incremental ----------------------------------------------------------------------
+
+    def merge(self, table_name: str, data: pa.Table) -> None:
+        """Merge the states of newly ingested rows into the loaded rollups (no rebuild).
+
+        Every routed statement re-aggregates the states it reads, so appending the batch's
+        partial states as extra rows is exact; a later snapshot compacts them.
+        """
+        states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
+        if not states or data.num_rows == 0:
+            self.hot_merged[table_name] = self.hot_merged.get(table_name, 0) + data.num_rows
+            return
+        cur = self.database.cursor()
+        try:
+            cur.register("__tf_ingest_batch", data)
+            result = build_groups(
+                self.stores[table_name], [s.group for s in states], cur, self.config.tiers.current_time(),
+                source_sql="SELECT * FROM __tf_ingest_batch",
+            )
+            for s in states:
+                delta = result.tables[s.group.name]
+                if delta.num_rows:
+                    cur.register("__tf_rollup_delta", delta)
+                    self.database.execute_internal(f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur)
+                    cur.unregister("__tf_rollup_delta")
+                    with s.lock:
+                        s.rows += delta.num_rows
+                        s.bytes += delta.nbytes
+                        if result.watermark is not None:
+                            s.watermark = max(s.watermark or result.watermark, result.watermark)
+        finally:
+            cur.close()
+        self.hot_merged[table_name] = self.hot_merged.get(table_name, 0) + data.num_rows
+
+    def snapshot(self, table_name: str) -> None:
+        """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key."""
+        store = self.stores[table_name]
+        fingerprint = source_fingerprint(store)
+        for s in self.all_states(table_name):
+            if s.status != "active":
+                continue
+            table = self._compacted(s)
+            meta = write_snapshot(self.root, s.group.name, table, s.group.definition_hash(), fingerprint, s.current_watermark)
+            self._install(s, table, meta, "active")
+        self.hot_merged[table_name] = 0
+
+    def _compacted(self, s: RollupState) -> pa.Table:
+        g = s.group
+        keys = ", ".join(quote_ident(d) for d in g.dimensions)
+        aggs = []
+        for m in g.measures:
+            col = quote_ident(m.state)
+            if m.kind in ("count", "count_col"):
+                aggs.append(f"CAST(sum({col}) AS BIGINT) AS {col}")
+            elif m.kind == "sum":
+                aggs.append(f"sum({col}) AS {col}")
+            elif m.kind in ("min", "max"):
+                aggs.append(f"{m.kind}({col}) AS {col}")
+            else:
+                aggs.append(f"list({col}) AS {col}")
+        select = ", ".join([*(quote_ident(d) for d in g.dimensions), *aggs])
+        group_by = f"GROUP BY {keys}" if keys else ""
+        order = f"ORDER BY {quote_ident(g.grain)}" if g.grain else ""
+        cur = self.database.cursor()
+        try:
+            table = cur.sql(f"SELECT {select} FROM {s.qualified} {group_by} {order}").to_arrow_table()
+        finally:
+            cur.close()
+        for m in g.measures:
+            if m.kind == "hll":
+                merged = pa.array([_union_blobs(v) for v in table[m.state].to_pylist()], pa.binary())
+                table = table.set_column(table.schema.get_field_index(m.state), m.state, merged)
+        return table
+
+    def fresh_for(self, table_name: str, hot_rows: int) -> bool:
+        """Whether every hot-tail row of the table has been merged into its rollups."""
+        return self.hot_merged.get(table_name, 0) == hot_rows
+
     # -- reading --------------------------------------------------------------------------
 
     def usable(self, table: str) -> list[RollupState]:
@@ -206,8 +294,20 @@ class RollupRegistry:
                         "rows": s.rows,
                         "bytes": s.bytes,
                         "built_at": dt.datetime.fromisoformat(meta.built_at) if meta else None,
-                        "watermark": meta.watermark_dt if meta else None,
+                        "watermark": s.current_watermark,
                         "hits": s.hits,
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)
+
+
+def _union_blobs(blobs: list[bytes | None]) -> bytes:
+    import datasketches
+
+    from tierflight.rollups.definition import HLL_LG_K
+
+    union = datasketches.hll_union(HLL_LG_K)
+    for b in blobs:
+        if b is not None:
+            union.update(datasketches.hll_sketch.deserialize(b))
+    return bytes(union.get_result().serialize_compact())

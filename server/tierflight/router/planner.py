@@ -86,7 +86,16 @@ def precheck(tree: exp.Select, info: TableInfo, state: RollupState) -> None:
 
 
 class Router:
-    def __init__(self, stores: StoreLookup, registry: RollupRegistry | None, now: Callable[[], dt.datetime], enabled: bool = True) -> None:
+    def __init__(
+        self,
+        stores: StoreLookup,
+        registry: RollupRegistry | None,
+        now: Callable[[], dt.datetime],
+        enabled: bool = True,
+        column_names: Callable[[str], list[str]] | None = None,
+    ) -> None:
+        # Output names of a statement as DuckDB would name them; a rewrite keeps them.
+        self._column_names = column_names
         self._stores = stores
         self.registry = registry
         self.raw = RawPlanner(stores)
@@ -145,6 +154,9 @@ class Router:
         if not self.enabled or self.registry is None or statement.kind == "explain" or not isinstance(tree, exp.Select):
             return self.raw.plan(statement)
         rejected: list[Rejection] = []
+        if statement.parameter_count:
+            route = self.raw.plan(statement)
+            return Route(route.sql, route.parts, (Rejection("*", "parameters", "statements with parameters read raw tiers"),))
         try:
             table, info = single_table(tree, self._table_infos())
         except Reject as r:
@@ -164,7 +176,7 @@ class Router:
             try:
                 if not (state.usable or (self.registry.allow_stale and state.status == "stale")):
                     raise Reject("status", f"rollup is {state.status}")
-                if store.hot.partitions():
+                if not self.registry.fresh_for(info.name, store.hot.rows):
                     raise Reject("freshness", "the hot tail has rows the rollup does not hold yet")
                 retention_ok(state.group, rng.start, self._now())
                 precheck(tree, info, state)
@@ -177,6 +189,7 @@ class Router:
             route = self.raw.plan(statement)
             return Route(route.sql, route.parts, tuple(rejected))
         rows, state, rewritten = best
+        self._keep_names(statement, rewritten)
         part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")
         return Route(sql=rewritten.sql(dialect=DIALECT), parts=(part,), rejected=tuple(rejected))
 
@@ -210,6 +223,22 @@ class Router:
             exp.From(this=exp.Table(this=exp.to_identifier(group.name), db=exp.to_identifier("tf_rollup"), alias=exp.TableAlias(this=exp.to_identifier(alias)))),
         )
         return select
+
+    def _keep_names(self, statement: Statement, rewritten: exp.Select) -> None:
+        """Alias every output column with the name the original statement gives it."""
+        if self._column_names is None:
+            return
+        try:
+            names = self._column_names(statement.sql)
+        except Exception as exc:  # noqa: BLE001 - the raw path will report the real error
+            raise Reject("shape", f"the statement does not bind: {exc}") from None
+        exprs = rewritten.expressions
+        if len(names) != len(exprs) or any(isinstance(e, exp.Star) for e in exprs):
+            raise Reject("shape", "output columns could not be matched")
+        rewritten.set(
+            "expressions",
+            [exp.alias_(e.unalias() if isinstance(e, exp.Alias) else e, n, quoted=True) for e, n in zip(exprs, names, strict=True)],
+        )
 
     @staticmethod
     def _slice(grain: str | None, rng: TimeRange) -> list[exp.Expression]:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from tierflight.config import parse_duration
 from tierflight.engine.database import quote_literal
-from tierflight.errors import StorageUnavailable
+from tierflight.errors import ConfigError, StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
 
@@ -28,16 +29,37 @@ log = get_logger("tierflight.cold")
 _DAY = dt.timedelta(days=1)
 
 
+# Keys of [iceberg] that are tierflight's own; every other key is a pyiceberg catalog property.
+_OWN_KEYS = ("type", "namespace", "timeout", "on_unavailable")
+ON_UNAVAILABLE = ("error", "skip")
+
+
 @dataclass(frozen=True)
 class IcebergSettings:
     catalog_type: str  # "sql" or "rest"
     properties: Mapping[str, str]
     namespace: str
+    # Seconds a catalog (REST) or object store request may take before it fails.
+    timeout: float = 10.0
+    # "error": a statement that needs the cold tier fails while it is unavailable; "skip":
+    # it is answered from the other tiers, and the log says so.
+    on_unavailable: str = "error"
+
+    @property
+    def where(self) -> str:
+        return self.properties.get("uri", "?")
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any], data_dir: Path) -> IcebergSettings:
         kind = str(raw.get("type", "sql"))
-        props = {str(k): str(v) for k, v in raw.items() if k not in ("type", "namespace")}
+        props = {str(k): str(v) for k, v in raw.items() if k not in _OWN_KEYS}
+        timeout = parse_duration(raw.get("timeout", 10), "iceberg.timeout").total_seconds()
+        on_unavailable = str(raw.get("on_unavailable", "error"))
+        if on_unavailable not in ON_UNAVAILABLE:
+            raise ConfigError(f"iceberg.on_unavailable = {on_unavailable!r}; use 'error' or 'skip'")
+        # pyarrow's S3 client otherwise waits for the OS to give up on an unreachable endpoint.
+        props.setdefault("s3.connect-timeout", f"{timeout:g}")
+        props.setdefault("s3.request-timeout", f"{timeout:g}")
         if kind == "sql":
             catalog_dir = data_dir / "catalog"
             catalog_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +67,37 @@ class IcebergSettings:
             props.setdefault("warehouse", (data_dir / "iceberg").absolute().as_uri())
         elif kind != "rest":
             raise StorageUnavailable(f"iceberg.type = {kind!r} is not supported; use 'sql' (embedded) or 'rest'")
-        return cls(kind, props, str(raw.get("namespace", "tierflight")))
+        return cls(kind, props, str(raw.get("namespace", "tierflight")), timeout, on_unavailable)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message without the tails libraries append (SQL, links, tracebacks)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    return line or type(exc).__name__
+
+
+def _rest_catalog(settings: IcebergSettings) -> Any:
+    from pyiceberg.catalog.rest import RestCatalog
+
+    timeout = settings.timeout
+
+    class _TimedRestCatalog(RestCatalog):
+        """pyiceberg sends REST requests without a timeout: a catalog that accepts the
+        connection and never answers would hang start-up and every statement."""
+
+        def _create_session(self) -> Any:
+            session = super()._create_session()
+            send = session.request
+
+            def request(method: str, url: str, **kwargs: Any) -> Any:
+                kwargs.setdefault("timeout", timeout)
+                return send(method, url, **kwargs)
+
+            session.request = request  # type: ignore[method-assign,assignment]
+            return session
+
+    return _TimedRestCatalog("tierflight", **settings.properties)
 
 
 def load_catalog(settings: IcebergSettings) -> Any:
@@ -54,12 +106,9 @@ def load_catalog(settings: IcebergSettings) -> Any:
             from pyiceberg.catalog.sql import SqlCatalog
 
             return SqlCatalog("tierflight", **settings.properties)
-        from pyiceberg.catalog.rest import RestCatalog
-
-        return RestCatalog("tierflight", **settings.properties)
+        return _rest_catalog(settings)
     except Exception as exc:
-        where = settings.properties.get("uri", "?")
-        raise StorageUnavailable(f"cannot reach the Iceberg catalog at {where}: {exc}") from None
+        raise StorageUnavailable(f"cannot reach the Iceberg catalog at {settings.where}: {first_line(exc)}") from None
 
 
 def local_path(uri: str) -> str:
@@ -67,11 +116,30 @@ def local_path(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
+@dataclass(frozen=True)
+class ColdState:
+    """One consistent view of the tier: the table snapshot it serves and the days before ``until``."""
+
+    table: Any  # a pyiceberg Table, or None when there is none yet (or it is unavailable)
+    until: dt.datetime | None
+    partitions: tuple[Partition, ...] = ()
+    unavailable: str | None = None  # why the tier is skipped (iceberg.on_unavailable = "skip")
+
+    @property
+    def snapshot_id(self) -> int | None:
+        if self.table is None:
+            return None
+        snap = self.table.current_snapshot()
+        return None if snap is None else int(snap.snapshot_id)
+
+
 class ColdTier:
     name = "cold"
 
-    def __init__(self, catalog: Any, settings: IcebergSettings, table_name: str, arrow_schema: pa.Schema, time_column: str) -> None:
-        self.catalog = catalog
+    def __init__(
+        self, catalog: Any, settings: IcebergSettings, table_name: str, arrow_schema: pa.Schema, time_column: str
+    ) -> None:
+        self._catalog = catalog  # None: connect on first use (see the catalog property)
         self.settings = settings
         self.table_name = table_name
         self.identifier = f"{settings.namespace}.{table_name}"
@@ -79,20 +147,35 @@ class ColdTier:
         self.time_column = time_column
         self._lock = threading.Lock()
         self._plans: OrderedDict[tuple[int | None, TimeRange], list[str]] = OrderedDict()
-        self._table: Any = None
-        self._partitions: list[Partition] = []
-        # Rows at or after this instant belong to the warm tier; the cold tier ignores them
-        # (see tiers.manager for why a demotion in progress needs this).
-        self.until: dt.datetime | None = None
+        self._location: str | None = None
+        # What statements are planned against, swapped whole by apply(). Rows at or after
+        # ``until`` belong to the warm tier; the cold tier ignores them (a demotion commits
+        # days to Iceberg before it moves the boundary).
+        self._state = ColdState(None, None)
         self.planned = 0  # manifest reads, for tests and benchmarks
+
+    @property
+    def catalog(self) -> Any:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.settings)
+        return self._catalog
+
+    @property
+    def until(self) -> dt.datetime | None:
+        return self._state.until
+
+    def _unavailable(self, what: str, exc: BaseException) -> StorageUnavailable:
+        where = f"catalog {self.settings.where}"
+        if endpoint := self.settings.properties.get("s3.endpoint"):
+            where += f", S3 endpoint {endpoint}"
+        return StorageUnavailable(f"cannot {what} Iceberg table {self.identifier} ({where}): {first_line(exc)}")
 
     # -- table lifecycle ------------------------------------------------------------------
 
     def table(self) -> Any:
+        """The current table for writing (loaded afresh: another process may have committed)."""
         with self._lock:
-            if self._table is None:
-                self._table = self._load_or_create()
-            return self._table
+            return self._load_or_create()
 
     def _load_or_create(self) -> Any:
         from pyiceberg.exceptions import NoSuchTableError
@@ -102,52 +185,79 @@ class ColdTier:
             return self.catalog.load_table(self.identifier)
         except NoSuchTableError:
             pass
+        except StorageUnavailable:
+            raise
         except Exception as exc:
-            raise StorageUnavailable(f"cannot load Iceberg table {self.identifier}: {exc}") from None
-        self.catalog.create_namespace_if_not_exists(self.settings.namespace)
-        table = self.catalog.create_table(self.identifier, schema=self.arrow_schema)
-        with table.update_spec() as spec:
-            spec.add_field(self.time_column, DayTransform(), f"{self.time_column}_day")
-        return self.catalog.load_table(self.identifier)
+            raise self._unavailable("load", exc) from None
+        try:
+            self.catalog.create_namespace_if_not_exists(self.settings.namespace)
+            table = self.catalog.create_table(self.identifier, schema=self.arrow_schema)
+            with table.update_spec() as spec:
+                spec.add_field(self.time_column, DayTransform(), f"{self.time_column}_day")
+            return self.catalog.load_table(self.identifier)
+        except Exception as exc:
+            raise self._unavailable("create", exc) from None
 
     def exists(self) -> bool:
         try:
             return bool(self.catalog.table_exists(self.identifier))
-        except Exception:  # noqa: BLE001 - an unreachable catalog is reported when it is used
-            return False
-
-    def refresh(self) -> None:
-        if self._table is None and not self.exists():
-            self._partitions = []
-            return
-        try:
-            self._table = self.catalog.load_table(self.identifier)
+        except StorageUnavailable:
+            raise
         except Exception as exc:
-            raise StorageUnavailable(f"cannot load Iceberg table {self.identifier}: {exc}") from None
-        self._partitions = self._read_partitions()
+            raise self._unavailable("look up", exc) from None
+
+    def load_state(self, until: dt.datetime | None) -> ColdState:
+        """Read the current snapshot and its partitions without changing what the tier serves."""
+        try:
+            if not self.exists():
+                return ColdState(None, until)
+            try:
+                table = self.catalog.load_table(self.identifier)
+                parts = self._read_partitions(table, until)
+            except Exception as exc:
+                raise self._unavailable("load", exc) from None
+        except StorageUnavailable as exc:
+            if self.settings.on_unavailable != "skip":
+                raise
+            log.warning(
+                "cold_tier_unavailable",
+                table=self.table_name,
+                error=exc.message,
+                action="statements are answered from the warm and hot tiers only (iceberg.on_unavailable = skip)",
+            )
+            return ColdState(None, until, (), exc.message)
+        return ColdState(table, until, tuple(parts))
+
+    def apply(self, state: ColdState) -> None:
+        self._state = state
+
+    def state(self) -> ColdState:
+        return self._state
+
+    def refresh(self, until: dt.datetime | None = None) -> None:
+        self.apply(self.load_state(until if until is not None else self._state.until))
 
     def snapshot_id(self) -> int | None:
-        if self._table is None:
-            return None
-        snap = self._table.current_snapshot()
-        return None if snap is None else int(snap.snapshot_id)
+        return self._state.snapshot_id
 
     def data_location(self, day: dt.date) -> str:
-        return f"{self.table().location()}/data/{self.time_column}_day={day.isoformat()}"
+        if self._location is None:
+            self._location = str(self.table().location())
+        return f"{self._location}/data/{self.time_column}_day={day.isoformat()}"
 
     # -- reading --------------------------------------------------------------------------
 
-    def _read_partitions(self) -> list[Partition]:
-        if self.snapshot_id() is None:
+    def _read_partitions(self, table: Any, until: dt.datetime | None) -> list[Partition]:
+        if table.current_snapshot() is None:
             return []
-        info = self._table.inspect.partitions().to_pylist()
+        info = table.inspect.partitions().to_pylist()
         parts = []
         for row in info:
             day = row["partition"][f"{self.time_column}_day"]
             if isinstance(day, int):
                 day = dt.date(1970, 1, 1) + dt.timedelta(days=day)
             start = dt.datetime.combine(day, dt.time())
-            if self.until is not None and start >= self.until:
+            if until is not None and start >= until:
                 continue
             parts.append(
                 Partition(
@@ -164,19 +274,24 @@ class ColdTier:
         return sorted(parts, key=lambda p: p.start)
 
     def partitions(self) -> list[Partition]:
-        return self._partitions
+        return list(self._state.partitions)
 
-    def _effective(self, time_range: TimeRange) -> TimeRange | None:
+    @staticmethod
+    def _effective(time_range: TimeRange, until: dt.datetime | None) -> TimeRange | None:
         end = time_range.end
-        if self.until is not None:
-            end = self.until if end is None else min(end, self.until)
+        if until is not None:
+            end = until if end is None else min(end, until)
         if time_range.start is not None and end is not None and time_range.start >= end:
             return None
         return TimeRange(time_range.start, end)
 
-    def files(self, time_range: TimeRange = ALL_TIME) -> list[str]:
-        snap = self.snapshot_id()
-        rng = self._effective(time_range)
+    def files(self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None) -> list[str]:
+        state = state or self._state
+        if state.unavailable:
+            log.warning("cold_tier_skipped", table=self.table_name, error=state.unavailable)
+            return []
+        snap = state.snapshot_id
+        rng = self._effective(time_range, state.until)
         if snap is None or rng is None:
             return []
         key = (snap, rng)
@@ -185,32 +300,38 @@ class ColdTier:
             if cached is not None:
                 self._plans.move_to_end(key)
                 return cached
-        files = self._plan(rng)
+        try:
+            files = self._plan(state.table, rng)
+        except StorageUnavailable as exc:
+            if self.settings.on_unavailable != "skip":
+                raise
+            log.warning("cold_tier_skipped", table=self.table_name, error=exc.message)
+            return []
         with self._lock:
             self._plans[key] = files
             while len(self._plans) > 1024:
                 self._plans.popitem(last=False)
         return files
 
-    def _plan(self, rng: TimeRange) -> list[str]:
+    def _plan(self, table: Any, rng: TimeRange) -> list[str]:
         from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
         expr: Any = AlwaysTrue()
         if rng.start is not None:
-            expr = And(expr, GreaterThanOrEqual(self.time_column, rng.start.isoformat()))
+            expr = And(expr, GreaterThanOrEqual(self.time_column, rng.start.isoformat()))  # type: ignore[call-arg,arg-type]
         if rng.end is not None:
-            expr = And(expr, LessThan(self.time_column, rng.end.isoformat()))
+            expr = And(expr, LessThan(self.time_column, rng.end.isoformat()))  # type: ignore[call-arg,arg-type]
         try:
-            tasks = list(self._table.scan(row_filter=expr).plan_files())
+            tasks = list(table.scan(row_filter=expr).plan_files())
         except Exception as exc:
-            raise StorageUnavailable(f"cannot plan the Iceberg scan of {self.identifier}: {exc}") from None
+            raise self._unavailable("plan the scan of", exc) from None
         self.planned += 1
         if any(t.delete_files for t in tasks):
             raise StorageUnavailable(f"{self.identifier} has delete files, which tierflight does not read yet")
         return sorted(local_path(t.file.file_path) for t in tasks)
 
-    def relation_sql(self, time_range: TimeRange = ALL_TIME) -> str | None:
-        files = self.files(time_range)
+    def relation_sql(self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None) -> str | None:
+        files = self.files(time_range, state)
         if not files:
             return None
         listing = ", ".join(quote_literal(f) for f in files)
@@ -219,12 +340,16 @@ class ColdTier:
     # -- writing --------------------------------------------------------------------------
 
     def add_files(self, paths: Sequence[str], properties: Mapping[str, str] | None = None) -> None:
-        """Register already-written Parquet files in one commit (a bulk load's only commit)."""
+        """Register already-written Parquet files in one commit.
+
+        What statements see changes only when the owner applies a new state (TableStore.refresh).
+        """
         if not paths:
             return
         table = self.table()
         try:
             table.add_files(list(paths), snapshot_properties=dict(properties or {}))
         except Exception as exc:
-            raise StorageUnavailable(f"cannot commit {len(paths)} files to {self.identifier}: {exc}") from None
-        self._table = self.catalog.load_table(self.identifier)
+            raise StorageUnavailable(
+                f"cannot commit {len(paths)} files to {self.identifier} (catalog {self.settings.where}): {first_line(exc)}"
+            ) from None

@@ -7,13 +7,20 @@ demotion   1. link/copy the warm files of the aged days into the Iceberg data di
               register them in ONE commit (tagged with the days it carries);
            2. move the boundary ``cold_until`` (atomic file replace): from now on the cold
               tier serves those days and the warm tier ignores them;
-           3. move the warm day directories to the trash (deleted later, so a query that
-              planned them before step 2 can still read them).
+           3. swap the new view in (this process) and bump the table's generation (servers
+              in other processes re-list on their next statement), wait ``settle`` seconds
+              so statements planned against the old view have opened their files, then move
+              the warm day directories to the trash (emptied after a grace period).
            A crash after 1 leaves Iceberg holding days it does not serve yet; the re-run
            sees the commit's tag and skips straight to 2.
 compaction 1. write one file with the partition's rows under a temporary name;
-           2. rename it into place and move the old files to the trash, under the table's
-              maintenance lock (the server re-lists a partition only under that lock).
+           2. journal the swap, rename the new file into place (from here listings show the
+              new file and hide the old ones);
+           3. as in demotion: swap the view in, bump the generation, settle, then trash the
+              old files and drop the journal.
+
+A file that cannot be read or has the wrong schema stops a demotion before anything changes
+(the error names the file); compaction skips its partition and logs it.
 """
 
 from __future__ import annotations
@@ -30,18 +37,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tierflight.demo.generate import write_parquet_day
+from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.store import TableStore
-from tierflight.tiers.warm import COMPACTION_JOURNAL, live_files
+from tierflight.tiers.warm import COMPACTION_JOURNAL, inspect_file, live_files
 
 log = get_logger("tierflight.maintenance")
 
 FaultHook = Callable[[str], None]
 DEMOTED_DAYS = "tierflight.demoted-days"
 TRASH_GRACE_SECONDS = 600.0
+# How long replaced files stay in place after the new view is published: a statement planned
+# against the old view opens its files within this (DuckDB opens them as the scan reaches them).
+SETTLE_SECONDS = 1.0
 
 
 def _no_fault(step: str) -> None:
@@ -113,7 +125,15 @@ class DemoteStats:
     seconds: float
 
 
-def demote(store: TableStore, fault: FaultHook = _no_fault) -> DemoteStats:
+def _publish(store: TableStore, settle: float) -> None:
+    """Make the change visible here and to other processes, then let old plans drain."""
+    store.refresh()
+    store.bump_generation()
+    if settle > 0:
+        time.sleep(settle)
+
+
+def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETTLE_SECONDS) -> DemoteStats:
     began = time.perf_counter()
     with maintenance_lock(store):
         boundary = store.warm_boundary()
@@ -124,15 +144,21 @@ def demote(store: TableStore, fault: FaultHook = _no_fault) -> DemoteStats:
         todo = [(d, p) for d, p in aged if until is None or d >= until]
         committed = _committed_days(store) if todo else set()
         pending = [(d, p) for d, p in todo if d.isoformat() not in committed]
-        paths: list[str] = []
+        sources: list[tuple[dt.date, Path]] = []
         rows = 0
         for day, path in pending:
             recover_compaction(store, path)
             for src in live_files(path):
-                dst = store.cold_file_path(day, f"demoted-{uuid.uuid4().hex}.parquet")
-                _link_or_copy(src, dst)
-                paths.append(str(dst))
-                rows += pq.ParquetFile(src).metadata.num_rows
+                n, problem = inspect_file(src, store.schema)
+                if problem:
+                    raise StorageUnavailable(f"cannot demote {store.table.name} {path.name}: {problem}")
+                sources.append((day, src))
+                rows += n
+        paths: list[str] = []
+        for day, src in sources:
+            dst = store.cold_file_path(day, f"demoted-{uuid.uuid4().hex}.parquet")
+            _link_or_copy(src, dst)
+            paths.append(str(dst))
         fault("demote:copied")
         if paths:
             days = ",".join(d.isoformat() for d, _ in pending)
@@ -142,6 +168,7 @@ def demote(store: TableStore, fault: FaultHook = _no_fault) -> DemoteStats:
         if until is None or new_until > until:
             store.set_cold_until(new_until)
         fault("demote:boundary")
+        _publish(store, settle)
         for _, path in aged:
             trash(store, path)
         store.refresh()
@@ -169,50 +196,87 @@ def _write_json(path: Path, data: object) -> None:
 def recover_compaction(store: TableStore, day_dir: Path) -> None:
     """Finish or undo a compaction a crash interrupted (see the module docstring)."""
     journal = day_dir / COMPACTION_JOURNAL
-    if not journal.exists():
-        return
-    data = json.loads(journal.read_text())
-    new = day_dir / data["new"]
-    if new.exists():
-        for name in data["old"]:
-            old = day_dir / name
-            if old.exists():
-                trash(store, old)
-    else:
-        (day_dir / data["tmp"]).unlink(missing_ok=True)
-    journal.unlink()
+    if journal.exists():
+        data = json.loads(journal.read_text())
+        new = day_dir / data["new"]
+        if new.exists():
+            for name in data["old"]:
+                old = day_dir / name
+                if old.exists():
+                    trash(store, old)
+        else:
+            (day_dir / data["tmp"]).unlink(missing_ok=True)
+        journal.unlink()
+    # A merged file whose write finished but whose journal was never written: never listed.
+    for orphan in day_dir.glob(".*.compacting"):
+        orphan.unlink(missing_ok=True)
 
 
-def compact_warm(store: TableStore, small_file_bytes: int = 64 << 20, fault: FaultHook = _no_fault) -> CompactStats:
+def _merge(store: TableStore, files: list[Path]) -> pa.Table | None:
+    """The partition's rows in one table, or None if a file is unreadable or mis-shaped."""
+    names = store.schema.names
+    expected = 0
+    for f in files:
+        n, problem = inspect_file(f, store.schema)
+        if problem:
+            log.warning("compact_skipped", table=store.table.name, partition=f.parent.name, problem=problem)
+            return None
+        expected += n
+    parts = []
+    for f in files:
+        try:
+            parts.append(pq.read_table(f, columns=names).select(names).cast(store.schema))
+        except Exception as exc:  # a corrupt page: the footer was fine, the data is not
+            log.warning("compact_skipped", table=store.table.name, partition=f.parent.name, file=str(f), error=repr(exc))
+            return None
+    merged = pa.concat_tables(parts).sort_by(store.table.time_column)
+    if merged.num_rows != expected:
+        raise StorageUnavailable(
+            f"compaction of {files[0].parent} read {merged.num_rows} rows where the footers say {expected}"
+        )
+    return merged
+
+
+def compact_warm(
+    store: TableStore,
+    small_file_bytes: int = 64 << 20,
+    fault: FaultHook = _no_fault,
+    settle: float = SETTLE_SECONDS,
+) -> CompactStats:
     """Rewrite every warm partition holding several files, some small, into one file.
 
     1. write the merged file under a name the tier does not list; 2. write a journal naming
     the new file and the old ones; 3. rename the new file into place (from here the tier
-    lists the new file and hides the old ones, by the journal); 4. trash the old files;
-    5. drop the journal. A crash anywhere is finished or undone by recover_compaction.
+    lists the new file and hides the old ones, by the journal); 4. publish, settle, trash the
+    old files; 5. drop the journal. A crash anywhere is finished or undone by recover_compaction.
     """
     began = time.perf_counter()
-    parts = before = after = 0
+    before = 0
+    done: list[Path] = []
     with maintenance_lock(store):
-        for day, path in store.warm.day_dirs():
+        for _day, path in store.warm.day_dirs():
             recover_compaction(store, path)
             files = live_files(path)
             if len(files) < 2 or all(f.stat().st_size >= small_file_bytes for f in files):
                 continue
-            table = pq.read_table(files).sort_by(store.table.time_column)
+            table = _merge(store, files)
+            if table is None:
+                continue
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = f".{name}.compacting"
-            write_parquet_day(table.cast(store.schema), path / tmp)
+            write_parquet_day(table, path / tmp)
             fault("compact:written")
             _write_json(path / COMPACTION_JOURNAL, {"new": name, "tmp": tmp, "old": [f.name for f in files]})
             fault("compact:journal")
             os.replace(path / tmp, path / name)
             fault("compact:renamed")
-            recover_compaction(store, path)
-            parts += 1
+            done.append(path)
             before += len(files)
-            after += 1
+        if done:
+            _publish(store, settle)
+            for path in done:
+                recover_compaction(store, path)
         store.refresh()
-    if parts:
-        log.info("compact", table=store.table.name, partitions=parts, files_before=before, files_after=after)
-    return CompactStats(parts, before, after, time.perf_counter() - began)
+    if done:
+        log.info("compact", table=store.table.name, partitions=len(done), files_before=before, files_after=len(done))
+    return CompactStats(len(done), before, len(done), time.perf_counter() - began)

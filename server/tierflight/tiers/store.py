@@ -4,6 +4,12 @@ The boundary ``cold_until`` (a day) is the single source of truth for where a da
 the cold tier serves days before it, the warm tier the days from it on. It is stored in
 ``<data_dir>/<table>/tiers.json`` and replaced atomically, so a demotion that crashes
 between copying a day into Iceberg and deleting it from warm never shows the day twice.
+
+What statements are planned against is one consistent view (the boundary, the Iceberg
+snapshot, the warm listing), built aside by :meth:`TableStore.refresh` and swapped in whole.
+A change made by another process (``tierflight tiers demote`` next to a running server) is
+noticed on the next planned statement: maintenance bumps ``<table>/.generation`` and the
+boundary file, and a statement whose store sees either change re-lists the tiers first.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +27,16 @@ import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
 from tierflight.engine.database import Database
+from tierflight.errors import StorageUnavailable
+from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
 from tierflight.tiers.warm import WarmTier
+
+GENERATION_FILE = ".generation"
+
+log = get_logger("tierflight.store")
 
 _DUCK_TO_ARROW = {
     "TIMESTAMP": pa.timestamp("us"),
@@ -68,9 +82,21 @@ class TableStore:
         self.table = table
         self.root = config.data_dir / table.name
         self.schema = arrow_schema(table)
-        self.warm = WarmTier(self.root / "warm", table.name)
+        self._view_lock = threading.Lock()  # what statements see: swapped whole, read whole
+        self._refresh_lock = threading.Lock()
+        self._seen: tuple[object, ...] | None = None
+        # Bumped each time a new view is swapped in: plans cached by a router must key on it.
+        self.generation = 0
+        self.warm = WarmTier(self.root / "warm", table.name, self.schema)
         settings = IcebergSettings.from_config(dict(config.raw.get("iceberg", {})), config.data_dir)
-        self.cold = ColdTier(load_catalog(settings), settings, table.name, self.schema, table.time_column)
+        try:
+            catalog = load_catalog(settings)
+        except StorageUnavailable as exc:
+            if settings.on_unavailable != "skip":
+                raise
+            log.warning("cold_tier_unavailable", table=table.name, error=exc.message)
+            catalog = None  # connect again on the next refresh
+        self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
         self.hot = HotTail(database, table)
         self.refresh()
 
@@ -104,26 +130,75 @@ class TableStore:
         """Days before this are older than the warm window and belong in cold."""
         return (self.config.tiers.current_time() - self.config.tiers.warm_window).date()
 
+    def bump_generation(self) -> None:
+        """Tell every process serving this table that its files changed (see the module doc)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / GENERATION_FILE).write_text(uuid.uuid4().hex)
+
+    def _signature(self) -> tuple[object, ...]:
+        out: list[object] = []
+        for path in (self.state_path, self.root / GENERATION_FILE):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
     def refresh(self) -> None:
-        until = self.cold_until()
-        self.cold.until = day_start(until) if until else day_start(dt.date(1970, 1, 1))
-        self.warm.since = day_start(until) if until else None
-        self.warm.refresh()
-        self.cold.refresh()
-        self.hot.refresh()
+        """Re-list the tiers and swap the new view in whole: a statement sees the old or the new."""
+        with self._refresh_lock:
+            seen = self._signature()
+            until = self.cold_until()
+            warm = self.warm.build_listing(day_start(until) if until else None)
+            cold = self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
+            with self._view_lock:
+                self.warm.apply(warm)
+                self.cold.apply(cold)
+                self.generation += 1
+            self.hot.refresh()
+            self._seen = seen
+
+    def changed(self) -> bool:
+        """Whether another process (or a maintenance run) changed the files since the last refresh."""
+        return self._signature() != self._seen
+
+    def refresh_if_changed(self) -> bool:
+        if not self.changed():
+            return False
+        self.refresh()
+        return True
 
     # -- reading --------------------------------------------------------------------------
 
     def partitions(self) -> list[Partition]:
-        return [p for t in (self.cold, self.warm, self.hot) for p in t.partitions()]
+        with self._view_lock:
+            cold, warm = self.cold.state(), self.warm.listing()
+        return [*cold.partitions, *(p for p, _ in warm.parts), *self.hot.partitions()]
 
-    def sources(self, time_range: TimeRange = ALL_TIME) -> list[Source]:
+    def sources(self, time_range: TimeRange | None = None) -> list[Source]:
+        """The relations a statement over ``time_range`` reads, one per tier that has rows in it.
+
+        With a time range (a statement's plan), a warm file that cannot be read or has the
+        wrong schema fails the call with an error naming it. Without one (the table's view,
+        a rollup build) it stays in the scan, last, and DuckDB fails if the scan reaches it.
+        """
+        strict = time_range is not None
+        time_range = time_range or ALL_TIME
+        self.refresh_if_changed()
+        with self._view_lock:
+            cold, warm = self.cold.state(), self.warm.listing()
+        candidates: list[tuple[str, str | None, list[Partition]]] = [
+            ("cold", self.cold.relation_sql(time_range, cold), list(cold.partitions)),
+            ("warm", self.warm.relation_sql(time_range, warm, strict), [p for p, _ in warm.parts]),
+            ("hot", self.hot.relation_sql(time_range), self.hot.partitions()),
+        ]
         out = []
-        for tier in (self.cold, self.warm, self.hot):
-            sql = tier.relation_sql(time_range)
+        for tier, sql, all_parts in candidates:
             if sql:
-                parts = tuple(p for p in tier.partitions() if time_range.overlaps(p.start, p.end))
-                out.append(Source(tier.name, sql, parts, sum(p.files for p in parts)))
+                parts = tuple(p for p in all_parts if time_range.overlaps(p.start, p.end))
+                out.append(Source(tier, sql, parts, sum(p.files for p in parts)))
         return out
 
     def has_data(self) -> bool:
@@ -143,4 +218,5 @@ class TableStore:
         current = self.cold_until()
         if current is None or boundary > current:
             self.set_cold_until(boundary)
+        self.bump_generation()
         self.refresh()

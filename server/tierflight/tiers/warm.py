@@ -3,6 +3,11 @@
 ``<data_dir>/<table>/warm/day=YYYY-MM-DD/part-*.parquet``. Partition pruning happens here
 (the file list handed to DuckDB only holds the days a time range touches); DuckDB then prunes
 row groups by their statistics.
+
+Every file's footer is read once (cached by mtime and size) when the tier is listed: a file
+that cannot be read or whose columns are not the table's is kept in the listing with its
+problem, so a query that needs its day fails with an error naming the file, while every other
+day keeps being served.
 """
 
 from __future__ import annotations
@@ -10,15 +15,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tierflight.engine.database import quote_literal
+from tierflight.engine.database import quote_ident, quote_literal
+from tierflight.errors import StorageUnavailable
+from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+
+log = get_logger("tierflight.warm")
 
 _DAY = dt.timedelta(days=1)
 COMPACTION_JOURNAL = "_compaction.json"
+_LIST_ATTEMPTS = 5
 
 
 def live_files(day_dir: Path) -> list[Path]:
@@ -28,7 +40,7 @@ def live_files(day_dir: Path) -> list[Path]:
     if journal.exists():
         try:
             data = json.loads(journal.read_text())
-        except ValueError:
+        except (OSError, ValueError):
             return files
         if (day_dir / data["new"]).exists():
             old = set(data["old"])
@@ -40,19 +52,72 @@ def day_dir_name(day: dt.date) -> str:
     return f"day={day.isoformat()}"
 
 
+def _same_type(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual == expected:
+        return True
+    strings = (pa.string(), pa.large_string(), pa.string_view())
+    return actual in strings and expected in strings
+
+
+def schema_problem(actual: pa.Schema, expected: pa.Schema) -> str | None:
+    """Why a file's columns are not the table's (None when they are)."""
+    names = set(actual.names)
+    missing = [f.name for f in expected if f.name not in names]
+    if missing:
+        return f"missing column(s) {', '.join(missing)}"
+    wrong = [
+        f"{f.name} is {actual.field(f.name).type}, expected {f.type}"
+        for f in expected
+        if not _same_type(actual.field(f.name).type, f.type)
+    ]
+    if wrong:
+        return "wrong column type(s): " + "; ".join(wrong)
+    return None
+
+
+def inspect_file(path: Path, expected: pa.Schema | None) -> tuple[int, str | None]:
+    """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
+    try:
+        pf = pq.ParquetFile(path)
+        rows = pf.metadata.num_rows
+        actual = pf.schema_arrow
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # any unreadable footer is reported the same way
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return 0, f"cannot read Parquet file {path}: {detail}"
+    problem = schema_problem(actual, expected) if expected is not None else None
+    if problem:
+        return 0, f"Parquet file {path} does not have the table's schema: {problem}"
+    return rows, None
+
+
+@dataclass(frozen=True)
+class WarmListing:
+    """One consistent view of the tier: the days it serves and their files."""
+
+    since: dt.datetime | None
+    parts: tuple[tuple[Partition, tuple[Path, ...]], ...]
+
+
 class WarmTier:
     name = "warm"
 
-    def __init__(self, root: Path, table_name: str) -> None:
+    def __init__(self, root: Path, table_name: str, schema: pa.Schema | None = None) -> None:
         self.root = root
         self.table_name = table_name
+        self.schema = schema
         self._lock = threading.Lock()
-        self._cache: dict[Path, tuple[float, int]] = {}  # file -> (mtime, rows)
-        # The listing is read on every planned statement, so it is kept and rebuilt on refresh().
-        self._listing: list[tuple[Partition, list[Path]]] = []
-        # Days before this belong to the cold tier (a demotion may not have deleted them yet).
-        self.since: dt.datetime | None = None
+        # file -> (mtime_ns, size, rows, problem)
+        self._cache: dict[Path, tuple[int, int, int, str | None]] = {}
+        # The listing is read on every planned statement, so it is kept and swapped on apply().
+        self._listing = WarmListing(None, ())
         self.refresh()
+
+    @property
+    def since(self) -> dt.datetime | None:
+        """Days before this belong to the cold tier (a demotion may not have deleted them yet)."""
+        return self._listing.since
 
     def day_dirs(self) -> list[tuple[dt.date, Path]]:
         if not self.root.is_dir():
@@ -66,35 +131,71 @@ class WarmTier:
                     continue
         return sorted(out)
 
-    def files(self, time_range: TimeRange = ALL_TIME) -> list[Path]:
+    def files(
+        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
+    ) -> list[Path]:
+        """The files a time range needs.
+
+        ``strict``: a problem file among them fails the statement with an error naming it.
+        Otherwise problem files are listed last (DuckDB takes a scan's schema from its first
+        file) and a read of them fails in DuckDB, which names the file too.
+        """
         out: list[Path] = []
-        for part, files in self._listing:
+        for part, files in (listing or self._listing).parts:
             if time_range.overlaps(part.start, part.end):
                 out.extend(files)
+        bad = [(f, p) for f in out if (p := self.problem(f))]
+        if bad and strict:
+            f, problem = bad[0]
+            raise StorageUnavailable(f"{self.table_name}, warm partition {f.parent.name}: {problem}")
+        if bad:
+            names = {f for f, _ in bad}
+            out = [f for f in out if f not in names] + [f for f, _ in bad]
         return out
 
-    def _rows(self, path: Path) -> int:
-        mtime = path.stat().st_mtime
+    def problem(self, path: Path) -> str | None:
+        """Why a listed file cannot be served (unreadable, wrong schema), or None."""
         with self._lock:
             cached = self._cache.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        rows = pq.ParquetFile(path).metadata.num_rows
+        return cached[3] if cached else None
+
+    def inspect(self, path: Path) -> tuple[int, str | None]:
+        """(rows, problem) of a file, from the cache while the file is unchanged."""
+        st = path.stat()
         with self._lock:
-            self._cache[path] = (mtime, rows)
-        return rows
+            cached = self._cache.get(path)
+        if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+            return cached[2], cached[3]
+        rows, problem = inspect_file(path, self.schema)
+        if problem:
+            log.warning("warm_file_unreadable", table=self.table_name, file=str(path), problem=problem)
+        with self._lock:
+            self._cache[path] = (st.st_mtime_ns, st.st_size, rows, problem)
+        return rows, problem
 
     def partitions(self) -> list[Partition]:
-        return [p for p, _ in self._listing]
+        return [p for p, _ in self._listing.parts]
 
-    def refresh(self) -> None:
-        listing = []
+    def build_listing(self, since: dt.datetime | None) -> WarmListing:
+        """List the days from ``since`` on without changing what the tier serves."""
+        for attempt in range(_LIST_ATTEMPTS):
+            try:
+                return self._list(since)
+            except FileNotFoundError:
+                # A maintenance run in another process moved a file while we listed: list again.
+                if attempt == _LIST_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _list(self, since: dt.datetime | None) -> WarmListing:
+        parts = []
         for day, path in self.day_dirs():
-            files = live_files(path)
             start = dt.datetime.combine(day, dt.time())
-            if self.since is not None and start < self.since:
+            if since is not None and start < since:
                 continue
-            listing.append(
+            files = live_files(path)
+            infos = [(f, *self.inspect(f)) for f in files]
+            parts.append(
                 (
                     Partition(
                         table_name=self.table_name,
@@ -103,17 +204,31 @@ class WarmTier:
                         start=start,
                         end=start + _DAY,
                         files=len(files),
-                        rows=sum(self._rows(f) for f in files),
+                        rows=sum(rows for _, rows, _ in infos),
                         bytes=sum(f.stat().st_size for f in files),
                     ),
-                    files,
+                    tuple(files),
                 )
             )
+        return WarmListing(since, tuple(parts))
+
+    def apply(self, listing: WarmListing) -> None:
         self._listing = listing
 
-    def relation_sql(self, time_range: TimeRange = ALL_TIME) -> str | None:
-        files = self.files(time_range)
+    def listing(self) -> WarmListing:
+        return self._listing
+
+    def refresh(self, since: dt.datetime | None = None) -> None:
+        self.apply(self.build_listing(since if since is not None else self._listing.since))
+
+    def relation_sql(
+        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
+    ) -> str | None:
+        files = self.files(time_range, listing, strict)
         if not files:
             return None
-        listing = ", ".join(quote_literal(str(f)) for f in files)
-        return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        listing_sql = ", ".join(quote_literal(str(f)) for f in files)
+        # Columns by name: a file that stores them in another order still lines up with the
+        # other tiers in the table's UNION ALL.
+        cols = ", ".join(quote_ident(n) for n in self.schema.names) if self.schema is not None else "*"
+        return f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)"

@@ -1,0 +1,274 @@
+"""Bulk ingest over Flight SQL, the durable hot tail, and its flush to the storage tiers.
+
+ingest  validate the whole batch → WAL append + fsync → hot tail → merge rollup states →
+        acknowledge. Serialized per table, so the WAL order is the visibility order.
+flush   (size or age threshold, or shutdown) publish the hot rows as Parquet/Iceberg files:
+        1. write the files under names no reader lists (and cold files, not yet committed);
+        2. write a journal naming them and the WAL sequence they cover;
+        3. commit cold files to Iceberg (tagged with the sequence), rename warm files into
+           place, and drop the rows from the hot tail - all under the table's swap lock,
+           which statements hold while they plan and start;
+        4. move the WAL's flushed mark, delete its segments, snapshot the rollups, drop the
+           journal. recover() finishes a flush a crash interrupted, then replays the WAL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tierflight.config import parse_duration, parse_size
+from tierflight.demo.generate import write_parquet_day
+from tierflight.errors import InvalidArgument, NotFound, PermissionDenied
+from tierflight.ingest.validate import validate_batch
+from tierflight.ingest.wal import WriteAheadLog, write_json_atomic
+from tierflight.log import get_logger
+from tierflight.tiers.store import TableStore
+
+log = get_logger("tierflight.ingest")
+
+FLUSH_JOURNAL = "flush.json"
+FLUSH_THROUGH = "tierflight.flush-through"
+
+# Flight SQL TableDefinitionOptions (FlightSql.proto).
+IF_NOT_EXIST_CREATE = 1
+IF_EXISTS_FAIL = 1
+IF_EXISTS_REPLACE = 3
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    flush_rows: int = 1_000_000
+    flush_bytes: int = 256 << 20
+    flush_age: dt.timedelta = dt.timedelta(minutes=5)
+    max_past: dt.timedelta = dt.timedelta(days=3650)
+    max_future: dt.timedelta = dt.timedelta(days=1)
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any]) -> IngestSettings:
+        return cls(
+            flush_rows=int(raw.get("flush_rows", 1_000_000)),
+            flush_bytes=parse_size(raw.get("flush_bytes", "256MB"), "ingest.flush_bytes"),
+            flush_age=parse_duration(raw.get("flush_age", "5m"), "ingest.flush_age"),
+            max_past=parse_duration(raw.get("max_past", "3650d"), "ingest.max_past"),
+            max_future=parse_duration(raw.get("max_future", "1d"), "ingest.max_future"),
+        )
+
+
+class TableIngest:
+    def __init__(self, store: TableStore) -> None:
+        self.store = store
+        self.wal = WriteAheadLog(store.root / "wal")
+        self.lock = threading.Lock()  # one writer (ingest or flush) at a time
+        self.oldest_unflushed: float | None = None
+        self.hot_bytes = 0
+
+
+class IngestService:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.settings = IngestSettings.from_config(dict(app.config.raw.get("ingest", {})))
+        self.tables = {name: TableIngest(store) for name, store in app.stores.items()}
+        self._stop = threading.Event()
+        self.rows_total = 0
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def recover_files(self) -> None:
+        """Finish a flush a crash interrupted (before rollups load: it changes the tiers)."""
+        for t in self.tables.values():
+            self._finish_journal(t)
+
+    def replay(self) -> int:
+        """Replay unflushed WAL segments into the hot tail and the rollups."""
+        replayed = 0
+        for t in self.tables.values():
+            for seq, path in t.wal.segments(after=t.wal.flushed_through):
+                data = WriteAheadLog.read(path).cast(t.store.schema)
+                t.store.hot.append(data, seq)
+                self.app.rollups.merge(t.store.table.name, data)
+                t.hot_bytes += data.nbytes
+                replayed += data.num_rows
+            if t.store.hot.rows:
+                t.oldest_unflushed = time.monotonic()
+        if replayed:
+            log.info("wal_replayed", rows=replayed)
+            self.app.router.invalidate()
+        return replayed
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def ingest(self, cmd: Any, reader: Any, user: str) -> int:
+        table_name = cmd.table
+        if cmd.HasField("schema") and cmd.schema not in ("", "main"):
+            raise NotFound(f"schema {cmd.schema!r} has no ingestible tables; use the main schema")
+        t = self.tables.get(table_name)
+        if t is None:
+            raise NotFound(f"table {table_name!r} is not configured for ingest; known: {', '.join(self.tables)}")
+        opts = cmd.table_definition_options
+        if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL:
+            raise PermissionDenied(
+                f"table {table_name} exists and is managed by the configuration: only mode='append' is allowed "
+                "(create and replace are refused)"
+            )
+        if cmd.temporary:
+            raise InvalidArgument("temporary tables are not supported; ingest appends to configured tables")
+        data = reader.read_all()
+        return self.append(table_name, data)
+
+    def append(self, table_name: str, data: pa.Table) -> int:
+        t = self.tables[table_name]
+        cfg = self.app.config
+        clean = validate_batch(
+            data, t.store.table, t.store.schema, cfg.tiers.current_time(), self.settings.max_past, self.settings.max_future
+        )
+        if clean.num_rows == 0:
+            return 0
+        with t.lock:
+            seq = t.wal.append(clean)  # durable from here on: the ack may go out after this
+            with self.app.swap_lock.write():
+                t.store.hot.append(clean, seq)
+                self.app.rollups.merge(table_name, clean)
+                self.app.router.invalidate()
+            t.hot_bytes += clean.nbytes
+            if t.oldest_unflushed is None:
+                t.oldest_unflushed = time.monotonic()
+        self.rows_total += clean.num_rows
+        log.info("ingest", table=table_name, rows=clean.num_rows, seq=seq)
+        if self._due(t):
+            threading.Thread(target=self.flush, args=(table_name,), daemon=True).start()
+        return clean.num_rows
+
+    # -- flush ----------------------------------------------------------------------------
+
+    def _due(self, t: TableIngest) -> bool:
+        if not t.store.hot.rows:
+            return False
+        age = time.monotonic() - (t.oldest_unflushed or time.monotonic())
+        return (
+            t.store.hot.rows >= self.settings.flush_rows
+            or t.hot_bytes >= self.settings.flush_bytes
+            or age >= self.settings.flush_age.total_seconds()
+        )
+
+    def flush(self, table_name: str) -> int:
+        t = self.tables[table_name]
+        with t.lock:
+            through = t.wal.last_seq
+            if through <= t.wal.flushed_through or not t.store.hot.rows:
+                return 0
+            data = t.store.hot.read(through)
+            journal = self._write_files(t, data, through)
+            self._publish(t, journal)
+            return data.num_rows
+
+    def _write_files(self, t: TableIngest, data: pa.Table, through: int) -> dict[str, Any]:
+        store = t.store
+        until = store.cold_until()
+        days = pc.cast(data[store.table.time_column], pa.date32())
+        warm: list[tuple[str, str]] = []
+        cold: list[str] = []
+        for day in sorted(set(days.to_pylist())):
+            rows = data.filter(pc.equal(days, pa.scalar(day, pa.date32()))).sort_by(store.table.time_column)
+            rows = rows.cast(store.schema)  # the declared nullability ("required" in Iceberg)
+            name = f"part-wal-{through:012d}-{uuid.uuid4().hex[:8]}.parquet"
+            if until is not None and day < until:
+                # A late row for a day already in Iceberg goes to Iceberg.
+                path = store.cold_file_path(day, name)
+                write_parquet_day(rows, path)
+                cold.append(str(path))
+            else:
+                final = store.warm.root / f"day={day.isoformat()}" / name
+                tmp = final.with_name(f".{name}.flushing")
+                write_parquet_day(rows, tmp)
+                warm.append((str(tmp), str(final)))
+        journal = {"through": through, "warm": warm, "cold": cold}
+        write_json_atomic(store.root / FLUSH_JOURNAL, journal)
+        return journal
+
+    def _publish(self, t: TableIngest, journal: dict[str, Any], live: bool = True) -> None:
+        """Make a flush's files the tiers' and forget its WAL segments. ``live``: the hot tail
+        and rollups hold the rows too (not so during start-up recovery, before replay)."""
+        store = t.store
+        through = int(journal["through"])
+        if journal["cold"] and not self._cold_committed(store, through):
+            store.cold.add_files(journal["cold"], {"tierflight.operation": "flush", FLUSH_THROUGH: str(through)})
+        with self.app.swap_lock.write():
+            for tmp, final in journal["warm"]:
+                if Path(tmp).exists():
+                    Path(tmp).replace(final)
+            store.bump_generation()
+            store.refresh()
+            if live:
+                store.hot.delete_through(through)
+                self.app.rollups.hot_merged[store.table.name] = store.hot.rows
+                self.app.router.invalidate()
+        t.wal.set_flushed_through(through)
+        t.wal.delete_through(through)
+        if live:
+            self.app.rollups.snapshot(store.table.name)
+            self.app.rollups.hot_merged[store.table.name] = store.hot.rows
+        (store.root / FLUSH_JOURNAL).unlink(missing_ok=True)
+        t.hot_bytes = 0
+        t.oldest_unflushed = time.monotonic() if store.hot.rows else None
+        log.info("flush", table=store.table.name, through=through, warm_files=len(journal["warm"]), cold_files=len(journal["cold"]))
+
+    @staticmethod
+    def _cold_committed(store: TableStore, through: int) -> bool:
+        table = store.cold.table()
+        for snap in table.snapshots():
+            props = snap.summary.additional_properties if snap.summary is not None else {}
+            if props.get(FLUSH_THROUGH) == str(through):
+                return True
+        return False
+
+    def _finish_journal(self, t: TableIngest) -> None:
+        import json
+
+        path = t.store.root / FLUSH_JOURNAL
+        if not path.exists():
+            return
+        journal = json.loads(path.read_text())
+        through = int(journal["through"])
+        missing = [tmp for tmp, final in journal["warm"] if not Path(tmp).exists() and not Path(final).exists()]
+        if missing or through <= t.wal.flushed_through:
+            # Files never fully written (or already published): the WAL still has the rows.
+            for tmp, _ in journal["warm"]:
+                Path(tmp).unlink(missing_ok=True)
+            if through > t.wal.flushed_through and not self._cold_committed(t.store, through):
+                for c in journal["cold"]:
+                    Path(c).unlink(missing_ok=True)
+            path.unlink()
+            return
+        log.info("flush_recovered", table=t.store.table.name, through=through)
+        self._publish(t, journal, live=False)
+
+    def flush_all(self) -> None:
+        for name in self.tables:
+            self.flush(name)
+
+    def start_background(self, interval: float = 1.0) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                for name, t in self.tables.items():
+                    try:
+                        if self._due(t):
+                            self.flush(name)
+                    except Exception as exc:  # noqa: BLE001 - retried next round; the WAL keeps the rows
+                        log.error("flush_failed", table=name, error=repr(exc))
+
+        threading.Thread(target=loop, name="tierflight-flush", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wal_bytes(self) -> int:
+        return sum(t.wal.size_bytes() for t in self.tables.values())

@@ -1,0 +1,206 @@
+"""Prometheus metrics of one tierflight instance.
+
+Each :class:`~tierflight.app.App` owns a :class:`Metrics` with its own ``CollectorRegistry``
+rather than prometheus_client's global default one, so that several servers in one process
+(the test suite, benchmarks) neither collide on registration nor mix their numbers.
+
+Two kinds of metric live here:
+
+* event metrics, updated as things happen: the executor reports every finished statement
+  through :meth:`Metrics.statement` (the ``StatementObserver`` it calls from ``_log``), and
+  ingest reports through :meth:`Metrics.record_ingest` and :meth:`Metrics.set_wal_bytes`;
+* state metrics (in-flight statements, partitions per tier, rollup freshness, hot memory),
+  read from the App when Prometheus scrapes, so they cannot drift from the truth.
+
+Every name carries the ``tierflight_`` prefix (Prometheus naming practice); the list with
+meanings is in docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tierflight.log import get_logger
+
+if TYPE_CHECKING:
+    from tierflight.app import App
+
+log = get_logger("tierflight.metrics")
+
+# The *_created series (one timestamp per label set) double the exposition for nothing a
+# dashboard uses; prometheus_client only offers a process-wide switch.
+disable_created_metrics()
+
+NAMESPACE = "tierflight"
+
+# From a rollup lookup (sub-millisecond) to a cold scan near the default statement timeout.
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+# Statements that never ran for a client (a FlightInfo whose ticket was never fetched) are
+# counted, but kept out of the latency histogram: their "duration" is how long they sat parked.
+NOT_RUN_STATUSES = frozenset({"discarded", "expired"})
+# Routes that read no configured table: excluded from the rollup hit ratio's denominator.
+NO_TABLE_TIERS = frozenset({"system", "none"})
+TIERS = ("hot", "warm", "cold")
+
+# Bytes one hot-tail row takes in DuckDB, per column type. A VARCHAR is a 16-byte string_t
+# (inlined up to 12 bytes); longer strings add heap bytes this estimate does not see.
+_COLUMN_BYTES = {
+    "TIMESTAMP": 8, "BIGINT": 8, "DOUBLE": 8, "INTEGER": 4, "DATE": 4, "FLOAT": 4,
+    "SMALLINT": 2, "BOOLEAN": 1, "VARCHAR": 16,
+}  # fmt: skip
+_LOADED_ROLLUP = frozenset({"active", "stale"})
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+class Metrics:
+    """The registry and the event metrics of one App; also its executor's StatementObserver."""
+
+    def __init__(self, app: App) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ns = NAMESPACE
+        self.statements = Counter(
+            "statements", "Statements finished, by the tier(s) they read and their status", ["tier", "status"],
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "statement_duration_seconds", "Statement duration from planning to the last batch, by tier(s) read",
+            ["tier"], namespace=ns, registry=r, buckets=DURATION_BUCKETS,
+        )  # fmt: skip
+        self.rollup_hits = Counter(
+            "rollup_hits", "Successful statements answered from each rollup", ["rollup"], namespace=ns, registry=r
+        )
+        self.rollup_statements = Counter(
+            "rollup_statements", "Successful statements answered at least partly from a rollup",
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self.hit_ratio = Gauge(
+            "rollup_hit_ratio",
+            "Since start: rollup_statements_total / successful statements that read a table (not system tables)",
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self.ingest_rows = Counter("ingest_rows", "Rows acknowledged by ingest", namespace=ns, registry=r)
+        self.wal_bytes = Gauge("wal_bytes", "Bytes in the ingest write-ahead log not yet flushed", namespace=ns, registry=r)
+        self._lock = threading.Lock()
+        self._table_ok = 0
+        self._rollup_ok = 0
+        # Label values that exist from the start show as 0 instead of missing, so rate() and
+        # alerts work before the first hit.
+        for name in app.rollups.states:
+            self.rollup_hits.labels(name)
+        self.registry.register(_StateCollector(app))
+
+    # -- StatementObserver (called by Executor._log for every finished statement) ---------
+
+    def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None:
+        self.statements.labels(tier, status).inc()
+        if status not in NOT_RUN_STATUSES:
+            self.duration.labels(tier).observe(seconds)
+        if status != "ok" or tier in NO_TABLE_TIERS:
+            return
+        with self._lock:
+            self._table_ok += 1
+            if rollup:
+                self._rollup_ok += 1
+            ratio = self._rollup_ok / self._table_ok
+        self.hit_ratio.set(ratio)
+        if rollup:
+            self.rollup_statements.inc()
+            # A route that unions several rollups names them comma-separated (Route.rollup).
+            for name in rollup.split(","):
+                self.rollup_hits.labels(name).inc()
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def record_ingest(self, rows: int) -> None:
+        """Count rows an ingest acknowledged (call once per acknowledged batch)."""
+        if rows > 0:
+            self.ingest_rows.inc(rows)
+
+    def set_wal_bytes(self, n: int) -> None:
+        """The current size of the write-ahead log (after an append, and after a flush)."""
+        self.wal_bytes.set(max(0, n))
+
+
+class _StateCollector(Collector):
+    """Gauges read from the App at scrape time."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so registering does not run collect() against a half-built App.
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(f"{NAMESPACE}_in_flight_statements", "Statements running now (planning or streaming)")
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_partitions", "Partitions per tier, over all tables (hot: the unflushed tail)", labels=["tier"]
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_rollup_freshness_seconds",
+            "[tiers] now (the wall clock unless pinned) minus the newest source row a rollup covers",
+            labels=["rollup"],
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_hot_memory_bytes", "Loaded rollups plus an estimate of the unflushed hot-tail rows"
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        in_flight, partitions, freshness, hot_memory = self._families()
+        app = self._app
+        # A metric that fails to read must not take the others (or the scrape) down with it.
+        try:
+            executor = getattr(app, "executor", None)
+            count = getattr(executor, "in_flight", None)
+            in_flight.add_metric([], float(count() if callable(count) else 0))
+        except Exception as exc:
+            log.warning("metric_failed", metric="in_flight_statements", error=repr(exc))
+        yield in_flight
+
+        hot_rows = 0
+        hot_bytes = 0
+        try:
+            per_tier = dict.fromkeys(TIERS, 0)
+            for store in app.stores.values():
+                width = sum(_COLUMN_BYTES.get(c.type, 8) for c in store.table.columns)
+                for p in store.partitions():
+                    per_tier[p.tier] = per_tier.get(p.tier, 0) + 1
+                    if p.tier == "hot":
+                        hot_rows += p.rows
+                        hot_bytes += p.rows * width
+            for tier, n in sorted(per_tier.items()):
+                partitions.add_metric([tier], float(n))
+        except Exception as exc:
+            log.warning("metric_failed", metric="partitions", error=repr(exc))
+        yield partitions
+
+        rollup_bytes = 0
+        try:
+            now = app.config.tiers.current_time()
+            for name, state in sorted(app.rollups.states.items()):
+                if state.status in _LOADED_ROLLUP:
+                    rollup_bytes += state.bytes
+                watermark = state.meta.watermark_dt if state.meta is not None else None
+                if watermark is not None:
+                    freshness.add_metric([name], max(0.0, (now - _naive_utc(watermark)).total_seconds()))
+        except Exception as exc:
+            log.warning("metric_failed", metric="rollup_freshness_seconds", error=repr(exc))
+        yield freshness
+
+        hot_memory.add_metric([], float(rollup_bytes + hot_bytes))
+        yield hot_memory

@@ -1,0 +1,150 @@
+"""Small data dirs of their own for the storage tests: generate, oracle, tier answers, faults.
+
+Generated with ``tiers.now`` = GEN_NOW (warm window 90d: days before 2024-10-03 are cold);
+advancing the clock to LATER (+10 days) ages the ten warm days 2024-10-03..2024-10-12.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+from conftest import CONFIG, ROOT, make_config, tierflight_cmd
+
+GEN_NOW = dt.datetime(2025, 1, 1)
+LATER = GEN_NOW + dt.timedelta(days=10)
+START = dt.date(2024, 9, 23)
+DAYS = 30  # 2024-09-23 .. 2024-10-22
+ROWS = 24_000
+SEED = 11
+OLD_BOUNDARY = dt.date(2024, 10, 3)
+NEW_BOUNDARY = dt.date(2024, 10, 13)
+AGED = [OLD_BOUNDARY + dt.timedelta(days=i) for i in range(10)]
+COLD_DAYS = [START + dt.timedelta(days=i) for i in range((OLD_BOUNDARY - START).days)]
+YOUNG = [NEW_BOUNDARY + dt.timedelta(days=i) for i in range(DAYS - (NEW_BOUNDARY - START).days)]
+
+# Per day: (rows, sum(user_id), rows with a bid): integers, so comparisons are exact.
+DayStats = dict[dt.date, tuple[int, int, int]]
+PER_DAY = "SELECT CAST(ts AS DATE) AS d, count(*), sum(user_id), count(bid_price) FROM {src} GROUP BY d"
+
+
+def config(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> Any:
+    return make_config(data_dir, **{"tiers.now": now, **overrides})
+
+
+def build(data_dir: Path, rows: int = ROWS) -> Path:
+    """Generate the demo rows into a fresh data dir (cold, warm) and return it."""
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    cfg = config(data_dir)
+    db = Database(cfg)
+    try:
+        generate_into(TableStore(cfg, cfg.table("events"), db), rows, START, DAYS, SEED, progress=False)
+    finally:
+        db.close()
+    return data_dir
+
+
+def data_files(data_dir: Path) -> list[str]:
+    return sorted(str(p) for p in data_dir.rglob("*.parquet") if "trash" not in p.parts)
+
+
+def oracle(data_dir: Path) -> DayStats:
+    """Per-day stats over every data file in the dir, read flat (take it before maintenance)."""
+    con = duckdb.connect()
+    try:
+        rows = con.sql(PER_DAY.format(src=f"read_parquet({data_files(data_dir)!r})")).fetchall()
+    finally:
+        con.close()
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW) -> DayStats:
+    """Per-day stats as tierflight's tiers answer them, from fresh objects (as a new process)."""
+    from tierflight.engine.database import Database, table_view_sql
+    from tierflight.tiers.store import TableStore
+
+    cfg = config(data_dir, now)
+    db = Database(cfg)
+    try:
+        store = TableStore(cfg, cfg.table("events"), db)
+        body = table_view_sql(store.table, [s.sql for s in store.sources()])
+        rows = db.cursor().sql(PER_DAY.format(src=f"({body})")).fetchall()
+    finally:
+        db.close()
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def store_for(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> Any:
+    """A TableStore on its own DuckDB (closed with the interpreter; tests keep them short-lived)."""
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    cfg = config(data_dir, now, **overrides)
+    return TableStore(cfg, cfg.table("events"), Database(cfg))
+
+
+def tiers_of(store: Any) -> dict[dt.date, str]:
+    store.refresh()
+    return {p.start.date(): p.tier for p in store.partitions() if p.tier != "hot"}
+
+
+def warm_dir(data_dir: Path, day: dt.date) -> Path:
+    return data_dir / "events" / "warm" / f"day={day.isoformat()}"
+
+
+def warm_file(data_dir: Path, day: dt.date) -> Path:
+    files = sorted(warm_dir(data_dir, day).glob("*.parquet"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def split_day(data_dir: Path, day: dt.date, pieces: int = 3) -> list[Path]:
+    """Rewrite a warm day as ``pieces`` small files (work for compaction)."""
+    from tierflight.demo.generate import write_parquet_day
+
+    src = warm_file(data_dir, day)
+    table = pq.read_table(src)
+    step = -(-table.num_rows // pieces)
+    out = []
+    for i in range(pieces):
+        dst = src.with_name(f"part-split{i}.parquet")
+        write_parquet_day(table.slice(i * step, step), dst)
+        out.append(dst)
+    src.unlink()
+    return out
+
+
+def run_cli(data_dir: Path, *args: str, now: dt.datetime = LATER, fault: str | None = None, **env: str) -> Any:
+    """``tierflight --config ... --data-dir DIR ARGS`` in a subprocess (the crash tests kill it)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLIGHT_")}
+    full.update({"TIERFLIGHT_TIERS__NOW": now.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0", **env})
+    if fault:
+        full["TIERFLIGHT_FAULT"] = fault
+    return subprocess.run(
+        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), *args],
+        env=full,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Crash(Exception):
+    """An injected fault: the in-process stand-in for the process dying at a step."""
+
+
+def crash_at(step: str) -> Any:
+    def hook(current: str) -> None:
+        if current == step:
+            raise Crash(step)
+
+    return hook

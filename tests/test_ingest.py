@@ -1,0 +1,203 @@
+"""Bulk ingest over Flight SQL: validation, durability, freshness of raw and routed answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as fsql
+import pyarrow as pa
+import pytest
+from differential import assert_same
+
+from conftest import RunningServer, make_config, start_in_process, start_subprocess
+
+NOW = dt.datetime(2025, 1, 1)
+
+
+def _rows(n: int, start: dt.datetime, seed: int = 0, step_s: int = 7) -> pa.Table:
+    types = ["serve", "impression", "click", "purchase"]
+    return pa.table(
+        {
+            "ts": pa.array([start + dt.timedelta(seconds=step_s * i) for i in range(n)], pa.timestamp("us")),
+            "type": [types[(i + seed) % 4] for i in range(n)],
+            "auction_id": [f"ing-{seed}-{i}" for i in range(n)],
+            "advertiser_id": pa.array([(i * 7 + seed) % 50 for i in range(n)], pa.int32()),
+            "publisher_id": pa.array([(i * 3) % 40 for i in range(n)], pa.int32()),
+            "bid_price": [float(i % 13) / 4 if (i + seed) % 4 == 1 else None for i in range(n)],
+            "user_id": pa.array([1000 + i % 300 for i in range(n)], pa.int64()),
+            "total_price": [float(i % 97) if (i + seed) % 4 == 3 else None for i in range(n)],
+            "country": [["US", "JP", "DE"][i % 3] for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path) -> Iterator[RunningServer]:
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    cfg = make_config(tmp_path)
+    db = Database(cfg)
+    generate_into(TableStore(cfg, cfg.table("events"), db), 30_000, dt.date(2024, 9, 20), 30, 3, progress=False)
+    db.close()
+    running = start_in_process(make_config(tmp_path))
+    yield running
+    running.server.shutdown()
+    running.app.close()
+
+
+def _oracle(data_dir: Path, extra: list[pa.Table]) -> Any:
+    import duckdb
+
+    from tierflight.tiers.warm import live_files
+
+    con = duckdb.connect()
+    warm = data_dir / "events" / "warm"
+    # Warm files as the tier lists them (a compaction may be half done), plus Iceberg's.
+    files = sorted(str(p) for d in warm.glob("day=*") for p in live_files(d))
+    files += sorted(str(p) for p in (data_dir / "iceberg").rglob("*.parquet"))
+    con.execute(f"CREATE TABLE raw AS SELECT * FROM read_parquet({files!r}, union_by_name = true)")
+    for i, t in enumerate(extra):
+        con.register(f"x{i}", t)
+        con.execute(f"INSERT INTO raw SELECT * FROM x{i}")
+    con.execute(
+        "CREATE VIEW events AS SELECT *, CAST(ts AS DATE) AS day, CAST(date_trunc('week', ts) AS DATE) AS week, "
+        "date_trunc('hour', ts) AS hour, date_trunc('minute', ts) AS minute FROM raw"
+    )
+    return con
+
+
+QUERIES = [
+    "SELECT count(*), sum(bid_price), max(total_price) FROM events",
+    "SELECT day, type, count(*) FROM events GROUP BY ALL ORDER BY 1, 2",
+    "SELECT country, sum(bid_price) FROM events WHERE type = 'impression' GROUP BY country ORDER BY country",
+    "SELECT minute, sum(bid_price) FROM events WHERE type = 'impression' AND day = DATE '2024-12-31' GROUP BY minute ORDER BY minute",
+    "SELECT advertiser_id, type, count(*) FROM events GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 10",
+]
+
+
+def test_ingest_visible_to_next_query_raw_and_routed(fresh: RunningServer, tmp_path: Path) -> None:
+    batch = _rows(2_000, dt.datetime(2024, 12, 31, 8))
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("events", batch, mode="append") == 2_000
+        oracle = _oracle(tmp_path, [batch])
+        for sql in QUERIES:
+            cur.execute(sql)
+            assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+    from tierflight.engine.sandbox import check_statement
+
+    route = fresh.app.router.plan(check_statement(QUERIES[1]))
+    assert route.rollup, f"ingest must keep rollups usable: {route.rejected}"
+
+
+def test_flush_keeps_answers_and_moves_rows(fresh: RunningServer, tmp_path: Path) -> None:
+    late = _rows(500, dt.datetime(2024, 9, 25, 1), seed=1)  # a day already in Iceberg
+    recent = _rows(800, dt.datetime(2024, 12, 30, 2), seed=2)
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("events", late, mode="append")
+        cur.adbc_ingest("events", recent, mode="append")
+        oracle = _oracle(tmp_path, [late, recent])
+        before = {}
+        for sql in QUERIES:
+            cur.execute(sql)
+            before[sql] = cur.fetch_arrow_table()
+        fresh.app.flush_all()
+        store = fresh.app.stores["events"]
+        assert store.hot.rows == 0
+        assert any(p.tier == "warm" and p.partition == "day=2024-12-30" for p in store.partitions())
+        oracle = _oracle(tmp_path, [])  # the flushed rows are in files now
+        for sql in QUERIES:
+            cur.execute(sql)
+            after = cur.fetch_arrow_table()
+            assert_same(after, oracle.sql(sql).to_arrow_table(), sql)
+            assert_same(after, before[sql], sql)
+    wal = tmp_path / "events" / "wal"
+    assert not list(wal.glob("*.arrow"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "needle"),
+    [
+        ("type", None, "type is NOT NULL but row 3 is NULL"),
+        ("advertiser_id", "abc", "advertiser_id"),
+        ("ts", dt.datetime(2031, 1, 1), "outside the accepted range"),
+    ],
+)
+def test_bad_batches_are_refused_whole(fresh: RunningServer, column: str, value: Any, needle: str) -> None:
+    batch = _rows(10, dt.datetime(2024, 12, 31, 9)).to_pylist()
+    batch[3][column] = value
+    table = pa.Table.from_pylist(batch) if column != "advertiser_id" else pa.Table.from_pylist(
+        [{**r, "advertiser_id": str(r["advertiser_id"])} for r in batch]
+    )
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM events")
+        count = cur.fetchall()[0][0]
+        with pytest.raises(Exception) as err:
+            cur.adbc_ingest("events", table, mode="append")
+        assert needle in str(err.value) and "Traceback" not in str(err.value)
+        cur.execute("SELECT count(*) FROM events")
+        assert cur.fetchall()[0][0] == count
+
+
+def test_missing_extra_column_unknown_table_and_modes(fresh: RunningServer) -> None:
+    batch = _rows(5, dt.datetime(2024, 12, 31, 9))
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        with pytest.raises(Exception, match="missing column"):
+            cur.adbc_ingest("events", batch.drop(["country"]), mode="append")
+        with pytest.raises(Exception, match="unknown column"):
+            cur.adbc_ingest("events", batch.append_column("x", pa.array([1] * 5)), mode="append")
+        with pytest.raises(Exception, match="not configured"):
+            cur.adbc_ingest("nope", batch, mode="append")
+        with pytest.raises(Exception, match="only mode='append'"):
+            cur.adbc_ingest("events", batch, mode="replace")
+        with pytest.raises(Exception, match="only mode='append'"):
+            cur.adbc_ingest("events", batch, mode="create")
+
+
+@pytest.mark.subprocess
+def test_kill_9_loses_no_acknowledged_row(tmp_path: Path) -> None:
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    cfg = make_config(tmp_path)
+    db = Database(cfg)
+    generate_into(TableStore(cfg, cfg.table("events"), db), 10_000, dt.date(2024, 12, 1), 10, 5, progress=False)
+    db.close()
+    # A tiny flush threshold makes flushes happen while we ingest, so kill -9 lands mid-flush too.
+    env = {"TIERFLIGHT_INGEST__FLUSH_ROWS": "1500"}
+    srv = start_subprocess(tmp_path, env=env)
+    acked: list[pa.Table] = []
+    try:
+        with fsql.connect(srv.uri, autocommit=True) as conn, conn.cursor() as cur:
+            for i in range(12):
+                batch = _rows(400, dt.datetime(2024, 12, 31) + dt.timedelta(minutes=40 * i), seed=i)
+                cur.adbc_ingest("events", batch, mode="append")
+                acked.append(batch)
+    finally:
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+    srv2 = start_subprocess(tmp_path)
+    try:
+        with fsql.connect(srv2.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM events WHERE auction_id LIKE 'ing-%'")
+            assert cur.fetchall()[0][0] == 400 * len(acked)
+            cur.execute("SELECT count(*), count(DISTINCT auction_id || '/' || CAST(ts AS VARCHAR)) FROM events WHERE auction_id LIKE 'ing-%'")
+            total, distinct = cur.fetchall()[0]
+            assert total == distinct  # nothing counted twice
+            cur.execute("SELECT day, type, count(*) FROM events WHERE day = DATE '2024-12-31' GROUP BY ALL ORDER BY 1, 2")
+            routed = cur.fetch_arrow_table()
+        oracle = _oracle(tmp_path, [])
+        hot_after_restart = oracle.sql("SELECT count(*) FROM events WHERE auction_id LIKE 'ing-%'").fetchall()[0][0]
+        assert hot_after_restart <= 400 * len(acked)
+    finally:
+        srv2.proc.terminate()
+        srv2.proc.wait(20)
+    assert routed.num_rows == 4
+    assert sum(routed.column(2).to_pylist()) >= 400 * len(acked)

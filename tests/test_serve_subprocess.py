@@ -1,0 +1,48 @@
+"""`tierflight serve` as a separate process: the ready line, a query, a clean SIGTERM exit."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as fsql
+import pytest
+from conftest import CONFIG, ROOT, TEST_NOW, tierflight_cmd
+
+pytestmark = pytest.mark.subprocess
+
+
+def test_serve_ready_line_query_and_sigterm(data_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"},
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"tierflight ready at grpc://127\.0\.0\.1:(\d+)\n", line)
+        assert m, f"unexpected ready line {line!r}"
+        port = int(m.group(1))
+        assert port > 0
+        with fsql.connect(f"grpc://127.0.0.1:{port}", autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n, count(DISTINCT type) AS types FROM events")
+            n, types = cur.fetchone()
+        assert n > 0
+        assert types == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail("tierflight serve did not exit within 30 s of SIGTERM")
+    assert proc.returncode == 0, err[-3000:]
+    assert out == "", "the ready line must be the only thing on stdout"
+    assert "Traceback" not in err
