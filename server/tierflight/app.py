@@ -20,6 +20,7 @@ from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
 from tierflight.tiers.store import TableStore
+from tierflight.tiers.timetravel import snapshots_table
 
 log = get_logger("tierflight.app")
 
@@ -56,6 +57,7 @@ class App:
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
+        self.database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
 
     def ingest(self, cmd: Any, reader: Any, user: str) -> int:

@@ -19,6 +19,7 @@ from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import Source, TableStore
+from tierflight.tiers.timetravel import relation_at
 
 StoreLookup = Callable[[], Mapping[str, TableStore]]
 
@@ -65,6 +66,16 @@ class RawPlanner:
             cfg = store.table
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
             rng = table_time_range(t, cfg.time_column, grains)
+            when = t.args.get("when")
+            if when is not None:
+                sql_at, snapshot_id, files = relation_at(store, when, rng)
+                marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
+                bodies[marker] = table_view_sql(store.table, [sql_at] if sql_at else [])
+                t.replace(
+                    exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
+                )
+                parts.append(RoutePart("cold", f"{t.name}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
+                continue
             sources = store.sources(rng)
             marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
             bodies[marker] = table_view_sql(store.table, [s.sql for s in sources])

@@ -44,6 +44,8 @@ def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.
     table = from_.this if from_ is not None else None
     if not isinstance(table, exp.Table) or table.name not in tables or (table.db and table.db.lower() != "main"):
         raise Reject("shape", "not a single configured table")
+    if table.args.get("when") is not None or table.args.get("version") is not None:
+        raise Reject("time-travel", "reads an earlier Iceberg snapshot; rollups hold the current data")
     if not select.args.get("group") and not any(select.find_all(exp.AggFunc)):
         raise Reject("shape", "no aggregation: raw rows are needed")
     for node in select.find_all(exp.Select):

@@ -1,0 +1,113 @@
+"""Time travel on the cold tier: ``FROM events AT (VERSION => <snapshot id>)`` or
+``AT (TIMESTAMP => TIMESTAMP '...')``, the syntax DuckDB uses for Iceberg and DuckLake.
+
+Such a reference reads the Iceberg table as it was at that snapshot (every day it held
+then), not the warm tier or the hot tail; rollups never answer it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from tierflight.engine.database import quote_literal
+from tierflight.errors import InvalidArgument, NotFound
+from tierflight.router.timerange import literal_datetime
+from tierflight.tiers.base import TimeRange
+from tierflight.tiers.cold import local_path
+
+SNAPSHOTS_SCHEMA = pa.schema(
+    [
+        ("table_name", pa.string()),
+        ("snapshot_id", pa.int64()),
+        ("parent_id", pa.int64()),
+        ("committed_at", pa.timestamp("ms")),
+        ("operation", pa.string()),
+        ("summary", pa.string()),
+        ("is_current", pa.bool_()),
+    ]
+)
+
+_plans: OrderedDict[tuple[str, int, TimeRange], list[str]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def snapshot_for(table: Any, when: exp.Expression) -> int:
+    """The snapshot id an ``AT (...)`` clause names."""
+    kind = str(when.args.get("kind") or "").upper()
+    value = when.args.get("expression")
+    if kind == "VERSION":
+        if not isinstance(value, exp.Literal) or value.is_string:
+            raise InvalidArgument("AT (VERSION => ...) needs a snapshot id number; see system.snapshots")
+        snapshot_id = int(value.this)
+        if table.snapshot_by_id(snapshot_id) is None:
+            raise NotFound(f"Iceberg snapshot {snapshot_id} does not exist; system.snapshots lists them")
+        return snapshot_id
+    if kind == "TIMESTAMP":
+        at = literal_datetime(value) if value is not None else None
+        if at is None:
+            raise InvalidArgument("AT (TIMESTAMP => ...) needs a constant timestamp")
+        ms = int(at.replace(tzinfo=dt.UTC).timestamp() * 1000)
+        snap = table.snapshot_as_of_timestamp(ms)
+        if snap is None:
+            raise NotFound(f"no Iceberg snapshot existed at {at.isoformat(sep=' ')}; system.snapshots lists them")
+        return int(snap.snapshot_id)
+    raise InvalidArgument("time travel supports AT (VERSION => id) and AT (TIMESTAMP => ts)")
+
+
+def relation_at(store: Any, when: exp.Expression, rng: TimeRange) -> tuple[str | None, int, int]:
+    """(relation SQL or None if empty, snapshot id, files) for the cold tier at a snapshot."""
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
+
+    table = store.cold.table()
+    snapshot_id = snapshot_for(table, when)
+    key = (store.table.name, snapshot_id, rng)
+    with _lock:
+        files = _plans.get(key)
+    if files is None:
+        expr: Any = AlwaysTrue()
+        col = store.table.time_column
+        if rng.start is not None:
+            expr = And(expr, GreaterThanOrEqual(col, rng.start.isoformat()))
+        if rng.end is not None:
+            expr = And(expr, LessThan(col, rng.end.isoformat()))
+        tasks = table.scan(row_filter=expr, snapshot_id=snapshot_id).plan_files()
+        files = sorted(local_path(t.file.file_path) for t in tasks)
+        with _lock:
+            _plans[key] = files
+            while len(_plans) > 256:
+                _plans.popitem(last=False)
+    if not files:
+        return None, snapshot_id, 0
+    listing = ", ".join(quote_literal(f) for f in files)
+    return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)", snapshot_id, len(files)
+
+
+def snapshots_table(stores: dict[str, Any]) -> pa.Table:
+    rows = []
+    for name, store in stores.items():
+        if not store.cold.exists():
+            continue
+        table = store.cold.table()
+        current = table.current_snapshot()
+        for snap in table.snapshots():
+            summary = snap.summary
+            props = dict(summary.additional_properties) if summary is not None else {}
+            rows.append(
+                {
+                    "table_name": name,
+                    "snapshot_id": snap.snapshot_id,
+                    "parent_id": snap.parent_snapshot_id,
+                    "committed_at": dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.UTC).replace(tzinfo=None),
+                    "operation": str(summary.operation.value) if summary is not None else None,
+                    "summary": json.dumps(props, sort_keys=True),
+                    "is_current": current is not None and snap.snapshot_id == current.snapshot_id,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=SNAPSHOTS_SCHEMA)
