@@ -148,7 +148,7 @@ def test_get_tables(client: flight.FlightClient, flat: Any) -> None:
     assert schema.field("week").type == pa.date32()
 
     system = _rows(client, pb.CommandGetTables(db_schema_filter_pattern="system", table_types=["SYSTEM TABLE"]))
-    assert sorted(r["table_name"] for r in system) == ["partitions", "queries", "rollups"]
+    assert sorted(r["table_name"] for r in system) == ["partitions", "queries", "rollups", "snapshots"]
     assert _rows(client, pb.CommandGetTables(table_types=["VIEW"])) == []
     assert _rows(client, pb.CommandGetTables(table_name_filter_pattern="events\\_%")) == []
 

@@ -109,6 +109,7 @@ class Execution:
     _first: pa.RecordBatchReader | pa.Table | None
     _deadline_token: int | None = None
     _holds_slot: bool = True
+    client_sql: str | None = None
     # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
     _deadline: threading.Event = field(default_factory=threading.Event)
     _cancelled: bool = False
@@ -212,6 +213,16 @@ class Executor:
             )
         query_id = query_id or uuid.uuid4().hex
         started = time.perf_counter()
+        client_sql = statement.sql  # logged as the client sent it, not as bound
+        if params and len(params) == 1 and statement.parameter_count and statement.kind != "explain":
+            # One value set: bind it, so the statement routes (and caches) like a literal one.
+            from tierflight.router.binding import bind
+
+            try:
+                statement, params = bind(statement, params[0]), None
+            except TierflightError:
+                self._slots.release()
+                raise
         cursor: duckdb.DuckDBPyConnection | None = None
         deadline = threading.Event()
         deadline_token: int | None = None
@@ -252,10 +263,11 @@ class Executor:
             if cursor is not None:
                 cursor.close()
             err = self._timeout_error() if deadline.is_set() else translate(exc, query_id)
-            self._log(query_id, statement.sql, user, None, 0, 0, started, 0.0, err.status.value)
+            self._log(query_id, client_sql, user, None, 0, 0, started, 0.0, err.status.value)
             if err.status.value == "internal":
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
             raise err from None
+        ex.client_sql = client_sql
         with self._lock:
             self._starting.pop(query_id, None)
             self._running[query_id] = ex
@@ -360,7 +372,7 @@ class Executor:
             self._running.pop(ex.query_id, None)
             self._pending.pop(ex.query_id, None)
         self._release_slot(ex)
-        self._log(ex.query_id, ex.statement.sql, ex.user, ex.route, ex.rows, ex.bytes, ex.started, ex.plan_ms, status)
+        self._log(ex.query_id, ex.client_sql or ex.statement.sql, ex.user, ex.route, ex.rows, ex.bytes, ex.started, ex.plan_ms, status)
 
     def _log(
         self,
