@@ -31,6 +31,10 @@ def test_route_decision(name: str, sql: str, expect: str, server: RunningServer)
     kind, _, what = expect.partition(" ")
     if kind == "rollup":
         assert route.rollup == what, f"{name}: routed to {route.tier}, rejected: {route.rejected}"
+        assert len(route.parts) == 1
+    elif kind == "split":
+        assert route.rollup == what, f"{name}: routed to {route.tier}, rejected: {route.rejected}"
+        assert any(p.tier in ("cold", "warm", "hot") and "edges" in p.source for p in route.parts)
     else:
         assert route.rollup is None, f"{name}: unexpectedly answered by {route.rollup}"
         assert any(r.rule == what for r in route.rejected), f"{name}: rejections {route.rejected}"

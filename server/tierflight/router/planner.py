@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +34,10 @@ from tierflight.router.rules import (
     single_table,
     time_predicate,
 )
-from tierflight.router.timerange import column_grain, derived_grains, table_time_range, truncate
+from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.rollups.build import dimension_expr, state_expr
+from tierflight.rollups.definition import retention_start
+from tierflight.router.timerange import column_grain, derived_grains, next_boundary, table_time_range, truncate
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 
@@ -165,6 +169,7 @@ class Router:
         store = self._stores()[info.name]
         rng = table_time_range(table, info.time_column, info.grains)
         best: tuple[int, RollupState, exp.Select] | None = None
+        splittable: list[RollupState] = []
         # Cheapest first: the first candidate that rewrites is the answer, the rest are
         # only reported (their rewrite is never attempted).
         candidates = sorted(self.registry.all_states(info.name), key=lambda st: (self._estimate(st, rng), st.group.name))
@@ -183,9 +188,16 @@ class Router:
                 rewritten = self._rewrite(tree, table, info, state, rng)
             except Reject as r:
                 rejected.append(Rejection(name, r.rule, r.reason))
+                if r.rule in ("alignment", "retention"):
+                    splittable.append(state)
                 continue
             best = (self._estimate(state, rng), state, rewritten)
         if best is None:
+            for state in splittable:
+                try:
+                    return self._split(statement, tree, table, info, state, rng, store, rejected)
+                except Reject as r:
+                    rejected.append(Rejection(state.group.name, f"split:{r.rule}", r.reason))
             route = self.raw.plan(statement)
             return Route(route.sql, route.parts, tuple(rejected))
         rows, state, rewritten = best
@@ -193,7 +205,80 @@ class Router:
         part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")
         return Route(sql=rewritten.sql(dialect=DIALECT), parts=(part,), rejected=tuple(rejected))
 
-    def _rewrite(self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange) -> exp.Select:
+    def _split(
+        self,
+        statement: Statement,
+        tree: exp.Select,
+        table: exp.Table,
+        info: TableInfo,
+        state: RollupState,
+        rng: TimeRange,
+        store: TableStore,
+        rejected: list[Rejection],
+    ) -> Route:
+        """A range the rollup covers only partly: whole buckets from the rollup, the edges
+        (unaligned ends, or what lies before its retention) as the same states computed from
+        the raw tiers, re-aggregated together by the rewritten statement."""
+        group = state.group
+        if group.grain is None or rng.start is None or rng.end is None:
+            raise Reject("alignment", "needs a bounded time range")
+        if any(m.kind == "hll" for m in group.measures) and any(isinstance(a, exp.ApproxDistinct) for a in tree.find_all(exp.AggFunc)):
+            raise Reject("measure", "sketches cannot be computed for the raw edges")
+        # Buckets strictly inside the range; the raw edges apply the statement's exact bounds.
+        a = next_boundary(rng.start, group.grain)
+        b = truncate(rng.end - dt.timedelta(microseconds=1), group.grain)
+        keep_from = retention_start(group, self._now())
+        if keep_from is not None:
+            a = max(a, keep_from)
+        if a >= b:
+            raise Reject("alignment", "no whole bucket of the rollup lies inside the range")
+        exact, _ = self._exact_time_conjuncts(tree, info)
+        precheck(tree, info, state)
+        rewritten = self._rewrite(tree, table, info, state, rng, drop_exact=True)
+        self._keep_names(statement, rewritten)
+        dated = group.grain in ("day", "week", "month")
+        ts = quote_ident(info.time_column)
+        lo, hi = _literal(a, dated).sql(dialect=DIALECT), _literal(b, dated).sql(dialect=DIALECT)
+        columns = [*group.dimensions, *(m.state for m in group.measures if m.kind != "hll"), *(m.state for m in group.measures if m.kind == "hll")]
+        rollup_part = f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {state.qualified} WHERE {quote_ident(group.grain)} >= {lo} AND {quote_ident(group.grain)} < {hi}"
+        raw_sources = store.sources(rng)
+        body = table_view_sql(store.table, [s.sql for s in raw_sources])
+        dims = [f"{dimension_expr(d, info.time_column)} AS {quote_ident(d)}" for d in group.dimensions]
+        states = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in group.measures if m.kind != "hll"]
+        states += [f"CAST(NULL AS BLOB) AS {quote_ident(m.state)}" for m in group.measures if m.kind == "hll"]
+        edge = f"({ts} < {_literal(a, False).sql(dialect=DIALECT)} OR {ts} >= {_literal(b, False).sql(dialect=DIALECT)})"
+        where = [edge, *(c.sql(dialect=DIALECT) for c in exact)]
+        if group.filter:
+            where.append(f"({group.filter})")
+        group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
+        raw_part = f"SELECT {', '.join(dims + states)} FROM ({body}) WHERE {' AND '.join(where)}{group_by}"
+        marker = f"__tf_split_{uuid.uuid4().hex[:12]}"
+        from_ = rewritten.args["from_"].this
+        from_.set("this", exp.to_identifier(marker))
+        from_.set("db", None)
+        sql = rewritten.sql(dialect=DIALECT).replace(marker, f"({rollup_part} UNION ALL {raw_part})", 1)
+        edge_rows = sum(p.rows for s in raw_sources for p in s.partitions if p.start < a or p.end > b)
+        parts = (
+            RoutePart("hot", f"rollup:{group.name}", self._estimate(state, TimeRange(a, b)), f"whole {group.grain}s in [{a}, {b})"),
+            *(RoutePart(s.tier, f"{info.name}: edges of [{rng.start}, {rng.end})", edge_rows, "raw edges re-aggregated with the rollup") for s in raw_sources),
+        )
+        return Route(sql=sql, parts=parts, rejected=tuple(rejected))
+
+    @staticmethod
+    def _exact_time_conjuncts(tree: exp.Select, info: TableInfo) -> tuple[list[exp.Expression], list[exp.Expression]]:
+        exact, other = [], []
+        for pred in conjuncts(tree.args.get("where")):
+            pred = normalise_predicate(pred)
+            subject = pred.this if isinstance(pred, exp.Binary | exp.Between) else None
+            if subject is not None and column_grain(subject, info.time_column, info.grains) == "exact":
+                exact.append(pred)
+            else:
+                other.append(pred)
+        return exact, other
+
+    def _rewrite(
+        self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange, drop_exact: bool = False
+    ) -> exp.Select:
         group = state.group
         select = tree.copy()
         if select.args.get("qualify") is not None:
@@ -206,6 +291,8 @@ class Router:
             if filter_key is not None and canonical(pred) == filter_key:
                 implied = True
                 continue
+            if drop_exact and isinstance(pred, exp.Binary | exp.Between) and column_grain(pred.this, info.time_column, info.grains) == "exact":
+                continue  # enforced inside the split's union
             timed = time_predicate(pred, info, group)
             kept.append(timed if timed is not None else rewrite_clause(pred, info, state))
         if filter_key is not None and not implied:
