@@ -14,6 +14,18 @@ from typing import Any
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write, not at configuration
+    time: test runners swap and close the stream, and a server must never log into a closed
+    file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", json_format: bool | None = None) -> None:
     if json_format is None:
         json_format = not sys.stderr.isatty()
@@ -28,12 +40,12 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # Standard-library loggers (ours in protocol.auth, and libraries') go through the same
     # renderer to the same stream, so the log stays one format. Libraries only from WARNING.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
