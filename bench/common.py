@@ -85,6 +85,7 @@ def machine_info() -> dict[str, Any]:
         "pyarrow": _version("pyarrow"),
         "duckdb": _version("duckdb"),
         "adbc_driver_flightsql": _version("adbc_driver_flightsql"),
+        "nice": os.nice(0) if hasattr(os, "nice") else 0,
     }
 
 

@@ -53,6 +53,11 @@ class FloorServer(flight.FlightServerBase):  # type: ignore[misc]
             return flight.RecordBatchStream(range_table(int(ticket.ticket[6:])))
         return flight.RecordBatchStream(SQL_INFO if ticket.ticket == b"i" else TABLE)
 
+    def do_action(self, context: Any, action: Any) -> Any:
+        if action.type == "CreatePreparedStatement":
+            return iter([flight.Result(_PREPARED)])
+        return iter([])
+
 
 _RANGES: dict[int, pa.Table] = {}
 
@@ -68,11 +73,6 @@ def range_table(rows: int) -> pa.Table:
         )
         _RANGES[rows] = pa.Table.from_batches(table.to_batches(max_chunksize=65_536))
     return _RANGES[rows]
-
-    def do_action(self, context: Any, action: Any) -> Any:
-        if action.type == "CreatePreparedStatement":
-            return iter([flight.Result(_PREPARED)])
-        return iter([])
 
 
 def start_in_thread(port: int = 0) -> tuple[FloorServer, str]:

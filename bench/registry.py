@@ -34,8 +34,10 @@ Result = dict[str, Any]
 BenchFn = Callable[["BenchContext"], Result]
 
 BENCHMARKS: dict[str, BenchFn] = {}
+# Benchmark modules that failed to import, with the error (run.py reports them).
+BROKEN: dict[str, str] = {}
 # Modules of this package that are infrastructure, not benchmarks.
-_NOT_BENCHMARKS = frozenset({"common", "floor", "registry", "report", "run"})
+_NOT_BENCHMARKS = frozenset({"common", "dataset", "floor", "registry", "report", "run"})
 
 
 def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
@@ -51,7 +53,16 @@ def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
 
 
 # Report order for the modules known so far; modules not listed here come after, by name.
-MODULE_ORDER = ("select1", "select1_profile", "large_result")
+MODULE_ORDER = (
+    "select1",
+    "select1_profile",
+    "large_result",
+    "data_gen",
+    "tiers",
+    "rollups",
+    "router",
+    "ingest",
+)
 
 
 def discover() -> dict[str, BenchFn]:
@@ -61,5 +72,8 @@ def discover() -> dict[str, BenchFn]:
     found = [m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in _NOT_BENCHMARKS]
     ordered = [m for m in MODULE_ORDER if m in found] + sorted(m for m in found if m not in MODULE_ORDER)
     for module in ordered:
-        importlib.import_module(f"bench.{module}")
+        try:
+            importlib.import_module(f"bench.{module}")
+        except Exception as exc:  # one broken module must not stop the others
+            BROKEN[module] = f"{type(exc).__name__}: {exc}"
     return BENCHMARKS

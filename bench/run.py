@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import ROOT, BenchContext, git_info, load_average, log, machine_info, utc_now
-from bench.registry import BENCHMARKS, discover
+from bench.registry import BENCHMARKS, BROKEN, discover
 from bench.report import load_results, render
 
 
@@ -21,6 +21,17 @@ def _command(argv: list[str]) -> str:
     except ValueError:
         python = "python"
     return shlex.join([python, "-m", "bench.run", *argv])
+
+
+def wait_quiet(timeout: float, threshold: float) -> None:
+    deadline = time.monotonic() + timeout
+    load = load_average()
+    while load and load[0] >= threshold and time.monotonic() < deadline:
+        log(f"load average {load[0]} >= {threshold:g}: waiting for a quieter machine")
+        time.sleep(15)
+        load = load_average()
+    if load and load[0] >= threshold:
+        log(f"still busy (load average {load[0]}); measuring anyway")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,8 +57,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--results-dir", type=Path, default=ROOT / "bench" / "results", help="where results JSON go"
     )
     parser.add_argument("--no-report", action="store_true", help="only store results, leave the report alone")
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing, rewrite the report from stored results"
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--keep-going", action="store_true", help="run the rest when a benchmark fails")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each benchmark, wait up to SECONDS for the 1-minute load average to drop below "
+        "half the core count (a shared machine's noise); 0: don't wait",
+    )
     return parser.parse_args(argv)
 
 
@@ -55,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     registry = discover()
+    for module, error in BROKEN.items():
+        log(f"benchmark module bench/{module}.py did not import: {error}")
     if args.list:
         for name in registry:
             print(name)
@@ -65,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(registry)}", file=sys.stderr)
         return 2
-    selected = [n for n in (only or list(registry)) if n not in skip]
+    selected = [] if args.report_only else [n for n in (only or list(registry)) if n not in skip]
 
     results_dir: Path = args.results_dir if args.results_dir.is_absolute() else ROOT / args.results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -84,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in selected:
         log(f"== {name}")
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet, (machine["nproc"] or 1) / 2)
         git = git_info()
         load_before = load_average()
         started = time.perf_counter()
         try:
             result = BENCHMARKS[name](ctx)
         except Exception:
-            traceback.print_exc()
+            traceback.print_exc(limit=100)  # explicit: an in-process server sets sys.tracebacklimit = 0
             failed.append(name)
             if not args.keep_going:
                 break

@@ -17,6 +17,7 @@ from __future__ import annotations
 import cProfile
 import functools
 import pstats
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,7 +265,8 @@ def run(ctx: BenchContext) -> Result:
     server_log = (ctx.scratch("select1_profile") / "tierflight.log").open("w")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=server_log))
     app = App(config)
-    server = build_server(app, "127.0.0.1", 0)
+    saved_limit = getattr(sys, "tracebacklimit", None)
+    server = build_server(app, "127.0.0.1", 0)  # sets sys.tracebacklimit = 0 for the process
     threading.Thread(target=server.serve, daemon=True, name="tierflight-inprocess").start()
     uri = f"grpc://127.0.0.1:{server.port}"
     recorder = Recorder()
@@ -294,6 +296,10 @@ def run(ctx: BenchContext) -> Result:
         server.shutdown()
         app.close()
         server_log.close()
+        if saved_limit is None:
+            del sys.tracebacklimit
+        else:
+            sys.tracebacklimit = saved_limit
 
     rows: list[list[Any]] = []
     for rpc in RPCS:

@@ -86,6 +86,23 @@ def conn(server: RunningServer) -> Iterator[Any]:
         yield c
 
 
+class FlatOracle:
+    """DuckDB over the flat copy; every call gets a fresh cursor, so a result one test left
+    half-read (DuckDB 2 keeps it open on its connection) cannot break the next test."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def sql(self, query: str, params: Any = None) -> Any:
+        return self.con.cursor().sql(query, params=params)
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        return self.con.cursor().execute(query, params) if params is not None else self.con.cursor().execute(query)
+
+    def cursor(self) -> Any:
+        return self.con.cursor()
+
+
 @pytest.fixture(scope="session")
 def flat(data_dir: Path) -> Iterator[Any]:
     """The differential oracle: DuckDB over a flat copy of the same rows."""
@@ -101,7 +118,7 @@ def flat(data_dir: Path) -> Iterator[Any]:
     con.execute(
         f"CREATE TABLE events AS {table_view_sql(table, [f'SELECT * FROM read_parquet({files!r})'])}"
     )
-    yield con
+    yield FlatOracle(con)
     con.close()
 
 

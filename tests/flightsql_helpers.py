@@ -131,7 +131,9 @@ def dense_union_params(values: Iterable[Any]) -> pa.RecordBatch:
     columns = []
     for value in values:
         type_id = next(i for i, (t, _) in enumerate(kinds) if type(value) is t)
-        children = [pa.array([value] if i == type_id else [], type=arrow) for i, (_, arrow) in enumerate(kinds)]
+        children = [
+            pa.array([value] if i == type_id else [], type=arrow) for i, (_, arrow) in enumerate(kinds)
+        ]
         columns.append(
             pa.UnionArray.from_dense(pa.array([type_id], pa.int8()), pa.array([0], pa.int32()), children)
         )
@@ -159,7 +161,9 @@ def _field(number: int, data: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
-def descriptor_bytes(*, cmd: bytes | None = None, path: list[str] | None = None, kind: int | None = None) -> bytes:
+def descriptor_bytes(
+    *, cmd: bytes | None = None, path: list[str] | None = None, kind: int | None = None
+) -> bytes:
     """A serialized FlightDescriptor (type = 1 PATH, 2 CMD)."""
     if kind is None:
         kind = 1 if path is not None else 2

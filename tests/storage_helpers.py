@@ -20,7 +20,7 @@ GEN_NOW = dt.datetime(2025, 1, 1)
 LATER = GEN_NOW + dt.timedelta(days=10)
 START = dt.date(2024, 9, 23)
 DAYS = 30  # 2024-09-23 .. 2024-10-22
-ROWS = 24_000
+ROWS = 12_000
 SEED = 11
 OLD_BOUNDARY = dt.date(2024, 10, 3)
 NEW_BOUNDARY = dt.date(2024, 10, 13)

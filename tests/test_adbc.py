@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import adbc_driver_flightsql.dbapi as fsql
 import adbc_driver_manager
 import pyarrow as pa
 import pytest
@@ -28,6 +30,13 @@ EVENTS_COLUMNS = [
     ("minute", pa.timestamp("us")),
 ]
 SYSTEM_TABLES = {"partitions", "queries", "rollups"}
+
+
+@pytest.fixture(scope="module")
+def conn(server: Any) -> Iterator[Any]:
+    """One ADBC connection for the module (conftest's is per test); errors must not spoil it."""
+    with fsql.connect(server.uri, autocommit=True) as c:
+        yield c
 
 
 @pytest.fixture()
@@ -77,7 +86,11 @@ def test_cursor_reuse(cur: Any) -> None:
         ("SELECT ? AS a, ? AS b, ? AS c", (7, "seven", 7.5), (7, "seven", 7.5)),
         ("SELECT $1 AS a, $2 AS b, $1 + 1 AS c", (41, "x"), (41, "x", 42)),
         ("SELECT ? AS d", (dt.date(2024, 12, 1),), (dt.date(2024, 12, 1),)),
-        ("SELECT ? AS t", (dt.datetime(2024, 12, 1, 13, 14, 15, 123456),), (dt.datetime(2024, 12, 1, 13, 14, 15, 123456),)),
+        (
+            "SELECT ? AS t",
+            (dt.datetime(2024, 12, 1, 13, 14, 15, 123456),),
+            (dt.datetime(2024, 12, 1, 13, 14, 15, 123456),),
+        ),
         ("SELECT ? IS NULL AS isnull, coalesce(?, 'fallback') AS v", (None, None), (True, "fallback")),
         ("SELECT ? AS big", (2**62,), (2**62,)),
         ("SELECT ? AS flag", (True,), (True,)),
@@ -91,8 +104,13 @@ def test_parameters(cur: Any, sql: str, params: tuple[Any, ...], expected: tuple
 
 def test_parameters_filter_events(cur: Any, flat: Any) -> None:
     sql = "SELECT count(*) FROM events WHERE type = ? AND advertiser_id > ? AND ts >= ? AND day < ?"
-    first, last = flat.execute("SELECT min(day), max(day) FROM events").fetchone()
-    params = ("impression", 50_000, dt.datetime.combine(first, dt.time(12)) + dt.timedelta(days=20), last - dt.timedelta(days=5))
+    ((first, last),) = flat.execute("SELECT min(day), max(day) FROM events").fetchall()
+    params = (
+        "impression",
+        50_000,
+        dt.datetime.combine(first, dt.time(12)) + dt.timedelta(days=20),
+        last - dt.timedelta(days=5),
+    )
     cur.execute(sql, params)
     got = cur.fetchall()
     assert got == flat.execute(sql, list(params)).fetchall()
@@ -182,22 +200,30 @@ def test_get_objects_columns(conn: Any) -> None:
     assert types["day"] == types["week"] == "DATE"
     assert types["hour"] == types["minute"] == "TIMESTAMP"
     assert [c["column_name"] for c in by_table[("system", "queries")]][:2] == ["query_id", "sql"]
-    assert {"name", "status", "rows", "watermark"} <= {c["column_name"] for c in by_table[("system", "rollups")]}
+    assert {"name", "status", "rows", "watermark"} <= {
+        c["column_name"] for c in by_table[("system", "rollups")]
+    }
     assert {"tier", "partition", "files"} <= {c["column_name"] for c in by_table[("system", "partitions")]}
 
 
 def test_get_objects_filters(conn: Any) -> None:
     (catalog,) = _objects(conn, "tables", db_schema_filter="sys%", table_name_filter="q%")
-    assert [(s["db_schema_name"], [t["table_name"] for t in s["db_schema_tables"]]) for s in catalog["catalog_db_schemas"]] == [
-        ("system", ["queries"])
-    ]
+    assert [
+        (s["db_schema_name"], [t["table_name"] for t in s["db_schema_tables"]])
+        for s in catalog["catalog_db_schemas"]
+    ] == [("system", ["queries"])]
     (catalog,) = _objects(conn, "tables", table_types_filter=["TABLE"])
     found = [t["table_name"] for s in catalog["catalog_db_schemas"] for t in s["db_schema_tables"] or []]
     assert found == ["events"]
     (catalog,) = _objects(conn, "columns", table_name_filter="events", column_name_filter="%_id")
     (schema,) = [s for s in catalog["catalog_db_schemas"] if s["db_schema_tables"]]
     (table,) = schema["db_schema_tables"]
-    assert [c["column_name"] for c in table["table_columns"]] == ["auction_id", "advertiser_id", "publisher_id", "user_id"]
+    assert [c["column_name"] for c in table["table_columns"]] == [
+        "auction_id",
+        "advertiser_id",
+        "publisher_id",
+        "user_id",
+    ]
     assert _objects(conn, "catalogs", catalog_filter="no_such_catalog") == []
 
 
@@ -273,7 +299,9 @@ ORACLE_QUERIES = {
 
 
 def _normalise(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return [tuple(round(v, 9) if isinstance(v, float) and not math.isnan(v) else v for v in row) for row in rows]
+    return [
+        tuple(round(v, 9) if isinstance(v, float) and not math.isnan(v) else v for v in row) for row in rows
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(ORACLE_QUERIES))
@@ -297,3 +325,27 @@ def test_arrow_result_matches_oracle_exactly(cur: Any, flat: Any) -> None:
     expected = flat.sql(sql).to_arrow_table()
     assert got.num_rows == expected.num_rows > 0
     assert got.cast(expected.schema).equals(expected)
+
+
+def test_execute_schema(cur: Any) -> None:
+    sql = "SELECT ts, type, day, count(*) OVER () AS n FROM events LIMIT 3"
+    schema = cur.adbc_execute_schema(sql)
+    cur.execute(sql)
+    assert cur.fetch_arrow_table().schema.equals(schema)
+    assert schema.field("ts").type == pa.timestamp("us")
+
+
+def test_prepare_then_execute(cur: Any, server: Any) -> None:
+    tag = f"prepared-{uuid.uuid4().hex}"
+    sql = f"SELECT '{tag}' AS tag, count(*) AS n FROM events"
+    cur.adbc_prepare(sql)
+    cur.execute(sql)
+    assert cur.fetchall()[0][0] == tag
+    # Preparing starts the statement; executing streams that same execution.
+    records = [r for r in list(server.app.executor.recent) if r.sql == sql]
+    assert [r.status for r in records] == ["ok"]
+
+    params = cur.adbc_prepare("SELECT ? + 1 AS x, ? AS y")
+    assert params is not None and len(params) == 2
+    cur.execute("SELECT ? + 1 AS x, ? AS y", (41, "z"))
+    assert cur.fetchall() == [(42, "z")]

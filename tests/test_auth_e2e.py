@@ -15,7 +15,6 @@ import pyarrow.flight as flight
 import pytest
 from conftest import CONFIG, ROOT, TEST_NOW, RunningServer, make_config, start_in_process, tierflight_cmd
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, flight_status, read_all
-
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import hash_password
 
@@ -31,7 +30,10 @@ def auth_server(data_dir: Path) -> Iterator[RunningServer]:
         auth={
             "users": {
                 "alice": {"password_hash": hash_password("alice-pw", ITERATIONS), "permissions": ["read"]},
-                "loader": {"password_hash": hash_password("loader-pw", ITERATIONS), "permissions": ["ingest"]},
+                "loader": {
+                    "password_hash": hash_password("loader-pw", ITERATIONS),
+                    "permissions": ["ingest"],
+                },
                 "bot": {"permissions": ["read"]},
             },
             "tokens": {STATIC_TOKEN: "bot"},
@@ -52,7 +54,9 @@ def query(uri: str, sql: str, **db_kwargs: str) -> list[tuple[Any, ...]]:
 
 def test_basic_auth_with_adbc(auth_server: RunningServer) -> None:
     tag = uuid.uuid4().hex
-    rows = query(auth_server.uri, f"SELECT '{tag}' AS tag, count(*) FROM events", username="alice", password="alice-pw")
+    rows = query(
+        auth_server.uri, f"SELECT '{tag}' AS tag, count(*) FROM events", username="alice", password="alice-pw"
+    )
     assert rows[0][0] == tag and rows[0][1] > 0
     users = {r.user for r in auth_server.app.executor.recent if tag in r.sql}
     assert users == {"alice"}
@@ -124,11 +128,26 @@ def test_pyarrow_basic_then_bearer(auth_server: RunningServer) -> None:
 
 def _serve(data_dir: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *args],
+        [
+            *tierflight_cmd(),
+            "--config",
+            str(CONFIG),
+            "--data-dir",
+            str(data_dir),
+            "serve",
+            "--port",
+            "0",
+            "--no-demo",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(),
+            "TIERFLIGHT_METRICS__PORT": "0",
+        },
         cwd=ROOT,
     )
 

@@ -14,9 +14,8 @@ import pyarrow.flight as flight
 import pytest
 import tierflight_client
 from conftest import RunningServer, make_config, start_in_process
-from tierflight_client import errors as E
-
 from tierflight.protocol.auth import hash_password
+from tierflight_client import errors as E
 
 ROLLUP_SQL = "SELECT day, sum(bid_price) AS revenue FROM events WHERE type = 'impression' GROUP BY day ORDER BY day"
 TOKEN = "client-test-token-" + "y" * 24
@@ -133,19 +132,19 @@ def ingest_server(tmp_path: Path) -> Iterator[RunningServer]:
 def test_ingest(ingest_server: RunningServer) -> None:
     import polars as pl
 
-    count = "SELECT count(*) AS n FROM events WHERE day = DATE '2024-12-30'"
+    count = "SELECT count(*) AS n FROM events WHERE day = DATE '2024-12-28'"
     with tierflight_client.connect(ingest_server.uri) as conn:
         before = conn.query(count).column("n")[0].as_py()
         rows = conn.query(
-            "SELECT * EXCLUDE (day, week, hour, minute) FROM events WHERE day = DATE '2024-12-30' ORDER BY ts LIMIT 3"
+            "SELECT * EXCLUDE (day, week, hour, minute) FROM events WHERE day = DATE '2024-12-28' ORDER BY ts LIMIT 3"
         )
         try:
             acknowledged = conn.ingest("events", rows)
         except E.Unimplemented:
             pytest.xfail("server ingest not implemented")
         assert acknowledged == 3
-        print("FIRST OK", rows.schema)
         assert conn.ingest("events", pl.from_arrow(rows)) == 3
+        assert conn.ingest("events", rows.slice(0, 0)) == 0
         assert conn.query(count).column("n")[0].as_py() == before + 6
         assert conn.last_route is not None and conn.last_route["tier"] == "hot"  # the rollup sees them too
 
@@ -223,9 +222,11 @@ def test_auth(auth_server: RunningServer) -> None:
         assert conn.query("SELECT 1 AS one").to_pylist() == [{"one": 1}]
     with tierflight_client.connect(auth_server.uri, token=TOKEN) as conn:
         assert conn.query("SELECT 2 AS two").to_pylist() == [{"two": 2}]
-    with pytest.raises(E.Unauthenticated) as err:
-        with tierflight_client.connect(auth_server.uri, user="carol", password="wrong") as conn:
-            conn.query("SELECT 1")
+    with (
+        pytest.raises(E.Unauthenticated) as err,
+        tierflight_client.connect(auth_server.uri, user="carol", password="wrong") as conn,
+    ):
+        conn.query("SELECT 1")
     assert "wrong" not in str(err.value)
     with pytest.raises(E.Unauthenticated), tierflight_client.connect(auth_server.uri) as conn:
         conn.query("SELECT 1")
@@ -280,3 +281,72 @@ def test_from_flight_error() -> None:
     assert type(err) is E.Unavailable and err.message == "failed to connect"
     assert type(E.from_flight_error(pa.ArrowKeyError("Table with name x does not exist"))) is E.NotFound
     assert type(E.from_flight_error(pa.ArrowInvalid("bad"))) is E.InvalidArgument
+
+
+# -- the query / explain commands (which use this client) ---------------------------------------
+
+
+def _cli(*args: str) -> Any:
+    """Run the CLI in this process, with the log (the in-process server's too) dropped: it
+    would land in the runner's captured stdout, and the CLI's own logging set-up would point
+    it at a stream closed once invoke returns."""
+    from unittest import mock
+
+    import structlog
+    from tierflight.cli import app
+    from typer.testing import CliRunner
+
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
+    try:
+        with mock.patch("tierflight.cli.configure_logging"):
+            return CliRunner().invoke(app, list(args))
+    finally:
+        structlog.configure(**saved)
+
+
+def test_cli_query_table(server: RunningServer) -> None:
+    result = _cli("query", "--uri", server.uri, "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["type", "n"]
+    assert set(lines[1]) == {"-", " "}
+    assert [line.split()[0] for line in lines[2:]] == ["click", "impression", "purchase", "serve"]
+    assert "route: hot (rollup " in result.stderr
+    assert "4 rows in " in result.stderr
+
+
+def test_cli_query_formats(server: RunningServer, tmp_path: Path) -> None:
+    sql = "SELECT 1 AS a, 'x,y' AS b, DATE '2024-01-02' AS d, NULL AS n, 'nan'::DOUBLE AS f"
+    result = _cli("query", "--uri", server.uri, "--format", "json", sql)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == '{"a": 1, "b": "x,y", "d": "2024-01-02", "n": null, "f": null}\n'
+    result = _cli("query", "--uri", server.uri, "--format", "csv", sql)
+    assert result.stdout.splitlines()[1].startswith('1,"x,y",2024-01-02,')
+    out = tmp_path / "r.arrow"
+    result = _cli("query", "--uri", server.uri, "--format", "arrow", "--output", str(out), "SELECT * FROM events LIMIT 7")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert pa.ipc.open_stream(out.read_bytes()).read_all().num_rows == 7
+
+
+def test_cli_explain(server: RunningServer) -> None:
+    result = _cli("explain", "--uri", server.uri, ROLLUP_SQL)
+    assert result.exit_code == 0, result.output
+    header, _, first = result.stdout.splitlines()[:3]
+    assert header.split()[:4] == ["tier", "source", "estimated_rows", "reason"]
+    assert first.split()[:2] == ["hot", "rollup:day_type"]
+
+
+def test_cli_errors(server: RunningServer) -> None:
+    result = _cli("query", "--uri", server.uri, "SELEC 1")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: INVALID_ARGUMENT: invalid SQL")
+    assert "Traceback" not in result.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"grpc://127.0.0.1:{s.getsockname()[1]}"
+        result = _cli("query", "--uri", uri, "SELECT 1")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: cannot reach {uri}: ") and "connection refused" in result.stderr
+    result = _cli("query", "--uri", server.uri, "--format", "xml", "SELECT 1")
+    assert result.exit_code == 2 and "use one of table, csv, json, arrow" in result.stderr

@@ -59,7 +59,9 @@ def test_inspector(dbapi_result: tuple[str, dict[str, Any]]) -> None:
 
 def test_queries_match_oracle(dbapi_result: tuple[str, dict[str, Any]], flat: Any) -> None:
     _, out = dbapi_result
-    expected = flat.execute("SELECT type, count(*) FROM events WHERE bid_price > 0.5 GROUP BY type ORDER BY type")
+    expected = flat.execute(
+        "SELECT type, count(*) FROM events WHERE bid_price > 0.5 GROUP BY type ORDER BY type"
+    )
     assert out["core_select"] == [list(r) for r in expected.fetchall()]
     by_type = flat.execute("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type").fetchall()
     assert out["read_sql"] == [{"type": t, "n": n} for t, n in by_type]
@@ -68,13 +70,17 @@ def test_queries_match_oracle(dbapi_result: tuple[str, dict[str, Any]], flat: An
 
 def test_parameters(dbapi_result: tuple[str, dict[str, Any]], flat: Any) -> None:
     tag, out = dbapi_result
-    clicks = flat.execute("SELECT count(*) FROM events WHERE type = 'click' AND advertiser_id > 50000").fetchone()[0]
+    clicks = flat.execute(
+        "SELECT count(*) FROM events WHERE type = 'click' AND advertiser_id > 50000"
+    ).fetchall()[0][0]
     assert clicks > 0
     assert out["sqlalchemy_params"] == [[clicks]]
-    impressions = flat.execute("SELECT count(*) FROM events WHERE type = 'impression' AND bid_price > 0.25").fetchone()[0]
+    impressions = flat.execute(
+        "SELECT count(*) FROM events WHERE type = 'impression' AND bid_price > 0.25"
+    ).fetchall()[0][0]
     assert out["dbapi_params"] == [[f"{tag}-params", impressions]]
     assert out["description"] == ["tag", "n"]
-    purchases = flat.execute("SELECT count(*) FROM events WHERE type = 'purchase'").fetchone()[0]
+    purchases = flat.execute("SELECT count(*) FROM events WHERE type = 'purchase'").fetchall()[0][0]
     assert out["plain"] == [[f"{tag}-plain", purchases]]
 
 
@@ -85,7 +91,9 @@ def test_error_reaches_client(dbapi_result: tuple[str, dict[str, Any]]) -> None:
     assert "Traceback" not in out["error"]
 
 
-def test_each_statement_ran_once(dbapi_result: tuple[str, dict[str, Any]], subprocess_server: SubprocessServer) -> None:
+def test_each_statement_ran_once(
+    dbapi_result: tuple[str, dict[str, Any]], subprocess_server: SubprocessServer
+) -> None:
     """flightsql-dbapi's paths (GetFlightInfo + DoGet; prepare + DoPut + GetFlightInfo + DoGet) run once."""
     tag, _ = dbapi_result
     with fsql.connect(subprocess_server.uri, autocommit=True) as conn, conn.cursor() as cur:

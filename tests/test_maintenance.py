@@ -22,6 +22,7 @@ from storage_helpers import (
     LATER,
     NEW_BOUNDARY,
     OLD_BOUNDARY,
+    ROWS,
     YOUNG,
     Crash,
     build,
@@ -37,6 +38,8 @@ from storage_helpers import (
 )
 
 SPLIT = YOUNG[2:5]  # warm days that stay warm, rewritten as 3 small files each
+# Tier behaviour on its own: no rollups to build, every statement reads the raw tiers.
+RAW_ONLY = {"router.enabled": False, "tables.events.rollups": []}
 
 
 def trashed_days(data_dir: Path) -> set[dt.date]:
@@ -66,7 +69,7 @@ def test_demote_moves_aged_days_and_answers_stay_the_same(tmp_path: Path) -> Non
 
     data = build(tmp_path / "data")
     expected = oracle(data)
-    assert len(expected) == 30 and sum(v[0] for v in expected.values()) == 24_000
+    assert len(expected) == 30 and sum(v[0] for v in expected.values()) == ROWS
     store = store_for(data, LATER)
     before = tiers_of(store)
     assert [before[d] for d in AGED] == ["warm"] * len(AGED)
@@ -209,7 +212,7 @@ def test_background_maintenance_demotes_on_schedule(tmp_path: Path) -> None:
     data = build(tmp_path / "data")
     expected = oracle(data)
     _split(data)
-    cfg = config(data, LATER, **{"tiers.maintenance_interval": "1s", "router.enabled": False})
+    cfg = config(data, LATER, **{"tiers.maintenance_interval": "1s", **RAW_ONLY})
     running = start_in_process(cfg)
     try:
         with fsql.connect(running.uri, autocommit=True) as conn:
@@ -250,7 +253,7 @@ def test_queries_during_demote_see_each_row_once(tmp_path: Path) -> None:
     total = (sum(v[0] for v in expected.values()), sum(v[1] for v in expected.values()))
     around = sorted(d for d in expected if AGED[0] - dt.timedelta(days=3) <= d <= NEW_BOUNDARY + dt.timedelta(days=3))
     window = (sum(expected[d][0] for d in around), sum(expected[d][1] for d in around))
-    cfg = config(data, LATER, **{"tiers.maintenance_interval": "0s", "router.enabled": False})
+    cfg = config(data, LATER, **{"tiers.maintenance_interval": "0s", **RAW_ONLY})
     running = start_in_process(cfg)
     results: list[tuple[str, Any]] = []
     stop = threading.Event()

@@ -21,7 +21,9 @@ import polars as pl
 import pytest
 from conftest import RunningServer, make_config, start_in_process
 
-QUERY = "SELECT type, count(*) AS n, round(avg(bid_price), 6) AS avg_bid FROM events GROUP BY type ORDER BY type"
+QUERY = (
+    "SELECT type, count(*) AS n, round(avg(bid_price), 6) AS avg_bid FROM events GROUP BY type ORDER BY type"
+)
 
 
 def _oracle(flat: Any) -> list[dict[str, Any]]:
@@ -44,11 +46,18 @@ def test_read_database_with_parameters(conn: Any, flat: Any) -> None:
 
 def test_read_database_events_types(conn: Any) -> None:
     frame = pl.read_database("SELECT ts, type, day, hour FROM events LIMIT 10", connection=conn)
-    assert frame.schema == {"ts": pl.Datetime("us"), "type": pl.String, "day": pl.Date, "hour": pl.Datetime("us")}
+    assert frame.schema == {
+        "ts": pl.Datetime("us"),
+        "type": pl.String,
+        "day": pl.Date,
+        "hour": pl.Datetime("us"),
+    }
 
 
 @pytest.fixture(scope="module")
-def tls_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path]]:
+def tls_server(
+    data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
     certs = tmp_path_factory.mktemp("tls")

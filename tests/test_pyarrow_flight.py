@@ -130,7 +130,9 @@ def test_get_catalogs_and_schemas(client: flight.FlightClient, server: Any) -> N
     assert _rows(client, pb.CommandGetCatalogs()) == [{"catalog_name": server.app.catalog_name}]
     schemas = _rows(client, pb.CommandGetDbSchemas())
     assert sorted(r["db_schema_name"] for r in schemas) == ["main", "system"]
-    assert [r["db_schema_name"] for r in _rows(client, pb.CommandGetDbSchemas(db_schema_filter_pattern="m%"))] == ["main"]
+    assert [
+        r["db_schema_name"] for r in _rows(client, pb.CommandGetDbSchemas(db_schema_filter_pattern="m%"))
+    ] == ["main"]
     assert _rows(client, pb.CommandGetDbSchemas(catalog="elsewhere")) == []
 
 
@@ -142,26 +144,33 @@ def test_get_tables(client: flight.FlightClient, flat: Any) -> None:
 
     (events,) = _rows(client, pb.CommandGetTables(table_name_filter_pattern="ev%", include_schema=True))
     schema = pa.ipc.read_schema(pa.py_buffer(events["table_schema"]))
-    assert schema.names == [d[0] for d in flat.execute("SELECT * FROM events LIMIT 0").description]
+    assert schema.names == flat.sql("SELECT * FROM events LIMIT 0").columns
     assert schema.field("ts").type == pa.timestamp("us")
     assert schema.field("minute").type == pa.timestamp("us")
     assert schema.field("week").type == pa.date32()
 
-    system = _rows(client, pb.CommandGetTables(db_schema_filter_pattern="system", table_types=["SYSTEM TABLE"]))
+    system = _rows(
+        client, pb.CommandGetTables(db_schema_filter_pattern="system", table_types=["SYSTEM TABLE"])
+    )
     assert sorted(r["table_name"] for r in system) == ["partitions", "queries", "rollups", "snapshots"]
     assert _rows(client, pb.CommandGetTables(table_types=["VIEW"])) == []
     assert _rows(client, pb.CommandGetTables(table_name_filter_pattern="events\\_%")) == []
 
 
 def test_get_table_types_and_keys(client: flight.FlightClient) -> None:
-    assert sorted(r["table_type"] for r in _rows(client, pb.CommandGetTableTypes())) == ["SYSTEM TABLE", "TABLE"]
+    assert sorted(r["table_type"] for r in _rows(client, pb.CommandGetTableTypes())) == [
+        "SYSTEM TABLE",
+        "TABLE",
+    ]
     assert _rows(client, pb.CommandGetPrimaryKeys(table="events")) == []
     assert _rows(client, pb.CommandGetImportedKeys(table="events")) == []
     assert _rows(client, pb.CommandGetExportedKeys(table="events")) == []
 
 
 def test_get_sql_info_server_name(client: flight.FlightClient) -> None:
-    rows = _rows(client, pb.CommandGetSqlInfo(info=[pb.FLIGHT_SQL_SERVER_NAME, pb.FLIGHT_SQL_SERVER_READ_ONLY]))
+    rows = _rows(
+        client, pb.CommandGetSqlInfo(info=[pb.FLIGHT_SQL_SERVER_NAME, pb.FLIGHT_SQL_SERVER_READ_ONLY])
+    )
     values = {r["info_name"]: r["value"] for r in rows}
     assert values[pb.FLIGHT_SQL_SERVER_NAME] == "tierflight"
     assert values[pb.FLIGHT_SQL_SERVER_READ_ONLY] is True
@@ -195,7 +204,9 @@ def test_prepared_statement_flow(client: flight.FlightClient, server: Any, flat:
     assert [tuple(r.values()) for r in table.to_pylist()] == expected
 
     # Rebinding the same handle runs it with the new values.
-    bind_parameters(client, handle, pa.record_batch([pa.array(["click"]), pa.array([0], pa.int64())], names=["a", "b"]))
+    bind_parameters(
+        client, handle, pa.record_batch([pa.array(["click"]), pa.array([0], pa.int64())], names=["a", "b"])
+    )
     table = read_all(client, client.get_flight_info(descriptor))
     assert [tuple(r.values()) for r in table.to_pylist()] == flat.execute(sql, ["click", 0]).fetchall()
 
@@ -215,7 +226,7 @@ def test_prepared_dense_union_parameters(client: flight.FlightClient, flat: Any)
     bind_parameters(client, handle, params)
     descriptor = cmd_descriptor(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
     table = read_all(client, client.get_flight_info(descriptor))
-    assert table.column("n").to_pylist() == [flat.execute(sql, ["impression", 0.5, 30_000]).fetchone()[0]]
+    assert table.column("n").to_pylist() == [flat.execute(sql, ["impression", 0.5, 30_000]).fetchall()[0][0]]
     close_prepared(client, handle)
 
 
@@ -232,13 +243,19 @@ def test_prepared_without_parameters(client: flight.FlightClient) -> None:
 
 def test_prepared_unbound_parameters_refused(client: flight.FlightClient) -> None:
     prepared = create_prepared(client, "SELECT ? AS x")
-    descriptor = cmd_descriptor(pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle))
+    descriptor = cmd_descriptor(
+        pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle)
+    )
     with pytest.raises(pa.ArrowException) as err:
         client.get_flight_info(descriptor)
     assert flight_status(err.value) == "INVALID_ARGUMENT"
     assert "bind" in str(err.value)
     with pytest.raises(pa.ArrowException) as err:
-        bind_parameters(client, prepared.prepared_statement_handle, pa.record_batch([pa.array([1]), pa.array([2])], names=["a", "b"]))
+        bind_parameters(
+            client,
+            prepared.prepared_statement_handle,
+            pa.record_batch([pa.array([1]), pa.array([2])], names=["a", "b"]),
+        )
     assert flight_status(err.value) == "INVALID_ARGUMENT"
     assert "1 parameter" in str(err.value)
     close_prepared(client, prepared.prepared_statement_handle)
@@ -399,6 +416,8 @@ def test_unimplemented_rpcs_and_actions(client: flight.FlightClient) -> None:
             client.get_flight_info(cmd_descriptor(msg))
         assert flight_status(err.value) == "UNIMPLEMENTED", type(msg).__name__
     with pytest.raises(pa.ArrowException) as err:
-        client.get_flight_info(cmd_descriptor(pb.CommandStatementQuery(query="SELECT 1", transaction_id=b"t")))
+        client.get_flight_info(
+            cmd_descriptor(pb.CommandStatementQuery(query="SELECT 1", transaction_id=b"t"))
+        )
     assert flight_status(err.value) == "UNIMPLEMENTED"
     assert "transactions" in str(err.value)

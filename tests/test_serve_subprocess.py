@@ -16,11 +16,25 @@ pytestmark = pytest.mark.subprocess
 
 def test_serve_ready_line_query_and_sigterm(data_dir: Path) -> None:
     proc = subprocess.Popen(
-        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo"],
+        [
+            *tierflight_cmd(),
+            "--config",
+            str(CONFIG),
+            "--data-dir",
+            str(data_dir),
+            "serve",
+            "--port",
+            "0",
+            "--no-demo",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(),
+            "TIERFLIGHT_METRICS__PORT": "0",
+        },
         cwd=ROOT,
     )
     try:

@@ -202,8 +202,12 @@ class Connection:
     def ingest(self, table: str, data: Any, mode: IngestMode = "append") -> int:
         """Append ``data`` (pyarrow Table/RecordBatch/RecordBatchReader, polars or pandas
         DataFrame) to ``table``; returns the number of rows the server acknowledged."""
+        arrow = _arrow(data)
+        if mode == "append" and isinstance(arrow, pa.Table | pa.RecordBatch) and arrow.num_rows == 0:
+            # Nothing to append; the driver would fail on a stream without batches anyway.
+            return 0
         with _translated(), self._conn.cursor() as cur:
-            rows = cur.adbc_ingest(table, _arrow(data), mode=mode)
+            rows = cur.adbc_ingest(table, arrow, mode=mode)
         return int(rows)
 
     # -- lifecycle ------------------------------------------------------------------------------

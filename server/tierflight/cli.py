@@ -90,6 +90,7 @@ def serve(
 ) -> None:
     """Run the Flight SQL server."""
     from tierflight.app import App, serve_forever
+    from tierflight.protocol.auth import AuthSettings, check_bind_allowed
     from tierflight.protocol.server import build_server
 
     log = get_logger("tierflight.app")
@@ -102,6 +103,8 @@ def serve(
             tables=sorted(config.tables),
             pid=os.getpid(),
         )
+        # Refuse an exposed address without auth at once, before loading data and rollups.
+        check_bind_allowed(host or config.server.host, AuthSettings.from_mapping(config.auth).enabled, insecure)
         if not no_demo:
             ensure_demo_data(config)
         instance = App(config, progress=True)
@@ -159,65 +162,145 @@ def generate(
     typer.echo(f"wrote {stats.rows:,} rows in {stats.files} files ({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.1f} s", err=True)
 
 
-def _connect(uri: str) -> Any:
-    import adbc_driver_flightsql.dbapi as fsql
+UriOpt = Annotated[str, typer.Option("--uri", help="the server")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="user name (basic auth)")]
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option("--password", envvar="TIERFLIGHT_PASSWORD", help="password (prompted for when --user is given without it)"),
+]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TIERFLIGHT_TOKEN", help="static bearer token")]
 
-    return fsql.connect(uri)
 
+def _connect(uri: str, user: str | None = None, password: str | None = None, token: str | None = None) -> Any:
+    import tierflight_client
 
-def _print_table(table: Any, fmt: str, output: Path | None) -> None:
-    import pyarrow.csv as pacsv
-
-    out = output.open("wb") if output else sys.stdout.buffer
+    if user is not None and password is None:
+        password = getpass.getpass(f"password for {user}: ")
     try:
-        if fmt == "csv":
-            pacsv.write_csv(table, out)
-        elif fmt == "json":
-            import json
+        return tierflight_client.connect(uri, user=user, password=password, token=token)
+    except ValueError as exc:
+        _fail(str(exc))
+    except tierflight_client.TierflightClientError as exc:
+        _fail(_client_error(uri, exc), 1)
 
-            for row in table.to_pylist():
-                out.write((json.dumps(row, default=str) + "\n").encode())
-        elif fmt == "arrow":
-            import pyarrow as pa
 
-            with pa.ipc.new_stream(out, table.schema) as writer:
-                writer.write_table(table)
+def _client_error(uri: str, exc: Any) -> str:
+    # A refused connection says "connection error: desc = ..."; name the address users gave.
+    if exc.code == "UNAVAILABLE":
+        return f"cannot reach {uri}: {exc.message}"
+    return str(exc)
+
+
+def _print_table(table: Any, fmt: str, output: Path | None, max_rows: int | None = None) -> None:
+    from tierflight.output import write_result
+
+    if fmt == "arrow" and output is None and sys.stdout.isatty():
+        _fail("--format arrow writes binary: give --output FILE or pipe it")
+    try:
+        if output is None:
+            write_result(table, fmt, sys.stdout.buffer, max_rows)
+            sys.stdout.flush()
         else:
-            out.write((table.to_pandas().to_string(index=False) + "\n").encode() if table.num_rows else b"(no rows)\n")
-    finally:
-        if output:
-            out.close()
+            with output.open("wb") as out:
+                write_result(table, fmt, out, max_rows)
+    except OSError as exc:
+        _fail(f"cannot write {output or 'stdout'}: {exc}")
+
+
+def _run_statement(
+    sql: str,
+    uri: str,
+    fmt: str,
+    output: Path | None,
+    max_rows: int,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+    route_line: bool,
+) -> None:
+    import time
+
+    import tierflight_client
+
+    from tierflight.output import FORMATS, describe_route
+
+    if fmt not in FORMATS:
+        _fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    conn = _connect(uri, user, password, token)
+    try:
+        with conn:
+            table = conn.query(sql)
+            route = conn.last_route
+    except tierflight_client.TierflightClientError as exc:
+        _fail(_client_error(uri, exc), 1)
+        return
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    limit = max_rows if max_rows > 0 else None
+    _print_table(table, fmt, output, limit)
+    if route_line:
+        typer.echo(describe_route(route), err=True)
+    shown = f" (showing {limit:,}; --max-rows 0 for all)" if fmt == "table" and limit and table.num_rows > limit else ""
+    typer.echo(f"{table.num_rows:,} rows{shown} in {elapsed_ms:.1f} ms", err=True)
 
 
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="the statement")],
-    uri: Annotated[str, typer.Option("--uri")] = DEFAULT_URI,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or arrow")] = "table",
-    output: Annotated[Path | None, typer.Option("--output")] = None,
+    uri: UriOpt = DEFAULT_URI,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json (one object per line) or arrow (IPC stream)")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", help="write the result to FILE instead of stdout")] = None,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="rows the text table shows (0: all)")] = 1000,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    token: TokenOpt = None,
 ) -> None:
-    """Run one statement against a server and print the result."""
-    import time
-
-    started = time.perf_counter()
-    try:
-        with _connect(uri) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            table = cur.fetch_arrow_table()
-    except Exception as exc:  # noqa: BLE001 - the driver's errors carry the server's message
-        _fail(str(exc).splitlines()[0])
-        return
-    _print_table(table, fmt, output)
-    typer.echo(f"{table.num_rows} rows in {(time.perf_counter() - started) * 1000:.1f} ms", err=True)
+    """Run one statement and print the result; route and timing go to stderr."""
+    _run_statement(sql, uri, fmt, output, max_rows, user, password, token, route_line=True)
 
 
 @app.command()
 def explain(
     sql: Annotated[str, typer.Argument(help="the statement")],
-    uri: Annotated[str, typer.Option("--uri")] = DEFAULT_URI,
+    uri: UriOpt = DEFAULT_URI,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or arrow")] = "table",
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    token: TokenOpt = None,
 ) -> None:
-    """Print the route a statement takes."""
-    query(f"EXPLAIN ROUTE {sql}", uri=uri, fmt="table", output=None)
+    """Print the route a statement takes (EXPLAIN ROUTE): tiers, sources, rejected rollups."""
+    _run_statement(f"EXPLAIN ROUTE {sql}", uri, fmt, None, 0, user, password, token, route_line=False)
+
+
+@app.command()
+def loadtest(
+    workload: Annotated[Path, typer.Option("--workload", help="statements file: '-- name: NAME' then 'SQL;'")],
+    concurrency: Annotated[int, typer.Option("--concurrency", help="concurrent clients")],
+    uri: UriOpt = DEFAULT_URI,
+    duration: Annotated[float | None, typer.Option("--duration", help="seconds to measure")] = None,
+    statements: Annotated[int | None, typer.Option("--statements", help="statements to run in total (alone: at most 600 s)")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="open loop: statements per second in total")] = None,
+    processes: Annotated[int | None, typer.Option("--processes", help="worker processes (default: one per core)")] = None,
+    warmup: Annotated[float, typer.Option("--warmup", help="seconds to run before measuring")] = 0.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="per-statement timeout in seconds")] = 30.0,
+    report: Annotated[Path | None, typer.Option("--report", help="write a JSON report here, and a PNG chart next to it")] = None,
+    user: UserOpt = None,
+    password: PasswordOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Load-test a server with a workload file: QPS, latency percentiles, errors, tier shares."""
+    from tierflight.loadtest import LoadTestError, WorkloadError
+    from tierflight.loadtest.command import run_command
+
+    if user is not None and password is None:
+        password = getpass.getpass(f"password for {user}: ")
+    try:
+        run_command(
+            uri=uri, workload=workload, concurrency=concurrency, duration=duration, statements=statements, rate=rate,
+            processes=processes, warmup=warmup, timeout=timeout, report=report, user=user, password=password, token=token,
+        )
+    except (LoadTestError, WorkloadError, OSError) as exc:
+        _fail(str(exc))
 
 
 def _stores(config: Config) -> dict[str, Any]:

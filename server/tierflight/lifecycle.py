@@ -60,13 +60,8 @@ def serve_until_signalled(app: Any, server: Any, on_ready: Callable[[], None] | 
     while not latch.first.wait(0.5):
         pass
     grace = app.config.server.shutdown_grace.total_seconds()
-    log.info("shutdown", signal=latch.signum, grace_s=grace, in_flight=_in_flight(app))
+    log.info("shutdown", signal=latch.signum, grace_s=grace, in_flight=app.executor.in_flight())
     return graceful_shutdown(app, server, grace, force=latch.second)
-
-
-def _in_flight(app: Any) -> int:
-    count = getattr(app.executor, "in_flight", None)
-    return int(count()) if callable(count) else 0
 
 
 def graceful_shutdown(app: Any, server: Any, grace_s: float, force: threading.Event | None = None) -> bool:
@@ -78,7 +73,7 @@ def graceful_shutdown(app: Any, server: Any, grace_s: float, force: threading.Ev
     def stop_server() -> None:
         try:
             server.shutdown()  # blocks until the calls in progress have ended
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the shutdown must go on to flush and exit
             log.error("server_shutdown_failed", error=repr(exc))
         finally:
             stopped.set()
@@ -89,17 +84,15 @@ def graceful_shutdown(app: Any, server: Any, grace_s: float, force: threading.Ev
         if time.monotonic() >= deadline or (force is not None and force.is_set()):
             break
     if not stopped.is_set():
-        log.warning("shutdown_cancelling", in_flight=_in_flight(app), grace_s=grace_s)
+        log.warning("shutdown_cancelling", in_flight=app.executor.in_flight(), grace_s=grace_s)
         give_up = time.monotonic() + CANCEL_WAIT_S
-        cancel_all = getattr(app.executor, "cancel_all", None)
         while not stopped.is_set() and time.monotonic() < give_up:
             # Again each round: a statement between planning and streaming can miss one sweep.
-            if callable(cancel_all):
-                cancel_all()
+            app.executor.cancel_all()
             stopped.wait(0.25)
     seconds = round(time.monotonic() - started, 3)
     if not stopped.is_set():
-        log.error("shutdown_incomplete", in_flight=_in_flight(app), seconds=seconds)
+        log.error("shutdown_incomplete", in_flight=app.executor.in_flight(), seconds=seconds)
         return False
     log.info("shutdown_drained", seconds=seconds)
     return True

@@ -44,7 +44,8 @@ def main() -> None:
     )
     with prepared.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT count(*) FROM events WHERE type = :t AND advertiser_id > :a"), {"t": "click", "a": 50000}
+            sa.text("SELECT count(*) FROM events WHERE type = :t AND advertiser_id > :a"),
+            {"t": "click", "a": 50000},
         )
         out["sqlalchemy_params"] = [list(r) for r in rows]
 
@@ -59,7 +60,10 @@ def main() -> None:
     cur = dbapi.cursor()
     cur.execute(f"SELECT '{tag}-plain' AS tag, count(*) AS n FROM events WHERE type = 'purchase'")
     out["plain"] = [list(r) for r in cur.fetchall()]
-    cur.execute(f"SELECT '{tag}-params' AS tag, count(*) AS n FROM events WHERE type = ? AND bid_price > ?", ["impression", 0.25])
+    cur.execute(
+        f"SELECT '{tag}-params' AS tag, count(*) AS n FROM events WHERE type = ? AND bid_price > ?",
+        ["impression", 0.25],
+    )
     out["dbapi_params"] = [list(r) for r in cur.fetchall()]
     out["description"] = [d[0] for d in cur.description]
 

@@ -79,18 +79,17 @@ def parse_one(sql: str) -> exp.Expression:
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
     if len(trees) > 1:
         raise StatementRefused("only one statement per request is allowed; send them one at a time")
-    tree = trees[0]
-    if isinstance(tree, exp.Condition | exp.Alias):
+    if isinstance(trees[0], exp.Condition | exp.Alias):
         # A bare expression ("SELEC", "events", "1 + 1") parses, but is not a statement.
         start = len(sql) - len(sql.lstrip())
         line = sql.count("\n", 0, start) + 1
         column = start - (sql.rfind("\n", 0, start) + 1) + 1
         raise SqlSyntaxError(
-            f"invalid SQL: expected a statement (SELECT, WITH, EXPLAIN, DESCRIBE or SHOW), not {tree.sql()[:60]!r}",
+            f"invalid SQL: expected a statement (SELECT, WITH, EXPLAIN, DESCRIBE or SHOW), not {trees[0].sql()[:60]!r}",
             line,
             column,
         )
-    return tree
+    return trees[0]
 
 
 def _unparsable(sql: str, error: SqlSyntaxError) -> TierflightError:

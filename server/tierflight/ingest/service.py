@@ -142,6 +142,10 @@ class IngestService:
             if t.oldest_unflushed is None:
                 t.oldest_unflushed = time.monotonic()
         self.rows_total += clean.num_rows
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is not None:
+            metrics.record_ingest(clean.num_rows)
+            metrics.set_wal_bytes(self.wal_bytes())
         log.info("ingest", table=table_name, rows=clean.num_rows, seq=seq)
         if self._due(t):
             threading.Thread(target=self.flush, args=(table_name,), daemon=True).start()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tierflight.tiers.cold import first_line
+
 if TYPE_CHECKING:
     from tierflight.app import App
 
@@ -16,11 +18,6 @@ READY = "ready"
 NOT_READY = "not_ready"
 # A rollup in one of these is not in memory yet: statements it would answer scan raw tiers.
 _NOT_LOADED = frozenset({"pending", "building"})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0].strip() if text else "") or type(exc).__name__
 
 
 def readiness(app: App) -> dict[str, Any]:
@@ -47,8 +44,8 @@ def readiness(app: App) -> dict[str, Any]:
         try:
             store.cold.exists()
             catalog[name] = "ok"
-        except Exception as exc:
-            catalog[name] = _first_line(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means not ready
+            catalog[name] = first_line(exc)
             reasons.append(f"Iceberg catalog unreachable for table {name}: {catalog[name]}")
     checks["catalog"] = catalog
 

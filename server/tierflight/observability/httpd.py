@@ -61,15 +61,17 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/readyz":
                 try:
                     report = self.server.readiness()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a failing check is a 503, not a dead probe
                     report = {"status": "not_ready", "reasons": [f"readiness check failed: {exc!r}"]}
                 code = 200 if report.get("status") == "ready" else 503
                 self._send(code, "application/json", json.dumps(report, default=str).encode() + b"\n", head)
             else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n", head)
+                self._send(
+                    404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n", head
+                )
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away; nothing to answer
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the endpoint must keep serving
             log.error("http_handler_failed", path=path, error=repr(exc))
             self._send(500, "text/plain; charset=utf-8", b"internal error\n", head)
 
@@ -95,7 +97,10 @@ class OpsServer:
         self.host = host
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.25}, name="tierflight-http", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.25},
+            name="tierflight-http",
+            daemon=True,
         )
 
     @property

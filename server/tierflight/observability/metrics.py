@@ -36,7 +36,7 @@ log = get_logger("tierflight.metrics")
 
 # The *_created series (one timestamp per label set) double the exposition for nothing a
 # dashboard uses; prometheus_client only offers a process-wide switch.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 NAMESPACE = "tierflight"
 
@@ -73,27 +73,43 @@ class Metrics:
         r = self.registry
         ns = NAMESPACE
         self.statements = Counter(
-            "statements", "Statements finished, by the tier(s) they read and their status", ["tier", "status"],
-            namespace=ns, registry=r,
-        )  # fmt: skip
+            "statements",
+            "Statements finished, by the tier(s) they read and their status",
+            ["tier", "status"],
+            namespace=ns,
+            registry=r,
+        )
         self.duration = Histogram(
-            "statement_duration_seconds", "Statement duration from planning to the last batch, by tier(s) read",
-            ["tier"], namespace=ns, registry=r, buckets=DURATION_BUCKETS,
-        )  # fmt: skip
+            "statement_duration_seconds",
+            "Statement duration from planning to the last batch, by tier(s) read",
+            ["tier"],
+            namespace=ns,
+            registry=r,
+            buckets=DURATION_BUCKETS,
+        )
         self.rollup_hits = Counter(
-            "rollup_hits", "Successful statements answered from each rollup", ["rollup"], namespace=ns, registry=r
+            "rollup_hits",
+            "Successful statements answered from each rollup",
+            ["rollup"],
+            namespace=ns,
+            registry=r,
         )
         self.rollup_statements = Counter(
-            "rollup_statements", "Successful statements answered at least partly from a rollup",
-            namespace=ns, registry=r,
-        )  # fmt: skip
+            "rollup_statements",
+            "Successful statements answered at least partly from a rollup",
+            namespace=ns,
+            registry=r,
+        )
         self.hit_ratio = Gauge(
             "rollup_hit_ratio",
             "Since start: rollup_statements_total / successful statements that read a table (not system tables)",
-            namespace=ns, registry=r,
-        )  # fmt: skip
+            namespace=ns,
+            registry=r,
+        )
         self.ingest_rows = Counter("ingest_rows", "Rows acknowledged by ingest", namespace=ns, registry=r)
-        self.wal_bytes = Gauge("wal_bytes", "Bytes in the ingest write-ahead log not yet flushed", namespace=ns, registry=r)
+        self.wal_bytes = Gauge(
+            "wal_bytes", "Bytes in the ingest write-ahead log not yet flushed", namespace=ns, registry=r
+        )
         self._lock = threading.Lock()
         self._table_ok = 0
         self._rollup_ok = 0
@@ -147,9 +163,13 @@ class _StateCollector(Collector):
 
     @staticmethod
     def _families() -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(f"{NAMESPACE}_in_flight_statements", "Statements running now (planning or streaming)")
         yield GaugeMetricFamily(
-            f"{NAMESPACE}_partitions", "Partitions per tier, over all tables (hot: the unflushed tail)", labels=["tier"]
+            f"{NAMESPACE}_in_flight_statements", "Statements running now (planning or streaming)"
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_partitions",
+            "Partitions per tier, over all tables (hot: the unflushed tail)",
+            labels=["tier"],
         )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_rollup_freshness_seconds",
@@ -165,10 +185,8 @@ class _StateCollector(Collector):
         app = self._app
         # A metric that fails to read must not take the others (or the scrape) down with it.
         try:
-            executor = getattr(app, "executor", None)
-            count = getattr(executor, "in_flight", None)
-            in_flight.add_metric([], float(count() if callable(count) else 0))
-        except Exception as exc:
+            in_flight.add_metric([], float(app.executor.in_flight()))
+        except Exception as exc:  # noqa: BLE001 - see above
             log.warning("metric_failed", metric="in_flight_statements", error=repr(exc))
         yield in_flight
 
@@ -185,7 +203,7 @@ class _StateCollector(Collector):
                         hot_bytes += p.rows * width
             for tier, n in sorted(per_tier.items()):
                 partitions.add_metric([tier], float(n))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - see above
             log.warning("metric_failed", metric="partitions", error=repr(exc))
         yield partitions
 
@@ -195,10 +213,11 @@ class _StateCollector(Collector):
             for name, state in sorted(app.rollups.states.items()):
                 if state.status in _LOADED_ROLLUP:
                     rollup_bytes += state.bytes
-                watermark = state.meta.watermark_dt if state.meta is not None else None
+                # Snapshot watermark, or newer when ingest merged rows in since (same as system.rollups).
+                watermark = state.current_watermark
                 if watermark is not None:
                     freshness.add_metric([name], max(0.0, (now - _naive_utc(watermark)).total_seconds()))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - see above
             log.warning("metric_failed", metric="rollup_freshness_seconds", error=repr(exc))
         yield freshness
 

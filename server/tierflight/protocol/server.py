@@ -229,12 +229,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 info = flight.FlightInfo.deserialize(req.info)
             except Exception:  # any decoding failure is the client's malformed request
                 raise InvalidArgument("malformed ActionCancelQueryRequest: info is not a FlightInfo") from None
-            status = self._cancel_info(info)
-            result = pb.ActionCancelQueryResult(result=status)
-            return iter([flight.Result(pack(result))])
+            # CancelQuery's result enum has the same numbers as CancelFlightInfo's status.
+            answer = pb.ActionCancelQueryResult(result=pb.ActionCancelQueryResult.CancelResult.Name(self._cancel_info(info)))
+            return iter([flight.Result(pack(answer))])
         if kind == "CloseSession":
-            result = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
-            return iter([flight.Result(result.SerializeToString())])
+            closed = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
+            return iter([flight.Result(closed.SerializeToString())])
         if kind == "healthcheck":
             return iter([flight.Result(json.dumps(self.app.health()).encode())])
         if kind in ("BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"):
@@ -268,7 +268,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         )
         return flight.Result(pack(result))
 
-    def _cancel_info(self, info: flight.FlightInfo) -> int:
+    def _cancel_info(self, info: flight.FlightInfo) -> fa.CancelStatus:
         cancelled = False
         for endpoint in info.endpoints:
             try:

@@ -198,7 +198,7 @@ class ColdTier:
         except Exception as exc:
             raise self._unavailable("create", exc) from None
 
-    def exists(self) -> bool:
+    def _exists(self) -> bool:
         try:
             return bool(self.catalog.table_exists(self.identifier))
         except StorageUnavailable:
@@ -206,10 +206,20 @@ class ColdTier:
         except Exception as exc:
             raise self._unavailable("look up", exc) from None
 
+    def exists(self) -> bool:
+        """Whether the table exists; an unreachable catalog is an error (False when skipped)."""
+        try:
+            return self._exists()
+        except StorageUnavailable as exc:
+            if self.settings.on_unavailable != "skip":
+                raise
+            log.warning("cold_tier_skipped", table=self.table_name, error=exc.message)
+            return False
+
     def load_state(self, until: dt.datetime | None) -> ColdState:
         """Read the current snapshot and its partitions without changing what the tier serves."""
         try:
-            if not self.exists():
+            if not self._exists():
                 return ColdState(None, until)
             try:
                 table = self.catalog.load_table(self.identifier)

@@ -1,0 +1,360 @@
+"""The router: the shared workloads with routing on vs off vs DuckDB on the raw files, and plan cost.
+
+Every statement of ``../shared/workloads/adtech-examples.sql`` and ``adtech-dashboard.sql``
+runs through ADBC (one cursor per server, reused; result fetched as Arrow) against two
+``tierflight serve`` subprocesses on the same data dir, one with routing on (the default) and
+one with ``TIERFLIGHT_ROUTER__ENABLED=false`` (the raw tiers answer everything), and through
+DuckDB in the benchmark process over a view of every data file (warm
+``<data>/events/warm/day=*/*.parquet`` and the Iceberg data files ``<data>/iceberg/**/*.parquet``)
+with the derived columns of ``conf/tierflight.toml`` (day, week, hour, minute) added, same
+thread count as the server. The route is what ``EXPLAIN ROUTE`` reports for the statement.
+
+Timing, per statement: first the three systems alternate call by call (side by side, so
+background load hits them alike; 5 to 30 calls within a time budget per statement), then the
+routing-on server alone for a few hundred calls (its p50 is the figure checked against the
+2 ms target). The workload speedup is the sum over the workload's statements of DuckDB's p50
+divided by the sum of tierflight's (routing on, alone).
+
+Router overhead, in-process: an ``App`` on the same data; for each statement (already parsed
+by the sandbox's cached ``check_statement``), ``App.router.plan(statement)`` on a cached plan
+(hit: what a repeated dashboard statement pays) and ``App.router._plan(statement)`` (a miss:
+choosing among the rollups and rewriting).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    CONFIG,
+    BenchContext,
+    load_average,
+    log,
+    measure_latency,
+    start_tierflight,
+    summarize_ms,
+)
+from bench.dataset import (
+    DATA_ENV,
+    WORKLOADS,
+    connect,
+    data_description,
+    data_files,
+    duckdb_connection,
+    ensure_dataset,
+    ensure_rollups,
+    explain_route,
+    fetch,
+    interleaved_runs,
+    read_workload,
+    route_label,
+    timed_runs,
+)
+from bench.registry import Result, benchmark
+
+WORKLOAD_FILES = ("adtech-examples.sql", "adtech-dashboard.sql")
+TARGET_SPEEDUP = 100.0
+TARGET_ROUTED_P50_MS = 2.0
+TARGET_HIT_US = 100.0
+TARGET_MISS_US = 1000.0
+
+
+def _norm(table: Any) -> list[tuple[Any, ...]]:
+    out = []
+    for row in table.to_pylist():
+        out.append(tuple(round(v, 6) if isinstance(v, float) else v for v in row.values()))
+    return sorted(out, key=repr)
+
+
+def _plan_overhead(
+    data_dir: Path, statements: list[tuple[str, str]], quick: bool
+) -> dict[str, dict[str, Any]]:
+    from tierflight.app import App
+    from tierflight.config import load_config
+    from tierflight.engine.sandbox import check_statement
+    from tierflight.log import configure_logging
+
+    configure_logging("warning")
+    app = App(load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV}), build_rollups=False)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for name, sql in statements:
+            stmt = check_statement(sql)
+            route = app.router.plan(stmt)
+            hit = measure_latency(lambda stmt=stmt: app.router.plan(stmt), 500 if quick else 5000, 50)
+            miss = measure_latency(lambda stmt=stmt: app.router._plan(stmt), 20 if quick else 200, 3)
+            parse = measure_latency(lambda sql=sql: check_statement(sql), 500 if quick else 5000, 10)
+            out[name] = {
+                "route": ", ".join(
+                    p.source.split(":", 1)[-1] if p.source.startswith("rollup:") else p.tier
+                    for p in route.parts
+                ),
+                "hit_us": summarize_ms([x * 1000 for x in hit]),
+                "miss_us": summarize_ms([x * 1000 for x in miss]),
+                "parse_cached_us": summarize_ms([x * 1000 for x in parse]),
+            }
+            log(
+                f"plan {name}: hit p50 {out[name]['hit_us']['p50']:.1f} µs, miss p50 {out[name]['miss_us']['p50']:.0f} µs"
+            )
+    finally:
+        app.close()
+    return out
+
+
+@benchmark("router")
+def run(ctx: BenchContext) -> Result:
+    rows = ctx.rows
+    data_dir = ensure_dataset(rows)
+    ensure_rollups(data_dir)
+    work = ctx.scratch("router")
+    workloads = {f: read_workload(WORKLOADS / f) for f in WORKLOAD_FILES}
+    load: list[list[float]] = [load_average()]
+    min_runs, max_runs, budget = (3, 10, 5.0) if ctx.quick else (5, 30, 12.0)
+    alone_runs = 100 if ctx.quick else 400
+
+    files = data_files(data_dir)
+    duck = duckdb_connection(files)
+    on = start_tierflight(data_dir, DATA_ENV, log_path=work / "routing-on.log")
+    off = None
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        off = start_tierflight(
+            data_dir, {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false"}, log_path=work / "routing-off.log"
+        )
+        conn_on, conn_off = connect(on.uri), connect(off.uri)
+        cur_on, cur_off = conn_on.cursor(), conn_off.cursor()
+        try:
+            for wfile, statements in workloads.items():
+                results[wfile] = {}
+                for name, sql in statements:
+                    route_rows = explain_route(cur_on, sql)
+                    route = route_label(route_rows)
+                    rollup = next(
+                        (
+                            str(r["source"])[len("rollup:") :]
+                            for r in route_rows
+                            if str(r.get("source", "")).startswith("rollup:")
+                        ),
+                        None,
+                    )
+                    a_on, a_off, a_duck = (
+                        fetch(cur_on, sql),
+                        fetch(cur_off, sql),
+                        duck.sql(sql).to_arrow_table(),
+                    )
+                    agree = _norm(a_on) == _norm(a_duck) and _norm(a_off) == _norm(a_duck)
+                    fns: dict[str, Callable[[], object]] = {
+                        "on": lambda sql=sql: fetch(cur_on, sql),
+                        "off": lambda sql=sql: fetch(cur_off, sql),
+                        "duckdb": lambda sql=sql: duck.sql(sql).to_arrow_table(),
+                    }
+                    side = interleaved_runs(
+                        fns, min_runs=min_runs, max_runs=max_runs, budget_s=budget, warmup=1
+                    )
+                    alone = timed_runs(
+                        fns["on"], min_runs=20, max_runs=alone_runs, budget_s=3.0 if rollup else 5.0, warmup=5
+                    )
+                    r = {
+                        "sql": sql,
+                        "route": route,
+                        "rollup": rollup,
+                        "result_rows": a_on.num_rows,
+                        "answers_agree": agree,
+                        "on_alone": summarize_ms(alone),
+                        "side_by_side": {k: summarize_ms(v) for k, v in side.items()},
+                    }
+                    results[wfile][name] = r
+                    s = r["side_by_side"]
+                    log(
+                        f"{name}: {route}: on {r['on_alone']['p50']:.2f} ms (interleaved {s['on']['p50']:.2f}), "
+                        f"off {s['off']['p50']:.1f} ms, DuckDB {s['duckdb']['p50']:.1f} ms; answers agree: {agree}"
+                    )
+                load.append(load_average())
+        finally:
+            cur_on.close()
+            cur_off.close()
+            conn_on.close()
+            conn_off.close()
+    finally:
+        on.stop()
+        if off is not None:
+            off.stop()
+        duck.close()
+
+    all_statements = [(name, r["sql"]) for w in results.values() for name, r in w.items()]
+    log("router plan overhead, in-process")
+    plans = _plan_overhead(data_dir, all_statements, ctx.quick)
+    load.append(load_average())
+
+    summary: list[dict[str, Any]] = []
+    totals: dict[str, dict[str, float]] = {}
+    for wfile, w in results.items():
+        t_on = sum(r["on_alone"]["p50"] for r in w.values())
+        t_off = sum(r["side_by_side"]["off"]["p50"] for r in w.values())
+        t_duck = sum(r["side_by_side"]["duckdb"]["p50"] for r in w.values())
+        totals[wfile] = {"on": t_on, "off": t_off, "duckdb": t_duck}
+        speedup = t_duck / t_on
+        summary.append(
+            {
+                "metric": f"{wfile}: workload speedup, DuckDB p50 sum / tierflight (routing on) p50 sum",
+                "value": round(speedup, 1),
+                "unit": "x",
+                "target": f"≥ {TARGET_SPEEDUP:.0f}x",
+                "ok": speedup >= TARGET_SPEEDUP,
+            }
+        )
+        summary.append(
+            {
+                "metric": f"{wfile}: sum of p50, routing on / routing off / DuckDB",
+                "value": f"{t_on:.1f} / {t_off:.1f} / {t_duck:.1f}",
+                "unit": "ms",
+            }
+        )
+    routed = [(name, r) for w in results.values() for name, r in w.items() if r["rollup"]]
+    if routed:
+        worst_name, worst = max(routed, key=lambda x: x[1]["on_alone"]["p50"])
+        n_ok = sum(1 for _, r in routed if r["on_alone"]["p50"] <= TARGET_ROUTED_P50_MS)
+        summary.append(
+            {
+                "metric": f"rollup-routed statements with p50 ≤ {TARGET_ROUTED_P50_MS:g} ms",
+                "value": f"{n_ok} of {len(routed)}",
+                "target": "all",
+                "ok": n_ok == len(routed),
+            }
+        )
+        summary.append(
+            {
+                "metric": f"slowest rollup-routed statement p50 ({worst_name})",
+                "value": round(worst["on_alone"]["p50"], 2),
+                "unit": "ms",
+                "target": f"≤ {TARGET_ROUTED_P50_MS:g} ms",
+                "ok": worst["on_alone"]["p50"] <= TARGET_ROUTED_P50_MS,
+            }
+        )
+    hit_worst = max(plans.items(), key=lambda x: x[1]["hit_us"]["p50"])
+    miss_worst = max(plans.items(), key=lambda x: x[1]["miss_us"]["p50"])
+    summary.append(
+        {
+            "metric": f"router plan, cache hit p50 (slowest statement: {hit_worst[0]})",
+            "value": round(hit_worst[1]["hit_us"]["p50"], 1),
+            "unit": "µs",
+            "target": f"≤ {TARGET_HIT_US:g} µs",
+            "ok": hit_worst[1]["hit_us"]["p50"] <= TARGET_HIT_US,
+        }
+    )
+    summary.append(
+        {
+            "metric": f"router plan, cache miss p50 (slowest statement: {miss_worst[0]})",
+            "value": round(miss_worst[1]["miss_us"]["p50"]),
+            "unit": "µs",
+            "target": f"≤ {TARGET_MISS_US:g} µs",
+            "ok": miss_worst[1]["miss_us"]["p50"] <= TARGET_MISS_US,
+        }
+    )
+
+    tables = []
+    for wfile, w in results.items():
+        tables.append(
+            {
+                "title": f"{wfile} (p50 ms; 'alone': routing-on server measured by itself, the rest side by side)",
+                "columns": [
+                    "statement",
+                    "route (EXPLAIN ROUTE)",
+                    "rows",
+                    "on, alone",
+                    "on, p99 alone",
+                    "on, side by side",
+                    "off",
+                    "DuckDB raw",
+                    "DuckDB / on",
+                    "≤ 2 ms",
+                    "answers agree",
+                ],
+                "rows": [
+                    [
+                        name,
+                        r["route"],
+                        r["result_rows"],
+                        round(r["on_alone"]["p50"], 2),
+                        round(r["on_alone"]["p99"], 2),
+                        round(r["side_by_side"]["on"]["p50"], 2),
+                        round(r["side_by_side"]["off"]["p50"], 1),
+                        round(r["side_by_side"]["duckdb"]["p50"], 1),
+                        round(r["side_by_side"]["duckdb"]["p50"] / r["on_alone"]["p50"], 1),
+                        ("yes" if r["on_alone"]["p50"] <= TARGET_ROUTED_P50_MS else "**no**")
+                        if r["rollup"]
+                        else "-",
+                        r["answers_agree"],
+                    ]
+                    for name, r in w.items()
+                ]
+                + [
+                    [
+                        "**total**",
+                        "",
+                        "",
+                        round(totals[wfile]["on"], 2),
+                        "",
+                        "",
+                        round(totals[wfile]["off"], 1),
+                        round(totals[wfile]["duckdb"], 1),
+                        round(totals[wfile]["duckdb"] / totals[wfile]["on"], 1),
+                        "",
+                        "",
+                    ]
+                ],
+            }
+        )
+    tables.append(
+        {
+            "title": "Router plan overhead, in-process (µs)",
+            "columns": [
+                "statement",
+                "route",
+                "hit p50",
+                "hit p99",
+                "miss p50",
+                "miss p99",
+                "check_statement (cached) p50",
+            ],
+            "rows": [
+                [
+                    name,
+                    p["route"],
+                    round(p["hit_us"]["p50"], 1),
+                    round(p["hit_us"]["p99"], 1),
+                    round(p["miss_us"]["p50"]),
+                    round(p["miss_us"]["p99"]),
+                    round(p["parse_cached_us"]["p50"], 1),
+                ]
+                for name, p in plans.items()
+            ],
+        }
+    )
+    disagree = [name for w in results.values() for name, r in w.items() if not r["answers_agree"]]
+    notes = [
+        f"Side by side: {min_runs} to {max_runs} calls per system and statement within {budget:g} s; alone: "
+        f"up to {alone_runs} calls within 3 s (rollup-routed) or 5 s (raw).",
+        f"DuckDB: {len(files)} Parquet files in one `read_parquet` view, the same `threads` as the server; no network, no "
+        "result transfer. Routing off: the server's raw tiers (pruned by the statement's time range).",
+        "Answers are compared as sorted rows with floats rounded to 6 places"
+        + (
+            f"; differing: {', '.join(disagree)} (approximate distinct counts, ties under LIMIT, or a LIMIT 1 subquery "
+            "without ORDER BY pick differently, which is not an error)."
+            if disagree
+            else "; all agree."
+        ),
+        f"The machine is shared with other test runs; load average (1/5/15 min) at the start and after each step: {load}.",
+    ]
+    return {
+        "title": "Router: shared workloads with routing on / off vs DuckDB, and plan overhead",
+        "description": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+        "data": data_description(rows),
+        "summary": summary,
+        "tables": tables,
+        "notes": notes,
+        "raw": {"workloads": results, "totals": totals, "plans": plans, "load": load},
+    }

@@ -1,0 +1,319 @@
+"""Raw tier scans: a partition-pruned week through tierflight vs DuckDB in-process on the same files.
+
+One week of the warm tier (Parquet partitions) and one week of the cold tier (Iceberg) are
+aggregated by country::
+
+    SELECT country, count(*), sum(bid_price) FROM events
+    WHERE day BETWEEN DATE '<monday>' AND DATE '<sunday>' GROUP BY country
+
+through a ``tierflight serve`` subprocess with routing off (``TIERFLIGHT_ROUTER__ENABLED=false``,
+so the raw tiers answer: partition pruning, Iceberg planning, DuckDB over the files), via ADBC
+(one cursor reused: GetFlightInfo + DoGet per call, result fetched as Arrow), and by DuckDB
+in the benchmark process over exactly the Parquet files of that week (``read_parquet`` of the
+7 files plus the derived ``day`` column), same thread count. Calls alternate between the two,
+so background load hits both alike; the ratio of p50s is the cost of serving (round trip,
+planning, the tier union) over the bare scan.
+
+Cold planning: a ``TableStore`` built in-process on the same data, timing
+``ColdTier.files(range)`` for the cold week: the first (uncached) call, uncached calls (the
+plan cache cleared before each), and repeated (cached) calls; ``ColdTier.planned`` counts the
+manifest reads and confirms which calls planned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.common import CONFIG, BenchContext, load_average, log, start_tierflight, summarize_ms
+from bench.dataset import (
+    DATA_ENV,
+    connect,
+    data_description,
+    day_files,
+    duckdb_connection,
+    ensure_dataset,
+    ensure_rollups,
+    explain_route,
+    fetch,
+    interleaved_runs,
+    route_label,
+    timed_runs,
+)
+from bench.registry import Result, benchmark
+
+TARGET_RATIO = 1.3
+WEEKS = {
+    "warm": (dt.date(2024, 12, 1), dt.date(2024, 12, 7)),
+    "cold": (dt.date(2024, 3, 1), dt.date(2024, 3, 7)),
+}
+SQL = (
+    "SELECT country, count(*), sum(bid_price) FROM events "
+    "WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY country"
+)
+
+
+def _same_answer(a: Any, b: Any) -> bool:
+    def norm(t: Any) -> list[tuple[Any, ...]]:
+        rows = [tuple(r.values()) for r in t.to_pylist()]
+        return sorted((r[0], r[1], round(r[2], 4)) for r in rows)
+
+    return norm(a) == norm(b)
+
+
+def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -> dict[str, Any]:
+    from tierflight.config import load_config
+    from tierflight.engine.database import Database
+    from tierflight.tiers.base import ALL_TIME, TimeRange
+    from tierflight.tiers.store import TableStore
+
+    config = load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV})
+    database = Database(config)
+    try:
+        store = TableStore(config, config.table(config.demo.table), database)
+        cold = store.cold
+        out: dict[str, Any] = {}
+        for label, rng in (
+            (
+                "one week",
+                TimeRange(
+                    dt.datetime.combine(first, dt.time()),
+                    dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
+                ),
+            ),
+            ("all cold days", ALL_TIME),
+        ):
+            planned0 = cold.planned
+            first_ms = timed_runs(
+                lambda rng=rng: cold.files(rng), min_runs=1, max_runs=1, budget_s=0, warmup=0
+            )[0]
+            files = len(cold.files(rng))
+            planned_first = cold.planned - planned0
+
+            def uncached(rng: TimeRange = rng) -> None:
+                cold._plans.clear()  # the planning cache (private): what a new snapshot or range meets
+                cold.files(rng)
+
+            planned0 = cold.planned
+            n_uncached = 5 if quick else 20
+            miss = timed_runs(uncached, min_runs=n_uncached, max_runs=n_uncached, budget_s=0, warmup=0)
+            planned_miss = cold.planned - planned0
+            cold.files(rng)
+            planned0 = cold.planned
+            hit = timed_runs(
+                lambda rng=rng: cold.files(rng), min_runs=2000, max_runs=2000, budget_s=0, warmup=10
+            )
+            planned_hit = cold.planned - planned0
+            out[label] = {
+                "files": files,
+                "first_ms": first_ms,
+                "first_planned": planned_first,
+                "uncached": summarize_ms(miss),
+                "uncached_planned": planned_miss,
+                "cached": summarize_ms(hit),
+                "cached_planned": planned_hit,
+            }
+            log(
+                f"cold planning, {label}: first {first_ms:.1f} ms, uncached p50 {out[label]['uncached']['p50']:.1f} ms, "
+                f"cached p50 {out[label]['cached']['p50'] * 1000:.1f} µs ({files} files)"
+            )
+        return out
+    finally:
+        database.close()
+
+
+@benchmark("tiers")
+def run(ctx: BenchContext) -> Result:
+    rows = ctx.rows
+    data_dir = ensure_dataset(rows)
+    ensure_rollups(data_dir)  # else the server would build them at start
+    runs = 10 if ctx.quick else 30
+    work = ctx.scratch("tiers")
+    load: list[list[float]] = [load_average()]
+    results: dict[str, dict[str, Any]] = {}
+    server = start_tierflight(
+        data_dir, {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false"}, log_path=work / "tierflight.log"
+    )
+    try:
+        conn = connect(server.uri)
+        cur = conn.cursor()
+        try:
+            for tier, (first, last) in WEEKS.items():
+                sql = SQL.format(first=first, last=last)
+                files = day_files(data_dir, first, last)
+                duck = duckdb_connection(files)
+                try:
+                    route = route_label(explain_route(cur, sql))
+                    if not route.startswith(tier):
+                        raise RuntimeError(f"{tier} week: EXPLAIN ROUTE says {route!r}")
+                    if not _same_answer(fetch(cur, sql), duck.sql(sql).to_arrow_table()):
+                        raise RuntimeError(f"{tier} week: tierflight and DuckDB disagree")
+                    samples = interleaved_runs(
+                        {
+                            "tierflight": lambda sql=sql: fetch(cur, sql),
+                            "duckdb": lambda sql=sql, duck=duck: duck.sql(sql).to_arrow_table(),
+                        },
+                        min_runs=runs,
+                        max_runs=runs,
+                        budget_s=0,
+                        warmup=3,
+                    )
+                finally:
+                    duck.close()
+                tf, dk = summarize_ms(samples["tierflight"]), summarize_ms(samples["duckdb"])
+                week_rows = sum(int(r) for r in _rows_in(files))
+                results[tier] = {
+                    "sql": sql,
+                    "route": route,
+                    "files": len(files),
+                    "rows": week_rows,
+                    "bytes": sum(f.stat().st_size for f in files),
+                    "tierflight": tf,
+                    "duckdb": dk,
+                    "ratio": tf["p50"] / dk["p50"],
+                }
+                load.append(load_average())
+                log(
+                    f"{tier} week: tierflight p50 {tf['p50']:.2f} ms, DuckDB p50 {dk['p50']:.2f} ms ({tf['p50'] / dk['p50']:.2f}x)"
+                )
+        finally:
+            cur.close()
+            conn.close()
+    finally:
+        server.stop()
+    first, last = WEEKS["cold"]
+    planning = _cold_planning(data_dir, first, last, ctx.quick)
+    load.append(load_average())
+
+    summary: list[dict[str, Any]] = []
+    for tier, r in results.items():
+        summary.append(
+            {
+                "metric": f"{tier} week, tierflight p50 (ADBC, routing off)",
+                "value": round(r["tierflight"]["p50"], 2),
+                "unit": "ms",
+            }
+        )
+        summary.append(
+            {
+                "metric": f"{tier} week, DuckDB in-process p50 (same files)",
+                "value": round(r["duckdb"]["p50"], 2),
+                "unit": "ms",
+            }
+        )
+        summary.append(
+            {
+                "metric": f"{tier} week, p50 ratio tierflight / DuckDB",
+                "value": round(r["ratio"], 2),
+                "unit": "x",
+                "target": f"≤ {TARGET_RATIO}x",
+                "ok": r["ratio"] <= TARGET_RATIO,
+            }
+        )
+    week = planning["one week"]
+    summary.append(
+        {
+            "metric": "cold planning of one week, first call (uncached)",
+            "value": round(week["first_ms"], 2),
+            "unit": "ms",
+        }
+    )
+    summary.append(
+        {
+            "metric": "cold planning of one week, uncached p50",
+            "value": round(week["uncached"]["p50"], 2),
+            "unit": "ms",
+        }
+    )
+    summary.append(
+        {
+            "metric": "cold planning of one week, cached p50",
+            "value": round(week["cached"]["p50"] * 1000, 2),
+            "unit": "µs",
+        }
+    )
+
+    tables = [
+        {
+            "title": f"Scans ({runs} calls each, alternating)",
+            "columns": [
+                "week",
+                "route (EXPLAIN ROUTE)",
+                "files",
+                "rows",
+                "MB",
+                "tierflight p50 ms",
+                "p99 ms",
+                "DuckDB p50 ms",
+                "p99 ms",
+                "ratio",
+            ],
+            "rows": [
+                [
+                    f"{tier}: {WEEKS[tier][0]} .. {WEEKS[tier][1]}",
+                    r["route"],
+                    r["files"],
+                    r["rows"],
+                    round(r["bytes"] / 1e6, 1),
+                    round(r["tierflight"]["p50"], 2),
+                    round(r["tierflight"]["p99"], 2),
+                    round(r["duckdb"]["p50"], 2),
+                    round(r["duckdb"]["p99"], 2),
+                    round(r["ratio"], 2),
+                ]
+                for tier, r in results.items()
+            ],
+        },
+        {
+            "title": "Cold planning (ColdTier.files), in-process",
+            "columns": [
+                "range",
+                "files",
+                "first call ms",
+                "uncached p50 ms",
+                "uncached p99 ms",
+                "cached p50 µs",
+                "cached p99 µs",
+                "manifest reads: first / uncached / cached",
+            ],
+            "rows": [
+                [
+                    label,
+                    p["files"],
+                    round(p["first_ms"], 2),
+                    round(p["uncached"]["p50"], 2),
+                    round(p["uncached"]["p99"], 2),
+                    round(p["cached"]["p50"] * 1000, 2),
+                    round(p["cached"]["p99"] * 1000, 2),
+                    f"{p['first_planned']} / {p['uncached_planned']} of {p['uncached']['n']} / {p['cached_planned']} of {p['cached']['n']}",
+                ]
+                for label, p in planning.items()
+            ],
+        },
+    ]
+    notes = [
+        "Statements: " + "; ".join(f"{tier}: `{r['sql']}`" for tier, r in results.items()) + ".",
+        "DuckDB in-process reads the same files with the same `threads` as the server's `[duckdb] threads`; "
+        "its figure has no network round trip, no planning and no result transfer, so the ratio is the whole "
+        "serving overhead. The SELECT 1 section gives the round-trip floor.",
+        f"Server started with TIERFLIGHT_TIERS__NOW={DATA_ENV['TIERFLIGHT_TIERS__NOW']} TIERFLIGHT_ROUTER__ENABLED=false "
+        "(plus no metrics port and no maintenance). The machine is shared with other test runs; load average "
+        f"(1/5/15 min) at the start and after each measurement: {load}.",
+    ]
+    return {
+        "title": "Tiers: pruned warm and cold scans vs DuckDB, and cold planning",
+        "description": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+        "data": data_description(rows),
+        "summary": summary,
+        "tables": tables,
+        "notes": notes,
+        "raw": {"scans": results, "planning": planning, "load": load, "runs": runs},
+    }
+
+
+def _rows_in(files: list[Path]) -> list[int]:
+    import pyarrow.parquet as pq
+
+    return [pq.ParquetFile(f).metadata.num_rows for f in files]
