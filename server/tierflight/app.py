@@ -106,15 +106,16 @@ class App:
             return
 
         def loop() -> None:
-            while True:
+            while not self._stop.is_set():
                 try:
                     self.run_maintenance()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the next round retries; never kill the server
                     log.error("maintenance_failed", error=repr(exc))
                 if self._stop.wait(interval):
                     return
 
-        threading.Thread(target=loop, name="tierflight-maintenance", daemon=True).start()
+        self._maintenance = threading.Thread(target=loop, name="tierflight-maintenance", daemon=True)
+        self._maintenance.start()
 
     def health(self) -> dict[str, Any]:
         """The readiness report of /readyz (also the Flight ``healthcheck`` action's answer)."""
@@ -144,6 +145,11 @@ class App:
         self._stop.set()
         self.stop_http()
         self.ingest_service.stop()
+        # Maintenance uses the database: let a running round finish (it is crash-safe, so a
+        # round cut short by the timeout is completed by the next start).
+        maintenance = getattr(self, "_maintenance", None)
+        if maintenance is not None:
+            maintenance.join(timeout=30)
         self.executor.close()
         self.database.close()
 
