@@ -450,3 +450,26 @@ def iter_days(first: dt.date, last: dt.date) -> Iterator[dt.date]:
     while day <= last:
         yield day
         day += dt.timedelta(days=1)
+
+
+def same_rows(a: Any, b: Any, rel_tol: float = 1e-9) -> bool:
+    """Whether two Arrow tables hold the same rows in any order (floats within ``rel_tol``)."""
+    import math
+
+    def rows(t: Any) -> list[tuple[Any, ...]]:
+        out = [tuple(r.values()) for r in t.to_pylist()]
+        return sorted(out, key=lambda r: tuple(repr(v) for v in r if not isinstance(v, float)))
+
+    ra, rb = rows(a), rows(b)
+    if len(ra) != len(rb):
+        return False
+    for x, y in zip(ra, rb, strict=True):
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y, strict=True):
+            if isinstance(u, float) and isinstance(v, float):
+                if not math.isclose(u, v, rel_tol=rel_tol, abs_tol=1e-9):
+                    return False
+            elif u != v:
+                return False
+    return True

@@ -43,6 +43,15 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of every thread of ``pid`` so far (from /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pin_threads(pid: int, cores: set[int]) -> None:
     """Pin every thread of ``pid`` (threads created later inherit it from their creator)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -112,7 +121,9 @@ def run(ctx: BenchContext) -> Result:
             workload=_shown(workload_file),
         )
         load.append(load_average())
+        server_cpu = _cpu_seconds(server.pid)
         result = run_loadtest(config, progress)
+        server_cpu = _cpu_seconds(server.pid) - server_cpu
         load.append(load_average())
     finally:
         if split:
@@ -123,6 +134,12 @@ def run(ctx: BenchContext) -> Result:
     s = result.figures["summary"]
     qps, p99, errors = s["qps"], s["p99"] or float("inf"), s["errors"]
     hot_share = result.figures["tiers"].get("hot", 0.0)
+    # CPU per statement on each side (the server's includes the warm-up, so it is a slight
+    # overestimate): with both on the same cores, their sum bounds what the cores can serve.
+    done = max(s["ok"] + s["errors"], 1)
+    server_ms = server_cpu * 1000 / (done * (duration + warmup) / duration)
+    client_ms = result.figures["load_generator"]["cpu_ms_per_statement"] or float("nan")
+    ceiling = len(cores) * 1000 / (server_ms + client_ms) if not split else SERVER_CORES * 1000 / server_ms
     per_statement = [
         [st["name"], st["ok"], st["errors"], st["qps"], st["p50"], st["p95"], st["p99"], st["max"],
          ", ".join(st["tiers"]) or "-"]
@@ -155,6 +172,9 @@ def run(ctx: BenchContext) -> Result:
             {"metric": "errors", "value": errors, "unit": "", "target": "0", "ok": errors == 0},
             {"metric": "p50 latency", "value": s["p50"], "unit": "ms"},
             {"metric": "share answered by the hot tier", "value": round(hot_share * 100, 1), "unit": "%"},
+            {"metric": "server CPU per statement", "value": round(server_ms, 3), "unit": "ms"},
+            {"metric": "load generator CPU per statement", "value": round(client_ms, 3), "unit": "ms"},
+            {"metric": "QPS the CPU figures allow on these cores", "value": round(ceiling), "unit": "QPS"},
         ],
         "tables": [
             {
@@ -170,6 +190,8 @@ def run(ctx: BenchContext) -> Result:
         ],
         "notes": [
             f"{placement}. Load average (1/5/15 min) before the run, at its start and after: {load}.",
+            f"CPU per statement: server {server_ms:.2f} ms + load generator {client_ms:.2f} ms (pyarrow.flight "
+            f"GetFlightInfo + DoGet in Python); these cores can serve at most about {ceiling:,.0f} QPS at that cost.",
             f"Same run by hand: `tierflight loadtest --uri URI --workload {config.workload} "
             f"--concurrency {CLIENTS} --processes {PROCESSES} --duration {duration:g} --warmup {warmup:g}`.",
             f"Latency over time and per statement: `{_shown(chart)}` (JSON: `{_shown(report)}`).",

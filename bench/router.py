@@ -51,6 +51,7 @@ from bench.dataset import (
     interleaved_runs,
     read_workload,
     route_label,
+    same_rows,
     timed_runs,
 )
 from bench.registry import Result, benchmark
@@ -60,13 +61,6 @@ TARGET_SPEEDUP = 100.0
 TARGET_ROUTED_P50_MS = 2.0
 TARGET_HIT_US = 100.0
 TARGET_MISS_US = 1000.0
-
-
-def _norm(table: Any) -> list[tuple[Any, ...]]:
-    out = []
-    for row in table.to_pylist():
-        out.append(tuple(round(v, 6) if isinstance(v, float) else v for v in row.values()))
-    return sorted(out, key=repr)
 
 
 def _plan_overhead(
@@ -145,7 +139,7 @@ def run(ctx: BenchContext) -> Result:
                         fetch(cur_off, sql),
                         duck.sql(sql).to_arrow_table(),
                     )
-                    agree = _norm(a_on) == _norm(a_duck) and _norm(a_off) == _norm(a_duck)
+                    agree = same_rows(a_on, a_duck) and same_rows(a_off, a_duck)
                     fns: dict[str, Callable[[], object]] = {
                         "on": lambda sql=sql: fetch(cur_on, sql),
                         "off": lambda sql=sql: fetch(cur_off, sql),
@@ -340,7 +334,7 @@ def run(ctx: BenchContext) -> Result:
         f"up to {alone_runs} calls within 3 s (rollup-routed) or 5 s (raw).",
         f"DuckDB: {len(files)} Parquet files in one `read_parquet` view, the same `threads` as the server; no network, no "
         "result transfer. Routing off: the server's raw tiers (pruned by the statement's time range).",
-        "Answers are compared as sorted rows with floats rounded to 6 places"
+        "Answers are compared as sorted rows, floats within a relative 1e-9"
         + (
             f"; differing: {', '.join(disagree)} (approximate distinct counts, ties under LIMIT, or a LIMIT 1 subquery "
             "without ORDER BY pick differently, which is not an error)."

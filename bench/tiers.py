@@ -4,7 +4,7 @@ One week of the warm tier (Parquet partitions) and one week of the cold tier (Ic
 aggregated by country::
 
     SELECT country, count(*), sum(bid_price) FROM events
-    WHERE day BETWEEN DATE '<monday>' AND DATE '<sunday>' GROUP BY country
+    WHERE day BETWEEN DATE '<first day>' AND DATE '<last day>' GROUP BY country
 
 through a ``tierflight serve`` subprocess with routing off (``TIERFLIGHT_ROUTER__ENABLED=false``,
 so the raw tiers answer: partition pruning, Iceberg planning, DuckDB over the files), via ADBC
@@ -40,6 +40,7 @@ from bench.dataset import (
     fetch,
     interleaved_runs,
     route_label,
+    same_rows,
     timed_runs,
 )
 from bench.registry import Result, benchmark
@@ -53,14 +54,6 @@ SQL = (
     "SELECT country, count(*), sum(bid_price) FROM events "
     "WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY country"
 )
-
-
-def _same_answer(a: Any, b: Any) -> bool:
-    def norm(t: Any) -> list[tuple[Any, ...]]:
-        rows = [tuple(r.values()) for r in t.to_pylist()]
-        return sorted((r[0], r[1], round(r[2], 4)) for r in rows)
-
-    return norm(a) == norm(b)
 
 
 def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def run(ctx: BenchContext) -> Result:
                     route = route_label(explain_route(cur, sql))
                     if not route.startswith(tier):
                         raise RuntimeError(f"{tier} week: EXPLAIN ROUTE says {route!r}")
-                    if not _same_answer(fetch(cur, sql), duck.sql(sql).to_arrow_table()):
+                    if not same_rows(fetch(cur, sql), duck.sql(sql).to_arrow_table()):
                         raise RuntimeError(f"{tier} week: tierflight and DuckDB disagree")
                     samples = interleaved_runs(
                         {

@@ -350,3 +350,58 @@ def test_cli_errors(server: RunningServer) -> None:
     assert result.stderr.startswith(f"error: cannot reach {uri}: ") and "connection refused" in result.stderr
     result = _cli("query", "--uri", server.uri, "--format", "xml", "SELECT 1")
     assert result.exit_code == 2 and "use one of table, csv, json, arrow" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    certs = tmp_path_factory.mktemp("tls")
+    cert, key = certs / "cert.pem", certs / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    running = start_in_process(make_config(data_dir, **{"server.tls_cert": str(cert), "server.tls_key": str(key)}))
+    yield f"grpc+tls://localhost:{running.server.port}", cert
+    running.server.shutdown()
+    running.app.close()
+
+
+def test_tls(tls_server: tuple[str, Path]) -> None:
+    uri, cert = tls_server
+    with tierflight_client.connect(uri, tls_root_certs=cert) as conn:
+        assert conn.query("SELECT 3 AS three").to_pylist() == [{"three": 3}]
+    with tierflight_client.connect(uri, tls_root_certs=cert.read_text()) as conn:  # PEM text works too
+        assert conn.route(ROLLUP_SQL)["rollup"] == "day_type"
+    with tierflight_client.connect(uri, tls_skip_verify=True) as conn:
+        assert conn.query("SELECT 4 AS four").to_pylist() == [{"four": 4}]
+    # Without the CA the handshake fails: the certificate is self-signed.
+    with tierflight_client.connect(uri) as conn, pytest.raises(E.Unavailable):
+        conn.query("SELECT 1")
+
+
+def test_tls_loadtest(tls_server: tuple[str, Path]) -> None:
+    from tierflight.loadtest import LoadTestConfig, parse_workload, run_loadtest
+
+    uri, cert = tls_server
+    statements = tuple(parse_workload(f"-- name: rollup\n{ROLLUP_SQL};"))
+    config = LoadTestConfig(uri, statements, concurrency=2, processes=1, max_statements=6, tls_root_certs=cert)
+    result = run_loadtest(config)
+    assert result.figures["summary"]["ok"] == 6, result.figures["errors"]
+    assert result.figures["tiers"] == {"hot": 1.0}
+
+
+def test_cli_tls(tls_server: tuple[str, Path]) -> None:
+    uri, cert = tls_server
+    result = _cli("query", "--uri", uri, "--tls-root-certs", str(cert), "--format", "csv", "SELECT 5 AS five")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ['"five"', "5"]

@@ -347,7 +347,7 @@ def test_unavailable_catalog_skipped_when_configured(tmp_path: Path) -> None:
     expected = oracle(data)
     _corrupt_catalog(data)
     warm_rows = sum(v[0] for d, v in expected.items() if d >= OLD_BOUNDARY)
-    with capture_logs() as logs, serving(data, **{"iceberg.on_unavailable": "skip"}) as running:
+    with capture_logs() as logs, serving(data, GEN_NOW, **{"iceberg.on_unavailable": "skip"}) as running:
         assert day_stats(running, GOOD) == expected[GOOD]
         import adbc_driver_flightsql.dbapi as fsql
 

@@ -169,16 +169,23 @@ PasswordOpt = Annotated[
     typer.Option("--password", envvar="TIERFLIGHT_PASSWORD", help="password (prompted for when --user is given without it)"),
 ]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="TIERFLIGHT_TOKEN", help="static bearer token")]
+TlsOpt = Annotated[Path | None, typer.Option("--tls-root-certs", help="CA certificate (PEM) for a grpc+tls:// server")]
 
 
-def _connect(uri: str, user: str | None = None, password: str | None = None, token: str | None = None) -> Any:
+def _connect(
+    uri: str,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    tls_root_certs: Path | None = None,
+) -> Any:
     import tierflight_client
 
     if user is not None and password is None:
         password = getpass.getpass(f"password for {user}: ")
     try:
-        return tierflight_client.connect(uri, user=user, password=password, token=token)
-    except ValueError as exc:
+        return tierflight_client.connect(uri, user=user, password=password, token=token, tls_root_certs=tls_root_certs)
+    except (ValueError, OSError) as exc:
         _fail(str(exc))
     except tierflight_client.TierflightClientError as exc:
         _fail(_client_error(uri, exc), 1)
@@ -216,6 +223,7 @@ def _run_statement(
     user: str | None,
     password: str | None,
     token: str | None,
+    tls_root_certs: Path | None,
     route_line: bool,
 ) -> None:
     import time
@@ -227,7 +235,7 @@ def _run_statement(
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     started = time.perf_counter()
-    conn = _connect(uri, user, password, token)
+    conn = _connect(uri, user, password, token, tls_root_certs)
     try:
         with conn:
             table = conn.query(sql)
@@ -254,9 +262,10 @@ def query(
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
+    tls_root_certs: TlsOpt = None,
 ) -> None:
     """Run one statement and print the result; route and timing go to stderr."""
-    _run_statement(sql, uri, fmt, output, max_rows, user, password, token, route_line=True)
+    _run_statement(sql, uri, fmt, output, max_rows, user, password, token, tls_root_certs, route_line=True)
 
 
 @app.command()
@@ -267,9 +276,10 @@ def explain(
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
+    tls_root_certs: TlsOpt = None,
 ) -> None:
     """Print the route a statement takes (EXPLAIN ROUTE): tiers, sources, rejected rollups."""
-    _run_statement(f"EXPLAIN ROUTE {sql}", uri, fmt, None, 0, user, password, token, route_line=False)
+    _run_statement(f"EXPLAIN ROUTE {sql}", uri, fmt, None, 0, user, password, token, tls_root_certs, route_line=False)
 
 
 @app.command()
@@ -287,6 +297,7 @@ def loadtest(
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
+    tls_root_certs: TlsOpt = None,
 ) -> None:
     """Load-test a server with a workload file: QPS, latency percentiles, errors, tier shares."""
     from tierflight.loadtest import LoadTestError, WorkloadError
@@ -298,6 +309,7 @@ def loadtest(
         run_command(
             uri=uri, workload=workload, concurrency=concurrency, duration=duration, statements=statements, rate=rate,
             processes=processes, warmup=warmup, timeout=timeout, report=report, user=user, password=password, token=token,
+            tls_root_certs=tls_root_certs,
         )
     except (LoadTestError, WorkloadError, OSError) as exc:
         _fail(str(exc))

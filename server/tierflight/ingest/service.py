@@ -164,8 +164,11 @@ class IngestService:
         )
 
     def flush(self, table_name: str) -> int:
+        from tierflight.tiers.maintenance import maintenance_lock
+
         t = self.tables[table_name]
-        with t.lock:
+        # The maintenance lock keeps a demotion from moving the day this flush writes into.
+        with maintenance_lock(t.store), t.lock:
             through = t.wal.last_seq
             if through <= t.wal.flushed_through or not t.store.hot.rows:
                 return 0

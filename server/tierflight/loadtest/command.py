@@ -40,6 +40,7 @@ def run_command(
     user: str | None,
     password: str | None,
     token: str | None,
+    tls_root_certs: Path | None = None,
 ) -> LoadTestResult:
     """Run the load test with a live progress line on stderr, print the summary on stdout and
     write the report (JSON, and a PNG chart next to it) when asked."""
@@ -56,6 +57,7 @@ def run_command(
         user=user,
         password=password,
         token=token,
+        tls_root_certs=tls_root_certs,
         workload=str(workload),
     )
     err = Console(stderr=True)

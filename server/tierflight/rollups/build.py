@@ -51,11 +51,12 @@ def state_expr(m: Measure) -> str | None:
 
 
 def source_fingerprint(store: TableStore) -> str:
-    """Changes whenever the stored rows of the table change (hot tail excluded: ingest merges it)."""
+    """Changes whenever the stored rows of the table change (hot tail excluded: ingest merges
+    it). Rows per partition, not tiers or files: demotion and compaction move rows without
+    changing them, and must not make every rollup stale."""
     h = hashlib.sha256()
-    for p in sorted(store.partitions(), key=lambda p: (p.tier, p.partition)):
-        if p.tier != "hot":
-            h.update(f"{p.tier}|{p.partition}|{p.files}|{p.rows}|{p.bytes}\n".encode())
+    for p in sorted((p for p in store.partitions() if p.tier != "hot"), key=lambda p: p.partition):
+        h.update(f"{p.partition}|{p.rows}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -128,7 +128,10 @@ class RollupRegistry:
             self._install(state, table, meta, "active" if fresh else "stale")
             used += meta.bytes
         if build_missing and to_build:
-            self.build([s.group.name for s in to_build], progress=progress)
+            try:
+                self.build([s.group.name for s in to_build], progress=progress)
+            except Exception as exc:  # noqa: BLE001 - marked failed; the router answers from raw tiers
+                log.error("rollup_build_failed_at_start", error=str(exc).splitlines()[0])
 
     def _install(self, state: RollupState, table: pa.Table, meta: SnapshotMeta, status: str) -> None:
         cur = self.database.cursor()

@@ -106,7 +106,7 @@ class Router:
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
-        self._cache: OrderedDict[tuple[str, str, int], Route] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int, tuple[int, ...]], Route] = OrderedDict()
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -131,8 +131,16 @@ class Router:
             self._infos = infos
         return self._infos
 
+    def _data_generation(self) -> tuple[int, ...]:
+        """Changes when any table's files change (here or in another process): cached routes
+        name files, so they must not outlive them."""
+        stores = self._stores()
+        for store in stores.values():
+            store.refresh_if_changed()
+        return tuple(store.generation for store in stores.values())
+
     def plan(self, statement: Statement) -> Route:
-        key = (statement.kind, statement.sql, self.generation)
+        key = (statement.kind, statement.sql, self.generation, self._data_generation())
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:

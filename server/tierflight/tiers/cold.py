@@ -107,7 +107,7 @@ def load_catalog(settings: IcebergSettings) -> Any:
 
             return SqlCatalog("tierflight", **settings.properties)
         return _rest_catalog(settings)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pyiceberg and its HTTP/SQL clients raise many types
         raise StorageUnavailable(f"cannot reach the Iceberg catalog at {settings.where}: {first_line(exc)}") from None
 
 
@@ -187,7 +187,7 @@ class ColdTier:
             pass
         except StorageUnavailable:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any catalog failure is reported as the catalog's
             raise self._unavailable("load", exc) from None
         try:
             self.catalog.create_namespace_if_not_exists(self.settings.namespace)
@@ -195,7 +195,7 @@ class ColdTier:
             with table.update_spec() as spec:
                 spec.add_field(self.time_column, DayTransform(), f"{self.time_column}_day")
             return self.catalog.load_table(self.identifier)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any catalog failure is reported as the catalog's
             raise self._unavailable("create", exc) from None
 
     def _exists(self) -> bool:
@@ -203,7 +203,7 @@ class ColdTier:
             return bool(self.catalog.table_exists(self.identifier))
         except StorageUnavailable:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any catalog failure is reported as the catalog's
             raise self._unavailable("look up", exc) from None
 
     def exists(self) -> bool:
@@ -224,7 +224,7 @@ class ColdTier:
             try:
                 table = self.catalog.load_table(self.identifier)
                 parts = self._read_partitions(table, until)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any catalog failure is reported as the catalog's
                 raise self._unavailable("load", exc) from None
         except StorageUnavailable as exc:
             if self.settings.on_unavailable != "skip":
@@ -333,7 +333,7 @@ class ColdTier:
             expr = And(expr, LessThan(self.time_column, rng.end.isoformat()))  # type: ignore[call-arg,arg-type]
         try:
             tasks = list(table.scan(row_filter=expr).plan_files())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any planning failure is reported with the table
             raise self._unavailable("plan the scan of", exc) from None
         self.planned += 1
         if any(t.delete_files for t in tasks):
@@ -359,7 +359,7 @@ class ColdTier:
         table = self.table()
         try:
             table.add_files(list(paths), snapshot_properties=dict(properties or {}))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any commit failure is reported with the table
             raise StorageUnavailable(
                 f"cannot commit {len(paths)} files to {self.identifier} (catalog {self.settings.where}): {first_line(exc)}"
             ) from None

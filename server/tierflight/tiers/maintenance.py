@@ -226,7 +226,7 @@ def _merge(store: TableStore, files: list[Path]) -> pa.Table | None:
     for f in files:
         try:
             parts.append(pq.read_table(f, columns=names).select(names).cast(store.schema))
-        except Exception as exc:  # a corrupt page: the footer was fine, the data is not
+        except Exception as exc:  # noqa: BLE001 - a corrupt page: the footer was fine, the data is not
             log.warning("compact_skipped", table=store.table.name, partition=f.parent.name, file=str(f), error=repr(exc))
             return None
     merged = pa.concat_tables(parts).sort_by(store.table.time_column)

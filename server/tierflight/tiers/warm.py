@@ -83,7 +83,7 @@ def inspect_file(path: Path, expected: pa.Schema | None) -> tuple[int, str | Non
         actual = pf.schema_arrow
     except FileNotFoundError:
         raise
-    except Exception as exc:  # any unreadable footer is reported the same way
+    except Exception as exc:  # noqa: BLE001 - any unreadable footer is reported the same way
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return 0, f"cannot read Parquet file {path}: {detail}"
     problem = schema_problem(actual, expected) if expected is not None else None
@@ -214,6 +214,10 @@ class WarmTier:
 
     def apply(self, listing: WarmListing) -> None:
         self._listing = listing
+        keep = {f for _, files in listing.parts for f in files}
+        with self._lock:
+            for path in [p for p in self._cache if p not in keep]:
+                del self._cache[path]
 
     def listing(self) -> WarmListing:
         return self._listing
