@@ -242,6 +242,8 @@ class Executor:
                     cursor = self.database.cursor()
                     with self._lock:
                         self._starting[query_id] = cursor
+                    for name, obj in route.registrations:
+                        cursor.register(name, obj)
                     self.database.check_statement_type(cursor, route.sql)
                     # The deadline starts before DuckDB runs anything: a blocking operator (an
                     # aggregate, a sort) runs to completion inside _run, before the first batch.
@@ -298,6 +300,8 @@ class Executor:
             return route.explain_table().schema
         cursor = self.database.cursor()
         try:
+            for name, obj in route.registrations:
+                cursor.register(name, obj)
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
             return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema

@@ -6,6 +6,7 @@ text and the data generation, so a dashboard's repeated queries skip matching en
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import uuid
@@ -168,12 +169,12 @@ class Router:
         rejected: list[Rejection] = []
         if statement.parameter_count:
             route = self.raw.plan(statement)
-            return Route(route.sql, route.parts, (Rejection("*", "parameters", "statements with parameters read raw tiers"),))
+            return dataclasses.replace(route, rejected=(Rejection("*", "parameters", "statements with parameters read raw tiers"),))
         try:
             table, info = single_table(tree, self._table_infos())
         except Reject as r:
             route = self.raw.plan(statement)
-            return Route(route.sql, route.parts, (Rejection("*", r.rule, r.reason),))
+            return dataclasses.replace(route, rejected=(Rejection("*", r.rule, r.reason),))
         store = self._stores()[info.name]
         rng = table_time_range(table, info.time_column, info.grains)
         best: tuple[int, RollupState, exp.Select] | None = None
@@ -207,7 +208,7 @@ class Router:
                 except Reject as r:
                     rejected.append(Rejection(state.group.name, f"split:{r.rule}", r.reason))
             route = self.raw.plan(statement)
-            return Route(route.sql, route.parts, tuple(rejected))
+            return dataclasses.replace(route, rejected=tuple(rejected))
         rows, state, rewritten = best
         self._keep_names(statement, rewritten)
         part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -33,6 +34,9 @@ class Route:
     parts: tuple[RoutePart, ...] = ()
     rejected: tuple[Rejection, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Arrow objects (e.g. pyarrow datasets over S3) the SQL reads by name; registered on the
+    # statement's cursor, since DuckDB registrations are per connection.
+    registrations: tuple[tuple[str, Any], ...] = ()
 
     @property
     def tier(self) -> str:
