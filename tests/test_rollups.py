@@ -8,9 +8,8 @@ from typing import Any
 
 import datasketches
 import pytest
-from differential import assert_same
-
 from conftest import RunningServer, make_config
+from differential import assert_same
 
 
 def _states(server: RunningServer) -> list[Any]:

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from differential import assert_same, parse_workload
-
 from conftest import RunningServer
+from differential import assert_same, parse_workload
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router" / "decisions.sql"
 

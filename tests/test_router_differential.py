@@ -13,9 +13,8 @@ import random
 from typing import Any
 
 import pytest
-from differential import assert_same
-
 from conftest import TEST_START
+from differential import assert_same
 
 CASES = 520
 GROUPINGS = [

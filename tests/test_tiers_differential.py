@@ -10,9 +10,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-from differential import assert_same, parse_workload
-
 from conftest import TEST_SEED, RunningServer, make_config, start_in_process
+from differential import assert_same, parse_workload
 
 FIXTURE = Path(__file__).parent / "fixtures" / "raw_queries.sql"
 QUERIES = parse_workload(FIXTURE.read_text())

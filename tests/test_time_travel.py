@@ -7,7 +7,6 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
-
 from conftest import make_config, start_in_process
 
 
@@ -38,9 +37,9 @@ def test_time_travel_by_version_and_timestamp(tmp_path: Path) -> None:
             old_count, old_max = cur.fetchall()[0]
             cur.execute("SELECT count(*), max(day) FROM events WHERE day < DATE '2024-10-03'")
             assert cur.fetchall()[0] == (old_count, old_max)
-            cur.execute("SELECT count(*) FROM events AT (VERSION => %d) WHERE day >= DATE '2024-10-03'" % snaps[-1][0])
+            cur.execute(f"SELECT count(*) FROM events AT (VERSION => {snaps[-1][0]}) WHERE day >= DATE '2024-10-03'")
             assert cur.fetchall()[0][0] > 0
-            cur.execute("EXPLAIN ROUTE SELECT count(*) FROM events AT (VERSION => %d)" % first)
+            cur.execute(f"EXPLAIN ROUTE SELECT count(*) FROM events AT (VERSION => {first})")
             rows = cur.fetch_arrow_table().to_pylist()
             assert rows[0]["tier"] == "cold" and str(first) in rows[0]["source"]
             with pytest.raises(Exception, match="does not exist"):

@@ -192,7 +192,7 @@ def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def _known(cls: type, section: Mapping[str, Any], name: str) -> None:
+def _known(cls: Any, section: Mapping[str, Any], name: str) -> None:
     unknown = set(section) - set(cls.__dataclass_fields__)
     if unknown:
         raise ConfigError(

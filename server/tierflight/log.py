@@ -45,7 +45,7 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
     )
     # Standard-library loggers (ours in protocol.auth, and libraries') go through the same
     # renderer to the same stream, so the log stays one format. Libraries only from WARNING.
-    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,

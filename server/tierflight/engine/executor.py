@@ -24,8 +24,8 @@ from sqlglot import exp
 from tierflight.config import Config
 from tierflight.engine.database import SYSTEM_SCHEMA, Database
 from tierflight.engine.duck_errors import translate
-from tierflight.engine.sandbox import Statement
 from tierflight.engine.rwlock import RWLock
+from tierflight.engine.sandbox import Statement
 from tierflight.engine.watchdog import Watchdog
 from tierflight.errors import Cancelled, Overloaded, ResultTooLarge, StatementTimeout, TierflightError
 from tierflight.log import get_logger
@@ -68,7 +68,7 @@ def statement_hash(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()[:16]
 
 
-def system_tables_read(tree: exp.Expression) -> set[str]:
+def system_tables_read(tree: exp.Expr) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table) if t.db.lower() == SYSTEM_SCHEMA}
 
 
@@ -146,7 +146,7 @@ class Execution:
         except GeneratorExit:
             status = "cancelled"
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             err = self._error(exc)
             status = err.status.value
             raise err from None
@@ -256,7 +256,7 @@ class Executor:
                     )
                     ex._deadline = deadline
                     ex._deadline_token = deadline_token
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             with self._lock:
                 self._starting.pop(query_id, None)
             self._slots.release()
@@ -305,7 +305,7 @@ class Executor:
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
             return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             raise translate(exc, "schema") from None
         finally:
             cursor.close()

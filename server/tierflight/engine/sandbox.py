@@ -44,7 +44,7 @@ _DENIED_FUNCTIONS = frozenset(
 )
 _PATH_LIKE = re.compile(r"[/\\]|://|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|db|duckdb|sqlite|gz|zst|arrow|ipc)$", re.I)
 
-_ALLOWED_ROOTS: tuple[type[exp.Expression], ...] = (
+_ALLOWED_ROOTS: tuple[type[exp.Expr], ...] = (
     exp.Select,
     exp.SetOperation,
     exp.Values,
@@ -59,12 +59,12 @@ class Statement:
     """A statement that passed the check."""
 
     sql: str  # what DuckDB runs (for EXPLAIN ROUTE: the inner query)
-    tree: exp.Expression  # the parsed (inner) query
+    tree: exp.Expr  # the parsed (inner) query
     kind: str  # "query", "explain", "explain_route"
     parameter_count: int
 
 
-def parse_one(sql: str) -> exp.Expression:
+def parse_one(sql: str) -> exp.Expr:
     """Parse exactly one statement, mapping sqlglot's errors to a SqlSyntaxError with a position."""
     try:
         trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
@@ -116,7 +116,7 @@ def _function_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
-def check_tree(tree: exp.Expression) -> None:
+def check_tree(tree: exp.Expr) -> None:
     """Refuse anything but a read-only query over the server's own tables."""
     if isinstance(tree, exp.Command):
         raise StatementRefused(
@@ -145,7 +145,7 @@ def check_tree(tree: exp.Expression) -> None:
             raise StatementRefused(f"{node.key.upper()} is not allowed: tierflight is read-only")
 
 
-def count_parameters(tree: exp.Expression) -> int:
+def count_parameters(tree: exp.Expr) -> int:
     """Number of parameters: ``?`` placeholders count one each, ``$n`` the highest n."""
     positional = 0
     numbered = 0

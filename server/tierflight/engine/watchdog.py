@@ -6,6 +6,7 @@ keeps the per-statement cost to a heap push.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -47,10 +48,9 @@ class Watchdog:
                 if token in self._cancelled:
                     self._cancelled.discard(token)
                     continue
-            try:
+            # A failing action must not stop the watchdog.
+            with contextlib.suppress(Exception):
                 action()
-            except Exception:  # noqa: BLE001 - a failing action must not stop the watchdog
-                pass
 
     def stop(self) -> None:
         with self._cond:

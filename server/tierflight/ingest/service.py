@@ -114,7 +114,7 @@ class IngestService:
         if t is None:
             raise NotFound(f"table {table_name!r} is not configured for ingest; known: {', '.join(self.tables)}")
         opts = cmd.table_definition_options
-        if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL:
+        if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or (opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL):
             raise PermissionDenied(
                 f"table {table_name} exists and is managed by the configuration: only mode='append' is allowed "
                 "(create and replace are refused)"
@@ -149,7 +149,7 @@ class IngestService:
         log.info("ingest", table=table_name, rows=clean.num_rows, seq=seq)
         if self._due(t):
             threading.Thread(target=self.flush, args=(table_name,), daemon=True).start()
-        return clean.num_rows
+        return int(clean.num_rows)
 
     # -- flush ----------------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class IngestService:
             data = t.store.hot.read(through)
             journal = self._write_files(t, data, through)
             self._publish(t, journal)
-            return data.num_rows
+            return int(data.num_rows)
 
     def _write_files(self, t: TableIngest, data: pa.Table, through: int) -> dict[str, Any]:
         store = t.store

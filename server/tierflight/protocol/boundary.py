@@ -12,7 +12,7 @@ import functools
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -57,12 +57,16 @@ def install_traceback_guard() -> None:
 
 def to_flight_error(exc: BaseException) -> BaseException:
     if isinstance(exc, flight.FlightError):
-        return exc
+        return cast(BaseException, exc)
     if isinstance(exc, TierflightError):
-        return _MAPPING[exc.status](exc.message)
+        mapped: BaseException = _MAPPING[exc.status](exc.message)
+        return mapped
     query_id = uuid.uuid4().hex
     log.error("internal_error", query_id=query_id, error=repr(exc), exc_info=exc)
-    return flight.FlightInternalError(f"internal error (query id {query_id}); the server log has the details")
+    internal: BaseException = flight.FlightInternalError(
+        f"internal error (query id {query_id}); the server log has the details"
+    )
+    return internal
 
 
 def boundary(fn: F) -> F:
@@ -72,7 +76,7 @@ def boundary(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - mapped to a Flight status and re-raised
             raise to_flight_error(exc) from None
 
     return wrapper  # type: ignore[return-value]
@@ -92,7 +96,7 @@ def schema_boundary(fn: F) -> F:
             if exc.status is Status.PERMISSION_DENIED:
                 raise _InvalidArgument(exc.message) from None
             raise to_flight_error(exc) from None
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - mapped to a Flight status and re-raised
             raise to_flight_error(exc) from None
 
     return wrapper  # type: ignore[return-value]
@@ -104,5 +108,5 @@ def guarded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from batches
     except GeneratorExit:
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - mapped to a Flight status and re-raised
         raise to_flight_error(exc) from None

@@ -227,7 +227,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             req = _expect(body, "ActionCancelQueryRequest", kind)
             try:
                 info = flight.FlightInfo.deserialize(req.info)
-            except Exception:  # any decoding failure is the client's malformed request
+            except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed request
                 raise InvalidArgument("malformed ActionCancelQueryRequest: info is not a FlightInfo") from None
             # CancelQuery's result enum has the same numbers as CancelFlightInfo's status.
             answer = pb.ActionCancelQueryResult(result=pb.ActionCancelQueryResult.CancelResult.Name(self._cancel_info(info)))

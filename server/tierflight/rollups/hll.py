@@ -26,7 +26,7 @@ def merge_estimate(sketch_lists: pa.Array) -> pa.Array:
 
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     # Functions are global to the database, so every cursor sees them.
-    con.create_function(
+    con.create_function(  # type: ignore[call-overload]
         "tf_hll_estimate",
         merge_estimate,
         [duckdb.list_type(duckdb.sqltype("BLOB"))],

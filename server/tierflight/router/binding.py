@@ -19,7 +19,7 @@ from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.errors import InvalidArgument
 
 
-def literal(value: Any) -> exp.Expression:
+def literal(value: Any) -> exp.Expr:
     if isinstance(value, bool) or value is None:
         return exp.convert(value)
     if isinstance(value, int):
@@ -37,7 +37,7 @@ def bind(statement: Statement, row: Sequence[Any]) -> Statement:
     positional = iter(row)
     tree = statement.tree.copy()
 
-    def swap(node: exp.Expression) -> exp.Expression:
+    def swap(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Placeholder):
             name = node.name
             if name and str(name).isdigit():

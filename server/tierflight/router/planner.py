@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
+from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
+from tierflight.rollups.build import dimension_expr, state_expr
+from tierflight.rollups.definition import retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.raw import RawPlanner
 from tierflight.router.route import Rejection, Route, RoutePart
@@ -35,21 +38,24 @@ from tierflight.router.rules import (
     single_table,
     time_predicate,
 )
-from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.rollups.build import dimension_expr, state_expr
-from tierflight.rollups.definition import retention_start
-from tierflight.router.timerange import column_grain, derived_grains, next_boundary, table_time_range, truncate
+from tierflight.router.timerange import (
+    column_grain,
+    derived_grains,
+    next_boundary,
+    table_time_range,
+    truncate,
+)
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 
 StoreLookup = Callable[[], Mapping[str, TableStore]]
 
 
-def rewrite_clause(expr: exp.Expression, info: TableInfo, state: RollupState) -> exp.Expression:
+def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.Expr:
     group = state.group
     dims = {d.lower() for d in group.dimensions}
 
-    def visit(n: exp.Expression) -> exp.Expression:
+    def visit(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Window):
             raise Reject("shape", "window functions are answered from raw tiers")
         if isinstance(n, exp.AggFunc) or (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)):
@@ -85,9 +91,10 @@ def precheck(tree: exp.Select, info: TableInfo, state: RollupState) -> None:
                 raise Reject("measure", f"{agg.key}({arg.name}) is not stored")
     for col in tree.find_all(exp.Column):
         name = col.name.lower()
-        if name in info.columns and name != info.time_column.lower() and name not in dims:
-            if col.find_ancestor(exp.AggFunc) is None and not (group.filter and name in group.filter.lower()):
-                raise Reject("dimension", f"column {col.name} is not a dimension of the rollup")
+        outside_aggregate = col.find_ancestor(exp.AggFunc) is None
+        in_filter = bool(group.filter and name in group.filter.lower())
+        if name in info.columns and name != info.time_column.lower() and name not in dims and outside_aggregate and not in_filter:
+            raise Reject("dimension", f"column {col.name} is not a dimension of the rollup")
 
 
 class Router:
@@ -274,7 +281,7 @@ class Router:
         return Route(sql=sql, parts=parts, rejected=tuple(rejected))
 
     @staticmethod
-    def _exact_time_conjuncts(tree: exp.Select, info: TableInfo) -> tuple[list[exp.Expression], list[exp.Expression]]:
+    def _exact_time_conjuncts(tree: exp.Select, info: TableInfo) -> tuple[list[exp.Expr], list[exp.Expr]]:
         exact, other = [], []
         for pred in conjuncts(tree.args.get("where")):
             pred = normalise_predicate(pred)
@@ -294,7 +301,7 @@ class Router:
             raise Reject("shape", "QUALIFY is answered from raw tiers")
         filter_key = canonical_sql(group.filter) if group.filter else None
         implied = False
-        kept: list[exp.Expression] = []
+        kept: list[exp.Expr] = []
         for pred in conjuncts(select.args.get("where")):
             pred = normalise_predicate(pred)
             if filter_key is not None and canonical(pred) == filter_key:
@@ -337,12 +344,12 @@ class Router:
         )
 
     @staticmethod
-    def _slice(grain: str | None, rng: TimeRange) -> list[exp.Expression]:
+    def _slice(grain: str | None, rng: TimeRange) -> list[exp.Expr]:
         """Extra bucket bounds implied by the statement's time range, so DuckDB's zone maps
         skip the rest of the rollup (a bucket holds rows from its start to the next one)."""
         if grain is None:
             return []
-        out: list[exp.Expression] = []
+        out: list[exp.Expr] = []
         dated = grain in ("day", "week", "month")
         if rng.start is not None:
             out.append(exp.GTE(this=exp.column(grain), expression=_literal(truncate(rng.start, grain), dated)))
@@ -362,7 +369,7 @@ class Router:
         return max(0, hi - lo)
 
 
-def _literal(value: dt.datetime, dated: bool) -> exp.Expression:
+def _literal(value: dt.datetime, dated: bool) -> exp.Expr:
     # Compare the bucket column with a constant of its own type so zone maps apply.
     if dated:
         return exp.cast(exp.Literal.string(value.date().isoformat()), exp.DataType.build("DATE"))

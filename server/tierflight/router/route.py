@@ -60,7 +60,7 @@ class Route:
         )
 
     def explain_table(self) -> pa.Table:
-        rows = [(p.tier, p.source, p.estimated_rows, p.reason) for p in self.parts]
+        rows: list[tuple[str, str, int | None, str]] = [(p.tier, p.source, p.estimated_rows, p.reason) for p in self.parts]
         rows += [("rejected", r.candidate, None, f"{r.rule}: {r.reason}") for r in self.rejected]
         return pa.table(
             {

@@ -10,6 +10,7 @@ aggregate reads the matching mergeable state.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -54,11 +55,11 @@ def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.
     return table, tables[table.name]
 
 
-def _bucket(group: StorageGroup) -> exp.Expression:
+def _bucket(group: StorageGroup) -> exp.Expr:
     return exp.cast(exp.column(group.grain or ""), exp.DataType.build("TIMESTAMP"))
 
 
-def rewrite_time(node: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``grain``: time expressions become expressions over the rollup's bucket."""
     grain = column_grain(node, info.time_column, info.grains)
     if grain is None:
@@ -73,7 +74,7 @@ def rewrite_time(node: exp.Expression, info: TableInfo, group: StorageGroup) -> 
         expanded = _parsed(info.derived[node.name.lower()])
     bucket = _bucket(group)
 
-    def swap(n: exp.Expression) -> exp.Expression:
+    def swap(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Column) and n.name.lower() == info.time_column.lower():
             return bucket.copy()
         return n
@@ -81,11 +82,11 @@ def rewrite_time(node: exp.Expression, info: TableInfo, group: StorageGroup) -> 
     return expanded.copy().transform(swap)
 
 
-def rewrite_dimensions(expr: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``dimension``: outside aggregates, only dimensions and time grains may appear."""
     dims = {d.lower() for d in group.dimensions}
 
-    def visit(n: exp.Expression) -> exp.Expression:
+    def visit(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.AggFunc | exp.Filter | exp.Window):
             return n
         grain = column_grain(n, info.time_column, info.grains)
@@ -100,26 +101,26 @@ def rewrite_dimensions(expr: exp.Expression, info: TableInfo, group: StorageGrou
     return _transform_outside_aggs(expr, visit)
 
 
-def _transform_outside_aggs(expr: exp.Expression, fn: object) -> exp.Expression:
+def _transform_outside_aggs(expr: exp.Expr, fn: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
     """Apply ``fn`` top-down, not descending into aggregates (they are rewritten separately)."""
 
-    def walk(n: exp.Expression) -> exp.Expression:
-        out = fn(n)  # type: ignore[operator]
+    def walk(n: exp.Expr) -> exp.Expr:
+        out = fn(n)
         if out is not n:
-            return out  # type: ignore[no-any-return]
+            return out
         if isinstance(n, exp.AggFunc | exp.Filter | exp.Window):
             return n
         for key, value in list(n.args.items()):
-            if isinstance(value, exp.Expression):
+            if isinstance(value, exp.Expr):
                 n.set(key, walk(value))
             elif isinstance(value, list):
-                n.set(key, [walk(v) if isinstance(v, exp.Expression) else v for v in value])
+                n.set(key, [walk(v) if isinstance(v, exp.Expr) else v for v in value])
         return n
 
     return walk(expr)
 
 
-def time_predicate(pred: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression | None:
+def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr | None:
     """Rule ``alignment``: a predicate on the raw time column is exact on buckets only when
     it is ``>=`` or ``<`` an instant aligned to the rollup's grain."""
     if not isinstance(pred, exp.GTE | exp.LT | exp.GT | exp.LTE | exp.EQ | exp.Between):
@@ -143,18 +144,19 @@ def time_predicate(pred: exp.Expression, info: TableInfo, group: StorageGroup) -
     return out
 
 
-def normalise_predicate(pred: exp.Expression) -> exp.Expression:
+def normalise_predicate(pred: exp.Expr) -> exp.Expr:
     """Put the column on the left of a comparison with a constant (``X < ts`` → ``ts > X``)."""
-    flips = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
-    if type(pred) in flips and not isinstance(pred.this, exp.Column) and isinstance(pred.expression, exp.Column):
-        return flips[type(pred)](this=pred.expression.copy(), expression=pred.this.copy())  # type: ignore[abstract]
+    flips: dict[type[exp.Expr], type[exp.Expr]] = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
+    flip = flips.get(type(pred))
+    if flip is not None and not isinstance(pred.this, exp.Column) and isinstance(pred.expression, exp.Column):
+        return flip(this=pred.expression.copy(), expression=pred.this.copy())
     return pred
 
 
-def conjuncts(where: exp.Expression | None) -> list[exp.Expression]:
+def conjuncts(where: exp.Expr | None) -> list[exp.Expr]:
     if where is None:
         return []
-    out: list[exp.Expression] = []
+    out: list[exp.Expr] = []
     stack = [where.this if isinstance(where, exp.Where) else where]
     while stack:
         cur = stack.pop()
@@ -168,7 +170,7 @@ def conjuncts(where: exp.Expression | None) -> list[exp.Expression]:
 
 
 @lru_cache(maxsize=1024)
-def _parsed(sql: str) -> exp.Expression:
+def _parsed(sql: str) -> exp.Expr:
     """Parsed once; callers copy before changing it."""
     return sqlglot.parse_one(sql, read="duckdb")
 
@@ -178,7 +180,7 @@ def canonical_sql(sql: str) -> str:
     return canonical(_parsed(sql))
 
 
-def canonical(node: exp.Expression) -> str:
+def canonical(node: exp.Expr) -> str:
     return node.sql(dialect="duckdb", normalize=True, identify=False).lower()
 
 
@@ -189,12 +191,12 @@ def _state(group: StorageGroup, kind: str, column: str | None) -> Measure | None
     return None
 
 
-def _bigint_count(sum_expr: exp.Expression) -> exp.Expression:
+def _bigint_count(sum_expr: exp.Expr) -> exp.Expr:
     # COUNT is BIGINT and 0 over no rows; SUM of counts is HUGEINT and NULL over no rows.
     return exp.func("COALESCE", exp.cast(sum_expr, exp.DataType.build("BIGINT")), exp.Literal.number(0))
 
 
-def rewrite_aggregate(node: exp.Expression, info: TableInfo, group: StorageGroup) -> exp.Expression:
+def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``measure``: each aggregate becomes a re-aggregation of a stored state."""
     flt: exp.Where | None = None
     agg = node
@@ -203,10 +205,10 @@ def rewrite_aggregate(node: exp.Expression, info: TableInfo, group: StorageGroup
         flt = exp.Where(this=rewrite_dimensions(flt.this.copy(), info, group))
     dims = {d.lower() for d in group.dimensions}
 
-    def wrap(e: exp.Expression) -> exp.Expression:
+    def wrap(e: exp.Expr) -> exp.Expr:
         return exp.Filter(this=e, expression=flt) if flt is not None else e
 
-    def col_of(e: exp.Expression) -> str | None:
+    def col_of(e: exp.Expr) -> str | None:
         return e.name if isinstance(e, exp.Column) else None
 
     count_state = exp.column("_count")
@@ -267,7 +269,7 @@ def rewrite_aggregate(node: exp.Expression, info: TableInfo, group: StorageGroup
     raise Reject("measure", f"{agg.key.upper()} cannot be computed from mergeable states")
 
 
-def _case_over_state(case: exp.Case, info: TableInfo, group: StorageGroup, count_state_for_then: bool) -> exp.Expression:
+def _case_over_state(case: exp.Case, info: TableInfo, group: StorageGroup, count_state_for_then: bool) -> exp.Expr:
     """``CASE WHEN <dimension predicate> THEN x END`` inside SUM/COUNT, reading states."""
     out = case.copy()
     if out.args.get("default") is not None and not isinstance(out.args["default"], exp.Null):

@@ -43,7 +43,7 @@ def next_boundary(value: dt.datetime, grain: str) -> dt.datetime:
     return start + step
 
 
-def literal_datetime(node: exp.Expression) -> dt.datetime | None:
+def literal_datetime(node: exp.Expr) -> dt.datetime | None:
     """A constant date/timestamp in the query, or None if it is anything else."""
     if isinstance(node, exp.Cast | exp.TryCast):
         return literal_datetime(node.this)
@@ -60,7 +60,7 @@ def literal_datetime(node: exp.Expression) -> dt.datetime | None:
     return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def column_grain(node: exp.Expression, time_column: str, derived_grains: dict[str, str]) -> str | None:
+def column_grain(node: exp.Expr, time_column: str, derived_grains: dict[str, str]) -> str | None:
     """``"exact"`` for the time column, a grain name for a truncation of it, else None."""
     if isinstance(node, exp.Column):
         name = node.name.lower()
@@ -94,7 +94,7 @@ def derived_grains(derived: dict[str, str] | None, time_column: str) -> dict[str
     return out
 
 
-def _conjuncts(where: exp.Expression | None) -> Iterator[exp.Expression]:
+def _conjuncts(where: exp.Expr | None) -> Iterator[exp.Expr]:
     if where is None:
         return
     node = where.this if isinstance(where, exp.Where) else where
@@ -109,8 +109,8 @@ def _conjuncts(where: exp.Expression | None) -> Iterator[exp.Expression]:
             yield cur
 
 
-def _bound(pred: exp.Expression, time_column: str, grains: dict[str, str], qualifier: set[str]) -> TimeRange:
-    def grain_of(node: exp.Expression) -> str | None:
+def _bound(pred: exp.Expr, time_column: str, grains: dict[str, str], qualifier: set[str]) -> TimeRange:
+    def grain_of(node: exp.Expr) -> str | None:
         cols = [node] if isinstance(node, exp.Column) else list(node.find_all(exp.Column))
         if any(c.table and c.table.lower() not in qualifier for c in cols):
             return None
@@ -138,10 +138,11 @@ def _bound(pred: exp.Expression, time_column: str, grains: dict[str, str], quali
     if isinstance(pred, exp.EQ | exp.GT | exp.GTE | exp.LT | exp.LTE):
         left, right = pred.left, pred.right
         g, v = grain_of(left), literal_datetime(right)
-        op = type(pred)
+        op: type[exp.Expr] = type(pred)
         if g is None or v is None:
             g, v = grain_of(right), literal_datetime(left)
-            op = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}.get(op, op)
+            flipped: dict[type[exp.Expr], type[exp.Expr]] = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}
+            op = flipped.get(op, op)
         if g is None or v is None:
             return ALL_TIME
         if op is exp.EQ:
@@ -179,7 +180,7 @@ def table_time_range(table: exp.Table, time_column: str, derived_grains: dict[st
     return result
 
 
-def _table_scope(table: exp.Table) -> exp.Expression | None:
+def _table_scope(table: exp.Table) -> exp.Expr | None:
     """The SELECT whose FROM/JOIN lists ``table`` directly (not through a subquery)."""
     parent = table.parent
     while parent is not None and isinstance(parent, exp.From | exp.Join):

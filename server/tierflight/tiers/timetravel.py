@@ -38,7 +38,7 @@ _plans: OrderedDict[tuple[str, int, TimeRange], list[str]] = OrderedDict()
 _lock = threading.Lock()
 
 
-def snapshot_for(table: Any, when: exp.Expression) -> int:
+def snapshot_for(table: Any, when: exp.Expr) -> int:
     """The snapshot id an ``AT (...)`` clause names."""
     kind = str(when.args.get("kind") or "").upper()
     value = when.args.get("expression")
@@ -61,7 +61,7 @@ def snapshot_for(table: Any, when: exp.Expression) -> int:
     raise InvalidArgument("time travel supports AT (VERSION => id) and AT (TIMESTAMP => ts)")
 
 
-def relation_at(store: Any, when: exp.Expression, rng: TimeRange) -> tuple[str | None, int, int]:
+def relation_at(store: Any, when: exp.Expr, rng: TimeRange) -> tuple[str | None, int, int]:
     """(relation SQL or None if empty, snapshot id, files) for the cold tier at a snapshot."""
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
@@ -74,9 +74,9 @@ def relation_at(store: Any, when: exp.Expression, rng: TimeRange) -> tuple[str |
         expr: Any = AlwaysTrue()
         col = store.table.time_column
         if rng.start is not None:
-            expr = And(expr, GreaterThanOrEqual(col, rng.start.isoformat()))
+            expr = And(expr, GreaterThanOrEqual(col, rng.start.isoformat()))  # type: ignore[call-arg,arg-type]
         if rng.end is not None:
-            expr = And(expr, LessThan(col, rng.end.isoformat()))
+            expr = And(expr, LessThan(col, rng.end.isoformat()))  # type: ignore[call-arg,arg-type]
         tasks = table.scan(row_filter=expr, snapshot_id=snapshot_id).plan_files()
         files = sorted(local_path(t.file.file_path) for t in tasks)
         with _lock:
