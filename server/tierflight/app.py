@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import Config
+from tierflight.config import Config, parse_duration
 from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
 from tierflight.engine.rwlock import RWLock
@@ -82,7 +82,10 @@ class App:
         with self._refresh_lock:
             for store in self.stores.values():
                 store.refresh()
-                self.database.set_table_view(store.table, [s.sql for s in store.sources()])
+                # The view gives the table's columns to DESCRIBE and metadata calls; statements
+                # read through the router. S3 sources need registrations a view cannot hold
+                # (they are per connection), so the view leaves them out.
+                self.database.set_table_view(store.table, [s.sql for s in store.sources() if not s.registrations])
             router = getattr(self, "router", None)
             if router is not None:
                 router.invalidate()
@@ -90,11 +93,31 @@ class App:
     def partitions_table(self) -> pa.Table:
         return partitions_table([p for store in self.stores.values() for p in store.partitions()])
 
+    def start_snapshot_watch(self) -> None:
+        """Pick up rollup snapshots and files another node (or a CLI run) published."""
+        interval = parse_duration(dict(self.config.raw.get("rollups", {})).get("reload_interval", "5s"), "rollups.reload_interval")
+        if interval.total_seconds() <= 0:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval.total_seconds()):
+                try:
+                    changed = any(store.refresh_if_changed() for store in self.stores.values())
+                    if self.rollups.reload_changed() or changed:
+                        self.router.invalidate()
+                except Exception as exc:  # noqa: BLE001 - retried next round; never kill the server
+                    log.error("snapshot_watch_failed", error=repr(exc))
+
+        threading.Thread(target=loop, name="tierflight-snapshot-watch", daemon=True).start()
+
     def run_maintenance(self) -> None:
         """Demote, compact and empty the trash for every table, then re-list the tiers."""
         from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
 
         for store in self.stores.values():
+            if not store.local_only:
+                log.info("maintenance_skipped", table=store.table.name, reason="demotion and compaction are local-only")
+                continue
             demote(store)
             compact_warm(store, self.config.tiers.compact_small_file_bytes)
             empty_trash(store)

@@ -120,6 +120,7 @@ def serve(
     def ready() -> None:
         instance.start_maintenance()
         instance.ingest_service.start_background()
+        instance.start_snapshot_watch()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
 

@@ -188,6 +188,31 @@ class RollupRegistry:
             log.info("rollups_built", table=table_name, rollups=len(states), source_rows=result.source_rows, seconds=round(result.seconds, 3))
         return timings
 
+    def reload_changed(self) -> list[str]:
+        """Load snapshots another process (the node that ingests) published since ours.
+
+        Only for rollups with no rows merged in here since their snapshot: a node that
+        ingests is the one that publishes."""
+        reloaded = []
+        for state in self.states.values():
+            meta = read_meta(self.root, state.group.name)
+            if meta is None or state.meta is None or meta.file == state.meta.file:
+                continue
+            if self.hot_merged.get(state.group.table, 0):
+                continue
+            if meta.definition_hash != state.group.definition_hash():
+                continue
+            try:
+                table = read_snapshot(self.root, meta)
+            except SnapshotError as exc:
+                log.warning("rollup_snapshot_corrupt", rollup=state.group.name, error=str(exc))
+                continue
+            self._install(state, table, meta, "active")
+            reloaded.append(state.group.name)
+        if reloaded:
+            log.info("rollups_reloaded", rollups=reloaded)
+        return reloaded
+
     # -- incremental ----------------------------------------------------------------------
 
     def merge(self, table_name: str, data: pa.Table) -> None:
