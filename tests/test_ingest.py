@@ -83,6 +83,11 @@ QUERIES = [
 def test_ingest_visible_to_next_query_raw_and_routed(fresh: RunningServer, tmp_path: Path) -> None:
     batch = _rows(2_000, dt.datetime(2024, 12, 31, 8))
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        for sql in QUERIES:  # warm the plan and result caches: they must not serve stale answers
+            for _ in range(2):
+                cur.execute(sql)
+                cur.fetchall()
+        assert fresh.app.executor.results.hits > 0
         assert cur.adbc_ingest("events", batch, mode="append") == 2_000
         oracle = _oracle(tmp_path, [batch])
         for sql in QUERIES:

@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -64,6 +64,39 @@ class QueryRecord:
     status: str
 
 
+RESULT_CACHE_MAX_BYTES = 1 << 20
+
+
+class ResultCache:
+    """Results of rollup-answered statements, keyed by SQL and the data version they are
+    exact for: any ingest, flush or file change moves the version, so a hit is never stale."""
+
+    def __init__(self, capacity_bytes: int = 64 << 20) -> None:
+        self._items: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._bytes = 0
+        self._capacity = capacity_bytes
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: tuple[Any, ...]) -> pa.Table | None:
+        with self._lock:
+            table = self._items.get(key)
+            if table is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+            return table
+
+    def put(self, key: tuple[Any, ...], table: pa.Table) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = table
+            self._bytes += table.nbytes
+            while self._bytes > self._capacity and self._items:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
 def statement_hash(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()[:16]
 
@@ -109,6 +142,7 @@ class Execution:
     _first: pa.RecordBatchReader | pa.Table | None
     _deadline_token: int | None = None
     _holds_slot: bool = True
+    _cache_key: tuple[Any, ...] | None = None
     client_sql: str | None = None
     # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
     _deadline: threading.Event = field(default_factory=threading.Event)
@@ -128,11 +162,16 @@ class Execution:
         cfg = self._executor.config.server
         status = "error"
         try:
+            keep: list[pa.RecordBatch] | None = [] if self._cache_key is not None else None
             for reader in self._iter_sources():
                 for batch in reader.to_batches() if isinstance(reader, pa.Table) else reader:
                     for piece in _split(batch, cfg.max_batch_bytes):
                         self.rows += piece.num_rows
                         self.bytes += piece.nbytes
+                        if keep is not None:
+                            keep.append(piece)
+                            if self.bytes > RESULT_CACHE_MAX_BYTES:
+                                keep = None
                         if cfg.max_result_rows and self.rows > cfg.max_result_rows:
                             raise ResultTooLarge(
                                 f"result exceeds server.max_result_rows = {cfg.max_result_rows}; add a LIMIT"
@@ -143,6 +182,8 @@ class Execution:
                             )
                         yield piece
             status = "ok"
+            if keep is not None and self._cache_key is not None:
+                self._executor.results.put(self._cache_key, pa.Table.from_batches(keep, schema=self.schema))
         except GeneratorExit:
             status = "cancelled"
             raise
@@ -199,6 +240,7 @@ class Executor:
         self._lock = threading.Lock()
         self._max_parked = 4 * config.server.max_in_flight
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
+        self.results = ResultCache()
         self.observer: StatementObserver = _NoObserver()
         # Cursors of statements still inside start() (not yet in _running): a shutdown past
         # its grace period must be able to interrupt a blocking aggregate there too.
@@ -232,9 +274,13 @@ class Executor:
             with self.swap_lock.read():
                 route = self.planner.plan(statement)
                 plan_ms = (time.perf_counter() - started) * 1000
+                cache_key = (route.sql, *route.version) if route.version is not None and not params else None
+                cached = self.results.get(cache_key) if cache_key is not None else None
                 if statement.kind == "explain_route":
                     table = route.explain_table()
                     ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
+                elif cached is not None:
+                    ex = Execution(query_id, statement, route, cached.schema, user, started, plan_ms, self, None, None, cached)
                 else:
                     names = system_tables_read(statement.tree)
                     if names:
@@ -244,7 +290,9 @@ class Executor:
                         self._starting[query_id] = cursor
                     for name, obj in route.registrations:
                         cursor.register(name, obj)
-                    self.database.check_statement_type(cursor, route.sql)
+                    if route.rollup is None:
+                        # A rollup rewrite is generated from an already checked SELECT tree.
+                        self.database.check_statement_type(cursor, route.sql)
                     # The deadline starts before DuckDB runs anything: a blocking operator (an
                     # aggregate, a sort) runs to completion inside _run, before the first batch.
                     timeout = self.config.server.statement_timeout.total_seconds()
@@ -254,6 +302,7 @@ class Executor:
                     ex = Execution(
                         query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
                     )
+                    ex._cache_key = cache_key
                     ex._deadline = deadline
                     ex._deadline_token = deadline_token
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised

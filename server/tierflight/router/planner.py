@@ -157,6 +157,8 @@ class Router:
             self._count_hit(cached)
             return cached
         route = self._plan(statement)
+        if route.rollup is not None and not route.registrations and all(p.tier == "hot" for p in route.parts):
+            route = dataclasses.replace(route, version=key[2:])
         with self._lock:
             self._cache[key] = route
             while len(self._cache) > 4096:
@@ -278,7 +280,8 @@ class Router:
             RoutePart("hot", f"rollup:{group.name}", self._estimate(state, TimeRange(a, b)), f"whole {group.grain}s in [{a}, {b})"),
             *(RoutePart(s.tier, f"{info.name}: edges of [{rng.start}, {rng.end})", edge_rows, "raw edges re-aggregated with the rollup") for s in raw_sources),
         )
-        return Route(sql=sql, parts=parts, rejected=tuple(rejected))
+        registrations = tuple(r for s in raw_sources for r in s.registrations)
+        return Route(sql=sql, parts=parts, rejected=tuple(rejected), registrations=registrations)
 
     @staticmethod
     def _exact_time_conjuncts(tree: exp.Select, info: TableInfo) -> tuple[list[exp.Expr], list[exp.Expr]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
+from typing import Any
 
 from sqlglot import exp
 
@@ -51,6 +52,7 @@ class RawPlanner:
         stores = self._stores()
         parts: list[RoutePart] = []
         bodies: dict[str, str] = {}
+        registrations: list[tuple[str, Any]] = []
         system = False
         tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
         for t in list(tree.find_all(exp.Table)):
@@ -68,7 +70,8 @@ class RawPlanner:
             rng = table_time_range(t, cfg.time_column, grains)
             when = t.args.get("when")
             if when is not None:
-                sql_at, snapshot_id, files = relation_at(store, when, rng)
+                sql_at, snapshot_id, files, regs = relation_at(store, when, rng)
+                registrations.extend(regs)
                 marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
                 bodies[marker] = table_view_sql(store.table, [sql_at] if sql_at else [])
                 t.replace(
@@ -77,6 +80,7 @@ class RawPlanner:
                 parts.append(RoutePart("cold", f"{t.name}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
                 continue
             sources = store.sources(rng)
+            registrations.extend(r for s in sources for r in s.registrations)
             marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
             bodies[marker] = table_view_sql(store.table, [s.sql for s in sources])
             t.replace(
@@ -96,7 +100,7 @@ class RawPlanner:
             sql = sql.replace(marker, f"({body})", 1)
         if statement.kind == "explain":
             sql = "EXPLAIN " + sql
-        return Route(sql=sql, parts=tuple(parts))
+        return Route(sql=sql, parts=tuple(parts), registrations=tuple(registrations))
 
 
 def _reason(rng: TimeRange) -> str:

@@ -37,6 +37,9 @@ class Route:
     # Arrow objects (e.g. pyarrow datasets over S3) the SQL reads by name; registered on the
     # statement's cursor, since DuckDB registrations are per connection.
     registrations: tuple[tuple[str, Any], ...] = ()
+    # Set by the router for rollup answers: the data version the answer is exact for. The
+    # executor may reuse a result for the same SQL and version (dashboards repeat).
+    version: tuple[Any, ...] | None = None
 
     @property
     def tier(self) -> str:
