@@ -144,7 +144,7 @@ def run(ctx: BenchContext) -> Result:
     cold_rows = sum(rows_per_day(rows, START, DAYS)[:cold_days])
     work = CACHE_ROOT / f"{rows}.cold-compare"
     variants = _cold_variants(cold_rows, cold_days, work)
-    rounds = ctx.repeats if rows <= 5_000_000 else 1
+    rounds = ctx.repeats if rows <= 20_000_000 else 1
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     try:
         names = list(variants)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
-
 from conftest import make_config, start_in_process
 
 

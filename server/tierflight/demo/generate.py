@@ -351,24 +351,27 @@ def generate_days(rows: int, start: dt.date, days: int, seed: int = 42) -> Itera
         yield day, _generate_day(day, n, seed, cat)
 
 
+def parquet_write_options() -> dict[str, Any]:
+    """How data files are written (locally and to object storage)."""
+    return {
+        "row_group_size": 512 * 1024,
+        "compression": "zstd",
+        # High-cardinality columns gain nothing from dictionaries but pay
+        # for building them before falling back to plain encoding.
+        "use_dictionary": ["type", "country", "advertiser_id", "publisher_id"],
+        "write_statistics": True,
+        # ts is sorted: delta encoding is both smaller and cheaper than plain + zstd.
+        "column_encoding": {"ts": "DELTA_BINARY_PACKED"},
+        "sorting_columns": [pq.SortingColumn(0)],
+    }
+
+
 def write_parquet_day(table: pa.Table, path: pathlib.Path) -> int:
     """Atomically write one day's table as ZSTD Parquet; returns the file size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=512 * 1024,
-            compression="zstd",
-            # High-cardinality columns gain nothing from dictionaries but pay
-            # for building them before falling back to plain encoding.
-            use_dictionary=["type", "country", "advertiser_id", "publisher_id"],
-            write_statistics=True,
-            # ts is sorted: delta encoding is both smaller and cheaper than plain + zstd.
-            column_encoding={"ts": "DELTA_BINARY_PACKED"},
-            sorting_columns=[pq.SortingColumn(0)],
-        )
+        pq.write_table(table, tmp, **parquet_write_options())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 
-from tierflight.demo.generate import GenerateStats, day_path, generate_to_hive, write_parquet_day
+from tierflight.demo.generate import GenerateStats, generate_to_hive
 from tierflight.errors import InvalidArgument
 from tierflight.tiers.store import TableStore
 
@@ -30,20 +29,18 @@ def generate_into(store: TableStore, rows: int, start: dt.date, days: int, seed:
     boundary = store.warm_boundary()
     cold_paths: list[str] = []
     lock = threading.Lock()
-    warm_root = store.warm.root
 
     def write_day(day: dt.date, table: pa.Table) -> int:
         # The table's declared nullability (NOT NULL columns are "required" in Iceberg).
         table = table.cast(store.schema)
         if day < boundary:
-            path: Path = store.cold_file_path(day, f"generated-{uuid.uuid4().hex}.parquet")
-            size = write_parquet_day(table, path)
+            path, size = store.write_cold_file(day, f"generated-{uuid.uuid4().hex}.parquet", table)
             with lock:
-                cold_paths.append(str(path))
+                cold_paths.append(path)
             return size
-        return write_parquet_day(table, day_path(warm_root, day))
+        return store.write_warm_file(day, "part-0.parquet", table)
 
-    stats = generate_to_hive(warm_root, rows, start, days, seed, progress=progress, write_day=write_day)
+    stats = generate_to_hive(store.root, rows, start, days, seed, progress=progress, write_day=write_day)
     if cold_paths:
         store.register_cold(cold_paths, boundary)
     store.bump_generation()  # a server running on this data dir lists the new days

@@ -179,6 +179,7 @@ class IngestService:
 
     def _write_files(self, t: TableIngest, data: pa.Table, through: int) -> dict[str, Any]:
         store = t.store
+        store.require_local("flushing ingested rows")
         until = store.cold_until()
         days = pc.cast(data[store.table.time_column], pa.date32())
         warm: list[tuple[str, str]] = []
@@ -193,7 +194,7 @@ class IngestService:
                 write_parquet_day(rows, path)
                 cold.append(str(path))
             else:
-                final = store.warm.root / f"day={day.isoformat()}" / name
+                final = store.local_warm("flushing ingested rows").root / f"day={day.isoformat()}" / name
                 tmp = final.with_name(f".{name}.flushing")
                 write_parquet_day(rows, tmp)
                 warm.append((str(tmp), str(final)))

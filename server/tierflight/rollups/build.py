@@ -86,7 +86,15 @@ def build_groups(
     began = time.perf_counter()
     table_cfg = store.table
     ts = table_cfg.time_column
-    sources = [source_sql] if source_sql else [s.sql for s in store.sources()]
+    if source_sql:
+        sources = [source_sql]
+    else:
+        tier_sources = store.sources()
+        sources = [s.sql for s in tier_sources]
+        # S3 data reaches DuckDB as Arrow datasets registered on this cursor.
+        for src in tier_sources:
+            for name, obj in src.registrations:
+                cursor.register(name, obj)
     source = f"({table_view_sql(table_cfg, sources)})"
     stats = cursor.sql(f"SELECT count(*), max({quote_ident(ts)}) FROM {source}").fetchall()[0]
     out: dict[str, pa.Table] = {}

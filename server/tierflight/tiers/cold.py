@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tierflight.engine.database import quote_literal
 from tierflight.errors import ConfigError, StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.s3 import Registration, S3Settings, is_s3_uri
 
 log = get_logger("tierflight.cold")
 
@@ -30,7 +31,9 @@ _DAY = dt.timedelta(days=1)
 
 
 # Keys of [iceberg] that are tierflight's own; every other key is a pyiceberg catalog property.
-_OWN_KEYS = ("type", "namespace", "timeout", "on_unavailable")
+_OWN_KEYS = ("type", "namespace", "timeout", "on_unavailable", "auth")
+# Properties that already configure how pyiceberg authenticates to a REST catalog.
+_AUTH_KEYS = ("credential", "token", "rest.sigv4-enabled", "oauth2-server-uri")
 ON_UNAVAILABLE = ("error", "skip")
 
 
@@ -44,13 +47,16 @@ class IcebergSettings:
     # "error": a statement that needs the cold tier fails while it is unavailable; "skip":
     # it is answered from the other tiers, and the log says so.
     on_unavailable: str = "error"
+    # The object store the table's files live on (REST catalogs): endpoint and credentials.
+    s3: S3Settings = field(default_factory=S3Settings)
 
     @property
     def where(self) -> str:
         return self.properties.get("uri", "?")
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], data_dir: Path) -> IcebergSettings:
+    def from_config(cls, raw: Mapping[str, Any], data_dir: Path, s3: S3Settings | None = None) -> IcebergSettings:
+        s3 = s3 or S3Settings()
         kind = str(raw.get("type", "sql"))
         props = {str(k): str(v) for k, v in raw.items() if k not in _OWN_KEYS}
         timeout = parse_duration(raw.get("timeout", 10), "iceberg.timeout").total_seconds()
@@ -65,9 +71,21 @@ class IcebergSettings:
             catalog_dir.mkdir(parents=True, exist_ok=True)
             props.setdefault("uri", f"sqlite:///{catalog_dir / 'iceberg.db'}")
             props.setdefault("warehouse", (data_dir / "iceberg").absolute().as_uri())
-        elif kind != "rest":
+        elif kind == "rest":
+            # The table's files are on the [s3] endpoint unless s3.* properties say otherwise.
+            for key, value in s3.iceberg_properties().items():
+                props.setdefault(key, value)
+            auth = str(raw.get("auth", "keys"))
+            if auth not in ("keys", "none"):
+                raise ConfigError(f"iceberg.auth = {auth!r}; use 'keys' (OAuth2 client credentials from the S3 keys) or 'none'")
+            # SeaweedFS (and other S3-tables catalogs) accept the S3 key pair as OAuth2 client
+            # credentials; explicit credential/token/SigV4 properties take precedence.
+            if auth == "keys" and not any(k in props for k in _AUTH_KEYS) and s3.access_key and s3.secret_key:
+                props["credential"] = f"{props.get('s3.access-key-id', s3.access_key)}:{props.get('s3.secret-access-key', s3.secret_key)}"
+        else:
             raise StorageUnavailable(f"iceberg.type = {kind!r} is not supported; use 'sql' (embedded) or 'rest'")
-        return cls(kind, props, str(raw.get("namespace", "tierflight")), timeout, on_unavailable)
+        files = S3Settings.from_iceberg_properties(props, s3, timeout)
+        return cls(kind, props, str(raw.get("namespace", "tierflight")), timeout, on_unavailable, files)
 
 
 def first_line(exc: BaseException) -> str:
@@ -86,16 +104,26 @@ def _rest_catalog(settings: IcebergSettings) -> Any:
         """pyiceberg sends REST requests without a timeout: a catalog that accepts the
         connection and never answers would hang start-up and every statement."""
 
-        def _create_session(self) -> Any:
-            session = super()._create_session()
+        @staticmethod
+        def _timed(session: Any) -> Any:
+            if getattr(session, "_tierflight_timed", False):
+                return session
             send = session.request
 
             def request(method: str, url: str, **kwargs: Any) -> Any:
                 kwargs.setdefault("timeout", timeout)
                 return send(method, url, **kwargs)
 
-            session.request = request  # type: ignore[method-assign,assignment]
+            session.request = request
+            session._tierflight_timed = True
             return session
+
+        def _create_legacy_oauth2_auth_manager(self, session: Any) -> Any:
+            # The OAuth2 token (credential = key:secret) is fetched here, on the new session.
+            return super()._create_legacy_oauth2_auth_manager(self._timed(session))
+
+        def _create_session(self) -> Any:
+            return self._timed(super()._create_session())
 
     return _TimedRestCatalog("tierflight", **settings.properties)
 
@@ -341,11 +369,25 @@ class ColdTier:
         return sorted(local_path(t.file.file_path) for t in tasks)
 
     def relation_sql(self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None) -> str | None:
-        files = self.files(time_range, state)
+        rel = self.relation(time_range, state)
+        if rel is not None and rel[1]:
+            raise StorageUnavailable(f"{self.identifier}: files on S3 are read through relation(), not relation_sql()")
+        return None if rel is None else rel[0]
+
+    def relation(
+        self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None
+    ) -> tuple[str, tuple[Registration, ...]] | None:
+        return self.relation_of(self.files(time_range, state))
+
+    def relation_of(self, files: Sequence[str]) -> tuple[str, tuple[Registration, ...]] | None:
+        """SQL over data files: local ones by path, S3 ones through a registered dataset."""
         if not files:
             return None
+        if any(is_s3_uri(f) for f in files):
+            sql, reg = self.settings.s3.registration(files, self.arrow_schema)
+            return sql, (reg,)
         listing = ", ".join(quote_literal(f) for f in files)
-        return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)", ()
 
     # -- writing --------------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
     with maintenance_lock(store):
         boundary = store.warm_boundary()
         until = store.cold_until()
-        aged = [(day, path) for day, path in store.warm.day_dirs() if day < boundary]
+        aged = [(day, path) for day, path in store.local_warm("demotion").day_dirs() if day < boundary]
         if not aged:
             return DemoteStats(0, 0, 0, time.perf_counter() - began)
         todo = [(d, p) for d, p in aged if until is None or d >= until]
@@ -254,7 +254,7 @@ def compact_warm(
     before = 0
     done: list[Path] = []
     with maintenance_lock(store):
-        for _day, path in store.warm.day_dirs():
+        for _day, path in store.local_warm("compaction", cold_too=False).day_dirs():
             recover_compaction(store, path)
             files = live_files(path)
             if len(files) < 2 or all(f.stat().st_size >= small_file_bytes for f in files):

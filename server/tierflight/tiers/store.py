@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -32,7 +33,8 @@ from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
-from tierflight.tiers.warm import WarmTier
+from tierflight.tiers.s3 import S3Settings, is_s3_uri
+from tierflight.tiers.warm import S3WarmTier, WarmTier
 
 GENERATION_FILE = ".generation"
 
@@ -74,6 +76,8 @@ class Source:
     sql: str
     partitions: tuple[Partition, ...]
     files: int
+    # (name, Arrow object) pairs ``sql`` reads by name (S3 data): register them on the cursor.
+    registrations: tuple[tuple[str, Any], ...] = ()
 
 
 class TableStore:
@@ -87,8 +91,15 @@ class TableStore:
         self._seen: tuple[object, ...] | None = None
         # Bumped each time a new view is swapped in: plans cached by a router must key on it.
         self.generation = 0
-        self.warm = WarmTier(self.root / "warm", table.name, self.schema)
-        settings = IcebergSettings.from_config(dict(config.raw.get("iceberg", {})), config.data_dir)
+        self.s3 = S3Settings.from_config(dict(config.raw.get("s3", {}) or {}))
+        warm_uri = str(dict(config.raw.get("storage", {}) or {}).get("warm_uri") or "")
+        self.warm: WarmTier | S3WarmTier
+        if is_s3_uri(warm_uri):
+            self.warm = S3WarmTier(f"{warm_uri.rstrip('/')}/{table.name}/warm", self.s3, table.name, self.schema)
+        else:
+            warm_root = Path(warm_uri).expanduser().absolute() / table.name if warm_uri else self.root
+            self.warm = WarmTier(warm_root / "warm", table.name, self.schema)
+        settings = IcebergSettings.from_config(dict(config.raw.get("iceberg", {})), config.data_dir, self.s3)
         try:
             catalog = load_catalog(settings)
         except StorageUnavailable as exc:
@@ -102,7 +113,39 @@ class TableStore:
 
     @property
     def tiers(self) -> list[Tier]:
-        return [self.hot, self.warm, self.cold]
+        return [self.hot, self.warm, self.cold]  # type: ignore[list-item]
+
+    @property
+    def warm_on_s3(self) -> bool:
+        return isinstance(self.warm, S3WarmTier)
+
+    def require_local(self, what: str, cold_too: bool = True) -> None:
+        """Refuse an operation that only works on local files (demotion, compaction, flush)."""
+        where = []
+        if isinstance(self.warm, S3WarmTier):
+            where.append(f"the warm tier is on S3 ({self.warm.uri})")
+        if cold_too and self.cold_on_s3:
+            where.append(f"the cold tier's files are on S3 (catalog {self.cold.settings.where})")
+        if where:
+            raise StorageUnavailable(
+                f"{what} of table {self.table.name} works on local storage only, but {' and '.join(where)}"
+            )
+
+    def local_warm(self, what: str, cold_too: bool = True) -> WarmTier:
+        """The warm tier for an operation on local files, or a clear refusal (see require_local)."""
+        self.require_local(what, cold_too)
+        assert isinstance(self.warm, WarmTier)
+        return self.warm
+
+    @property
+    def local_only(self) -> bool:
+        """Whether maintenance (demotion, compaction) can run on this table's storage."""
+        return not self.warm_on_s3 and not self.cold_on_s3
+
+    @property
+    def cold_on_s3(self) -> bool:
+        settings = self.cold.settings
+        return settings.catalog_type != "sql" and not settings.properties.get("warehouse", "").startswith("file:")
 
     # -- the boundary ---------------------------------------------------------------------
 
@@ -154,7 +197,7 @@ class TableStore:
             warm = self.warm.build_listing(day_start(until) if until else None)
             cold = self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
             with self._view_lock:
-                self.warm.apply(warm)
+                self.warm.apply(warm)  # type: ignore[arg-type]
                 self.cold.apply(cold)
                 self.generation += 1
             self.hot.refresh()
@@ -189,16 +232,17 @@ class TableStore:
         self.refresh_if_changed()
         with self._view_lock:
             cold, warm = self.cold.state(), self.warm.listing()
-        candidates: list[tuple[str, str | None, list[Partition]]] = [
-            ("cold", self.cold.relation_sql(time_range, cold), list(cold.partitions)),
-            ("warm", self.warm.relation_sql(time_range, warm, strict), [p for p, _ in warm.parts]),
-            ("hot", self.hot.relation_sql(time_range), self.hot.partitions()),
+        hot_sql = self.hot.relation_sql(time_range)
+        candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition]]] = [
+            ("cold", self.cold.relation(time_range, cold), list(cold.partitions)),
+            ("warm", self.warm.relation(time_range, warm, strict), [p for p, _ in warm.parts]),  # type: ignore[arg-type]
+            ("hot", (hot_sql, ()) if hot_sql else None, self.hot.partitions()),
         ]
         out = []
-        for tier, sql, all_parts in candidates:
-            if sql:
+        for tier, rel, all_parts in candidates:
+            if rel:
                 parts = tuple(p for p in all_parts if time_range.overlaps(p.start, p.end))
-                out.append(Source(tier, sql, parts, sum(p.files for p in parts)))
+                out.append(Source(tier, rel[0], parts, sum(p.files for p in parts), rel[1]))
         return out
 
     def has_data(self) -> bool:
@@ -210,7 +254,31 @@ class TableStore:
     # -- bulk load ------------------------------------------------------------------------
 
     def cold_file_path(self, day: dt.date, name: str) -> Path:
-        return Path(self.cold.data_location(day).removeprefix("file://")) / name
+        location = self.cold.data_location(day)
+        if is_s3_uri(location):
+            raise StorageUnavailable(f"{self.cold.identifier} stores its files on S3 ({location}); write them with write_cold_file")
+        return Path(location.removeprefix("file://")) / name
+
+    def write_cold_file(self, day: dt.date, name: str, table: pa.Table) -> tuple[str, int]:
+        """Write one data file into the Iceberg table's location (local or S3): (path, bytes).
+
+        It is part of the table only once registered (register_cold / ColdTier.add_files)."""
+        from tierflight.demo.generate import write_parquet_day
+
+        location = self.cold.data_location(day)
+        if is_s3_uri(location):
+            uri = f"{location}/{name}"
+            return uri, self.cold.settings.s3.write_parquet(table, uri)
+        path = Path(location.removeprefix("file://")) / name
+        return str(path), write_parquet_day(table, path)
+
+    def write_warm_file(self, day: dt.date, name: str, table: pa.Table) -> int:
+        """Write one data file into a warm partition (local hive directory or S3 prefix)."""
+        from tierflight.demo.generate import write_parquet_day
+
+        if isinstance(self.warm, S3WarmTier):
+            return self.warm.write_file(day, name, table)
+        return write_parquet_day(table, self.warm.root / f"day={day.isoformat()}" / name)
 
     def register_cold(self, paths: Iterable[str], boundary: dt.date) -> None:
         """One Iceberg commit for every file of a bulk load, then move the boundary."""

@@ -16,7 +16,6 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from tierflight.engine.database import quote_literal
 from tierflight.errors import InvalidArgument, NotFound
 from tierflight.router.timerange import literal_datetime
 from tierflight.tiers.base import TimeRange
@@ -61,8 +60,10 @@ def snapshot_for(table: Any, when: exp.Expr) -> int:
     raise InvalidArgument("time travel supports AT (VERSION => id) and AT (TIMESTAMP => ts)")
 
 
-def relation_at(store: Any, when: exp.Expr, rng: TimeRange) -> tuple[str | None, int, int]:
-    """(relation SQL or None if empty, snapshot id, files) for the cold tier at a snapshot."""
+def relation_at(
+    store: Any, when: exp.Expr, rng: TimeRange
+) -> tuple[str | None, int, int, tuple[tuple[str, Any], ...]]:
+    """(relation SQL or None if empty, snapshot id, files, registrations) for the cold tier at a snapshot."""
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
     table = store.cold.table()
@@ -83,10 +84,10 @@ def relation_at(store: Any, when: exp.Expr, rng: TimeRange) -> tuple[str | None,
             _plans[key] = files
             while len(_plans) > 256:
                 _plans.popitem(last=False)
-    if not files:
-        return None, snapshot_id, 0
-    listing = ", ".join(quote_literal(f) for f in files)
-    return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)", snapshot_id, len(files)
+    rel = store.cold.relation_of(files)
+    if rel is None:
+        return None, snapshot_id, 0, ()
+    return rel[0], snapshot_id, len(files), rel[1]
 
 
 def snapshots_table(stores: dict[str, Any]) -> pa.Table:

@@ -17,14 +17,17 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tierflight.engine.database import quote_ident, quote_literal
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.s3 import Registration, S3Settings
 
 log = get_logger("tierflight.warm")
 
@@ -75,12 +78,16 @@ def schema_problem(actual: pa.Schema, expected: pa.Schema) -> str | None:
     return None
 
 
-def inspect_file(path: Path, expected: pa.Schema | None) -> tuple[int, str | None]:
+def inspect_file(path: Path | str, expected: pa.Schema | None, filesystem: Any = None) -> tuple[int, str | None]:
     """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
     try:
-        pf = pq.ParquetFile(path)
-        rows = pf.metadata.num_rows
-        actual = pf.schema_arrow
+        if filesystem is not None:
+            with filesystem.open_input_file(str(path)) as fh:
+                pf = pq.ParquetFile(fh)
+                rows, actual = pf.metadata.num_rows, pf.schema_arrow
+        else:
+            pf = pq.ParquetFile(path)
+            rows, actual = pf.metadata.num_rows, pf.schema_arrow
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable footer is reported the same way
@@ -236,3 +243,130 @@ class WarmTier:
         # other tiers in the table's UNION ALL.
         cols = ", ".join(quote_ident(n) for n in self.schema.names) if self.schema is not None else "*"
         return f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)"
+
+    def relation(
+        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
+    ) -> tuple[str, tuple[Registration, ...]] | None:
+        sql = self.relation_sql(time_range, listing, strict)
+        return None if sql is None else (sql, ())
+
+
+@dataclass(frozen=True)
+class S3WarmListing:
+    since: dt.datetime | None
+    parts: tuple[tuple[Partition, tuple[str, ...]], ...]
+
+
+class S3WarmTier:
+    """The warm tier under an S3 prefix: ``<warm_uri>/<table>/warm/day=YYYY-MM-DD/*.parquet``.
+
+    Listed with one recursive LIST; each object's footer is read once (cached by its size
+    and mtime) for the row counts and the schema check. Statements read the files through a
+    pyarrow dataset registered on their cursor. Demotion and compaction are local-only.
+    """
+
+    name = "warm"
+
+    def __init__(self, uri: str, s3: S3Settings, table_name: str, schema: pa.Schema) -> None:
+        self.uri = uri.rstrip("/")
+        self.s3 = s3
+        self.table_name = table_name
+        self.schema = schema
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, int, int, str | None]] = {}
+        self._listing = S3WarmListing(None, ())
+        self.refresh()
+
+    @property
+    def since(self) -> dt.datetime | None:
+        return self._listing.since
+
+    def day_uri(self, day: dt.date) -> str:
+        return f"{self.uri}/{day_dir_name(day)}"
+
+    def write_file(self, day: dt.date, name: str, table: pa.Table) -> int:
+        return self.s3.write_parquet(table, f"{self.day_uri(day)}/{name}")
+
+    def partitions(self) -> list[Partition]:
+        return [p for p, _ in self._listing.parts]
+
+    def _objects(self) -> list[pafs.FileInfo]:
+        prefix = self.uri.removeprefix("s3://").removeprefix("s3a://")
+        try:
+            infos = self.s3.filesystem().get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise self.s3.unavailable(f"list the warm tier of {self.table_name} at {self.uri}", exc) from None
+        return [i for i in infos if i.type == pafs.FileType.File]
+
+    def build_listing(self, since: dt.datetime | None) -> S3WarmListing:
+        by_day: dict[dt.date, list[pafs.FileInfo]] = {}
+        for info in self._objects():
+            parent, _, base = info.path.rpartition("/")
+            day_name = parent.rpartition("/")[2]
+            if not base.endswith(".parquet") or base.startswith((".", "_")) or not day_name.startswith("day="):
+                continue
+            try:
+                day = dt.date.fromisoformat(day_name[4:])
+            except ValueError:
+                continue
+            by_day.setdefault(day, []).append(info)
+        parts = []
+        for day in sorted(by_day):
+            start = dt.datetime.combine(day, dt.time())
+            if since is not None and start < since:
+                continue
+            files = sorted(by_day[day], key=lambda i: i.path)
+            rows = sum(self.inspect(f)[0] for f in files)
+            part = Partition(self.table_name, self.name, day_dir_name(day), start, start + _DAY, len(files), rows,
+                             sum(int(f.size or 0) for f in files))
+            parts.append((part, tuple(f"s3://{f.path}" for f in files)))
+        return S3WarmListing(since, tuple(parts))
+
+    def inspect(self, info: pafs.FileInfo) -> tuple[int, str | None]:
+        mtime = int(info.mtime_ns or 0)
+        size = int(info.size or 0)
+        with self._lock:
+            cached = self._cache.get(info.path)
+        if cached and cached[0] == mtime and cached[1] == size:
+            return cached[2], cached[3]
+        rows, problem = inspect_file(info.path, self.schema, self.s3.filesystem())
+        if problem:
+            log.warning("warm_file_unreadable", table=self.table_name, file=f"s3://{info.path}", problem=problem)
+        with self._lock:
+            self._cache[info.path] = (mtime, size, rows, problem)
+        return rows, problem
+
+    def problem(self, uri: str) -> str | None:
+        with self._lock:
+            cached = self._cache.get(uri.removeprefix("s3://"))
+        return cached[3] if cached else None
+
+    def apply(self, listing: S3WarmListing) -> None:
+        self._listing = listing
+
+    def listing(self) -> S3WarmListing:
+        return self._listing
+
+    def refresh(self, since: dt.datetime | None = None) -> None:
+        self.apply(self.build_listing(since if since is not None else self._listing.since))
+
+    def files(self, time_range: TimeRange = ALL_TIME, listing: S3WarmListing | None = None, strict: bool = True) -> list[str]:
+        out = [f for part, files in (listing or self._listing).parts if time_range.overlaps(part.start, part.end) for f in files]
+        bad = [(f, p) for f in out if (p := self.problem(f))]
+        if bad and strict:
+            f, problem = bad[0]
+            raise StorageUnavailable(f"{self.table_name}, warm partition {f.rsplit('/', 2)[-2]}: {problem}")
+        if bad:
+            names = {f for f, _ in bad}
+            out = [f for f in out if f not in names]
+            log.warning("warm_files_skipped", table=self.table_name, files=sorted(names))
+        return out
+
+    def relation(
+        self, time_range: TimeRange = ALL_TIME, listing: S3WarmListing | None = None, strict: bool = True
+    ) -> tuple[str, tuple[Registration, ...]] | None:
+        files = self.files(time_range, listing, strict)
+        if not files:
+            return None
+        sql, reg = self.s3.registration(files, self.schema)
+        return sql, (reg,)

