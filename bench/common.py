@@ -453,6 +453,7 @@ def start_floor(timeout: float = 60.0) -> ExternalServer:
 def flightsql_command(sql: str) -> bytes:
     """A serialized ``Any(CommandStatementQuery)`` for a raw pyarrow.flight descriptor."""
     from google.protobuf import any_pb2
+
     from tierflight.protocol import flightsql_pb2 as pb
 
     msg = any_pb2.Any()

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
+
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.sqlinfo import sql_info_table
 

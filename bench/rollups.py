@@ -140,6 +140,7 @@ def _engines(app: Any, data_dir: Path, runs: int) -> dict[str, dict[str, Any]]:
     import polars as pl
     import pyarrow as pa
     import pyarrow.compute as pc
+
     from tierflight.engine.sandbox import check_statement
     from tierflight.rollups.snapshot import read_meta, read_snapshot
 

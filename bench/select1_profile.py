@@ -149,6 +149,7 @@ def replay(uri: str, calls: int, warmup: int) -> dict[str, list[float]]:
     import time
 
     import pyarrow.flight as flight
+
     from tierflight.protocol import flightsql_pb2 as pb
 
     client = flight.connect(uri)
@@ -247,6 +248,7 @@ def _short_path(file: str) -> str:
 @benchmark("select1_profile")
 def run(ctx: BenchContext) -> Result:
     import structlog
+
     from tierflight.app import App
     from tierflight.config import load_config
     from tierflight.log import configure_logging

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tierflight.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +107,7 @@ class FlatOracle:
 def flat(data_dir: Path) -> Iterator[Any]:
     """The differential oracle: DuckDB over a flat copy of the same rows."""
     import duckdb
+
     from tierflight.engine.database import table_view_sql
 
     cfg = make_config(data_dir)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.server import pack, unpack
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
+
 from conftest import CONFIG, ROOT, make_config, tierflight_cmd
 
 GEN_NOW = dt.datetime(2025, 1, 1)

@@ -12,6 +12,7 @@ import adbc_driver_flightsql.dbapi as fsql
 import adbc_driver_manager
 import pyarrow as pa
 import pytest
+
 from flightsql_helpers import adbc_status, assert_clean_message
 
 EVENTS_COLUMNS = [

@@ -13,6 +13,7 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
 from conftest import CONFIG, ROOT, TEST_NOW, RunningServer, make_config, start_in_process, tierflight_cmd
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, flight_status, read_all
 from tierflight.protocol import flightsql_pb2 as pb

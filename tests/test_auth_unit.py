@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
 from tierflight.errors import ConfigError
 from tierflight.protocol import auth
 from tierflight.protocol.auth import (

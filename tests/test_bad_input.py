@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
 from flightsql_helpers import (
     RawGrpc,
     action_bytes,

@@ -12,6 +12,7 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
 import tierflight_client
 from conftest import RunningServer, make_config, start_in_process
 from tierflight.protocol.auth import hash_password
@@ -293,8 +294,9 @@ def _cli(*args: str) -> Any:
     from unittest import mock
 
     import structlog
-    from tierflight.cli import app
     from typer.testing import CliRunner
+
+    from tierflight.cli import app
 
     saved = structlog.get_config()
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)

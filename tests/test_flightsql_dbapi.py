@@ -15,6 +15,7 @@ from typing import Any
 
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
+
 from conftest import SubprocessServer
 
 CLIENT = Path(__file__).parent / "clients" / "flightsql_dbapi_client.py"

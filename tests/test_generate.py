@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from tierflight.demo.generate import (
     EVENTS_SCHEMA,
     day_path,

@@ -12,6 +12,7 @@ from typing import Any
 import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
 import pytest
+
 from conftest import RunningServer, make_config, start_in_process, start_subprocess
 from differential import assert_same
 
@@ -53,6 +54,7 @@ def fresh(tmp_path: Path) -> Iterator[RunningServer]:
 
 def _oracle(data_dir: Path, extra: list[pa.Table]) -> Any:
     import duckdb
+
     from tierflight.tiers.warm import live_files
 
     con = duckdb.connect()

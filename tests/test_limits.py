@@ -13,6 +13,7 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
 from conftest import RunningServer, make_config, start_in_process
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, flight_status, wait_for
 from tierflight.protocol import flightsql_pb2 as pb

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import ROOT, tierflight_cmd
 from tierflight.loadtest import (
     LoadTestConfig,
@@ -199,8 +200,9 @@ def test_open_loop_statement_count(subprocess_server: Any, workload_file: Path) 
 def test_cli_errors(workload_file: Path) -> None:
     from unittest import mock
 
-    from tierflight.cli import app
     from typer.testing import CliRunner
+
+    from tierflight.cli import app
 
     def run(*args: str) -> Any:
         # Without the CLI's logging set-up, which would outlive the runner's captured stream.

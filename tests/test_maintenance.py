@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import start_in_process
 from storage_helpers import (
     AGED,

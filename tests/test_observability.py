@@ -20,9 +20,10 @@ import adbc_driver_flightsql.dbapi as fsql
 import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from conftest import CONFIG, ROOT, TEST_NOW, RunningServer, make_config, start_in_process, tierflight_cmd
 from flightsql_helpers import adbc_status, wait_for
-from prometheus_client.parser import text_string_to_metric_families
 from tierflight.config import load_config
 from tierflight.errors import ConfigError
 from tierflight.protocol.auth import hash_password

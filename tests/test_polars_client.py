@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+
 from conftest import RunningServer, make_config, start_in_process
 
 QUERY = (

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol import schemas, sqlinfo
 from tierflight.protocol.sqlinfo import SQL_INFO_TYPES, SqlInfoType

@@ -9,6 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+from google.protobuf.message import Message
+
 from flightsql_helpers import (
     bind_parameters,
     close_prepared,
@@ -20,7 +22,6 @@ from flightsql_helpers import (
     stream_batches,
     wait_for,
 )
-from google.protobuf.message import Message
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.server import pack, unpack

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
+
 from conftest import make_config, start_in_process
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import datasketches
 import pytest
+
 from conftest import RunningServer, make_config
 from differential import assert_same
 

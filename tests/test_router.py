@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import RunningServer
 from differential import assert_same, parse_workload
 

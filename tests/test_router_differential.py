@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import pytest
+
 from conftest import TEST_START
 from differential import assert_same
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+
 from conftest import RunningServer, make_config, start_in_process
 from differential import assert_same, parse_workload
 
@@ -97,6 +98,7 @@ class Weed:
 
 def _ready(weed: Weed) -> bool:
     import pyarrow.fs as pafs
+
     from tierflight.tiers.s3 import S3Settings
 
     try:
@@ -187,6 +189,7 @@ def hot_rows() -> pa.Table:
 def oracle(hot_rows: pa.Table) -> Iterator[Any]:
     """DuckDB over the same rows, flat: ``events`` (generated) and ``events_hot`` (+ hot tail)."""
     import duckdb
+
     from tierflight.demo.generate import generate_days
     from tierflight.engine.database import table_view_sql
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
+
 from conftest import CONFIG, ROOT, TEST_NOW, tierflight_cmd
 
 pytestmark = pytest.mark.subprocess

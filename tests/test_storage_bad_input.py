@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import RunningServer, start_in_process
 from flightsql_helpers import adbc_status, assert_clean_message
 from storage_helpers import (

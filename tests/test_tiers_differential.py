@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+
 from conftest import TEST_SEED, RunningServer, make_config, start_in_process
 from differential import assert_same, parse_workload
 

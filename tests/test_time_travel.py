@@ -7,6 +7,7 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
+
 from conftest import make_config, start_in_process
 
 

@@ -230,7 +230,6 @@ def _run_statement(
     import time
 
     import tierflight_client
-
     from tierflight.output import FORMATS, describe_route
 
     if fmt not in FORMATS:
