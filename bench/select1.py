@@ -17,7 +17,7 @@ against the *floor*: a minimal pyarrow.flight server in Python that answers thes
 constants (``bench/floor.py``); no Python server can be faster, and its figures show how
 much of a round trip is the client and the transport rather than the server.
 
-Rounds alternate between the servers so background load hits both alike; the report gives
+Rounds rotate the order of the servers so background load hits them alike; the report gives
 the round with the best p50 and the spread of p50 over rounds.
 """
 

@@ -133,6 +133,12 @@ def run(ctx: BenchContext) -> Result:
         conn = connect(server.uri)
         cur = conn.cursor()
         try:
+            # The round-trip floor of this server and client path, for reference.
+            select1 = summarize_ms(
+                timed_runs(
+                    lambda: fetch(cur, "SELECT 1"), min_runs=200, max_runs=1000, budget_s=3.0, warmup=20
+                )
+            )
             for tier, (first, last) in WEEKS.items():
                 sql = SQL.format(first=first, last=last)
                 files = day_files(data_dir, first, last)
@@ -205,6 +211,13 @@ def run(ctx: BenchContext) -> Result:
                 "ok": r["ratio"] <= TARGET_RATIO,
             }
         )
+    summary.append(
+        {
+            "metric": "for reference: SELECT 1 p50 on the same server and client path (the round-trip floor)",
+            "value": round(select1["p50"], 2),
+            "unit": "ms",
+        }
+    )
     week = planning["one week"]
     summary.append(
         {
@@ -302,7 +315,7 @@ def run(ctx: BenchContext) -> Result:
         "summary": summary,
         "tables": tables,
         "notes": notes,
-        "raw": {"scans": results, "planning": planning, "load": load, "runs": runs},
+        "raw": {"select1": select1, "scans": results, "planning": planning, "load": load, "runs": runs},
     }
 
 

@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 class Watchdog:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
+        # The heap holds only (deadline, token); a cancelled token's action is dropped at once,
+        # so nothing it references (an execution, a cursor) outlives the statement.
+        self._heap: list[tuple[float, int]] = []
+        self._actions: dict[int, Callable[[], None]] = {}
         self._cond = threading.Condition()
         self._ids = itertools.count()
         self._stopped = False
@@ -27,14 +29,15 @@ class Watchdog:
     def schedule(self, delay_s: float, action: Callable[[], None]) -> int:
         token = next(self._ids)
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, token, action))
+            heapq.heappush(self._heap, (time.monotonic() + delay_s, token))
+            self._actions[token] = action
             if self._heap[0][1] == token:
                 self._cond.notify()
         return token
 
     def cancel(self, token: int) -> None:
         with self._cond:
-            self._cancelled.add(token)
+            self._actions.pop(token, None)
 
     def _run(self) -> None:
         while True:
@@ -44,9 +47,9 @@ class Watchdog:
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
-                _, token, action = heapq.heappop(self._heap)
-                if token in self._cancelled:
-                    self._cancelled.discard(token)
+                _, token = heapq.heappop(self._heap)
+                action = self._actions.pop(token, None)
+                if action is None:
                     continue
             # A failing action must not stop the watchdog.
             with contextlib.suppress(Exception):
