@@ -427,31 +427,6 @@ def data_description(rows: int) -> str:
     )
 
 
-@dataclass
-class SystemLoad:
-    """Load average samples around a measurement (the machine is shared)."""
-
-    samples: list[list[float]]
-
-    @classmethod
-    def start(cls) -> SystemLoad:
-        from bench.common import load_average
-
-        return cls([load_average()])
-
-    def mark(self) -> None:
-        from bench.common import load_average
-
-        self.samples.append(load_average())
-
-
-def iter_days(first: dt.date, last: dt.date) -> Iterator[dt.date]:
-    day = first
-    while day <= last:
-        yield day
-        day += dt.timedelta(days=1)
-
-
 def same_rows(a: Any, b: Any, rel_tol: float = 1e-9) -> bool:
     """Whether two Arrow tables hold the same rows in any order (floats within ``rel_tol``)."""
     import math

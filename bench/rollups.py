@@ -373,7 +373,8 @@ def run(ctx: BenchContext) -> Result:
         "Bytes are the rollup tables' in-memory Arrow size (`system.rollups.bytes`); file MB is the Arrow IPC "
         "snapshot on disk; raw bytes are the ZSTD Parquet files of the warm and cold tiers. Preload memory: "
         "DuckDB's accounting (`duckdb_memory()`) and the process RSS growth while loading that rollup alone "
-        "(the Arrow table read from the snapshot is freed after the DuckDB copy).",
+        "(the Arrow table read from the snapshot is freed after the DuckDB copy; RSS deltas are noisy, the "
+        "allocator reuses freed memory, so one can even be negative).",
         f"App start (stores, tier listing, every rollup loaded, router, executor): {pre['app_ms']:.0f} ms, "
         f"RSS +{pre['app_rss_bytes'] / 1e6:.0f} MB.",
         "Engines: "

@@ -205,7 +205,7 @@ def run(ctx: BenchContext) -> Result:
         summary.append(
             {
                 "metric": f"{tier} week, p50 ratio tierflight / DuckDB",
-                "value": round(r["ratio"], 2),
+                "value": round(r["ratio"], 3),
                 "unit": "x",
                 "target": f"≤ {TARGET_RATIO}x",
                 "ok": r["ratio"] <= TARGET_RATIO,
