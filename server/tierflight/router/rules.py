@@ -69,6 +69,10 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
     if group.grain is None or grain not in DERIVABLE[group.grain]:
         have = group.grain or "no time dimension"
         raise Reject("grain", f"needs {grain} buckets, rollup has {have}")
+    if grain == group.grain and _bucket_type(grain) == _expression_type(node, info):
+        # The rollup's own bucket column, as is: no casts, so DuckDB groups and filters on
+        # the plain column (and its zone maps apply).
+        return exp.column(grain)
     expanded = node
     if isinstance(node, exp.Column) and node.name.lower() in info.derived:
         expanded = _parsed(info.derived[node.name.lower()])
@@ -80,6 +84,28 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
         return n
 
     return expanded.copy().transform(swap)
+
+
+def _bucket_type(grain: str) -> str:
+    """How the build stores each grain's bucket column (see rollups.build.time_expr)."""
+    return "DATE" if grain in ("day", "week", "month") else "TIMESTAMP"
+
+
+def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
+    """DATE or TIMESTAMP for the time-grain expressions the router recognises, else None."""
+    if isinstance(node, exp.Column) and node.name.lower() in info.derived:
+        return _expression_type(_parsed(info.derived[node.name.lower()]), info)
+    if isinstance(node, exp.Cast):
+        kind = node.to.this
+        if kind == exp.DataType.Type.DATE:
+            return "DATE"
+        if kind in (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ):
+            return "TIMESTAMP"
+        return None
+    if isinstance(node, exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
+        # date_trunc over a TIMESTAMP column is a TIMESTAMP in DuckDB.
+        return "TIMESTAMP"
+    return None
 
 
 def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
