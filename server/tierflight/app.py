@@ -6,10 +6,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config, parse_duration
-from tierflight.engine.database import Database
+from tierflight.engine.database import Database, quote_ident, table_view_sql
 from tierflight.engine.executor import Executor
 from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError
@@ -68,7 +69,15 @@ class App:
         self.ingest_service.flush_all()
 
     def _column_names(self, sql: str) -> list[str]:
-        cur = self.database.cursor()
+        """Output names of a statement as DuckDB gives them. Bound against empty views of the
+        tables (same columns, no files), so a plan-cache miss does not pay for listing files."""
+        binder = getattr(self, "_binder", None)
+        if binder is None:
+            binder = duckdb.connect(":memory:")
+            for table in self.config.tables.values():
+                binder.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
+            self._binder = binder
+        cur = binder.cursor()
         try:
             return list(cur.sql(sql).columns)
         finally:

@@ -20,7 +20,7 @@ from sqlglot import exp
 from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.rollups.build import dimension_expr, state_expr
-from tierflight.rollups.definition import retention_start
+from tierflight.rollups.definition import DERIVABLE, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.raw import RawPlanner
 from tierflight.router.route import Rejection, Route, RoutePart
@@ -31,6 +31,7 @@ from tierflight.router.rules import (
     canonical,
     canonical_sql,
     conjuncts,
+    dtype,
     normalise_predicate,
     retention_ok,
     rewrite_aggregate,
@@ -80,6 +81,17 @@ _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp
 def precheck(tree: exp.Select, info: TableInfo, state: RollupState) -> None:
     """Cheap necessary conditions, checked before the (costlier) rewrite."""
     group = state.group
+    for node in tree.walk():
+        if isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
+            grain = column_grain(node, info.time_column, info.grains)
+            if grain in (None, "exact") or node.find_ancestor(exp.AggFunc) is not None:
+                continue
+            if group.grain is None or grain not in DERIVABLE[group.grain]:
+                raise Reject("grain", f"needs {grain} buckets, rollup has {group.grain or 'no time dimension'}")
+    if group.filter:
+        key = canonical_sql(group.filter)
+        if not any(canonical(normalise_predicate(p)) == key for p in conjuncts(tree.args.get("where"))):
+            raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
     dims = {d.lower() for d in group.dimensions}
     stored = {(m.kind, (m.column or "").lower()) for m in group.measures}
     for agg in tree.find_all(exp.AggFunc):
@@ -375,5 +387,5 @@ class Router:
 def _literal(value: dt.datetime, dated: bool) -> exp.Expr:
     # Compare the bucket column with a constant of its own type so zone maps apply.
     if dated:
-        return exp.cast(exp.Literal.string(value.date().isoformat()), exp.DataType.build("DATE"))
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
+        return exp.cast(exp.Literal.string(value.date().isoformat()), dtype("DATE"))
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), dtype("TIMESTAMP"))

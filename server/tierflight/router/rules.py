@@ -21,6 +21,16 @@ from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, rete
 from tierflight.router.timerange import column_grain, literal_datetime, truncate
 
 
+@lru_cache(maxsize=32)
+def _dtype(name: str) -> exp.DataType:
+    return exp.DataType.build(name)
+
+
+def dtype(name: str) -> exp.DataType:
+    """A SQL type node; building one parses the name, so parsed ones are kept and copied."""
+    return _dtype(name).copy()
+
+
 class Reject(Exception):
     def __init__(self, rule: str, reason: str) -> None:
         super().__init__(reason)
@@ -56,7 +66,7 @@ def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.
 
 
 def _bucket(group: StorageGroup) -> exp.Expr:
-    return exp.cast(exp.column(group.grain or ""), exp.DataType.build("TIMESTAMP"))
+    return exp.cast(exp.column(group.grain or ""), dtype("TIMESTAMP"))
 
 
 def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
@@ -219,7 +229,7 @@ def _state(group: StorageGroup, kind: str, column: str | None) -> Measure | None
 
 def _bigint_count(sum_expr: exp.Expr) -> exp.Expr:
     # COUNT is BIGINT and 0 over no rows; SUM of counts is HUGEINT and NULL over no rows.
-    return exp.func("COALESCE", exp.cast(sum_expr, exp.DataType.build("BIGINT")), exp.Literal.number(0))
+    return exp.func("COALESCE", exp.cast(sum_expr, dtype("BIGINT")), exp.Literal.number(0))
 
 
 def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
@@ -283,7 +293,7 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
             raise Reject("measure", f"avg({c}) needs sum({c}) and count({c}) states")
         return exp.Div(
             this=wrap(exp.Sum(this=exp.column(s.state))),
-            expression=exp.cast(wrap(exp.Sum(this=exp.column(n.state))), exp.DataType.build("DOUBLE")),
+            expression=exp.cast(wrap(exp.Sum(this=exp.column(n.state))), dtype("DOUBLE")),
         )
     if isinstance(agg, exp.ApproxDistinct):
         c = col_of(agg.this)
@@ -291,7 +301,7 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
         if m is None:
             raise Reject("measure", f"approx_count_distinct({c}) needs an hll({c}) state")
         est = exp.func("tf_hll_estimate", wrap(exp.func("list", exp.column(m.state))))
-        return exp.cast(exp.func("round", est), exp.DataType.build("BIGINT"))
+        return exp.cast(exp.func("round", est), dtype("BIGINT"))
     raise Reject("measure", f"{agg.key.upper()} cannot be computed from mergeable states")
 
 
