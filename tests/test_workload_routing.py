@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from differential import parse_workload
 
 WORKLOADS = Path(__file__).resolve().parent.parent.parent / "shared" / "workloads"
 # Statements no configured rollup can answer exactly, and why.
 RAW = {
-    "top_publishers_jp_window": "publisher × country × day is not a configured rollup (it would not fit the memory budget)",
+    "top_publishers_jp_window": "publisher x country x day is not a configured rollup (it would not fit the memory budget)",
     "raw_drilldown_one_auction": "reads raw rows of one auction",
 }
 

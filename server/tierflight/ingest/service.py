@@ -27,9 +27,10 @@ import pyarrow.compute as pc
 
 from tierflight.config import parse_duration, parse_size
 from tierflight.demo.generate import write_parquet_day
+from tierflight.durable import write_json_atomic
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied
 from tierflight.ingest.validate import validate_batch
-from tierflight.ingest.wal import WriteAheadLog, write_json_atomic
+from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
 from tierflight.tiers.store import TableStore
 

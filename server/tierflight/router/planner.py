@@ -35,7 +35,7 @@ from tierflight.router.rules import (
     normalise_predicate,
     retention_ok,
     rewrite_aggregate,
-    rewrite_time,
+    rewrite_dimension_node,
     single_table,
     time_predicate,
 )
@@ -54,7 +54,6 @@ StoreLookup = Callable[[], Mapping[str, TableStore]]
 
 def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.Expr:
     group = state.group
-    dims = {d.lower() for d in group.dimensions}
 
     def visit(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Window):
@@ -63,14 +62,7 @@ def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.E
             return rewrite_aggregate(n, info, group)
         if isinstance(n, exp.Subquery | exp.Select):
             raise Reject("shape", "subqueries are answered from raw tiers")
-        grain = column_grain(n, info.time_column, info.grains)
-        if grain is not None:
-            return rewrite_time(n, info, group)
-        if isinstance(n, exp.Column):
-            name = n.name.lower()
-            if name not in dims and (name in info.columns or name in info.derived):
-                raise Reject("dimension", f"column {n.name} is not a dimension of the rollup")
-        return n
+        return rewrite_dimension_node(n, info, group)
 
     return _transform_outside_aggs(expr, visit)
 

@@ -118,21 +118,26 @@ def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
     return None
 
 
+def rewrite_dimension_node(n: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
+    """Rule ``dimension`` for one node outside aggregates: a time grain becomes an expression
+    over the bucket; any other table column must be one of the rollup's dimensions."""
+    grain = column_grain(n, info.time_column, info.grains)
+    if grain is not None:
+        return rewrite_time(n, info, group)
+    if isinstance(n, exp.Column):
+        name = n.name.lower()
+        if name not in {d.lower() for d in group.dimensions} and (name in info.columns or name in info.derived):
+            raise Reject("dimension", f"column {n.name} is not a dimension of the rollup")
+    return n
+
+
 def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``dimension``: outside aggregates, only dimensions and time grains may appear."""
-    dims = {d.lower() for d in group.dimensions}
 
     def visit(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.AggFunc | exp.Filter | exp.Window):
             return n
-        grain = column_grain(n, info.time_column, info.grains)
-        if grain is not None:
-            return rewrite_time(n, info, group)
-        if isinstance(n, exp.Column):
-            name = n.name.lower()
-            if name not in dims and (name in info.columns or name in info.derived):
-                raise Reject("dimension", f"column {n.name} is not a dimension of the rollup")
-        return n
+        return rewrite_dimension_node(n, info, group)
 
     return _transform_outside_aggs(expr, visit)
 

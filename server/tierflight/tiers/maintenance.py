@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tierflight.demo.generate import write_parquet_day
+from tierflight.durable import write_json_atomic
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.store import TableStore
@@ -184,15 +185,6 @@ class CompactStats:
     seconds: float
 
 
-def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def recover_compaction(store: TableStore, day_dir: Path) -> None:
     """Finish or undo a compaction a crash interrupted (see the module docstring)."""
     journal = day_dir / COMPACTION_JOURNAL
@@ -266,7 +258,7 @@ def compact_warm(
             tmp = f".{name}.compacting"
             write_parquet_day(table, path / tmp)
             fault("compact:written")
-            _write_json(path / COMPACTION_JOURNAL, {"new": name, "tmp": tmp, "old": [f.name for f in files]})
+            write_json_atomic(path / COMPACTION_JOURNAL, {"new": name, "tmp": tmp, "old": [f.name for f in files]})
             fault("compact:journal")
             os.replace(path / tmp, path / name)
             fault("compact:renamed")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
+from tierflight.durable import write_json_atomic
 from tierflight.engine.database import Database
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
@@ -163,11 +163,7 @@ class TableStore:
 
     def set_cold_until(self, day: dt.date) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cold_until": day.isoformat()}))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
+        write_json_atomic(self.state_path, {"cold_until": day.isoformat()})
 
     def warm_boundary(self) -> dt.date:
         """Days before this are older than the warm window and belong in cold."""
