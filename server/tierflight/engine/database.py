@@ -23,6 +23,7 @@ SYSTEM_SCHEMA = "system"
 # tables live in this schema and the planner rewrites ``system.x`` to it.
 SYSTEM_STORAGE_SCHEMA = "tf_system"
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
+_CHECKED_CACHE_SIZE = 4096
 
 SystemTableSource = Callable[[], pa.Table]
 
@@ -56,6 +57,7 @@ class Database:
         self._config = config
         self._lock = threading.Lock()
         self._system_sources: dict[str, SystemTableSource] = {}
+        self._reads_checked: dict[str, None] = {}
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(
@@ -139,12 +141,17 @@ class Database:
 
     def check_statement_type(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
         """DuckDB's own parser decides the statement type: only reads get through."""
+        if sql in self._reads_checked:
+            return  # the verdict depends on the text alone; dashboards repeat statements
         statements = cursor.extract_statements(sql)
         if len(statements) != 1:
             raise StatementRefused("only one statement per request is allowed; send them one at a time")
         kind = str(statements[0].type).rsplit(".", 1)[-1].upper()
         if kind not in _ALLOWED_STATEMENT_TYPES:
             raise StatementRefused(f"{kind} statements are not allowed: tierflight is read-only")
+        if len(self._reads_checked) >= _CHECKED_CACHE_SIZE:
+            self._reads_checked.clear()
+        self._reads_checked[sql] = None
 
     def close(self) -> None:
         # Wait for server-side work on the connection (view swaps, maintenance) to finish:

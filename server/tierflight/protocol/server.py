@@ -89,6 +89,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
+        self._schema_bytes: dict[bytes, bytes] = {}
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,
             "CommandPreparedStatementQuery": self._info_prepared,
@@ -263,10 +264,20 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         item.pending = pending
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=item.handle,
-            dataset_schema=schema_with_column_metadata(dataset_schema).serialize().to_pybytes(),
+            dataset_schema=self._dataset_schema_bytes(dataset_schema),
             parameter_schema=parameter_schema.serialize().to_pybytes() if statement.parameter_count else b"",
         )
         return flight.Result(pack(result))
+
+    def _dataset_schema_bytes(self, schema: pa.Schema) -> bytes:
+        # Keyed by the serialized schema: pa.Schema equality ignores field metadata.
+        key = schema.serialize().to_pybytes()
+        out = self._schema_bytes.get(key)
+        if out is None:
+            if len(self._schema_bytes) >= 1024:
+                self._schema_bytes.clear()
+            out = self._schema_bytes[key] = schema_with_column_metadata(schema).serialize().to_pybytes()
+        return out
 
     def _cancel_info(self, info: flight.FlightInfo) -> fa.CancelStatus:
         cancelled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -41,17 +42,23 @@ class Route:
     # executor may reuse a result for the same SQL and version (dashboards repeat).
     version: tuple[Any, ...] | None = None
 
-    @property
+    # A route is planned once and served many times (the plan cache hands out the same
+    # object), so what every statement's FlightInfo and log need is computed once.
+    @cached_property
     def tier(self) -> str:
         tiers = sorted({p.tier for p in self.parts})
         return "+".join(tiers) if tiers else "none"
 
-    @property
+    @cached_property
     def rollup(self) -> str | None:
         names = [p.source for p in self.parts if p.tier == "hot" and p.source.startswith("rollup:")]
         return ",".join(n.removeprefix("rollup:") for n in names) or None
 
     def to_json(self) -> str:
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         return json.dumps(
             {
                 "tier": self.tier,
