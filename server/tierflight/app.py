@@ -13,7 +13,7 @@ from tierflight.config import Config, parse_duration
 from tierflight.engine.database import Database, quote_ident, table_view_sql
 from tierflight.engine.executor import Executor
 from tierflight.engine.rwlock import RWLock
-from tierflight.errors import ConfigError
+from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
 from tierflight.log import get_logger
 from tierflight.observability import Metrics, OpsServer, readiness
@@ -28,8 +28,13 @@ log = get_logger("tierflight.app")
 class App:
     """One tierflight instance: its tables, tiers, DuckDB and executor (no network)."""
 
-    def __init__(self, config: Config, *, build_rollups: bool = True, progress: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, build_rollups: bool = True, progress: bool = False, follower: bool = False
+    ) -> None:
+        # A follower (a read-only worker of ``serve --workers``) serves what the node that
+        # ingests published: it never recovers flushes, replays the WAL or builds rollups.
         self.config = config
+        self.follower = follower
         self.database = Database(config)
         self.stores: dict[str, TableStore] = {
             name: TableStore(config, table, self.database) for name, table in config.tables.items()
@@ -39,10 +44,11 @@ class App:
         self.swap_lock = RWLock()
         self.ingest_service = IngestService(self)
         # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
-        self.ingest_service.recover_files()
+        if not follower:
+            self.ingest_service.recover_files()
         self.refresh_tables()
         self.rollups = RollupRegistry(config, self.database, self.stores)
-        self.rollups.load(build_missing=build_rollups, progress=progress)
+        self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
         routing = bool(dict(config.raw.get("router", {})).get("enabled", True))
         self.router = Router(
             self.store_map, self.rollups, config.tiers.current_time, enabled=routing, column_names=self._column_names
@@ -54,7 +60,8 @@ class App:
         self.executor.observer = self.metrics
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         self._http: OpsServer | None = None
-        self.ingest_service.replay()
+        if not follower:
+            self.ingest_service.replay()
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
@@ -63,7 +70,32 @@ class App:
 
     def ingest(self, cmd: Any, reader: Any, user: str) -> int:
         """DoPut(CommandStatementIngest): see ingest.service for the durability protocol."""
+        if self.follower:
+            raise Unsupported("this worker is a read-only follower; ingest goes to the primary worker")
         return self.ingest_service.ingest(cmd, reader, user)
+
+    def data_state(self) -> dict[str, Any]:
+        """What this process serves: unflushed hot rows, and a version of its files and rollup
+        snapshots. Two processes with no hot rows and equal versions give the same answers
+        (``serve --workers`` sends statements to a follower only then). Whatever another
+        process published is picked up first."""
+        changed = any(store.refresh_if_changed() for store in self.stores.values())
+        if self.rollups.reload_changed() or changed:
+            self.router.invalidate()
+        # The ingest locks are held by a flush from its first file to its last snapshot:
+        # taking them means no half-published state is reported.
+        locks = [t.lock for t in self.ingest_service.tables.values()]
+        for lock in locks:
+            lock.acquire()
+        try:
+            return {
+                "hot_rows": sum(store.hot.rows for store in self.stores.values()),
+                "files": {name: repr(store.seen_signature) for name, store in sorted(self.stores.items())},
+                "rollups": self.rollups.snapshot_files(),
+            }
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def flush_all(self) -> None:
         self.ingest_service.flush_all()

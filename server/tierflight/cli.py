@@ -33,6 +33,7 @@ DEFAULT_URI = "grpc://127.0.0.1:31337"
 class _State:
     config_path: Path = DEFAULT_CONFIG
     data_dir: Path | None = None
+    log_level: str = "info"
 
 
 state = _State()
@@ -55,6 +56,7 @@ def main_options(
 ) -> None:
     state.config_path = config
     state.data_dir = data_dir
+    state.log_level = log_level
     configure_logging(log_level)
 
 
@@ -87,6 +89,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (default from config; 0 picks a free one)")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="allow a non-loopback address without auth")] = False,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="do not generate demo data on first start")] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", help="worker processes behind one front (1: a single process)")
+    ] = 1,
 ) -> None:
     """Run the Flight SQL server."""
     from tierflight.app import App, serve_forever
@@ -107,6 +112,12 @@ def serve(
         check_bind_allowed(host or config.server.host, AuthSettings.from_mapping(config.auth).enabled, insecure)
         if not no_demo:
             ensure_demo_data(config)
+        if workers != 1:
+            from tierflight.workers.supervisor import serve_workers
+
+            serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
+                          insecure=insecure, log_level=state.log_level)
+            return
         instance = App(config, progress=True)
         bind_host = host or config.server.host
         server = build_server(instance, bind_host, config.server.port if port is None else port, insecure=insecure)
@@ -135,6 +146,67 @@ def serve(
         # interpreter exit. Everything is flushed and closed by now, so leave without it.
         sys.stderr.flush()
         os._exit(0)
+
+
+@app.command(hidden=True)
+def worker(
+    socket: Annotated[Path, typer.Option("--socket", help="Unix socket to serve on")],
+    index: Annotated[int, typer.Option("--index", help="0: the primary; others follow it")],
+) -> None:
+    """One worker of `serve --workers` (started by the front; not for direct use)."""
+    from tierflight.app import App, serve_forever
+    from tierflight.protocol.auth import MIDDLEWARE_KEY, NoOpAuthHandler
+    from tierflight.protocol.boundary import install_traceback_guard
+    from tierflight.protocol.server import FlightSqlServer
+    from tierflight.workers.supervisor import READY_LINE
+    from tierflight.workers.trust import FrontIdentityFactory
+
+    try:
+        config = _config()
+        instance = App(config, progress=False, follower=index > 0)
+        install_traceback_guard()
+        server = FlightSqlServer(
+            instance,
+            f"grpc+unix://{socket}",
+            auth_handler=NoOpAuthHandler(),
+            middleware={MIDDLEWARE_KEY: FrontIdentityFactory()},
+        )
+        metrics_port = instance.start_http()
+    except (TierflightError, ValueError, OSError) as exc:
+        _fail(str(exc))
+        return
+
+    def ready() -> None:
+        _exit_with_parent()
+        if index == 0:
+            instance.start_maintenance()
+            instance.ingest_service.start_background()
+        instance.start_snapshot_watch()
+        get_logger("tierflight.app").info("worker_ready", worker=index, pid=os.getpid(), metrics_port=metrics_port)
+        print(READY_LINE, flush=True)
+
+    try:
+        serve_forever(server, ready)
+    finally:
+        if index == 0:
+            instance.flush_all()
+        instance.close()
+
+
+def _exit_with_parent() -> None:
+    """A worker whose front died (even by SIGKILL) shuts down like on SIGTERM: flushes, exits."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tierflight-parent-watch", daemon=True).start()
 
 
 @app.command()

@@ -106,6 +106,12 @@ class StorageUnavailable(TierflightError):
     status = Status.UNAVAILABLE
 
 
+class WorkerUnavailable(TierflightError):
+    """A worker process of ``serve --workers`` does not answer (it is being restarted)."""
+
+    status = Status.UNAVAILABLE
+
+
 class InternalError(TierflightError):
     """An unexpected failure; the message carries the query id that is in the server log."""
 

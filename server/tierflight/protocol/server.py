@@ -36,7 +36,9 @@ ACTIONS = [
     ("CancelQuery", "Cancel a query (deprecated Flight SQL action)"),
     ("CloseSession", "Close the client session"),
     ("healthcheck", "Report whether the server is ready"),
+    ("tierflight.state", "Unflushed hot rows and the version of the files and rollup snapshots served"),
 ]
+STATE_ACTION = "tierflight.state"
 
 
 def pack(msg: Message) -> bytes:
@@ -238,6 +240,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             return iter([flight.Result(closed.SerializeToString())])
         if kind == "healthcheck":
             return iter([flight.Result(json.dumps(self.app.health()).encode())])
+        if kind == STATE_ACTION:
+            self._user(context)
+            return iter([flight.Result(json.dumps(self.app.data_state()).encode())])
         if kind in ("BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         raise Unsupported(f"action {kind!r} is not supported")

@@ -298,6 +298,10 @@ class RollupRegistry:
             return []
         return [s for s in self.states.values() if s.group.table == table and (s.usable or (self.allow_stale and s.status == "stale"))]
 
+    def snapshot_files(self) -> dict[str, str | None]:
+        """Which snapshot file each rollup holds (None: not loaded from one)."""
+        return {name: (s.meta.file if s.meta is not None else None) for name, s in sorted(self.states.items())}
+
     def all_states(self, table: str) -> list[RollupState]:
         return [s for s in self.states.values() if s.group.table == table]
 

@@ -199,6 +199,11 @@ class TableStore:
             self.hot.refresh()
             self._seen = seen
 
+    @property
+    def seen_signature(self) -> tuple[object, ...] | None:
+        """The boundary and generation files as of the last refresh (comparable across processes)."""
+        return self._seen
+
     def changed(self) -> bool:
         """Whether another process (or a maintenance run) changed the files since the last refresh."""
         return self._signature() != self._seen

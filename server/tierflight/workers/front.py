@@ -1,0 +1,417 @@
+"""The front of ``serve --workers``: authenticates, picks a worker, forwards the call.
+
+The front does no SQL work: it decodes just enough of each Flight SQL message to know
+which worker a call belongs to (a prepared statement's handle, a ticket, an ingest) and
+passes the rest through. Result streams are handed from the worker's reader to the
+client's stream in C++ (``RecordBatchStream`` over the worker's reader), so the front adds
+one loopback hop per call but no per-batch Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from tierflight.errors import InvalidArgument, WorkerUnavailable
+from tierflight.log import get_logger
+from tierflight.protocol import flight_actions_pb2 as fa
+from tierflight.protocol import flightsql_pb2 as pb
+from tierflight.protocol.auth import current_auth
+from tierflight.protocol.boundary import to_flight_error
+from tierflight.protocol.server import ACTIONS, pack, unpack
+from tierflight.workers.handles import FrontStatement, FrontStatements
+from tierflight.workers.trust import identity_headers
+
+log = get_logger("tierflight.workers")
+
+# Prefix of the tickets the front hands out; the next byte is the worker index. Clients
+# treat tickets as opaque bytes.
+_MAGIC = b"tfw\x01"
+_PASSTHROUGH = (flight.FlightError, pa.ArrowException)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def wrap(index: int, inner: bytes) -> bytes:
+    return _MAGIC + bytes([index]) + inner
+
+
+def unwrap(data: bytes, what: str) -> tuple[int, bytes]:
+    if not data.startswith(_MAGIC) or len(data) <= len(_MAGIC):
+        raise InvalidArgument(f"malformed {what}: not issued by this server")
+    return data[len(_MAGIC)], data[len(_MAGIC) + 1 :]
+
+
+@dataclass
+class Worker:
+    index: int
+    location: str
+    _client: flight.FlightClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def primary(self) -> bool:
+        return self.index == 0
+
+    @property
+    def client(self) -> flight.FlightClient:
+        # One gRPC channel per worker, shared by every thread (FlightClient is thread-safe).
+        with self._lock:
+            if self._client is None:
+                self._client = flight.connect(self.location)
+            return self._client
+
+    def reset(self) -> None:
+        """Drop the channel (the worker restarted)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class Router:
+    """Which workers may answer statements now (see the package doc)."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = list(workers)
+        self._lock = threading.Lock()
+        self._eligible: list[Worker] = [self.workers[0]]
+        self._epoch = 0
+        self._next = itertools.count()
+
+    def pick(self) -> Worker:
+        eligible = self._eligible
+        return eligible[next(self._next) % len(eligible)]
+
+    def eligible(self) -> list[int]:
+        return [w.index for w in self._eligible]
+
+    def exclude(self, worker: Worker) -> None:
+        """A worker that stopped answering takes no statements until a poll re-admits it."""
+        with self._lock:
+            self._eligible = [w for w in self._eligible if w is not worker] or [self.workers[0]]
+
+    def before_ingest(self) -> None:
+        # Before the rows exist anywhere: once the ack is out, only the primary sees them.
+        with self._lock:
+            self._epoch += 1
+            self._eligible = [self.workers[0]]
+
+    def poll(self, state: Callable[[Worker], dict[str, Any] | None]) -> None:
+        """Re-admit the followers whose data state equals the primary's (no hot rows)."""
+        epoch = self._epoch
+        primary = state(self.workers[0])
+        admitted = [self.workers[0]]
+        if primary is not None and primary.get("hot_rows") == 0:
+            want = {k: v for k, v in primary.items() if k != "hot_rows"}
+            for w in self.workers[1:]:
+                got = state(w)
+                if (
+                    got is not None
+                    and got.get("hot_rows") == 0
+                    and {k: v for k, v in got.items() if k != "hot_rows"} == want
+                ):
+                    admitted.append(w)
+        with self._lock:
+            if self._epoch == epoch:  # no ingest started meanwhile
+                self._eligible = admitted
+
+
+def _call(worker: Worker, fn: Callable[[flight.FlightClient], Any]) -> Any:
+    try:
+        return fn(worker.client)
+    except flight.FlightUnavailableError as exc:
+        text = str(exc).lower()
+        if "connect" in text or "socket" in text:
+            worker.reset()
+            raise WorkerUnavailable(f"worker {worker.index} is not answering (restarting?); retry") from None
+        raise _relayed(exc) from None
+    except _PASSTHROUGH as exc:
+        raise _relayed(exc) from None
+
+
+def _relayed(exc: Exception) -> Exception:
+    """The worker's error with its own status, without the detail pyarrow appended on the
+    worker (the front's pyarrow appends its own)."""
+    text = str(exc)
+    cut = text.find(". Detail: ")
+    if cut < 0:
+        return exc
+    try:
+        return type(exc)(text[:cut])
+    except TypeError:  # a class with another constructor: keep it as it came
+        return exc
+
+
+def _boundary(fn: F) -> F:
+    """Errors a worker returned pass through with their status; the front's own errors are
+    mapped like the single-process server's (protocol.boundary)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _PASSTHROUGH:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - mapped to a Flight status and re-raised
+            raise to_flight_error(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
+    def __init__(self, location: str, workers: Sequence[Worker], call_timeout: float, **kwargs: Any) -> None:
+        super().__init__(location, **kwargs)
+        self.router = Router(workers)
+        self.workers = self.router.workers
+        self._timeout = call_timeout
+        self.statements = FrontStatements()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _options(self, context: flight.ServerCallContext) -> flight.FlightCallOptions:
+        return flight.FlightCallOptions(
+            headers=identity_headers(current_auth(context)), timeout=self._timeout
+        )
+
+    def _worker(self, index: int) -> Worker:
+        if index >= len(self.workers):
+            raise InvalidArgument("malformed handle: not issued by this server")
+        return self.workers[index]
+
+    def _wrap_info(self, worker: Worker, info: flight.FlightInfo) -> flight.FlightInfo:
+        endpoints = [flight.FlightEndpoint(wrap(worker.index, e.ticket.ticket), []) for e in info.endpoints]
+        return flight.FlightInfo(
+            info.schema,
+            info.descriptor,
+            endpoints,
+            info.total_records,
+            info.total_bytes,
+            app_metadata=info.app_metadata,
+        )
+
+    def _target(self, descriptor: flight.FlightDescriptor) -> tuple[Worker | None, flight.FlightDescriptor]:
+        """The worker a descriptor belongs to (None: any eligible one), and the descriptor as
+        that worker issued it."""
+        if descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command:
+            name, _ = unpack(descriptor.command)
+            if name in ("CommandStatementIngest", "CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+                return self.workers[0], descriptor
+        return None, descriptor
+
+    def _prepared(self, descriptor: flight.FlightDescriptor) -> FrontStatement | None:
+        if descriptor.descriptor_type != flight.DescriptorType.CMD or not descriptor.command:
+            return None
+        name, cmd = unpack(descriptor.command)
+        if name != "CommandPreparedStatementQuery":
+            return None
+        return self.statements.get(cmd.prepared_statement_handle)
+
+    def _placed(
+        self, context: flight.ServerCallContext, st: FrontStatement
+    ) -> tuple[Worker, flight.FlightDescriptor]:
+        """Where a prepared statement executes now: its worker while that is eligible,
+        otherwise it is prepared again on the primary (with its parameters)."""
+        with st.lock:
+            if st.worker not in self.router.eligible():
+                self._move_to_primary(context, st)
+            inner = pb.CommandPreparedStatementQuery(prepared_statement_handle=st.inner)
+            return self.workers[st.worker], flight.FlightDescriptor.for_command(pack(inner))
+
+    def _move_to_primary(self, context: flight.ServerCallContext, st: FrontStatement) -> None:
+        primary, old = self.workers[0], self.workers[st.worker]
+        options = self._options(context)
+        request = pack(pb.ActionCreatePreparedStatementRequest(query=st.sql))
+        results = _call(
+            primary, lambda c: list(c.do_action(flight.Action("CreatePreparedStatement", request), options))
+        )
+        _, created = unpack(results[0].body.to_pybytes())
+        old_inner, st.worker, st.inner = st.inner, 0, created.prepared_statement_handle
+        if st.params is not None:
+            self._bind(primary, st, st.params, options)
+        close = pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=old_inner))
+        # Best effort: it may have gone with its worker; otherwise it would expire there.
+        with contextlib.suppress(flight.FlightError, pa.ArrowException, WorkerUnavailable):
+            _call(old, lambda c: list(c.do_action(flight.Action("ClosePreparedStatement", close), options)))
+        log.info("prepared_statement_moved", from_worker=old.index)
+
+    def _bind(
+        self, worker: Worker, st: FrontStatement, params: pa.Table, options: flight.FlightCallOptions
+    ) -> None:
+        inner = flight.FlightDescriptor.for_command(
+            pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=st.inner))
+        )
+        put_writer, put_reader = _call(worker, lambda c: c.do_put(inner, params.schema, options))
+        try:
+            put_writer.write_table(params)
+            put_writer.done_writing()
+            while (buf := put_reader.read()) is not None:
+                result = pb.DoPutPreparedStatementResult()
+                result.ParseFromString(buf.to_pybytes())
+                if result.HasField("prepared_statement_handle"):
+                    st.inner = result.prepared_statement_handle
+        finally:
+            put_writer.close()
+
+    def _on(self, worker: Worker | None, fn: Callable[[flight.FlightClient], Any]) -> tuple[Worker, Any]:
+        """Run ``fn`` on ``worker``, or on an eligible worker; a follower that does not answer
+        is dropped and the primary takes the call (nothing ran on the dead one)."""
+        if worker is not None:
+            return worker, _call(worker, fn)
+        picked = self.router.pick()
+        try:
+            return picked, _call(picked, fn)
+        except WorkerUnavailable:
+            if picked.primary:
+                raise
+            self.router.exclude(picked)
+            return self.workers[0], _call(self.workers[0], fn)
+
+    # -- statements and metadata ----------------------------------------------------------
+
+    @_boundary
+    def get_flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        st = self._prepared(descriptor)
+        if st is not None:
+            worker, inner = self._placed(context, st)
+            return self._wrap_info(
+                worker, _call(worker, lambda c: c.get_flight_info(inner, self._options(context)))
+            )
+        target, inner = self._target(descriptor)
+        worker, info = self._on(target, lambda c: c.get_flight_info(inner, self._options(context)))
+        return self._wrap_info(worker, info)
+
+    @_boundary
+    def get_schema(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.SchemaResult:
+        st = self._prepared(descriptor)
+        if st is not None:
+            worker, inner = self._placed(context, st)
+            return flight.SchemaResult(
+                _call(worker, lambda c: c.get_schema(inner, self._options(context))).schema
+            )
+        target, inner = self._target(descriptor)
+        _, result = self._on(target, lambda c: c.get_schema(inner, self._options(context)))
+        return flight.SchemaResult(result.schema)
+
+    @_boundary
+    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+        index, inner = unwrap(ticket.ticket, "ticket")
+        worker = self._worker(index)
+        reader = _call(worker, lambda c: c.do_get(flight.Ticket(inner), self._options(context)))
+        return flight.RecordBatchStream(reader.to_reader())
+
+    @_boundary
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        st = self._prepared(descriptor)
+        if st is not None:
+            # Parameters are small: kept, so the statement can be bound again elsewhere.
+            params = reader.read_all()
+            with st.lock:
+                st.params = params
+                self._bind(self.workers[st.worker], st, params, self._options(context))
+            outer = unpack(descriptor.command)[1].prepared_statement_handle
+            result = pb.DoPutPreparedStatementResult(prepared_statement_handle=outer)
+            writer.write(pa.py_buffer(result.SerializeToString()))
+            return
+        target, inner = self._target(descriptor)
+        worker = target or self.workers[0]
+        if unpack(descriptor.command)[0] == "CommandStatementIngest":
+            self.router.before_ingest()
+        put_writer, put_reader = _call(
+            worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
+        )
+        try:
+            for chunk in reader:
+                if chunk.data is not None:
+                    put_writer.write_batch(chunk.data)
+            put_writer.done_writing()
+            while (buf := put_reader.read()) is not None:
+                writer.write(buf)
+        finally:
+            put_writer.close()
+
+    # -- actions --------------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return ACTIONS
+
+    @_boundary
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[flight.Result]:
+        kind = action.type
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if kind == "CreatePreparedStatement":
+            _, req = unpack(body)
+            options = self._options(context)
+            worker, results = self._on(None, lambda c: list(c.do_action(flight.Action(kind, body), options)))
+            return iter([self._created(worker, req.query, r) for r in results])
+        if kind == "ClosePreparedStatement":
+            _, req = unpack(body)
+            st = self.statements.pop(req.prepared_statement_handle)
+            if st is None:
+                return iter([])
+            inner = pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=st.inner))
+            return iter(self._forward_action(context, self.workers[st.worker], kind, inner))
+        if kind in ("CancelFlightInfo", "CancelQuery"):
+            return iter(self._forward_cancel(context, kind, body))
+        if kind == "CloseSession":
+            closed = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
+            return iter([flight.Result(closed.SerializeToString())])
+        # healthcheck, tierflight.state and anything unknown: the primary answers.
+        return iter(self._forward_action(context, self.workers[0], kind, body))
+
+    def _forward_action(
+        self, context: flight.ServerCallContext, worker: Worker, kind: str, body: bytes
+    ) -> list[flight.Result]:
+        results = _call(
+            worker, lambda c: list(c.do_action(flight.Action(kind, body), self._options(context)))
+        )
+        return [flight.Result(r.body) for r in results]
+
+    def _created(self, worker: Worker, sql: str, result: flight.Result) -> flight.Result:
+        _, msg = unpack(result.body.to_pybytes())
+        st = FrontStatement(sql, worker.index, msg.prepared_statement_handle)
+        msg.prepared_statement_handle = self.statements.add(st)
+        return flight.Result(pack(msg))
+
+    def _forward_cancel(
+        self, context: flight.ServerCallContext, kind: str, body: bytes
+    ) -> list[flight.Result]:
+        if kind == "CancelFlightInfo":
+            req = fa.CancelFlightInfoRequest()
+            try:
+                req.ParseFromString(body)
+                info = flight.FlightInfo.deserialize(req.info)
+            except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed request
+                raise InvalidArgument("malformed CancelFlightInfoRequest") from None
+        else:
+            _, query = unpack(body)
+            info = flight.FlightInfo.deserialize(query.info)
+        if not info.endpoints:
+            raise InvalidArgument(f"{kind}: the FlightInfo has no endpoints")
+        index, _ = unwrap(info.endpoints[0].ticket.ticket, "ticket")
+        endpoints = [flight.FlightEndpoint(unwrap(e.ticket.ticket, "ticket")[1], []) for e in info.endpoints]
+        inner_info = flight.FlightInfo(
+            info.schema, info.descriptor, endpoints, info.total_records, info.total_bytes
+        )
+        if kind == "CancelFlightInfo":
+            inner = fa.CancelFlightInfoRequest(info=inner_info.serialize()).SerializeToString()
+        else:
+            inner = pack(pb.ActionCancelQueryRequest(info=inner_info.serialize()))
+        return self._forward_action(context, self._worker(index), kind, inner)

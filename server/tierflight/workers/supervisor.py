@@ -1,0 +1,284 @@
+"""Start, watch and stop the worker processes of ``serve --workers N``, and run the front.
+
+Workers are ``tierflight worker`` subprocesses (spawned, not forked: no gRPC or DuckDB
+state crosses a fork) on Unix sockets in a fresh private directory. The primary starts
+first (it recovers an interrupted flush, replays the WAL and builds missing rollups);
+followers start once it is ready, so they load the snapshots it wrote. A worker that
+exits while the server runs is started again; its calls fail with UNAVAILABLE meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow.flight as flight
+from prometheus_client import CollectorRegistry, Gauge
+
+from tierflight.config import Config
+from tierflight.errors import ConfigError
+from tierflight.lifecycle import SignalLatch
+from tierflight.log import get_logger
+from tierflight.protocol.server import STATE_ACTION
+from tierflight.workers.front import FrontServer, Worker
+
+log = get_logger("tierflight.workers")
+
+READY_LINE = "tierflight worker ready"
+START_TIMEOUT_S = 1800.0  # a first start may generate data and build every rollup
+POLL_INTERVAL_S = 0.25
+MAX_WORKERS = 64
+
+
+@dataclass
+class WorkerProcess:
+    worker: Worker
+    socket: Path
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[str] | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.ready.clear()
+        self.socket.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True, env=self.env)
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read_stdout, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read_stdout(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith(READY_LINE):
+                self.ready.set()
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ConfigError(
+                    f"worker {self.worker.index} exited with status {self.proc.returncode} while starting; "
+                    "its log lines above say why"
+                )
+            if time.monotonic() > deadline:
+                raise ConfigError(f"worker {self.worker.index} did not become ready within {timeout:.0f} s")
+        self.worker.reset()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+
+
+def worker_argv(config: Config, index: int, socket: Path, log_level: str) -> list[str]:
+    argv = [sys.executable, "-m", "tierflight.cli", "--log-level", log_level]
+    if config.path is not None:
+        argv += ["--config", str(Path(config.path).resolve())]
+    argv += [
+        "--data-dir",
+        str(config.data_dir.resolve()),
+        "worker",
+        "--socket",
+        str(socket),
+        "--index",
+        str(index),
+    ]
+    return argv
+
+
+def worker_env(config: Config, index: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # Each worker has its own metrics endpoint next to the front's (front port + 1 + index).
+    port = config.metrics.port
+    env["TIERFLIGHT_METRICS__PORT"] = str(port + 1 + index) if port > 0 else str(port)
+    if index > 0:
+        env["TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL"] = "0s"  # only the primary rewrites files
+    return env
+
+
+class Supervisor:
+    def __init__(self, config: Config, count: int, log_level: str = "info") -> None:
+        if not 1 <= count <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}")
+        self.config = config
+        # Unix socket paths are short (108 bytes) and this directory is private (0700).
+        self.dir = Path(tempfile.mkdtemp(prefix="tierflight-"))
+        self.processes: list[WorkerProcess] = []
+        for i in range(count):
+            sock = self.dir / f"w{i}.sock"
+            worker = Worker(i, f"grpc+unix://{sock}")
+            self.processes.append(
+                WorkerProcess(worker, sock, worker_argv(config, i, sock, log_level), worker_env(config, i))
+            )
+        self._stop = threading.Event()
+
+    @property
+    def workers(self) -> Sequence[Worker]:
+        return [p.worker for p in self.processes]
+
+    def start(self) -> None:
+        primary, followers = self.processes[0], self.processes[1:]
+        primary.start()
+        primary.wait_ready(START_TIMEOUT_S)
+        for p in followers:
+            p.start()
+        for p in followers:
+            p.wait_ready(START_TIMEOUT_S)
+        log.info(
+            "workers_ready", workers=len(self.processes), pids=[p.proc.pid for p in self.processes if p.proc]
+        )
+
+    def state(self, worker: Worker) -> dict[str, Any] | None:
+        try:
+            results = list(
+                worker.client.do_action(
+                    flight.Action(STATE_ACTION, b""), flight.FlightCallOptions(timeout=30)
+                )
+            )
+            return dict(json.loads(results[0].body.to_pybytes()))
+        except (flight.FlightError, OSError, ValueError, IndexError):
+            return None
+
+    def watch(self, front: FrontServer) -> None:
+        """Poll data states (re-admitting followers) and restart workers that died."""
+
+        def loop() -> None:
+            while not self._stop.wait(POLL_INTERVAL_S):
+                for p in self.processes:
+                    if not p.alive() and not self._stop.is_set():
+                        front.router.exclude(p.worker)
+                        code = p.proc.returncode if p.proc is not None else None
+                        log.error("worker_exited", worker=p.worker.index, status=code, restarts=p.restarts)
+                        p.restarts += 1
+                        time.sleep(min(5.0, 0.5 * p.restarts))
+                        try:
+                            p.start()
+                            p.wait_ready(START_TIMEOUT_S)
+                        except ConfigError as exc:
+                            log.error("worker_restart_failed", worker=p.worker.index, error=str(exc))
+                try:
+                    front.router.poll(self.state)
+                except Exception as exc:  # noqa: BLE001 - polled again next round
+                    log.error("worker_poll_failed", error=repr(exc))
+
+        threading.Thread(target=loop, name="tierflight-workers", daemon=True).start()
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM every worker (each drains and flushes), then wait; kill what is left."""
+        self._stop.set()
+        for p in self.processes:
+            p.terminate()
+        deadline = time.monotonic() + grace_s + 30
+        for p in self.processes:
+            if p.proc is None:
+                continue
+            try:
+                p.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker_killed", worker=p.worker.index)
+                p.proc.kill()
+                p.proc.wait()
+        for p in self.processes:
+            p.worker.reset()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def readiness(self, front_draining: threading.Event) -> dict[str, Any]:
+        down = [p.worker.index for p in self.processes if not (p.alive() and p.ready.is_set())]
+        reasons = []
+        if front_draining.is_set():
+            reasons.append("shutting down: finishing in-flight statements")
+        if down:
+            reasons.append(f"workers not running: {', '.join(map(str, down))}")
+        return {
+            "status": "not_ready" if reasons else "ready",
+            "reasons": reasons,
+            "workers": len(self.processes),
+            "pids": [p.proc.pid if p.proc is not None else None for p in self.processes],
+        }
+
+
+def serve_workers(
+    config: Config, host: str, port: int, count: int, *, insecure: bool, log_level: str
+) -> None:
+    """The body of ``tierflight serve --workers N`` (N >= 2): returns after a graceful stop."""
+    from tierflight.observability.httpd import OpsServer
+    from tierflight.protocol.auth import (
+        MIDDLEWARE_KEY,
+        AuthMiddlewareFactory,
+        AuthSettings,
+        NoOpAuthHandler,
+        check_bind_allowed,
+        tls_certificates,
+    )
+    from tierflight.protocol.boundary import install_traceback_guard
+
+    settings = AuthSettings.from_mapping(config.auth)
+    check_bind_allowed(host, settings.enabled, insecure)
+    certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
+    scheme = "grpc+tls" if certs else "grpc"
+    supervisor = Supervisor(config, count, log_level)
+    latch = SignalLatch()
+    try:
+        supervisor.start()
+        install_traceback_guard()
+        front = FrontServer(
+            f"{scheme}://{host}:{port}",
+            supervisor.workers,
+            call_timeout=config.server.statement_timeout.total_seconds() + 30,
+            auth_handler=NoOpAuthHandler(),
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
+            tls_certificates=certs or None,
+        )
+    except BaseException:
+        supervisor.stop(0)
+        raise
+    draining = threading.Event()
+    registry = CollectorRegistry()
+    up = Gauge("tierflight_workers_up", "Worker processes running", registry=registry)
+    up.set_function(lambda: sum(p.alive() for p in supervisor.processes))
+    eligible = Gauge("tierflight_workers_eligible", "Workers statements may go to now", registry=registry)
+    eligible.set_function(lambda: len(front.router.eligible()))
+
+    def ready() -> dict[str, Any]:
+        out = supervisor.readiness(draining)
+        out["eligible"] = front.router.eligible()
+        return out
+
+    ops = (
+        OpsServer(config.metrics.host, config.metrics.port, registry, ready).start()
+        if config.metrics.enabled
+        else None
+    )
+    supervisor.watch(front)
+    log.info("ready", host=host, port=front.port, workers=count, metrics_port=ops.port if ops else None)
+    print(f"tierflight ready at {scheme}://{host}:{front.port} ({count} workers)", flush=True)
+    while not latch.first.wait(0.5):
+        pass
+    grace = config.server.shutdown_grace.total_seconds()
+    log.info("shutdown", signal=latch.signum, grace_s=grace)
+    draining.set()
+    stopped = threading.Thread(target=front.shutdown, daemon=True)
+    stopped.start()
+    stopped.join(grace)
+    # Workers drain their own statements (their grace) and flush; front calls then end.
+    supervisor.stop(grace)
+    stopped.join(5)
+    if ops is not None:
+        ops.stop()
+    log.info("stopped", drained=not stopped.is_alive())
