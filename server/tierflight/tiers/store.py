@@ -108,7 +108,7 @@ class TableStore:
             log.warning("cold_tier_unavailable", table=table.name, error=exc.message)
             catalog = None  # connect again on the next refresh
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
-        self.hot = HotTail(database, table)
+        self.hot = HotTail(table, self.schema)
         self.refresh()
 
     @property
@@ -233,11 +233,11 @@ class TableStore:
         self.refresh_if_changed()
         with self._view_lock:
             cold, warm = self.cold.state(), self.warm.listing()
-        hot_sql = self.hot.relation_sql(time_range)
+        hot = self.hot.relation(time_range)
         candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition]]] = [
             ("cold", self.cold.relation(time_range, cold), list(cold.partitions)),
             ("warm", self.warm.relation(time_range, warm, strict), [p for p, _ in warm.parts]),  # type: ignore[arg-type]
-            ("hot", (hot_sql, ()) if hot_sql else None, self.hot.partitions()),
+            ("hot", hot, self.hot.partitions()),
         ]
         out = []
         for tier, rel, all_parts in candidates:
