@@ -73,6 +73,17 @@ class RollupState:
         return self.status == "active"
 
 
+@dataclass(frozen=True)
+class RollupDelta:
+    """The states of one or more ingested batches, computed and not yet applied."""
+
+    table: str
+    states: tuple[RollupState, ...]
+    tables: Mapping[str, pa.Table]
+    watermark: dt.datetime | None
+    rows: int
+
+
 class RollupRegistry:
     def __init__(self, config: Config, database: Database, stores: Mapping[str, TableStore]) -> None:
         self.config = config
@@ -216,15 +227,18 @@ class RollupRegistry:
     # -- incremental ----------------------------------------------------------------------
 
     def merge(self, table_name: str, data: pa.Table) -> None:
-        """Merge the states of newly ingested rows into the loaded rollups (no rebuild).
+        """Merge the states of newly ingested rows into the loaded rollups (no rebuild)."""
+        self.apply_delta(self.compute_delta(table_name, data))
 
-        Every routed statement re-aggregates the states it reads, so appending the batch's
+    def compute_delta(self, table_name: str, data: pa.Table) -> RollupDelta:
+        """The states of ``data`` for every loaded rollup of the table (reads nothing shared).
+
+        Every routed statement re-aggregates the states it reads, so appending a batch's
         partial states as extra rows is exact; a later snapshot compacts them.
         """
         states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
         if not states or data.num_rows == 0:
-            self.hot_merged[table_name] = self.hot_merged.get(table_name, 0) + data.num_rows
-            return
+            return RollupDelta(table_name, (), {}, None, data.num_rows)
         cur = self.database.cursor()
         try:
             cur.register("__tf_ingest_batch", data)
@@ -232,20 +246,38 @@ class RollupRegistry:
                 self.stores[table_name], [s.group for s in states], cur, self.config.tiers.current_time(),
                 source_sql="SELECT * FROM __tf_ingest_batch",
             )
-            for s in states:
-                delta = result.tables[s.group.name]
-                if delta.num_rows:
-                    cur.register("__tf_rollup_delta", delta)
-                    self.database.execute_internal(f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur)
-                    cur.unregister("__tf_rollup_delta")
-                    with s.lock:
-                        s.rows += delta.num_rows
-                        s.bytes += delta.nbytes
-                        if result.watermark is not None:
-                            s.watermark = max(s.watermark or result.watermark, result.watermark)
         finally:
             cur.close()
-        self.hot_merged[table_name] = self.hot_merged.get(table_name, 0) + data.num_rows
+        return RollupDelta(table_name, tuple(states), result.tables, result.watermark, data.num_rows)
+
+    def apply_delta(self, delta: RollupDelta) -> None:
+        """Append computed states to the loaded rollups (callers hold the swap lock's write side)."""
+        cur = self.database.cursor()
+        try:
+            for s in delta.states:
+                table = delta.tables[s.group.name]
+                if not table.num_rows:
+                    continue
+                cur.register("__tf_rollup_delta", table)
+                self.database.execute_internal(f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur)
+                cur.unregister("__tf_rollup_delta")
+                with s.lock:
+                    s.rows += table.num_rows
+                    s.bytes += table.nbytes
+                    if delta.watermark is not None:
+                        s.watermark = max(s.watermark or delta.watermark, delta.watermark)
+        finally:
+            cur.close()
+        self.hot_merged[delta.table] = self.hot_merged.get(delta.table, 0) + delta.rows
+
+    def skip_delta(self, table_name: str, rows: int, reason: str) -> None:
+        """Rows whose states could not be merged: the table's rollups no longer hold every
+        row, so they are stale (the router answers from the raw tiers) until rebuilt."""
+        for s in self.all_states(table_name):
+            if s.status == "active":
+                s.status = "stale"
+        self.hot_merged[table_name] = self.hot_merged.get(table_name, 0) + rows
+        log.error("rollup_merge_failed", table=table_name, rows=rows, error=reason)
 
     def snapshot(self, table_name: str) -> None:
         """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key."""
