@@ -84,9 +84,9 @@ class App:
         changed = any(store.refresh_if_changed() for store in self.stores.values())
         if self.rollups.reload_changed() or changed:
             self.router.invalidate()
-        # The ingest locks are held by a flush from its first file to its last snapshot:
-        # taking them means no half-published state is reported.
-        locks = [t.lock for t in self.ingest_service.tables.values()]
+        # A flush holds its flush lock from its first file to its last snapshot, and ingest
+        # takes the ingest lock: holding both, no half-published state is reported.
+        locks = [lock for t in self.ingest_service.tables.values() for lock in (t.flush_lock, t.lock)]
         for lock in locks:
             lock.acquire()
         try:

@@ -71,9 +71,11 @@ class TableIngest:
         self.lock = threading.Lock()  # one writer (ingest or flush) at a time
         self.oldest_unflushed: float | None = None
         self.hot_bytes = 0
-        # Batches in the hot tail whose rollup states are not merged yet (see _merge).
-        self.unmerged: list[pa.Table] = []
+        # Batches (WAL sequence, rows) in the hot tail whose rollup states are not merged yet.
+        self.unmerged: list[tuple[int, pa.Table]] = []
         self.merge_lock = threading.Lock()  # one merge of this table at a time
+        # One flush at a time, held from its first file to its last snapshot; ingest goes on.
+        self.flush_lock = threading.Lock()
 
 
 class IngestService:
@@ -95,15 +97,35 @@ class IngestService:
             self._finish_journal(t)
 
     def replay(self) -> int:
-        """Replay unflushed WAL segments into the hot tail and the rollups."""
+        """Replay unflushed WAL segments into the hot tail, and every segment a rollup
+        snapshot does not hold yet into that rollup."""
         replayed = 0
-        for t in self.tables.values():
-            for seq, path in t.wal.segments(after=t.wal.flushed_through):
+        rollups = self.app.rollups
+        for name, t in self.tables.items():
+            flushed = t.wal.flushed_through
+            states = [s for s in rollups.all_states(name) if s.status in ("active", "stale")]
+
+            def held(s: Any, flushed: int = flushed) -> int:
+                return int(s.merged_through) if s.merged_through is not None else flushed
+
+            segments = t.wal.segments(after=min([flushed, *(held(s) for s in states)]))
+            present = {seq for seq, _ in segments}
+            for s in states:
+                if any(q not in present for q in range(held(s) + 1, flushed + 1)):
+                    # Its snapshot is older than the WAL kept (a flush crashed before it
+                    # was rewritten): it cannot be completed, so it is not used.
+                    s.status = "stale"
+                    log.warning("rollup_behind_wal", rollup=s.group.name, holds=held(s), flushed=flushed)
+            for seq, path in segments:
                 data = WriteAheadLog.read(path).cast(t.store.schema)
-                t.store.hot.append(data, seq)
-                self.app.rollups.merge(t.store.table.name, data)
-                t.hot_bytes += data.nbytes
-                replayed += data.num_rows
+                if seq > flushed:
+                    t.store.hot.append(data, seq)
+                    t.hot_bytes += data.nbytes
+                    replayed += data.num_rows
+                need = [s for s in states if s.status in ("active", "stale") and held(s) < seq]
+                if need:
+                    rollups.apply_delta(rollups.compute_delta(name, data, seq, need))
+            rollups.hot_merged[name] = t.store.hot.rows
             if t.store.hot.rows:
                 t.oldest_unflushed = time.monotonic()
         if replayed:
@@ -145,7 +167,7 @@ class IngestService:
                 t.store.hot.append(clean, seq)
                 self.app.router.invalidate()
             with self._merged:
-                t.unmerged.append(clean)
+                t.unmerged.append((seq, clean))
             t.hot_bytes += clean.nbytes
             if t.oldest_unflushed is None:
                 t.oldest_unflushed = time.monotonic()
@@ -156,8 +178,8 @@ class IngestService:
             metrics.set_wal_bytes(self.wal_bytes())
         log.info("ingest", table=table_name, rows=clean.num_rows, seq=seq)
         self._request_merge(table_name)
-        if self._due(t):
-            threading.Thread(target=self.flush, args=(table_name,), daemon=True).start()
+        if self._due(t) and not t.flush_lock.locked():
+            threading.Thread(target=self.flush, args=(table_name, False), daemon=True).start()
         return int(clean.num_rows)
 
     # -- rollup merge -------------------------------------------------------------------
@@ -178,7 +200,7 @@ class IngestService:
     def start_merger(self) -> None:
         def loop() -> None:
             while not self._stop.is_set():
-                if not self._merge_wanted.wait(0.5):
+                if not self._merge_wanted.wait(0.5) or self._stop.is_set():
                     continue
                 self._merge_wanted.clear()
                 for t in self.tables.values():
@@ -194,9 +216,9 @@ class IngestService:
                 batches = list(t.unmerged)
             if not batches:
                 return
-            data = pa.concat_tables(batches)
+            data = pa.concat_tables([b for _, b in batches])
             try:
-                delta = self.app.rollups.compute_delta(name, data)
+                delta = self.app.rollups.compute_delta(name, data, batches[-1][0])
                 with self.app.swap_lock.write():
                     self.app.rollups.apply_delta(delta)
                     self.app.router.invalidate()
@@ -232,20 +254,31 @@ class IngestService:
             or age >= self.settings.flush_age.total_seconds()
         )
 
-    def flush(self, table_name: str) -> int:
+    def flush(self, table_name: str, wait: bool = True) -> int:
+        """Write the hot tail to Parquet (or Iceberg, for late rows) and publish it. Ingest
+        goes on meanwhile: only reading the rows to write holds the ingest lock."""
         from tierflight.tiers.maintenance import maintenance_lock
 
         t = self.tables[table_name]
-        # The maintenance lock keeps a demotion from moving the day this flush writes into.
-        with maintenance_lock(t.store), t.lock:
-            self._merge(t)  # the snapshots written below must hold every flushed row
-            through = t.wal.last_seq
-            if through <= t.wal.flushed_through or not t.store.hot.rows:
-                return 0
-            data = t.store.hot.read(through)
-            journal = self._write_files(t, data, through)
-            self._publish(t, journal)
-            return int(data.num_rows)
+        if not t.flush_lock.acquire(blocking=wait):
+            return 0  # a flush is running; it or the next one takes these rows
+        try:
+            # The maintenance lock keeps a demotion from moving the day this flush writes into.
+            with maintenance_lock(t.store):
+                with t.lock:
+                    self._merge(t)  # the snapshots written below must hold every flushed row
+                    through = t.wal.last_seq
+                    if through <= t.wal.flushed_through or not t.store.hot.rows:
+                        return 0
+                    data = t.store.hot.read(through)
+                journal = self._write_files(t, data, through)
+                self._publish(t, journal)
+                with t.lock:
+                    t.hot_bytes = max(0, t.hot_bytes - data.nbytes)
+                    t.oldest_unflushed = time.monotonic() if t.store.hot.rows else None
+                return int(data.num_rows)
+        finally:
+            t.flush_lock.release()
 
     def _write_files(self, t: TableIngest, data: pa.Table, through: int) -> dict[str, Any]:
         store = t.store
@@ -273,9 +306,11 @@ class IngestService:
         return journal
 
     def _publish(self, t: TableIngest, journal: dict[str, Any], live: bool = True) -> None:
-        """Make a flush's files the tiers' and forget its WAL segments. ``live``: the hot tail
-        and rollups hold the rows too (not so during start-up recovery, before replay)."""
+        """Make a flush's files the tiers' and drop the rows from the hot tail; forget the
+        WAL segments once the rollup snapshots hold them. ``live``: the hot tail and rollups
+        hold the rows too (not so during start-up recovery, before replay)."""
         store = t.store
+        name = store.table.name
         through = int(journal["through"])
         if journal["cold"] and not self._cold_committed(store, through):
             store.cold.add_files(journal["cold"], {"tierflight.operation": "flush", FLUSH_THROUGH: str(through)})
@@ -286,18 +321,20 @@ class IngestService:
             store.bump_generation()
             store.refresh()
             if live:
+                before = store.hot.rows
                 store.hot.delete_through(through)
-                self.app.rollups.hot_merged[store.table.name] = store.hot.rows
+                # Every flushed row was merged before the flush read it.
+                merged = self.app.rollups.hot_merged
+                merged[name] = max(0, merged.get(name, 0) - (before - store.hot.rows))
                 self.app.router.invalidate()
         t.wal.set_flushed_through(through)
-        t.wal.delete_through(through)
         if live:
-            self.app.rollups.snapshot(store.table.name)
-            self.app.rollups.hot_merged[store.table.name] = store.hot.rows
+            # WAL segments up to `through` go only once the snapshots hold their rows: a
+            # crash before that merges them into the older snapshots again on restart.
+            self.app.rollups.snapshot(name)
+            t.wal.delete_through(through)
         (store.root / FLUSH_JOURNAL).unlink(missing_ok=True)
-        t.hot_bytes = 0
-        t.oldest_unflushed = time.monotonic() if store.hot.rows else None
-        log.info("flush", table=store.table.name, through=through, warm_files=len(journal["warm"]), cold_files=len(journal["cold"]))
+        log.info("flush", table=name, through=through, warm_files=len(journal["warm"]), cold_files=len(journal["cold"]))
 
     @staticmethod
     def _cold_committed(store: TableStore, through: int) -> bool:
@@ -339,14 +376,20 @@ class IngestService:
                 for name, t in self.tables.items():
                     try:
                         if self._due(t):
-                            self.flush(name)
+                            self.flush(name, wait=False)
                     except Exception as exc:  # noqa: BLE001 - retried next round; the WAL keeps the rows
                         log.error("flush_failed", table=name, error=repr(exc))
 
         threading.Thread(target=loop, name="tierflight-flush", daemon=True).start()
 
     def stop(self) -> None:
+        """Stop the background threads; a merge in progress finishes first (it uses the
+        database the caller is about to close)."""
         self._stop.set()
+        self._merge_wanted.set()
+        merger = self._merger
+        if merger is not None and merger is not threading.current_thread():
+            merger.join(timeout=60)
 
     def wal_bytes(self) -> int:
         return sum(t.wal.size_bytes() for t in self.tables.values())

@@ -56,6 +56,8 @@ class RollupState:
     error: str | None = None
     times: Any = None  # sorted bucket starts (datetime64[us]) for row estimates
     watermark: dt.datetime | None = None  # newest row merged in since the snapshot
+    # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
+    merged_through: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -82,6 +84,7 @@ class RollupDelta:
     tables: Mapping[str, pa.Table]
     watermark: dt.datetime | None
     rows: int
+    through: int | None = None  # the newest WAL sequence among the batches
 
 
 class RollupRegistry:
@@ -104,6 +107,9 @@ class RollupRegistry:
         self._lock = threading.Lock()
         # Rows of each table's hot tail already merged into its rollups.
         self.hot_merged: dict[str, int] = {}
+        # Serialises changes to the loaded rollups' contents (a merge, a compaction), so a
+        # snapshot is exactly the states merged up to its wal_through.
+        self.content_lock = threading.Lock()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -144,7 +150,17 @@ class RollupRegistry:
             except Exception as exc:  # noqa: BLE001 - marked failed; the router answers from raw tiers
                 log.error("rollup_build_failed_at_start", error=str(exc).splitlines()[0])
 
-    def _install(self, state: RollupState, table: pa.Table, meta: SnapshotMeta, status: str) -> None:
+    def _install(self, state: RollupState, table: pa.Table, meta: SnapshotMeta | None, status: str) -> None:
+        with self.content_lock:
+            self._install_table(state, table, status)
+        if meta is not None:
+            with state.lock:
+                state.meta = meta
+                state.merged_through = meta.wal_through
+        log.info("rollup_loaded", rollup=state.group.name, rows=table.num_rows, bytes=table.nbytes, status=status)
+
+    def _install_table(self, state: RollupState, table: pa.Table, status: str) -> None:
+        """Replace the loaded rollup (callers hold content_lock, so no merge lands in between)."""
         cur = self.database.cursor()
         try:
             cur.register("__tf_rollup_src", table)
@@ -158,14 +174,12 @@ class RollupRegistry:
         if state.group.grain:
             times = np.sort(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
         with state.lock:
-            state.meta = meta
             state.watermark = None
             state.times = times
             state.rows = table.num_rows
             state.bytes = table.nbytes
             state.status = status
             state.error = None
-        log.info("rollup_loaded", rollup=state.group.name, rows=table.num_rows, bytes=table.nbytes, status=status)
 
     # -- building -------------------------------------------------------------------------
 
@@ -226,19 +240,27 @@ class RollupRegistry:
 
     # -- incremental ----------------------------------------------------------------------
 
-    def merge(self, table_name: str, data: pa.Table) -> None:
+    def merge(self, table_name: str, data: pa.Table, through: int | None = None) -> None:
         """Merge the states of newly ingested rows into the loaded rollups (no rebuild)."""
-        self.apply_delta(self.compute_delta(table_name, data))
+        self.apply_delta(self.compute_delta(table_name, data, through))
 
-    def compute_delta(self, table_name: str, data: pa.Table) -> RollupDelta:
-        """The states of ``data`` for every loaded rollup of the table (reads nothing shared).
+    def compute_delta(
+        self,
+        table_name: str,
+        data: pa.Table,
+        through: int | None = None,
+        states: Sequence[RollupState] | None = None,
+    ) -> RollupDelta:
+        """The states of ``data`` (WAL batches up to ``through``) for the table's loaded
+        rollups, or for ``states`` (reads nothing shared).
 
         Every routed statement re-aggregates the states it reads, so appending a batch's
         partial states as extra rows is exact; a later snapshot compacts them.
         """
-        states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
+        if states is None:
+            states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
         if not states or data.num_rows == 0:
-            return RollupDelta(table_name, (), {}, None, data.num_rows)
+            return RollupDelta(table_name, tuple(states), {}, None, data.num_rows, through)
         cur = self.database.cursor()
         try:
             cur.register("__tf_ingest_batch", data)
@@ -248,26 +270,32 @@ class RollupRegistry:
             )
         finally:
             cur.close()
-        return RollupDelta(table_name, tuple(states), result.tables, result.watermark, data.num_rows)
+        return RollupDelta(table_name, tuple(states), result.tables, result.watermark, data.num_rows, through)
 
     def apply_delta(self, delta: RollupDelta) -> None:
-        """Append computed states to the loaded rollups (callers hold the swap lock's write side)."""
-        cur = self.database.cursor()
-        try:
-            for s in delta.states:
-                table = delta.tables[s.group.name]
-                if not table.num_rows:
-                    continue
-                cur.register("__tf_rollup_delta", table)
-                self.database.execute_internal(f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur)
-                cur.unregister("__tf_rollup_delta")
-                with s.lock:
-                    s.rows += table.num_rows
-                    s.bytes += table.nbytes
-                    if delta.watermark is not None:
-                        s.watermark = max(s.watermark or delta.watermark, delta.watermark)
-        finally:
-            cur.close()
+        """Append computed states to the loaded rollups (callers hold the swap lock's write
+        side, so a statement sees a merge whole)."""
+        with self.content_lock:
+            cur = self.database.cursor()
+            try:
+                for s in delta.states:
+                    table = delta.tables.get(s.group.name)
+                    if table is not None and table.num_rows:
+                        cur.register("__tf_rollup_delta", table)
+                        self.database.execute_internal(
+                            f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur
+                        )
+                        cur.unregister("__tf_rollup_delta")
+                    with s.lock:
+                        if table is not None:
+                            s.rows += table.num_rows
+                            s.bytes += table.nbytes
+                        if delta.watermark is not None:
+                            s.watermark = max(s.watermark or delta.watermark, delta.watermark)
+                        if delta.through is not None:
+                            s.merged_through = max(s.merged_through or 0, delta.through)
+            finally:
+                cur.close()
         self.hot_merged[delta.table] = self.hot_merged.get(delta.table, 0) + delta.rows
 
     def skip_delta(self, table_name: str, rows: int, reason: str) -> None:
@@ -280,16 +308,29 @@ class RollupRegistry:
         log.error("rollup_merge_failed", table=table_name, rows=rows, error=reason)
 
     def snapshot(self, table_name: str) -> None:
-        """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key."""
+        """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key.
+
+        Each rollup is compacted and swapped in under content_lock (merges wait a moment;
+        ingest acknowledgements and statements do not) and written with the WAL sequence
+        it holds, so a restart merges exactly the newer batches into it.
+        """
         store = self.stores[table_name]
         fingerprint = source_fingerprint(store)
         for s in self.all_states(table_name):
             if s.status != "active":
                 continue
-            table = self._compacted(s)
-            meta = write_snapshot(self.root, s.group.name, table, s.group.definition_hash(), fingerprint, s.current_watermark)
-            self._install(s, table, meta, "active")
-        self.hot_merged[table_name] = 0
+            with self.content_lock:
+                table = self._compacted(s)
+                watermark, through = s.current_watermark, s.merged_through
+                self._install_table(s, table, "active")
+                with s.lock:
+                    s.watermark = watermark
+            meta = write_snapshot(
+                self.root, s.group.name, table, s.group.definition_hash(), fingerprint, watermark, through
+            )
+            with s.lock:
+                s.meta = meta
+            log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)
 
     def _compacted(self, s: RollupState) -> pa.Table:
         g = s.group

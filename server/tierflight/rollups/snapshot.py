@@ -32,6 +32,9 @@ class SnapshotMeta:
     built_at: str
     rows: int
     bytes: int
+    # The newest WAL sequence whose rows the snapshot holds (None: written by a build, which
+    # covers exactly the flushed rows). On start, newer WAL batches are merged into it.
+    wal_through: int | None = None
 
     @property
     def watermark_dt(self) -> dt.datetime | None:
@@ -57,7 +60,15 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def write_snapshot(root: Path, name: str, table: pa.Table, definition_hash: str, fingerprint: str, watermark: dt.datetime | None) -> SnapshotMeta:
+def write_snapshot(
+    root: Path,
+    name: str,
+    table: pa.Table,
+    definition_hash: str,
+    fingerprint: str,
+    watermark: dt.datetime | None,
+    wal_through: int | None = None,
+) -> SnapshotMeta:
     root.mkdir(parents=True, exist_ok=True)
     data_path = root / f"{name}-{uuid.uuid4().hex[:12]}.arrow"
     with pa.OSFile(str(data_path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
@@ -74,6 +85,7 @@ def write_snapshot(root: Path, name: str, table: pa.Table, definition_hash: str,
         built_at=dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
         rows=table.num_rows,
         bytes=table.nbytes,
+        wal_through=wal_through,
     )
     manifest = root / f"{name}.json"
     tmp = manifest.with_suffix(".json.tmp")
