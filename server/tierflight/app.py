@@ -62,8 +62,6 @@ class App:
         self._http: OpsServer | None = None
         if not follower:
             self.ingest_service.replay()
-            self.ingest_service.start_merger()
-            self.executor.before_plan = self.ingest_service.settle
         self.database.register_system_table("partitions", self.partitions_table)
         self.database.register_system_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)

@@ -247,9 +247,6 @@ class Executor:
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache()
         self.observer: StatementObserver = _NoObserver()
-        # Called before planning, with no lock held: waits for ingested rows to be merged
-        # into the rollups (IngestService.settle), so a routed answer includes them.
-        self.before_plan: Callable[[], None] = lambda: None
         # Cursors of statements still inside start() (not yet in _running): a shutdown past
         # its grace period must be able to interrupt a blocking aggregate there too.
         self._starting: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -277,7 +274,6 @@ class Executor:
         deadline = threading.Event()
         deadline_token: int | None = None
         try:
-            self.before_plan()
             # Plan and start under the read side of the swap lock: a flush publishing files
             # and dropping hot rows never lands between the two.
             with self.swap_lock.read():
@@ -353,7 +349,6 @@ class Executor:
 
     def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema:
         """The result schema without running the statement (LIMIT 0 is planned, not scanned)."""
-        self.before_plan()
         route = self.planner.plan(statement)
         if statement.kind == "explain_route":
             return route.explain_table().schema

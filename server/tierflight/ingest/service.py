@@ -14,10 +14,12 @@ flush   (size or age threshold, or shutdown) publish the hot rows as Parquet/Ice
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from tierflight.errors import InvalidArgument, NotFound, PermissionDenied
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
+from tierflight.rollups.registry import RollupDelta
 from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.ingest")
@@ -71,9 +74,6 @@ class TableIngest:
         self.lock = threading.Lock()  # one writer (ingest or flush) at a time
         self.oldest_unflushed: float | None = None
         self.hot_bytes = 0
-        # Batches (WAL sequence, rows) in the hot tail whose rollup states are not merged yet.
-        self.unmerged: list[tuple[int, pa.Table]] = []
-        self.merge_lock = threading.Lock()  # one merge of this table at a time
         # One flush at a time, held from its first file to its last snapshot; ingest goes on.
         self.flush_lock = threading.Lock()
 
@@ -85,9 +85,7 @@ class IngestService:
         self.tables = {name: TableIngest(store) for name, store in app.stores.items()}
         self._stop = threading.Event()
         self.rows_total = 0
-        self._merge_wanted = threading.Event()
-        self._merged = threading.Condition()
-        self._merger: threading.Thread | None = None
+        self._wal_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierflight-wal")
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -150,10 +148,15 @@ class IngestService:
             )
         if cmd.temporary:
             raise InvalidArgument("temporary tables are not supported; ingest appends to configured tables")
+        started = time.perf_counter()
         data = reader.read_all()
+        read_ms = (time.perf_counter() - started) * 1000
+        if read_ms > 100:
+            log.info("ingest_read_slow", table=table_name, rows=data.num_rows, ms=round(read_ms, 1))
         return self.append(table_name, data)
 
     def append(self, table_name: str, data: pa.Table) -> int:
+        started = time.perf_counter()
         t = self.tables[table_name]
         cfg = self.app.config
         clean = validate_batch(
@@ -161,13 +164,33 @@ class IngestService:
         )
         if clean.num_rows == 0:
             return 0
+        validated = time.perf_counter()
         with t.lock:
-            seq = t.wal.append(clean)  # durable from here on: the ack may go out after this
-            with self.app.swap_lock.write():
+            locked = time.perf_counter()
+            # The WAL write (I/O, fsync) and the batch's rollup states (DuckDB) both release
+            # the GIL: they run side by side. The states are computed outside the swap lock
+            # (statements go on) and applied with the hot rows in one step under it, so a
+            # statement sees the batch in both or in neither; the ack follows, so the next
+            # statement gets routed answers that include it.
+            durable = self._wal_writer.submit(t.wal.append, clean)
+            failure = ""
+            try:
+                delta: RollupDelta | None = self.app.rollups.compute_delta(table_name, clean)
+            except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
+                delta, failure = None, repr(exc)
+            seq = durable.result()  # raises if the batch could not be made durable: no ack
+            computed = time.perf_counter()
+            if delta is not None:
+                delta = dataclasses.replace(delta, through=seq)
+            # content_lock before the swap lock: a snapshot compacting a rollup holds it,
+            # and statements must not queue behind an ingest that waits for it.
+            with self.app.rollups.content_lock, self.app.swap_lock.write():
                 t.store.hot.append(clean, seq)
+                if delta is not None:
+                    self.app.rollups.apply_delta(delta)
+                else:
+                    self.app.rollups.skip_delta(table_name, clean.num_rows, failure)
                 self.app.router.invalidate()
-            with self._merged:
-                t.unmerged.append((seq, clean))
             t.hot_bytes += clean.nbytes
             if t.oldest_unflushed is None:
                 t.oldest_unflushed = time.monotonic()
@@ -176,71 +199,20 @@ class IngestService:
         if metrics is not None:
             metrics.record_ingest(clean.num_rows)
             metrics.set_wal_bytes(self.wal_bytes())
-        log.info("ingest", table=table_name, rows=clean.num_rows, seq=seq)
-        self._request_merge(table_name)
+        done = time.perf_counter()
+        log.info(
+            "ingest",
+            table=table_name,
+            rows=clean.num_rows,
+            seq=seq,
+            ms=round((done - started) * 1000, 1),
+            validate_ms=round((validated - started) * 1000, 1),
+            lock_wait_ms=round((locked - validated) * 1000, 1),
+            wal_and_states_ms=round((computed - locked) * 1000, 1),
+        )
         if self._due(t) and not t.flush_lock.locked():
             threading.Thread(target=self.flush, args=(table_name, False), daemon=True).start()
         return int(clean.num_rows)
-
-    # -- rollup merge -------------------------------------------------------------------
-    #
-    # An ingest is acknowledged once its rows are in the WAL and the hot tail; a merger
-    # thread folds their states into the rollups, every batch waiting at that moment in one
-    # pass (a merge costs ~80 ms however few rows it has). Until then the router does not
-    # use the table's rollups (their hot_merged count lags the hot tail); statements wait
-    # for pending merges before they are planned (settle), so routed answers include every
-    # acknowledged row.
-
-    def _request_merge(self, table_name: str) -> None:
-        if self._merger is None:  # no background thread (tests, CLI): merge now
-            self._merge(self.tables[table_name])
-        else:
-            self._merge_wanted.set()
-
-    def start_merger(self) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                if not self._merge_wanted.wait(0.5) or self._stop.is_set():
-                    continue
-                self._merge_wanted.clear()
-                for t in self.tables.values():
-                    self._merge(t)
-
-        self._merger = threading.Thread(target=loop, name="tierflight-merge", daemon=True)
-        self._merger.start()
-
-    def _merge(self, t: TableIngest) -> None:
-        name = t.store.table.name
-        with t.merge_lock:
-            with self._merged:
-                batches = list(t.unmerged)
-            if not batches:
-                return
-            data = pa.concat_tables([b for _, b in batches])
-            try:
-                delta = self.app.rollups.compute_delta(name, data, batches[-1][0])
-                with self.app.swap_lock.write():
-                    self.app.rollups.apply_delta(delta)
-                    self.app.router.invalidate()
-            except Exception as exc:  # noqa: BLE001 - the rows stay in the hot tail; rollups go stale
-                with self.app.swap_lock.write():
-                    self.app.rollups.skip_delta(name, data.num_rows, repr(exc))
-                    self.app.router.invalidate()
-            with self._merged:
-                del t.unmerged[: len(batches)]
-                self._merged.notify_all()
-
-    def settle(self, timeout: float = 10.0) -> None:
-        """Wait until every acknowledged batch is merged into the rollups (bounded: past the
-        timeout the router answers from the raw tiers, which hold the rows too)."""
-        deadline = time.monotonic() + timeout
-        with self._merged:
-            while any(t.unmerged for t in self.tables.values()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._merge_wanted.set()
-                self._merged.wait(remaining)
 
     # -- flush ----------------------------------------------------------------------------
 
@@ -266,7 +238,6 @@ class IngestService:
             # The maintenance lock keeps a demotion from moving the day this flush writes into.
             with maintenance_lock(t.store):
                 with t.lock:
-                    self._merge(t)  # the snapshots written below must hold every flushed row
                     through = t.wal.last_seq
                     if through <= t.wal.flushed_through or not t.store.hot.rows:
                         return 0
@@ -383,13 +354,8 @@ class IngestService:
         threading.Thread(target=loop, name="tierflight-flush", daemon=True).start()
 
     def stop(self) -> None:
-        """Stop the background threads; a merge in progress finishes first (it uses the
-        database the caller is about to close)."""
         self._stop.set()
-        self._merge_wanted.set()
-        merger = self._merger
-        if merger is not None and merger is not threading.current_thread():
-            merger.join(timeout=60)
+        self._wal_writer.shutdown(wait=True)
 
     def wal_bytes(self) -> int:
         return sum(t.wal.size_bytes() for t in self.tables.values())

@@ -109,7 +109,7 @@ class RollupRegistry:
         self.hot_merged: dict[str, int] = {}
         # Serialises changes to the loaded rollups' contents (a merge, a compaction), so a
         # snapshot is exactly the states merged up to its wal_through.
-        self.content_lock = threading.Lock()
+        self.content_lock = threading.RLock()
 
     # -- loading --------------------------------------------------------------------------
 
