@@ -262,3 +262,30 @@ def test_ingest_goes_on_while_a_flush_writes(fresh: RunningServer, tmp_path: Pat
         for sql in QUERIES:
             cur.execute(sql)
             assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+
+
+def test_a_batch_whose_states_cannot_be_computed_is_kept_and_rollups_go_stale(
+    fresh: RunningServer, tmp_path: Path
+) -> None:
+    """The rows are durable before their rollup states are computed: if that fails, the
+    ingest is still acknowledged, the rows are answered from the raw tiers, and the table's
+    rollups are not used until rebuilt (they would miss the rows)."""
+    from tierflight.engine.sandbox import check_statement
+
+    batch = _rows(600, dt.datetime(2024, 12, 30, 4), seed=7)
+    sql = QUERIES[1]
+    assert fresh.app.router.plan(check_statement(sql)).rollup
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("states unavailable")
+
+    fresh.app.rollups.compute_delta = broken  # type: ignore[method-assign]
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("events", batch, mode="append") == 600
+        oracle = _oracle(tmp_path, [batch])
+        for q in QUERIES:
+            cur.execute(q)
+            assert_same(cur.fetch_arrow_table(), oracle.sql(q).to_arrow_table(), q)
+    assert fresh.app.router.plan(check_statement(sql)).rollup is None
+    statuses = {s.status for s in fresh.app.rollups.all_states("events")}
+    assert statuses == {"stale"}

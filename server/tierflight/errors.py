@@ -40,6 +40,14 @@ class ConfigError(TierflightError):
     status = Status.INVALID_ARGUMENT
 
 
+class AuthConfigError(ConfigError, ValueError):
+    """Invalid auth/TLS/bind configuration; the message says how to fix it.
+
+    A ConfigError so the CLI reports it like any other configuration problem,
+    and a ValueError for callers that only know the auth module.
+    """
+
+
 class SqlSyntaxError(TierflightError):
     """The statement does not parse; carries the line and column of the problem."""
 

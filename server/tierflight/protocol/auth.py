@@ -38,11 +38,8 @@ middleware, which also sees the Handshake call.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -50,7 +47,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -58,7 +54,16 @@ from typing import Any
 # the project config later sets ignore_missing_imports for it.
 import pyarrow.flight as flight  # type: ignore[import-untyped, unused-ignore]
 
-from tierflight.errors import ConfigError
+from tierflight.errors import AuthConfigError
+from tierflight.protocol.passwords import (
+    DEFAULT_ITERATIONS,
+    HASH_ALGORITHM,
+    b64decode_lenient,
+    hash_password,
+    parse_hash,
+    verify_password,
+)
+from tierflight.protocol.transport import check_bind_allowed, tls_certificates
 
 __all__ = [
     "ALL_PERMISSIONS",
@@ -87,111 +92,11 @@ ANONYMOUS_USER = "anonymous"
 ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest"})
 DEFAULT_PERMISSIONS: frozenset[str] = frozenset({"read"})
 
-HASH_ALGORITHM = "pbkdf2_sha256"
-DEFAULT_ITERATIONS = 600_000
-_SALT_BYTES = 16
-_KEY_BYTES = 32
-# Guards against a typo such as 6_000_000_000 turning every login into a
-# multi-hour computation.
-_MAX_ITERATIONS = 100_000_000
 # Static tokens are long-lived secrets sent on every call; short ones are
 # guessable.
 _MIN_STATIC_TOKEN_LENGTH = 16
 _HASH_HELP = "create one with `tierflight hash-password`"
 _TOKEN_HELP = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-
-
-class AuthConfigError(ConfigError, ValueError):
-    """Invalid auth/TLS/bind configuration; the message says how to fix it.
-
-    A ConfigError so the CLI reports it like any other configuration problem,
-    and a ValueError for callers that only know this module.
-    """
-
-
-# ---------------------------------------------------------------------------
-# Password hashing
-# ---------------------------------------------------------------------------
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _b64decode_lenient(text: str) -> bytes:
-    """Decode standard or URL-safe base64, with or without padding.
-
-    Go's ``base64.RawStdEncoding`` (and hand-written hashes) omit padding;
-    Python's decoder insists on it.
-    """
-    text = text.strip()
-    if len(text) % 4 == 1:
-        raise binascii.Error("invalid base64 length")
-    padded = text + "=" * (-len(text) % 4)
-    if "-" in padded or "_" in padded:
-        return base64.urlsafe_b64decode(padded.encode("ascii"))
-    return base64.b64decode(padded.encode("ascii"), validate=True)
-
-
-@dataclass(frozen=True)
-class _ParsedHash:
-    iterations: int
-    salt: bytes
-    digest: bytes
-
-
-def _parse_hash(stored: str) -> _ParsedHash:
-    """Split ``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>``.
-
-    Raises ValueError with a terse reason; callers add the context.
-    """
-    parts = stored.split("$")
-    if len(parts) != 4 or parts[0] != HASH_ALGORITHM:
-        raise ValueError(f"expected {HASH_ALGORITHM}$<iterations>$<salt>$<hash>")
-    _, iterations_text, salt_text, digest_text = parts
-    if not iterations_text.isdigit():
-        raise ValueError("iteration count is not a number")
-    iterations = int(iterations_text)
-    if not 1 <= iterations <= _MAX_ITERATIONS:
-        raise ValueError(f"iteration count must be between 1 and {_MAX_ITERATIONS}")
-    try:
-        salt = _b64decode_lenient(salt_text)
-        digest = _b64decode_lenient(digest_text)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("salt or hash is not valid base64") from exc
-    if not salt or not digest:
-        raise ValueError("salt or hash is empty")
-    return _ParsedHash(iterations, salt, digest)
-
-
-def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS) -> str:
-    """Return ``pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>`` for *password*."""
-    if not 1 <= iterations <= _MAX_ITERATIONS:
-        raise ValueError(f"iterations must be between 1 and {_MAX_ITERATIONS}")
-    salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations, _KEY_BYTES)
-    return f"{HASH_ALGORITHM}${iterations}${_b64encode(salt)}${_b64encode(digest)}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """Check *password* against a hash from :func:`hash_password`.
-
-    A malformed *stored* value verifies nothing (returns False) rather than
-    raising, so a bad hash can never turn into a login bypass; configuration
-    loading rejects malformed hashes up front with a helpful message.
-    """
-    try:
-        parsed = _parse_hash(stored)
-    except ValueError:
-        return False
-    candidate = hashlib.pbkdf2_hmac(
-        "sha256",
-        password.encode("utf-8"),
-        parsed.salt,
-        parsed.iterations,
-        len(parsed.digest),
-    )
-    return hmac.compare_digest(candidate, parsed.digest)
 
 
 # ---------------------------------------------------------------------------
@@ -238,7 +143,7 @@ class User:
         _check_user_name(self.name, f"user {self.name!r}")
         if self.password_hash is not None:
             try:
-                _parse_hash(self.password_hash)
+                parse_hash(self.password_hash)
             except ValueError as exc:
                 raise AuthConfigError(
                     f"auth.users.{self.name}.password_hash is not a "
@@ -425,7 +330,7 @@ def _users_from_env(value: str) -> dict[str, User]:
             perms = DEFAULT_PERMISSIONS
         if password_hash is not None:
             try:
-                _parse_hash(password_hash)
+                parse_hash(password_hash)
             except ValueError as exc:
                 raise AuthConfigError(
                     f"{where}: the password hash for {name!r} is not a "
@@ -544,7 +449,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         # Unknown user names still pay for one PBKDF2 run so response time
         # does not reveal which names exist.
         iterations = [
-            _parse_hash(u.password_hash).iterations
+            parse_hash(u.password_hash).iterations
             for u in settings.users.values()
             if u.password_hash is not None
         ]
@@ -576,7 +481,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
 
     def _basic(self, credentials: str) -> AuthMiddleware:
         try:
-            decoded = _b64decode_lenient(credentials).decode("utf-8")
+            decoded = b64decode_lenient(credentials).decode("utf-8")
         except (binascii.Error, ValueError):
             # UnicodeDecodeError is a ValueError.
             raise flight.FlightUnauthenticatedError(
@@ -699,68 +604,3 @@ def current_auth(context: Any) -> AuthMiddleware:
             f"{type(middleware).__name__}, not AuthMiddleware"
         )
     return middleware
-
-
-# ---------------------------------------------------------------------------
-# Transport security
-# ---------------------------------------------------------------------------
-
-
-def tls_certificates(cert_file: str | None, key_file: str | None) -> list[tuple[bytes, bytes]]:
-    """Read a PEM certificate chain and key for ``FlightServerBase(tls_certificates=...)``.
-
-    Returns an empty list when neither file is given (plain gRPC).
-    """
-    if cert_file is None and key_file is None:
-        return []
-    if cert_file is None or key_file is None:
-        missing = "certificate" if cert_file is None else "private key"
-        raise AuthConfigError(
-            f"TLS needs both a certificate and a private key file; the {missing} "
-            "file is missing (set both tls cert and key, or neither)"
-        )
-    cert = _read_pem(cert_file, "certificate", b"CERTIFICATE")
-    key = _read_pem(key_file, "private key", b"PRIVATE KEY")
-    return [(cert, key)]
-
-
-def _read_pem(path: str, what: str, marker: bytes) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise AuthConfigError(f"cannot read TLS {what} file {path!r}: {exc.strerror or exc}") from None
-    if b"-----BEGIN " not in data or marker not in data:
-        raise AuthConfigError(
-            f"TLS {what} file {path!r} is not PEM (expected a '-----BEGIN ...{marker.decode()}-----' block)"
-        )
-    return data
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        # Other host names could resolve anywhere; treat them as exposed.
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def check_bind_allowed(host: str, auth_enabled: bool, insecure: bool) -> None:
-    """Refuse to listen beyond loopback without authentication.
-
-    ``0.0.0.0``, ``::`` and the empty host bind every interface and count as
-    non-loopback; so does any host name other than ``localhost``.
-    """
-    if auth_enabled or insecure or _is_loopback(host):
-        return
-    raise AuthConfigError(
-        f"refusing to serve on {host} without authentication; configure "
-        "[auth] users or tokens, or pass --insecure"
-    )
