@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +76,42 @@ def _select_hot(uri: str, statements: list[Any]) -> tuple[list[Any], list[list[A
     return chosen, rows
 
 
+@dataclass(frozen=True)
+class HotSetup:
+    """What a load benchmark on the hot tier needs: durations, data and statements."""
+
+    duration: float
+    warmup: float
+    rows: int
+    work: Path
+    data_dir: Path
+    env: dict[str, str]
+    statements: list[Any]
+
+
+def hot_setup(ctx: BenchContext, name: str, duration: float) -> HotSetup:
+    from tierflight.loadtest import load_workload
+
+    rows = 200_000 if ctx.quick else DEMO_ROWS
+    data_dir, env = ctx.demo_data(rows=rows, days=366)
+    return HotSetup(
+        duration=min(duration, 10.0) if ctx.quick else duration,
+        warmup=2.0 if ctx.quick else 5.0,
+        rows=rows,
+        work=ctx.scratch(name),
+        data_dir=data_dir,
+        env=env,
+        statements=[(wl, st) for wl in WORKLOADS for st in load_workload(WORKLOAD_DIR / wl)],
+    )
+
+
 @benchmark("hot_load")
 def run(ctx: BenchContext) -> Result:
-    from tierflight.loadtest import LoadTestConfig, load_workload, run_loadtest, write_report
+    from tierflight.loadtest import LoadTestConfig, run_loadtest, write_report
 
-    duration = 10.0 if ctx.quick else 60.0
-    warmup = 2.0 if ctx.quick else 5.0
-    rows = 200_000 if ctx.quick else DEMO_ROWS
-    work = ctx.scratch("hot_load")
-    data_dir, env = ctx.demo_data(rows=rows, days=366)
-    statements = [(name, st) for name in WORKLOADS for st in load_workload(WORKLOAD_DIR / name)]
+    setup = hot_setup(ctx, "hot_load", 60.0)
+    duration, warmup, rows, work = setup.duration, setup.warmup, setup.rows, setup.work
+    data_dir, env, statements = setup.data_dir, setup.env, setup.statements
 
     cores = sorted(_affinity())
     split = len(cores) >= 2 * SERVER_CORES

@@ -265,7 +265,9 @@ def run(ctx: BenchContext) -> Result:
     # The server's JSON log, as `tierflight serve` writes it, but into a file.
     configure_logging("info", json_format=True)
     server_log = (ctx.scratch("select1_profile") / "tierflight.log").open("w")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=server_log))
+    # Not cached: the loggers must not keep this file after it is closed (later benchmarks
+    # in the same process log through the same module-level loggers).
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False)
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
     server = build_server(app, "127.0.0.1", 0)  # sets sys.tracebacklimit = 0 for the process
@@ -297,6 +299,7 @@ def run(ctx: BenchContext) -> Result:
         floor.shutdown()
         server.shutdown()
         app.close()
+        configure_logging("warning")
         server_log.close()
         if saved_limit is None:
             del sys.tracebacklimit

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchContext, load_average, log, start_tierflight
-from bench.hot_load import CLIENTS, DEMO_ROWS, PROCESSES, WORKLOAD_DIR, WORKLOADS, _select_hot, _shown
+from bench.hot_load import CLIENTS, PROCESSES, _select_hot, _shown, hot_setup
 from bench.registry import Result, benchmark
 
 SETUPS = ((1, "single process (`serve`)"), (2, "`serve --workers 2`"), (3, "`serve --workers 3`"))
@@ -99,14 +99,11 @@ def _wait_admitted(port: int, workers: int, timeout: float = 120) -> list[int]:
 
 @benchmark("workers")
 def run(ctx: BenchContext) -> Result:
-    from tierflight.loadtest import LoadTestConfig, load_workload, run_loadtest
+    from tierflight.loadtest import LoadTestConfig, run_loadtest
 
-    duration = 8.0 if ctx.quick else 30.0
-    warmup = 2.0 if ctx.quick else 5.0
-    rows = 200_000 if ctx.quick else DEMO_ROWS
-    work = ctx.scratch("workers")
-    data_dir, env = ctx.demo_data(rows=rows, days=366)
-    statements = [(name, st) for name in WORKLOADS for st in load_workload(WORKLOAD_DIR / name)]
+    setup = hot_setup(ctx, "workers", 30.0)
+    duration, warmup, rows, work = setup.duration, setup.warmup, setup.rows, setup.work
+    data_dir, env, statements = setup.data_dir, setup.env, setup.statements
     table: list[list[Any]] = []
     raw: dict[str, Any] = {}
     chosen: list[Any] = []
