@@ -97,7 +97,7 @@ def test_snapshots_restart_without_rebuild_and_detect_corruption(server: Running
 
     from tierflight.engine.database import Database
     from tierflight.rollups.registry import RollupRegistry
-    from tierflight.rollups.snapshot import read_meta
+    from tierflight.rollups.snapshot import LocalSnapshots, read_meta
     from tierflight.tiers.store import TableStore
 
     src = server.app.config.data_dir
@@ -108,7 +108,7 @@ def test_snapshots_restart_without_rebuild_and_detect_corruption(server: Running
     db = Database(cfg)
     stores = {"events": TableStore(cfg, cfg.table("events"), db)}
     reg = RollupRegistry(cfg, db, stores)
-    reg.root = root
+    reg.snapshots = LocalSnapshots(root)
     reg.load(build_missing=False)
     assert all(s.status == "active" for s in reg.states.values())
     meta = read_meta(root, "day_type")
@@ -116,7 +116,7 @@ def test_snapshots_restart_without_rebuild_and_detect_corruption(server: Running
     data = root / meta.file
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # truncated
     reg2 = RollupRegistry(cfg, db, stores)
-    reg2.root = root
+    reg2.snapshots = LocalSnapshots(root)
     reg2.load(build_missing=False)
     assert reg2.states["day_type"].status == "stale"
     reg2.load(build_missing=True)
@@ -133,6 +133,7 @@ def test_definition_change_marks_rollup_stale(server: RunningServer, tmp_path: P
     from tierflight.engine.database import Database
     from tierflight.rollups.definition import Measure
     from tierflight.rollups.registry import RollupRegistry
+    from tierflight.rollups.snapshot import LocalSnapshots
     from tierflight.tiers.store import TableStore
 
     src = server.app.config.data_dir
@@ -140,7 +141,7 @@ def test_definition_change_marks_rollup_stale(server: RunningServer, tmp_path: P
     cfg = make_config(src)
     db = Database(cfg)
     reg = RollupRegistry(cfg, db, {"events": TableStore(cfg, cfg.table("events"), db)})
-    reg.root = tmp_path / "rollups"
+    reg.snapshots = LocalSnapshots(tmp_path / "rollups")
     state = reg.states["country_type"]
     state.group = dataclasses.replace(state.group, measures=(*state.group.measures, Measure("max", "bid_price")))
     reg.load(build_missing=False)

@@ -352,3 +352,84 @@ def test_silent_catalog_times_out(tmp_path: Path, weed: Weed) -> None:
             with contextlib.suppress(OSError):
                 listener.close()
     assert time.monotonic() - began < 15
+
+
+def test_replicas_share_the_store_and_pick_up_published_snapshots(
+    weed: Weed, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two replicas, each with its own (empty) local data dir, over one S3 bucket and REST
+    catalog: the writer builds the rollups and publishes the snapshots next to the data; the
+    reader loads them instead of building its own, answers the same, and after a bulk load
+    and a refresh on the writer it picks up the new snapshots and the new files."""
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.engine.sandbox import check_statement
+    from tierflight.tiers.store import TableStore
+
+    shared = {
+        "storage.warm_uri": f"s3://{BUCKET}/replicas",
+        "iceberg.namespace": "replicas",
+        "storage.poll_interval": "0s",
+        "tiers.maintenance_interval": 0,
+    }
+
+    def config(root: Path) -> Any:
+        return make_config(root, **{**weed.overrides(), **shared})
+
+    def load(rows: int, start: dt.date, days: int, seed: int) -> None:
+        cfg = config(tmp_path_factory.mktemp("loader"))
+        db = Database(cfg)
+        try:
+            generate_into(TableStore(cfg, cfg.table("events"), db), rows, start, days, seed, progress=False)
+        finally:
+            db.close()
+
+    load(20_000, dt.date(2024, 9, 25), 20, 31)
+    writer_dir, reader_dir = tmp_path_factory.mktemp("writer"), tmp_path_factory.mktemp("reader")
+    writer = start_in_process(config(writer_dir))
+    reader = start_in_process(config(reader_dir))
+    routed = "SELECT day, type, count(*) AS n, sum(bid_price) AS s FROM events GROUP BY ALL ORDER BY 1, 2"
+    raw = "SELECT country, count(DISTINCT auction_id) FROM events WHERE day >= DATE '2024-10-01' GROUP BY 1 ORDER BY 1"
+    try:
+        published = writer.app.rollups.snapshot_files()
+        assert all(published.values())
+        assert reader.app.rollups.snapshot_files() == published, "the reader loaded the writer's snapshots"
+        assert not (reader_dir / "rollups").exists() and not (writer_dir / "rollups").exists()
+        for sql in (routed, raw):
+            assert_same(_query(reader.uri, sql), _query(writer.uri, sql), sql)
+        assert reader.app.router.plan(check_statement(routed)).rollup
+
+        load(6_000, dt.date(2024, 10, 20), 3, 32)  # new days land in the shared store
+        writer.app.rollups.build()  # the writer refreshes and publishes
+        reader.app.data_state()  # what the reader's snapshot watch does every reload_interval
+        refreshed = writer.app.rollups.snapshot_files()
+        assert refreshed != published
+        assert reader.app.rollups.snapshot_files() == refreshed
+        answer = _query(reader.uri, routed)
+        assert sum(answer.column("n").to_pylist()) == 26_000
+
+        # The writer ingests (a late day, in Iceberg, and a recent one) and flushes to S3.
+        from test_ingest import _rows
+
+        late, recent = _rows(300, dt.datetime(2024, 9, 26, 3), seed=1), _rows(500, dt.datetime(2024, 10, 21, 3), seed=2)
+        import adbc_driver_flightsql.dbapi as fsql
+
+        with fsql.connect(writer.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_ingest("events", late, mode="append")
+            cur.adbc_ingest("events", recent, mode="append")
+        writer.app.flush_all()
+        assert writer.app.stores["events"].hot.rows == 0
+        assert not list(writer_dir.rglob("*.parquet")), "flushed files go to S3"
+        reader.app.data_state()
+        assert reader.app.rollups.snapshot_files() == writer.app.rollups.snapshot_files()
+        answer = _query(reader.uri, routed)
+        assert sum(answer.column("n").to_pylist()) == 26_800
+        count = "SELECT count(*) FROM events WHERE auction_id LIKE 'ing-%'"
+        assert _query(reader.uri, count).column(0).to_pylist() == [800]
+        assert reader.app.router.plan(check_statement(routed)).rollup
+        for sql in (routed, raw):
+            assert_same(_query(reader.uri, sql), _query(writer.uri, sql), sql)
+    finally:
+        for srv in (writer, reader):
+            srv.server.shutdown()
+            srv.app.close()

@@ -21,14 +21,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.config import parse_duration, parse_size
-from tierflight.demo.generate import write_parquet_day
 from tierflight.durable import write_json_atomic
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied
 from tierflight.ingest.validate import validate_batch
@@ -253,7 +251,6 @@ class IngestService:
 
     def _write_files(self, t: TableIngest, data: pa.Table, through: int) -> dict[str, Any]:
         store = t.store
-        store.require_local("flushing ingested rows")
         until = store.cold_until()
         days = pc.cast(data[store.table.time_column], pa.date32())
         warm: list[tuple[str, str]] = []
@@ -263,15 +260,15 @@ class IngestService:
             rows = rows.cast(store.schema)  # the declared nullability ("required" in Iceberg)
             name = f"part-wal-{through:012d}-{uuid.uuid4().hex[:8]}.parquet"
             if until is not None and day < until:
-                # A late row for a day already in Iceberg goes to Iceberg.
-                path = store.cold_file_path(day, name)
-                write_parquet_day(rows, path)
-                cold.append(str(path))
+                # A late row for a day already in Iceberg goes to Iceberg (registered at publish).
+                location, _ = store.write_cold_file(day, name, rows)
+                cold.append(location)
             else:
-                final = store.local_warm("flushing ingested rows").root / f"day={day.isoformat()}" / name
-                tmp = final.with_name(f".{name}.flushing")
-                write_parquet_day(rows, tmp)
-                warm.append((str(tmp), str(final)))
+                # Staged under a name the warm listing skips; renamed into place at publish.
+                final = store.warm_location(day, name)
+                staged = store.warm_location(day, f".{name}.flushing")
+                store.write_object(rows, staged)
+                warm.append((staged, final))
         journal = {"through": through, "warm": warm, "cold": cold}
         write_json_atomic(store.root / FLUSH_JOURNAL, journal)
         return journal
@@ -286,9 +283,9 @@ class IngestService:
         if journal["cold"] and not self._cold_committed(store, through):
             store.cold.add_files(journal["cold"], {"tierflight.operation": "flush", FLUSH_THROUGH: str(through)})
         with self.app.swap_lock.write():
-            for tmp, final in journal["warm"]:
-                if Path(tmp).exists():
-                    Path(tmp).replace(final)
+            for staged, final in journal["warm"]:
+                if store.object_exists(staged):
+                    store.move_object(staged, final)
             store.bump_generation()
             store.refresh()
             if live:
@@ -324,14 +321,15 @@ class IngestService:
             return
         journal = json.loads(path.read_text())
         through = int(journal["through"])
-        missing = [tmp for tmp, final in journal["warm"] if not Path(tmp).exists() and not Path(final).exists()]
+        store = t.store
+        missing = [s for s, f in journal["warm"] if not store.object_exists(s) and not store.object_exists(f)]
         if missing or through <= t.wal.flushed_through:
             # Files never fully written (or already published): the WAL still has the rows.
-            for tmp, _ in journal["warm"]:
-                Path(tmp).unlink(missing_ok=True)
-            if through > t.wal.flushed_through and not self._cold_committed(t.store, through):
+            for staged, _ in journal["warm"]:
+                store.delete_object(staged)
+            if through > t.wal.flushed_through and not self._cold_committed(store, through):
                 for c in journal["cold"]:
-                    Path(c).unlink(missing_ok=True)
+                    store.delete_object(c, cold=True)
             path.unlink()
             return
         log.info("flush_recovered", table=t.store.table.name, through=through)

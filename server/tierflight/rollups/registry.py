@@ -22,7 +22,7 @@ from tierflight.engine.database import Database, quote_ident
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_fingerprint
 from tierflight.rollups.definition import RollupDef, StorageGroup, parse_rollups, storage_groups
-from tierflight.rollups.snapshot import SnapshotError, SnapshotMeta, read_meta, read_snapshot, write_snapshot
+from tierflight.rollups.snapshot import LocalSnapshots, SnapshotError, SnapshotMeta, Snapshots
 from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.rollups")
@@ -75,6 +75,22 @@ class RollupState:
         return self.status == "active"
 
 
+def snapshot_store(config: Config) -> Snapshots:
+    """``[rollups] snapshot_uri`` if set; else next to the warm tier when that is on S3 (so
+    replicas share them); else ``<data_dir>/rollups``."""
+    from tierflight.tiers.s3 import S3Settings, is_s3_uri
+
+    uri = str(dict(config.raw.get("rollups", {}) or {}).get("snapshot_uri") or "")
+    warm = str(dict(config.raw.get("storage", {}) or {}).get("warm_uri") or "")
+    if not uri and is_s3_uri(warm):
+        uri = f"{warm.rstrip('/')}/_rollups"
+    if is_s3_uri(uri):
+        from tierflight.rollups.snapshot_s3 import S3Snapshots
+
+        return S3Snapshots(S3Settings.from_config(dict(config.raw.get("s3", {}) or {})), uri)
+    return LocalSnapshots(Path(uri).expanduser().absolute() if uri else config.data_dir / "rollups")
+
+
 @dataclass(frozen=True)
 class RollupDelta:
     """The states of one or more ingested batches, computed and not yet applied."""
@@ -96,7 +112,7 @@ class RollupRegistry:
         self.memory_budget = parse_size(raw.get("memory_budget", "2GB"), "rollups.memory_budget")
         self.allow_stale = bool(raw.get("allow_stale", False))
         self.enabled = bool(raw.get("enabled", True))
-        self.root: Path = config.data_dir / "rollups"
+        self.snapshots: Snapshots = snapshot_store(config)
         self.states: dict[str, RollupState] = {}
         for table in config.tables.values():
             defs = parse_rollups(table)
@@ -118,7 +134,7 @@ class RollupRegistry:
         used = 0
         to_build: list[RollupState] = []
         for state in self.states.values():
-            meta = read_meta(self.root, state.group.name)
+            meta = self.snapshots.read_meta(state.group.name)
             store = self.stores[state.group.table]
             if meta is None:
                 state.status = "pending"
@@ -136,7 +152,7 @@ class RollupRegistry:
                 log.warning("rollup_over_budget", rollup=state.group.name, bytes=meta.bytes, budget=self.memory_budget)
                 continue
             try:
-                table = read_snapshot(self.root, meta)
+                table = self.snapshots.read(meta)
             except SnapshotError as exc:
                 log.warning("rollup_snapshot_corrupt", rollup=state.group.name, error=str(exc))
                 state.status = "stale"
@@ -207,7 +223,7 @@ class RollupRegistry:
             fingerprint = source_fingerprint(store)
             for s in states:
                 table = result.tables[s.group.name]
-                meta = write_snapshot(self.root, s.group.name, table, s.group.definition_hash(), fingerprint, result.watermark)
+                meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), fingerprint, result.watermark)
                 self._install(s, table, meta, "active")
             timings[table_name] = result.seconds
             log.info("rollups_built", table=table_name, rollups=len(states), source_rows=result.source_rows, seconds=round(result.seconds, 3))
@@ -220,7 +236,7 @@ class RollupRegistry:
         ingests is the one that publishes."""
         reloaded = []
         for state in self.states.values():
-            meta = read_meta(self.root, state.group.name)
+            meta = self.snapshots.read_meta(state.group.name)
             if meta is None or state.meta is None or meta.file == state.meta.file:
                 continue
             if self.hot_merged.get(state.group.table, 0):
@@ -228,7 +244,7 @@ class RollupRegistry:
             if meta.definition_hash != state.group.definition_hash():
                 continue
             try:
-                table = read_snapshot(self.root, meta)
+                table = self.snapshots.read(meta)
             except SnapshotError as exc:
                 log.warning("rollup_snapshot_corrupt", rollup=state.group.name, error=str(exc))
                 continue
@@ -325,9 +341,7 @@ class RollupRegistry:
                 self._install_table(s, table, "active")
                 with s.lock:
                     s.watermark = watermark
-            meta = write_snapshot(
-                self.root, s.group.name, table, s.group.definition_hash(), fingerprint, watermark, through
-            )
+            meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), fingerprint, watermark, through)
             with s.lock:
                 s.meta = meta
             log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)

@@ -16,6 +16,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -60,6 +61,30 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def new_meta(
+    name: str,
+    file: str,
+    sha256: str,
+    table: pa.Table,
+    definition_hash: str,
+    fingerprint: str,
+    watermark: dt.datetime | None,
+    wal_through: int | None,
+) -> SnapshotMeta:
+    return SnapshotMeta(
+        name=name,
+        file=file,
+        sha256=sha256,
+        definition_hash=definition_hash,
+        fingerprint=fingerprint,
+        watermark=watermark.isoformat() if watermark else None,
+        built_at=dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
+        rows=table.num_rows,
+        bytes=table.nbytes,
+        wal_through=wal_through,
+    )
+
+
 def write_snapshot(
     root: Path,
     name: str,
@@ -75,18 +100,7 @@ def write_snapshot(
         writer.write_table(table, max_chunksize=1 << 20)
     with open(data_path, "rb+") as fh:
         os.fsync(fh.fileno())
-    meta = SnapshotMeta(
-        name=name,
-        file=data_path.name,
-        sha256=_sha256(data_path),
-        definition_hash=definition_hash,
-        fingerprint=fingerprint,
-        watermark=watermark.isoformat() if watermark else None,
-        built_at=dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
-        rows=table.num_rows,
-        bytes=table.nbytes,
-        wal_through=wal_through,
-    )
+    meta = new_meta(name, data_path.name, _sha256(data_path), table, definition_hash, fingerprint, watermark, wal_through)
     manifest = root / f"{name}.json"
     tmp = manifest.with_suffix(".json.tmp")
     _fsync_write(tmp, json.dumps(asdict(meta)).encode())
@@ -118,3 +132,47 @@ def read_snapshot(root: Path, meta: SnapshotMeta, verify: bool = True) -> pa.Tab
         return ipc.open_file(source).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise SnapshotError(f"snapshot file {path} cannot be read: {exc}") from None
+
+
+class Snapshots(Protocol):
+    """Where a registry keeps its snapshots: the data dir, or an object store (see
+    rollups.snapshot_s3) when replicas on several machines share them."""
+
+    where: str
+
+    def write(
+        self,
+        name: str,
+        table: pa.Table,
+        definition_hash: str,
+        fingerprint: str,
+        watermark: dt.datetime | None,
+        wal_through: int | None = None,
+    ) -> SnapshotMeta: ...
+
+    def read_meta(self, name: str) -> SnapshotMeta | None: ...
+
+    def read(self, meta: SnapshotMeta) -> pa.Table: ...
+
+
+class LocalSnapshots:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.where = str(root)
+
+    def write(
+        self,
+        name: str,
+        table: pa.Table,
+        definition_hash: str,
+        fingerprint: str,
+        watermark: dt.datetime | None,
+        wal_through: int | None = None,
+    ) -> SnapshotMeta:
+        return write_snapshot(self.root, name, table, definition_hash, fingerprint, watermark, wal_through)
+
+    def read_meta(self, name: str) -> SnapshotMeta | None:
+        return read_meta(self.root, name)
+
+    def read(self, meta: SnapshotMeta) -> pa.Table:
+        return read_snapshot(self.root, meta)

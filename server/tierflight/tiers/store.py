@@ -2,8 +2,9 @@
 
 The boundary ``cold_until`` (a day) is the single source of truth for where a day lives:
 the cold tier serves days before it, the warm tier the days from it on. It is stored in
-``<data_dir>/<table>/tiers.json`` and replaced atomically, so a demotion that crashes
-between copying a day into Iceberg and deleting it from warm never shows the day twice.
+``<data_dir>/<table>/tiers.json`` (next to the warm tier in the bucket when that is on S3,
+see tiers.shared) and replaced atomically, so a demotion that crashes between copying a
+day into Iceberg and deleting it from warm never shows the day twice.
 
 What statements are planned against is one consistent view (the boundary, the Iceberg
 snapshot, the warm listing), built aside by :meth:`TableStore.refresh` and swapped in whole.
@@ -15,28 +16,25 @@ boundary file, and a statement whose store sees either change re-lists the tiers
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
-from tierflight.config import Config, TableConfig
-from tierflight.durable import write_json_atomic
+from tierflight.config import Config, TableConfig, parse_duration
 from tierflight.engine.database import Database
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
-from tierflight.tiers.s3 import S3Settings, is_s3_uri
+from tierflight.tiers.s3 import S3Settings, is_s3_uri, strip_scheme
+from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
 from tierflight.tiers.warm import S3WarmTier, WarmTier
-
-GENERATION_FILE = ".generation"
 
 log = get_logger("tierflight.store")
 
@@ -94,11 +92,16 @@ class TableStore:
         self.s3 = S3Settings.from_config(dict(config.raw.get("s3", {}) or {}))
         warm_uri = str(dict(config.raw.get("storage", {}) or {}).get("warm_uri") or "")
         self.warm: WarmTier | S3WarmTier
+        storage = dict(config.raw.get("storage", {}) or {})
+        self.shared: TableState
         if is_s3_uri(warm_uri):
             self.warm = S3WarmTier(f"{warm_uri.rstrip('/')}/{table.name}/warm", self.s3, table.name, self.schema)
+            poll = parse_duration(storage.get("poll_interval", "2s"), "storage.poll_interval").total_seconds()
+            self.shared = S3TableState(self.s3, f"{warm_uri.rstrip('/')}/{table.name}", poll)
         else:
             warm_root = Path(warm_uri).expanduser().absolute() / table.name if warm_uri else self.root
             self.warm = WarmTier(warm_root / "warm", table.name, self.schema)
+            self.shared = LocalTableState(self.root)
         settings = IcebergSettings.from_config(dict(config.raw.get("iceberg", {})), config.data_dir, self.s3)
         try:
             catalog = load_catalog(settings)
@@ -149,21 +152,12 @@ class TableStore:
 
     # -- the boundary ---------------------------------------------------------------------
 
-    @property
-    def state_path(self) -> Path:
-        return self.root / "tiers.json"
-
     def cold_until(self) -> dt.date | None:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return None
-        value = data.get("cold_until")
+        value = self.shared.read().get("cold_until")
         return dt.date.fromisoformat(value) if value else None
 
     def set_cold_until(self, day: dt.date) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.state_path, {"cold_until": day.isoformat()})
+        self.shared.write({"cold_until": day.isoformat()})
 
     def warm_boundary(self) -> dt.date:
         """Days before this are older than the warm window and belong in cold."""
@@ -171,24 +165,12 @@ class TableStore:
 
     def bump_generation(self) -> None:
         """Tell every process serving this table that its files changed (see the module doc)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / GENERATION_FILE).write_text(uuid.uuid4().hex)
-
-    def _signature(self) -> tuple[object, ...]:
-        out: list[object] = []
-        for path in (self.state_path, self.root / GENERATION_FILE):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                out.append(None)
-                continue
-            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        self.shared.bump()
 
     def refresh(self) -> None:
         """Re-list the tiers and swap the new view in whole: a statement sees the old or the new."""
         with self._refresh_lock:
-            seen = self._signature()
+            seen = self.shared.signature(fresh=True)
             until = self.cold_until()
             warm = self.warm.build_listing(day_start(until) if until else None)
             cold = self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
@@ -206,7 +188,7 @@ class TableStore:
 
     def changed(self) -> bool:
         """Whether another process (or a maintenance run) changed the files since the last refresh."""
-        return self._signature() != self._seen
+        return self.shared.signature() != self._seen
 
     def refresh_if_changed(self) -> bool:
         if not self.changed():
@@ -272,6 +254,58 @@ class TableStore:
             return uri, self.cold.settings.s3.write_parquet(table, uri)
         path = Path(location.removeprefix("file://")) / name
         return str(path), write_parquet_day(table, path)
+
+    # -- objects a flush writes (local paths or s3:// URIs) --------------------------------
+
+    def warm_location(self, day: dt.date, name: str) -> str:
+        """Where a warm data file named ``name`` of ``day`` lives (a path or an s3:// URI).
+        Names starting with "." or "_" are not listed: a flush stages files under such names."""
+        if isinstance(self.warm, S3WarmTier):
+            return f"{self.warm.day_uri(day)}/{name}"
+        return str(self.warm.root / f"day={day.isoformat()}" / name)
+
+    def _object_fs(self, location: str, cold: bool = False) -> tuple[Any, str]:
+        s3 = self.cold.settings.s3 if cold else self.s3
+        return s3.filesystem(), strip_scheme(location)
+
+    def write_object(self, table: pa.Table, location: str) -> int:
+        from tierflight.demo.generate import write_parquet_day
+
+        if is_s3_uri(location):
+            return self.s3.write_parquet(table, location)
+        return write_parquet_day(table, Path(location))
+
+    def object_exists(self, location: str) -> bool:
+        if not is_s3_uri(location):
+            return Path(location).exists()
+        fs, path = self._object_fs(location)
+        try:
+            return bool(fs.get_file_info(path).type == pafs.FileType.File)
+        except OSError as exc:
+            raise self.s3.unavailable(f"look up {location}", exc) from None
+
+    def move_object(self, source: str, target: str) -> None:
+        """Rename a staged file into place (on S3: a server-side copy, then a delete)."""
+        if not is_s3_uri(source):
+            Path(source).replace(target)
+            return
+        fs, src = self._object_fs(source)
+        try:
+            fs.move(src, strip_scheme(target))
+        except OSError as exc:
+            raise self.s3.unavailable(f"move {source} to {target}", exc) from None
+
+    def delete_object(self, location: str, cold: bool = False) -> None:
+        if not is_s3_uri(location):
+            Path(location).unlink(missing_ok=True)
+            return
+        fs, path = self._object_fs(location, cold)
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self.s3.unavailable(f"delete {location}", exc) from None
 
     def write_warm_file(self, day: dt.date, name: str, table: pa.Table) -> int:
         """Write one data file into a warm partition (local hive directory or S3 prefix)."""
