@@ -41,6 +41,7 @@ class App:
         }
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+        self._names_cache: dict[str, tuple[str, ...]] = {}
         self.swap_lock = RWLock()
         self.ingest_service = IngestService(self)
         # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
@@ -102,7 +103,12 @@ class App:
 
     def _column_names(self, sql: str) -> list[str]:
         """Output names of a statement as DuckDB gives them. Bound against empty views of the
-        tables (same columns, no files), so a plan-cache miss does not pay for listing files."""
+        tables (same columns, no files), so a plan-cache miss does not pay for listing files;
+        remembered by text, since they depend only on it and the configured columns (a data
+        change empties the plan cache, and the same dashboard statements are planned again)."""
+        names = self._names_cache.get(sql)
+        if names is not None:
+            return list(names)
         binder = getattr(self, "_binder", None)
         if binder is None:
             binder = duckdb.connect(":memory:")
@@ -111,9 +117,13 @@ class App:
             self._binder = binder
         cur = binder.cursor()
         try:
-            return list(cur.sql(sql).columns)
+            found = tuple(cur.sql(sql).columns)
         finally:
             cur.close()
+        if len(self._names_cache) >= 4096:
+            self._names_cache.clear()
+        self._names_cache[sql] = found
+        return list(found)
 
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores

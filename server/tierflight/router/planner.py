@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,35 +71,54 @@ def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.E
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 
 
-def precheck(tree: exp.Select, info: TableInfo, state: RollupState) -> None:
+@dataclass(frozen=True)
+class StatementFacts:
+    """What the prechecks ask of a statement, collected once per plan (not per candidate)."""
+
+    grains: tuple[str, ...]  # time grains the statement groups or filters by, outside aggregates
+    where_keys: frozenset[str]  # canonical form of each WHERE conjunct
+    aggregates: tuple[tuple[str, str, str], ...]  # (measure kind, column, function) per aggregate
+    columns: tuple[tuple[str, str], ...]  # (lower-case name, name) of columns outside aggregates
+
+    @classmethod
+    def of(cls, tree: exp.Select, info: TableInfo) -> StatementFacts:
+        grains: list[str] = []
+        for node in tree.walk():
+            if isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
+                grain = column_grain(node, info.time_column, info.grains)
+                if grain not in (None, "exact") and node.find_ancestor(exp.AggFunc) is None:
+                    grains.append(str(grain))
+        aggregates = []
+        for agg in tree.find_all(exp.AggFunc):
+            kind = _AGG_KIND.get(type(agg))
+            if kind and isinstance(agg.this, exp.Column):
+                aggregates.append((kind, agg.this.name.lower(), f"{agg.key}({agg.this.name})"))
+        columns = tuple(
+            (col.name.lower(), col.name) for col in tree.find_all(exp.Column) if col.find_ancestor(exp.AggFunc) is None
+        )
+        keys = frozenset(canonical(normalise_predicate(p)) for p in conjuncts(tree.args.get("where")))
+        return cls(tuple(dict.fromkeys(grains)), keys, tuple(aggregates), columns)
+
+
+def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None:
     """Cheap necessary conditions, checked before the (costlier) rewrite."""
     group = state.group
-    for node in tree.walk():
-        if isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
-            grain = column_grain(node, info.time_column, info.grains)
-            if grain in (None, "exact") or node.find_ancestor(exp.AggFunc) is not None:
-                continue
-            if group.grain is None or grain not in DERIVABLE[group.grain]:
-                raise Reject("grain", f"needs {grain} buckets, rollup has {group.grain or 'no time dimension'}")
-    if group.filter:
-        key = canonical_sql(group.filter)
-        if not any(canonical(normalise_predicate(p)) == key for p in conjuncts(tree.args.get("where"))):
-            raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
+    for grain in facts.grains:
+        if group.grain is None or grain not in DERIVABLE[group.grain]:
+            raise Reject("grain", f"needs {grain} buckets, rollup has {group.grain or 'no time dimension'}")
+    if group.filter and canonical_sql(group.filter) not in facts.where_keys:
+        raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
     dims = {d.lower() for d in group.dimensions}
     stored = {(m.kind, (m.column or "").lower()) for m in group.measures}
-    for agg in tree.find_all(exp.AggFunc):
-        arg = agg.this
-        kind = _AGG_KIND.get(type(agg))
-        if kind and isinstance(arg, exp.Column):
-            name = arg.name.lower()
-            if name not in dims and (kind, name) not in stored:
-                raise Reject("measure", f"{agg.key}({arg.name}) is not stored")
-    for col in tree.find_all(exp.Column):
-        name = col.name.lower()
-        outside_aggregate = col.find_ancestor(exp.AggFunc) is None
-        in_filter = bool(group.filter and name in group.filter.lower())
-        if name in info.columns and name != info.time_column.lower() and name not in dims and outside_aggregate and not in_filter:
-            raise Reject("dimension", f"column {col.name} is not a dimension of the rollup")
+    for kind, name, shown in facts.aggregates:
+        if name not in dims and (kind, name) not in stored:
+            raise Reject("measure", f"{shown} is not stored")
+    time_column = info.time_column.lower()
+    filter_text = (group.filter or "").lower()
+    for name, shown in facts.columns:
+        in_filter = bool(filter_text and name in filter_text)
+        if name in info.columns and name != time_column and name not in dims and not in_filter:
+            raise Reject("dimension", f"column {shown} is not a dimension of the rollup")
 
 
 class Router:
@@ -119,6 +139,7 @@ class Router:
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
         self._cache: OrderedDict[tuple[str, str, int, tuple[int, ...]], Route] = OrderedDict()
+        self._rewrites: OrderedDict[tuple[str, str, Any], str | Reject] = OrderedDict()
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -190,11 +211,18 @@ class Router:
             return dataclasses.replace(route, rejected=(Rejection("*", r.rule, r.reason),))
         store = self._stores()[info.name]
         rng = table_time_range(table, info.time_column, info.grains)
-        best: tuple[int, RollupState, exp.Select] | None = None
+        best: tuple[int, RollupState, str] | None = None
         splittable: list[RollupState] = []
         # Cheapest first: the first candidate that rewrites is the answer, the rest are
         # only reported (their rewrite is never attempted).
         candidates = sorted(self.registry.all_states(info.name), key=lambda st: (self._estimate(st, rng), st.group.name))
+        facts: list[StatementFacts] = []
+
+        def facts_of() -> StatementFacts:
+            if not facts:
+                facts.append(StatementFacts.of(tree, info))
+            return facts[0]
+
         for state in candidates:
             name = state.group.name
             if best is not None:
@@ -206,14 +234,13 @@ class Router:
                 if not self.registry.fresh_for(info.name, store.hot.rows):
                     raise Reject("freshness", "the hot tail has rows the rollup does not hold yet")
                 retention_ok(state.group, rng.start, self._now())
-                precheck(tree, info, state)
-                rewritten = self._rewrite(tree, table, info, state, rng)
+                sql = self._rewritten_sql(statement, tree, table, info, state, rng, facts_of)
             except Reject as r:
                 rejected.append(Rejection(name, r.rule, r.reason))
                 if r.rule in ("alignment", "retention"):
                     splittable.append(state)
                 continue
-            best = (self._estimate(state, rng), state, rewritten)
+            best = (self._estimate(state, rng), state, sql)
         if best is None:
             for state in splittable:
                 try:
@@ -222,10 +249,45 @@ class Router:
                     rejected.append(Rejection(state.group.name, f"split:{r.rule}", r.reason))
             route = self.raw.plan(statement)
             return dataclasses.replace(route, rejected=tuple(rejected))
-        rows, state, rewritten = best
-        self._keep_names(statement, rewritten)
+        rows, state, sql = best
         part = RoutePart("hot", f"rollup:{state.group.name}", rows, "exact rewrite onto mergeable states")
-        return Route(sql=rewritten.sql(dialect=DIALECT), parts=(part,), rejected=tuple(rejected))
+        return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+
+    def _rewritten_sql(
+        self,
+        statement: Statement,
+        tree: exp.Select,
+        table: exp.Table,
+        info: TableInfo,
+        state: RollupState,
+        rng: TimeRange,
+        facts: Callable[[], StatementFacts],
+    ) -> str:
+        """The statement rewritten onto a rollup, or the Reject that rules it out. Depends only
+        on the statement's text and the rollup's definition, so it is remembered across the
+        plan-cache invalidations every ingest causes: dashboards re-plan the same statements."""
+        key = (statement.kind, statement.sql, state.group)
+        with self._lock:
+            known = self._rewrites.get(key)
+        if isinstance(known, Reject):
+            raise Reject(known.rule, known.reason)
+        if known is not None:
+            return known
+        outcome: str | Reject
+        try:
+            precheck(facts(), info, state)
+            rewritten = self._rewrite(tree, table, info, state, rng)
+            self._keep_names(statement, rewritten)
+            outcome = rewritten.sql(dialect=DIALECT)
+        except Reject as r:
+            outcome = r
+        with self._lock:
+            self._rewrites[key] = outcome
+            while len(self._rewrites) > 8192:
+                self._rewrites.popitem(last=False)
+        if isinstance(outcome, Reject):
+            raise Reject(outcome.rule, outcome.reason)
+        return outcome
 
     def _split(
         self,
@@ -255,7 +317,7 @@ class Router:
         if a >= b:
             raise Reject("alignment", "no whole bucket of the rollup lies inside the range")
         exact, _ = self._exact_time_conjuncts(tree, info)
-        precheck(tree, info, state)
+        precheck(StatementFacts.of(tree, info), info, state)
         rewritten = self._rewrite(tree, table, info, state, rng, drop_exact=True)
         self._keep_names(statement, rewritten)
         dated = group.grain in ("day", "week", "month")
