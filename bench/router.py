@@ -80,9 +80,10 @@ def _plan_overhead(
             stmt = check_statement(sql)
             route = app.router.plan(stmt)
             hit = measure_latency(lambda stmt=stmt: app.router.plan(stmt), 500 if quick else 5000, 50)
-            # A statement never seen: nothing of it cached (the output-name cache cleared too).
+            # A statement never seen: nothing of it cached (rewrites and output names too).
             def fresh_miss(stmt: Any = stmt) -> None:
                 app._names_cache.clear()
+                app.router._rewrites.clear()
                 app.router._plan(stmt)
 
             miss = measure_latency(fresh_miss, 20 if quick else 200, 3)
