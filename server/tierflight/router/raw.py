@@ -7,8 +7,11 @@ columns added; DuckDB then pushes the statement's predicates and projection into
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -44,15 +47,43 @@ def _grains(store_id: int, derived: tuple[tuple[str, str], ...], time_column: st
     return derived_grains(dict(derived), time_column)
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """A table reference of a statement, replaced by ``marker`` in the template."""
+
+    marker: str
+    table: str
+    alias: str
+    rng: TimeRange
+    when: exp.Expr | None  # AT (VERSION|TIMESTAMP => ...): time travel
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What planning a statement on the raw tiers needs that depends on its text alone: the
+    SQL with a marker for each table reference, and the time range each one needs. Data
+    changes (an ingest, a flush) empty the plan cache; the sources are listed again, the
+    template is not rebuilt."""
+
+    sql: str | None  # None: no configured table is read; the statement runs as it is
+    references: tuple[_Reference, ...]
+    parts: tuple[RoutePart, ...]  # system tables read
+
+
 class RawPlanner:
     def __init__(self, stores: StoreLookup) -> None:
         self._stores = stores
+        self._templates: OrderedDict[tuple[str, str], _Template] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def plan(self, statement: Statement) -> Route:
-        stores = self._stores()
+    def _template(self, statement: Statement, stores: Mapping[str, TableStore]) -> _Template:
+        key = (statement.kind, statement.sql)
+        with self._lock:
+            known = self._templates.get(key)
+        if known is not None:
+            return known
         parts: list[RoutePart] = []
-        bodies: dict[str, str] = {}
-        registrations: list[tuple[str, Any]] = []
+        references: list[_Reference] = []
         system = False
         tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
         for t in list(tree.find_all(exp.Table)):
@@ -69,35 +100,46 @@ class RawPlanner:
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
             rng = table_time_range(t, cfg.time_column, grains)
             when = t.args.get("when")
-            if when is not None:
-                sql_at, snapshot_id, files, regs = relation_at(store, when, rng)
-                registrations.extend(regs)
-                marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
-                bodies[marker] = table_view_sql(store.table, [sql_at] if sql_at else [])
-                t.replace(
-                    exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
-                )
-                parts.append(RoutePart("cold", f"{t.name}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
-                continue
-            sources = store.sources(rng)
-            registrations.extend(r for s in sources for r in s.registrations)
             marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
-            bodies[marker] = table_view_sql(store.table, [s.sql for s in sources])
+            references.append(_Reference(marker, t.name, t.alias or t.name, rng, when.copy() if when is not None else None))
             t.replace(
                 exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
             )
-            parts.extend(
-                RoutePart(s.tier, describe_source(t.name, s), sum(p.rows for p in s.partitions), _reason(rng))
-                for s in sources
-            )
-            if not sources:
-                parts.append(RoutePart("none", f"{t.name}: no partitions in range", 0, _reason(rng)))
-        if not bodies and not system:
-            return Route(sql=statement.sql, parts=tuple(parts))
-        sql = tree.sql(dialect=DIALECT)
-        # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
-        for marker, body in bodies.items():
-            sql = sql.replace(marker, f"({body})", 1)
+        sql = tree.sql(dialect=DIALECT) if references or system else None
+        template = _Template(sql, tuple(references), tuple(parts))
+        with self._lock:
+            self._templates[key] = template
+            while len(self._templates) > 4096:
+                self._templates.popitem(last=False)
+        return template
+
+    def plan(self, statement: Statement) -> Route:
+        stores = self._stores()
+        template = self._template(statement, stores)
+        if template.sql is None:
+            return Route(sql=statement.sql, parts=template.parts)
+        parts = list(template.parts)
+        registrations: list[tuple[str, Any]] = []
+        sql = template.sql
+        for ref in template.references:
+            store = stores[ref.table]
+            if ref.when is not None:
+                sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
+                registrations.extend(regs)
+                body = table_view_sql(store.table, [sql_at] if sql_at else [])
+                parts.append(RoutePart("cold", f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
+            else:
+                sources = store.sources(ref.rng)
+                registrations.extend(r for s in sources for r in s.registrations)
+                body = table_view_sql(store.table, [s.sql for s in sources])
+                parts.extend(
+                    RoutePart(s.tier, describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
+                    for s in sources
+                )
+                if not sources:
+                    parts.append(RoutePart("none", f"{ref.table}: no partitions in range", 0, _reason(ref.rng)))
+            # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
+            sql = sql.replace(ref.marker, f"({body})", 1)
         if statement.kind == "explain":
             sql = "EXPLAIN " + sql
         return Route(sql=sql, parts=tuple(parts), registrations=tuple(registrations))
