@@ -59,7 +59,7 @@ def test_basic_auth_with_adbc(auth_server: RunningServer) -> None:
         auth_server.uri, f"SELECT '{tag}' AS tag, count(*) FROM events", username="alice", password="alice-pw"
     )
     assert rows[0][0] == tag and rows[0][1] > 0
-    users = {r.user for r in auth_server.app.executor.recent if tag in r.sql}
+    users = {r.user for r in list(auth_server.app.executor.recent) if tag in r.sql}
     assert users == {"alice"}
 
 

@@ -50,7 +50,7 @@ def test_statement_timeout_adbc(limited: RunningServer) -> None:
     assert TIMEOUT_S * 0.9 <= elapsed < 15  # the statement alone would run for minutes
     assert run(limited.uri, "SELECT 1") == [(1,)]
     assert wait_for(
-        lambda: any(r.sql == SLOW and r.status == "deadline_exceeded" for r in limited.app.executor.recent)
+        lambda: any(r.sql == SLOW and r.status == "deadline_exceeded" for r in list(limited.app.executor.recent))
     )
 
 
@@ -112,6 +112,6 @@ def test_abandoned_stream_returns_its_slot(limited: RunningServer) -> None:
         assert reader.read_chunk().data.num_rows > 0
         reader.cancel()
     assert wait_for(
-        lambda: any(r.sql == sql and r.status == "cancelled" for r in limited.app.executor.recent)
+        lambda: any(r.sql == sql and r.status == "cancelled" for r in list(limited.app.executor.recent))
     )
     assert run(limited.uri, "SELECT 4") == [(4,)]
