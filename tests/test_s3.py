@@ -433,3 +433,64 @@ def test_replicas_share_the_store_and_pick_up_published_snapshots(
         for srv in (writer, reader):
             srv.server.shutdown()
             srv.app.close()
+
+
+@pytest.mark.parametrize("staged_lost", [False, True], ids=["files-written", "a-file-lost"])
+def test_an_s3_flush_cut_short_is_finished_or_undone_on_restart(
+    staged_lost: bool, weed: Weed, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A flush wrote its staged objects and its journal, then the process died. On restart
+    the flush is published (every staged object is there) or dropped (one is missing; the
+    WAL still has the rows): either way each row is counted once."""
+    import adbc_driver_flightsql.dbapi as fsql
+
+    from test_ingest import _rows
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    tag = "lost" if staged_lost else "kept"
+    root = tmp_path_factory.mktemp(f"s3flush-{tag}")
+    overrides = {
+        **weed.overrides(),
+        "storage.warm_uri": f"s3://{BUCKET}/flush-{tag}",
+        "iceberg.namespace": f"flush_{tag}",
+        "storage.poll_interval": "0s",
+        "tiers.maintenance_interval": 0,
+    }
+    cfg = make_config(root, **overrides)
+    db = Database(cfg)
+    try:
+        generate_into(TableStore(cfg, cfg.table("events"), db), 4_000, dt.date(2024, 12, 20), 5, 41, progress=False)
+    finally:
+        db.close()
+    batch = _rows(700, dt.datetime(2024, 12, 30, 6), seed=9)
+    srv = start_in_process(make_config(root, **overrides))
+    try:
+        with fsql.connect(srv.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_ingest("events", batch, mode="append")
+        service = srv.app.ingest_service
+        t = service.tables["events"]
+        with t.lock:
+            through = t.wal.last_seq
+            data = t.store.hot.read(through)
+        journal = service._write_files(t, data, through)  # the flush up to its journal; then it dies
+        staged = [s for s, _ in journal["warm"]]
+        assert staged and all(s.startswith("s3://") and t.store.object_exists(s) for s in staged)
+        if staged_lost:
+            t.store.delete_object(staged[0])
+    finally:
+        srv.server.shutdown()
+        srv.app.close()
+    again = start_in_process(make_config(root, **overrides))
+    try:
+        store = again.app.stores["events"]
+        assert not any(store.object_exists(s) for s in staged), "staged objects are moved or removed"
+        assert store.hot.rows == (700 if staged_lost else 0)
+        count = _query(again.uri, "SELECT count(*) FROM events").column(0).to_pylist()
+        assert count == [4_700]
+        ours = _query(again.uri, "SELECT count(DISTINCT auction_id) FROM events WHERE auction_id LIKE 'ing-%'")
+        assert ours.column(0).to_pylist() == [700]
+    finally:
+        again.server.shutdown()
+        again.app.close()
