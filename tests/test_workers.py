@@ -117,7 +117,11 @@ def front(workers_dir: Path, oracle: duckdb.DuckDBPyConnection) -> Iterator[Fron
         workers_dir,
         "--workers",
         "2",
-        env={"TIERFLIGHT_METRICS__PORT": str(metrics), "TIERFLIGHT_INGEST__FLUSH_AGE": "2s"},
+        env={
+            "TIERFLIGHT_METRICS__PORT": str(metrics),
+            "TIERFLIGHT_INGEST__FLUSH_AGE": "2s",
+            "TIERFLIGHT_SERVER__STATEMENT_TIMEOUT": "3s",
+        },
     )
     f = Front(srv, metrics)
     try:
@@ -163,6 +167,31 @@ def test_parameters_metadata_and_errors_through_the_front(front: Front, oracle: 
         assert str(info.value).count("Detail:") <= 1, "the worker's error is relayed once, not nested"
         with pytest.raises(fsql.Error, match="read-only"):
             cur.execute("CREATE TABLE x AS SELECT 1")
+
+
+def test_worker_statuses_reach_the_client_unchanged(front: Front) -> None:
+    """The front relays a worker's status: a statement past server.statement_timeout is
+    DEADLINE_EXCEEDED, a refused one stays a refusal, a bad handle is NOT_FOUND."""
+    from flightsql_helpers import adbc_status
+
+    with fsql.connect(front.uri, autocommit=True) as conn, conn.cursor() as cur:
+        with pytest.raises(fsql.Error) as slow:
+            cur.execute("SELECT sum(hash(i)) AS h FROM range(100000000000) t(i)")
+        assert adbc_status(slow.value) == "DEADLINE_EXCEEDED"
+        with pytest.raises(fsql.Error) as refused:
+            cur.execute("SELECT * FROM read_csv('/etc/passwd')")
+        assert adbc_status(refused.value) in ("INVALID_ARGUMENT", "PERMISSION_DENIED")
+        cur.execute("SELECT 1")  # the worker that timed out answers again
+        assert cur.fetchall() == [(1,)]
+    import pyarrow.flight as flight
+
+    from flightsql_helpers import cmd_descriptor
+    from tierflight.protocol import flightsql_pb2 as pb
+
+    with flight.connect(front.uri) as client:
+        stale = pb.CommandPreparedStatementQuery(prepared_statement_handle=b"not-a-handle")
+        with pytest.raises(KeyError, match="unknown or closed prepared statement"):  # NOT_FOUND
+            client.get_flight_info(cmd_descriptor(stale))
 
 
 def _batch(prefix: str, n: int) -> pa.Table:
