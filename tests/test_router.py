@@ -48,3 +48,26 @@ def test_routed_answer_equals_flat(name: str, sql: str, expect: str, conn: Any, 
         cur.execute(sql)
         actual = cur.fetch_arrow_table()
     assert_same(actual, flat.sql(sql).to_arrow_table(), sql)
+
+
+def test_output_names_without_a_bind_are_duckdbs(server: RunningServer) -> None:
+    """A rewrite keeps the statement's output names; for statements whose expressions are
+    all aliased or plain columns they are read off the tree instead of bound by DuckDB, and
+    must be exactly the names DuckDB gives (a plain column is named as the table spells it)."""
+    from tierflight.engine.sandbox import check_statement
+    from tierflight.router.planner import output_names
+
+    info = server.app.router._table_infos()["events"]
+    extra = [
+        "SELECT COUNTRY, Type, sum(bid_price) AS Spend FROM events GROUP BY ALL",
+        'SELECT e.day, count(*) AS "N" FROM events e GROUP BY 1',
+        "SELECT Hour AS h, advertiser_id FROM events LIMIT 1",
+    ]
+    fast = 0
+    for sql in [c[1] for c in CASES] + extra:
+        names = output_names(check_statement(sql).tree, info)
+        if names is None:
+            continue
+        fast += 1
+        assert names == server.app._column_names(sql), sql
+    assert fast >= len(extra)

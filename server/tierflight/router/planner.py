@@ -71,6 +71,22 @@ def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.E
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 
 
+def output_names(tree: exp.Expr, info: TableInfo) -> list[str] | None:
+    """The output column names DuckDB gives a SELECT whose every expression is aliased or a
+    plain column of the table; None when another expression needs DuckDB's own naming."""
+    if not isinstance(tree, exp.Select):
+        return None
+    names = []
+    for e in tree.expressions:
+        if isinstance(e, exp.Alias):
+            names.append(e.alias)
+        elif isinstance(e, exp.Column) and not isinstance(e.this, exp.Star) and e.name.lower() in info.spelled:
+            names.append(info.spelled[e.name.lower()])
+        else:
+            return None
+    return names
+
+
 @dataclass(frozen=True)
 class StatementFacts:
     """What the prechecks ask of a statement, collected once per plan (not per candidate)."""
@@ -160,6 +176,7 @@ class Router:
                     derived={k.lower(): v for k, v in cfg.derived.items()},
                     grains=derived_grains(dict(cfg.derived), cfg.time_column),
                     columns=frozenset(c.lower() for c in cfg.column_names),
+                    spelled={**{c.lower(): c for c in cfg.column_names}, **{k.lower(): k for k in cfg.derived}},
                 )
             self._infos = infos
         return self._infos
@@ -277,7 +294,7 @@ class Router:
         try:
             precheck(facts(), info, state)
             rewritten = self._rewrite(tree, table, info, state, rng)
-            self._keep_names(statement, rewritten)
+            self._keep_names(statement, rewritten, info)
             outcome = rewritten.sql(dialect=DIALECT)
         except Reject as r:
             outcome = r
@@ -319,7 +336,7 @@ class Router:
         exact, _ = self._exact_time_conjuncts(tree, info)
         precheck(StatementFacts.of(tree, info), info, state)
         rewritten = self._rewrite(tree, table, info, state, rng, drop_exact=True)
-        self._keep_names(statement, rewritten)
+        self._keep_names(statement, rewritten, info)
         dated = group.grain in ("day", "week", "month")
         ts = quote_ident(info.time_column)
         lo, hi = _literal(a, dated).sql(dialect=DIALECT), _literal(b, dated).sql(dialect=DIALECT)
@@ -383,7 +400,7 @@ class Router:
         if filter_key is not None and not implied:
             raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
         kept.extend(self._slice(group.grain, rng))
-        select.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+        select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
         select.set("expressions", [rewrite_clause(e, info, state) for e in select.expressions])
         for key in ("group", "having", "order"):
             clause = select.args.get(key)
@@ -396,20 +413,22 @@ class Router:
         )
         return select
 
-    def _keep_names(self, statement: Statement, rewritten: exp.Select) -> None:
+    def _keep_names(self, statement: Statement, rewritten: exp.Select, info: TableInfo) -> None:
         """Alias every output column with the name the original statement gives it."""
-        if self._column_names is None:
-            return
-        try:
-            names = self._column_names(statement.sql)
-        except Exception as exc:  # noqa: BLE001 - the raw path will report the real error
-            raise Reject("shape", f"the statement does not bind: {exc}") from None
+        names = output_names(statement.tree, info)
+        if names is None:
+            if self._column_names is None:
+                return
+            try:
+                names = self._column_names(statement.sql)
+            except Exception as exc:  # noqa: BLE001 - the raw path will report the real error
+                raise Reject("shape", f"the statement does not bind: {exc}") from None
         exprs = rewritten.expressions
         if len(names) != len(exprs) or any(isinstance(e, exp.Star) for e in exprs):
             raise Reject("shape", "output columns could not be matched")
         rewritten.set(
             "expressions",
-            [exp.alias_(e.unalias() if isinstance(e, exp.Alias) else e, n, quoted=True) for e, n in zip(exprs, names, strict=True)],
+            [exp.alias_(e.unalias() if isinstance(e, exp.Alias) else e, n, quoted=True, copy=False) for e, n in zip(exprs, names, strict=True)],
         )
 
     @staticmethod
@@ -441,5 +460,5 @@ class Router:
 def _literal(value: dt.datetime, dated: bool) -> exp.Expr:
     # Compare the bucket column with a constant of its own type so zone maps apply.
     if dated:
-        return exp.cast(exp.Literal.string(value.date().isoformat()), dtype("DATE"))
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), dtype("TIMESTAMP"))
+        return exp.cast(exp.Literal.string(value.date().isoformat()), dtype("DATE"), copy=False)
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), dtype("TIMESTAMP"), copy=False)

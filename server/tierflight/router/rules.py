@@ -10,8 +10,8 @@ aggregate reads the matching mergeable state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import sqlglot
@@ -45,6 +45,9 @@ class TableInfo:
     derived: dict[str, str]  # derived column -> SQL over stored columns
     grains: dict[str, str]  # derived column -> grain
     columns: frozenset[str]
+    # lower-case name -> the name as configured, for stored and derived columns: DuckDB names
+    # an output column that is a plain reference after the table's column, not the query text.
+    spelled: Mapping[str, str] = field(default_factory=dict)
 
 
 def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.Table, TableInfo]:
@@ -66,7 +69,7 @@ def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.
 
 
 def _bucket(group: StorageGroup) -> exp.Expr:
-    return exp.cast(exp.column(group.grain or ""), dtype("TIMESTAMP"))
+    return exp.cast(exp.column(group.grain or ""), dtype("TIMESTAMP"), copy=False)
 
 
 def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
@@ -222,7 +225,8 @@ def canonical_sql(sql: str) -> str:
 
 
 def canonical(node: exp.Expr) -> str:
-    return node.sql(dialect="duckdb", normalize=True, identify=False).lower()
+    # Lower-cased text is the comparison key; normalize=True would copy the tree first.
+    return node.sql(dialect="duckdb", identify=False).lower()
 
 
 def _state(group: StorageGroup, kind: str, column: str | None) -> Measure | None:
@@ -234,7 +238,7 @@ def _state(group: StorageGroup, kind: str, column: str | None) -> Measure | None
 
 def _bigint_count(sum_expr: exp.Expr) -> exp.Expr:
     # COUNT is BIGINT and 0 over no rows; SUM of counts is HUGEINT and NULL over no rows.
-    return exp.func("COALESCE", exp.cast(sum_expr, dtype("BIGINT")), exp.Literal.number(0))
+    return exp.func("COALESCE", exp.cast(sum_expr, dtype("BIGINT"), copy=False), exp.Literal.number(0), copy=False)
 
 
 def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
@@ -298,15 +302,15 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
             raise Reject("measure", f"avg({c}) needs sum({c}) and count({c}) states")
         return exp.Div(
             this=wrap(exp.Sum(this=exp.column(s.state))),
-            expression=exp.cast(wrap(exp.Sum(this=exp.column(n.state))), dtype("DOUBLE")),
+            expression=exp.cast(wrap(exp.Sum(this=exp.column(n.state))), dtype("DOUBLE"), copy=False),
         )
     if isinstance(agg, exp.ApproxDistinct):
         c = col_of(agg.this)
         m = _state(group, "hll", c) if c else None
         if m is None:
             raise Reject("measure", f"approx_count_distinct({c}) needs an hll({c}) state")
-        est = exp.func("tf_hll_estimate", wrap(exp.func("list", exp.column(m.state))))
-        return exp.cast(exp.func("round", est), dtype("BIGINT"))
+        est = exp.func("tf_hll_estimate", wrap(exp.func("list", exp.column(m.state), copy=False)), copy=False)
+        return exp.cast(exp.func("round", est, copy=False), dtype("BIGINT"), copy=False)
     raise Reject("measure", f"{agg.key.upper()} cannot be computed from mergeable states")
 
 
