@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from sqlglot import exp
 
 from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
+from tierflight.lru import LRU
 from tierflight.rollups.build import dimension_expr, state_expr
 from tierflight.rollups.definition import DERIVABLE, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
@@ -154,8 +154,8 @@ class Router:
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
-        self._cache: OrderedDict[tuple[str, str, int, tuple[int, ...]], Route] = OrderedDict()
-        self._rewrites: OrderedDict[tuple[str, str, Any], str | Reject] = OrderedDict()
+        self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
+        self._rewrites: LRU[tuple[str, str, Any], str | Reject] = LRU(8192)
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -191,20 +191,14 @@ class Router:
 
     def plan(self, statement: Statement) -> Route:
         key = (statement.kind, statement.sql, self.generation, self._data_generation())
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
+        cached = self._cache.get(key)
         if cached is not None:
             self._count_hit(cached)
             return cached
         route = self._plan(statement)
         if route.rollup is not None and not route.registrations and all(p.tier == "hot" for p in route.parts):
             route = dataclasses.replace(route, version=key[2:])
-        with self._lock:
-            self._cache[key] = route
-            while len(self._cache) > 4096:
-                self._cache.popitem(last=False)
+        self._cache.put(key, route)
         self._count_hit(route)
         return route
 
@@ -284,8 +278,7 @@ class Router:
         on the statement's text and the rollup's definition, so it is remembered across the
         plan-cache invalidations every ingest causes: dashboards re-plan the same statements."""
         key = (statement.kind, statement.sql, state.group)
-        with self._lock:
-            known = self._rewrites.get(key)
+        known = self._rewrites.get(key)
         if isinstance(known, Reject):
             raise Reject(known.rule, known.reason)
         if known is not None:
@@ -298,10 +291,7 @@ class Router:
             outcome = rewritten.sql(dialect=DIALECT)
         except Reject as r:
             outcome = r
-        with self._lock:
-            self._rewrites[key] = outcome
-            while len(self._rewrites) > 8192:
-                self._rewrites.popitem(last=False)
+        self._rewrites.put(key, outcome)
         if isinstance(outcome, Reject):
             raise Reject(outcome.rule, outcome.reason)
         return outcome

@@ -7,9 +7,7 @@ columns added; DuckDB then pushes the statement's predicates and projection into
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +17,7 @@ from sqlglot import exp
 
 from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
+from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TimeRange
@@ -73,13 +72,11 @@ class _Template:
 class RawPlanner:
     def __init__(self, stores: StoreLookup) -> None:
         self._stores = stores
-        self._templates: OrderedDict[tuple[str, str], _Template] = OrderedDict()
-        self._lock = threading.Lock()
+        self._templates: LRU[tuple[str, str], _Template] = LRU(4096)
 
     def _template(self, statement: Statement, stores: Mapping[str, TableStore]) -> _Template:
         key = (statement.kind, statement.sql)
-        with self._lock:
-            known = self._templates.get(key)
+        known = self._templates.get(key)
         if known is not None:
             return known
         parts: list[RoutePart] = []
@@ -107,10 +104,7 @@ class RawPlanner:
             )
         sql = tree.sql(dialect=DIALECT) if references or system else None
         template = _Template(sql, tuple(references), tuple(parts))
-        with self._lock:
-            self._templates[key] = template
-            while len(self._templates) > 4096:
-                self._templates.popitem(last=False)
+        self._templates.put(key, template)
         return template
 
     def plan(self, statement: Statement) -> Route:

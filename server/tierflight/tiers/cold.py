@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from tierflight.config import parse_duration
 from tierflight.engine.database import quote_literal
 from tierflight.errors import ConfigError, StorageUnavailable
 from tierflight.log import get_logger
+from tierflight.lru import LRU
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
 from tierflight.tiers.s3 import Registration, S3Settings, is_s3_uri
 
@@ -174,7 +174,7 @@ class ColdTier:
         self.arrow_schema = arrow_schema
         self.time_column = time_column
         self._lock = threading.Lock()
-        self._plans: OrderedDict[tuple[int | None, TimeRange], list[str]] = OrderedDict()
+        self._plans: LRU[tuple[int | None, TimeRange], list[str]] = LRU(1024)
         self._location: str | None = None
         # What statements are planned against, swapped whole by apply(). Rows at or after
         # ``until`` belong to the warm tier; the cold tier ignores them (a demotion commits
@@ -333,11 +333,9 @@ class ColdTier:
         if snap is None or rng is None:
             return []
         key = (snap, rng)
-        with self._lock:
-            cached = self._plans.get(key)
-            if cached is not None:
-                self._plans.move_to_end(key)
-                return cached
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         try:
             files = self._plan(state.table, rng)
         except StorageUnavailable as exc:
@@ -345,10 +343,7 @@ class ColdTier:
                 raise
             log.warning("cold_tier_skipped", table=self.table_name, error=exc.message)
             return []
-        with self._lock:
-            self._plans[key] = files
-            while len(self._plans) > 1024:
-                self._plans.popitem(last=False)
+        self._plans.put(key, files)
         return files
 
     def _plan(self, table: Any, rng: TimeRange) -> list[str]:

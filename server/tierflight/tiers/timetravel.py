@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
 from tierflight.errors import InvalidArgument, NotFound
+from tierflight.lru import LRU
 from tierflight.router.timerange import literal_datetime
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.cold import local_path
@@ -33,8 +32,7 @@ SNAPSHOTS_SCHEMA = pa.schema(
     ]
 )
 
-_plans: OrderedDict[tuple[str, int, TimeRange], list[str]] = OrderedDict()
-_lock = threading.Lock()
+_plans: LRU[tuple[str, int, TimeRange], list[str]] = LRU(256)
 
 
 def snapshot_for(table: Any, when: exp.Expr) -> int:
@@ -69,8 +67,7 @@ def relation_at(
     table = store.cold.table()
     snapshot_id = snapshot_for(table, when)
     key = (store.table.name, snapshot_id, rng)
-    with _lock:
-        files = _plans.get(key)
+    files = _plans.get(key)
     if files is None:
         expr: Any = AlwaysTrue()
         col = store.table.time_column
@@ -80,10 +77,7 @@ def relation_at(
             expr = And(expr, LessThan(col, rng.end.isoformat()))  # type: ignore[call-arg,arg-type]
         tasks = table.scan(row_filter=expr, snapshot_id=snapshot_id).plan_files()
         files = sorted(local_path(t.file.file_path) for t in tasks)
-        with _lock:
-            _plans[key] = files
-            while len(_plans) > 256:
-                _plans.popitem(last=False)
+        _plans.put(key, files)
     rel = store.cold.relation_of(files)
     if rel is None:
         return None, snapshot_id, 0, ()
