@@ -32,6 +32,8 @@ class WriteAheadLog:
         self.flushed_through = self._read_state()
         segments = self.segments()
         self.last_seq = max([self.flushed_through, *(s for s, _ in segments)])
+        # Kept as a running total: the metrics read it on every ingest, a listing is not free.
+        self._bytes = sum(p.stat().st_size for _, p in segments)
 
     @property
     def state_path(self) -> Path:
@@ -72,6 +74,7 @@ class WriteAheadLog:
             os.replace(tmp, path)
             fsync_dir(self.root)
             self.last_seq = seq
+            self._bytes += path.stat().st_size
             return seq
 
     @staticmethod
@@ -82,12 +85,11 @@ class WriteAheadLog:
     def delete_through(self, seq: int) -> None:
         for s, p in self.segments():
             if s <= seq:
-                p.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    size = p.stat().st_size
+                    p.unlink()
+                    with self._lock:
+                        self._bytes -= size
 
     def size_bytes(self) -> int:
-        total = 0
-        for _, p in self.segments():
-            # A flush may delete segments while we list them: ingest goes on during flushes.
-            with contextlib.suppress(FileNotFoundError):
-                total += p.stat().st_size
-        return total
+        return max(0, self._bytes)

@@ -80,6 +80,7 @@ def build_groups(
     cursor: duckdb.DuckDBPyConnection,
     now: dt.datetime,
     source_sql: str | None = None,
+    rows: pa.Table | None = None,
 ) -> BuildResult:
     """States of ``groups`` over every tier of the table, or over ``source_sql`` (the rows of
     one ingest batch, whose states are then merged into the loaded rollups)."""
@@ -96,7 +97,11 @@ def build_groups(
             for name, obj in src.registrations:
                 cursor.register(name, obj)
     source = f"({table_view_sql(table_cfg, sources)})"
-    stats = cursor.sql(f"SELECT count(*), max({quote_ident(ts)}) FROM {source}").fetchall()[0]
+    if rows is not None:
+        # The rows of an ingest batch are at hand: no scan for their count and newest time.
+        stats = (rows.num_rows, pc.max(rows[ts]).as_py() if rows.num_rows else None)
+    else:
+        stats = tuple(cursor.sql(f"SELECT count(*), max({quote_ident(ts)}) FROM {source}").fetchall()[0])
     out: dict[str, pa.Table] = {}
     by_filter: dict[str | None, list[StorageGroup]] = {}
     for g in groups:

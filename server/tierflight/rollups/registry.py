@@ -283,6 +283,7 @@ class RollupRegistry:
             result = build_groups(
                 self.stores[table_name], [s.group for s in states], cur, self.config.tiers.current_time(),
                 source_sql="SELECT * FROM __tf_ingest_batch",
+                rows=data,
             )
         finally:
             cur.close()
