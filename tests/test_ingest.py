@@ -289,3 +289,41 @@ def test_a_batch_whose_states_cannot_be_computed_is_kept_and_rollups_go_stale(
     assert fresh.app.router.plan(check_statement(sql)).rollup is None
     statuses = {s.status for s in fresh.app.rollups.all_states("events")}
     assert statuses == {"stale"}
+
+
+def test_rows_merged_while_a_snapshot_compacts_are_kept(fresh: RunningServer, tmp_path: Path) -> None:
+    """A snapshot compacts a rollup's rows up to a row id without blocking ingest; states
+    merged meanwhile are swapped in with the compacted rows, and left out of the file, whose
+    WAL sequence makes a restart merge them again."""
+    first = _rows(500, dt.datetime(2024, 12, 30, 1), seed=11)
+    meanwhile = _rows(400, dt.datetime(2024, 12, 31, 2), seed=12)
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("events", first, mode="append")
+    registry = fresh.app.rollups
+    compact = registry._compacted
+    done: list[int] = []
+
+    def compacting(state: Any, mark: int) -> pa.Table:
+        if not done:
+            done.append(fresh.app.ingest_service.append("events", meanwhile))
+        return compact(state, mark)
+
+    registry._compacted = compacting  # type: ignore[method-assign]
+    registry.snapshot("events")
+    assert done == [400]
+    oracle = _oracle(tmp_path, [first, meanwhile])
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        for sql in QUERIES:
+            cur.execute(sql)
+            assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+    fresh.server.shutdown()
+    fresh.app.close()
+    again = start_in_process(make_config(tmp_path))
+    try:
+        with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
+            for sql in QUERIES:
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+    finally:
+        again.server.shutdown()
+        again.app.close()

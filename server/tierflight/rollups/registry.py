@@ -300,7 +300,7 @@ class RollupRegistry:
                     if table is not None and table.num_rows:
                         cur.register("__tf_rollup_delta", table)
                         self.database.execute_internal(
-                            f"INSERT INTO {s.qualified} SELECT * FROM __tf_rollup_delta", cursor=cur
+                            f"INSERT INTO {s.qualified} BY NAME SELECT * FROM __tf_rollup_delta", cursor=cur
                         )
                         cur.unregister("__tf_rollup_delta")
                     with s.lock:
@@ -327,9 +327,11 @@ class RollupRegistry:
     def snapshot(self, table_name: str) -> None:
         """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key.
 
-        Each rollup is compacted and swapped in under content_lock (merges wait a moment;
-        ingest acknowledgements and statements do not) and written with the WAL sequence
-        it holds, so a restart merges exactly the newer batches into it.
+        A rollup table only grows by appends between installs, so its rows up to a row id
+        are a fixed set: that set is compacted without holding content_lock (ingest goes
+        on), then swapped in together with the states merged meanwhile. The snapshot holds
+        exactly the set, and records the WAL sequence it covers, so a restart merges just
+        the newer batches into it.
         """
         store = self.stores[table_name]
         fingerprint = source_fingerprint(store)
@@ -337,17 +339,37 @@ class RollupRegistry:
             if s.status != "active":
                 continue
             with self.content_lock:
-                table = self._compacted(s)
+                mark = self._last_row(s)
                 watermark, through = s.current_watermark, s.merged_through
-                self._install_table(s, table, "active")
+            table = self._compacted(s, mark)
+            with self.content_lock:
+                since = self._rows_after(s, mark)
+                newest = s.current_watermark
+                if since.num_rows:
+                    ordered = table.select(since.schema.names)
+                    merged = pa.concat_tables([ordered, since.cast(ordered.schema)])
+                else:
+                    merged = table
+                self._install_table(s, merged, "active")
                 with s.lock:
-                    s.watermark = watermark
+                    s.watermark = newest
             meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), fingerprint, watermark, through)
             with s.lock:
                 s.meta = meta
             log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)
 
-    def _compacted(self, s: RollupState) -> pa.Table:
+    def _last_row(self, s: RollupState) -> int:
+        row = self.database.query_internal(f"SELECT max(rowid) FROM {s.qualified}")[0][0]
+        return -1 if row is None else int(row)
+
+    def _rows_after(self, s: RollupState, mark: int) -> pa.Table:
+        cur = self.database.cursor()
+        try:
+            return cur.sql(f"SELECT * FROM {s.qualified} WHERE rowid > {int(mark)}").to_arrow_table()
+        finally:
+            cur.close()
+
+    def _compacted(self, s: RollupState, mark: int) -> pa.Table:
         g = s.group
         keys = ", ".join(quote_ident(d) for d in g.dimensions)
         aggs = []
@@ -366,7 +388,8 @@ class RollupRegistry:
         order = f"ORDER BY {quote_ident(g.grain)}" if g.grain else ""
         cur = self.database.cursor()
         try:
-            table = cur.sql(f"SELECT {select} FROM {s.qualified} {group_by} {order}").to_arrow_table()
+            rows = f"(SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)})"
+            table = cur.sql(f"SELECT {select} FROM {rows} {group_by} {order}").to_arrow_table()
         finally:
             cur.close()
         for m in g.measures:
