@@ -16,6 +16,7 @@ from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
 from tierflight.log import get_logger
+from tierflight.lru import LRU
 from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
@@ -41,7 +42,7 @@ class App:
         }
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
-        self._names_cache: dict[str, tuple[str, ...]] = {}
+        self._names_cache: LRU[str, tuple[str, ...]] = LRU(4096)
         self.swap_lock = RWLock()
         self.ingest_service = IngestService(self)
         # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
@@ -120,9 +121,7 @@ class App:
             found = tuple(cur.sql(sql).columns)
         finally:
             cur.close()
-        if len(self._names_cache) >= 4096:
-            self._names_cache.clear()
-        self._names_cache[sql] = found
+        self._names_cache.put(sql, found)
         return list(found)
 
     def store_map(self) -> Mapping[str, TableStore]:

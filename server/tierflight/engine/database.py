@@ -17,13 +17,13 @@ import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
 from tierflight.errors import StatementRefused
+from tierflight.lru import LRU
 
 SYSTEM_SCHEMA = "system"
 # DuckDB has a built-in catalog called "system", which makes ``system.x`` ambiguous; the
 # tables live in this schema and the planner rewrites ``system.x`` to it.
 SYSTEM_STORAGE_SCHEMA = "tf_system"
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
-_CHECKED_CACHE_SIZE = 4096
 
 SystemTableSource = Callable[[], pa.Table]
 
@@ -57,7 +57,7 @@ class Database:
         self._config = config
         self._lock = threading.Lock()
         self._system_sources: dict[str, SystemTableSource] = {}
-        self._reads_checked: dict[str, None] = {}
+        self._reads_checked: LRU[str, bool] = LRU(4096)
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(
@@ -141,7 +141,7 @@ class Database:
 
     def check_statement_type(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
         """DuckDB's own parser decides the statement type: only reads get through."""
-        if sql in self._reads_checked:
+        if self._reads_checked.get(sql):
             return  # the verdict depends on the text alone; dashboards repeat statements
         statements = cursor.extract_statements(sql)
         if len(statements) != 1:
@@ -149,9 +149,7 @@ class Database:
         kind = str(statements[0].type).rsplit(".", 1)[-1].upper()
         if kind not in _ALLOWED_STATEMENT_TYPES:
             raise StatementRefused(f"{kind} statements are not allowed: tierflight is read-only")
-        if len(self._reads_checked) >= _CHECKED_CACHE_SIZE:
-            self._reads_checked.clear()
-        self._reads_checked[sql] = None
+        self._reads_checked.put(sql, True)
 
     def close(self) -> None:
         # Wait for server-side work on the connection (view swaps, maintenance) to finish:

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from tierflight.engine.executor import Execution
 from tierflight.engine.sandbox import Statement, check_statement
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
+from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import MIDDLEWARE_KEY, current_auth
@@ -91,7 +92,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
-        self._schema_bytes: dict[bytes, bytes] = {}
+        self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,
             "CommandPreparedStatementQuery": self._info_prepared,
@@ -279,9 +280,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         key = schema.serialize().to_pybytes()
         out = self._schema_bytes.get(key)
         if out is None:
-            if len(self._schema_bytes) >= 1024:
-                self._schema_bytes.clear()
-            out = self._schema_bytes[key] = schema_with_column_metadata(schema).serialize().to_pybytes()
+            out = schema_with_column_metadata(schema).serialize().to_pybytes()
+            self._schema_bytes.put(key, out)
         return out
 
     def _cancel_info(self, info: flight.FlightInfo) -> fa.CancelStatus:
