@@ -197,22 +197,23 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             app_metadata=info.app_metadata,
         )
 
-    def _target(self, descriptor: flight.FlightDescriptor) -> tuple[Worker | None, flight.FlightDescriptor]:
-        """The worker a descriptor belongs to (None: any eligible one), and the descriptor as
-        that worker issued it."""
+    @staticmethod
+    def _decode(descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command:
-            name, _ = unpack(descriptor.command)
-            if name in ("CommandStatementIngest", "CommandStatementUpdate", "CommandPreparedStatementUpdate"):
-                return self.workers[0], descriptor
-        return None, descriptor
+            return unpack(descriptor.command)
+        return "", None
 
-    def _prepared(self, descriptor: flight.FlightDescriptor) -> FrontStatement | None:
-        if descriptor.descriptor_type != flight.DescriptorType.CMD or not descriptor.command:
-            return None
-        name, cmd = unpack(descriptor.command)
-        if name != "CommandPreparedStatementQuery":
-            return None
-        return self.statements.get(cmd.prepared_statement_handle)
+    def _target(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> tuple[Worker | None, flight.FlightDescriptor]:
+        """The worker a descriptor belongs to (None: any eligible one), and the descriptor as
+        that worker knows it."""
+        name, cmd = self._decode(descriptor)
+        if name == "CommandPreparedStatementQuery":
+            return self._placed(context, self.statements.get(cmd.prepared_statement_handle))
+        if name in ("CommandStatementIngest", "CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+            return self.workers[0], descriptor
+        return None, descriptor
 
     def _placed(
         self, context: flight.ServerCallContext, st: FrontStatement
@@ -280,13 +281,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
-        st = self._prepared(descriptor)
-        if st is not None:
-            worker, inner = self._placed(context, st)
-            return self._wrap_info(
-                worker, _call(worker, lambda c: c.get_flight_info(inner, self._options(context)))
-            )
-        target, inner = self._target(descriptor)
+        target, inner = self._target(context, descriptor)
         worker, info = self._on(target, lambda c: c.get_flight_info(inner, self._options(context)))
         return self._wrap_info(worker, info)
 
@@ -294,13 +289,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
     def get_schema(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.SchemaResult:
-        st = self._prepared(descriptor)
-        if st is not None:
-            worker, inner = self._placed(context, st)
-            return flight.SchemaResult(
-                _call(worker, lambda c: c.get_schema(inner, self._options(context))).schema
-            )
-        target, inner = self._target(descriptor)
+        target, inner = self._target(context, descriptor)
         _, result = self._on(target, lambda c: c.get_schema(inner, self._options(context)))
         return flight.SchemaResult(result.schema)
 
@@ -319,20 +308,20 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
-        st = self._prepared(descriptor)
-        if st is not None:
+        name, cmd = self._decode(descriptor)
+        if name == "CommandPreparedStatementQuery":
+            st = self.statements.get(cmd.prepared_statement_handle)
             # Parameters are small: kept, so the statement can be bound again elsewhere.
             params = reader.read_all()
             with st.lock:
                 st.params = params
                 self._bind(self.workers[st.worker], st, params, self._options(context))
-            outer = unpack(descriptor.command)[1].prepared_statement_handle
-            result = pb.DoPutPreparedStatementResult(prepared_statement_handle=outer)
+            result = pb.DoPutPreparedStatementResult(prepared_statement_handle=cmd.prepared_statement_handle)
             writer.write(pa.py_buffer(result.SerializeToString()))
             return
-        target, inner = self._target(descriptor)
-        worker = target or self.workers[0]
-        if unpack(descriptor.command)[0] == "CommandStatementIngest":
+        # Ingest and anything else that writes: the primary (one WAL, one flusher).
+        worker, inner = self.workers[0], descriptor
+        if name == "CommandStatementIngest":
             self.router.before_ingest()
         put_writer, put_reader = _call(
             worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
