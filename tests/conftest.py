@@ -36,15 +36,10 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     root = tmp_path_factory.mktemp("data")
     cfg = make_config(root)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), TEST_ROWS, TEST_START, TEST_DAYS, TEST_SEED, progress=False)
-    db.close()
+    load_demo(cfg, TEST_ROWS, TEST_START, TEST_DAYS, TEST_SEED)
     return root
 
 
@@ -134,15 +129,39 @@ class SubprocessServer:
         self.data_dir = data_dir
 
 
+def serve_argv(data_dir: Path, *extra: str) -> list[str]:
+    """``tierflight serve`` on the test config and ``data_dir``, any free port, no demo data."""
+    return [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *extra]
+
+
+def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The pinned clock and a free metrics port over ``base`` (default: this environment)."""
+    env = dict(os.environ) if base is None else dict(base)
+    env.update({"TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"})
+    env.update(extra)
+    return env
+
+
+def load_demo(cfg: Config, rows: int, start: dt.date, days: int, seed: int) -> None:
+    """Generate demo events into the tiers ``cfg`` configures (what `tierflight generate` does)."""
+    from tierflight.demo.load import generate_into
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    db = Database(cfg)
+    try:
+        generate_into(TableStore(cfg, cfg.table("events"), db), rows, start, days, seed, progress=False)
+    finally:
+        db.close()
+
+
 def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> SubprocessServer:
-    full_env = {**os.environ, "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"}
-    full_env.update(env or {})
     proc = subprocess.Popen(
-        [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *extra],
+        serve_argv(data_dir, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=full_env,
+        env=serve_env(**(env or {})),
         cwd=ROOT,
     )
     assert proc.stdout is not None

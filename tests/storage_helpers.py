@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from conftest import CONFIG, ROOT, make_config, tierflight_cmd
+from conftest import CONFIG, ROOT, load_demo, make_config, tierflight_cmd
 
 GEN_NOW = dt.datetime(2025, 1, 1)
 LATER = GEN_NOW + dt.timedelta(days=10)
@@ -40,16 +40,9 @@ def config(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> Any:
 
 def build(data_dir: Path, rows: int = ROWS) -> Path:
     """Generate the demo rows into a fresh data dir (cold, warm) and return it."""
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     cfg = config(data_dir)
-    db = Database(cfg)
-    try:
-        generate_into(TableStore(cfg, cfg.table("events"), db), rows, START, DAYS, SEED, progress=False)
-    finally:
-        db.close()
+    load_demo(cfg, rows, START, DAYS, SEED)
     return data_dir
 
 

@@ -14,7 +14,14 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import CONFIG, ROOT, TEST_NOW, RunningServer, make_config, start_in_process, tierflight_cmd
+from conftest import (
+    ROOT,
+    RunningServer,
+    make_config,
+    serve_argv,
+    serve_env,
+    start_in_process,
+)
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, flight_status, read_all
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import hash_password
@@ -129,26 +136,11 @@ def test_pyarrow_basic_then_bearer(auth_server: RunningServer) -> None:
 
 def _serve(data_dir: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            *tierflight_cmd(),
-            "--config",
-            str(CONFIG),
-            "--data-dir",
-            str(data_dir),
-            "serve",
-            "--port",
-            "0",
-            "--no-demo",
-            *args,
-        ],
+        serve_argv(data_dir, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(),
-            "TIERFLIGHT_METRICS__PORT": "0",
-        },
+        env=serve_env({"PATH": "/usr/bin:/bin"}),
         cwd=ROOT,
     )
 

@@ -14,7 +14,7 @@ import pyarrow.flight as flight
 import pytest
 
 import tierflight_client
-from conftest import RunningServer, make_config, start_in_process
+from conftest import RunningServer, load_demo, make_config, start_in_process
 from tierflight.protocol.auth import hash_password
 from tierflight_client import errors as E
 
@@ -116,14 +116,9 @@ def ingest_server(tmp_path: Path) -> Iterator[RunningServer]:
     # A data dir of its own: the session data must stay what the differential oracles expect.
     import datetime as dt
 
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), 2_000, dt.date(2024, 12, 20), 10, 5, progress=False)
-    db.close()
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 10, 5)
     running = start_in_process(make_config(tmp_path))
     yield running
     running.server.shutdown()

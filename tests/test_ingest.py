@@ -13,7 +13,7 @@ import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
 import pytest
 
-from conftest import RunningServer, make_config, start_in_process, start_subprocess
+from conftest import RunningServer, load_demo, make_config, start_in_process, start_subprocess
 from differential import assert_same
 
 NOW = dt.datetime(2025, 1, 1)
@@ -38,14 +38,9 @@ def _rows(n: int, start: dt.datetime, seed: int = 0, step_s: int = 7) -> pa.Tabl
 
 @pytest.fixture()
 def fresh(tmp_path: Path) -> Iterator[RunningServer]:
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), 30_000, dt.date(2024, 9, 20), 30, 3, progress=False)
-    db.close()
+    load_demo(cfg, 30_000, dt.date(2024, 9, 20), 30, 3)
     running = start_in_process(make_config(tmp_path))
     yield running
     running.server.shutdown()
@@ -167,14 +162,9 @@ def test_missing_extra_column_unknown_table_and_modes(fresh: RunningServer) -> N
 
 @pytest.mark.subprocess
 def test_kill_9_loses_no_acknowledged_row(tmp_path: Path) -> None:
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), 10_000, dt.date(2024, 12, 1), 10, 5, progress=False)
-    db.close()
+    load_demo(cfg, 10_000, dt.date(2024, 12, 1), 10, 5)
     # A tiny flush threshold makes flushes happen while we ingest, so kill -9 lands mid-flush too.
     env = {"TIERFLIGHT_INGEST__FLUSH_ROWS": "1500"}
     srv = start_subprocess(tmp_path, env=env)

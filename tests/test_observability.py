@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,15 @@ import pyarrow.flight as flight
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CONFIG, ROOT, TEST_NOW, RunningServer, make_config, start_in_process, tierflight_cmd
+from conftest import (
+    CONFIG,
+    ROOT,
+    RunningServer,
+    make_config,
+    serve_argv,
+    serve_env,
+    start_in_process,
+)
 from flightsql_helpers import adbc_status, wait_for
 from tierflight.config import load_config
 from tierflight.errors import ConfigError
@@ -252,29 +259,13 @@ class Proc:
 
 def start(data_dir: Path, tmp_path: Path, env: dict[str, str]) -> Proc:
     log_path = tmp_path / "server.log"
-    full_env = {
-        **os.environ,
-        "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(),
-        "TIERFLIGHT_METRICS__PORT": "0",
-        **env,
-    }
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [
-                *tierflight_cmd(),
-                "--config",
-                str(CONFIG),
-                "--data-dir",
-                str(data_dir),
-                "serve",
-                "--port",
-                "0",
-                "--no-demo",
-            ],
+            serve_argv(data_dir),
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
-            env=full_env,
+            env=serve_env(**env),
             cwd=ROOT,
         )
     assert proc.stdout is not None

@@ -8,18 +8,13 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
 
-from conftest import make_config, start_in_process
+from conftest import load_demo, make_config, start_in_process
 
 
 def test_reader_replica_sees_published_files_and_snapshots(tmp_path: Path) -> None:
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), 20_000, dt.date(2024, 12, 1), 20, 9, progress=False)
-    db.close()
+    load_demo(cfg, 20_000, dt.date(2024, 12, 1), 20, 9)
     writer = start_in_process(make_config(tmp_path))
     reader = start_in_process(make_config(tmp_path))
     try:

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from conftest import RunningServer, make_config, start_in_process
+from conftest import RunningServer, load_demo, make_config, start_in_process
 from differential import assert_same, parse_workload
 
 pytestmark = pytest.mark.s3
@@ -164,17 +164,10 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
 @pytest.fixture(scope="module")
 def s3_data_dir(weed: Weed, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated into the S3 tiers; the local data dir only holds tiers.json and snapshots."""
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     root = tmp_path_factory.mktemp("s3data")
     cfg = make_config(root, **weed.overrides())
-    db = Database(cfg)
-    try:
-        generate_into(TableStore(cfg, cfg.table("events"), db), ROWS, START, DAYS, SEED, progress=False)
-    finally:
-        db.close()
+    load_demo(cfg, ROWS, START, DAYS, SEED)
     return root
 
 
@@ -361,10 +354,7 @@ def test_replicas_share_the_store_and_pick_up_published_snapshots(
     catalog: the writer builds the rollups and publishes the snapshots next to the data; the
     reader loads them instead of building its own, answers the same, and after a bulk load
     and a refresh on the writer it picks up the new snapshots and the new files."""
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
     from tierflight.engine.sandbox import check_statement
-    from tierflight.tiers.store import TableStore
 
     shared = {
         "storage.warm_uri": f"s3://{BUCKET}/replicas",
@@ -378,11 +368,7 @@ def test_replicas_share_the_store_and_pick_up_published_snapshots(
 
     def load(rows: int, start: dt.date, days: int, seed: int) -> None:
         cfg = config(tmp_path_factory.mktemp("loader"))
-        db = Database(cfg)
-        try:
-            generate_into(TableStore(cfg, cfg.table("events"), db), rows, start, days, seed, progress=False)
-        finally:
-            db.close()
+        load_demo(cfg, rows, start, days, seed)
 
     load(20_000, dt.date(2024, 9, 25), 20, 31)
     writer_dir, reader_dir = tmp_path_factory.mktemp("writer"), tmp_path_factory.mktemp("reader")
@@ -445,9 +431,6 @@ def test_an_s3_flush_cut_short_is_finished_or_undone_on_restart(
     import adbc_driver_flightsql.dbapi as fsql
 
     from test_ingest import _rows
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     tag = "lost" if staged_lost else "kept"
     root = tmp_path_factory.mktemp(f"s3flush-{tag}")
@@ -459,11 +442,7 @@ def test_an_s3_flush_cut_short_is_finished_or_undone_on_restart(
         "tiers.maintenance_interval": 0,
     }
     cfg = make_config(root, **overrides)
-    db = Database(cfg)
-    try:
-        generate_into(TableStore(cfg, cfg.table("events"), db), 4_000, dt.date(2024, 12, 20), 5, 41, progress=False)
-    finally:
-        db.close()
+    load_demo(cfg, 4_000, dt.date(2024, 12, 20), 5, 41)
     batch = _rows(700, dt.datetime(2024, 12, 30, 6), seed=9)
     srv = start_in_process(make_config(root, **overrides))
     try:

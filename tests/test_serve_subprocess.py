@@ -10,32 +10,18 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
 
-from conftest import CONFIG, ROOT, TEST_NOW, tierflight_cmd
+from conftest import ROOT, serve_argv, serve_env
 
 pytestmark = pytest.mark.subprocess
 
 
 def test_serve_ready_line_query_and_sigterm(data_dir: Path) -> None:
     proc = subprocess.Popen(
-        [
-            *tierflight_cmd(),
-            "--config",
-            str(CONFIG),
-            "--data-dir",
-            str(data_dir),
-            "serve",
-            "--port",
-            "0",
-            "--no-demo",
-        ],
+        serve_argv(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(),
-            "TIERFLIGHT_METRICS__PORT": "0",
-        },
+        env=serve_env({"PATH": "/usr/bin:/bin"}),
         cwd=ROOT,
     )
     try:

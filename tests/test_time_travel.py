@@ -8,19 +8,16 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as fsql
 import pytest
 
-from conftest import make_config, start_in_process
+from conftest import load_demo, make_config, start_in_process
 
 
 def test_time_travel_by_version_and_timestamp(tmp_path: Path) -> None:
-    from tierflight.demo.load import generate_into
     from tierflight.engine.database import Database
     from tierflight.tiers.maintenance import demote
     from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path)
-    db = Database(cfg)
-    generate_into(TableStore(cfg, cfg.table("events"), db), 20_000, dt.date(2024, 9, 25), 20, 11, progress=False)
-    db.close()
+    load_demo(cfg, 20_000, dt.date(2024, 9, 25), 20, 11)
     # Ten days later, demotion adds a second snapshot with more days.
     later = make_config(tmp_path, **{"tiers.now": dt.datetime(2025, 1, 11)})
     db = Database(later)

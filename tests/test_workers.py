@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from conftest import SubprocessServer, make_config, start_subprocess
+from conftest import SubprocessServer, load_demo, make_config, start_subprocess
 from differential import assert_same, parse_workload
 
 pytestmark = pytest.mark.subprocess
@@ -83,18 +83,11 @@ class Front:
 
 @pytest.fixture(scope="module")
 def workers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
-    from tierflight.tiers.store import TableStore
 
     root = tmp_path_factory.mktemp("workers")
     cfg = make_config(root)
-    db = Database(cfg)
-    try:
-        # 2024-09-20 .. 2024-12-18: cold before 2024-10-03, warm after (now = 2025-01-01).
-        generate_into(TableStore(cfg, cfg.table("events"), db), 40_000, dt.date(2024, 9, 20), 90, 5, progress=False)
-    finally:
-        db.close()
+    # 2024-09-20 .. 2024-12-18: cold before 2024-10-03, warm after (now = 2025-01-01).
+    load_demo(cfg, 40_000, dt.date(2024, 9, 20), 90, 5)
     return root
 
 
