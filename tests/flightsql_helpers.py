@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.server import pack, unpack
+from tierflight_client.errors import flight_status_classes
 
 # -- status codes -------------------------------------------------------------------------
 
@@ -40,17 +41,8 @@ def adbc_status(exc: BaseException) -> str:
     return _snake(matches[-1])
 
 
-_FLIGHT_CLASSES: list[tuple[type[BaseException], str]] = [
-    (flight.FlightUnauthenticatedError, "UNAUTHENTICATED"),
-    (flight.FlightUnauthorizedError, "PERMISSION_DENIED"),
-    (flight.FlightTimedOutError, "DEADLINE_EXCEEDED"),
-    (flight.FlightUnavailableError, "UNAVAILABLE"),
-    (flight.FlightCancelledError, "CANCELLED"),
-    (flight.FlightInternalError, "INTERNAL"),
-    (pa.ArrowNotImplementedError, "UNIMPLEMENTED"),
-    (pa.ArrowKeyError, "NOT_FOUND"),
-    (pa.ArrowInvalid, "INVALID_ARGUMENT"),
-]
+# The same table the client library translates exceptions with.
+_FLIGHT_CLASSES = flight_status_classes()
 
 
 def flight_status(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "Unimplemented",
     "Unknown",
     "error_for_code",
+    "flight_status_classes",
     "from_adbc_error",
     "from_flight_error",
 ]
@@ -232,12 +233,14 @@ def from_adbc_error(exc: BaseException) -> TierflightClientError:
     return error_for_code(code, message.strip() or type(exc).__name__)
 
 
-def _flight_code(exc: BaseException) -> str:
+def flight_status_classes() -> list[tuple[type[BaseException], str]]:
+    """pyarrow.flight's client exception classes with the gRPC status each stands for.
+
+    Order matters: the Flight classes derive from ArrowException and some from each other."""
     import pyarrow as pa
     import pyarrow.flight as flight
 
-    # Order matters: the Flight classes derive from ArrowException and some from each other.
-    classes: list[tuple[type[BaseException], str]] = [
+    return [
         (flight.FlightUnauthenticatedError, "UNAUTHENTICATED"),
         (flight.FlightUnauthorizedError, "PERMISSION_DENIED"),
         (flight.FlightTimedOutError, "DEADLINE_EXCEEDED"),
@@ -248,7 +251,10 @@ def _flight_code(exc: BaseException) -> str:
         (pa.ArrowKeyError, "NOT_FOUND"),
         (pa.ArrowInvalid, "INVALID_ARGUMENT"),
     ]
-    for cls, code in classes:
+
+
+def _flight_code(exc: BaseException) -> str:
+    for cls, code in flight_status_classes():
         if isinstance(exc, cls):
             return code
     return "UNKNOWN"
