@@ -110,12 +110,8 @@ class GenerateRun:
 _WROTE_RE = re.compile(r"wrote ([\d,]+) rows in (\d+) files \(([\d.]+) MB\) in ([\d.]+) s")
 
 
-def run_generate(data_dir: Path, rows: int) -> GenerateRun:
-    """``tierflight generate`` into the empty ``data_dir`` (removed first if it exists)."""
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
-    argv = generate_argv(data_dir, rows)
+def run_cli(argv: list[str]) -> tuple[float, str]:
+    """Run a ``tierflight`` command on the benchmark data set; (wall seconds, stderr)."""
     started = time.perf_counter()
     proc = subprocess.run(
         argv,
@@ -128,7 +124,16 @@ def run_generate(data_dir: Path, rows: int) -> GenerateRun:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"`{shell_command(argv)}` failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    match = _WROTE_RE.search(proc.stderr)
+    return wall, proc.stderr
+
+
+def run_generate(data_dir: Path, rows: int) -> GenerateRun:
+    """``tierflight generate`` into the empty ``data_dir`` (removed first if it exists)."""
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    wall, stderr = run_cli(generate_argv(data_dir, rows))
+    match = _WROTE_RE.search(stderr)
     reported = float(match.group(4)) if match else float("nan")
     files = int(match.group(2)) if match else 0
     written = sum(p.stat().st_size for p in data_files(data_dir))
@@ -269,20 +274,7 @@ def rollups_build_argv(data_dir: Path) -> list[str]:
 
 def run_rollups_build(data_dir: Path) -> tuple[float, str]:
     """``tierflight rollups build``; returns (wall seconds, stderr)."""
-    argv = rollups_build_argv(data_dir)
-    started = time.perf_counter()
-    proc = subprocess.run(
-        argv,
-        cwd=ROOT,
-        env={**os.environ, **BENCH_SERVER_ENV, **DATA_ENV},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{shell_command(argv)}` failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return wall, proc.stderr
+    return run_cli(rollups_build_argv(data_dir))
 
 
 def ensure_rollups(data_dir: Path) -> None:
