@@ -155,6 +155,21 @@ def load_demo(cfg: Config, rows: int, start: dt.date, days: int, seed: int) -> N
         db.close()
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A one-day certificate for localhost and 127.0.0.1, and its key (needs ``openssl``)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> SubprocessServer:
     proc = subprocess.Popen(
         serve_argv(data_dir, *extra),

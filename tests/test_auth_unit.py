@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from conftest import self_signed_cert
 from tierflight.errors import ConfigError
 from tierflight.protocol import auth
 from tierflight.protocol.auth import (
@@ -668,16 +668,7 @@ def test_e2e_adbc_flightsql(server: WhoAmIServer) -> None:
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_e2e_tls(tmp_path: Path, settings: AuthSettings) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
     srv = flight.FlightServerBase(
         "grpc+tls://127.0.0.1:0",
         tls_certificates=tls_certificates(str(cert), str(key)),

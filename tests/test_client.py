@@ -14,7 +14,7 @@ import pyarrow.flight as flight
 import pytest
 
 import tierflight_client
-from conftest import RunningServer, load_demo, make_config, start_in_process
+from conftest import RunningServer, load_demo, make_config, self_signed_cert, start_in_process
 from tierflight.protocol.auth import hash_password
 from tierflight_client import errors as E
 
@@ -352,21 +352,10 @@ def test_cli_errors(server: RunningServer) -> None:
 @pytest.fixture(scope="module")
 def tls_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     import shutil
-    import subprocess
 
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
-    certs = tmp_path_factory.mktemp("tls")
-    cert, key = certs / "cert.pem", certs / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     running = start_in_process(make_config(data_dir, **{"server.tls_cert": str(cert), "server.tls_key": str(key)}))
     yield f"grpc+tls://localhost:{running.server.port}", cert
     running.server.shutdown()

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from conftest import RunningServer, make_config, start_in_process
+from conftest import RunningServer, make_config, self_signed_cert, start_in_process
 
 QUERY = (
     "SELECT type, count(*) AS n, round(avg(bid_price), 6) AS avg_bid FROM events GROUP BY type ORDER BY type"
@@ -61,17 +61,7 @@ def tls_server(
 ) -> Iterator[tuple[RunningServer, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
-    certs = tmp_path_factory.mktemp("tls")
-    cert, key = certs / "cert.pem", certs / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     config = make_config(data_dir, **{"server.tls_cert": str(cert), "server.tls_key": str(key)})
     running = start_in_process(config)
     yield running, cert
