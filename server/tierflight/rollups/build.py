@@ -1,12 +1,13 @@
 """Build rollups: one DuckDB GROUPING SETS pass per filter over every tier of the table.
 
-HyperLogLog states are built with Apache DataSketches from the distinct (group, value)
-pairs DuckDB hands over; DataSketches has no vectorised update from Python, so deduplicating
-first is what keeps this affordable.
+HyperLogLog states of integer columns are computed for whole batches (rollups/sketches.py)
+and handed to Apache DataSketches as sketches; other columns go through DataSketches one
+distinct value at a time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -19,25 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.rollups.definition import HLL_LG_K, Measure, StorageGroup
+from tierflight.rollups import lattice
+from tierflight.rollups.definition import HLL_LG_K, HLL_TYPE, Measure, StorageGroup, dimension_expr
+from tierflight.rollups.sketches import SketchBuilder
 from tierflight.tiers.store import TableStore
-
-
-def time_expr(grain: str, column: str) -> str:
-    c = quote_ident(column)
-    return {
-        "minute": f"date_trunc('minute', {c})",
-        "hour": f"date_trunc('hour', {c})",
-        "day": f"CAST({c} AS DATE)",
-        "week": f"CAST(date_trunc('week', {c}) AS DATE)",
-        "month": f"CAST(date_trunc('month', {c}) AS DATE)",
-    }[grain]
-
-
-def dimension_expr(dim: str, time_column: str) -> str:
-    from tierflight.rollups.definition import TIME_GRAINS
-
-    return time_expr(dim, time_column) if dim in TIME_GRAINS else quote_ident(dim)
 
 
 def state_expr(m: Measure) -> str | None:
@@ -123,7 +109,12 @@ def _grouping_sets_pass(
     ts: str,
     now: dt.datetime,
 ) -> dict[str, pa.Table]:
-    dims = list(dict.fromkeys(d for g in groups for d in g.dimensions))
+    """The non-HLL states of ``groups`` (one filter): the lattice roots in one GROUPING
+    SETS pass over the rows, every other group merged from the smallest computed group
+    that holds its dimensions."""
+    scanned = lattice.roots(groups)
+    dims = list(dict.fromkeys(d for g in scanned for d in g.dimensions))
+    # Every state of the pass is computed for every root, so any root can feed any group.
     states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
 
     def alias(d: str) -> str:
@@ -136,25 +127,63 @@ def _grouping_sets_pass(
     inner = f"(SELECT {inner_dims + ', ' if dims else ''}* FROM {source} {where})"
     dim_sql = [f"{alias(d)} AS {quote_ident(d)}" for d in dims]
     state_sql = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in states]
-    sets = ", ".join("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in groups)
+    sets = ", ".join(dict.fromkeys("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in scanned))
     grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
     sql = (
         f"SELECT {', '.join([*dim_sql, f'{grouping} AS __gid', *state_sql])} FROM {inner} "
         f"GROUP BY GROUPING SETS ({sets})"
     )
     result = cursor.sql(sql).to_arrow_table()
-    out = {}
-    for g in groups:
+    full: dict[str, pa.Table] = {}
+    for g in scanned:
         # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
         gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
-        part = result.filter(pc.equal(result["__gid"], gid)).select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
+        full[g.name] = result.filter(pc.equal(result["__gid"], gid)).select(
+            [*g.dimensions, *(m.state for m in states)]
+        )
+    derived = sorted((g for g in groups if g.name not in full), key=lattice.size_rank, reverse=True)
+    for g in derived:
+        parent = min(
+            (p for p in groups if p.name in full and lattice.derivable(p, g)),
+            key=lambda p: full[p.name].num_rows,
+        )
+        all_states = dataclasses.replace(g, measures=tuple(states))
+        cursor.register("__tf_rollup_parent", full[parent.name])
+        try:
+            table = cursor.sql(lattice.merge_sql(parent, all_states, "__tf_rollup_parent")).to_arrow_table()
+        finally:
+            cursor.unregister("__tf_rollup_parent")
+        # The merged states keep the types the rows would have given them.
+        full[g.name] = table.cast(
+            pa.schema(
+                [
+                    table.schema.field(n).with_type(_field_type(full[parent.name], table, n))
+                    for n in table.column_names
+                ]
+            )
+        )
+    out = {}
+    for g in groups:
+        part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
         cutoff = retention_cutoff(g, now)
         if cutoff is not None and g.grain:
-            part = part.filter(pc.greater_equal(pc.cast(part[g.grain], pa.timestamp("us")), pa.scalar(cutoff, pa.timestamp("us"))))
+            part = part.filter(
+                pc.greater_equal(
+                    pc.cast(part[g.grain], pa.timestamp("us")), pa.scalar(cutoff, pa.timestamp("us"))
+                )
+            )
         if g.grain:
             part = part.sort_by([(g.grain, "ascending")])
         out[g.name] = part.combine_chunks()
     return out
+
+
+def _field_type(parent: pa.Table, table: pa.Table, name: str) -> pa.DataType:
+    return parent.schema.field(name).type if name in parent.column_names else table.schema.field(name).type
+
+
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+_HLL_BATCH_ROWS = 1 << 20
 
 
 def _add_hll(
@@ -166,31 +195,48 @@ def _add_hll(
     ts: str,
     now: dt.datetime,
 ) -> pa.Table:
-    key_sql = [f"{quote_ident('__dim__' + d)} AS {quote_ident(d)}" for d in g.dimensions]
+    """Append the HLL states of ``measures`` to ``base`` (the group's other states, one row
+    per group): each source row is matched to its group's row by a join, so groups outside
+    the retention (absent from ``base``) take nothing."""
     inner_dims = "".join(f"{dimension_expr(d, ts)} AS {quote_ident('__dim__' + d)}, " for d in g.dimensions)
-    source = f"(SELECT {inner_dims}* FROM {source} {'WHERE ' + g.filter if g.filter else ''})"
-    where = ""
-    keys = [tuple(r) for r in zip(*(base[d].to_pylist() for d in g.dimensions), strict=True)] if g.dimensions else [()]
-    index = {k: i for i, k in enumerate(keys)}
-    for m in measures:
-        col = quote_ident(m.column or "")
-        group_by = f"GROUP BY {', '.join(quote_ident('__dim__' + d) for d in g.dimensions)}" if g.dimensions else ""
-        res = cursor.sql(
-            f"SELECT {', '.join([*key_sql, f'list(DISTINCT {col}) AS __vs'])} FROM {source} {where} {group_by}"
-        ).to_arrow_table()
-        sketches = [datasketches.hll_sketch(HLL_LG_K) for _ in keys]
-        lists = res["__vs"].combine_chunks()
-        offsets = lists.offsets.to_numpy()
-        flat = lists.flatten().to_numpy(zero_copy_only=False)
-        dim_cols = [res[d].to_pylist() for d in g.dimensions]
-        for row in range(res.num_rows):
-            i = index.get(tuple(c[row] for c in dim_cols))
-            if i is None:
-                continue  # outside the retention
-            update = sketches[i].update
-            # DataSketches has no vectorised update: one C++ call per distinct value.
-            for v in flat[offsets[row] : offsets[row + 1]].tolist():
-                if v is not None:
-                    update(v)
-        base = base.append_column(m.state, pa.array([s.serialize_compact() for s in sketches], pa.binary()))
+    rows = f"(SELECT {inner_dims}* FROM {source} {'WHERE ' + g.filter if g.filter else ''})"
+    keys = base.select(list(g.dimensions)).append_column("__gi", pa.array(range(base.num_rows), pa.int64()))
+    match = " AND ".join(
+        f"s.{quote_ident('__dim__' + d)} IS NOT DISTINCT FROM k.{quote_ident(d)}" for d in g.dimensions
+    )
+    cursor.register("__tf_hll_keys", keys)
+    try:
+        for m in measures:
+            col = f"s.{quote_ident(m.column or '')}"
+            pairs = (
+                f"SELECT k.__gi, {col} AS v FROM {rows} s JOIN __tf_hll_keys k ON {match} WHERE {col} IS NOT NULL"
+                if g.dimensions
+                else f"SELECT 0::BIGINT AS __gi, {col} AS v FROM {rows} s WHERE {col} IS NOT NULL"
+            )
+            value_type = str(cursor.sql(f"SELECT {col} FROM {rows} s LIMIT 0").types[0])
+            if value_type in _INTEGER_TYPES:
+                builder = SketchBuilder(base.num_rows, HLL_LG_K, HLL_TYPE)
+                reader = cursor.sql(f"SELECT __gi, CAST(v AS BIGINT) AS v FROM ({pairs})").to_arrow_reader(
+                    _HLL_BATCH_ROWS
+                )
+                for batch in reader:
+                    builder.add(batch.column(0).to_numpy(), batch.column(1).to_numpy())
+                blobs = builder.sketches()
+            else:
+                blobs = _sketches_by_value(cursor, pairs, base.num_rows)
+            base = base.append_column(m.state, pa.array(blobs, pa.binary()))
+    finally:
+        cursor.unregister("__tf_hll_keys")
     return base
+
+
+def _sketches_by_value(cursor: duckdb.DuckDBPyConnection, pairs: str, groups: int) -> list[bytes]:
+    # Strings, floats and wide integers go through DataSketches' own hashing, one call per
+    # distinct value.
+    sketches = [datasketches.hll_sketch(HLL_LG_K, HLL_TYPE) for _ in range(groups)]
+    res = cursor.sql(f"SELECT __gi, list(DISTINCT v) AS vs FROM ({pairs}) GROUP BY __gi").to_arrow_table()
+    for gi, values in zip(res["__gi"].to_pylist(), res["vs"].to_pylist(), strict=True):
+        update = sketches[gi].update
+        for v in values:
+            update(v)
+    return [bytes(s.serialize_compact()) for s in sketches]

@@ -447,10 +447,10 @@ class RollupRegistry:
 def _union_blobs(blobs: list[bytes | None]) -> bytes:
     import datasketches
 
-    from tierflight.rollups.definition import HLL_LG_K
+    from tierflight.rollups.definition import HLL_LG_K, HLL_TYPE
 
     union = datasketches.hll_union(HLL_LG_K)
     for b in blobs:
         if b is not None:
             union.update(datasketches.hll_sketch.deserialize(b))
-    return bytes(union.get_result().serialize_compact())
+    return bytes(union.get_result(HLL_TYPE).serialize_compact())

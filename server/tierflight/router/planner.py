@@ -20,8 +20,8 @@ from sqlglot import exp
 from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
-from tierflight.rollups.build import dimension_expr, state_expr
-from tierflight.rollups.definition import DERIVABLE, retention_start
+from tierflight.rollups.build import state_expr
+from tierflight.rollups.definition import DERIVABLE, dimension_expr, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.raw import RawPlanner
 from tierflight.router.route import Rejection, Route, RoutePart

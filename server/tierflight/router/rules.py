@@ -100,7 +100,7 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
 
 
 def _bucket_type(grain: str) -> str:
-    """How the build stores each grain's bucket column (see rollups.build.time_expr)."""
+    """How the build stores each grain's bucket column (see rollups.definition.time_expr)."""
     return "DATE" if grain in ("day", "week", "month") else "TIMESTAMP"
 
 
