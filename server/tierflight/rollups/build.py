@@ -16,12 +16,20 @@ from dataclasses import dataclass
 
 import datasketches
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.rollups import lattice
-from tierflight.rollups.definition import HLL_LG_K, HLL_TYPE, Measure, StorageGroup, dimension_expr
+from tierflight.rollups.definition import (
+    HLL_LG_K,
+    HLL_TYPE,
+    TIME_GRAINS,
+    Measure,
+    StorageGroup,
+    dimension_expr,
+)
 from tierflight.rollups.sketches import SketchBuilder
 from tierflight.tiers.store import TableStore
 
@@ -131,16 +139,18 @@ def _grouping_sets_pass(
     grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
     sql = (
         f"SELECT {', '.join([*dim_sql, f'{grouping} AS __gid', *state_sql])} FROM {inner} "
-        f"GROUP BY GROUPING SETS ({sets})"
+        f"GROUP BY GROUPING SETS ({sets}) "
+        # Each set's rows come out together and in time order, so they are slices.
+        f"ORDER BY {', '.join(['__gid', *(quote_ident(d) for d in dims if d in TIME_GRAINS)])}"
     )
     result = cursor.sql(sql).to_arrow_table()
+    gids = result["__gid"].to_numpy()
     full: dict[str, pa.Table] = {}
     for g in scanned:
         # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
         gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
-        full[g.name] = result.filter(pc.equal(result["__gid"], gid)).select(
-            [*g.dimensions, *(m.state for m in states)]
-        )
+        start, stop = np.searchsorted(gids, gid, "left"), np.searchsorted(gids, gid, "right")
+        full[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(m.state for m in states)])
     derived = sorted((g for g in groups if g.name not in full), key=lattice.size_rank, reverse=True)
     for g in derived:
         parent = min(
@@ -172,8 +182,6 @@ def _grouping_sets_pass(
                     pc.cast(part[g.grain], pa.timestamp("us")), pa.scalar(cutoff, pa.timestamp("us"))
                 )
             )
-        if g.grain:
-            part = part.sort_by([(g.grain, "ascending")])
         out[g.name] = part.combine_chunks()
     return out
 

@@ -47,7 +47,7 @@ def roots(groups: Sequence[StorageGroup]) -> list[StorageGroup]:
 
 
 def merge_sql(parent: StorageGroup, child: StorageGroup, relation: str) -> str:
-    """Aggregate ``parent``'s rows (in ``relation``) to ``child``'s dimensions."""
+    """Aggregate ``parent``'s rows (in ``relation``) to ``child``'s dimensions, in time order."""
     dims = []
     for d in child.dimensions:
         if d in TIME_GRAINS:
@@ -64,4 +64,5 @@ def merge_sql(parent: StorageGroup, child: StorageGroup, relation: str) -> str:
         elif m.kind in ("min", "max"):
             states.append(f"{m.kind}({col}) AS {col}")
     group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
-    return f"SELECT {', '.join([*dims, *states])} FROM {relation}{group_by}"
+    order = f" ORDER BY {quote_ident(child.grain)}" if child.grain else ""
+    return f"SELECT {', '.join([*dims, *states])} FROM {relation}{group_by}{order}"

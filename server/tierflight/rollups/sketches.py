@@ -90,34 +90,28 @@ def register_values(h2: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
     return values
 
 
-def _headers(registers: npt.NDArray[np.uint8], lg_k: int) -> list[bytes]:
-    """The HLL-mode preamble of each row of ``registers`` (groups x k)."""
-    groups = registers.shape[0]
-    counts = np.bincount(
-        (np.arange(groups, dtype=np.int64)[:, None] * 64 + registers).ravel(), minlength=groups * 64
-    ).reshape(groups, 64)
-    inverse = np.ldexp(1.0, -np.arange(64))
-    kxq0 = counts[:, :32] @ inverse[:32]
-    kxq1 = counts[:, 32:] @ inverse[32:]
-    pack = struct.Struct("<BBBBBBBBdddii").pack
-    return [
-        pack(
-            10,  # preamble ints of an HLL-mode sketch
-            1,  # serialization version
-            7,  # HLL family
-            lg_k,
-            0,
-            _OUT_OF_ORDER,
-            0,  # current minimum register value (HLL_8 keeps 0)
-            _HLL_MODE_HLL8,
-            0.0,  # HIP accumulator: unused once out of order
-            float(kxq0[g]),
-            float(kxq1[g]),
-            int(counts[g, 0]),
-            0,  # aux entries: HLL_8 has none
-        )
-        for g in range(groups)
-    ]
+_INVERSE_POWERS = np.ldexp(1.0, -np.arange(64))
+_HEADER = struct.Struct("<BBBBBBBBdddii")
+
+
+def _header(registers: npt.NDArray[np.uint8], lg_k: int) -> bytes:
+    """The preamble of an HLL-mode HLL_8 sketch holding ``registers``."""
+    counts = np.bincount(registers, minlength=64)
+    return _HEADER.pack(
+        10,  # preamble ints of an HLL-mode sketch
+        1,  # serialization version
+        7,  # HLL family
+        lg_k,
+        0,
+        _OUT_OF_ORDER,
+        0,  # current minimum register value (HLL_8 keeps 0)
+        _HLL_MODE_HLL8,
+        0.0,  # HIP accumulator: unused once out of order
+        float(counts[:32] @ _INVERSE_POWERS[:32]),
+        float(counts[32:] @ _INVERSE_POWERS[32:]),
+        int(counts[0]),
+        0,  # aux entries: HLL_8 has none
+    )
 
 
 class SketchBuilder:
@@ -140,14 +134,14 @@ class SketchBuilder:
         h1, h2 = murmur3_int64(values)
         slot = group * self.k + (h1 & np.uint64(self.k - 1)).astype(np.int64)
         np.maximum.at(self.registers, slot, register_values(h2))
-        # A group's filled count only grows: one that was past the limit before this batch
-        # stays past it, so the pairs of every group that ends below it are all kept.
+        touched = np.flatnonzero(np.bincount(group, minlength=self.groups))
+        self.filled[touched] = np.count_nonzero(self.registers.reshape(self.groups, self.k)[touched], axis=1)
+        # A group's filled count only grows: a group still below the limit after this batch
+        # was below it after every earlier one, so all of its pairs are kept.
         keep = self.filled[group] <= self.coupon_limit
         if keep.any():
             self._kept.append((group[keep], values[keep]))
             self._kept_rows += int(keep.sum())
-        touched = np.flatnonzero(np.bincount(group, minlength=self.groups))
-        self.filled[touched] = np.count_nonzero(self.registers.reshape(self.groups, self.k)[touched], axis=1)
         if self._kept_rows >= _DEDUPLICATE_AT:
             self._compact_kept()
 
@@ -175,7 +169,6 @@ class SketchBuilder:
         by_group = {
             int(g[0]): v.tolist() for g, v in zip(np.split(group, bounds), np.split(values, bounds), strict=True) if len(g)
         }
-        headers = _headers(regs, self.lg_k)
         out: list[bytes] = []
         for g in range(self.groups):
             if self.filled[g] <= self.coupon_limit:
@@ -185,6 +178,6 @@ class SketchBuilder:
                 out.append(bytes(sketch.serialize_compact()))
                 continue
             union = datasketches.hll_union(self.lg_k)
-            union.update(datasketches.hll_sketch.deserialize(headers[g] + regs[g].tobytes()))
+            union.update(datasketches.hll_sketch.deserialize(_header(regs[g], self.lg_k) + regs[g].tobytes()))
             out.append(bytes(union.get_result(self.target).serialize_compact()))
         return out
