@@ -7,11 +7,11 @@ distinct value at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import datasketches
@@ -118,60 +118,48 @@ def _grouping_sets_pass(
     now: dt.datetime,
 ) -> dict[str, pa.Table]:
     """The non-HLL states of ``groups`` (one filter): the lattice roots in one GROUPING
-    SETS pass over the rows, every other group merged from the smallest computed group
-    that holds its dimensions."""
+    SETS pass over the rows, then every other group in one GROUPING SETS pass over the
+    states of the smallest root that holds its dimensions."""
     scanned = lattice.roots(groups)
-    dims = list(dict.fromkeys(d for g in scanned for d in g.dimensions))
     # Every state of the pass is computed for every root, so any root can feed any group.
     states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
-
-    def alias(d: str) -> str:
-        # Dimension values are computed under private names: the source view has derived
-        # columns called day/hour/... that GROUP BY would otherwise bind to.
-        return quote_ident(f"__dim__{d}")
-
-    inner_dims = ", ".join(f"{dimension_expr(d, ts)} AS {alias(d)}" for d in dims)
     where = f"WHERE {flt}" if flt else ""
-    inner = f"(SELECT {inner_dims + ', ' if dims else ''}* FROM {source} {where})"
-    dim_sql = [f"{alias(d)} AS {quote_ident(d)}" for d in dims]
-    state_sql = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in states]
-    sets = ", ".join(dict.fromkeys("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in scanned))
-    grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
-    sql = (
-        f"SELECT {', '.join([*dim_sql, f'{grouping} AS __gid', *state_sql])} FROM {inner} "
-        f"GROUP BY GROUPING SETS ({sets}) "
-        # Each set's rows come out together and in time order, so they are slices.
-        f"ORDER BY {', '.join(['__gid', *(quote_ident(d) for d in dims if d in TIME_GRAINS)])}"
+    full = _sets(
+        cursor,
+        f"(SELECT * FROM {source} {where})",
+        scanned,
+        lambda d: dimension_expr(d, ts),
+        [(state_expr(m) or "", m.state) for m in states],
     )
-    result = cursor.sql(sql).to_arrow_table()
-    gids = result["__gid"].to_numpy()
-    full: dict[str, pa.Table] = {}
-    for g in scanned:
-        # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
-        gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
-        start, stop = np.searchsorted(gids, gid, "left"), np.searchsorted(gids, gid, "right")
-        full[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(m.state for m in states)])
-    derived = sorted((g for g in groups if g.name not in full), key=lattice.size_rank, reverse=True)
-    for g in derived:
-        parent = min(
-            (p for p in groups if p.name in full and lattice.derivable(p, g)),
-            key=lambda p: full[p.name].num_rows,
-        )
-        all_states = dataclasses.replace(g, measures=tuple(states))
-        cursor.register("__tf_rollup_parent", full[parent.name])
+    children: dict[str, list[StorageGroup]] = {}
+    for g in groups:
+        if g.name not in full:
+            parent = min((p for p in scanned if lattice.derivable(p, g)), key=lambda p: full[p.name].num_rows)
+            children.setdefault(parent.name, []).append(g)
+    for parent_name, members in children.items():
+        parent = next(p for p in scanned if p.name == parent_name)
+        table = full[parent_name]
+        cursor.register("__tf_rollup_parent", table)
         try:
-            table = cursor.sql(lattice.merge_sql(parent, all_states, "__tf_rollup_parent")).to_arrow_table()
+            merged = _sets(
+                cursor,
+                "__tf_rollup_parent",
+                members,
+                functools.partial(lattice.coarsen, parent=parent),
+                [(lattice.merge_expr(m), m.state) for m in states],
+            )
         finally:
             cursor.unregister("__tf_rollup_parent")
-        # The merged states keep the types the rows would have given them.
-        full[g.name] = table.cast(
-            pa.schema(
-                [
-                    table.schema.field(n).with_type(_field_type(full[parent.name], table, n))
-                    for n in table.column_names
-                ]
+        for name, part in merged.items():
+            # The merged states keep the types the rows gave the parent's.
+            full[name] = part.cast(
+                pa.schema(
+                    [
+                        f.with_type(table.schema.field(f.name).type) if f.name in table.column_names else f
+                        for f in part.schema
+                    ]
+                )
             )
-        )
     out = {}
     for g in groups:
         part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
@@ -186,8 +174,42 @@ def _grouping_sets_pass(
     return out
 
 
-def _field_type(parent: pa.Table, table: pa.Table, name: str) -> pa.DataType:
-    return parent.schema.field(name).type if name in parent.column_names else table.schema.field(name).type
+def _sets(
+    cursor: duckdb.DuckDBPyConnection,
+    relation: str,
+    groups: Sequence[StorageGroup],
+    dimension: Callable[[str], str],
+    states: Sequence[tuple[str, str]],
+) -> dict[str, pa.Table]:
+    """One GROUPING SETS query over ``relation``: per group, its dimensions (computed by
+    ``dimension``) and every state (expression, name), in time order."""
+    dims = list(dict.fromkeys(d for g in groups for d in g.dimensions))
+
+    def alias(d: str) -> str:
+        # Dimension values are computed under private names: the source view has derived
+        # columns called day/hour/... that GROUP BY would otherwise bind to.
+        return quote_ident(f"__dim__{d}")
+
+    inner_dims = "".join(f"{dimension(d)} AS {alias(d)}, " for d in dims)
+    dim_sql = [f"{alias(d)} AS {quote_ident(d)}" for d in dims]
+    state_sql = [f"{expr} AS {quote_ident(name)}" for expr, name in states]
+    sets = ", ".join(dict.fromkeys("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in groups))
+    grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
+    sql = (
+        f"SELECT {', '.join([*dim_sql, f'{grouping} AS __gid', *state_sql])} "
+        f"FROM (SELECT {inner_dims}* FROM {relation}) GROUP BY GROUPING SETS ({sets}) "
+        # Each set's rows come out together and in time order, so they are slices.
+        f"ORDER BY {', '.join(['__gid', *(quote_ident(d) for d in dims if d in TIME_GRAINS)])}"
+    )
+    result = cursor.sql(sql).to_arrow_table()
+    gids = result["__gid"].to_numpy()
+    out: dict[str, pa.Table] = {}
+    for g in groups:
+        # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
+        gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
+        start, stop = np.searchsorted(gids, gid, "left"), np.searchsorted(gids, gid, "right")
+        out[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(n for _, n in states)])
+    return out
 
 
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}

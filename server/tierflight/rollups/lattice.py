@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tierflight.engine.database import quote_ident
-from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, StorageGroup, time_expr
+from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, Measure, StorageGroup, time_expr
 
 # Finer grains rank higher: a rollup is only ever derived from one that ranks higher.
 _GRAIN_RANK = {None: 0, "month": 1, "week": 2, "day": 3, "hour": 4, "minute": 5}
@@ -46,23 +46,19 @@ def roots(groups: Sequence[StorageGroup]) -> list[StorageGroup]:
     return [g for g in groups if not any(derivable(p, g) for p in groups)]
 
 
-def merge_sql(parent: StorageGroup, child: StorageGroup, relation: str) -> str:
-    """Aggregate ``parent``'s rows (in ``relation``) to ``child``'s dimensions, in time order."""
-    dims = []
-    for d in child.dimensions:
-        if d in TIME_GRAINS:
-            dims.append(f"{time_expr(d, parent.grain or d)} AS {quote_ident(d)}")
-        else:
-            dims.append(quote_ident(d))
-    states = []
-    for m in child.measures:
-        col = quote_ident(m.state)
-        if m.kind in ("count", "count_col"):
-            states.append(f"CAST(coalesce(sum({col}), 0) AS BIGINT) AS {col}")
-        elif m.kind == "sum":
-            states.append(f"sum({col}) AS {col}")
-        elif m.kind in ("min", "max"):
-            states.append(f"{m.kind}({col}) AS {col}")
-    group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
-    order = f" ORDER BY {quote_ident(child.grain)}" if child.grain else ""
-    return f"SELECT {', '.join([*dims, *states])} FROM {relation}{group_by}{order}"
+def coarsen(dimension: str, parent: StorageGroup) -> str:
+    """SQL for ``dimension`` over ``parent``'s stored rows (a time grain from the parent's)."""
+    if dimension in TIME_GRAINS:
+        return time_expr(dimension, parent.grain or dimension)
+    return quote_ident(dimension)
+
+
+def merge_expr(m: Measure) -> str:
+    """SQL merging the stored states of measure ``m`` (not HLL)."""
+    col = quote_ident(m.state)
+    if m.kind in ("count", "count_col"):
+        # An empty input still gives the () grouping set a row: its count is 0, not NULL.
+        return f"CAST(coalesce(sum({col}), 0) AS BIGINT)"
+    if m.kind in ("sum", "min", "max"):
+        return f"{m.kind}({col})"
+    raise ValueError(f"{m.label()} states are not merged here")
