@@ -449,8 +449,10 @@ def _union_blobs(blobs: list[bytes | None]) -> bytes:
 
     from tierflight.rollups.definition import HLL_LG_K, HLL_TYPE
 
+    present = [b for b in blobs if b is not None]
+    if len(present) == 1:
+        return present[0]  # a key no batch touched since the last compaction: as it was
     union = datasketches.hll_union(HLL_LG_K)
-    for b in blobs:
-        if b is not None:
-            union.update(datasketches.hll_sketch.deserialize(b))
+    for b in present:
+        union.update(datasketches.hll_sketch.deserialize(b))
     return bytes(union.get_result(HLL_TYPE).serialize_compact())
