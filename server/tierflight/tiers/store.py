@@ -30,7 +30,7 @@ from tierflight.engine.database import Database
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
-from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
+from tierflight.tiers.cold import ColdState, ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
 from tierflight.tiers.s3 import S3Settings, is_s3_uri, strip_scheme
 from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
@@ -171,15 +171,30 @@ class TableStore:
         """Re-list the tiers and swap the new view in whole: a statement sees the old or the new."""
         with self._refresh_lock:
             seen = self.shared.signature(fresh=True)
-            until = self.cold_until()
-            warm = self.warm.build_listing(day_start(until) if until else None)
-            cold = self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
-            with self._view_lock:
-                self.warm.apply(warm)  # type: ignore[arg-type]
-                self.cold.apply(cold)
-                self.generation += 1
-            self.hot.refresh()
+            self.apply_listing(self.prepare_listing())
             self._seen = seen
+
+    def prepare_listing(self) -> tuple[object, ColdState]:
+        """The tiers as the files are now (slow: lists warm, reads the Iceberg snapshot),
+        without changing what statements see; :meth:`apply_listing` swaps it in."""
+        until = self.cold_until()
+        warm = self.warm.build_listing(day_start(until) if until else None)
+        return warm, self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
+
+    def apply_listing(self, listing: tuple[object, ColdState]) -> None:
+        warm, cold = listing
+        with self._view_lock:
+            self.warm.apply(warm)  # type: ignore[arg-type]
+            self.cold.apply(cold)
+            self.generation += 1
+        self.hot.refresh()
+
+    def announce_change(self) -> None:
+        """Tell other processes the files changed (after this one applied them), and remember
+        the new signature so this process does not list them again."""
+        with self._refresh_lock:
+            self.shared.bump()
+            self._seen = self.shared.signature(fresh=True)
 
     @property
     def seen_signature(self) -> tuple[object, ...] | None:
