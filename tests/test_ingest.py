@@ -254,13 +254,16 @@ def test_ingest_goes_on_while_a_flush_writes(fresh: RunningServer, tmp_path: Pat
             assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
 
 
-def test_a_batch_whose_states_cannot_be_computed_is_kept_and_rollups_go_stale(
-    fresh: RunningServer, tmp_path: Path
+@pytest.mark.parametrize("step", ["compute", "commit"])
+def test_a_batch_whose_states_cannot_be_merged_is_kept_and_rollups_go_stale(
+    fresh: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    """The rows are durable before their rollup states are computed: if that fails, the
-    ingest is still acknowledged, the rows are answered from the raw tiers, and the table's
-    rollups are not used until rebuilt (they would miss the rows)."""
+    """The rows are durable before their rollup states are computed: if computing them, or
+    committing them under the swap lock, fails, the ingest is still acknowledged, the rows
+    are answered from the raw tiers, and the table's rollups are not used until rebuilt
+    (they would miss the rows)."""
     from tierflight.engine.sandbox import check_statement
+    from tierflight.rollups.registry import StagedDelta
 
     batch = _rows(600, dt.datetime(2024, 12, 30, 4), seed=7)
     sql = QUERIES[1]
@@ -269,7 +272,14 @@ def test_a_batch_whose_states_cannot_be_computed_is_kept_and_rollups_go_stale(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("states unavailable")
 
-    fresh.app.rollups.compute_delta = broken  # type: ignore[method-assign]
+    def broken_commit(self: StagedDelta) -> None:
+        self.rollback()
+        raise RuntimeError("commit failed")
+
+    if step == "compute":
+        monkeypatch.setattr(fresh.app.rollups, "compute_delta", broken)
+    else:
+        monkeypatch.setattr(StagedDelta, "commit", broken_commit)
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         assert cur.adbc_ingest("events", batch, mode="append") == 600
         oracle = _oracle(tmp_path, [batch])

@@ -6,6 +6,7 @@ zone maps slice by time before scanning); the router rewrites statements onto th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,6 +103,40 @@ class RollupDelta:
     watermark: dt.datetime | None
     rows: int
     through: int | None = None  # the newest WAL sequence among the batches
+
+
+class StagedDelta:
+    """A delta inserted in an open transaction (see :meth:`RollupRegistry.stage_delta`)."""
+
+    def __init__(self, registry: RollupRegistry, delta: RollupDelta, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.registry = registry
+        self.delta = delta
+        self.cursor = cursor
+
+    def commit(self) -> None:
+        delta = self.delta
+        try:
+            self.cursor.commit()
+        finally:
+            self.cursor.close()
+        for s in delta.states:
+            table = delta.tables.get(s.group.name)
+            with s.lock:
+                if table is not None:
+                    s.rows += table.num_rows
+                    s.bytes += table.nbytes
+                if delta.watermark is not None:
+                    s.watermark = max(s.watermark or delta.watermark, delta.watermark)
+                if delta.through is not None:
+                    s.merged_through = max(s.merged_through or 0, delta.through)
+        merged = self.registry.hot_merged
+        merged[delta.table] = merged.get(delta.table, 0) + delta.rows
+
+    def rollback(self) -> None:
+        try:
+            self.cursor.rollback()
+        finally:
+            self.cursor.close()
 
 
 class RollupRegistry:
@@ -290,30 +326,30 @@ class RollupRegistry:
         return RollupDelta(table_name, tuple(states), result.tables, result.watermark, data.num_rows, through)
 
     def apply_delta(self, delta: RollupDelta) -> None:
-        """Append computed states to the loaded rollups (callers hold the swap lock's write
-        side, so a statement sees a merge whole)."""
+        """Append computed states to the loaded rollups."""
         with self.content_lock:
-            cur = self.database.cursor()
-            try:
-                for s in delta.states:
-                    table = delta.tables.get(s.group.name)
-                    if table is not None and table.num_rows:
-                        cur.register("__tf_rollup_delta", table)
-                        self.database.execute_internal(
-                            f"INSERT INTO {s.qualified} BY NAME SELECT * FROM __tf_rollup_delta", cursor=cur
-                        )
-                        cur.unregister("__tf_rollup_delta")
-                    with s.lock:
-                        if table is not None:
-                            s.rows += table.num_rows
-                            s.bytes += table.nbytes
-                        if delta.watermark is not None:
-                            s.watermark = max(s.watermark or delta.watermark, delta.watermark)
-                        if delta.through is not None:
-                            s.merged_through = max(s.merged_through or 0, delta.through)
-            finally:
-                cur.close()
-        self.hot_merged[delta.table] = self.hot_merged.get(delta.table, 0) + delta.rows
+            self.stage_delta(delta).commit()
+
+    def stage_delta(self, delta: RollupDelta) -> StagedDelta:
+        """Insert a delta's states in an open DuckDB transaction: statements do not see them
+        until :meth:`StagedDelta.commit`, which is quick, so an ingest can commit them under
+        the swap lock's write side without holding statements up for the inserts. The caller
+        holds ``content_lock`` until the commit (a snapshot swap must not come between)."""
+        cur = self.database.cursor()
+        try:
+            cur.begin()
+            for s in delta.states:
+                table = delta.tables.get(s.group.name)
+                if table is not None and table.num_rows:
+                    cur.register("__tf_rollup_delta", table)
+                    cur.execute(f"INSERT INTO {s.qualified} BY NAME SELECT * FROM __tf_rollup_delta")
+                    cur.unregister("__tf_rollup_delta")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cur.rollback()
+            cur.close()
+            raise
+        return StagedDelta(self, delta, cur)
 
     def skip_delta(self, table_name: str, rows: int, reason: str) -> None:
         """Rows whose states could not be merged: the table's rollups no longer hold every
