@@ -4,6 +4,7 @@ files and hot rows under the write side, so each statement sees the tiers before
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,8 +32,18 @@ class RWLock:
                     self._cond.notify_all()
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, patience: float = 0.0) -> Iterator[None]:
+        """The write side. With ``patience`` (seconds), the writer first waits that long for
+        a moment with no statement running without holding new statements back; only then
+        does it take its turn ahead of them. An ingest commit is quick, but waiting its turn
+        would hold every arriving statement behind the longest running one."""
         with self._cond:
+            deadline = time.monotonic() + patience
+            while self._writer or self._readers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             self._waiting_writers += 1
             while self._writer or self._readers:
                 self._cond.wait()

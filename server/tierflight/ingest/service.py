@@ -47,6 +47,9 @@ FLUSH_THROUGH = "tierflight.flush-through"
 IF_NOT_EXIST_CREATE = 1
 IF_EXISTS_FAIL = 1
 IF_EXISTS_REPLACE = 3
+# How long an ingest's commit waits for a gap between statements before it makes them wait
+# (see RWLock.write): a few statements' worth, so the ack is late by at most that.
+INGEST_LOCK_PATIENCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ class IngestService:
                         staged = self.app.rollups.stage_delta(delta)
                     except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
                         failure = repr(exc)
-                with self.app.swap_lock.write():
+                with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
                     t.store.hot.append(clean, seq)
                     if staged is not None:
                         try:
