@@ -224,6 +224,7 @@ class App:
         if maintenance is not None:
             maintenance.join(timeout=30)
         self.executor.close()
+        self.rollups.close()
         self.database.close()
 
 

@@ -162,6 +162,13 @@ class RollupRegistry:
         # Serialises changes to the loaded rollups' contents (a merge, a compaction), so a
         # snapshot is exactly the states merged up to its wal_through.
         self.content_lock = threading.RLock()
+        # Ingested batches' states are computed on a DuckDB of their own with one thread:
+        # they read nothing but the batch, and the work stays on the (low-priority) ingest
+        # thread instead of taking the shared pool's threads from statements.
+        self._batch_db = duckdb.connect(config={"threads": 1, "enable_external_access": False})
+
+    def close(self) -> None:
+        self._batch_db.close()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -313,7 +320,7 @@ class RollupRegistry:
             states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
         if not states or data.num_rows == 0:
             return RollupDelta(table_name, tuple(states), {}, None, data.num_rows, through)
-        cur = self.database.cursor()
+        cur = self._batch_db.cursor()
         try:
             cur.register("__tf_ingest_batch", data)
             result = build_groups(
