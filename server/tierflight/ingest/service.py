@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -306,9 +305,9 @@ class IngestService:
         warm: list[tuple[str, str]] = []
         cold: list[str] = []
         for day in sorted(pc.unique(days).to_pylist()):
-            rows = data.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-            # Sorted for pruning; Polars sorts on both cores, ~2.5x faster than Arrow's take.
-            rows = pl.DataFrame(rows).sort(store.table.time_column, maintain_order=True).to_arrow()
+            # Sorted for pruning; with Arrow, on this (low-priority) thread: Polars would be
+            # twice as fast on both cores, taking them from statements.
+            rows = data.filter(pc.equal(days, pa.scalar(day, pa.date32()))).sort_by(store.table.time_column)
             rows = rows.cast(store.schema)  # the declared nullability ("required" in Iceberg)
             name = f"part-wal-{through:012d}-{uuid.uuid4().hex[:8]}.parquet"
             if until is not None and day < until:

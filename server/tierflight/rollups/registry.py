@@ -162,9 +162,10 @@ class RollupRegistry:
         # Serialises changes to the loaded rollups' contents (a merge, a compaction), so a
         # snapshot is exactly the states merged up to its wal_through.
         self.content_lock = threading.RLock()
-        # Ingested batches' states are computed on a DuckDB of their own with one thread:
-        # they read nothing but the batch, and the work stays on the (low-priority) ingest
-        # thread instead of taking the shared pool's threads from statements.
+        # Ingested batches' states, and a snapshot's compaction, are computed on a DuckDB of
+        # their own with one thread: they read only Arrow they are given, and the work stays
+        # on the (low-priority) ingest or flush thread instead of taking the shared pool's
+        # threads from statements.
         self._batch_db = duckdb.connect(config={"threads": 1, "enable_external_access": False})
 
     def close(self) -> None:
@@ -431,8 +432,15 @@ class RollupRegistry:
         order = f"ORDER BY {quote_ident(g.grain)}" if g.grain else ""
         cur = self.database.cursor()
         try:
-            rows = f"(SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)})"
-            table = cur.sql(f"SELECT {select} FROM {rows} {group_by} {order}").to_arrow_table()
+            rows = cur.sql(f"SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)}").to_arrow_table()
+        finally:
+            cur.close()
+        # Aggregated on the one-thread DuckDB, on the caller's (flush) thread: statements
+        # keep the shared pool.
+        cur = self._batch_db.cursor()
+        try:
+            cur.register("__tf_rollup_rows", rows)
+            table = cur.sql(f"SELECT {select} FROM __tf_rollup_rows {group_by} {order}").to_arrow_table()
         finally:
             cur.close()
         for m in g.measures:
