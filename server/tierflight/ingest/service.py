@@ -181,12 +181,16 @@ class IngestService:
             )
         if cmd.temporary:
             raise InvalidArgument("temporary tables are not supported; ingest appends to configured tables")
+        return self._appender.submit(self._read_and_append, table_name, reader).result()
+
+    def _read_and_append(self, table_name: str, reader: Any) -> int:
+        # Decoding the stream is ingest work too: on the low-priority thread.
         started = time.perf_counter()
         data = reader.read_all()
         read_ms = (time.perf_counter() - started) * 1000
         if read_ms > 100:
             log.info("ingest_read_slow", table=table_name, rows=data.num_rows, ms=round(read_ms, 1))
-        return self._appender.submit(self.append, table_name, data).result()
+        return self.append(table_name, data)
 
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
