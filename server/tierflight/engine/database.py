@@ -75,6 +75,10 @@ class Database:
         register_functions(self._con)
         self._allowed = [str(data_dir) + "/"]
         self._con.execute(f"SET allowed_directories = [{', '.join(quote_literal(d) for d in self._allowed)}]")
+        # Data files are never rewritten in place (new data, compaction and demotion write
+        # new names), so a file's footer is read once, not per statement. (A Parquet option:
+        # set once the built-in extension is loaded, not at connect.)
+        self._con.execute("SET parquet_metadata_cache = true")
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
 
