@@ -17,12 +17,15 @@ import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
 from tierflight.errors import StatementRefused
+from tierflight.log import get_logger
 from tierflight.lru import LRU
 
 SYSTEM_SCHEMA = "system"
 # DuckDB has a built-in catalog called "system", which makes ``system.x`` ambiguous; the
 # tables live in this schema and the planner rewrites ``system.x`` to it.
+log = get_logger("tierflight.engine")
 SYSTEM_STORAGE_SCHEMA = "tf_system"
+ROLLUP_DATABASE = "tf_rollup"
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
 
 SystemTableSource = Callable[[], pa.Table]
@@ -70,6 +73,10 @@ class Database:
             },
         )
         self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_STORAGE_SCHEMA}")
+        # Rollups live in an in-memory database that DuckDB compresses at checkpoints
+        # (dictionary, RLE, bit packing, ALP): a quarter of their Arrow size, and scans that
+        # read less memory.
+        self._con.execute(f"ATTACH ':memory:' AS {ROLLUP_DATABASE} (COMPRESS)")
         from tierflight.rollups.hll import register_functions
 
         register_functions(self._con)
@@ -125,6 +132,18 @@ class Database:
         """Server-side DDL/DML (never client SQL)."""
         with self._lock:
             (cursor or self._con).execute(sql)
+
+    def compress(self, database: str, cursor: duckdb.DuckDBPyConnection | None = None) -> bool:
+        """Checkpoint an in-memory database, which compresses what changed since the last
+        one. DuckDB refuses while another transaction has uncommitted changes; the data then
+        stays as it is (correct, only larger) until the next checkpoint."""
+        try:
+            with self._lock:
+                (cursor or self._con).execute(f"CHECKPOINT {quote_ident(database)}")
+        except duckdb.Error as exc:
+            log.info("checkpoint_skipped", database=database, reason=str(exc).splitlines()[0])
+            return False
+        return True
 
     def query_internal(self, sql: str) -> list[tuple[Any, ...]]:
         cur = self._con.cursor()

@@ -1,7 +1,9 @@
 """The hot tier's rollups: definitions, status, snapshots and their in-memory copies.
 
-Loaded rollups live in DuckDB tables (``tf_rollup.<name>``, sorted by time so DuckDB's
-zone maps slice by time before scanning); the router rewrites statements onto them.
+Loaded rollups live in DuckDB tables (``tf_rollup.main.<name>``, sorted by time so DuckDB's
+zone maps slice by time before scanning); the router rewrites statements onto them. The
+``tf_rollup`` database is in memory and compressed (see Database): each table is compressed
+when it is installed, at a checkpoint, and merged-in rows until the next install.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.config import Config, parse_size
-from tierflight.engine.database import Database, quote_ident
+from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_fingerprint
 from tierflight.rollups.definition import RollupDef, StorageGroup, parse_rollups, storage_groups
@@ -29,7 +31,6 @@ from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.rollups")
 
-ROLLUP_SCHEMA = "tf_rollup"
 ROLLUPS_TABLE_SCHEMA = pa.schema(
     [
         ("name", pa.string()),
@@ -64,7 +65,7 @@ class RollupState:
 
     @property
     def qualified(self) -> str:
-        return f"{ROLLUP_SCHEMA}.{quote_ident(self.group.name)}"
+        return f"{ROLLUP_DATABASE}.main.{quote_ident(self.group.name)}"
 
     @property
     def current_watermark(self) -> dt.datetime | None:
@@ -155,7 +156,6 @@ class RollupRegistry:
             for group in storage_groups(defs):
                 members = tuple(d for d in defs if d.name in group.members)
                 self.states[group.name] = RollupState(group, members)
-        database.execute_internal(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
         self._lock = threading.Lock()
         # Rows of each table's hot tail already merged into its rollups.
         self.hot_merged: dict[str, int] = {}
@@ -228,6 +228,7 @@ class RollupRegistry:
                 f"CREATE OR REPLACE TABLE {state.qualified} AS SELECT * FROM __tf_rollup_src", cursor=cur
             )
             cur.unregister("__tf_rollup_src")
+            self.database.compress(ROLLUP_DATABASE, cursor=cur)
         finally:
             cur.close()
         times = None
