@@ -25,7 +25,7 @@ from tierflight.config import Config, parse_size
 from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_fingerprint
-from tierflight.rollups.definition import RollupDef, StorageGroup, parse_rollups, storage_groups
+from tierflight.rollups.definition import TIME_GRAINS, RollupDef, StorageGroup, parse_rollups, storage_groups
 from tierflight.rollups.snapshot import LocalSnapshots, SnapshotError, SnapshotMeta, Snapshots
 from tierflight.tiers.store import TableStore
 
@@ -430,7 +430,9 @@ class RollupRegistry:
                 aggs.append(f"list({col}) AS {col}")
         select = ", ".join([*(quote_ident(d) for d in g.dimensions), *aggs])
         group_by = f"GROUP BY {keys}" if keys else ""
-        order = f"ORDER BY {quote_ident(g.grain)}" if g.grain else ""
+        # The order the build gives (see build._sets): time, then the other dimensions.
+        order = "ORDER BY " + ", ".join(quote_ident(d) for d in sorted(g.dimensions, key=lambda d: d not in TIME_GRAINS))
+        order = order if g.dimensions else ""
         cur = self.database.cursor()
         try:
             rows = cur.sql(f"SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)}").to_arrow_table()
