@@ -34,6 +34,9 @@ def wait_quiet(timeout: float, threshold: float) -> None:
         log(f"still busy (load average {load[0]}); measuring anyway")
 
 
+DEFAULT_ROWS = 20_000_000
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     output: Path = args.output if args.output.is_absolute() else ROOT / args.output
     ctx = BenchContext(
-        rows=args.rows if args.rows is not None else (200_000 if args.quick else 20_000_000),
+        rows=args.rows if args.rows is not None else (200_000 if args.quick else DEFAULT_ROWS),
         quick=args.quick,
         repeats=max(1, args.repeats),
         results_dir=results_dir,
@@ -121,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_going:
                 break
             continue
-        result["name"] = name
+        # A run on another data size than the default is a result of its own (e.g. rollups@100000000):
+        # it does not replace the default-size figures the targets are read from.
+        stored = name if ctx.rows == DEFAULT_ROWS or args.quick else f"{name}@{ctx.rows}"
+        if stored != name:
+            result["title"] = f"{result.get('title', name)} ({ctx.rows:,} rows)"
+        result["name"] = stored
         result["meta"] = {
             "date": utc_now(),
             "command": ctx.command,
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": load_before,
             "load_after": load_average(),
         }
-        path = results_dir / f"{name}.json"
+        path = results_dir / f"{stored}.json"
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
         log(f"{name}: wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
         for item in result.get("summary", []):

@@ -327,3 +327,54 @@ def test_rows_merged_while_a_snapshot_compacts_are_kept(fresh: RunningServer, tm
     finally:
         again.server.shutdown()
         again.app.close()
+
+
+def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) -> None:
+    """A flush that leaves rows in the hot tail (ingest went on meanwhile) keeps the old
+    rollup snapshots; after a crash they no longer match the files, and the start rebuilds
+    the rollups and replays the unflushed batch: every answer is still exact. Once the hot
+    tail is empty, a flush snapshots at once."""
+    from tierflight.engine.sandbox import check_statement
+
+    load_demo(make_config(tmp_path), 30_000, dt.date(2024, 9, 20), 30, 3)
+    cfg = make_config(tmp_path, **{"ingest.snapshot_every": "1h"})
+    first = _rows(500, dt.datetime(2024, 12, 30, 1), seed=21)
+    meanwhile = _rows(300, dt.datetime(2024, 12, 31, 2), seed=22)
+    running = start_in_process(cfg)
+    service = running.app.ingest_service
+    registry = running.app.rollups
+    try:
+        before = registry.snapshot_files()
+        service.append("events", first)
+        write = service._write_files
+
+        def writing(t: Any, data: pa.Table, through: int) -> dict[str, Any]:
+            service.append("events", meanwhile)  # acknowledged while the flush writes
+            return write(t, data, through)
+
+        service._write_files = writing  # type: ignore[method-assign]
+        assert service.flush("events") == 500
+        service._write_files = write  # type: ignore[method-assign]
+        assert registry.snapshot_files() == before  # deferred: rows remain in the hot tail
+        assert [seq for seq, _ in service.tables["events"].wal.segments()] == [2]  # the unflushed batch
+        oracle = _oracle(tmp_path, [meanwhile])
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            for sql in QUERIES:
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+    finally:
+        running.server.shutdown()
+        running.app.close()  # no flush, no snapshot: as after a crash
+    again = start_in_process(cfg)
+    try:
+        with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
+            for sql in QUERIES:
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+        assert again.app.ingest_service.flush("events") == 300
+        assert again.app.rollups.snapshot_files() != before  # hot tail empty: snapshot now
+        assert again.app.ingest_service.tables["events"].wal.segments() == []
+        assert again.app.router.plan(check_statement(QUERIES[1])).rollup  # routed, not stale
+    finally:
+        again.server.shutdown()
+        again.app.close()

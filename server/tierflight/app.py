@@ -94,6 +94,8 @@ class App:
                 "hot_rows": sum(store.hot.rows for store in self.stores.values()),
                 "files": {name: repr(store.seen_signature) for name, store in sorted(self.stores.items())},
                 "rollups": self.rollups.snapshot_files(),
+                # Rows merged since the snapshots (a flush under sustained ingest defers them).
+                "merged": self.rollups.merged_state(),
             }
         finally:
             for lock in reversed(locks):

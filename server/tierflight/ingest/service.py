@@ -59,6 +59,7 @@ class IngestSettings:
     max_past: dt.timedelta = dt.timedelta(days=3650)
     max_future: dt.timedelta = dt.timedelta(days=1)
     nice: int = 10
+    snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
 
     @classmethod
     def from_config(cls, raw: dict[str, Any]) -> IngestSettings:
@@ -69,6 +70,7 @@ class IngestSettings:
             max_past=parse_duration(raw.get("max_past", "3650d"), "ingest.max_past"),
             max_future=parse_duration(raw.get("max_future", "1d"), "ingest.max_future"),
             nice=_nice(raw.get("nice", 10)),
+            snapshot_every=parse_duration(raw.get("snapshot_every", "30s"), "ingest.snapshot_every"),
         )
 
 
@@ -98,6 +100,7 @@ class TableIngest:
         self.hot_bytes = 0
         # One flush at a time, held from its first file to its last snapshot; ingest goes on.
         self.flush_lock = threading.Lock()
+        self.last_snapshot = time.monotonic()
 
 
 class IngestService:
@@ -277,7 +280,7 @@ class IngestService:
             or age >= self.settings.flush_age.total_seconds()
         )
 
-    def flush(self, table_name: str, wait: bool = True) -> int:
+    def flush(self, table_name: str, wait: bool = True, snapshot: bool = False) -> int:
         """Write the hot tail to Parquet (or Iceberg, for late rows) and publish it. Ingest
         goes on meanwhile: only reading the rows to write holds the ingest lock."""
         from tierflight.tiers.maintenance import maintenance_lock
@@ -294,7 +297,7 @@ class IngestService:
                         return 0
                     data = t.store.hot.read(through)
                 journal = self._write_files(t, data, through)
-                self._publish(t, journal)
+                self._publish(t, journal, force_snapshot=snapshot)
                 with t.lock:
                     t.hot_bytes = max(0, t.hot_bytes - data.nbytes)
                     t.oldest_unflushed = time.monotonic() if t.store.hot.rows else None
@@ -328,7 +331,39 @@ class IngestService:
         write_json_atomic(store.root / FLUSH_JOURNAL, journal)
         return journal
 
-    def _publish(self, t: TableIngest, journal: dict[str, Any], live: bool = True) -> None:
+    def _snapshot(self, t: TableIngest, force: bool) -> None:
+        """Rewrite the table's rollup snapshots, then forget the flushed WAL segments. Under
+        sustained ingest (the hot tail refills while a flush runs) the snapshots are
+        rewritten every ``[ingest] snapshot_every``, not at every flush: that rewrites every
+        rollup, and cost as much CPU as the flush itself. Between the two, snapshots lag the
+        files: after a crash they no longer match the files' fingerprint, so the start
+        rebuilds the rollups from the tiers (exact, only slower) and replays the unflushed
+        WAL segments; a graceful shutdown snapshots first."""
+        name = t.store.table.name
+        if force or time.monotonic() - t.last_snapshot >= self.settings.snapshot_every.total_seconds():
+            self.app.rollups.snapshot(name)
+            t.last_snapshot = time.monotonic()
+        t.wal.delete_through(t.wal.flushed_through)
+
+    def snapshot_idle(self) -> None:
+        """Snapshot rollups that hold merged rows their snapshots lack once ingest has stopped
+        (no hot rows) or the interval passed; ``serve --workers`` followers and replicas serve
+        the snapshots."""
+        for t in self.tables.values():
+            name = t.store.table.name
+            if not self.app.rollups.unsnapshotted(name):
+                continue
+            if t.store.hot.rows and time.monotonic() - t.last_snapshot < self.settings.snapshot_every.total_seconds():
+                continue
+            if t.flush_lock.acquire(blocking=False):
+                try:
+                    self._snapshot(t, force=True)
+                finally:
+                    t.flush_lock.release()
+
+    def _publish(
+        self, t: TableIngest, journal: dict[str, Any], live: bool = True, force_snapshot: bool = False
+    ) -> None:
         """Make a flush's files the tiers' and drop the rows from the hot tail; forget the
         WAL segments once the rollup snapshots hold them. ``live``: the hot tail and rollups
         hold the rows too (not so during start-up recovery, before replay)."""
@@ -355,10 +390,7 @@ class IngestService:
         store.announce_change()
         t.wal.set_flushed_through(through)
         if live:
-            # WAL segments up to `through` go only once the snapshots hold their rows: a
-            # crash before that merges them into the older snapshots again on restart.
-            self.app.rollups.snapshot(name)
-            t.wal.delete_through(through)
+            self._snapshot(t, force=force_snapshot or not store.hot.rows)
         (store.root / FLUSH_JOURNAL).unlink(missing_ok=True)
         log.info("flush", table=name, through=through, warm_files=len(journal["warm"]), cold_files=len(journal["cold"]))
 
@@ -398,8 +430,12 @@ class IngestService:
         self.flush(table_name, wait=False)
 
     def flush_all(self) -> None:
-        for name in self.tables:
-            self.flush(name)
+        """Flush every table and snapshot its rollups (shutdown, the CLI, tests)."""
+        for name, t in self.tables.items():
+            if not self.flush(name, snapshot=True):
+                with t.flush_lock:
+                    if self.app.rollups.unsnapshotted(name):
+                        self._snapshot(t, force=True)
 
     def start_background(self, interval: float = 1.0) -> None:
         def loop() -> None:
@@ -411,6 +447,10 @@ class IngestService:
                             self.flush(name, wait=False)
                     except Exception as exc:  # noqa: BLE001 - retried next round; the WAL keeps the rows
                         log.error("flush_failed", table=name, error=repr(exc))
+                try:
+                    self.snapshot_idle()
+                except Exception as exc:  # noqa: BLE001 - retried next round; the WAL keeps the rows
+                    log.error("snapshot_failed", error=repr(exc))
 
         threading.Thread(target=loop, name="tierflight-flush", daemon=True).start()
 

@@ -463,6 +463,19 @@ class RollupRegistry:
             return []
         return [s for s in self.states.values() if s.group.table == table and (s.usable or (self.allow_stale and s.status == "stale"))]
 
+    def unsnapshotted(self, table: str) -> bool:
+        """Whether a loaded rollup of ``table`` holds merged rows its snapshot lacks."""
+        for s in self.all_states(table):
+            if s.status != "active" or s.merged_through is None:
+                continue
+            if s.meta is None or s.meta.wal_through is None or s.merged_through > s.meta.wal_through:
+                return True
+        return False
+
+    def merged_state(self) -> dict[str, int | None]:
+        """Per rollup, the WAL sequence its loaded rows hold (``App.data_state``)."""
+        return {name: s.merged_through for name, s in sorted(self.states.items())}
+
     def snapshot_files(self) -> dict[str, str | None]:
         """Which snapshot file each rollup holds (None: not loaded from one)."""
         return {name: (s.meta.file if s.meta is not None else None) for name, s in sorted(self.states.items())}
