@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -71,9 +72,22 @@ def rewrite_clause(expr: exp.Expr, info: TableInfo, state: RollupState) -> exp.E
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 
 
-def output_names(tree: exp.Expr, info: TableInfo) -> list[str] | None:
-    """The output column names DuckDB gives a SELECT whose every expression is aliased or a
-    plain column of the table; None when another expression needs DuckDB's own naming."""
+# Aggregates whose output name DuckDB spells as ``<name as written, lower case>(<column>)``.
+_NAMED_AGGREGATES: Mapping[type[exp.Expr], str] = {
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Count: "count",
+    exp.ApproxDistinct: "approx_count_distinct",
+}
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def output_names(tree: exp.Expr, info: TableInfo, sql: str | None = None) -> list[str] | None:
+    """The output column names DuckDB gives a SELECT whose every expression is aliased, a
+    plain column of the table, or a plain aggregate of one (``sum(bid_price)``,
+    ``count(*)``); None when another expression needs DuckDB's own naming."""
     if not isinstance(tree, exp.Select):
         return None
     names = []
@@ -83,8 +97,33 @@ def output_names(tree: exp.Expr, info: TableInfo) -> list[str] | None:
         elif isinstance(e, exp.Column) and not isinstance(e.this, exp.Star) and e.name.lower() in info.spelled:
             names.append(info.spelled[e.name.lower()])
         else:
-            return None
+            name = _aggregate_name(e, sql)
+            if name is None:
+                return None
+            names.append(name)
     return names
+
+
+def _aggregate_name(e: exp.Expr, sql: str | None) -> str | None:
+    function = _NAMED_AGGREGATES.get(type(e))
+    if function is None or sql is None:
+        return None
+    # sqlglot folds spellings together (it reads MEAN as AVG in some versions, DuckDB keeps
+    # what was written): the name in the source text must be the one DuckDB would print.
+    start, end = e.meta.get("start"), e.meta.get("end")
+    if start is not None and end is not None:
+        if sql[start : end + 1].lower() != function:
+            return None
+    elif function not in ("min", "max"):
+        return None
+    arg = e.this
+    if isinstance(e, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
+        return "count_star()"
+    if len([v for v in e.args.values() if v is not None]) != 1:
+        return None
+    if not isinstance(arg, exp.Column) or arg.table or not _PLAIN_IDENTIFIER.match(arg.name):
+        return None
+    return f"{function}({arg.name})"
 
 
 @dataclass(frozen=True)
@@ -405,7 +444,7 @@ class Router:
 
     def _keep_names(self, statement: Statement, rewritten: exp.Select, info: TableInfo) -> None:
         """Alias every output column with the name the original statement gives it."""
-        names = output_names(statement.tree, info)
+        names = output_names(statement.tree, info, statement.sql)
         if names is None:
             if self._column_names is None:
                 return
