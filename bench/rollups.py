@@ -204,7 +204,9 @@ def _engines(app: Any, data_dir: Path, runs: int) -> dict[str, dict[str, Any]]:
                     .sort_by("minute")
                 )
 
-        rewritten_mem = route.sql.replace(f"tf_rollup.{q['rollup']}", "rollup_mem")
+        rewritten_mem = re.sub(rf"\btf_rollup\.(?:main\.)?{re.escape(q['rollup'])}\b", "rollup_mem", route.sql)
+        if rewritten_mem == route.sql:
+            raise RuntimeError(f"the rewritten SQL does not name tf_rollup.main.{q['rollup']}: {route.sql}")
         fns: dict[str, Callable[[], Any]] = {
             "tierflight rewritten SQL on its DuckDB (rollup table)": lambda sql=route.sql, c=tf_cur: c.sql(
                 sql

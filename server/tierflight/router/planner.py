@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
-from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.engine.database import ROLLUP_DATABASE, quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.rollups.build import state_expr
@@ -386,6 +386,7 @@ class Router:
         from_ = rewritten.args["from_"].this
         from_.set("this", exp.to_identifier(marker))
         from_.set("db", None)
+        from_.set("catalog", None)
         sql = rewritten.sql(dialect=DIALECT).replace(marker, f"({rollup_part} UNION ALL {raw_part})", 1)
         edge_rows = sum(p.rows for s in raw_sources for p in s.partitions if p.start < a or p.end > b)
         parts = (
@@ -438,7 +439,14 @@ class Router:
         alias = table.alias or table.name
         select.set(
             "from_",
-            exp.From(this=exp.Table(this=exp.to_identifier(group.name), db=exp.to_identifier("tf_rollup"), alias=exp.TableAlias(this=exp.to_identifier(alias)))),
+            exp.From(
+                this=exp.Table(
+                    this=exp.to_identifier(group.name),
+                    db=exp.to_identifier("main"),
+                    catalog=exp.to_identifier(ROLLUP_DATABASE),
+                    alias=exp.TableAlias(this=exp.to_identifier(alias)),
+                )
+            ),
         )
         return select
 
