@@ -77,6 +77,8 @@ def test_derived_states_with_retention_equal_the_rows(server: RunningServer, fla
         group("hour_country", "hour", "country", "type", retention=recent, measures=measures),
         group("day_country", "day", "country", measures=measures),
         group("week_type", "week", "type", retention=dt.timedelta(days=60), measures=measures),
+        group("month_type", "month", "type", measures=measures),
+        group("hour_type", "hour", "type", measures=measures),
         group("everything", measures=measures),
     ]
     assert [g.name for g in lattice.roots(groups)] == ["hour_country"]

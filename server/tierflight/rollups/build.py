@@ -8,7 +8,6 @@ distinct value at a time.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -118,8 +117,8 @@ def _grouping_sets_pass(
     now: dt.datetime,
 ) -> dict[str, pa.Table]:
     """The non-HLL states of ``groups`` (one filter): the lattice roots in one GROUPING
-    SETS pass over the rows, then every other group in one GROUPING SETS pass over the
-    states of the smallest root that holds its dimensions."""
+    SETS pass over the rows, then every other group merged (lattice.merge) from the states
+    of the smallest root that holds its dimensions."""
     scanned = lattice.roots(groups)
     # Every state of the pass is computed for every root, so any root can feed any group.
     states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
@@ -136,30 +135,10 @@ def _grouping_sets_pass(
         if g.name not in full:
             parent = min((p for p in scanned if lattice.derivable(p, g)), key=lambda p: full[p.name].num_rows)
             children.setdefault(parent.name, []).append(g)
+    by_name = {g.name: g for g in scanned}
     for parent_name, members in children.items():
-        parent = next(p for p in scanned if p.name == parent_name)
-        table = full[parent_name]
-        cursor.register("__tf_rollup_parent", table)
-        try:
-            merged = _sets(
-                cursor,
-                "__tf_rollup_parent",
-                members,
-                functools.partial(lattice.coarsen, parent=parent),
-                [(lattice.merge_expr(m), m.state) for m in states],
-            )
-        finally:
-            cursor.unregister("__tf_rollup_parent")
-        for name, part in merged.items():
-            # The merged states keep the types the rows gave the parent's.
-            full[name] = part.cast(
-                pa.schema(
-                    [
-                        f.with_type(table.schema.field(f.name).type) if f.name in table.column_names else f
-                        for f in part.schema
-                    ]
-                )
-            )
+        for g in members:
+            full[g.name] = lattice.merge(full[parent_name], by_name[parent_name], g, states)
     out = {}
     for g in groups:
         part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])

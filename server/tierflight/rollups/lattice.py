@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tierflight.engine.database import quote_ident
-from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, Measure, StorageGroup, time_expr
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, Measure, StorageGroup
 
 # Finer grains rank higher: a rollup is only ever derived from one that ranks higher.
 _GRAIN_RANK = {None: 0, "month": 1, "week": 2, "day": 3, "hour": 4, "minute": 5}
@@ -46,19 +48,34 @@ def roots(groups: Sequence[StorageGroup]) -> list[StorageGroup]:
     return [g for g in groups if not any(derivable(p, g) for p in groups)]
 
 
-def coarsen(dimension: str, parent: StorageGroup) -> str:
-    """SQL for ``dimension`` over ``parent``'s stored rows (a time grain from the parent's)."""
-    if dimension in TIME_GRAINS:
-        return time_expr(dimension, parent.grain or dimension)
-    return quote_ident(dimension)
+# How Arrow computes a time grain from a finer one, as DuckDB's ``time_expr`` does from a
+# timestamp (weeks start on Monday, as ``date_trunc('week', ...)``).
+_DATED = ("day", "week", "month")
+_MERGE = {"count": "sum", "count_col": "sum", "sum": "sum", "min": "min", "max": "max"}
 
 
-def merge_expr(m: Measure) -> str:
-    """SQL merging the stored states of measure ``m`` (not HLL)."""
-    col = quote_ident(m.state)
-    if m.kind in ("count", "count_col"):
-        # An empty input still gives the () grouping set a row: its count is 0, not NULL.
-        return f"CAST(coalesce(sum({col}), 0) AS BIGINT)"
-    if m.kind in ("sum", "min", "max"):
-        return f"{m.kind}({col})"
-    raise ValueError(f"{m.label()} states are not merged here")
+def merge(parent_rows: pa.Table, parent: StorageGroup, child: StorageGroup, states: Sequence[Measure]) -> pa.Table:
+    """``child``'s rows merged from ``parent``'s stored rows: its dimensions, then every state
+    of ``states`` (not HLL), in the parent's types and in time order, then by the other
+    dimensions. Arrow, not DuckDB: a rollup's states are few rows, and a query per child
+    cost DuckDB ~8 ms of planning for a thousand rows on every ingested batch."""
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for d in child.dimensions:
+        if d in TIME_GRAINS:
+            floored = pc.floor_temporal(parent_rows[parent.grain or d], unit=d, week_starts_monday=True)
+            columns[d] = pc.cast(floored, pa.date32()) if d in _DATED else floored
+        else:
+            columns[d] = parent_rows[d]
+    for m in states:
+        columns[m.state] = parent_rows[m.state]
+    grouped = pa.table(columns).group_by(list(child.dimensions), use_threads=False)
+    merged = grouped.aggregate([(m.state, _MERGE[m.kind]) for m in states])
+    out = {d: merged[d] for d in child.dimensions}
+    for m in states:
+        values = merged[f"{m.state}_{_MERGE[m.kind]}"]
+        if m.kind in ("count", "count_col"):
+            values = pc.fill_null(values, 0)  # no rows: a count of 0, not NULL
+        out[m.state] = pc.cast(values, parent_rows.schema.field(m.state).type)
+    table = pa.table(out)
+    order = sorted(child.dimensions, key=lambda d: d not in TIME_GRAINS)
+    return table.sort_by([(d, "ascending") for d in order]) if order else table
