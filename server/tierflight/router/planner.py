@@ -327,7 +327,7 @@ class Router:
             precheck(facts(), info, state)
             rewritten = self._rewrite(tree, table, info, state, rng)
             self._keep_names(statement, rewritten, info)
-            outcome = rewritten.sql(dialect=DIALECT)
+            outcome = rewritten.sql(dialect=DIALECT, copy=False)  # our own tree: no copy first
         except Reject as r:
             outcome = r
         self._rewrites.put(key, outcome)
@@ -387,7 +387,7 @@ class Router:
         from_.set("this", exp.to_identifier(marker))
         from_.set("db", None)
         from_.set("catalog", None)
-        sql = rewritten.sql(dialect=DIALECT).replace(marker, f"({rollup_part} UNION ALL {raw_part})", 1)
+        sql = rewritten.sql(dialect=DIALECT, copy=False).replace(marker, f"({rollup_part} UNION ALL {raw_part})", 1)
         edge_rows = sum(p.rows for s in raw_sources for p in s.partitions if p.start < a or p.end > b)
         parts = (
             RoutePart("hot", f"rollup:{group.name}", self._estimate(state, TimeRange(a, b)), f"whole {group.grain}s in [{a}, {b})"),
