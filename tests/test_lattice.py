@@ -100,3 +100,41 @@ def test_derived_states_with_retention_equal_the_rows(server: RunningServer, fla
         expected = flat.sql(sql).to_arrow_table()
         assert built[g.name].num_rows == expected.num_rows > 0, g.name
         assert_same(built[g.name], expected, f"{g.name}: {sql}", ordered=False)
+
+
+def test_hll_states_of_any_column_type_estimate_distinct_counts(server: RunningServer, flat: Any) -> None:
+    """Integer columns take the vectorised sketch path, others (strings, floats) DataSketches'
+    own hashing: both estimate each group's distinct count within the sketch's error, and a
+    group whose column is all NULL gets an empty sketch."""
+    import datasketches
+
+    from tierflight.rollups.definition import HLL_LG_K
+
+    hll = (COUNT, Measure("hll", "user_id"), Measure("hll", "auction_id"), Measure("hll", "total_price"))
+    groups = [group("day_type_sketches", "day", "type", measures=hll)]
+    cur = server.app.database.cursor()
+    try:
+        built = build_groups(server.app.stores["events"], groups, cur, make_config(server.app.config.data_dir).tiers.current_time())
+    finally:
+        cur.close()
+    table = built.tables["day_type_sketches"]
+    exact = {
+        (r[0], r[1]): r[2:]
+        for r in flat.sql(
+            "SELECT CAST(ts AS DATE), type, count(DISTINCT user_id), count(DISTINCT auction_id), "
+            "count(DISTINCT total_price) FROM events GROUP BY 1, 2"
+        ).fetchall()
+    }
+    assert table.num_rows == len(exact) > 0
+    err = abs(datasketches.hll_sketch.get_rel_err(True, True, HLL_LG_K, 3))
+    empty = 0
+    for row in table.to_pylist():
+        want = exact[(row["day"], row["type"])]
+        for state, n in zip(("hll__user_id", "hll__auction_id", "hll__total_price"), want, strict=True):
+            sketch = datasketches.hll_sketch.deserialize(row[state])
+            if n == 0:
+                assert sketch.is_empty()
+                empty += 1
+            else:
+                assert abs(sketch.get_estimate() - n) <= max(err * n, 1.0), (row["day"], row["type"], state)
+    assert empty > 0  # total_price is only set on purchases
