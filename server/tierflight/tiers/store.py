@@ -208,7 +208,14 @@ class TableStore:
     def refresh_if_changed(self) -> bool:
         if not self.changed():
             return False
-        self.refresh()
+        with self._refresh_lock:
+            # Checked again under the lock: a flush announcing its own change holds it while
+            # it records the new signature, and this process already serves those files.
+            if not self.changed():
+                return False
+            seen = self.shared.signature(fresh=True)
+            self.apply_listing(self.prepare_listing())
+            self._seen = seen
         return True
 
     # -- reading --------------------------------------------------------------------------
