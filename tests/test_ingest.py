@@ -378,3 +378,20 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) 
     finally:
         again.server.shutdown()
         again.app.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"nice": 25}, "ingest.nice must be an integer from 0 to 19"),
+        ({"nice": "low"}, "ingest.nice must be an integer from 0 to 19"),
+        ({"snapshot_every": "soon"}, "ingest.snapshot_every"),
+    ],
+)
+def test_bad_ingest_settings_are_refused_with_the_key(raw: dict[str, Any], message: str) -> None:
+    from tierflight.errors import ConfigError
+    from tierflight.ingest.service import IngestSettings
+
+    with pytest.raises(ConfigError, match=message):
+        IngestSettings.from_config(raw)
+    assert IngestSettings.from_config({"nice": 0, "snapshot_every": "0s"}).snapshot_every.total_seconds() == 0
