@@ -77,6 +77,13 @@ QUERIES = [
 ]
 
 
+def _assert_answers(cur: Any, oracle: Any) -> None:
+    """Every statement of QUERIES answers as DuckDB over the oracle's rows."""
+    for sql in QUERIES:
+        cur.execute(sql)
+        assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+
+
 def test_ingest_visible_to_next_query_raw_and_routed(fresh: RunningServer, tmp_path: Path) -> None:
     batch = _rows(2_000, dt.datetime(2024, 12, 31, 8))
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
@@ -87,9 +94,7 @@ def test_ingest_visible_to_next_query_raw_and_routed(fresh: RunningServer, tmp_p
         assert fresh.app.executor.results.hits > 0
         assert cur.adbc_ingest("events", batch, mode="append") == 2_000
         oracle = _oracle(tmp_path, [batch])
-        for sql in QUERIES:
-            cur.execute(sql)
-            assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+        _assert_answers(cur, oracle)
     from tierflight.engine.sandbox import check_statement
 
     route = fresh.app.router.plan(check_statement(QUERIES[1]))
@@ -222,9 +227,7 @@ def test_a_crash_between_flush_and_snapshot_loses_and_doubles_nothing(fresh: Run
     try:
         oracle = _oracle(tmp_path, [later])
         with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
-            for sql in QUERIES:
-                cur.execute(sql)
-                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+            _assert_answers(cur, oracle)
         assert again.app.router.plan(check_statement(QUERIES[1])).rollup, "answered from a rollup"
         assert again.app.stores["events"].hot.rows == later.num_rows
     finally:
@@ -249,9 +252,7 @@ def test_ingest_goes_on_while_a_flush_writes(fresh: RunningServer, tmp_path: Pat
         assert cur.fetchall() == [(8 * 2000, 8 * 2000)]
         fresh.app.flush_all()
         oracle = _oracle(tmp_path, [])
-        for sql in QUERIES:
-            cur.execute(sql)
-            assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+        _assert_answers(cur, oracle)
 
 
 @pytest.mark.parametrize("step", ["compute", "commit"])
@@ -283,9 +284,7 @@ def test_a_batch_whose_states_cannot_be_merged_is_kept_and_rollups_go_stale(
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         assert cur.adbc_ingest("events", batch, mode="append") == 600
         oracle = _oracle(tmp_path, [batch])
-        for q in QUERIES:
-            cur.execute(q)
-            assert_same(cur.fetch_arrow_table(), oracle.sql(q).to_arrow_table(), q)
+        _assert_answers(cur, oracle)
     assert fresh.app.router.plan(check_statement(sql)).rollup is None
     statuses = {s.status for s in fresh.app.rollups.all_states("events")}
     assert statuses == {"stale"}
@@ -313,17 +312,13 @@ def test_rows_merged_while_a_snapshot_compacts_are_kept(fresh: RunningServer, tm
     assert done == [400]
     oracle = _oracle(tmp_path, [first, meanwhile])
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
-        for sql in QUERIES:
-            cur.execute(sql)
-            assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+        _assert_answers(cur, oracle)
     fresh.server.shutdown()
     fresh.app.close()
     again = start_in_process(make_config(tmp_path))
     try:
         with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
-            for sql in QUERIES:
-                cur.execute(sql)
-                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+            _assert_answers(cur, oracle)
     finally:
         again.server.shutdown()
         again.app.close()
@@ -359,18 +354,14 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) 
         assert [seq for seq, _ in service.tables["events"].wal.segments()] == [2]  # the unflushed batch
         oracle = _oracle(tmp_path, [meanwhile])
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
-            for sql in QUERIES:
-                cur.execute(sql)
-                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+            _assert_answers(cur, oracle)
     finally:
         running.server.shutdown()
         running.app.close()  # no flush, no snapshot: as after a crash
     again = start_in_process(cfg)
     try:
         with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
-            for sql in QUERIES:
-                cur.execute(sql)
-                assert_same(cur.fetch_arrow_table(), oracle.sql(sql).to_arrow_table(), sql)
+            _assert_answers(cur, oracle)
         assert again.app.ingest_service.flush("events") == 300
         assert again.app.rollups.snapshot_files() != before  # hot tail empty: snapshot now
         assert again.app.ingest_service.tables["events"].wal.segments() == []
