@@ -11,6 +11,7 @@ import datetime as dt
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,21 +139,28 @@ class StatementFacts:
     @classmethod
     def of(cls, tree: exp.Select, info: TableInfo) -> StatementFacts:
         grains: list[str] = []
-        for node in tree.walk():
-            if isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
+        aggregates: list[tuple[str, str, str]] = []
+        columns: list[tuple[str, str]] = []
+        # One breadth-first walk (the order sqlglot's walk gives, so rejections name the same
+        # column) that knows whether it is inside an aggregate: asking each node for its
+        # ancestors cost a walk up the tree per node.
+        queue: deque[tuple[exp.Expr, bool]] = deque([(tree, False)])
+        while queue:
+            node, in_agg = queue.popleft()
+            if isinstance(node, exp.AggFunc):
+                kind = _AGG_KIND.get(type(node))
+                if kind and isinstance(node.this, exp.Column):
+                    aggregates.append((kind, node.this.name.lower(), f"{node.key}({node.this.name})"))
+                in_agg = True
+            elif not in_agg and isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
                 grain = column_grain(node, info.time_column, info.grains)
-                if grain not in (None, "exact") and node.find_ancestor(exp.AggFunc) is None:
+                if grain not in (None, "exact"):
                     grains.append(str(grain))
-        aggregates = []
-        for agg in tree.find_all(exp.AggFunc):
-            kind = _AGG_KIND.get(type(agg))
-            if kind and isinstance(agg.this, exp.Column):
-                aggregates.append((kind, agg.this.name.lower(), f"{agg.key}({agg.this.name})"))
-        columns = tuple(
-            (col.name.lower(), col.name) for col in tree.find_all(exp.Column) if col.find_ancestor(exp.AggFunc) is None
-        )
+            if not in_agg and isinstance(node, exp.Column):
+                columns.append((node.name.lower(), node.name))
+            queue.extend((child, in_agg) for child in node.iter_expressions())
         keys = frozenset(canonical(normalise_predicate(p)) for p in conjuncts(tree.args.get("where")))
-        return cls(tuple(dict.fromkeys(grains)), keys, tuple(aggregates), columns)
+        return cls(tuple(dict.fromkeys(grains)), keys, tuple(aggregates), tuple(columns))
 
 
 def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None:
@@ -265,7 +273,9 @@ class Router:
         splittable: list[RollupState] = []
         # Cheapest first: the first candidate that rewrites is the answer, the rest are
         # only reported (their rewrite is never attempted).
-        candidates = sorted(self.registry.all_states(info.name), key=lambda st: (self._estimate(st, rng), st.group.name))
+        # One estimate per candidate (each is a search of its bucket starts), reused below.
+        estimates = {st.group.name: self._estimate(st, rng) for st in self.registry.all_states(info.name)}
+        candidates = sorted(self.registry.all_states(info.name), key=lambda st: (estimates[st.group.name], st.group.name))
         facts: list[StatementFacts] = []
 
         def facts_of() -> StatementFacts:
@@ -276,7 +286,7 @@ class Router:
         for state in candidates:
             name = state.group.name
             if best is not None:
-                rejected.append(Rejection(name, "cost", f"{self._estimate(state, rng)} rows to scan vs {best[0]} (not tried)"))
+                rejected.append(Rejection(name, "cost", f"{estimates[name]} rows to scan vs {best[0]} (not tried)"))
                 continue
             try:
                 if not (state.usable or (self.registry.allow_stale and state.status == "stale")):
@@ -290,7 +300,7 @@ class Router:
                 if r.rule in ("alignment", "retention"):
                     splittable.append(state)
                 continue
-            best = (self._estimate(state, rng), state, sql)
+            best = (estimates[name], state, sql)
         if best is None:
             for state in splittable:
                 try:
