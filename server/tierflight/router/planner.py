@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import threading
 import uuid
@@ -132,9 +133,15 @@ class StatementFacts:
     """What the prechecks ask of a statement, collected once per plan (not per candidate)."""
 
     grains: tuple[str, ...]  # time grains the statement groups or filters by, outside aggregates
-    where_keys: frozenset[str]  # canonical form of each WHERE conjunct
+    where: tuple[exp.Expr, ...]  # the WHERE conjuncts
     aggregates: tuple[tuple[str, str, str], ...]  # (measure kind, column, function) per aggregate
     columns: tuple[tuple[str, str], ...]  # (lower-case name, name) of columns outside aggregates
+
+    @functools.cached_property
+    def where_keys(self) -> frozenset[str]:
+        """Canonical form of each WHERE conjunct (SQL generation: only when a filtered rollup
+        gets that far)."""
+        return frozenset(canonical(normalise_predicate(p)) for p in self.where)
 
     @classmethod
     def of(cls, tree: exp.Select, info: TableInfo) -> StatementFacts:
@@ -159,8 +166,8 @@ class StatementFacts:
             if not in_agg and isinstance(node, exp.Column):
                 columns.append((node.name.lower(), node.name))
             queue.extend((child, in_agg) for child in node.iter_expressions())
-        keys = frozenset(canonical(normalise_predicate(p)) for p in conjuncts(tree.args.get("where")))
-        return cls(tuple(dict.fromkeys(grains)), keys, tuple(aggregates), tuple(columns))
+        where = tuple(conjuncts(tree.args.get("where")))
+        return cls(tuple(dict.fromkeys(grains)), where, tuple(aggregates), tuple(columns))
 
 
 def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None:
@@ -169,8 +176,6 @@ def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None
     for grain in facts.grains:
         if group.grain is None or grain not in DERIVABLE[group.grain]:
             raise Reject("grain", f"needs {grain} buckets, rollup has {group.grain or 'no time dimension'}")
-    if group.filter and canonical_sql(group.filter) not in facts.where_keys:
-        raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
     dims = {d.lower() for d in group.dimensions}
     stored = {(m.kind, (m.column or "").lower()) for m in group.measures}
     for kind, name, shown in facts.aggregates:
@@ -182,6 +187,9 @@ def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None
         in_filter = bool(filter_text and name in filter_text)
         if name in info.columns and name != time_column and name not in dims and not in_filter:
             raise Reject("dimension", f"column {shown} is not a dimension of the rollup")
+    # Last: the only check that generates SQL (the statement's conjuncts, once per plan).
+    if group.filter and canonical_sql(group.filter) not in facts.where_keys:
+        raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
 
 
 class Router:
