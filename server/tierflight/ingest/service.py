@@ -234,7 +234,12 @@ class IngestService:
                     except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
                         failure = repr(exc)
                 with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
-                    t.store.hot.append(clean, seq)
+                    try:
+                        t.store.hot.append(clean, seq)
+                    except BaseException:
+                        if staged is not None:
+                            staged.rollback()  # no open transaction left behind the failure
+                        raise
                     if staged is not None:
                         try:
                             staged.commit()
@@ -340,10 +345,13 @@ class IngestService:
         rebuilds the rollups from the tiers (exact, only slower) and replays the unflushed
         WAL segments; a graceful shutdown snapshots first."""
         name = t.store.table.name
-        if force or time.monotonic() - t.last_snapshot >= self.settings.snapshot_every.total_seconds():
+        if force or self._snapshot_due(t):
             self.app.rollups.snapshot(name)
             t.last_snapshot = time.monotonic()
         t.wal.delete_through(t.wal.flushed_through)
+
+    def _snapshot_due(self, t: TableIngest) -> bool:
+        return time.monotonic() - t.last_snapshot >= self.settings.snapshot_every.total_seconds()
 
     def snapshot_idle(self) -> None:
         """Snapshot rollups that hold merged rows their snapshots lack once ingest has stopped
@@ -353,7 +361,7 @@ class IngestService:
             name = t.store.table.name
             if not self.app.rollups.unsnapshotted(name):
                 continue
-            if t.store.hot.rows and time.monotonic() - t.last_snapshot < self.settings.snapshot_every.total_seconds():
+            if t.store.hot.rows and not self._snapshot_due(t):
                 continue
             if t.flush_lock.acquire(blocking=False):
                 try:
@@ -364,9 +372,10 @@ class IngestService:
     def _publish(
         self, t: TableIngest, journal: dict[str, Any], live: bool = True, force_snapshot: bool = False
     ) -> None:
-        """Make a flush's files the tiers' and drop the rows from the hot tail; forget the
-        WAL segments once the rollup snapshots hold them. ``live``: the hot tail and rollups
-        hold the rows too (not so during start-up recovery, before replay)."""
+        """Make a flush's files the tiers' and drop the rows from the hot tail; snapshot the
+        rollups when due (see _snapshot) and forget the flushed WAL segments. ``live``: the
+        hot tail and rollups hold the rows too (not so during start-up recovery, before
+        replay)."""
         store = t.store
         name = store.table.name
         through = int(journal["through"])

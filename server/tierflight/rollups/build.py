@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import datasketches
@@ -24,10 +24,10 @@ from tierflight.rollups import lattice
 from tierflight.rollups.definition import (
     HLL_LG_K,
     HLL_TYPE,
-    TIME_GRAINS,
     Measure,
     StorageGroup,
     dimension_expr,
+    storage_order,
 )
 from tierflight.rollups.sketches import SketchBuilder
 from tierflight.tiers.store import TableStore
@@ -123,22 +123,11 @@ def _grouping_sets_pass(
     # Every state of the pass is computed for every root, so any root can feed any group.
     states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
     where = f"WHERE {flt}" if flt else ""
-    full = _sets(
-        cursor,
-        f"(SELECT * FROM {source} {where})",
-        scanned,
-        lambda d: dimension_expr(d, ts),
-        [(state_expr(m) or "", m.state) for m in states],
-    )
-    children: dict[str, list[StorageGroup]] = {}
+    full = _scan_roots(cursor, f"(SELECT * FROM {source} {where})", scanned, ts, states)
     for g in groups:
         if g.name not in full:
             parent = min((p for p in scanned if lattice.derivable(p, g)), key=lambda p: full[p.name].num_rows)
-            children.setdefault(parent.name, []).append(g)
-    by_name = {g.name: g for g in scanned}
-    for parent_name, members in children.items():
-        for g in members:
-            full[g.name] = lattice.merge(full[parent_name], by_name[parent_name], g, states)
+            full[g.name] = lattice.merge(full[parent.name], parent, g, states)
     out = {}
     for g in groups:
         part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
@@ -153,15 +142,15 @@ def _grouping_sets_pass(
     return out
 
 
-def _sets(
+def _scan_roots(
     cursor: duckdb.DuckDBPyConnection,
     relation: str,
     groups: Sequence[StorageGroup],
-    dimension: Callable[[str], str],
-    states: Sequence[tuple[str, str]],
+    ts: str,
+    states: Sequence[Measure],
 ) -> dict[str, pa.Table]:
-    """One GROUPING SETS query over ``relation``: per group, its dimensions (computed by
-    ``dimension``) and every state (expression, name), in time order."""
+    """One GROUPING SETS query over the rows in ``relation``: per group, its dimensions and
+    every one of ``states``, in time order."""
     dims = list(dict.fromkeys(d for g in groups for d in g.dimensions))
 
     def alias(d: str) -> str:
@@ -169,17 +158,16 @@ def _sets(
         # columns called day/hour/... that GROUP BY would otherwise bind to.
         return quote_ident(f"__dim__{d}")
 
-    inner_dims = "".join(f"{dimension(d)} AS {alias(d)}, " for d in dims)
+    inner_dims = "".join(f"{dimension_expr(d, ts)} AS {alias(d)}, " for d in dims)
     dim_sql = [f"{alias(d)} AS {quote_ident(d)}" for d in dims]
-    state_sql = [f"{expr} AS {quote_ident(name)}" for expr, name in states]
+    state_sql = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in states]
     sets = ", ".join(dict.fromkeys("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in groups))
     grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
     sql = (
         f"SELECT {', '.join([*dim_sql, f'{grouping} AS __gid', *state_sql])} "
         f"FROM (SELECT {inner_dims}* FROM {relation}) GROUP BY GROUPING SETS ({sets}) "
-        # Each set's rows come out together, in time order (slices, and zone maps that skip by
-        # time), then by the other dimensions (runs DuckDB's compression packs tightly).
-        f"ORDER BY {', '.join(['__gid', *(quote_ident(d) for d in sorted(dims, key=lambda d: d not in TIME_GRAINS))])}"
+        # Each set's rows come out together (slices), in storage order.
+        f"ORDER BY {', '.join(['__gid', *(quote_ident(d) for d in storage_order(dims))])}"
     )
     result = cursor.sql(sql).to_arrow_table()
     gids = result["__gid"].to_numpy()
@@ -188,7 +176,7 @@ def _sets(
         # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
         gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
         start, stop = np.searchsorted(gids, gid, "left"), np.searchsorted(gids, gid, "right")
-        out[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(n for _, n in states)])
+        out[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(m.state for m in states)])
     return out
 
 

@@ -57,6 +57,12 @@ def dimension_expr(dim: str, time_column: str) -> str:
     return time_expr(dim, time_column) if dim in TIME_GRAINS else quote_ident(dim)
 
 
+def storage_order(dimensions: Iterable[str]) -> list[str]:
+    """The order a rollup's rows are stored in: its time grain first (zone maps skip by time,
+    and the build slices by it), then the other dimensions (runs compress tightly)."""
+    return sorted(dimensions, key=lambda d: d not in TIME_GRAINS)
+
+
 @dataclass(frozen=True, order=True)
 class Measure:
     kind: str

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, Measure, StorageGroup
+from tierflight.rollups.definition import DERIVABLE, TIME_GRAINS, Measure, StorageGroup, storage_order
 
 # Finer grains rank higher: a rollup is only ever derived from one that ranks higher.
 _GRAIN_RANK = {None: 0, "month": 1, "week": 2, "day": 3, "hour": 4, "minute": 5}
@@ -77,5 +77,5 @@ def merge(parent_rows: pa.Table, parent: StorageGroup, child: StorageGroup, stat
             values = pc.fill_null(values, 0)  # no rows: a count of 0, not NULL
         out[m.state] = pc.cast(values, parent_rows.schema.field(m.state).type)
     table = pa.table(out)
-    order = sorted(child.dimensions, key=lambda d: d not in TIME_GRAINS)
+    order = storage_order(child.dimensions)
     return table.sort_by([(d, "ascending") for d in order]) if order else table

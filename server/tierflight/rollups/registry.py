@@ -25,7 +25,13 @@ from tierflight.config import Config, parse_size
 from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_fingerprint
-from tierflight.rollups.definition import TIME_GRAINS, RollupDef, StorageGroup, parse_rollups, storage_groups
+from tierflight.rollups.definition import (
+    RollupDef,
+    StorageGroup,
+    parse_rollups,
+    storage_groups,
+    storage_order,
+)
 from tierflight.rollups.snapshot import LocalSnapshots, SnapshotError, SnapshotMeta, Snapshots
 from tierflight.tiers.store import TableStore
 
@@ -301,10 +307,6 @@ class RollupRegistry:
 
     # -- incremental ----------------------------------------------------------------------
 
-    def merge(self, table_name: str, data: pa.Table, through: int | None = None) -> None:
-        """Merge the states of newly ingested rows into the loaded rollups (no rebuild)."""
-        self.apply_delta(self.compute_delta(table_name, data, through))
-
     def compute_delta(
         self,
         table_name: str,
@@ -430,9 +432,7 @@ class RollupRegistry:
                 aggs.append(f"list({col}) AS {col}")
         select = ", ".join([*(quote_ident(d) for d in g.dimensions), *aggs])
         group_by = f"GROUP BY {keys}" if keys else ""
-        # The order the build gives (see build._sets): time, then the other dimensions.
-        order = "ORDER BY " + ", ".join(quote_ident(d) for d in sorted(g.dimensions, key=lambda d: d not in TIME_GRAINS))
-        order = order if g.dimensions else ""
+        order = f"ORDER BY {', '.join(quote_ident(d) for d in storage_order(g.dimensions))}" if g.dimensions else ""
         cur = self.database.cursor()
         try:
             rows = cur.sql(f"SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)}").to_arrow_table()
