@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import datasketches
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -29,7 +28,7 @@ from tierflight.rollups.definition import (
     dimension_expr,
     storage_order,
 )
-from tierflight.rollups.sketches import SketchBuilder
+from tierflight.rollups.sketches import SketchBuilder, sketch_of
 from tierflight.tiers.store import TableStore
 
 
@@ -231,10 +230,6 @@ def _add_hll(
 def _sketches_by_value(cursor: duckdb.DuckDBPyConnection, pairs: str, groups: int) -> list[bytes]:
     # Strings, floats and wide integers go through DataSketches' own hashing, one call per
     # distinct value.
-    sketches = [datasketches.hll_sketch(HLL_LG_K, HLL_TYPE) for _ in range(groups)]
     res = cursor.sql(f"SELECT __gi, list(DISTINCT v) AS vs FROM ({pairs}) GROUP BY __gi").to_arrow_table()
-    for gi, values in zip(res["__gi"].to_pylist(), res["vs"].to_pylist(), strict=True):
-        update = sketches[gi].update
-        for v in values:
-            update(v)
-    return [bytes(s.serialize_compact()) for s in sketches]
+    values = dict(zip(res["__gi"].to_pylist(), res["vs"].to_pylist(), strict=True))
+    return [sketch_of(values.get(gi, ()), HLL_LG_K, HLL_TYPE) for gi in range(groups)]

@@ -18,6 +18,8 @@ those are built value by value from the pairs kept for them, so small counts sta
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
+from typing import Any
 
 import datasketches
 import numpy as np
@@ -114,6 +116,15 @@ def _header(registers: npt.NDArray[np.uint8], lg_k: int) -> bytes:
     )
 
 
+def sketch_of(values: Iterable[Any], lg_k: int, target: datasketches.tgt_hll_type) -> bytes:
+    """A serialized compact sketch of ``values``, updated one by one by DataSketches."""
+    sketch = datasketches.hll_sketch(lg_k, target)
+    update = sketch.update
+    for v in values:
+        update(v)
+    return bytes(sketch.serialize_compact())
+
+
 class SketchBuilder:
     """HyperLogLog states of ``groups`` groups, fed (group index, value) batches."""
 
@@ -172,10 +183,7 @@ class SketchBuilder:
         out: list[bytes] = []
         for g in range(self.groups):
             if self.filled[g] <= self.coupon_limit:
-                sketch = datasketches.hll_sketch(self.lg_k, self.target)
-                for v in by_group.get(g, ()):
-                    sketch.update(v)
-                out.append(bytes(sketch.serialize_compact()))
+                out.append(sketch_of(by_group.get(g, ()), self.lg_k, self.target))
                 continue
             union = datasketches.hll_union(self.lg_k)
             union.update(datasketches.hll_sketch.deserialize(_header(regs[g], self.lg_k) + regs[g].tobytes()))
