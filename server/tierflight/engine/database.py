@@ -20,10 +20,11 @@ from tierflight.errors import StatementRefused
 from tierflight.log import get_logger
 from tierflight.lru import LRU
 
+log = get_logger("tierflight.engine")
+
 SYSTEM_SCHEMA = "system"
 # DuckDB has a built-in catalog called "system", which makes ``system.x`` ambiguous; the
 # tables live in this schema and the planner rewrites ``system.x`` to it.
-log = get_logger("tierflight.engine")
 SYSTEM_STORAGE_SCHEMA = "tf_system"
 ROLLUP_DATABASE = "tf_rollup"
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})

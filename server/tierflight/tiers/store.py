@@ -170,9 +170,14 @@ class TableStore:
     def refresh(self) -> None:
         """Re-list the tiers and swap the new view in whole: a statement sees the old or the new."""
         with self._refresh_lock:
-            seen = self.shared.signature(fresh=True)
-            self.apply_listing(self.prepare_listing())
-            self._seen = seen
+            self._relist()
+
+    def _relist(self) -> None:
+        # Callers hold the refresh lock. The signature is read first: a change made while
+        # listing shows as a changed signature next time, and is listed then.
+        seen = self.shared.signature(fresh=True)
+        self.apply_listing(self.prepare_listing())
+        self._seen = seen
 
     def prepare_listing(self) -> tuple[object, ColdState]:
         """The tiers as the files are now (slow: lists warm, reads the Iceberg snapshot),
@@ -213,9 +218,7 @@ class TableStore:
             # it records the new signature, and this process already serves those files.
             if not self.changed():
                 return False
-            seen = self.shared.signature(fresh=True)
-            self.apply_listing(self.prepare_listing())
-            self._seen = seen
+            self._relist()
         return True
 
     # -- reading --------------------------------------------------------------------------
