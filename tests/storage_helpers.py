@@ -60,17 +60,21 @@ def oracle(data_dir: Path) -> DayStats:
     return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
-def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW) -> DayStats:
+def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> DayStats:
     """Per-day stats as tierflight's tiers answer them, from fresh objects (as a new process)."""
     from tierflight.engine.database import Database, table_view_sql
     from tierflight.tiers.store import TableStore
 
-    cfg = config(data_dir, now)
+    cfg = config(data_dir, now, **overrides)
     db = Database(cfg)
     try:
         store = TableStore(cfg, cfg.table("events"), db)
-        body = table_view_sql(store.table, [s.sql for s in store.sources()])
-        rows = db.cursor().sql(PER_DAY.format(src=f"({body})")).fetchall()
+        sources = store.sources()
+        body = table_view_sql(store.table, [s.sql for s in sources])
+        cur = db.cursor()
+        for name, relation in (r for s in sources for r in s.registrations):
+            cur.register(name, relation)  # S3 files reach DuckDB as registered datasets
+        rows = cur.sql(PER_DAY.format(src=f"({body})")).fetchall()
     finally:
         db.close()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}

@@ -167,9 +167,6 @@ class App:
         from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
 
         for store in self.stores.values():
-            if not store.local_only:
-                log.info("maintenance_skipped", table=store.table.name, reason="demotion and compaction are local-only")
-                continue
             demote(store)
             compact_warm(store, self.config.tiers.compact_small_file_bytes)
             empty_trash(store)

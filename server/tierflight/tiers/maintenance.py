@@ -3,8 +3,9 @@
 Each step is ordered so that a crash between any two of them loses no row and shows none
 twice, and a re-run finishes the job:
 
-demotion   1. link/copy the warm files of the aged days into the Iceberg data dir and
-              register them in ONE commit (tagged with the days it carries);
+demotion   1. copy the warm files of the aged days into the Iceberg table's data location
+              (on one local disk: hard links) and register them in ONE commit (tagged with
+              the days it carries);
            2. move the boundary ``cold_until`` (atomic file replace): from now on the cold
               tier serves those days and the warm tier ignores them;
            3. swap the new view in (this process) and bump the table's generation (servers
@@ -21,31 +22,35 @@ compaction 1. write one file with the partition's rows under a temporary name;
 
 A file that cannot be read or has the wrong schema stops a demotion before anything changes
 (the error names the file); compaction skips its partition and logs it.
+
+The steps are written once against :class:`~tierflight.tiers.objects.Objects`, so they run
+the same on local disks and on S3 (warm prefix, Iceberg on a REST catalog, or any mix). On
+S3 a "rename" is a copy then a delete, which the order above already survives: a copied
+merged file is hidden until its journal names it, and a day half moved to the trash is past
+the boundary, so no listing serves it. The lock is a local file lock: when several servers
+share one bucket, let one of them run maintenance (``[tiers] maintenance_interval = "0s"``
+on the others).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
-from tierflight.demo.generate import write_parquet_day
-from tierflight.durable import write_json_atomic
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
+from tierflight.tiers.objects import Objects
 from tierflight.tiers.store import TableStore
-from tierflight.tiers.warm import COMPACTION_JOURNAL, inspect_file, live_files
+from tierflight.tiers.warm import COMPACTION_JOURNAL, day_dir_name, inspect_file
 
 log = get_logger("tierflight.maintenance")
 
@@ -75,35 +80,25 @@ def maintenance_lock(store: TableStore) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def trash(store: TableStore, path: Path) -> None:
-    target = store.root / "trash" / f"{time.time():.0f}-{uuid.uuid4().hex[:8]}-{path.name}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
+def trash(store: TableStore, path: str) -> None:
+    """Move a warm file or day directory to the trash (emptied after a grace period)."""
+    name = path.rstrip("/").rpartition("/")[2]
+    store.warm.objects.move(path, f"{store.warm.trash_path}/{time.time():.0f}-{uuid.uuid4().hex[:8]}-{name}")
 
 
 def empty_trash(store: TableStore, grace_seconds: float = TRASH_GRACE_SECONDS) -> int:
-    root = store.root / "trash"
-    if not root.is_dir():
-        return 0
+    objects = store.warm.objects
     removed = 0
     now = time.time()
-    for entry in root.iterdir():
+    for entry in objects.entries(store.warm.trash_path):
         try:
-            stamp = float(entry.name.split("-", 1)[0])
+            stamp = float(entry.base_name.split("-", 1)[0])
         except ValueError:
             continue
         if now - stamp >= grace_seconds:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            objects.delete_tree(entry.path) if entry.type == pafs.FileType.Directory else objects.delete(entry.path)
             removed += 1
     return removed
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _committed_days(store: TableStore) -> set[str]:
@@ -139,27 +134,28 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
     with maintenance_lock(store):
         boundary = store.warm_boundary()
         until = store.cold_until()
-        aged = [(day, path) for day, path in store.local_warm("demotion").day_dirs() if day < boundary]
+        warm = store.warm
+        aged = [(day, path) for day, path in warm.days() if day < boundary]
         if not aged:
             return DemoteStats(0, 0, 0, time.perf_counter() - began)
         todo = [(d, p) for d, p in aged if until is None or d >= until]
         committed = _committed_days(store) if todo else set()
         pending = [(d, p) for d, p in todo if d.isoformat() not in committed]
-        sources: list[tuple[dt.date, Path]] = []
+        sources: list[tuple[dt.date, str]] = []
         rows = 0
         for day, path in pending:
             recover_compaction(store, path)
-            for src in live_files(path):
-                n, problem = inspect_file(src, store.schema)
+            for src in warm.live(path):
+                n, problem = inspect_file(src, store.schema, warm.objects.fs)
                 if problem:
-                    raise StorageUnavailable(f"cannot demote {store.table.name} {path.name}: {problem}")
+                    raise StorageUnavailable(f"cannot demote {store.table.name} {day_dir_name(day)}: {problem}")
                 sources.append((day, src))
                 rows += n
         paths: list[str] = []
         for day, src in sources:
-            dst = store.cold_file_path(day, f"demoted-{uuid.uuid4().hex}.parquet")
-            _link_or_copy(src, dst)
-            paths.append(str(dst))
+            dst = store.cold_file_location(day, f"demoted-{uuid.uuid4().hex}.parquet")
+            warm.objects.copy(src, store.cold_objects, Objects.path(dst))
+            paths.append(dst)
         fault("demote:copied")
         if paths:
             days = ",".join(d.isoformat() for d, _ in pending)
@@ -185,46 +181,51 @@ class CompactStats:
     seconds: float
 
 
-def recover_compaction(store: TableStore, day_dir: Path) -> None:
+def recover_compaction(store: TableStore, day_dir: str) -> None:
     """Finish or undo a compaction a crash interrupted (see the module docstring)."""
-    journal = day_dir / COMPACTION_JOURNAL
-    if journal.exists():
-        data = json.loads(journal.read_text())
-        new = day_dir / data["new"]
-        if new.exists():
+    objects = store.warm.objects
+    journal_path = f"{day_dir}/{COMPACTION_JOURNAL}"
+    data = objects.read_json(journal_path)
+    if isinstance(data, dict):
+        if objects.exists(f"{day_dir}/{data['new']}"):
             for name in data["old"]:
-                old = day_dir / name
-                if old.exists():
-                    trash(store, old)
+                if objects.exists(f"{day_dir}/{name}"):
+                    trash(store, f"{day_dir}/{name}")
         else:
-            (day_dir / data["tmp"]).unlink(missing_ok=True)
-        journal.unlink()
+            objects.delete(f"{day_dir}/{data['tmp']}")
+    objects.delete(journal_path)
     # A merged file whose write finished but whose journal was never written: never listed.
-    for orphan in day_dir.glob(".*.compacting"):
-        orphan.unlink(missing_ok=True)
+    for orphan in objects.files(day_dir):
+        base = orphan.rpartition("/")[2]
+        if base.startswith(".") and base.endswith(".compacting"):
+            objects.delete(orphan)
 
 
-def _merge(store: TableStore, files: list[Path]) -> pa.Table | None:
+def _merge(store: TableStore, day_dir: str, files: list[str]) -> pa.Table | None:
     """The partition's rows in one table, or None if a file is unreadable or mis-shaped."""
     names = store.schema.names
+    objects = store.warm.objects
+    partition = day_dir.rpartition("/")[2]
     expected = 0
     for f in files:
-        n, problem = inspect_file(f, store.schema)
+        n, problem = inspect_file(f, store.schema, objects.fs)
         if problem:
-            log.warning("compact_skipped", table=store.table.name, partition=f.parent.name, problem=problem)
+            log.warning("compact_skipped", table=store.table.name, partition=partition, problem=problem)
             return None
         expected += n
     parts = []
     for f in files:
         try:
-            parts.append(pq.read_table(f, columns=names).select(names).cast(store.schema))
+            parts.append(objects.read_parquet(f, names).select(names).cast(store.schema))
+        except StorageUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - a corrupt page: the footer was fine, the data is not
-            log.warning("compact_skipped", table=store.table.name, partition=f.parent.name, file=str(f), error=repr(exc))
+            log.warning("compact_skipped", table=store.table.name, partition=partition, file=objects.uri(f), error=repr(exc))
             return None
     merged = pa.concat_tables(parts).sort_by(store.table.time_column)
     if merged.num_rows != expected:
         raise StorageUnavailable(
-            f"compaction of {files[0].parent} read {merged.num_rows} rows where the footers say {expected}"
+            f"compaction of {objects.uri(day_dir)} read {merged.num_rows} rows where the footers say {expected}"
         )
     return merged
 
@@ -244,23 +245,27 @@ def compact_warm(
     """
     began = time.perf_counter()
     before = 0
-    done: list[Path] = []
+    done: list[str] = []
+    warm = store.warm
+    objects = warm.objects
     with maintenance_lock(store):
-        for _day, path in store.local_warm("compaction", cold_too=False).day_dirs():
+        for _day, path in warm.days():
             recover_compaction(store, path)
-            files = live_files(path)
-            if len(files) < 2 or all(f.stat().st_size >= small_file_bytes for f in files):
+            files = warm.live(path)
+            sizes = {i.path: int(i.size or 0) for i in objects.entries(path)}
+            if len(files) < 2 or all(sizes.get(f, 0) >= small_file_bytes for f in files):
                 continue
-            table = _merge(store, files)
+            table = _merge(store, path, files)
             if table is None:
                 continue
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = f".{name}.compacting"
-            write_parquet_day(table, path / tmp)
+            objects.write_parquet(table, f"{path}/{tmp}")
             fault("compact:written")
-            write_json_atomic(path / COMPACTION_JOURNAL, {"new": name, "tmp": tmp, "old": [f.name for f in files]})
+            journal = {"new": name, "tmp": tmp, "old": [f.rpartition("/")[2] for f in files]}
+            objects.write_json(f"{path}/{COMPACTION_JOURNAL}", journal)
             fault("compact:journal")
-            os.replace(path / tmp, path / name)
+            objects.move(f"{path}/{tmp}", f"{path}/{name}")
             fault("compact:renamed")
             done.append(path)
             before += len(files)

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from tierflight.config import parse_duration
 from tierflight.engine.database import quote_ident
@@ -129,14 +128,3 @@ class S3Settings:
         )
         cols = ", ".join(quote_ident(n) for n in schema.names)
         return f"SELECT {cols} FROM {quote_ident(name)}", (name, dataset)
-
-    def write_parquet(self, table: pa.Table, uri: str) -> int:
-        """Write one Parquet object (the local writer's options); returns its size."""
-        from tierflight.demo.generate import parquet_write_options
-
-        path = strip_scheme(uri)
-        try:
-            pq.write_table(table, path, filesystem=self.filesystem(), **parquet_write_options())
-            return int(self.filesystem().get_file_info(path).size or 0)
-        except OSError as exc:
-            raise self.unavailable(f"write {uri}", exc) from None

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from tierflight.config import Config, TableConfig, parse_duration
 from tierflight.engine.database import Database
@@ -32,7 +31,8 @@ from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdState, ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
-from tierflight.tiers.s3 import S3Settings, is_s3_uri, strip_scheme
+from tierflight.tiers.objects import Objects
+from tierflight.tiers.s3 import S3Settings, is_s3_uri
 from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
 from tierflight.tiers.warm import S3WarmTier, WarmTier
 
@@ -112,6 +112,7 @@ class TableStore:
             catalog = None  # connect again on the next refresh
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
         self.hot = HotTail(table, self.schema)
+        self._cold_objects: Objects | None = None
         self.refresh()
 
     @property
@@ -121,29 +122,6 @@ class TableStore:
     @property
     def warm_on_s3(self) -> bool:
         return isinstance(self.warm, S3WarmTier)
-
-    def require_local(self, what: str, cold_too: bool = True) -> None:
-        """Refuse an operation that only works on local files (demotion, compaction, flush)."""
-        where = []
-        if isinstance(self.warm, S3WarmTier):
-            where.append(f"the warm tier is on S3 ({self.warm.uri})")
-        if cold_too and self.cold_on_s3:
-            where.append(f"the cold tier's files are on S3 (catalog {self.cold.settings.where})")
-        if where:
-            raise StorageUnavailable(
-                f"{what} of table {self.table.name} works on local storage only, but {' and '.join(where)}"
-            )
-
-    def local_warm(self, what: str, cold_too: bool = True) -> WarmTier:
-        """The warm tier for an operation on local files, or a clear refusal (see require_local)."""
-        self.require_local(what, cold_too)
-        assert isinstance(self.warm, WarmTier)
-        return self.warm
-
-    @property
-    def local_only(self) -> bool:
-        """Whether maintenance (demotion, compaction) can run on this table's storage."""
-        return not self.warm_on_s3 and not self.cold_on_s3
 
     @property
     def cold_on_s3(self) -> bool:
@@ -261,24 +239,24 @@ class TableStore:
 
     # -- bulk load ------------------------------------------------------------------------
 
-    def cold_file_path(self, day: dt.date, name: str) -> Path:
+    def cold_file_location(self, day: dt.date, name: str) -> str:
+        """Where a data file of ``day`` goes in the Iceberg table (a path or an s3:// URI);
+        it is part of the table only once registered (ColdTier.add_files)."""
         location = self.cold.data_location(day)
-        if is_s3_uri(location):
-            raise StorageUnavailable(f"{self.cold.identifier} stores its files on S3 ({location}); write them with write_cold_file")
-        return Path(location.removeprefix("file://")) / name
+        return f"{location}/{name}" if is_s3_uri(location) else str(Path(location.removeprefix("file://")) / name)
+
+    @property
+    def cold_objects(self) -> Objects:
+        """The storage of the Iceberg table's data files (its catalog's S3 settings on S3)."""
+        if self._cold_objects is None:
+            self._cold_objects = Objects(self.cold.settings.s3) if self.cold_on_s3 else Objects()
+        return self._cold_objects
 
     def write_cold_file(self, day: dt.date, name: str, table: pa.Table) -> tuple[str, int]:
-        """Write one data file into the Iceberg table's location (local or S3): (path, bytes).
-
-        It is part of the table only once registered (register_cold / ColdTier.add_files)."""
-        from tierflight.demo.generate import write_parquet_day
-
-        location = self.cold.data_location(day)
-        if is_s3_uri(location):
-            uri = f"{location}/{name}"
-            return uri, self.cold.settings.s3.write_parquet(table, uri)
-        path = Path(location.removeprefix("file://")) / name
-        return str(path), write_parquet_day(table, path)
+        """Write one data file into the Iceberg table's location (local or S3): (location,
+        bytes). It is part of the table only once registered (register_cold / add_files)."""
+        location = self.cold_file_location(day, name)
+        return location, self.write_object(table, location, cold=True)
 
     # -- objects a flush writes (local paths or s3:// URIs) --------------------------------
 
@@ -289,56 +267,31 @@ class TableStore:
             return f"{self.warm.day_uri(day)}/{name}"
         return str(self.warm.root / f"day={day.isoformat()}" / name)
 
-    def _object_fs(self, location: str, cold: bool = False) -> tuple[Any, str]:
-        s3 = self.cold.settings.s3 if cold else self.s3
-        return s3.filesystem(), strip_scheme(location)
+    def _objects_at(self, location: str, cold: bool = False) -> tuple[Objects, str]:
+        if not is_s3_uri(location):
+            return Objects(), Objects.path(location)
+        return (self.cold_objects if cold else self.warm.objects), Objects.path(location)
 
-    def write_object(self, table: pa.Table, location: str) -> int:
-        from tierflight.demo.generate import write_parquet_day
-
-        if is_s3_uri(location):
-            return self.s3.write_parquet(table, location)
-        return write_parquet_day(table, Path(location))
+    def write_object(self, table: pa.Table, location: str, cold: bool = False) -> int:
+        objects, path = self._objects_at(location, cold)
+        return objects.write_parquet(table, path)
 
     def object_exists(self, location: str) -> bool:
-        if not is_s3_uri(location):
-            return Path(location).exists()
-        fs, path = self._object_fs(location)
-        try:
-            return bool(fs.get_file_info(path).type == pafs.FileType.File)
-        except OSError as exc:
-            raise self.s3.unavailable(f"look up {location}", exc) from None
+        objects, path = self._objects_at(location)
+        return objects.exists(path)
 
     def move_object(self, source: str, target: str) -> None:
         """Rename a staged file into place (on S3: a server-side copy, then a delete)."""
-        if not is_s3_uri(source):
-            Path(source).replace(target)
-            return
-        fs, src = self._object_fs(source)
-        try:
-            fs.move(src, strip_scheme(target))
-        except OSError as exc:
-            raise self.s3.unavailable(f"move {source} to {target}", exc) from None
+        objects, path = self._objects_at(source)
+        objects.move(path, Objects.path(target))
 
     def delete_object(self, location: str, cold: bool = False) -> None:
-        if not is_s3_uri(location):
-            Path(location).unlink(missing_ok=True)
-            return
-        fs, path = self._object_fs(location, cold)
-        try:
-            fs.delete_file(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise self.s3.unavailable(f"delete {location}", exc) from None
+        objects, path = self._objects_at(location, cold)
+        objects.delete(path)
 
     def write_warm_file(self, day: dt.date, name: str, table: pa.Table) -> int:
         """Write one data file into a warm partition (local hive directory or S3 prefix)."""
-        from tierflight.demo.generate import write_parquet_day
-
-        if isinstance(self.warm, S3WarmTier):
-            return self.warm.write_file(day, name, table)
-        return write_parquet_day(table, self.warm.root / f"day={day.isoformat()}" / name)
+        return self.write_object(table, self.warm_location(day, name))
 
     def register_cold(self, paths: Iterable[str], boundary: dt.date) -> None:
         """One Iceberg commit for every file of a bulk load, then move the boundary."""

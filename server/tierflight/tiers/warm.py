@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from tierflight.engine.database import quote_ident, quote_literal
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
-from tierflight.tiers.s3 import Registration, S3Settings
+from tierflight.tiers.objects import Objects
+from tierflight.tiers.s3 import Registration, S3Settings, strip_scheme
 
 log = get_logger("tierflight.warm")
 
@@ -36,19 +38,27 @@ COMPACTION_JOURNAL = "_compaction.json"
 _LIST_ATTEMPTS = 5
 
 
-def live_files(day_dir: Path) -> list[Path]:
-    """The partition's files, minus those a completed-but-unfinished compaction replaced."""
-    files = sorted(day_dir.glob("*.parquet"))
-    journal = day_dir / COMPACTION_JOURNAL
-    if journal.exists():
-        try:
-            data = json.loads(journal.read_text())
-        except (OSError, ValueError):
-            return files
-        if (day_dir / data["new"]).exists():
-            old = set(data["old"])
-            files = [f for f in files if f.name not in old]
+def live_names(names: Iterable[str], journal: Any) -> list[str]:
+    """A partition's data file names, sorted, minus those a compaction replaced and has not
+    trashed yet (its journal names the new file and the old ones: once the new one is in
+    place, the old ones are hidden). Names starting with "." or "_" are staged or internal."""
+    files = sorted(n for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
+    if isinstance(journal, dict) and journal.get("new") in files:
+        old = set(journal.get("old", ()))
+        files = [f for f in files if f not in old]
     return files
+
+
+def live_files(day_dir: Path) -> list[Path]:
+    """The partition's files (local), minus those a finished compaction replaced."""
+    journal_path = day_dir / COMPACTION_JOURNAL
+    journal = None
+    if journal_path.exists():
+        try:
+            journal = json.loads(journal_path.read_text())
+        except (OSError, ValueError):
+            journal = None
+    return [day_dir / n for n in live_names((p.name for p in day_dir.glob("*.parquet")), journal)]
 
 
 def day_dir_name(day: dt.date) -> str:
@@ -119,6 +129,9 @@ class WarmTier:
         self._cache: dict[Path, tuple[int, int, int, str | None]] = {}
         # The listing is read on every planned statement, so it is kept and swapped on apply().
         self._listing = WarmListing(None, ())
+        self.objects = Objects()
+        # Beside the tier, on the same disk: a day directory moves there with one rename.
+        self.trash_path = str(root.parent / "trash")
         self.refresh()
 
     @property
@@ -137,6 +150,13 @@ class WarmTier:
                 except ValueError:
                     continue
         return sorted(out)
+
+    def days(self) -> list[tuple[dt.date, str]]:
+        """Every day directory, served or not (maintenance works on all of them)."""
+        return [(day, str(path)) for day, path in self.day_dirs()]
+
+    def live(self, day_path: str) -> list[str]:
+        return [str(p) for p in live_files(Path(day_path))]
 
     def files(
         self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
@@ -262,7 +282,8 @@ class S3WarmTier:
 
     Listed with one recursive LIST; each object's footer is read once (cached by its size
     and mtime) for the row counts and the schema check. Statements read the files through a
-    pyarrow dataset registered on their cursor. Demotion and compaction are local-only.
+    pyarrow dataset registered on their cursor. A day holding a compaction journal
+    (``_compaction.json``) is read through it, as locally.
     """
 
     name = "warm"
@@ -275,6 +296,8 @@ class S3WarmTier:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, int, int, str | None]] = {}
         self._listing = S3WarmListing(None, ())
+        self.objects = Objects(s3)
+        self.trash_path = strip_scheme(self.uri).rsplit("/", 1)[0] + "/trash"
         self.refresh()
 
     @property
@@ -283,9 +306,6 @@ class S3WarmTier:
 
     def day_uri(self, day: dt.date) -> str:
         return f"{self.uri}/{day_dir_name(day)}"
-
-    def write_file(self, day: dt.date, name: str, table: pa.Table) -> int:
-        return self.s3.write_parquet(table, f"{self.day_uri(day)}/{name}")
 
     def partitions(self) -> list[Partition]:
         return [p for p, _ in self._listing.parts]
@@ -298,24 +318,44 @@ class S3WarmTier:
             raise self.s3.unavailable(f"list the warm tier of {self.table_name} at {self.uri}", exc) from None
         return [i for i in infos if i.type == pafs.FileType.File]
 
-    def build_listing(self, since: dt.datetime | None) -> S3WarmListing:
+    def _by_day(self) -> dict[dt.date, list[pafs.FileInfo]]:
+        """Every object of every day directory (data files, staged files and journals)."""
         by_day: dict[dt.date, list[pafs.FileInfo]] = {}
         for info in self._objects():
-            parent, _, base = info.path.rpartition("/")
-            day_name = parent.rpartition("/")[2]
-            if not base.endswith(".parquet") or base.startswith((".", "_")) or not day_name.startswith("day="):
+            day_name = info.path.rpartition("/")[0].rpartition("/")[2]
+            if not day_name.startswith("day="):
                 continue
             try:
                 day = dt.date.fromisoformat(day_name[4:])
             except ValueError:
                 continue
             by_day.setdefault(day, []).append(info)
+        return by_day
+
+    def _live(self, infos: list[pafs.FileInfo]) -> list[pafs.FileInfo]:
+        by_name = {i.path.rpartition("/")[2]: i for i in infos}
+        journal = None
+        if COMPACTION_JOURNAL in by_name:
+            journal = self.objects.read_json(by_name[COMPACTION_JOURNAL].path)
+        return [by_name[n] for n in live_names(by_name, journal)]
+
+    def days(self) -> list[tuple[dt.date, str]]:
+        """Every day directory, served or not (maintenance works on all of them)."""
+        return [(day, strip_scheme(self.day_uri(day))) for day in sorted(self._by_day())]
+
+    def live(self, day_path: str) -> list[str]:
+        return [i.path for i in self._live([i for i in self.objects.entries(day_path) if i.type == pafs.FileType.File])]
+
+    def build_listing(self, since: dt.datetime | None) -> S3WarmListing:
+        by_day = self._by_day()
         parts = []
         for day in sorted(by_day):
             start = dt.datetime.combine(day, dt.time())
             if since is not None and start < since:
                 continue
-            files = sorted(by_day[day], key=lambda i: i.path)
+            files = self._live(by_day[day])
+            if not files:
+                continue
             rows = sum(self.inspect(f)[0] for f in files)
             part = Partition(self.table_name, self.name, day_dir_name(day), start, start + _DAY, len(files), rows,
                              sum(int(f.size or 0) for f in files))
