@@ -211,6 +211,7 @@ def test_a_crash_between_flush_and_snapshot_loses_and_doubles_nothing(fresh: Run
 
     flushed = _rows(800, dt.datetime(2024, 12, 30, 2), seed=4)
     later = _rows(300, dt.datetime(2024, 12, 31, 5), seed=5)
+    built = fresh.app.rollups.snapshot_files()
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         cur.adbc_ingest("events", flushed, mode="append")
 
@@ -230,6 +231,9 @@ def test_a_crash_between_flush_and_snapshot_loses_and_doubles_nothing(fresh: Run
             _assert_answers(cur, oracle)
         assert again.app.router.plan(check_statement(QUERIES[1])).rollup, "answered from a rollup"
         assert again.app.stores["events"].hot.rows == later.num_rows
+        # The flushed batch is still in the WAL: it explains the new files, so the build's
+        # snapshots are used (with both batches merged in), not rebuilt.
+        assert again.app.rollups.snapshot_files() == built
     finally:
         again.server.shutdown()
         again.app.close()
@@ -324,11 +328,13 @@ def test_rows_merged_while_a_snapshot_compacts_are_kept(fresh: RunningServer, tm
         again.app.close()
 
 
-def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wal_kept", [True, False], ids=["wal-kept", "flushed-batch-lost"])
+def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path, wal_kept: bool) -> None:
     """A flush that leaves rows in the hot tail (ingest went on meanwhile) keeps the old
-    rollup snapshots; after a crash they no longer match the files, and the start rebuilds
-    the rollups and replays the unflushed batch: every answer is still exact. Once the hot
-    tail is empty, a flush snapshots at once."""
+    rollup snapshots, and the WAL keeps the flushed batch they do not hold. After a crash the
+    start matches the snapshots with the files through that batch and uses them as they are
+    (replaying what they lack); without the batch it rebuilds them. Either way every answer
+    is exact. Once the hot tail is empty, a flush snapshots at once and the WAL empties."""
     from tierflight.engine.sandbox import check_statement
 
     load_demo(make_config(tmp_path), 30_000, dt.date(2024, 9, 20), 30, 3)
@@ -351,7 +357,11 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) 
         assert service.flush("events") == 500
         service._write_files = write  # type: ignore[method-assign]
         assert registry.snapshot_files() == before  # deferred: rows remain in the hot tail
-        assert [seq for seq, _ in service.tables["events"].wal.segments()] == [2]  # the unflushed batch
+        wal = service.tables["events"].wal
+        # 1: flushed, kept for the snapshots that do not hold it; 2: not flushed yet.
+        assert [seq for seq, _ in wal.segments()] == [1, 2]
+        if not wal_kept:
+            wal.segments()[0][1].unlink()
         oracle = _oracle(tmp_path, [meanwhile])
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             _assert_answers(cur, oracle)
@@ -360,12 +370,17 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path) 
         running.app.close()  # no flush, no snapshot: as after a crash
     again = start_in_process(cfg)
     try:
+        reused = again.app.rollups.snapshot_files() == before
+        assert reused == wal_kept, "snapshots explained by the kept batch are used, not rebuilt"
+        assert {s.status for s in again.app.rollups.states.values()} == {"active"}
         with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
             _assert_answers(cur, oracle)
+        assert again.app.router.plan(check_statement(QUERIES[1])).rollup  # routed, not stale
         assert again.app.ingest_service.flush("events") == 300
         assert again.app.rollups.snapshot_files() != before  # hot tail empty: snapshot now
         assert again.app.ingest_service.tables["events"].wal.segments() == []
-        assert again.app.router.plan(check_statement(QUERIES[1])).rollup  # routed, not stale
+        with fsql.connect(again.uri, autocommit=True) as conn, conn.cursor() as cur:
+            _assert_answers(cur, oracle)
     finally:
         again.server.shutdown()
         again.app.close()

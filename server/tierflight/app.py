@@ -49,7 +49,7 @@ class App:
         if not follower:
             self.ingest_service.recover_files()
         self.refresh_tables()
-        self.rollups = RollupRegistry(config, self.database, self.stores)
+        self.rollups = RollupRegistry(config, self.database, self.stores, wal=None if follower else self.ingest_service)
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
         routing = bool(dict(config.raw.get("router", {})).get("enabled", True))
         self.router = Router(

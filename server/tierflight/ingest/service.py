@@ -36,6 +36,7 @@ from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupDelta
 from tierflight.tiers.store import TableStore
+from tierflight.tiers.warm import day_dir_name
 
 log = get_logger("tierflight.ingest")
 
@@ -140,7 +141,11 @@ class IngestService:
             states = [s for s in rollups.all_states(name) if s.status in ("active", "stale")]
 
             def held(s: Any, flushed: int = flushed) -> int:
-                return int(s.merged_through) if s.merged_through is not None else flushed
+                if s.merged_through is not None:
+                    return int(s.merged_through)
+                # A build's snapshot holds what the files held when it was written.
+                meta = s.meta
+                return int(meta.files_through) if meta is not None and meta.files_through is not None else flushed
 
             segments = t.wal.segments(after=min([flushed, *(held(s) for s in states)]))
             present = {seq for seq, _ in segments}
@@ -166,6 +171,25 @@ class IngestService:
             log.info("wal_replayed", rows=replayed)
             self.app.router.invalidate()
         return replayed
+
+    # -- what the rollup registry reads of the WAL (rollups.registry.FlushedBatches) -------
+
+    def flushed_through(self, table: str) -> int:
+        return self.tables[table].wal.flushed_through
+
+    def flushed_rows_after(self, table: str, after: int) -> dict[str, int] | None:
+        t = self.tables[table]
+        flushed = t.wal.flushed_through
+        segments = dict(t.wal.segments(after=after))
+        if any(seq not in segments for seq in range(after + 1, flushed + 1)):
+            return None
+        rows: dict[str, int] = {}
+        for seq in range(after + 1, flushed + 1):
+            days = pc.cast(WriteAheadLog.read(segments[seq]).column(t.store.table.time_column), pa.date32())
+            for entry in pc.value_counts(days).to_pylist():
+                partition = day_dir_name(entry["values"])
+                rows[partition] = rows.get(partition, 0) + int(entry["counts"])
+        return rows
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -337,18 +361,20 @@ class IngestService:
         return journal
 
     def _snapshot(self, t: TableIngest, force: bool) -> None:
-        """Rewrite the table's rollup snapshots, then forget the flushed WAL segments. Under
-        sustained ingest (the hot tail refills while a flush runs) the snapshots are
-        rewritten every ``[ingest] snapshot_every``, not at every flush: that rewrites every
-        rollup, and cost as much CPU as the flush itself. Between the two, snapshots lag the
-        files: after a crash they no longer match the files' fingerprint, so the start
-        rebuilds the rollups from the tiers (exact, only slower) and replays the unflushed
-        WAL segments; a graceful shutdown snapshots first."""
+        """Rewrite the table's rollup snapshots, then forget the flushed WAL segments they
+        hold. Under sustained ingest (the hot tail refills while a flush runs) the snapshots
+        are rewritten every ``[ingest] snapshot_every``, not at every flush: that rewrites
+        every rollup, and cost as much CPU as the flush itself. Between the two, snapshots lag
+        the files, and the WAL keeps the flushed batches after the files they were taken
+        with: after a crash, the start matches each snapshot's rows per partition plus those
+        batches with the files, uses it, and merges in what it lacks (rollups.registry
+        ``_source_matches`` and :meth:`replay`). A graceful shutdown snapshots first."""
         name = t.store.table.name
         if force or self._snapshot_due(t):
             self.app.rollups.snapshot(name)
             t.last_snapshot = time.monotonic()
-        t.wal.delete_through(t.wal.flushed_through)
+        needed = self.app.rollups.wal_needed_after(name)
+        t.wal.delete_through(t.wal.flushed_through if needed is None else min(needed, t.wal.flushed_through))
 
     def _snapshot_due(self, t: TableIngest) -> bool:
         return time.monotonic() - t.last_snapshot >= self.settings.snapshot_every.total_seconds()

@@ -8,7 +8,6 @@ distinct value at a time.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tierflight.rollups.definition import (
     storage_order,
 )
 from tierflight.rollups.sketches import SketchBuilder, sketch_of
+from tierflight.rollups.snapshot import SourceState
 from tierflight.tiers.store import TableStore
 
 
@@ -42,14 +42,13 @@ def state_expr(m: Measure) -> str | None:
     return f"{fn}({col})"
 
 
-def source_fingerprint(store: TableStore) -> str:
-    """Changes whenever the stored rows of the table change (hot tail excluded: ingest merges
-    it). Rows per partition, not tiers or files: demotion and compaction move rows without
-    changing them, and must not make every rollup stale."""
-    h = hashlib.sha256()
-    for p in sorted((p for p in store.partitions() if p.tier != "hot"), key=lambda p: p.partition):
-        h.update(f"{p.partition}|{p.rows}\n".encode())
-    return h.hexdigest()[:16]
+def source_state(store: TableStore, files_through: int | None = None) -> SourceState:
+    """The table's stored rows per partition (hot tail excluded: ingest merges it)."""
+    rows: dict[str, int] = {}
+    for p in store.partitions():
+        if p.tier != "hot":
+            rows[p.partition] = rows.get(p.partition, 0) + p.rows
+    return SourceState(rows, files_through)
 
 
 @dataclass

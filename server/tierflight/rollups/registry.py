@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from tierflight.config import Config, parse_size
 from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
 from tierflight.log import get_logger
-from tierflight.rollups.build import build_groups, source_fingerprint
+from tierflight.rollups.build import build_groups, source_state
 from tierflight.rollups.definition import (
     RollupDef,
     StorageGroup,
@@ -32,7 +32,14 @@ from tierflight.rollups.definition import (
     storage_groups,
     storage_order,
 )
-from tierflight.rollups.snapshot import LocalSnapshots, SnapshotError, SnapshotMeta, Snapshots
+from tierflight.rollups.snapshot import (
+    LocalSnapshots,
+    SnapshotError,
+    SnapshotMeta,
+    Snapshots,
+    SourceState,
+    fingerprint_of,
+)
 from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.rollups")
@@ -51,6 +58,16 @@ ROLLUPS_TABLE_SCHEMA = pa.schema(
         ("hits", pa.int64()),
     ]
 )
+
+
+class FlushedBatches(Protocol):
+    """What the registry reads of the write-ahead log (ingest.service implements it)."""
+
+    def flushed_through(self, table: str) -> int: ...
+
+    def flushed_rows_after(self, table: str, after: int) -> Mapping[str, int] | None:
+        """Rows per partition of the flushed batches after ``after`` (None: one is gone)."""
+        ...
 
 
 @dataclass
@@ -147,10 +164,13 @@ class StagedDelta:
 
 
 class RollupRegistry:
-    def __init__(self, config: Config, database: Database, stores: Mapping[str, TableStore]) -> None:
+    def __init__(
+        self, config: Config, database: Database, stores: Mapping[str, TableStore], wal: FlushedBatches | None = None
+    ) -> None:
         self.config = config
         self.database = database
         self.stores = stores
+        self.wal = wal
         raw = dict(config.raw.get("rollups", {}))
         self.memory_budget = parse_size(raw.get("memory_budget", "2GB"), "rollups.memory_budget")
         self.allow_stale = bool(raw.get("allow_stale", False))
@@ -183,6 +203,7 @@ class RollupRegistry:
         """Load every fresh snapshot; rebuild missing, stale or corrupt ones if asked."""
         used = 0
         to_build: list[RollupState] = []
+        matches: dict[tuple[str, str, int | None], bool] = {}
         for state in self.states.values():
             meta = self.snapshots.read_meta(state.group.name)
             store = self.stores[state.group.table]
@@ -191,7 +212,10 @@ class RollupRegistry:
                 to_build.append(state)
                 continue
             state.meta = meta
-            fresh = meta.definition_hash == state.group.definition_hash() and meta.fingerprint == source_fingerprint(store)
+            key = (state.group.table, meta.fingerprint, meta.files_through)
+            if key not in matches:
+                matches[key] = self._source_matches(store, meta)
+            fresh = meta.definition_hash == state.group.definition_hash() and matches[key]
             if not fresh and not self.allow_stale:
                 state.status = "stale"
                 to_build.append(state)
@@ -250,6 +274,37 @@ class RollupRegistry:
 
     # -- building -------------------------------------------------------------------------
 
+    def _source_matches(self, store: TableStore, meta: SnapshotMeta) -> bool:
+        """Whether the snapshot's source is the table's stored rows now: the same rows per
+        partition, or those rows plus the WAL batches flushed since (kept until a snapshot
+        holds them), which the start-up replay merges into it."""
+        current = source_state(store).fingerprint
+        if meta.fingerprint == current:
+            return True
+        if self.wal is None or meta.files_through is None or meta.partition_rows is None:
+            return False
+        added = self.wal.flushed_rows_after(store.table.name, meta.files_through)
+        if added is None:
+            return False
+        rows = dict(meta.partition_rows)
+        for partition, n in added.items():
+            rows[partition] = rows.get(partition, 0) + n
+        return fingerprint_of(rows) == current
+
+    def _source(self, store: TableStore) -> SourceState:
+        table = store.table.name
+        return source_state(store, self.wal.flushed_through(table) if self.wal is not None else None)
+
+    def wal_needed_after(self, table_name: str) -> int | None:
+        """The WAL sequence after which flushed batches must be kept: what the table's
+        active snapshots need to be matched with the files at start (None: nothing)."""
+        marks = [
+            s.meta.files_through
+            for s in self.all_states(table_name)
+            if s.status == "active" and s.meta is not None and s.meta.files_through is not None
+        ]
+        return min(marks) if marks else None
+
     def build(self, names: Sequence[str] | None = None, progress: bool = False) -> dict[str, float]:
         """Build the named rollups (all by default) in one pass per table and filter."""
         wanted = [self.states[n] for n in (names or list(self.states))]
@@ -271,10 +326,10 @@ class RollupRegistry:
                 raise
             finally:
                 cur.close()
-            fingerprint = source_fingerprint(store)
+            source = self._source(store)
             for s in states:
                 table = result.tables[s.group.name]
-                meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), fingerprint, result.watermark)
+                meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), source, result.watermark)
                 self._install(s, table, meta, "active")
             timings[table_name] = result.seconds
             log.info("rollups_built", table=table_name, rollups=len(states), source_rows=result.source_rows, seconds=round(result.seconds, 3))
@@ -381,7 +436,7 @@ class RollupRegistry:
         the newer batches into it.
         """
         store = self.stores[table_name]
-        fingerprint = source_fingerprint(store)
+        source = self._source(store)
         for s in self.all_states(table_name):
             if s.status != "active":
                 continue
@@ -400,7 +455,7 @@ class RollupRegistry:
                 self._install_table(s, merged, "active")
                 with s.lock:
                     s.watermark = newest
-            meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), fingerprint, watermark, through)
+            meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), source, watermark, through)
             with s.lock:
                 s.meta = meta
             log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,10 +37,38 @@ class SnapshotMeta:
     # The newest WAL sequence whose rows the snapshot holds (None: written by a build, which
     # covers exactly the flushed rows). On start, newer WAL batches are merged into it.
     wal_through: int | None = None
+    # The source as it was: rows per partition (what the fingerprint hashes) and the WAL
+    # sequence the files held. Files flushed since are explained by the WAL batches after
+    # files_through (kept until a snapshot holds them), so a restart need not rebuild.
+    files_through: int | None = None
+    partition_rows: dict[str, int] | None = None
 
     @property
     def watermark_dt(self) -> dt.datetime | None:
         return dt.datetime.fromisoformat(self.watermark) if self.watermark else None
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What a snapshot was computed from: the stored rows per partition (hot tail excluded)
+    and the WAL sequence the files held then (None: not known, no WAL)."""
+
+    partition_rows: Mapping[str, int]
+    files_through: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.partition_rows)
+
+
+def fingerprint_of(partition_rows: Mapping[str, int]) -> str:
+    """Changes whenever the stored rows change. Rows per partition, not tiers or files:
+    demotion and compaction move rows without changing them, and must not make every
+    rollup stale."""
+    h = hashlib.sha256()
+    for partition in sorted(partition_rows):
+        h.update(f"{partition}|{partition_rows[partition]}\n".encode())
+    return h.hexdigest()[:16]
 
 
 class SnapshotError(Exception):
@@ -67,7 +96,7 @@ def new_meta(
     sha256: str,
     table: pa.Table,
     definition_hash: str,
-    fingerprint: str,
+    source: SourceState,
     watermark: dt.datetime | None,
     wal_through: int | None,
 ) -> SnapshotMeta:
@@ -76,12 +105,14 @@ def new_meta(
         file=file,
         sha256=sha256,
         definition_hash=definition_hash,
-        fingerprint=fingerprint,
+        fingerprint=source.fingerprint,
         watermark=watermark.isoformat() if watermark else None,
         built_at=dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(),
         rows=table.num_rows,
         bytes=table.nbytes,
         wal_through=wal_through,
+        files_through=source.files_through,
+        partition_rows=dict(source.partition_rows),
     )
 
 
@@ -90,7 +121,7 @@ def write_snapshot(
     name: str,
     table: pa.Table,
     definition_hash: str,
-    fingerprint: str,
+    source: SourceState,
     watermark: dt.datetime | None,
     wal_through: int | None = None,
 ) -> SnapshotMeta:
@@ -100,7 +131,7 @@ def write_snapshot(
         writer.write_table(table, max_chunksize=1 << 20)
     with open(data_path, "rb+") as fh:
         os.fsync(fh.fileno())
-    meta = new_meta(name, data_path.name, _sha256(data_path), table, definition_hash, fingerprint, watermark, wal_through)
+    meta = new_meta(name, data_path.name, _sha256(data_path), table, definition_hash, source, watermark, wal_through)
     manifest = root / f"{name}.json"
     tmp = manifest.with_suffix(".json.tmp")
     _fsync_write(tmp, json.dumps(asdict(meta)).encode())
@@ -145,7 +176,7 @@ class Snapshots(Protocol):
         name: str,
         table: pa.Table,
         definition_hash: str,
-        fingerprint: str,
+        source: SourceState,
         watermark: dt.datetime | None,
         wal_through: int | None = None,
     ) -> SnapshotMeta: ...
@@ -165,11 +196,11 @@ class LocalSnapshots:
         name: str,
         table: pa.Table,
         definition_hash: str,
-        fingerprint: str,
+        source: SourceState,
         watermark: dt.datetime | None,
         wal_through: int | None = None,
     ) -> SnapshotMeta:
-        return write_snapshot(self.root, name, table, definition_hash, fingerprint, watermark, wal_through)
+        return write_snapshot(self.root, name, table, definition_hash, source, watermark, wal_through)
 
     def read_meta(self, name: str) -> SnapshotMeta | None:
         return read_meta(self.root, name)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from tierflight.rollups.snapshot import SnapshotError, SnapshotMeta, new_meta
+from tierflight.rollups.snapshot import SnapshotError, SnapshotMeta, SourceState, new_meta
 from tierflight.tiers.s3 import S3Settings, strip_scheme
 
 
@@ -53,7 +53,7 @@ class S3Snapshots:
         name: str,
         table: pa.Table,
         definition_hash: str,
-        fingerprint: str,
+        source: SourceState,
         watermark: dt.datetime | None,
         wal_through: int | None = None,
     ) -> SnapshotMeta:
@@ -64,7 +64,7 @@ class S3Snapshots:
         file = f"{name}-{uuid.uuid4().hex[:12]}.arrow"
         self._put(file, body)
         sha = hashlib.sha256(memoryview(body)).hexdigest()
-        meta = new_meta(name, file, sha, table, definition_hash, fingerprint, watermark, wal_through)
+        meta = new_meta(name, file, sha, table, definition_hash, source, watermark, wal_through)
         previous = self.read_meta(name)
         self._put(f"{name}.json", json.dumps(asdict(meta)).encode())
         if previous is not None and previous.file != meta.file:
