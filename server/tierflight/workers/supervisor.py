@@ -1,7 +1,10 @@
 """Start, watch and stop the worker processes of ``serve --workers N``, and run the front.
 
-Workers are ``tierflight worker`` subprocesses (spawned, not forked: no gRPC or DuckDB
-state crosses a fork) on Unix sockets in a fresh private directory. The primary starts
+Workers run ``tierflight worker`` on Unix sockets in a fresh private directory. They are
+forked from a fork server (multiprocessing's ``forkserver``: a fresh interpreter that
+imports what a worker needs, see preload.py, and forks a worker per request), so the
+libraries' heap is shared by the workers rather than built in each, while no gRPC, DuckDB
+or thread state crosses a fork: the fork server never starts any. The primary starts
 first (it recovers an interrupted flush, replays the WAL and builds missing rollups);
 followers start once it is ready, so they load the snapshots it wrote. A worker that
 exits while the server runs is started again; its calls fail with UNAVAILABLE meanwhile.
@@ -10,15 +13,16 @@ exits while the server runs is started again; its calls fail with UNAVAILABLE me
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,37 +44,69 @@ POLL_INTERVAL_S = 0.25
 MAX_WORKERS = 64
 
 
+_FORKS = multiprocessing.get_context("forkserver")
+_FORKS.set_forkserver_preload(["tierflight.workers.preload"])
+
+
+def run_worker(args: list[str], env: dict[str, str], out: Any) -> None:
+    """The body of a forked worker: its environment, its stdout on ``out``, then the CLI."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.dup2(out.fileno(), 1)
+    out.close()
+    _name_process(f"tierflight-w{args[args.index('--index') + 1]}")
+    from tierflight.cli import app
+
+    app(args, prog_name="tierflight")
+
+
+def _name_process(name: str) -> None:
+    """What ``ps -o comm`` and ``top`` show (the command line stays the fork server's)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class WorkerProcess:
     worker: Worker
     socket: Path
-    argv: list[str]
+    args: list[str]
     env: dict[str, str]
-    proc: subprocess.Popen[str] | None = None
+    proc: BaseProcess | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     restarts: int = 0
 
     def start(self) -> None:
         self.ready.clear()
         self.socket.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True, env=self.env)
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read_stdout, args=(self.proc.stdout,), daemon=True).start()
+        reader, writer = _FORKS.Pipe(duplex=False)
+        self.proc = _FORKS.Process(target=run_worker, args=(self.args, self.env, writer), name=f"tierflight-worker-{self.worker.index}")
+        self.proc.start()
+        writer.close()
+        # The worker writes plain lines to the pipe (its stdout): read them as text.
+        stream = os.fdopen(os.dup(reader.fileno()), "r")
+        reader.close()
+        threading.Thread(target=self._read_stdout, args=(stream,), daemon=True).start()
 
     def _read_stdout(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.startswith(READY_LINE):
-                self.ready.set()
-            else:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+        with stream:
+            for line in stream:
+                if line.startswith(READY_LINE):
+                    self.ready.set()
+                else:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.ready.wait(0.2):
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc is not None and not self.proc.is_alive():
                 raise ConfigError(
-                    f"worker {self.worker.index} exited with status {self.proc.returncode} while starting; "
+                    f"worker {self.worker.index} exited with status {self.proc.exitcode} while starting; "
                     "its log lines above say why"
                 )
             if time.monotonic() > deadline:
@@ -78,28 +114,35 @@ class WorkerProcess:
         self.worker.reset()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.is_alive()
+
+    @property
+    def status(self) -> int | None:
+        return self.proc.exitcode if self.proc is not None else None
 
     def terminate(self) -> None:
         if self.alive():
             assert self.proc is not None
             self.proc.terminate()
 
+    def wait(self, timeout: float) -> None:
+        """Wait for the worker to exit; kill it if it has not within ``timeout``."""
+        if self.proc is None:
+            return
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            log.error("worker_killed", worker=self.worker.index)
+            self.proc.kill()
+            self.proc.join()
 
-def worker_argv(config: Config, index: int, socket: Path, log_level: str) -> list[str]:
-    argv = [sys.executable, "-m", "tierflight.cli", "--log-level", log_level]
+
+def worker_args(config: Config, index: int, socket: Path, log_level: str) -> list[str]:
+    """The ``tierflight`` command line of a worker (without the program)."""
+    args = ["--log-level", log_level]
     if config.path is not None:
-        argv += ["--config", str(Path(config.path).resolve())]
-    argv += [
-        "--data-dir",
-        str(config.data_dir.resolve()),
-        "worker",
-        "--socket",
-        str(socket),
-        "--index",
-        str(index),
-    ]
-    return argv
+        args += ["--config", str(Path(config.path).resolve())]
+    args += ["--data-dir", str(config.data_dir.resolve()), "worker", "--socket", str(socket), "--index", str(index)]
+    return args
 
 
 def worker_env(config: Config, index: int) -> dict[str, str]:
@@ -124,7 +167,7 @@ class Supervisor:
             sock = self.dir / f"w{i}.sock"
             worker = Worker(i, f"grpc+unix://{sock}")
             self.processes.append(
-                WorkerProcess(worker, sock, worker_argv(config, i, sock, log_level), worker_env(config, i))
+                WorkerProcess(worker, sock, worker_args(config, i, sock, log_level), worker_env(config, i))
             )
         self._stop = threading.Event()
 
@@ -140,9 +183,7 @@ class Supervisor:
             p.start()
         for p in followers:
             p.wait_ready(START_TIMEOUT_S)
-        log.info(
-            "workers_ready", workers=len(self.processes), pids=[p.proc.pid for p in self.processes if p.proc]
-        )
+        log.info("workers_ready", workers=len(self.processes), pids=[p.proc.pid for p in self.processes if p.proc])
 
     def state(self, worker: Worker) -> dict[str, Any] | None:
         try:
@@ -163,14 +204,13 @@ class Supervisor:
                 for p in self.processes:
                     if not p.alive() and not self._stop.is_set():
                         front.router.exclude(p.worker)
-                        code = p.proc.returncode if p.proc is not None else None
-                        log.error("worker_exited", worker=p.worker.index, status=code, restarts=p.restarts)
+                        log.error("worker_exited", worker=p.worker.index, status=p.status, restarts=p.restarts)
                         p.restarts += 1
                         time.sleep(min(5.0, 0.5 * p.restarts))
                         try:
                             p.start()
                             p.wait_ready(START_TIMEOUT_S)
-                        except ConfigError as exc:
+                        except (ConfigError, OSError) as exc:
                             log.error("worker_restart_failed", worker=p.worker.index, error=str(exc))
                 try:
                     front.router.poll(self.state)
@@ -186,14 +226,7 @@ class Supervisor:
             p.terminate()
         deadline = time.monotonic() + grace_s + 30
         for p in self.processes:
-            if p.proc is None:
-                continue
-            try:
-                p.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.error("worker_killed", worker=p.worker.index)
-                p.proc.kill()
-                p.proc.wait()
+            p.wait(max(0.1, deadline - time.monotonic()))
         for p in self.processes:
             p.worker.reset()
         shutil.rmtree(self.dir, ignore_errors=True)
