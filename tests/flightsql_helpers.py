@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from tierflight.protocol import flightsql_pb2 as pb
-from tierflight.protocol.server import pack, unpack
+from tierflight.protocol.wire import pack, unpack
 from tierflight_client.errors import flight_status_classes
 
 # -- status codes -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from flightsql_helpers import (
     ticket_bytes,
 )
 from tierflight.protocol import flightsql_pb2 as pb
-from tierflight.protocol.server import pack
+from tierflight.protocol.wire import pack
 
 SQL_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
 

@@ -24,7 +24,7 @@ from flightsql_helpers import (
 )
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
-from tierflight.protocol.server import pack, unpack
+from tierflight.protocol.wire import pack, unpack
 
 MAX_MESSAGE = 16 * 1024 * 1024
 

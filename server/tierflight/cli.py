@@ -94,9 +94,7 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the Flight SQL server."""
-    from tierflight.app import App, serve_forever
     from tierflight.protocol.auth import AuthSettings, check_bind_allowed
-    from tierflight.protocol.server import build_server
 
     log = get_logger("tierflight.app")
     try:
@@ -110,14 +108,19 @@ def serve(
         )
         # Refuse an exposed address without auth at once, before loading data and rollups.
         check_bind_allowed(host or config.server.host, AuthSettings.from_mapping(config.auth).enabled, insecure)
-        if not no_demo:
-            ensure_demo_data(config)
         if workers != 1:
+            # The front imports no engine (it only routes calls): the primary worker
+            # generates the demo data when there is none.
             from tierflight.workers.supervisor import serve_workers
 
             serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
-                          insecure=insecure, log_level=state.log_level)
+                          insecure=insecure, log_level=state.log_level, demo=not no_demo)
             return
+        from tierflight.app import App
+        from tierflight.protocol.server import build_server
+
+        if not no_demo:
+            ensure_demo_data(config)
         instance = App(config, progress=True)
         bind_host = host or config.server.host
         server = build_server(instance, bind_host, config.server.port if port is None else port, insecure=insecure)
@@ -134,6 +137,8 @@ def serve(
         instance.start_snapshot_watch()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
+
+    from tierflight.app import serve_forever
 
     try:
         drained = serve_forever(server, ready)
@@ -152,6 +157,7 @@ def serve(
 def worker(
     socket: Annotated[Path, typer.Option("--socket", help="Unix socket to serve on")],
     index: Annotated[int, typer.Option("--index", help="0: the primary; others follow it")],
+    demo: Annotated[bool, typer.Option("--demo", help="generate the demo data first if there is none")] = False,
 ) -> None:
     """One worker of `serve --workers` (started by the front; not for direct use)."""
     from tierflight.app import App, serve_forever
@@ -163,6 +169,8 @@ def worker(
 
     try:
         config = _config()
+        if demo:
+            ensure_demo_data(config)
         instance = App(config, progress=False, follower=index > 0)
         install_traceback_guard()
         server = FlightSqlServer(

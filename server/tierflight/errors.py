@@ -124,3 +124,10 @@ class InternalError(TierflightError):
     """An unexpected failure; the message carries the query id that is in the server log."""
 
     status = Status.INTERNAL
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message without the tails libraries append (SQL, links, tracebacks)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    return line or type(exc).__name__

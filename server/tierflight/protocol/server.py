@@ -13,8 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
-from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError, Message
 
 from tierflight.engine.executor import Execution
 from tierflight.engine.sandbox import Statement, check_statement
@@ -27,46 +25,7 @@ from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
 from tierflight.protocol.prepared import PreparedStatements, parameter_rows
 from tierflight.protocol.schemas import schema_with_column_metadata
-
-TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
-
-ACTIONS = [
-    ("CreatePreparedStatement", "Create a prepared statement (ActionCreatePreparedStatementRequest)"),
-    ("ClosePreparedStatement", "Close a prepared statement (ActionClosePreparedStatementRequest)"),
-    ("CancelFlightInfo", "Cancel the execution behind a FlightInfo"),
-    ("CancelQuery", "Cancel a query (deprecated Flight SQL action)"),
-    ("CloseSession", "Close the client session"),
-    ("healthcheck", "Report whether the server is ready"),
-    ("tierflight.state", "Unflushed hot rows and the version of the files and rollup snapshots served"),
-]
-STATE_ACTION = "tierflight.state"
-
-
-def pack(msg: Message) -> bytes:
-    any_msg = any_pb2.Any()
-    any_msg.Pack(msg, type_url_prefix="type.googleapis.com/")
-    return any_msg.SerializeToString()
-
-
-def unpack(data: bytes) -> tuple[str, Any]:
-    """Decode an ``Any``-wrapped Flight SQL command into (name, message)."""
-    any_msg = any_pb2.Any()
-    try:
-        any_msg.ParseFromString(data)
-    except DecodeError:
-        raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
-    if not any_msg.type_url.startswith(TYPE_PREFIX):
-        raise Unsupported(f"unsupported command type {any_msg.type_url or '(empty)'!r}")
-    name = any_msg.type_url[len(TYPE_PREFIX) :]
-    cls = getattr(pb, name, None)
-    if cls is None or not isinstance(cls, type):
-        raise Unsupported(f"Flight SQL command {name} is not supported by tierflight")
-    msg = cls()
-    try:
-        any_msg.Unpack(msg)
-    except DecodeError:
-        raise InvalidArgument(f"malformed {name} message") from None
-    return name, msg
+from tierflight.protocol.wire import ACTIONS, STATE_ACTION, pack, unpack
 
 
 def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None = None) -> bytes:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from tierflight.config import parse_duration
 from tierflight.engine.database import quote_literal
-from tierflight.errors import ConfigError, StorageUnavailable
+from tierflight.errors import ConfigError, StorageUnavailable, first_line
 from tierflight.log import get_logger
 from tierflight.lru import LRU
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
@@ -86,13 +86,6 @@ class IcebergSettings:
             raise StorageUnavailable(f"iceberg.type = {kind!r} is not supported; use 'sql' (embedded) or 'rest'")
         files = S3Settings.from_iceberg_properties(props, s3, timeout)
         return cls(kind, props, str(raw.get("namespace", "tierflight")), timeout, on_unavailable, files)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message without the tails libraries append (SQL, links, tracebacks)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    return line or type(exc).__name__
 
 
 def _rest_catalog(settings: IcebergSettings) -> Any:

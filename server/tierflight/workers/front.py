@@ -26,7 +26,7 @@ from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import current_auth
 from tierflight.protocol.boundary import to_flight_error
-from tierflight.protocol.server import ACTIONS, pack, unpack
+from tierflight.protocol.wire import ACTIONS, pack, unpack
 from tierflight.workers.handles import FrontStatement, FrontStatements
 from tierflight.workers.trust import identity_headers
 

@@ -33,7 +33,7 @@ from tierflight.config import Config
 from tierflight.errors import ConfigError
 from tierflight.lifecycle import SignalLatch
 from tierflight.log import get_logger
-from tierflight.protocol.server import STATE_ACTION
+from tierflight.protocol.wire import STATE_ACTION
 from tierflight.workers.front import FrontServer, Worker
 
 log = get_logger("tierflight.workers")
@@ -136,13 +136,14 @@ class WorkerProcess:
             self.proc.join()
 
 
-def worker_args(config: Config, index: int, socket: Path, log_level: str) -> list[str]:
-    """The ``tierflight`` command line of a worker (without the program)."""
+def worker_args(config: Config, index: int, socket: Path, log_level: str, demo: bool = False) -> list[str]:
+    """The ``tierflight`` command line of a worker (without the program); ``demo``: it
+    generates the demo data first when there is none (the primary, on ``serve``)."""
     args = ["--log-level", log_level]
     if config.path is not None:
         args += ["--config", str(Path(config.path).resolve())]
     args += ["--data-dir", str(config.data_dir.resolve()), "worker", "--socket", str(socket), "--index", str(index)]
-    return args
+    return [*args, "--demo"] if demo else args
 
 
 def worker_env(config: Config, index: int) -> dict[str, str]:
@@ -156,7 +157,7 @@ def worker_env(config: Config, index: int) -> dict[str, str]:
 
 
 class Supervisor:
-    def __init__(self, config: Config, count: int, log_level: str = "info") -> None:
+    def __init__(self, config: Config, count: int, log_level: str = "info", demo: bool = False) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}")
         self.config = config
@@ -167,7 +168,7 @@ class Supervisor:
             sock = self.dir / f"w{i}.sock"
             worker = Worker(i, f"grpc+unix://{sock}")
             self.processes.append(
-                WorkerProcess(worker, sock, worker_args(config, i, sock, log_level), worker_env(config, i))
+                WorkerProcess(worker, sock, worker_args(config, i, sock, log_level, demo and i == 0), worker_env(config, i))
             )
         self._stop = threading.Event()
 
@@ -247,7 +248,7 @@ class Supervisor:
 
 
 def serve_workers(
-    config: Config, host: str, port: int, count: int, *, insecure: bool, log_level: str
+    config: Config, host: str, port: int, count: int, *, insecure: bool, log_level: str, demo: bool = False
 ) -> None:
     """The body of ``tierflight serve --workers N`` (N >= 2): returns after a graceful stop."""
     from tierflight.observability.httpd import OpsServer
@@ -265,7 +266,7 @@ def serve_workers(
     check_bind_allowed(host, settings.enabled, insecure)
     certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
-    supervisor = Supervisor(config, count, log_level)
+    supervisor = Supervisor(config, count, log_level, demo=demo)
     latch = SignalLatch()
     try:
         supervisor.start()

@@ -1,0 +1,54 @@
+"""The Flight SQL wire format: commands packed in ``google.protobuf.Any``, and the actions
+tierflight answers. Shared by the server and the ``serve --workers`` front, which decodes
+just enough of a call to route it (and so imports nothing of the engine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+from tierflight.errors import InvalidArgument, Unsupported
+from tierflight.protocol import flightsql_pb2 as pb
+
+TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+ACTIONS = [
+    ("CreatePreparedStatement", "Create a prepared statement (ActionCreatePreparedStatementRequest)"),
+    ("ClosePreparedStatement", "Close a prepared statement (ActionClosePreparedStatementRequest)"),
+    ("CancelFlightInfo", "Cancel the execution behind a FlightInfo"),
+    ("CancelQuery", "Cancel a query (deprecated Flight SQL action)"),
+    ("CloseSession", "Close the client session"),
+    ("healthcheck", "Report whether the server is ready"),
+    ("tierflight.state", "Unflushed hot rows and the version of the files and rollup snapshots served"),
+]
+STATE_ACTION = "tierflight.state"
+
+
+def pack(msg: Message) -> bytes:
+    any_msg = any_pb2.Any()
+    any_msg.Pack(msg, type_url_prefix="type.googleapis.com/")
+    return any_msg.SerializeToString()
+
+
+def unpack(data: bytes) -> tuple[str, Any]:
+    """Decode an ``Any``-wrapped Flight SQL command into (name, message)."""
+    any_msg = any_pb2.Any()
+    try:
+        any_msg.ParseFromString(data)
+    except DecodeError:
+        raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
+    if not any_msg.type_url.startswith(TYPE_PREFIX):
+        raise Unsupported(f"unsupported command type {any_msg.type_url or '(empty)'!r}")
+    name = any_msg.type_url[len(TYPE_PREFIX) :]
+    cls = getattr(pb, name, None)
+    if cls is None or not isinstance(cls, type):
+        raise Unsupported(f"Flight SQL command {name} is not supported by tierflight")
+    msg = cls()
+    try:
+        any_msg.Unpack(msg)
+    except DecodeError:
+        raise InvalidArgument(f"malformed {name} message") from None
+    return name, msg
