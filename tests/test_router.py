@@ -84,3 +84,31 @@ def test_output_names_without_a_bind_are_duckdbs(server: RunningServer) -> None:
         assert names == server.app._column_names(sql), sql
         assert sql not in bound, sql
     assert fast >= len(extra)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT day, count(*) FILTER (WHERE type = 'click') AS c FROM events WHERE day >= DATE '2024-07-01' GROUP BY 1",
+        "SELECT CAST(date_trunc('hour', ts) AS TIMESTAMP) AS h, sum(bid_price) FROM events /* note */ GROUP BY ALL ORDER BY h",
+        "SELECT country, avg(total_price) FROM events WHERE type IN ('purchase', 'click') GROUP BY country LIMIT 3",
+    ],
+)
+def test_bare_copy_is_the_same_statement_and_shares_no_node(sql: str) -> None:
+    """The planner rewrites a bare copy of the cached tree: it must print the same SQL (bar
+    comments) and changing it must leave the original alone."""
+    import sqlglot
+    from sqlglot import exp
+
+    from tierflight.router.rules import bare_copy
+
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    before = tree.sql(dialect="duckdb")
+    copy = bare_copy(tree)
+    assert copy.sql(dialect="duckdb", comments=False) == tree.sql(dialect="duckdb", comments=False)
+    originals = {id(n) for n in tree.walk()}
+    assert not originals & {id(n) for n in copy.walk()}
+    assert all(n.parent is not None for n in copy.walk() if n is not copy)
+    for column in list(copy.find_all(exp.Column)):
+        column.replace(exp.column("x"))
+    assert tree.sql(dialect="duckdb") == before

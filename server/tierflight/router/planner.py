@@ -32,6 +32,7 @@ from tierflight.router.rules import (
     Reject,
     TableInfo,
     _transform_outside_aggs,
+    bare_copy,
     canonical,
     canonical_sql,
     conjuncts,
@@ -430,7 +431,8 @@ class Router:
         self, tree: exp.Select, table: exp.Table, info: TableInfo, state: RollupState, rng: TimeRange, drop_exact: bool = False
     ) -> exp.Select:
         group = state.group
-        select = tree.copy()
+        select = bare_copy(tree)
+        assert isinstance(select, exp.Select)
         if select.args.get("qualify") is not None:
             raise Reject("shape", "QUALIFY is answered from raw tiers")
         filter_key = canonical_sql(group.filter) if group.filter else None

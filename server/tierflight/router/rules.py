@@ -21,6 +21,34 @@ from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, rete
 from tierflight.router.timerange import column_grain, literal_datetime, truncate
 
 
+def bare_copy(tree: exp.Expr) -> exp.Expr:
+    """A copy of ``tree`` for rewriting and generating SQL, without the token positions and
+    comments each parsed node carries: ``Expr.copy()`` deep-copies those dictionaries
+    through ``copy.deepcopy``, a fifth of the planning time of a statement never seen."""
+    root = tree.__class__()
+    stack = [(tree, root)]
+    while stack:
+        source, target = stack.pop()
+        for key, value in source.args.items():
+            if isinstance(value, exp.Expr):
+                child = value.__class__()
+                stack.append((value, child))
+                target.set(key, child)
+            elif type(value) is list:
+                items = []
+                for v in value:
+                    if isinstance(v, exp.Expr):
+                        child = v.__class__()
+                        stack.append((v, child))
+                        items.append(child)
+                    else:
+                        items.append(v)
+                target.set(key, items)
+            else:
+                target.args[key] = value
+    return root
+
+
 @lru_cache(maxsize=32)
 def _dtype(name: str) -> exp.DataType:
     return exp.DataType.build(name)
@@ -96,7 +124,7 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
             return bucket.copy()
         return n
 
-    return expanded.copy().transform(swap)
+    return bare_copy(expanded).transform(swap, copy=False)
 
 
 def _bucket_type(grain: str) -> str:
