@@ -146,3 +146,41 @@ def crash_at(step: str) -> Any:
             raise Crash(step)
 
     return hook
+
+
+def maintenance_under_queries(running: Any, statements: dict[str, str]) -> list[tuple[str, Any]]:
+    """Two clients run ``statements`` (name -> SQL) in a loop while the server runs one
+    maintenance round; then the server stops. Each answer as (name, row), failures as
+    ("error", message)."""
+    import threading
+    import time
+
+    import adbc_driver_flightsql.dbapi as fsql
+
+    results: list[tuple[str, Any]] = []
+    stop = threading.Event()
+
+    def query() -> None:
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            while not stop.is_set():
+                try:
+                    for name, sql in statements.items():
+                        cur.execute(sql)
+                        results.append((name, tuple(cur.fetchone() or ())))
+                except Exception as exc:
+                    results.append(("error", str(exc).splitlines()[0]))
+
+    threads = [threading.Thread(target=query) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        running.app.run_maintenance()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        running.server.shutdown()
+        running.app.close()
+    return results

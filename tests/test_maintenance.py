@@ -8,7 +8,6 @@ every crash (the process killed, or a fault injected, between two steps) and aft
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from storage_helpers import (
     build,
     config,
     crash_at,
+    maintenance_under_queries,
     oracle,
     run_cli,
     split_day,
@@ -246,7 +246,6 @@ def test_background_maintenance_demotes_on_schedule(tmp_path: Path) -> None:
 
 def test_queries_during_demote_see_each_row_once(tmp_path: Path) -> None:
     """Statements running while maintenance demotes and compacts: same answer every time."""
-    import adbc_driver_flightsql.dbapi as fsql
 
     data = build(tmp_path / "data")
     expected = oracle(data)
@@ -256,35 +255,13 @@ def test_queries_during_demote_see_each_row_once(tmp_path: Path) -> None:
     window = (sum(expected[d][0] for d in around), sum(expected[d][1] for d in around))
     cfg = config(data, LATER, **{"tiers.maintenance_interval": "0s", **RAW_ONLY})
     running = start_in_process(cfg)
-    results: list[tuple[str, Any]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
-            while not stop.is_set():
-                try:
-                    cur.execute("SELECT count(*), sum(user_id) FROM events")
-                    results.append(("all", tuple(cur.fetchone() or ())))
-                    cur.execute(
-                        f"SELECT count(*), sum(user_id) FROM events WHERE day BETWEEN DATE '{around[0]}' AND DATE '{around[-1]}'"
-                    )
-                    results.append(("window", tuple(cur.fetchone() or ())))
-                except Exception as exc:
-                    results.append(("error", str(exc).splitlines()[0]))
-
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        running.app.run_maintenance()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        running.server.shutdown()
-        running.app.close()
+    results = maintenance_under_queries(
+        running,
+        {
+            "all": "SELECT count(*), sum(user_id) FROM events",
+            "window": f"SELECT count(*), sum(user_id) FROM events WHERE day BETWEEN DATE '{around[0]}' AND DATE '{around[-1]}'",
+        },
+    )
     errors = [r for kind, r in results if kind == "error"]
     assert not errors, errors[:3]
     assert len(results) > 20

@@ -36,6 +36,7 @@ from storage_helpers import (
     DayStats,
     config,
     crash_at,
+    maintenance_under_queries,
     store_for,
     tier_stats,
     tiers_of,
@@ -203,11 +204,6 @@ def test_statements_during_server_maintenance_on_s3_see_each_row_once(
 ) -> None:
     """The server's own maintenance round (demote, compact, empty the trash) on S3 storage
     while two clients query: every answer is the same, and the round did its work."""
-    import threading
-    import time
-
-    import adbc_driver_flightsql.dbapi as fsql
-
     from conftest import start_in_process
 
     data, overrides = on_s3
@@ -215,31 +211,7 @@ def test_statements_during_server_maintenance_on_s3_see_each_row_once(
     total = (sum(v[0] for v in expected.values()), sum(v[1] for v in expected.values()))
     raw_only = {"router.enabled": False, "tables.events.rollups": []}
     running = start_in_process(config(data, LATER, **{**overrides, **raw_only}))
-    results: list[tuple[str, Any]] = []
-    stop = threading.Event()
-
-    def query() -> None:
-        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
-            while not stop.is_set():
-                try:
-                    cur.execute("SELECT count(*), sum(user_id) FROM events")
-                    results.append(("ok", tuple(cur.fetchone() or ())))
-                except Exception as exc:
-                    results.append(("error", str(exc).splitlines()[0]))
-
-    threads = [threading.Thread(target=query) for _ in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        running.app.run_maintenance()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        running.server.shutdown()
-        running.app.close()
+    results = maintenance_under_queries(running, {"all": "SELECT count(*), sum(user_id) FROM events"})
     assert not [r for kind, r in results if kind == "error"], results[:3]
     assert len(results) > 10 and {r for _, r in results} == {total}
     _assert_demoted(data, overrides, expected)
