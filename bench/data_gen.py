@@ -71,7 +71,8 @@ def _cold_variants(rows: int, days: int, work: Path) -> dict[str, Callable[[], d
     def plain_parquet() -> dict[str, Any]:
         root = fresh("plain-parquet")
         started = time.perf_counter()
-        stats = generate_to_hive(root, rows, START, days, SEED, progress=False)
+        events = load_config(CONFIG, data_dir=root, environ={**os.environ, **DATA_ENV}).table("events")
+        stats = generate_to_hive(root, rows, START, days, SEED, progress=False, table_config=events)
         return {
             "seconds": time.perf_counter() - started,
             "rows": stats.rows,

@@ -106,7 +106,7 @@ def warm_file(data_dir: Path, day: dt.date) -> Path:
 
 def split_day(data_dir: Path, day: dt.date, pieces: int = 3) -> list[Path]:
     """Rewrite a warm day as ``pieces`` small files (work for compaction)."""
-    from tierflight.demo.generate import write_parquet_day
+    from tierflight.tiers.parquet import write_file, write_options
 
     src = warm_file(data_dir, day)
     table = pq.read_table(src)
@@ -114,7 +114,8 @@ def split_day(data_dir: Path, day: dt.date, pieces: int = 3) -> list[Path]:
     out = []
     for i in range(pieces):
         dst = src.with_name(f"part-split{i}.parquet")
-        write_parquet_day(table.slice(i * step, step), dst)
+        piece = table.slice(i * step, step)
+        write_file(piece, dst, write_options(config(data_dir).table("events"), piece.num_rows))
         out.append(dst)
     src.unlink()
     return out

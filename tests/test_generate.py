@@ -13,11 +13,9 @@ import pytest
 
 from tierflight.demo.generate import (
     EVENTS_SCHEMA,
-    day_path,
     generate_days,
     generate_to_hive,
     rows_per_day,
-    write_parquet_day,
 )
 
 START = dt.date(2024, 1, 1)  # a Monday, so the week's shape is easy to reason about
@@ -211,32 +209,6 @@ def test_daily_cycle_is_quiet_at_night(events: pa.Table) -> None:
         """,
     )[0]
     assert night < 0.5 * afternoon  # type: ignore[operator]
-
-
-def test_write_parquet_day_round_trips(days: list[tuple[dt.date, pa.Table]], tmp_path: Path) -> None:
-    day, table = days[0]
-    path = day_path(tmp_path, day)
-    size = write_parquet_day(table, path)
-    assert path == tmp_path / f"day={day.isoformat()}" / "part-0.parquet"
-    assert size == path.stat().st_size > 0
-    assert [p.name for p in path.parent.iterdir()] == ["part-0.parquet"]  # temp file renamed away
-    back = pq.read_table(path)
-    assert back.schema.equals(EVENTS_SCHEMA) and back.equals(table)
-    meta = pq.ParquetFile(path).metadata
-    for rg in range(meta.num_row_groups):
-        assert meta.row_group(rg).num_rows <= 1 << 20
-        for col in range(meta.num_columns):
-            chunk = meta.row_group(rg).column(col)
-            assert chunk.compression == "ZSTD"
-            assert chunk.is_stats_set
-    type_col = meta.row_group(0).column(EVENTS_SCHEMA.get_field_index("type"))
-    assert type_col.has_dictionary_page
-
-
-def test_write_parquet_day_handles_an_empty_day(tmp_path: Path) -> None:
-    path = tmp_path / "empty.parquet"
-    write_parquet_day(EVENTS_SCHEMA.empty_table(), path)
-    assert pq.read_table(path).num_rows == 0
 
 
 def test_generate_to_hive_matches_generate_days(days: list[tuple[dt.date, pa.Table]], tmp_path: Path) -> None:

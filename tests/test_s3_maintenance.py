@@ -146,7 +146,8 @@ def _split(store: Any) -> None:
         table = objects.read_parquet(src, store.schema.names)
         step = -(-table.num_rows // 3)
         for i in range(3):
-            objects.write_parquet(table.slice(i * step, step), f"{days[day]}/part-split{i}.parquet")
+            piece = table.slice(i * step, step)
+            objects.write_parquet(piece, f"{days[day]}/part-split{i}.parquet", store.write_options(piece.num_rows))
         objects.delete(src)
 
 

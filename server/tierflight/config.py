@@ -159,6 +159,10 @@ class TableConfig:
     derived: Mapping[str, str] = field(default_factory=dict)  # name -> SQL over the stored columns
     rollups: tuple[Mapping[str, Any], ...] = ()
     sort_by: tuple[str, ...] = ()
+    # How data files are written (tiers.parquet): columns with dictionaries (None: all) and
+    # with Bloom filters.
+    parquet_dictionary: tuple[str, ...] | None = None
+    parquet_bloom_filter: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -225,6 +229,7 @@ def _table(name: str, raw: Mapping[str, Any]) -> TableConfig:
         raise ConfigError(f"tables.{name}.time_column = {time_column!r} must name one of its columns")
     derived = {str(k): str(v) for k, v in dict(raw.get("derived", {})).items()}
     rollups = tuple(raw.get("rollups", []))
+    dictionary = raw.get("parquet_dictionary")
     return TableConfig(
         name=name,
         columns=columns,
@@ -232,7 +237,18 @@ def _table(name: str, raw: Mapping[str, Any]) -> TableConfig:
         derived=derived,
         rollups=rollups,
         sort_by=tuple(raw.get("sort_by", [time_column])),
+        parquet_dictionary=None if dictionary is None else _column_list(name, "parquet_dictionary", dictionary, cols_raw),
+        parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
     )
+
+
+def _column_list(table: str, key: str, value: Any, columns: Mapping[str, Any]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"tables.{table}.{key} must be a list of column names, e.g. [\"country\"]")
+    unknown = [v for v in value if v not in columns]
+    if unknown:
+        raise ConfigError(f"tables.{table}.{key} names unknown column(s) {', '.join(unknown)}; columns: {', '.join(columns)}")
+    return tuple(value)
 
 
 def load_config(

@@ -5,7 +5,6 @@ from tierflight.demo.generate import (
     GenerateStats,
     generate_days,
     generate_to_hive,
-    write_parquet_day,
 )
 
-__all__ = ["EVENTS_SCHEMA", "GenerateStats", "generate_days", "generate_to_hive", "write_parquet_day"]
+__all__ = ["EVENTS_SCHEMA", "GenerateStats", "generate_days", "generate_to_hive"]

@@ -36,14 +36,15 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from tierflight.config import TableConfig
+from tierflight.tiers.parquet import write_file, write_options
 
 __all__ = [
     "EVENTS_SCHEMA",
     "GenerateStats",
     "generate_days",
     "generate_to_hive",
-    "write_parquet_day",
 ]
 
 EVENTS_SCHEMA: Final = pa.schema(
@@ -351,34 +352,6 @@ def generate_days(rows: int, start: dt.date, days: int, seed: int = 42) -> Itera
         yield day, _generate_day(day, n, seed, cat)
 
 
-def parquet_write_options() -> dict[str, Any]:
-    """How data files are written (locally and to object storage)."""
-    return {
-        "row_group_size": 512 * 1024,
-        "compression": "zstd",
-        # High-cardinality columns gain nothing from dictionaries but pay
-        # for building them before falling back to plain encoding.
-        "use_dictionary": ["type", "country", "advertiser_id", "publisher_id"],
-        "write_statistics": True,
-        # ts is sorted: delta encoding is both smaller and cheaper than plain + zstd.
-        "column_encoding": {"ts": "DELTA_BINARY_PACKED"},
-        "sorting_columns": [pq.SortingColumn(0)],
-    }
-
-
-def write_parquet_day(table: pa.Table, path: pathlib.Path) -> int:
-    """Atomically write one day's table as ZSTD Parquet; returns the file size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, **parquet_write_options())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
-
-
 @dataclass(frozen=True)
 class GenerateStats:
     rows: int
@@ -404,6 +377,7 @@ def generate_to_hive(
     seed: int = 42,
     progress: bool = True,
     write_day: Callable[[dt.date, pa.Table], int] | None = None,
+    table_config: TableConfig | None = None,
 ) -> GenerateStats:
     """Write ``root/day=YYYY-MM-DD/part-0.parquet`` for each day.
 
@@ -414,7 +388,8 @@ def generate_to_hive(
     writer.  Memory stays bounded by ``workers`` days.
 
     ``write_day(day, table) -> bytes`` replaces the default Hive writer (e.g. to
-    route old days elsewhere).  It runs on the worker threads, so it may be
+    route old days elsewhere); ``table_config``: the configured table whose Parquet options the
+    default writer uses (tiers.parquet).  It runs on the worker threads, so it may be
     called concurrently and not in date order.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -427,7 +402,7 @@ def generate_to_hive(
         table = _generate_day(day, n, seed, cat)
         if write_day is not None:
             return table.num_rows, write_day(day, table)
-        return table.num_rows, write_parquet_day(table, day_path(root, day))
+        return table.num_rows, write_file(table, day_path(root, day), write_options(table_config, table.num_rows))
 
     workers = max(1, min(_MAX_WORKERS, len(os.sched_getaffinity(0)), len(plan)))
     files = written = done = 0

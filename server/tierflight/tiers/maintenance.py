@@ -260,7 +260,7 @@ def compact_warm(
                 continue
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = f".{name}.compacting"
-            objects.write_parquet(table, f"{path}/{tmp}")
+            objects.write_parquet(table, f"{path}/{tmp}", store.write_options(table.num_rows))
             fault("compact:written")
             journal = {"new": name, "tmp": tmp, "old": [f.rpartition("/")[2] for f in files]}
             objects.write_json(f"{path}/{COMPACTION_JOURNAL}", journal)

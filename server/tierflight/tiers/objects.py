@@ -98,16 +98,17 @@ class Objects:
 
         self._io(f"write {self.uri(path)}", put)
 
-    def write_parquet(self, table: pa.Table, path: str) -> int:
-        """Write one data file with the tiers' Parquet options; returns its size. Locally it
-        appears whole (written aside, renamed in); an S3 object appears whole when complete."""
-        from tierflight.demo.generate import parquet_write_options, write_parquet_day
+    def write_parquet(self, table: pa.Table, path: str, options: dict[str, Any]) -> int:
+        """Write one data file with ``options`` (tiers.parquet.write_options); returns its
+        size. Locally it appears whole (written aside, renamed in); an S3 object appears
+        whole when complete."""
+        from tierflight.tiers.parquet import write_file
 
         if self.s3 is None:
-            return write_parquet_day(table, Path(path))
+            return write_file(table, Path(path), options)
 
         def put() -> int:
-            pq.write_table(table, path, filesystem=self.fs, **parquet_write_options())
+            pq.write_table(table, path, filesystem=self.fs, **options)
             return int(self.fs.get_file_info(path).size or 0)
 
         return self._io(f"write {self.uri(path)}", put)

@@ -32,6 +32,7 @@ from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdState, ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
 from tierflight.tiers.objects import Objects
+from tierflight.tiers.parquet import write_options
 from tierflight.tiers.s3 import S3Settings, is_s3_uri
 from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
 from tierflight.tiers.warm import S3WarmTier, WarmTier
@@ -272,9 +273,13 @@ class TableStore:
             return Objects(), Objects.path(location)
         return (self.cold_objects if cold else self.warm.objects), Objects.path(location)
 
+    def write_options(self, rows: int) -> dict[str, Any]:
+        """How a data file of ``rows`` rows of this table is written (tiers.parquet)."""
+        return write_options(self.table, rows)
+
     def write_object(self, table: pa.Table, location: str, cold: bool = False) -> int:
         objects, path = self._objects_at(location, cold)
-        return objects.write_parquet(table, path)
+        return objects.write_parquet(table, path, self.write_options(table.num_rows))
 
     def object_exists(self, location: str) -> bool:
         objects, path = self._objects_at(location)
