@@ -94,6 +94,25 @@ def tiers_of(store: Any) -> dict[dt.date, str]:
     return {p.start.date(): p.tier for p in store.partitions() if p.tier != "hot"}
 
 
+def trashed(store: Any) -> list[str]:
+    """Names of what sits in the warm tier's trash (``<stamp>-<id>-<name>``), local or S3."""
+    return [e.base_name.split("-", 2)[2] for e in store.warm.objects.entries(store.warm.trash_path)]
+
+
+def assert_days_demoted(store: Any, expected: DayStats) -> None:
+    """Aged days in cold (each once: a second commit would double its rows), the others
+    where they were, the boundary moved, and the aged days out of the warm tier, in its trash."""
+    where = tiers_of(store)
+    assert {d for d in AGED if where.get(d) != "cold"} == set()
+    assert all(where[d] == "cold" for d in COLD_DAYS)
+    assert all(where[d] == "warm" for d in YOUNG)
+    assert store.cold_until() == NEW_BOUNDARY
+    cold_rows = {p.start.date(): p.rows for p in store.cold.partitions()}
+    assert {d: cold_rows[d] for d in AGED} == {d: expected[d][0] for d in AGED}
+    assert not {d for d, _ in store.warm.days()} & set(AGED), "aged days are gone from the warm tier"
+    assert {f"day={d.isoformat()}" for d in AGED} <= set(trashed(store))
+
+
 def warm_dir(data_dir: Path, day: dt.date) -> Path:
     return data_dir / "events" / "warm" / f"day={day.isoformat()}"
 

@@ -22,7 +22,6 @@ from conftest import load_demo
 from s3_helpers import BUCKET, Weed
 from storage_helpers import (
     AGED,
-    COLD_DAYS,
     DAYS,
     LATER,
     NEW_BOUNDARY,
@@ -34,12 +33,14 @@ from storage_helpers import (
     YOUNG,
     Crash,
     DayStats,
+    assert_days_demoted,
     config,
     crash_at,
     maintenance_under_queries,
     store_for,
     tier_stats,
     tiers_of,
+    trashed,
 )
 
 pytestmark = pytest.mark.s3
@@ -75,25 +76,11 @@ def on_s3(tmp_path: Path, weed: Weed) -> Iterator[tuple[Path, dict[str, Any]]]:
     assert not list(data.rglob("*.parquet")), "no data file may be written locally"
 
 
-def _trashed(store: Any) -> list[str]:
-    """Names of what sits in the warm tier's trash (``<stamp>-<id>-<name>``)."""
-    return [e.base_name.split("-", 2)[2] for e in store.warm.objects.entries(store.warm.trash_path)]
-
-
 def _assert_demoted(data: Path, overrides: dict[str, Any], expected: DayStats) -> None:
     store = store_for(data, LATER, **overrides)
-    where = tiers_of(store)
-    assert {d for d in AGED if where.get(d) != "cold"} == set()
-    assert all(where[d] == "cold" for d in COLD_DAYS)
-    assert all(where[d] == "warm" for d in YOUNG)
-    assert store.cold_until() == NEW_BOUNDARY
-    # Iceberg holds each aged day exactly once, in files on S3.
-    cold_rows = {p.start.date(): p.rows for p in store.cold.partitions()}
-    assert {d: cold_rows[d] for d in AGED} == {d: expected[d][0] for d in AGED}
+    assert_days_demoted(store, expected)
     files = store.cold.table().inspect.files().column("file_path").to_pylist()
-    assert files and all(f.startswith("s3://") for f in files)
-    assert not {d for d, _ in store.warm.days()} & set(AGED), "aged days are gone from the warm prefix"
-    assert {f"day={d.isoformat()}" for d in AGED} <= set(_trashed(store))
+    assert files and all(f.startswith("s3://") for f in files), "Iceberg's files are on S3"
     assert tier_stats(data, LATER, **overrides) == expected
 
 
@@ -113,7 +100,7 @@ def test_demote_on_s3(on_s3: tuple[Path, dict[str, Any]], expected: DayStats) ->
     # The trash keeps the days for the grace period, then goes; the answers stay.
     assert empty_trash(store) == 0
     assert empty_trash(store, grace_seconds=0) == len(AGED)
-    assert _trashed(store) == []
+    assert trashed(store) == []
     assert tier_stats(data, LATER, **overrides) == expected
 
 
@@ -158,7 +145,7 @@ def _assert_compacted(data: Path, overrides: dict[str, Any], expected: DayStats)
         names = [p.rpartition("/")[2] for p in store.warm.objects.files(days[day])]
         assert len(names) == 1 and names[0].startswith("part-") and "split" not in names[0], names
     assert {p.start.date(): p.files for p in store.warm.partitions() if p.start.date() in SPLIT} == dict.fromkeys(SPLIT, 1)
-    assert sorted(n for n in _trashed(store) if "split" in n) == sorted(f"part-split{i}.parquet" for i in range(3) for _ in SPLIT)
+    assert sorted(n for n in trashed(store) if "split" in n) == sorted(f"part-split{i}.parquet" for i in range(3) for _ in SPLIT)
     assert tier_stats(data, **overrides) == expected
 
 
