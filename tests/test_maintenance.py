@@ -102,6 +102,11 @@ def test_demote_crash_at_each_step_then_rerun(tmp_path: Path, step: str) -> None
         assert all(where[d] == "warm" for d in AGED)
     demote(store_for(data, LATER), settle=0)
     assert_demoted(data, expected)
+    # Every data file in Iceberg's directory is one the table holds: the re-run copied over
+    # the crashed run's copies instead of leaving them unregistered.
+    registered = set(store_for(data, LATER).cold.table().inspect.files().column("file_path").to_pylist())
+    on_disk = {str(p) for p in (data / "iceberg").rglob("*.parquet")}
+    assert {p.removeprefix("file://") for p in registered} == on_disk
 
 
 def test_demote_killed_cli_then_rerun(tmp_path: Path) -> None:

@@ -122,6 +122,14 @@ def test_demote_on_s3_crash_at_each_step_then_rerun(
     assert set(AGED) <= {d for d, _ in after.warm.days()}, "nothing is trashed before the boundary moves"
     demote(store_for(data, LATER, **overrides), settle=0)
     _assert_demoted(data, overrides, expected)
+    # No copy is left unregistered: the re-run copied over the crashed run's objects.
+    from tierflight.tiers.objects import Objects
+
+    store = store_for(data, LATER, **overrides)
+    registered = set(store.cold.table().inspect.files().column("file_path").to_pylist())
+    location = str(store.cold.table().location())
+    objects = store.cold_objects.entries(Objects.path(location), recursive=True)
+    assert {store.cold_objects.uri(o.path) for o in objects if o.path.endswith(".parquet")} == registered
 
 
 def _split(store: Any) -> None:

@@ -153,7 +153,9 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
                 rows += n
         paths: list[str] = []
         for day, src in sources:
-            dst = store.cold_file_location(day, f"demoted-{uuid.uuid4().hex}.parquet")
+            # Named after the source (unique within its day): a re-run after a crash before
+            # the commit copies over what it copied, so no unregistered copy is left behind.
+            dst = store.cold_file_location(day, f"demoted-{src.rpartition('/')[2]}")
             warm.objects.copy(src, store.cold_objects, Objects.path(dst))
             paths.append(dst)
         fault("demote:copied")

@@ -143,13 +143,19 @@ class Objects:
         self._io(f"delete {self.uri(path)}", lambda: self.fs.delete_dir(path))
 
     def copy(self, source: str, target: Objects, target_path: str) -> None:
-        """Copy a file to ``target`` storage (on one local disk: a hard link, no bytes copied)."""
+        """Copy a file to ``target`` storage, replacing what is there (on one local disk: a
+        hard link, no bytes copied)."""
         if self.s3 is None and target.s3 is None:
-            Path(target_path).parent.mkdir(parents=True, exist_ok=True)
+            # Linked (or copied) aside, then renamed over the target: a copy made again
+            # replaces the earlier one, as on S3.
+            tmp = Path(target_path).with_name(f".{Path(target_path).name}.copying")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
             try:
-                os.link(source, target_path)
+                os.link(source, tmp)
             except OSError:
-                shutil.copy2(source, target_path)
+                shutil.copy2(source, tmp)
+            os.replace(tmp, target_path)
             return
         where = target if target.s3 is not None else self
         where._io(
