@@ -137,7 +137,7 @@ def _split(store: Any) -> None:
     objects = store.warm.objects
     days = dict(store.warm.days())
     for day in SPLIT:
-        [src] = store.warm.live(days[day])
+        [src] = [f.path for f in store.warm.live(days[day])]
         table = objects.read_parquet(src, store.schema.names)
         step = -(-table.num_rows // 3)
         for i in range(3):

@@ -145,7 +145,8 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
         rows = 0
         for day, path in pending:
             recover_compaction(store, path)
-            for src in warm.live(path):
+            for info in warm.live(path):
+                src = info.path
                 n, problem = inspect_file(src, store.schema, warm.objects.fs)
                 if problem:
                     raise StorageUnavailable(f"cannot demote {store.table.name} {day_dir_name(day)}: {problem}")
@@ -253,10 +254,10 @@ def compact_warm(
     with maintenance_lock(store):
         for _day, path in warm.days():
             recover_compaction(store, path)
-            files = warm.live(path)
-            sizes = {i.path: int(i.size or 0) for i in objects.entries(path)}
-            if len(files) < 2 or all(sizes.get(f, 0) >= small_file_bytes for f in files):
+            live = warm.live(path)
+            if len(live) < 2 or all(int(f.size or 0) >= small_file_bytes for f in live):
                 continue
+            files = [f.path for f in live]
             table = _merge(store, path, files)
             if table is None:
                 continue
@@ -264,7 +265,7 @@ def compact_warm(
             tmp = f".{name}.compacting"
             objects.write_parquet(table, f"{path}/{tmp}", store.write_options(table.num_rows))
             fault("compact:written")
-            journal = {"new": name, "tmp": tmp, "old": [f.rpartition("/")[2] for f in files]}
+            journal = {"new": name, "tmp": tmp, "old": [f.base_name for f in live]}
             objects.write_json(f"{path}/{COMPACTION_JOURNAL}", journal)
             fault("compact:journal")
             objects.move(f"{path}/{tmp}", f"{path}/{name}")

@@ -35,10 +35,6 @@ class Objects:
         self.s3 = s3
         self.fs: pafs.FileSystem = s3.filesystem() if s3 is not None else pafs.LocalFileSystem()
 
-    @property
-    def is_local(self) -> bool:
-        return self.s3 is None
-
     def uri(self, path: str) -> str:
         return path if self.s3 is None else f"s3://{path}"
 

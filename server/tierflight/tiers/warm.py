@@ -13,7 +13,6 @@ day keeps being served.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,16 +48,18 @@ def live_names(names: Iterable[str], journal: Any) -> list[str]:
     return files
 
 
+def live_entries(objects: Objects, infos: Iterable[pafs.FileInfo]) -> list[pafs.FileInfo]:
+    """The live data files among a day directory's entries (see live_names), on either
+    storage; their sizes come with them."""
+    by_name = {i.base_name: i for i in infos if i.type == pafs.FileType.File}
+    journal = objects.read_json(by_name[COMPACTION_JOURNAL].path) if COMPACTION_JOURNAL in by_name else None
+    return [by_name[n] for n in live_names(by_name, journal)]
+
+
 def live_files(day_dir: Path) -> list[Path]:
     """The partition's files (local), minus those a finished compaction replaced."""
-    journal_path = day_dir / COMPACTION_JOURNAL
-    journal = None
-    if journal_path.exists():
-        try:
-            journal = json.loads(journal_path.read_text())
-        except (OSError, ValueError):
-            journal = None
-    return [day_dir / n for n in live_names((p.name for p in day_dir.glob("*.parquet")), journal)]
+    local = Objects()
+    return [Path(i.path) for i in live_entries(local, local.entries(str(day_dir)))]
 
 
 def day_dir_name(day: dt.date) -> str:
@@ -155,8 +156,8 @@ class WarmTier:
         """Every day directory, served or not (maintenance works on all of them)."""
         return [(day, str(path)) for day, path in self.day_dirs()]
 
-    def live(self, day_path: str) -> list[str]:
-        return [str(p) for p in live_files(Path(day_path))]
+    def live(self, day_path: str) -> list[pafs.FileInfo]:
+        return live_entries(self.objects, self.objects.entries(day_path))
 
     def files(
         self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
@@ -332,19 +333,12 @@ class S3WarmTier:
             by_day.setdefault(day, []).append(info)
         return by_day
 
-    def _live(self, infos: list[pafs.FileInfo]) -> list[pafs.FileInfo]:
-        by_name = {i.path.rpartition("/")[2]: i for i in infos}
-        journal = None
-        if COMPACTION_JOURNAL in by_name:
-            journal = self.objects.read_json(by_name[COMPACTION_JOURNAL].path)
-        return [by_name[n] for n in live_names(by_name, journal)]
-
     def days(self) -> list[tuple[dt.date, str]]:
         """Every day directory, served or not (maintenance works on all of them)."""
         return [(day, strip_scheme(self.day_uri(day))) for day in sorted(self._by_day())]
 
-    def live(self, day_path: str) -> list[str]:
-        return [i.path for i in self._live([i for i in self.objects.entries(day_path) if i.type == pafs.FileType.File])]
+    def live(self, day_path: str) -> list[pafs.FileInfo]:
+        return live_entries(self.objects, self.objects.entries(day_path))
 
     def build_listing(self, since: dt.datetime | None) -> S3WarmListing:
         by_day = self._by_day()
@@ -353,7 +347,7 @@ class S3WarmTier:
             start = dt.datetime.combine(day, dt.time())
             if since is not None and start < since:
                 continue
-            files = self._live(by_day[day])
+            files = live_entries(self.objects, by_day[day])
             if not files:
                 continue
             rows = sum(self.inspect(f)[0] for f in files)
