@@ -15,7 +15,7 @@ from tierflight.engine.executor import Executor
 from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
-from tierflight.log import get_logger
+from tierflight.log import flush_logs, get_logger
 from tierflight.lru import LRU
 from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.rollups.registry import RollupRegistry
@@ -225,6 +225,8 @@ class App:
         self.executor.close()
         self.rollups.close()
         self.database.close()
+        # A worker process leaves through os._exit (no atexit): the statement log goes out here.
+        flush_logs()
 
 
 def serve_forever(server: Any, on_ready: Any = None) -> bool:

@@ -13,7 +13,7 @@ import typer
 
 from tierflight.config import Config, load_config
 from tierflight.errors import TierflightError
-from tierflight.log import configure_logging, get_logger
+from tierflight.log import configure_logging, flush_logs, get_logger
 
 app = typer.Typer(
     add_completion=False,
@@ -149,6 +149,7 @@ def serve(
     if not drained:
         # A call whose client stopped reading outlives the cancel; gRPC would wait for it at
         # interpreter exit. Everything is flushed and closed by now, so leave without it.
+        flush_logs()
         sys.stderr.flush()
         os._exit(0)
 

@@ -7,8 +7,13 @@ names, never passwords or tokens.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
 import sys
+import threading
+import time
 from typing import Any
 
 import structlog
@@ -26,6 +31,88 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+# The one logger written on every statement: its info lines are buffered (a write and a flush
+# per statement would hand the GIL to another thread on each statement of a busy server).
+BUFFERED_LOGGERS = frozenset({"tierflight.statement"})
+FLUSH_INTERVAL_S = 0.1
+# One line at a time on the stream, whichever logger writes it.
+_WRITE_LOCK = threading.Lock()
+
+
+class _Line:
+    """Writes each line at once (structlog calls the method named after the level)."""
+
+    def __init__(self, out: _CurrentStderr) -> None:
+        self._out = out
+
+    def msg(self, message: str) -> None:
+        with _WRITE_LOCK:
+            self._out.write(message + "\n")
+            self._out.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = failure = msg
+
+
+class _BufferedLines:
+    """Keeps info lines and writes them every FLUSH_INTERVAL_S (from a thread of its own),
+    at exit, and before any line of level warning or above, which is written at once: an
+    error's query id is in the log by the time the client sees the error."""
+
+    def __init__(self, out: _CurrentStderr) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._flusher: threading.Thread | None = None
+        self._pid = 0
+
+    def buffered(self, message: str) -> None:
+        with self._lock:
+            self._lines.append(message)
+            if self._pid != os.getpid():  # first line, or the first in a forked worker
+                self._pid = os.getpid()
+                self._flusher = threading.Thread(target=self._run, name="tierflight-log-flush", daemon=True)
+                self._flusher.start()
+
+    def now(self, message: str) -> None:
+        self.buffered(message)
+        self.flush()
+
+    def flush(self) -> None:
+        # The stream lock is taken first and the lines are swapped out under it, so lines go
+        # out in order; writers only ever wait for the short swap, never for the write.
+        with _WRITE_LOCK:
+            with self._lock:
+                lines, self._lines = self._lines, []
+            if lines:
+                with contextlib.suppress(ValueError, OSError):  # stderr closed at exit
+                    self._out.write("\n".join(lines) + "\n")
+                    self._out.flush()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            if self._lines:
+                self.flush()
+
+    log = debug = info = buffered
+    msg = warn = warning = error = err = critical = exception = fatal = failure = now
+
+
+_STDERR = _CurrentStderr()
+_BUFFERED = _BufferedLines(_STDERR)
+atexit.register(_BUFFERED.flush)
+
+
+def flush_logs() -> None:
+    """Write out buffered log lines (shutdown, tests that read the log of a live server)."""
+    _BUFFERED.flush()
+
+
+def _logger_for(*args: Any) -> _Line | _BufferedLines:
+    name = args[0] if args else None
+    return _BUFFERED if name in BUFFERED_LOGGERS else _Line(_STDERR)
+
+
 def configure_logging(level: str = "info", json_format: bool | None = None) -> None:
     if json_format is None:
         json_format = not sys.stderr.isatty()
@@ -40,7 +127,7 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=_logger_for,
         cache_logger_on_first_use=True,
     )
     # Standard-library loggers (ours in protocol.auth, and libraries') go through the same

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import os
+import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,34 +69,56 @@ class QueryRecord:
 RESULT_CACHE_MAX_BYTES = 1 << 20
 
 
+class _QueryIds:
+    """32 hex digits, unique like a uuid4 without a call into the OS per statement (a
+    random prefix per process, drawn again in a forked child, and a counter)."""
+
+    def __init__(self) -> None:
+        self._new_prefix()
+        os.register_at_fork(after_in_child=self._new_prefix)
+
+    def _new_prefix(self) -> None:
+        self._prefix = secrets.token_hex(10)
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):012x}"
+
+
+new_query_id = _QueryIds()
+# The deadline of an execution that runs nothing (a cached result): never set.
+_NO_DEADLINE = threading.Event()
+
+
 class ResultCache:
     """Results of rollup-answered statements, keyed by SQL and the data version they are
     exact for: any ingest, flush or file change moves the version, so a hit is never stale."""
 
     def __init__(self, capacity_bytes: int = 64 << 20) -> None:
-        self._items: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], tuple[pa.Table, int]] = OrderedDict()
         self._bytes = 0
         self._capacity = capacity_bytes
         self._lock = threading.Lock()
         self.hits = 0
 
-    def get(self, key: tuple[Any, ...]) -> pa.Table | None:
+    def get(self, key: tuple[Any, ...]) -> tuple[pa.Table, int] | None:
+        """The table and its size in bytes (Table.nbytes walks every buffer: kept, not redone)."""
         with self._lock:
-            table = self._items.get(key)
-            if table is not None:
+            item = self._items.get(key)
+            if item is not None:
                 self._items.move_to_end(key)
                 self.hits += 1
-            return table
+            return item
 
-    def put(self, key: tuple[Any, ...], table: pa.Table) -> None:
+    def put(self, key: tuple[Any, ...], table: pa.Table, nbytes: int) -> None:
         with self._lock:
             if key in self._items:
                 return
-            self._items[key] = table
-            self._bytes += table.nbytes
+            self._items[key] = (table, nbytes)
+            self._bytes += nbytes
             while self._bytes > self._capacity and self._items:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= old.nbytes
+                _, (_, old) = self._items.popitem(last=False)
+                self._bytes -= old
 
 
 def statement_hash(sql: str) -> str:
@@ -145,8 +169,9 @@ class Execution:
     _cache_key: tuple[Any, ...] | None = None
     _park_token: int | None = None
     client_sql: str | None = None
+    _known_bytes: int = 0  # the size of a cached result, kept with it
     # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
-    _deadline: threading.Event = field(default_factory=threading.Event)
+    _deadline: threading.Event = _NO_DEADLINE
     _cancelled: bool = False
     _finished: bool = False
     rows: int = 0
@@ -173,18 +198,12 @@ class Execution:
                             keep.append(piece)
                             if self.bytes > RESULT_CACHE_MAX_BYTES:
                                 keep = None
-                        if cfg.max_result_rows and self.rows > cfg.max_result_rows:
-                            raise ResultTooLarge(
-                                f"result exceeds server.max_result_rows = {cfg.max_result_rows}; add a LIMIT"
-                            )
-                        if cfg.max_result_bytes and self.bytes > cfg.max_result_bytes:
-                            raise ResultTooLarge(
-                                f"result exceeds server.max_result_bytes = {cfg.max_result_bytes}; add a LIMIT"
-                            )
+                        self._check_limits()
                         yield piece
             status = "ok"
             if keep is not None and self._cache_key is not None:
-                self._executor.results.put(self._cache_key, pa.Table.from_batches(keep, schema=self.schema))
+                table = pa.Table.from_batches(keep, schema=self.schema)
+                self._executor.results.put(self._cache_key, table, self.bytes)
         except GeneratorExit:
             status = "cancelled"
             raise
@@ -194,6 +213,30 @@ class Execution:
             raise err from None
         finally:
             self.finish(status)
+
+    def table(self) -> pa.Table | None:
+        """The whole answer when it is already in memory (a cached result, EXPLAIN ROUTE),
+        else None (stream :meth:`batches`). pyarrow sends a table without calling back into
+        Python per batch; the statement is finished (logged) as it is handed over."""
+        first = self._first
+        if not isinstance(first, pa.Table) or self._cursor is not None or self._readers is not None:
+            return None
+        self._first = None
+        self.rows, self.bytes = first.num_rows, self._known_bytes or first.nbytes
+        try:
+            self._check_limits()
+        except TierflightError as err:
+            self.finish(err.status.value)
+            raise
+        self.finish("ok")
+        return first
+
+    def _check_limits(self) -> None:
+        cfg = self._executor.config.server
+        if cfg.max_result_rows and self.rows > cfg.max_result_rows:
+            raise ResultTooLarge(f"result exceeds server.max_result_rows = {cfg.max_result_rows}; add a LIMIT")
+        if cfg.max_result_bytes and self.bytes > cfg.max_result_bytes:
+            raise ResultTooLarge(f"result exceeds server.max_result_bytes = {cfg.max_result_bytes}; add a LIMIT")
 
     def _iter_sources(self) -> Iterator[pa.RecordBatchReader | pa.Table]:
         if self._first is not None:
@@ -258,7 +301,7 @@ class Executor:
             raise Overloaded(
                 f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); retry later"
             )
-        query_id = query_id or uuid.uuid4().hex
+        query_id = query_id or new_query_id()
         started = time.perf_counter()
         client_sql = statement.sql  # logged as the client sent it, not as bound
         if params and len(params) == 1 and statement.parameter_count and statement.kind != "explain":
@@ -285,7 +328,9 @@ class Executor:
                     table = route.explain_table()
                     ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
                 elif cached is not None:
-                    ex = Execution(query_id, statement, route, cached.schema, user, started, plan_ms, self, None, None, cached)
+                    table, nbytes = cached
+                    ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
+                    ex._known_bytes = nbytes
                 else:
                     names = system_tables_read(statement.tree)
                     if names:
@@ -381,6 +426,9 @@ class Executor:
         self._release_slot(ex)
         for old in evicted:
             old.finish("expired")
+        if ex._cursor is None:
+            # Holds no cursor (an answer in memory): the bound on parked executions is enough.
+            return
         # The timer holds the query id, not the execution: it must not keep it (and its cursor) alive.
         query_id = ex.query_id
         ex._park_token = self._watchdog.schedule(

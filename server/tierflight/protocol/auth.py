@@ -394,6 +394,9 @@ class NoOpAuthHandler(flight.ServerAuthHandler):  # type: ignore[misc, unused-ig
         return ""
 
 
+# The caller of every RPC while authentication is off (never handed to pyarrow: read-only).
+ANONYMOUS = AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS)
+
 _REQUIRED_MESSAGE = (
     "authentication required: send 'authorization: Basic <base64 user:password>' "
     "or 'authorization: Bearer <token>'"
@@ -459,13 +462,15 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
     def settings(self) -> AuthSettings:
         return self._settings
 
-    def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware:
+    def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware | None:
         header = _first_header(headers, "authorization")
         if not self._settings.enabled:
-            issued = None
             if header is not None and _split_scheme(header)[0] == "basic":
-                issued = _ANONYMOUS_BEARER
-            return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS, issued)
+                return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS, _ANONYMOUS_BEARER)
+            # No instance: pyarrow then makes no further Python calls (headers, completion,
+            # destruction) for this RPC, each of which would take the GIL; handlers read the
+            # missing middleware as the anonymous caller.
+            return None
 
         if header is None:
             raise flight.FlightUnauthenticatedError(_REQUIRED_MESSAGE)
@@ -597,7 +602,7 @@ def current_auth(context: Any) -> AuthMiddleware:
     """
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
-        return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS)
+        return ANONYMOUS
     if not isinstance(middleware, AuthMiddleware):
         raise TypeError(
             f"middleware registered under {MIDDLEWARE_KEY!r} is "

@@ -137,6 +137,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         ex = self.executor.take(query_id)
         if ex is None:
             ex = self.executor.start(check_statement(sql), params, user)
+        table = ex.table()
+        if table is not None:
+            return flight.RecordBatchStream(table)
         return flight.GeneratorStream(ex.schema, guarded(ex.batches()))
 
     # -- DoPut ----------------------------------------------------------------------------

@@ -6,11 +6,15 @@ server, a CLI run, ``serve --workers``). When the warm tier is on S3 they live n
 in the bucket, so replicas on other machines, each with its own local data dir, see the
 same boundary and notice each other's changes. Checking S3 costs two small GETs, so it
 happens at most every ``[storage] poll_interval``; a writer's own changes are seen at once.
+Locally it costs two stat calls, made at most every LOCAL_POLL_S: every statement asks, and
+each call into the OS hands the GIL to another thread of a busy server. Maintenance waits
+a settle time (a second) before it removes what a stale view could still name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -22,6 +26,7 @@ from tierflight.tiers.s3 import S3Settings, strip_scheme
 
 BOUNDARY_FILE = "tiers.json"
 GENERATION_FILE = ".generation"
+LOCAL_POLL_S = 0.01
 
 
 class TableState(Protocol):
@@ -40,6 +45,7 @@ class LocalTableState:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.where = str(root)
+        self._cached: tuple[float, tuple[object, ...]] | None = None
 
     def read(self) -> dict[str, Any]:
         try:
@@ -50,21 +56,29 @@ class LocalTableState:
     def write(self, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.root / BOUNDARY_FILE, data)
+        self._cached = None
 
     def bump(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / GENERATION_FILE).write_text(uuid.uuid4().hex)
+        self._cached = None
 
     def signature(self, fresh: bool = False) -> tuple[object, ...]:
+        now = time.monotonic()
+        cached = self._cached
+        if not fresh and cached is not None and now - cached[0] < LOCAL_POLL_S:
+            return cached[1]
         out: list[object] = []
         for name in (BOUNDARY_FILE, GENERATION_FILE):
             try:
-                st = (self.root / name).stat()
+                st = os.stat(os.path.join(self.where, name))
             except FileNotFoundError:
                 out.append(None)
                 continue
             out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        sig = tuple(out)
+        self._cached = (now, sig)
+        return sig
 
 
 class S3TableState:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.flight as flight
 
-from tierflight.protocol.auth import ALL_PERMISSIONS, ANONYMOUS_USER, AuthMiddleware
+from tierflight.protocol.auth import AuthMiddleware
 
 USER_HEADER = "x-tierflight-user"
 PERMISSIONS_HEADER = "x-tierflight-permissions"
@@ -33,10 +33,11 @@ def _header(headers: Mapping[str, list[Any]], name: str) -> str | None:
 
 
 class FrontIdentityFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc, unused-ignore]
-    def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware:
+    def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware | None:
         user = _header(headers, USER_HEADER)
         if user is None:
-            # The supervisor's own calls (readiness, data state) carry no identity.
-            return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS)
+            # The supervisor's own calls (readiness, data state) carry no identity: handlers
+            # read the missing middleware as the anonymous caller.
+            return None
         perms = _header(headers, PERMISSIONS_HEADER) or ""
         return AuthMiddleware(user, [p for p in perms.split(",") if p])
