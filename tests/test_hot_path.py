@@ -1,0 +1,165 @@
+"""The per-statement path: answers already in memory, the limits on them, the buffered
+statement log, query ids and the local table signature."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as fsql
+import adbc_driver_manager
+import pytest
+
+from conftest import RunningServer, make_config, start_in_process
+from differential import assert_same
+from tierflight.engine.executor import new_query_id
+from tierflight.log import FLUSH_INTERVAL_S, _CurrentStderr, configure_logging, flush_logs, get_logger
+from tierflight.tiers.shared import LOCAL_POLL_S, LocalTableState
+
+# hour_type answers it: 90 days x 24 hours of rows, more than the limit set below.
+BY_HOUR = "SELECT hour, count(*) AS n FROM events GROUP BY hour ORDER BY hour"
+LIMIT_ROWS = 1000
+
+
+@pytest.fixture(scope="module")
+def running(data_dir: Path) -> Iterator[RunningServer]:
+    server = start_in_process(make_config(data_dir))
+    yield server
+    server.server.shutdown()
+    server.app.close()
+
+
+def test_a_cached_answer_is_the_streamed_one(running: RunningServer, flat: Any) -> None:
+    with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+        hits = running.app.executor.results.hits
+        answers = []
+        for _ in range(3):
+            cur.execute(BY_HOUR)
+            answers.append(cur.fetch_arrow_table())
+        assert running.app.executor.results.hits >= hits + 2  # the second and third from the cache
+    expected = flat.sql(BY_HOUR).to_arrow_table()
+    for answer in answers:
+        assert_same(answer, expected, BY_HOUR)
+    recent = [r for r in running.app.executor.recent if r.sql == BY_HOUR][-3:]
+    assert [r.status for r in recent] == ["ok"] * 3
+    assert {r.rows for r in recent} == {expected.num_rows}
+    assert len({r.bytes for r in recent}) == 1  # the cache keeps the size it was sent with
+
+
+def test_the_row_limit_holds_for_a_cached_answer_too(running: RunningServer) -> None:
+    executor = running.app.executor
+    with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(BY_HOUR)
+        assert cur.fetch_arrow_table().num_rows > LIMIT_ROWS  # now in the result cache
+        saved = executor.config
+        executor.config = dataclasses.replace(
+            saved, server=dataclasses.replace(saved.server, max_result_rows=LIMIT_ROWS)
+        )
+        try:
+            hits = executor.results.hits
+            with pytest.raises(adbc_driver_manager.Error) as err:
+                cur.execute(BY_HOUR)
+                cur.fetch_arrow_table()
+            assert executor.results.hits > hits
+            assert "result exceeds server.max_result_rows = 1000" in str(err.value)
+            # A statement with no cached answer is stopped the same way while it streams.
+            with pytest.raises(adbc_driver_manager.Error) as err:
+                cur.execute(BY_HOUR.replace("count(*)", "count(*) + 0"))
+                cur.fetch_arrow_table()
+            assert "max_result_rows" in str(err.value)
+        finally:
+            executor.config = saved
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == [(1,)]
+
+
+def test_explain_route_is_answered_from_memory(running: RunningServer) -> None:
+    with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"EXPLAIN ROUTE {BY_HOUR}")
+        table = cur.fetch_arrow_table()
+    assert table.column("source").to_pylist()[0] == "rollup:hour_type"
+    last = running.app.executor.recent[-1]
+    assert (last.status, last.rows, last.rollup) == ("ok", table.num_rows, "hour_type")
+
+
+class _Stream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture()
+def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Stream]:
+    flush_logs()  # nothing of earlier tests in this stream
+    stream = _Stream()
+    # The log writes to whatever sys.stderr is at the time; pytest swaps that between phases.
+    monkeypatch.setattr(_CurrentStderr, "write", lambda self, text: stream.write(text))
+    monkeypatch.setattr(_CurrentStderr, "flush", lambda self: None)
+    configure_logging("info", json_format=True)
+    yield stream
+    flush_logs()
+
+
+def _events(stream: _Stream) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+
+
+def test_statement_lines_are_written_together_soon_after(stderr: _Stream) -> None:
+    log = get_logger("tierflight.statement")
+    for i in range(50):
+        log.info("statement", n=i)
+    deadline = time.monotonic() + 10 * FLUSH_INTERVAL_S + 2
+    while len(_events(stderr)) < 50 and time.monotonic() < deadline:
+        time.sleep(FLUSH_INTERVAL_S / 4)
+    assert [e["n"] for e in _events(stderr)] == list(range(50))
+    assert stderr.writes < 50  # buffered: not one write per line
+
+
+def test_an_error_line_is_written_at_once_after_what_came_before(stderr: _Stream) -> None:
+    statements = get_logger("tierflight.statement")
+    statements.info("statement", n=1)
+    statements.error("statement_failed", query_id="q1")
+    assert [e["event"] for e in _events(stderr)] == ["statement", "statement_failed"]
+    get_logger("tierflight.app").info("other", n=2)  # other loggers are not buffered
+    assert _events(stderr)[-1]["event"] == "other"
+
+
+def test_query_ids_are_unique_and_differ_in_a_forked_child() -> None:
+    ids = {new_query_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(re.fullmatch(r"[0-9a-f]{32}", q) for q in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and leaves
+        os.write(write, new_query_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    mine = new_query_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child[:20] != mine[:20]  # the child drew a prefix of its own
+
+
+def test_another_process_change_is_seen_within_the_poll_interval(tmp_path: Path) -> None:
+    writer, reader = LocalTableState(tmp_path), LocalTableState(tmp_path)
+    writer.write({"cold_until": "2024-10-03"})
+    before = reader.signature(fresh=True)
+    writer.bump()
+    assert writer.signature() != before  # a writer sees its own change at once
+    assert reader.signature(fresh=True) != before  # fresh: read now
+    seen = reader.signature()
+    writer.bump()
+    time.sleep(LOCAL_POLL_S * 2)
+    assert reader.signature() != seen
