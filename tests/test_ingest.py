@@ -74,6 +74,8 @@ QUERIES = [
     "SELECT country, sum(bid_price) FROM events WHERE type = 'impression' GROUP BY country ORDER BY country",
     "SELECT minute, sum(bid_price) FROM events WHERE type = 'impression' AND day = DATE '2024-12-31' GROUP BY minute ORDER BY minute",
     "SELECT advertiser_id, type, count(*) FROM events GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 10",
+    # No rollup has publisher x country: the raw tiers answer, and their answer is reused too.
+    "SELECT publisher_id, count(*) FROM events WHERE country = 'JP' AND day >= DATE '2024-12-30' GROUP BY 1 ORDER BY 1",
 ]
 
 

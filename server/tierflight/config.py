@@ -81,6 +81,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     query_log_size: int = 1000
+    # Answers kept in memory and reused while the data they came from is unchanged (0: off).
+    result_cache_bytes: int = 64 << 20
     # On SIGTERM/SIGINT: how long in-flight statements may run on before they are cancelled.
     shutdown_grace: dt.timedelta = dt.timedelta(seconds=10)
 
@@ -285,7 +287,7 @@ def load_config(
         server_kwargs["statement_timeout"] = parse_duration(server_kwargs["statement_timeout"], "server.statement_timeout")
     if "shutdown_grace" in server_kwargs:
         server_kwargs["shutdown_grace"] = parse_duration(server_kwargs["shutdown_grace"], "server.shutdown_grace")
-    for size_key in ("max_result_bytes", "max_batch_bytes"):
+    for size_key in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes"):
         if size_key in server_kwargs:
             server_kwargs[size_key] = parse_size(server_kwargs[size_key], f"server.{size_key}")
     tiers_raw = _section(data, "tiers")

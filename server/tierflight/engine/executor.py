@@ -91,13 +91,15 @@ _NO_DEADLINE = threading.Event()
 
 
 class ResultCache:
-    """Results of rollup-answered statements, keyed by SQL and the data version they are
-    exact for: any ingest, flush or file change moves the version, so a hit is never stale."""
+    """Answers of statements the router marked reusable (a data version on the route), keyed
+    by the SQL run and that version: any ingest, flush or file change moves the version, so a
+    hit is never stale."""
 
     def __init__(self, capacity_bytes: int = 64 << 20) -> None:
         self._items: OrderedDict[tuple[Any, ...], tuple[pa.Table, int]] = OrderedDict()
         self._bytes = 0
         self._capacity = capacity_bytes
+        self.enabled = capacity_bytes > 0
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -288,7 +290,7 @@ class Executor:
         self._lock = threading.Lock()
         self._max_parked = 4 * config.server.max_in_flight
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
-        self.results = ResultCache()
+        self.results = ResultCache(config.server.result_cache_bytes)
         self.observer: StatementObserver = _NoObserver()
         # Cursors of statements still inside start() (not yet in _running): a shutdown past
         # its grace period must be able to interrupt a blocking aggregate there too.
@@ -322,7 +324,11 @@ class Executor:
             with self.swap_lock.read():
                 route = self.planner.plan(statement)
                 plan_ms = (time.perf_counter() - started) * 1000
-                cache_key = (route.sql, *route.version) if route.version is not None and not params else None
+                cache_key = (
+                    (route.sql, *route.version)
+                    if route.version is not None and not params and self.results.enabled
+                    else None
+                )
                 cached = self.results.get(cache_key) if cache_key is not None else None
                 if statement.kind == "explain_route":
                     table = route.explain_table()

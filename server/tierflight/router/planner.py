@@ -27,6 +27,7 @@ from tierflight.rollups.build import state_expr
 from tierflight.rollups.definition import DERIVABLE, dimension_expr, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.raw import RawPlanner
+from tierflight.router.reusable import not_reusable
 from tierflight.router.route import Rejection, Route, RoutePart
 from tierflight.router.rules import (
     Reject,
@@ -252,7 +253,13 @@ class Router:
             self._count_hit(cached)
             return cached
         route = self._plan(statement)
-        if route.rollup is not None and not route.registrations and all(p.tier == "hot" for p in route.parts):
+        # Registered objects (the hot tail's batches, S3 datasets) are not named by the
+        # version; files and rollups are (every change to them moves it).
+        if (
+            statement.kind == "query"
+            and not route.registrations
+            and not_reusable(statement.tree, self._table_infos().keys()) is None
+        ):
             route = dataclasses.replace(route, version=key[2:])
         self._cache.put(key, route)
         self._count_hit(route)
