@@ -40,6 +40,7 @@ from bench.common import (
 )
 from bench.dataset import (
     DATA_ENV,
+    RAW_ENV,
     WORKLOADS,
     connect,
     data_description,
@@ -126,9 +127,7 @@ def run(ctx: BenchContext) -> Result:
     off = None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
-        off = start_tierflight(
-            data_dir, {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false"}, log_path=work / "routing-off.log"
-        )
+        off = start_tierflight(data_dir, RAW_ENV, log_path=work / "routing-off.log")
         conn_on, conn_off = connect(on.uri), connect(off.uri)
         cur_on, cur_off = conn_on.cursor(), conn_off.cursor()
         try:
@@ -170,11 +169,12 @@ def run(ctx: BenchContext) -> Result:
                         fns["on"], min_runs=20, max_runs=alone_runs, budget_s=3.0 if rollup else 5.0, warmup=5
                     )
                     # A statement text the server has not seen: neither the plan cache nor the
-                    # result cache (keyed by the rewritten SQL) can answer, so this is planning
-                    # plus executing on the rollup. A LIMIT far above the result size makes
-                    # the text new without changing the answer (statements with a LIMIT: skipped).
+                    # result cache (keyed by the SQL run) can answer, so this is planning plus
+                    # executing (on the rollup, or on the raw tiers). A LIMIT far above the result
+                    # size makes the text new without changing the answer (statements with a
+                    # LIMIT: skipped).
                     fresh: list[float] = []
-                    if rollup and " limit " not in f" {sql.lower()} ":
+                    if " limit " not in f" {sql.lower()} ":
                         for i in range(fresh_runs):
                             text = f"{sql} LIMIT {1_000_000_000 + i}"
                             t0 = time.perf_counter()
@@ -376,12 +376,14 @@ def run(ctx: BenchContext) -> Result:
     notes = [
         f"Side by side: {min_runs} to {max_runs} calls per system and statement within {budget:g} s; alone: "
         f"up to {alone_runs} calls within 3 s (rollup-routed) or 5 s (raw). 'on, alone' repeats one statement "
-        "text, so after the first call the server answers rollup-routed statements from its plan cache and its "
-        "result cache (keyed by the rewritten SQL and the data version); 'on, new text' is the p50 of "
+        "text, so after the first call the server answers it from its plan cache and its result cache (keyed by "
+        "the SQL run and the data version; rollup-routed and raw statements alike, as long as they read only "
+        "configured tables and no clock or random function); 'on, new text' is the p50 of "
         f"{fresh_runs} calls each with a text the server has not seen (the statement plus `LIMIT 1000000000+i`, "
-        "same answer): route planning (a plan-cache miss) plus executing on the rollup.",
+        "same answer): route planning (a plan-cache miss) plus executing on the rollup or the raw tiers.",
         f"DuckDB: {len(files)} Parquet files in one `read_parquet` view, the same `threads` as the server; no network, no "
-        "result transfer. Routing off: the server's raw tiers (pruned by the statement's time range).",
+        "result transfer. Routing off: the server's raw tiers (pruned by the statement's time range), with "
+        "no result cache (`TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0`): every call scans.",
         "Answers are compared as sorted rows, floats within a relative 1e-9"
         + (
             f"; differing: {', '.join(disagree)} (approximate distinct counts, ties under LIMIT, or a LIMIT 1 subquery "

@@ -6,8 +6,9 @@ aggregated by country::
     SELECT country, count(*), sum(bid_price) FROM events
     WHERE day BETWEEN DATE '<first day>' AND DATE '<last day>' GROUP BY country
 
-through a ``tierflight serve`` subprocess with routing off (``TIERFLIGHT_ROUTER__ENABLED=false``,
-so the raw tiers answer: partition pruning, Iceberg planning, DuckDB over the files), via ADBC
+through a ``tierflight serve`` subprocess with routing off and no result cache
+(``TIERFLIGHT_ROUTER__ENABLED=false``, ``TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0``, so the raw
+tiers answer every call: partition pruning, Iceberg planning, DuckDB over the files), via ADBC
 (one cursor reused: GetFlightInfo + DoGet per call, result fetched as Arrow), and by DuckDB
 in the benchmark process over exactly the Parquet files of that week (``read_parquet`` of the
 7 files plus the derived ``day`` column), same thread count. Calls alternate between the two,
@@ -30,6 +31,7 @@ from typing import Any
 from bench.common import CONFIG, BenchContext, load_average, log, start_tierflight, summarize_ms
 from bench.dataset import (
     DATA_ENV,
+    RAW_ENV,
     connect,
     data_description,
     day_files,
@@ -126,9 +128,7 @@ def run(ctx: BenchContext) -> Result:
     work = ctx.scratch("tiers")
     load: list[list[float]] = [load_average()]
     results: dict[str, dict[str, Any]] = {}
-    server = start_tierflight(
-        data_dir, {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false"}, log_path=work / "tierflight.log"
-    )
+    server = start_tierflight(data_dir, RAW_ENV, log_path=work / "tierflight.log")
     try:
         conn = connect(server.uri)
         cur = conn.cursor()
@@ -304,7 +304,7 @@ def run(ctx: BenchContext) -> Result:
         "DuckDB in-process reads the same files with the same `threads` as the server's `[duckdb] threads`; "
         "its figure has no network round trip, no planning and no result transfer, so the ratio is the whole "
         "serving overhead. The SELECT 1 section gives the round-trip floor.",
-        f"Server started with TIERFLIGHT_TIERS__NOW={DATA_ENV['TIERFLIGHT_TIERS__NOW']} TIERFLIGHT_ROUTER__ENABLED=false "
+        f"Server started with {' '.join(f'{k}={v}' for k, v in RAW_ENV.items())} "
         "(plus no metrics port and no maintenance). The machine is shared with other test runs; load average "
         f"(1/5/15 min) at the start and after each measurement: {load}.",
     ]
