@@ -169,3 +169,16 @@ def test_public_bind_with_insecure(data_dir: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err[-3000:]
+
+
+def test_credentials_sent_to_a_server_without_auth_are_refused_clearly(server: RunningServer) -> None:
+    """With no users configured there is nothing to authenticate against: a client that sends a
+    user name and password is told so (and the server keeps serving those who do not)."""
+    with pytest.raises(adbc_driver_manager.Error) as err:
+        query(server.uri, "SELECT 1", username="alice", password="alice-pw")
+    assert adbc_status(err.value) == "UNIMPLEMENTED"
+    assert "authentication mechanism" in str(err.value)
+    client = flight.connect(server.uri)
+    with pytest.raises(NotImplementedError, match="authentication mechanism"):  # pyarrow's UNIMPLEMENTED
+        client.authenticate_basic_token("alice", "alice-pw")
+    assert query(server.uri, "SELECT 1") == [(1,)]

@@ -28,6 +28,7 @@ from tierflight.protocol.auth import (
     check_bind_allowed,
     current_auth,
     hash_password,
+    server_auth_options,
     tls_certificates,
     verify_password,
 )
@@ -275,12 +276,15 @@ def test_disabled_is_anonymous_with_all_permissions() -> None:
     mw.require("ingest")
 
 
-def test_disabled_answers_basic_with_placeholder_bearer() -> None:
-    # ADBC's Go driver fails the connection unless the Basic handshake is
-    # answered with a bearer, even when the server has no auth.
-    mw = AuthMiddlewareFactory(AuthSettings()).start_call(None, basic("alice", "x"))
-    assert mw.user == "anonymous"
-    assert issued_token(mw) == "anonymous"
+def test_disabled_installs_no_auth_machinery() -> None:
+    assert AuthMiddlewareFactory(AuthSettings()).start_call(None, basic("alice", "x")) is None
+    assert server_auth_options(AuthSettings()) == {}
+
+
+def test_enabled_installs_the_handshake_and_the_middleware(settings: AuthSettings) -> None:
+    options = server_auth_options(settings)
+    assert isinstance(options["auth_handler"], NoOpAuthHandler)
+    assert isinstance(options["middleware"][MIDDLEWARE_KEY], AuthMiddlewareFactory)
 
 
 def test_missing_header(settings: AuthSettings) -> None:
@@ -554,12 +558,7 @@ class WhoAmIServer(flight.FlightServerBase):  # type: ignore[misc]
     """Answers with the authenticated user; the 'ingest' action needs ingest."""
 
     def __init__(self, settings: AuthSettings, **kwargs: Any) -> None:
-        super().__init__(
-            "grpc://127.0.0.1:0",
-            auth_handler=NoOpAuthHandler(),
-            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
-            **kwargs,
-        )
+        super().__init__("grpc://127.0.0.1:0", **server_auth_options(settings), **kwargs)
         self.seen: list[tuple[str, str]] = []
 
     def list_flights(self, context: flight.ServerCallContext, criteria: bytes) -> Iterator[flight.FlightInfo]:
@@ -635,9 +634,10 @@ def test_e2e_no_auth_is_anonymous() -> None:
     try:
         with flight.connect(f"grpc://127.0.0.1:{srv.port}") as client:
             assert whoami(client) == "anonymous"
-            # Clients configured with credentials still get through.
-            name, value = client.authenticate_basic_token("someone", "anything")
-            assert whoami(client, flight.FlightCallOptions(headers=[(name, value)])) == "anonymous"
+            # Nothing to log in to: credentials are refused, and the connection goes on.
+            with pytest.raises(NotImplementedError, match="authentication mechanism"):
+                client.authenticate_basic_token("someone", "anything")
+            assert whoami(client) == "anonymous"
     finally:
         srv.shutdown()
 

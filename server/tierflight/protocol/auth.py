@@ -80,6 +80,7 @@ __all__ = [
     "check_bind_allowed",
     "current_auth",
     "hash_password",
+    "server_auth_options",
     "tls_certificates",
     "verify_password",
 ]
@@ -403,11 +404,6 @@ _REQUIRED_MESSAGE = (
 )
 _BAD_CREDENTIALS = "invalid username or password"
 _BAD_TOKEN = "invalid or expired bearer token; authenticate again with username and password"
-# Echoed when auth is off but a client sends Basic anyway: ADBC's Go driver
-# fails the connection with "no authorization header on the response"
-# otherwise.  The value grants nothing; it is ignored while auth is off and
-# rejected if auth is turned on.
-_ANONYMOUS_BEARER = "anonymous"
 _VERIFY_CACHE_LIMIT = 4096
 _PURGE_INTERVAL_SECONDS = 60.0
 
@@ -463,14 +459,11 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         return self._settings
 
     def start_call(self, info: Any, headers: Mapping[str, list[Any]]) -> AuthMiddleware | None:
-        header = _first_header(headers, "authorization")
         if not self._settings.enabled:
-            if header is not None and _split_scheme(header)[0] == "basic":
-                return AuthMiddleware(ANONYMOUS_USER, ALL_PERMISSIONS, _ANONYMOUS_BEARER)
-            # No instance: pyarrow then makes no further Python calls (headers, completion,
-            # destruction) for this RPC, each of which would take the GIL; handlers read the
-            # missing middleware as the anonymous caller.
+            # No instance (a server with auth off installs no factory at all, see
+            # server_auth_options): handlers read a missing middleware as the anonymous caller.
             return None
+        header = _first_header(headers, "authorization")
 
         if header is None:
             raise flight.FlightUnauthenticatedError(_REQUIRED_MESSAGE)
@@ -574,6 +567,20 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         if user is None:
             raise flight.FlightUnauthenticatedError(_BAD_TOKEN)
         return AuthMiddleware(user.name, user.permissions)
+
+
+def server_auth_options(settings: AuthSettings) -> dict[str, Any]:
+    """The ``FlightServerBase`` keyword arguments that authenticate calls per ``settings``.
+
+    With authentication off there is neither an auth handler nor a middleware: pyarrow calls
+    each of them into Python (taking the GIL) on every RPC, which is more than a third of
+    what a reused answer costs a busy server. A client that sends credentials anyway is told
+    that no authentication mechanism is enabled (Handshake answers UNIMPLEMENTED), the way
+    other Flight SQL servers without auth refuse them.
+    """
+    if not settings.enabled:
+        return {}
+    return {"auth_handler": NoOpAuthHandler(), "middleware": {MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)}}
 
 
 def _first_header(headers: Mapping[str, list[Any]], name: str) -> str | None:

@@ -286,10 +286,9 @@ __all__ = ["MIDDLEWARE_KEY", "FlightSqlServer", "NotFound"]
 def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> FlightSqlServer:
     """The Flight SQL server for ``app``, with auth, TLS and the traceback guard in place."""
     from tierflight.protocol.auth import (
-        AuthMiddlewareFactory,
         AuthSettings,
-        NoOpAuthHandler,
         check_bind_allowed,
+        server_auth_options,
         tls_certificates,
     )
     from tierflight.protocol.boundary import install_traceback_guard
@@ -303,7 +302,6 @@ def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> F
     return FlightSqlServer(
         app,
         f"{scheme}://{host}:{port}",
-        auth_handler=NoOpAuthHandler(),
-        middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
         tls_certificates=certs or None,
+        **server_auth_options(settings),
     )

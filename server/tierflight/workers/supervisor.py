@@ -253,11 +253,9 @@ def serve_workers(
     """The body of ``tierflight serve --workers N`` (N >= 2): returns after a graceful stop."""
     from tierflight.observability.httpd import OpsServer
     from tierflight.protocol.auth import (
-        MIDDLEWARE_KEY,
-        AuthMiddlewareFactory,
         AuthSettings,
-        NoOpAuthHandler,
         check_bind_allowed,
+        server_auth_options,
         tls_certificates,
     )
     from tierflight.protocol.boundary import install_traceback_guard
@@ -275,9 +273,8 @@ def serve_workers(
             f"{scheme}://{host}:{port}",
             supervisor.workers,
             call_timeout=config.server.statement_timeout.total_seconds() + 30,
-            auth_handler=NoOpAuthHandler(),
-            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(settings)},
             tls_certificates=certs or None,
+            **server_auth_options(settings),
         )
     except BaseException:
         supervisor.stop(0)
