@@ -8,7 +8,7 @@ statement cannot turn any of that back on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,18 @@ def empty_relation_sql(table: TableConfig) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def table_view_sql(table: TableConfig, sources: Iterable[str]) -> str:
-    """The view body of a table: the union of its tiers' relations plus derived columns."""
+def table_view_sql(table: TableConfig, sources: Iterable[str], derived: Collection[str] | None = None) -> str:
+    """The view body of a table: the union of its tiers' relations plus derived columns (all
+    of them, or only those named in ``derived``: DuckDB binds every one it is given, even
+    those the statement never reads)."""
     parts = [s for s in sources if s]
     body = " UNION ALL ".join(f"({p})" for p in parts) if parts else empty_relation_sql(table)
-    derived = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in table.derived.items())
-    return f"SELECT *{derived} FROM ({body})"
+    added = "".join(
+        f", {expr} AS {quote_ident(name)}"
+        for name, expr in table.derived.items()
+        if derived is None or name.lower() in derived
+    )
+    return f"SELECT *{added} FROM ({body})"
 
 
 class Database:

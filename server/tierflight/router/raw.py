@@ -8,14 +8,15 @@ columns added; DuckDB then pushes the statement's predicates and projection into
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from sqlglot import exp
 
-from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA, table_view_sql
+from tierflight.config import TableConfig
+from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA, quote_ident, table_view_sql
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
@@ -42,8 +43,69 @@ def describe_source(table: str, src: Source) -> str:
 
 
 @cache
+def _date_column(derived: tuple[tuple[str, str], ...], time_column: str) -> str | None:
+    """The derived column defined as the time column's date (``CAST(ts AS DATE)``), if any."""
+    import sqlglot
+
+    for name, sql in derived:
+        tree = sqlglot.parse_one(sql, read=DIALECT)
+        if (
+            isinstance(tree, exp.Cast)
+            and tree.to.is_type(exp.DataType.Type.DATE)
+            and isinstance(tree.this, exp.Column)
+            and tree.this.name.lower() == time_column.lower()
+        ):
+            return name
+    return None
+
+
+def sources_view_sql(table: TableConfig, sources: Sequence[Source], derived: frozenset[str] | None) -> str:
+    """``table_view_sql`` for sources some of which give derived columns themselves: each
+    branch has those columns (computed where its source lacks them), unioned by name."""
+    carried = [name for name in table.derived if any(name in s.carries for s in sources)]
+    if not carried:
+        return table_view_sql(table, [s.sql for s in sources], derived)
+    branches = []
+    for s in sources:
+        add = "".join(f", {table.derived[n]} AS {quote_ident(n)}" for n in carried if n not in s.carries)
+        branches.append(f"SELECT *{add} FROM ({s.sql})" if add else s.sql)
+    body = " UNION ALL BY NAME ".join(f"({b})" for b in branches)
+    rest = "".join(
+        f", {expr} AS {quote_ident(name)}"
+        for name, expr in table.derived.items()
+        if name not in carried and (derived is None or name.lower() in derived)
+    )
+    return f"SELECT *{rest} FROM ({body})"
+
+
+@cache
 def _grains(store_id: int, derived: tuple[tuple[str, str], ...], time_column: str) -> dict[str, str]:
     return derived_grains(dict(derived), time_column)
+
+
+def derived_read(tree: exp.Expr, derived: Mapping[str, str], relations: Collection[str]) -> frozenset[str] | None:
+    """The derived columns (lower-case names of ``derived``: name -> SQL) a query can read, or
+    None for all of them: a star, COLUMNS(...), a NATURAL join, a relation read as a row value
+    (a column named like one of ``relations``), or anything but a query may see every column."""
+    if not isinstance(tree, exp.Query):
+        return None
+    names: set[str] = set()
+    for node in tree.walk():
+        if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
+            return None
+        if isinstance(node, exp.Columns) or (isinstance(node, exp.Join) and node.args.get("method")):
+            return None
+        if isinstance(node, exp.Column):
+            names.add(node.name.lower())
+        elif isinstance(node, exp.Join):
+            names.update(i.name.lower() for i in node.args.get("using") or ())
+    if names & {r.lower() for r in relations}:
+        return None
+    wanted = {name for name in derived if name in names}
+    # A derived column may be defined on another one: keep what it reads too.
+    for name in list(wanted):
+        wanted.update(other for other in derived if other != name and other in derived[name].lower())
+    return frozenset(wanted)
 
 
 @dataclass(frozen=True)
@@ -67,6 +129,7 @@ class _Template:
     sql: str | None  # None: no configured table is read; the statement runs as it is
     references: tuple[_Reference, ...]
     parts: tuple[RoutePart, ...]  # system tables read
+    derived: Mapping[str, frozenset[str] | None]  # per table: the derived columns to add (None: all)
 
 
 class RawPlanner:
@@ -103,7 +166,12 @@ class RawPlanner:
                 exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
             )
         sql = tree.sql(dialect=DIALECT) if references or system else None
-        template = _Template(sql, tuple(references), tuple(parts))
+        relations = {name for r in references for name in (r.table, r.alias)}
+        derived = {
+            r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
+            for r in references
+        }
+        template = _Template(sql, tuple(references), tuple(parts), derived)
         self._templates.put(key, template)
         return template
 
@@ -120,12 +188,17 @@ class RawPlanner:
             if ref.when is not None:
                 sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
-                body = table_view_sql(store.table, [sql_at] if sql_at else [])
+                body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
                 parts.append(RoutePart("cold", f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
-                sources = store.sources(ref.rng)
+                derived = template.derived[ref.table]
+                # The day from the partition directories only where the statement names its
+                # columns: a star's column order must not depend on which tiers answer.
+                date_column = _date_column(tuple(store.table.derived.items()), store.table.time_column)
+                day_as = date_column if derived is not None and date_column and date_column.lower() in derived else None
+                sources = store.sources(ref.rng, day_as)
                 registrations.extend(r for s in sources for r in s.registrations)
-                body = table_view_sql(store.table, [s.sql for s in sources])
+                body = sources_view_sql(store.table, sources, derived)
                 parts.extend(
                     RoutePart(s.tier, describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
                     for s in sources

@@ -77,6 +77,8 @@ class Source:
     files: int
     # (name, Arrow object) pairs ``sql`` reads by name (S3 data): register them on the cursor.
     registrations: tuple[tuple[str, Any], ...] = ()
+    # Derived columns ``sql`` already gives (last, in this order): the warm tier's day.
+    carries: tuple[str, ...] = ()
 
 
 class TableStore:
@@ -207,8 +209,11 @@ class TableStore:
             cold, warm = self.cold.state(), self.warm.listing()
         return [*cold.partitions, *(p for p, _ in warm.parts), *self.hot.partitions()]
 
-    def sources(self, time_range: TimeRange | None = None) -> list[Source]:
+    def sources(self, time_range: TimeRange | None = None, day_as: str | None = None) -> list[Source]:
         """The relations a statement over ``time_range`` reads, one per tier that has rows in it.
+
+        ``day_as``: the derived column that is the time column's date; a tier that can give
+        it without computing it (the local warm tier, from its day directories) does.
 
         With a time range (a statement's plan), a warm file that cannot be read or has the
         wrong schema fails the call with an error naming it. Without one (the table's view,
@@ -220,16 +225,18 @@ class TableStore:
         with self._view_lock:
             cold, warm = self.cold.state(), self.warm.listing()
         hot = self.hot.relation(time_range)
-        candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition]]] = [
-            ("cold", self.cold.relation(time_range, cold), list(cold.partitions)),
-            ("warm", self.warm.relation(time_range, warm, strict), [p for p, _ in warm.parts]),  # type: ignore[arg-type]
-            ("hot", hot, self.hot.partitions()),
+        warm_day = day_as if day_as is not None and self.warm.carries_day() else None
+        warm_rel = self.warm.relation(time_range, warm, strict, warm_day)  # type: ignore[arg-type]
+        candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition], tuple[str, ...]]] = [
+            ("cold", self.cold.relation(time_range, cold), list(cold.partitions), ()),
+            ("warm", warm_rel, [p for p, _ in warm.parts], (warm_day,) if warm_day else ()),
+            ("hot", hot, self.hot.partitions(), ()),
         ]
         out = []
-        for tier, rel, all_parts in candidates:
+        for tier, rel, all_parts, carries in candidates:
             if rel:
                 parts = tuple(p for p in all_parts if time_range.overlaps(p.start, p.end))
-                out.append(Source(tier, rel[0], parts, sum(p.files for p in parts), rel[1]))
+                out.append(Source(tier, rel[0], parts, sum(p.files for p in parts), rel[1], carries))
         return out
 
     def has_data(self) -> bool:

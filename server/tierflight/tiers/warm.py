@@ -62,8 +62,11 @@ def live_files(day_dir: Path) -> list[Path]:
     return [Path(i.path) for i in live_entries(local, local.entries(str(day_dir)))]
 
 
+DAY_KEY = "day"  # the partition key of the hive layout: <table>/warm/day=YYYY-MM-DD/
+
+
 def day_dir_name(day: dt.date) -> str:
-    return f"day={day.isoformat()}"
+    return f"{DAY_KEY}={day.isoformat()}"
 
 
 def _same_type(actual: pa.DataType, expected: pa.DataType) -> bool:
@@ -254,8 +257,15 @@ class WarmTier:
         self.apply(self.build_listing(since if since is not None else self._listing.since))
 
     def relation_sql(
-        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
+        self,
+        time_range: TimeRange = ALL_TIME,
+        listing: WarmListing | None = None,
+        strict: bool = True,
+        day_as: str | None = None,
     ) -> str | None:
+        """The files of ``time_range``; with ``day_as``, also each row's day read from its
+        partition directory as that column (a day directory holds only rows of its day), so
+        DuckDB prunes a filter on it by file and never evaluates it per row."""
         files = self.files(time_range, listing, strict)
         if not files:
             return None
@@ -263,13 +273,26 @@ class WarmTier:
         # Columns by name: a file that stores them in another order still lines up with the
         # other tiers in the table's UNION ALL.
         cols = ", ".join(quote_ident(n) for n in self.schema.names) if self.schema is not None else "*"
+        if day_as is not None and self.schema is not None and DAY_KEY not in self.schema.names:
+            return (
+                f"SELECT {cols}, {quote_ident(DAY_KEY)} AS {quote_ident(day_as)} FROM read_parquet([{listing_sql}], "
+                f"hive_partitioning = true, hive_types = {{'{DAY_KEY}': DATE}})"
+            )
         return f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)"
 
     def relation(
-        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
+        self,
+        time_range: TimeRange = ALL_TIME,
+        listing: WarmListing | None = None,
+        strict: bool = True,
+        day_as: str | None = None,
     ) -> tuple[str, tuple[Registration, ...]] | None:
-        sql = self.relation_sql(time_range, listing, strict)
+        sql = self.relation_sql(time_range, listing, strict, day_as)
         return None if sql is None else (sql, ())
+
+    def carries_day(self) -> bool:
+        """Whether :meth:`relation` can give each row's day from its partition directory."""
+        return self.schema is not None and DAY_KEY not in self.schema.names
 
 
 @dataclass(frozen=True)
@@ -396,8 +419,15 @@ class S3WarmTier:
             log.warning("warm_files_skipped", table=self.table_name, files=sorted(names))
         return out
 
+    def carries_day(self) -> bool:
+        return False  # the dataset registered per statement has no partition column
+
     def relation(
-        self, time_range: TimeRange = ALL_TIME, listing: S3WarmListing | None = None, strict: bool = True
+        self,
+        time_range: TimeRange = ALL_TIME,
+        listing: S3WarmListing | None = None,
+        strict: bool = True,
+        day_as: str | None = None,
     ) -> tuple[str, tuple[Registration, ...]] | None:
         files = self.files(time_range, listing, strict)
         if not files:
