@@ -46,7 +46,8 @@ SEED = 42
 DATA_ENV = {"TIERFLIGHT_TIERS__NOW": NOW.isoformat()}
 # A server whose raw tiers answer every statement, every time: no rollup, no reused answer
 # (what the scan and routing comparisons measure).
-RAW_ENV = {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false", "TIERFLIGHT_SERVER__RESULT_CACHE_BYTES": "0"}
+NO_REUSE_ENV = {"TIERFLIGHT_SERVER__RESULT_CACHE_BYTES": "0"}
+RAW_ENV = {**DATA_ENV, "TIERFLIGHT_ROUTER__ENABLED": "false", **NO_REUSE_ENV}
 CACHE_ROOT = BENCH_DIR / ".data"
 WORKLOADS = ROOT.parent / "shared" / "workloads"
 STAMP = ".complete"

@@ -33,6 +33,7 @@ from typing import Any
 from bench.common import BenchContext, load_average, log, start_tierflight, summarize_ms
 from bench.dataset import (
     DATA_ENV,
+    NO_REUSE_ENV,
     NOW,
     WORKLOADS,
     connect,
@@ -160,7 +161,7 @@ def _measure(
     load: list[list[float]],
     quick: bool,
 ) -> Result:
-    server = start_tierflight(data_dir, DATA_ENV, log_path=work / "tierflight.log")
+    server = start_tierflight(data_dir, {**DATA_ENV, **NO_REUSE_ENV}, log_path=work / "tierflight.log")
     samples: list[tuple[float, str, float]] = []
     errors: list[str] = []
     try:
@@ -346,7 +347,10 @@ def _result(
         f"{during['rows']:,} rows in {during['batches']} calls over {during['seconds']:.1f} s "
         f"(ack p50 {during['ack_ms']['p50']:.1f} ms, p99 {during['ack_ms']['p99']:.1f} ms). The hot tail flushes to "
         "warm Parquet every `[ingest] flush_rows` (1,000,000) rows, in the background.",
-        f"Query workload: `{QUERY_WORKLOAD}` round robin on one connection (one statement at a time).",
+        f"Query workload: `{QUERY_WORKLOAD}` round robin on one connection (one statement at a time). The server "
+        "runs with no result cache (`TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0`): idle, it would answer these repeated "
+        "statements from memory, while every ingest ack moves the data version, so the ratio would measure the cache "
+        "rather than what ingest costs the statements that run.",
         f"Visibility: {VISIBILITY_ROWS:,}-row marker batches, alternating which probe goes first; 'ok' means the count "
         "equalled the batch size.",
         f"The machine is shared with other test runs; load average (1/5/15 min) at the start and after each phase: {load}.",

@@ -75,6 +75,16 @@ def test_the_warm_day_comes_from_the_partition_and_answers_match(conn: Any, flat
             assert_same(cur.fetch_arrow_table(), flat.sql(sql).to_arrow_table(), sql)
     across = _route(server, ACROSS_TIERS)
     assert {p.tier for p in across.parts} >= {"cold", "warm"} and "UNION ALL BY NAME" in across.sql
+    assert across.sql.count("hive_partitioning = true") == 2  # both tiers give the day: no branch computes it
+    assert '"ts_day" AS "day"' in across.sql
+
+
+def test_a_cold_file_outside_a_day_directory_has_its_date_computed() -> None:
+    from tierflight.tiers.cold import _partition_dir
+
+    assert _partition_dir("/data/iceberg/t/data/ts_day=2024-06-14/part.parquet") == "ts_day"
+    assert _partition_dir("/data/iceberg/t/data/part.parquet") is None
+    assert _partition_dir("/x=1/data/ts_day=2024-06-14/part.parquet") is None  # another key DuckDB would add
 
 
 def test_a_star_keeps_the_view_and_its_column_order(conn: Any, flat: Any, server: RunningServer) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight.config import parse_duration
-from tierflight.engine.database import quote_literal
+from tierflight.engine.database import quote_ident, quote_literal
 from tierflight.errors import ConfigError, StorageUnavailable, first_line
 from tierflight.log import get_logger
 from tierflight.lru import LRU
@@ -135,6 +135,12 @@ def load_catalog(settings: IcebergSettings) -> Any:
 def local_path(uri: str) -> str:
     """DuckDB reads local files by path; Iceberg records them as file:// URIs."""
     return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _partition_dir(path: str) -> str | None:
+    """The key of a path's only ``key=value`` directory (None: none, or more than one)."""
+    keys = [part.split("=", 1)[0] for part in path.split("/")[:-1] if "=" in part]
+    return keys[0] if len(keys) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -366,6 +372,26 @@ class ColdTier:
         self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None
     ) -> tuple[str, tuple[Registration, ...]] | None:
         return self.relation_of(self.files(time_range, state))
+
+    def day_relation(
+        self, time_range: TimeRange, state: ColdState | None, day_as: str
+    ) -> tuple[str, tuple[Registration, ...]] | None:
+        """As :meth:`relation`, with each row's date as column ``day_as``, read from the day
+        partition directory its file sits in (``<time column>_day=YYYY-MM-DD``, where the
+        table's day transform puts it), so DuckDB prunes a filter on it by file. None when a
+        file is elsewhere (or on S3): then the date is computed."""
+        key = f"{self.time_column}_day"
+        files = self.files(time_range, state)
+        names = self.arrow_schema.names
+        if not files or key in names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
+            return None
+        listing = ", ".join(quote_literal(f) for f in files)
+        cols = ", ".join(quote_ident(n) for n in names)
+        return (
+            f"SELECT {cols}, {quote_ident(key)} AS {quote_ident(day_as)} FROM read_parquet([{listing}], "
+            f"hive_partitioning = true, hive_types = {{{quote_literal(key)}: DATE}})",
+            (),
+        )
 
     def relation_of(self, files: Sequence[str]) -> tuple[str, tuple[Registration, ...]] | None:
         """SQL over data files: local ones by path, S3 ones through a registered dataset."""

@@ -227,8 +227,10 @@ class TableStore:
         hot = self.hot.relation(time_range)
         warm_day = day_as if day_as is not None and self.warm.carries_day() else None
         warm_rel = self.warm.relation(time_range, warm, strict, warm_day)  # type: ignore[arg-type]
+        cold_rel = self.cold.day_relation(time_range, cold, day_as) if day_as is not None else None
+        cold_day = (day_as,) if cold_rel is not None and day_as is not None else ()
         candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition], tuple[str, ...]]] = [
-            ("cold", self.cold.relation(time_range, cold), list(cold.partitions), ()),
+            ("cold", cold_rel or self.cold.relation(time_range, cold), list(cold.partitions), cold_day),
             ("warm", warm_rel, [p for p, _ in warm.parts], (warm_day,) if warm_day else ()),
             ("hot", hot, self.hot.partitions(), ()),
         ]
