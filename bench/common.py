@@ -387,9 +387,10 @@ class ExternalServer:
 
 
 def start_roapi(
-    tables: dict[str, Path], log_path: Path | None = None, timeout: float = 60.0
+    tables: dict[str, Path | str], log_path: Path | None = None, timeout: float = 60.0
 ) -> ExternalServer:
-    """``roapi -t name=file.parquet ... --addr-flight-sql 127.0.0.1:PORT``; raises :class:`Unavailable`."""
+    """``roapi -t name=file.parquet ... --addr-flight-sql 127.0.0.1:PORT`` (a table source may
+    carry ROAPI's options: ``dir,format=parquet``); raises :class:`Unavailable`."""
     exe = ensure_roapi()
     try:
         version = subprocess.run(

@@ -88,7 +88,7 @@ def meta_line(meta: dict[str, Any]) -> str:
     )
 
 
-def render_section(name: str, result: Result) -> str:
+def render_section(name: str, result: Result, charts: Sequence[tuple[str, str]] = ()) -> str:
     meta = result.get("meta", {})
     parts = [f"## {result['title']}", f'<a id="{name}"></a>', meta_line(meta)]
     if result.get("data"):
@@ -111,6 +111,7 @@ def render_section(name: str, result: Result) -> str:
                 ],
             )
         )
+    parts += [f"![{caption}]({CHART_DIR}/{file})" for file, caption in charts]
     for table in result.get("tables") or []:
         if table.get("title"):
             parts.append(f"**{table['title']}**")
@@ -122,6 +123,7 @@ def render_section(name: str, result: Result) -> str:
 
 
 GLANCE_TITLE = "## Targets at a glance"
+CHART_DIR = "benchmarks"  # beside the report: docs/benchmarks/*.png
 GLANCE_COLUMNS = ["benchmark", "figure", "value", "target", "status", "date", "commit"]
 
 
@@ -159,15 +161,24 @@ def previous_sections(report: str) -> dict[str, tuple[list[str], str]]:
     return out
 
 
-def render(results: dict[str, Result], order: Sequence[str], previous: str = "") -> str:
-    """The report from ``results``; sections of ``previous`` with no result here are kept."""
+def render(
+    results: dict[str, Result], order: Sequence[str], previous: str = "", charts_into: Path | None = None
+) -> str:
+    """The report from ``results``; sections of ``previous`` with no result here are kept.
+    With ``charts_into`` (the report's directory), charts are drawn under its CHART_DIR."""
+    from bench.charts import draw
+
     kept = {n: v for n, v in previous_sections(previous).items() if n not in results}
     every = {*results, *kept}
     names = [n for n in order if n in every] + sorted(n for n in every if n not in order)
-    sections: dict[str, tuple[list[str], str]] = {
-        name: (_glance_rows(name, results[name]), render_section(name, results[name])) if name in results else kept[name]
-        for name in names
-    }
+
+    def section(name: str) -> tuple[list[str], str]:
+        if name not in results:
+            return kept[name]
+        charts = draw(name, results[name], charts_into / CHART_DIR) if charts_into is not None else []
+        return _glance_rows(name, results[name]), render_section(name, results[name], charts)
+
+    sections = {name: section(name) for name in names}
     parts = [HEADER]
     overview = [row for name in names for row in sections[name][0]]
     if overview:

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         output.parent.mkdir(parents=True, exist_ok=True)
         previous = output.read_text() if output.exists() else ""
-        output.write_text(render(load_results(results_dir), list(registry), previous))
+        output.write_text(render(load_results(results_dir), list(registry), previous, charts_into=output.parent))
         log(f"rewrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     if failed:
         log(f"failed: {', '.join(failed)}")

@@ -17,6 +17,10 @@ against the *floor*: a minimal pyarrow.flight server in Python that answers thes
 constants (``bench/floor.py``); no Python server can be faster, and its figures show how
 much of a round trip is the client and the transport rather than the server.
 
+tierflight runs with its defaults: ``SELECT 1`` reads no table, so after the first call its
+answer is reused from the result cache (``[server] result_cache_bytes``) and DuckDB does not
+run; the figures are the cost of the protocol path (the SELECT 1 profile splits it by RPC).
+
 Rounds rotate the order of the servers so background load hits them alike; the report gives
 the round with the best p50 and the spread of p50 over rounds.
 """

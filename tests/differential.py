@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -89,6 +90,14 @@ def _same_row(ra: tuple[Any, ...], re_: tuple[Any, ...]) -> bool:
 def _assert_rows(a: list[tuple[Any, ...]], e: list[tuple[Any, ...]], sql: str) -> None:
     for i, (ra, re_) in enumerate(zip(a, e, strict=True)):
         assert _same_row(ra, re_), f"row {i}: {ra} != {re_} for: {sql}"
+
+
+def expected_cases(path: Path) -> list[tuple[str, str, str]]:
+    """A fixture file of statements, each after ``-- name: X`` and ``-- expect: ...`` lines:
+    (name, SQL, expectation)."""
+    text = path.read_text()
+    expects = dict(re.findall(r"--\s*name:\s*(\S+)\s*\n--\s*expect:\s*(.+)", text))
+    return [(name, sql, expects[name].strip()) for name, sql in parse_workload(text)]
 
 
 def parse_workload(text: str) -> list[tuple[str, str]]:

@@ -3,7 +3,6 @@ executor does reuse exactly those."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +10,14 @@ import adbc_driver_flightsql.dbapi as fsql
 import pytest
 
 from conftest import RunningServer
-from differential import parse_workload
+from differential import expected_cases
 from tierflight.engine.sandbox import check_statement
 from tierflight.router.reusable import not_reusable
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router" / "reusable.sql"
 
 
-def _cases() -> list[tuple[str, str, str]]:
-    text = FIXTURE.read_text()
-    expects = dict(re.findall(r"--\s*name:\s*(\S+)\s*\n--\s*expect:\s*(.+)", text))
-    return [(name, sql, expects[name].strip()) for name, sql in parse_workload(text)]
-
-
-CASES = _cases()
+CASES = expected_cases(FIXTURE)
 IDS = [c[0] for c in CASES]
 
 

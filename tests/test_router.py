@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import RunningServer
-from differential import assert_same, parse_workload
+from differential import assert_same, expected_cases
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router" / "decisions.sql"
 
 
-def _cases() -> list[tuple[str, str, str]]:
-    text = FIXTURE.read_text()
-    expects = dict(re.findall(r"--\s*name:\s*(\S+)\s*\n--\s*expect:\s*(.+)", text))
-    return [(name, sql, expects[name].strip()) for name, sql in parse_workload(text)]
-
-
-CASES = _cases()
+CASES = expected_cases(FIXTURE)
 
 
 @pytest.mark.parametrize(("name", "sql", "expect"), CASES, ids=[c[0] for c in CASES])
