@@ -36,6 +36,7 @@ DERIVED = {
         ("SELECT e FROM events AS e LIMIT 1", None),
         ("WITH x AS (SELECT * FROM events) SELECT minute FROM x LIMIT 1", None),
         ("DESCRIBE events", None),
+        ("SELECT country FROM (PIVOT events ON type USING count(*)) ORDER BY 1", None),
     ],
 )
 def test_derived_columns_a_statement_reads(sql: str, expected: set[str] | None) -> None:

@@ -85,15 +85,16 @@ def _grains(store_id: int, derived: tuple[tuple[str, str], ...], time_column: st
 
 def derived_read(tree: exp.Expr, derived: Mapping[str, str], relations: Collection[str]) -> frozenset[str] | None:
     """The derived columns (lower-case names of ``derived``: name -> SQL) a query can read, or
-    None for all of them: a star, COLUMNS(...), a NATURAL join, a relation read as a row value
-    (a column named like one of ``relations``), or anything but a query may see every column."""
+    None for all of them: a star, COLUMNS(...), a NATURAL join, a PIVOT (it groups by every
+    column it is not told about), a relation read as a row value (a column named like one of
+    ``relations``), or anything but a query may see every column."""
     if not isinstance(tree, exp.Query):
         return None
     names: set[str] = set()
     for node in tree.walk():
         if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
             return None
-        if isinstance(node, exp.Columns) or (isinstance(node, exp.Join) and node.args.get("method")):
+        if isinstance(node, exp.Columns | exp.Pivot) or (isinstance(node, exp.Join) and node.args.get("method")):
             return None
         if isinstance(node, exp.Column):
             names.add(node.name.lower())
