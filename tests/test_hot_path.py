@@ -49,8 +49,19 @@ def test_a_cached_answer_is_the_streamed_one(running: RunningServer, flat: Any) 
         assert_same(answer, expected, BY_HOUR)
     recent = [r for r in running.app.executor.recent if r.sql == BY_HOUR][-3:]
     assert [r.status for r in recent] == ["ok"] * 3
+    assert [r.reused for r in recent] == [False, True, True]
     assert {r.rows for r in recent} == {expected.num_rows}
     assert len({r.bytes for r in recent}) == 1  # the cache keeps the size it was sent with
+
+
+def test_system_queries_says_which_answers_were_reused(running: RunningServer) -> None:
+    sql = "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type"
+    with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+        for _ in range(2):
+            cur.execute(sql)
+            cur.fetchall()
+        cur.execute("SELECT sql, reused, status FROM system.queries WHERE sql = ? ORDER BY query_id", (sql,))
+        assert cur.fetchall()[-2:] == [(sql, False, "ok"), (sql, True, "ok")]
 
 
 def test_the_row_limit_holds_for_a_cached_answer_too(running: RunningServer) -> None:

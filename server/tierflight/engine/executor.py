@@ -64,6 +64,7 @@ class QueryRecord:
     bytes: int
     total_ms: float
     status: str
+    reused: bool = False  # answered from the result cache
 
 
 RESULT_CACHE_MAX_BYTES = 1 << 20
@@ -172,6 +173,7 @@ class Execution:
     _park_token: int | None = None
     client_sql: str | None = None
     _known_bytes: int = 0  # the size of a cached result, kept with it
+    reused: bool = False  # the answer comes from the result cache
     # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
     _deadline: threading.Event = _NO_DEADLINE
     _cancelled: bool = False
@@ -336,7 +338,7 @@ class Executor:
                 elif cached is not None:
                     table, nbytes = cached
                     ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
-                    ex._known_bytes = nbytes
+                    ex._known_bytes, ex.reused = nbytes, True
                 else:
                     names = system_tables_read(statement.tree)
                     if names:
@@ -488,7 +490,18 @@ class Executor:
             self._running.pop(ex.query_id, None)
             self._pending.pop(ex.query_id, None)
         self._release_slot(ex)
-        self._log(ex.query_id, ex.client_sql or ex.statement.sql, ex.user, ex.route, ex.rows, ex.bytes, ex.started, ex.plan_ms, status)
+        self._log(
+            ex.query_id,
+            ex.client_sql or ex.statement.sql,
+            ex.user,
+            ex.route,
+            ex.rows,
+            ex.bytes,
+            ex.started,
+            ex.plan_ms,
+            status,
+            ex.reused,
+        )
 
     def _log(
         self,
@@ -501,11 +514,12 @@ class Executor:
         started: float,
         plan_ms: float,
         status: str,
+        reused: bool = False,
     ) -> None:
         total_ms = (time.perf_counter() - started) * 1000
         tier = route.tier if route else "none"
         rollup = route.rollup if route else None
-        self.recent.append(QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status))
+        self.recent.append(QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status, reused))
         self.observer.statement(tier, rollup, status, total_ms / 1000)
         log.info(
             "statement",
@@ -520,6 +534,7 @@ class Executor:
             exec_ms=round(total_ms - plan_ms, 3),
             total_ms=round(total_ms, 3),
             status=status,
+            reused=reused,
         )
 
     def queries_table(self) -> pa.Table:
@@ -535,6 +550,7 @@ class Executor:
                 "bytes": pa.array([r.bytes for r in records], pa.int64()),
                 "total_ms": pa.array([r.total_ms for r in records], pa.float64()),
                 "status": pa.array([r.status for r in records], pa.string()),
+                "reused": pa.array([r.reused for r in records], pa.bool_()),
             }
         )
 
