@@ -174,3 +174,50 @@ def test_another_process_change_is_seen_within_the_poll_interval(tmp_path: Path)
     writer.bump()
     time.sleep(LOCAL_POLL_S * 2)
     assert reader.signature() != seen
+
+
+def test_the_executor_knows_whether_statements_run(running: RunningServer) -> None:
+    executor = running.app.executor
+    with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 42")
+        cur.fetchall()
+    assert executor.busy(within=60)
+    time.sleep(0.05)
+    assert not executor.busy(within=0.01)  # nothing in flight, the last one done before that
+
+
+class _Executor:
+    def __init__(self, busy: bool) -> None:
+        self._busy = busy
+
+    def busy(self, within: float) -> bool:
+        return self._busy
+
+
+def _service(rate: int, busy: bool) -> Any:
+    from types import SimpleNamespace
+
+    from tierflight.ingest.service import IngestService, IngestSettings
+
+    service = IngestService.__new__(IngestService)  # only what the pacing reads
+    service.settings = IngestSettings(yield_rows_per_s=rate)
+    service.app = SimpleNamespace(executor=_Executor(busy))
+    return service
+
+
+@pytest.mark.parametrize(("rate", "busy", "held"), [(100_000, True, True), (100_000, False, False), (0, True, False)])
+def test_ingest_yields_to_statements_only_while_they_run(rate: int, busy: bool, held: bool) -> None:
+    service = _service(rate, busy)
+    started = time.perf_counter()
+    service._yield_to_statements(20_000, started)  # 20,000 rows at 100,000 rows/s: 0.2 s
+    waited = time.perf_counter() - started
+    assert (waited >= 0.19) == held and waited < 1.0
+
+
+@pytest.mark.parametrize("value", [-1, "fast", 1.5, True])
+def test_a_bad_yield_rate_is_refused_by_name(value: object) -> None:
+    from tierflight.errors import ConfigError
+    from tierflight.ingest.service import IngestSettings
+
+    with pytest.raises(ConfigError, match=r"ingest\.yield_rows_per_s"):
+        IngestSettings.from_config({"yield_rows_per_s": value})

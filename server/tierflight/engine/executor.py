@@ -297,6 +297,7 @@ class Executor:
         # Cursors of statements still inside start() (not yet in _running): a shutdown past
         # its grace period must be able to interrupt a blocking aggregate there too.
         self._starting: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._last_finished = float("-inf")
 
     # -- the one path every statement takes ---------------------------------------------
 
@@ -490,6 +491,7 @@ class Executor:
             self._running.pop(ex.query_id, None)
             self._pending.pop(ex.query_id, None)
         self._release_slot(ex)
+        self._last_finished = time.monotonic()
         self._log(
             ex.query_id,
             ex.client_sql or ex.statement.sql,
@@ -553,6 +555,10 @@ class Executor:
                 "reused": pa.array([r.reused for r in records], pa.bool_()),
             }
         )
+
+    def busy(self, within: float) -> bool:
+        """Whether a statement is in flight or finished less than ``within`` seconds ago."""
+        return time.monotonic() - self._last_finished < within or self.in_flight() > 0
 
     def in_flight(self) -> int:
         """Statements planning, running or streaming (parked ones wait for a DoGet: not counted)."""

@@ -61,6 +61,8 @@ class IngestSettings:
     max_future: dt.timedelta = dt.timedelta(days=1)
     nice: int = 10
     snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
+    # While statements run, a table's ingest is held to at most this many rows/s (0: never).
+    yield_rows_per_s: int = 320_000
 
     @classmethod
     def from_config(cls, raw: dict[str, Any]) -> IngestSettings:
@@ -72,7 +74,14 @@ class IngestSettings:
             max_future=parse_duration(raw.get("max_future", "1d"), "ingest.max_future"),
             nice=_nice(raw.get("nice", 10)),
             snapshot_every=parse_duration(raw.get("snapshot_every", "30s"), "ingest.snapshot_every"),
+            yield_rows_per_s=_rate(raw.get("yield_rows_per_s", 320_000)),
         )
+
+
+def _rate(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"ingest.yield_rows_per_s must be a whole number of rows per second (0: off), got {value!r}")
+    return value
 
 
 def _nice(value: Any) -> int:
@@ -90,6 +99,10 @@ def lower_thread_priority(nice: int) -> None:
     with contextlib.suppress(AttributeError, OSError):
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+
+
+# Statements that finished this recently count as running (a dashboard sends them in bursts).
+STATEMENTS_RECENT_S = 0.25
 
 
 class TableIngest:
@@ -217,7 +230,22 @@ class IngestService:
         read_ms = (time.perf_counter() - started) * 1000
         if read_ms > 100:
             log.info("ingest_read_slow", table=table_name, rows=data.num_rows, ms=round(read_ms, 1))
-        return self.append(table_name, data)
+        rows = self.append(table_name, data)
+        self._yield_to_statements(rows, started)
+        return rows
+
+    def _yield_to_statements(self, rows: int, started: float) -> None:
+        """While statements run, hold the acknowledgement (the rows are durable and visible
+        already) so that ingest takes at most [ingest] yield_rows_per_s: on a small machine
+        its CPU is what statements lose, and nice levels do not stop a thread that holds the
+        GIL. Alone it runs at full speed. The appender runs one batch of a table at a time, so
+        holding it paces all of that table's clients together."""
+        rate = self.settings.yield_rows_per_s
+        if rate <= 0 or not self.app.executor.busy(within=STATEMENTS_RECENT_S):
+            return
+        wait = started + rows / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(min(wait, 1.0))
 
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
