@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -258,3 +259,20 @@ def test_queries_during_demote_see_each_row_once(tmp_path: Path) -> None:
     assert {r for kind, r in results if kind == "all"} == {total}
     assert {r for kind, r in results if kind == "window"} == {window}
     assert_demoted(data, expected)
+
+
+def test_a_trashed_day_goes_at_once_with_no_grace_whatever_the_fraction_of_the_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierflight.tiers import maintenance
+
+    data = build(tmp_path / "data")
+    store = store_for(data, GEN_NOW)
+    day = warm_dir(data, YOUNG[0])
+    clock = iter([1_000.6, 1_000.7])  # trashed late in a second, emptied a moment later
+    # The maintenance module's clock only (other threads keep the real one).
+    fake = SimpleNamespace(time=lambda: next(clock), sleep=time.sleep, monotonic=time.monotonic)
+    monkeypatch.setattr(maintenance, "time", fake)
+    maintenance.trash(store, str(day))
+    assert not day.exists()
+    assert maintenance.empty_trash(store, grace_seconds=0) == 1

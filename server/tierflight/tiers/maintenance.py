@@ -83,7 +83,9 @@ def maintenance_lock(store: TableStore) -> Iterator[None]:
 def trash(store: TableStore, path: str) -> None:
     """Move a warm file or day directory to the trash (emptied after a grace period)."""
     name = path.rstrip("/").rpartition("/")[2]
-    store.warm.objects.move(path, f"{store.warm.trash_path}/{time.time():.0f}-{uuid.uuid4().hex[:8]}-{name}")
+    # Whole seconds rounded down: a stamp never lies ahead of the clock (rounded, it could by
+    # half a second, and a trash emptied at once with no grace would keep the entry).
+    store.warm.objects.move(path, f"{store.warm.trash_path}/{int(time.time())}-{uuid.uuid4().hex[:8]}-{name}")
 
 
 def empty_trash(store: TableStore, grace_seconds: float = TRASH_GRACE_SECONDS) -> int:
