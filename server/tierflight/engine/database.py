@@ -52,12 +52,17 @@ def table_view_sql(table: TableConfig, sources: Iterable[str], derived: Collecti
     those the statement never reads)."""
     parts = [s for s in sources if s]
     body = " UNION ALL ".join(f"({p})" for p in parts) if parts else empty_relation_sql(table)
-    added = "".join(
+    return f"SELECT *{derived_columns_sql(table, derived)} FROM ({body})"
+
+
+def derived_columns_sql(table: TableConfig, derived: Collection[str] | None = None, without: Collection[str] = ()) -> str:
+    """``, <expr> AS <name>`` for the table's derived columns (all, or those named in
+    ``derived``), but for those in ``without`` (both as lower-case names)."""
+    return "".join(
         f", {expr} AS {quote_ident(name)}"
         for name, expr in table.derived.items()
-        if derived is None or name.lower() in derived
+        if (derived is None or name.lower() in derived) and name.lower() not in without
     )
-    return f"SELECT *{added} FROM ({body})"
 
 
 class Database:

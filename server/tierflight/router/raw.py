@@ -16,7 +16,12 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.config import TableConfig
-from tierflight.engine.database import SYSTEM_SCHEMA, SYSTEM_STORAGE_SCHEMA, quote_ident, table_view_sql
+from tierflight.engine.database import (
+    SYSTEM_SCHEMA,
+    SYSTEM_STORAGE_SCHEMA,
+    derived_columns_sql,
+    table_view_sql,
+)
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
@@ -62,20 +67,15 @@ def _date_column(derived: tuple[tuple[str, str], ...], time_column: str) -> str 
 def sources_view_sql(table: TableConfig, sources: Sequence[Source], derived: frozenset[str] | None) -> str:
     """``table_view_sql`` for sources some of which give derived columns themselves: each
     branch has those columns (computed where its source lacks them), unioned by name."""
-    carried = [name for name in table.derived if any(name in s.carries for s in sources)]
+    carried = {c.lower() for s in sources for c in s.carries}
     if not carried:
         return table_view_sql(table, [s.sql for s in sources], derived)
     branches = []
     for s in sources:
-        add = "".join(f", {table.derived[n]} AS {quote_ident(n)}" for n in carried if n not in s.carries)
+        add = derived_columns_sql(table, carried, without={c.lower() for c in s.carries})
         branches.append(f"SELECT *{add} FROM ({s.sql})" if add else s.sql)
     body = " UNION ALL BY NAME ".join(f"({b})" for b in branches)
-    rest = "".join(
-        f", {expr} AS {quote_ident(name)}"
-        for name, expr in table.derived.items()
-        if name not in carried and (derived is None or name.lower() in derived)
-    )
-    return f"SELECT *{rest} FROM ({body})"
+    return f"SELECT *{derived_columns_sql(table, derived, without=carried)} FROM ({body})"
 
 
 @cache
@@ -131,6 +131,10 @@ class _Template:
     references: tuple[_Reference, ...]
     parts: tuple[RoutePart, ...]  # system tables read
     derived: Mapping[str, frozenset[str] | None]  # per table: the derived columns to add (None: all)
+    # Per table: the date column to read from partition directories (None: compute it). Only
+    # where the statement names its columns: a star's column order must not depend on which
+    # tiers answer.
+    day_as: Mapping[str, str | None]
 
 
 class RawPlanner:
@@ -172,7 +176,13 @@ class RawPlanner:
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
             for r in references
         }
-        template = _Template(sql, tuple(references), tuple(parts), derived)
+        day_as = {}
+        for r in references:
+            cfg = stores[r.table].table
+            date_column = _date_column(tuple(cfg.derived.items()), cfg.time_column)
+            wanted = derived[r.table]
+            day_as[r.table] = date_column if wanted is not None and date_column and date_column.lower() in wanted else None
+        template = _Template(sql, tuple(references), tuple(parts), derived, day_as)
         self._templates.put(key, template)
         return template
 
@@ -192,14 +202,9 @@ class RawPlanner:
                 body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
                 parts.append(RoutePart("cold", f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
-                derived = template.derived[ref.table]
-                # The day from the partition directories only where the statement names its
-                # columns: a star's column order must not depend on which tiers answer.
-                date_column = _date_column(tuple(store.table.derived.items()), store.table.time_column)
-                day_as = date_column if derived is not None and date_column and date_column.lower() in derived else None
-                sources = store.sources(ref.rng, day_as)
+                sources = store.sources(ref.rng, template.day_as[ref.table])
                 registrations.extend(r for s in sources for r in s.registrations)
-                body = sources_view_sql(store.table, sources, derived)
+                body = sources_view_sql(store.table, sources, template.derived[ref.table])
                 parts.extend(
                     RoutePart(s.tier, describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
                     for s in sources

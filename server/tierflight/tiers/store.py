@@ -77,7 +77,7 @@ class Source:
     files: int
     # (name, Arrow object) pairs ``sql`` reads by name (S3 data): register them on the cursor.
     registrations: tuple[tuple[str, Any], ...] = ()
-    # Derived columns ``sql`` already gives (last, in this order): the warm tier's day.
+    # Derived columns ``sql`` already gives (last): the date, from day partition directories.
     carries: tuple[str, ...] = ()
 
 
@@ -213,7 +213,7 @@ class TableStore:
         """The relations a statement over ``time_range`` reads, one per tier that has rows in it.
 
         ``day_as``: the derived column that is the time column's date; a tier that can give
-        it without computing it (the local warm tier, from its day directories) does.
+        it without computing it (local warm and cold files, from their day directories) does.
 
         With a time range (a statement's plan), a warm file that cannot be read or has the
         wrong schema fails the call with an error naming it. Without one (the table's view,
