@@ -3,7 +3,10 @@
 Each statement is two RPCs over plain pyarrow.flight: GetFlightInfo(CommandStatementQuery),
 whose ``app_metadata`` carries the route JSON (``{"tier": ..., "rollup": ...}``), then DoGet.
 ADBC would add CreatePreparedStatement / ClosePreparedStatement round trips and hides the
-FlightInfo, and the route is what tells which tier answered.
+FlightInfo, and the route is what tells which tier answered. Like a proper Flight client
+(ADBC keeps a client per location too), each endpoint is fetched from its first location,
+through a connection kept per location with the same TLS and auth options, or from the
+server that answered GetFlightInfo when it has none (``serve --workers`` names a worker).
 
 Threads are enough inside a process because pyarrow releases the GIL during RPCs; processes
 (spawned by :mod:`tierflight.loadtest.runner`) spread the Python work over cores. Results go
@@ -26,6 +29,7 @@ Record = tuple[int, float, float, int, int, str, str | None, str | None]
 
 FLUSH_SECONDS = 0.25
 WARMUP_SQL = "SELECT 1"
+REUSE_CONNECTION = "arrow-flight-reuse-connection://?"  # Flight: "the server you asked"
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,30 @@ class _Client:
             kwargs["tls_root_certs"] = spec.tls_root_certs
         if spec.tls_skip_verify:
             kwargs["disable_server_verification"] = True
+        self._connect_kwargs = kwargs
         self.client = flight.connect(spec.uri, **kwargs)
+        # Endpoint locations (bytes, as pyarrow gives them) -> their connection.
+        self._at: dict[bytes, Any] = {REUSE_CONNECTION.encode(): self.client, spec.uri.encode(): self.client}
         headers: list[tuple[bytes, bytes]] = []
         if spec.token is not None:
             headers.append((b"authorization", f"Bearer {spec.token}".encode()))
         elif spec.user is not None and spec.password is not None:
             headers.append(self.client.authenticate_basic_token(spec.user, spec.password))
         self.options = flight.FlightCallOptions(timeout=spec.request_timeout, headers=headers)
+
+    def at(self, endpoint: Any) -> Any:
+        """The connection an endpoint is fetched through: its first location's (opened once,
+        with the same options; the call options carry the same auth header), or this one."""
+        locations = endpoint.locations
+        if not locations:
+            return self.client
+        uri = locations[0].uri
+        client = self._at.get(uri)
+        if client is None:
+            import pyarrow.flight as flight
+
+            client = self._at[uri] = flight.connect(uri.decode(), **self._connect_kwargs)
+        return client
 
     def execute(self, descriptor: Any) -> tuple[int, int, str]:
         """Run one statement: (rows, Arrow bytes, tier)."""
@@ -77,13 +98,14 @@ class _Client:
             tier = str(json.loads(info.app_metadata).get("tier") or "unknown")
         rows = nbytes = 0
         for endpoint in info.endpoints:
-            table = self.client.do_get(endpoint.ticket, self.options).read_all()
+            table = self.at(endpoint).do_get(endpoint.ticket, self.options).read_all()
             rows += table.num_rows
             nbytes += table.nbytes
         return rows, nbytes, tier
 
     def close(self) -> None:
-        self.client.close()
+        for client in {id(c): c for c in self._at.values()}.values():
+            client.close()
 
 
 def descriptors(sqls: tuple[str, ...]) -> list[Any]:
