@@ -1,9 +1,13 @@
 """`tierflight serve --workers 2`: one front, a primary and a follower over one data dir.
 
-The answers through the front equal DuckDB over a flat copy of the rows whichever worker
-answers; ingested rows are visible to the next statement (only the primary answers until
-they are flushed, then the follower is re-admitted); a killed worker is replaced while the
-front keeps answering; SIGTERM stops every process and flushes.
+The answers equal DuckDB over a flat copy of the rows whichever worker answers, whether the
+front forwarded the statement or answered its FlightInfo itself, and whether the client
+fetched the result at the endpoint's location (the worker's DoGet port) or through the
+front; the DoGet ports serve only tickets the front signed, and only DoGet; ingested rows
+are visible to the next statement (only the primary answers until they are flushed, then
+the follower is re-admitted); a killed worker is replaced while the front keeps answering
+and hands out only live locations; with auth, a user without the read permission gets no
+ticket; SIGTERM stops every process and flushes.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from typing import Any
 import adbc_driver_flightsql.dbapi as fsql
 import duckdb
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 
 from conftest import SubprocessServer, load_demo, make_config, start_subprocess
 from differential import assert_same, parse_workload
+from flightsql_helpers import cmd_descriptor
+from tierflight.protocol import flightsql_pb2 as pb
 
 pytestmark = pytest.mark.subprocess
 
@@ -69,6 +76,24 @@ class Front:
                 return dict(json.loads(r.read()))
         except urllib.error.HTTPError as exc:
             return dict(json.loads(exc.read()))
+
+    def counters(self) -> dict[str, float]:
+        """The front's call counters: statement FlightInfos it answered itself ("front") or
+        forwarded ("worker"), and DoGets clients sent to it ("doget")."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        names = {
+            'tierflight_front_statement_infos_total{by="front"}': "front",
+            'tierflight_front_statement_infos_total{by="worker"}': "worker",
+            "tierflight_front_forwarded_doget_total": "doget",
+        }
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in names:
+                out[names[name]] = float(value)
+        assert set(out) == set(names.values()), text
+        return out
 
     def wait(self, what: str, check: Any, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -114,6 +139,8 @@ def front(workers_dir: Path, oracle: duckdb.DuckDBPyConnection) -> Iterator[Fron
             "TIERFLIGHT_METRICS__PORT": str(metrics),
             "TIERFLIGHT_INGEST__FLUSH_AGE": "2s",
             "TIERFLIGHT_SERVER__STATEMENT_TIMEOUT": "3s",
+            # No maintenance run at start: the data state changes only when a test ingests.
+            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
         },
     )
     f = Front(srv, metrics)
@@ -136,12 +163,147 @@ def _query(uri: str, sql: str, params: tuple[Any, ...] | None = None) -> pa.Tabl
         return cur.fetch_arrow_table()
 
 
+def _info(client: flight.FlightClient, sql: str, options: flight.FlightCallOptions | None = None) -> flight.FlightInfo:
+    return client.get_flight_info(cmd_descriptor(pb.CommandStatementQuery(query=sql)), options)
+
+
+def _location(info: flight.FlightInfo) -> str:
+    (endpoint,) = info.endpoints
+    (location,) = endpoint.locations
+    return str(location.uri.decode())
+
+
+def _fetch(info: flight.FlightInfo, options: flight.FlightCallOptions | None = None) -> pa.Table:
+    """The result at the endpoint's location, as a client that follows locations gets it."""
+    with flight.connect(_location(info)) as worker:
+        table: pa.Table = worker.do_get(info.endpoints[0].ticket, options).read_all()
+    # What ADBC checks: the stream has the schema the FlightInfo announced.
+    assert table.schema.equals(info.schema), (table.schema, info.schema)
+    return table
+
+
+def _route_tiers(info: flight.FlightInfo) -> set[str]:
+    return {part["tier"] for part in json.loads(info.app_metadata)["parts"]}
+
+
+def _statement(client: flight.FlightClient, sql: str) -> tuple[pa.Table, str]:
+    info = _info(client, sql)
+    return _fetch(info), _location(info)
+
+
 @pytest.mark.parametrize("name,sql", QUERIES + [(f"routed_{i}", q) for i, q in enumerate(ROUTED)])
 def test_answers_equal_flat_copy_on_every_worker(name: str, sql: str, front: Front, oracle: Any) -> None:
     expected = oracle.cursor().sql(sql).to_arrow_table()
     # Round robin over two eligible workers: two runs land on both.
     for _ in range(2):
         assert_same(_query(front.uri, sql), expected, sql)
+
+
+@pytest.mark.parametrize("name,sql", QUERIES + [(f"routed_{i}", q) for i, q in enumerate(ROUTED)])
+def test_statements_the_front_answers_equal_flat_copy(name: str, sql: str, front: Front, oracle: Any) -> None:
+    """CommandStatementQuery over pyarrow.flight, fetched at the endpoint's location: the
+    first FlightInfo may come from a worker, the next ones from the front (it learned the
+    schema and the route), and each ticket runs the statement on the worker it names."""
+    expected = oracle.cursor().sql(sql).to_arrow_table()
+    live = front.ready()["locations"]
+    with flight.connect(front.uri) as client:
+        table, _ = _statement(client, sql)
+        assert_same(table, expected, sql)
+        before = front.counters()
+        places = set()
+        for _ in range(2):
+            table, place = _statement(client, sql)
+            assert_same(table, expected, sql)
+            places.add(place)
+        after = front.counters()
+    assert after["front"] - before["front"] == 2, "the front answered the repeated statements itself"
+    assert after["worker"] == before["worker"]
+    assert places == set(live), "round robin over both workers' DoGet ports"
+    assert after["doget"] == before["doget"], "nothing was fetched through the front"
+
+
+def test_adbc_fetches_results_at_the_workers_locations(front: Front, oracle: Any) -> None:
+    """ADBC's Flight SQL driver fetches each endpoint from its location (a client cached per
+    location); a prepared statement executed again without parameters is answered by the
+    front itself; parameters and metadata still work."""
+    sql = ROUTED[1]
+    expected = oracle.cursor().sql(sql).to_arrow_table()
+    with_params = "SELECT count(*) FROM events WHERE country = ? AND day >= ?"
+    expected_params = oracle.execute(with_params, ["JP", dt.date(2024, 11, 1)]).fetchall()
+    before = front.counters()
+    with fsql.connect(front.uri, autocommit=True) as conn, conn.cursor() as cur:
+        for _ in range(4):  # one prepared statement (ADBC keeps it while the SQL is the same)
+            cur.execute(sql)
+            assert_same(cur.fetch_arrow_table(), expected, sql)
+        for _ in range(2):
+            cur.execute(with_params, parameters=("JP", dt.date(2024, 11, 1)))
+            assert cur.fetchall() == expected_params
+        assert "events" in str(conn.adbc_get_objects(depth="tables").read_all().to_pylist())
+    after = front.counters()
+    assert after["doget"] == before["doget"], "ADBC fetched every endpoint at its location"
+    # The first execution takes what CreatePreparedStatement parked; the other three need no worker.
+    assert after["front"] - before["front"] == 3
+
+
+def test_a_client_that_ignores_locations_fetches_through_the_front(front: Front, oracle: Any) -> None:
+    sql = ROUTED[0]
+    expected = oracle.cursor().sql(sql).to_arrow_table()
+    with flight.connect(front.uri) as client:
+        for _ in range(3):
+            before = front.counters()["doget"]
+            info = _info(client, sql)
+            assert_same(client.do_get(info.endpoints[0].ticket).read_all(), expected, sql)
+            assert front.counters()["doget"] == before + 1
+
+
+def test_worker_port_refuses_forged_tampered_and_expired_tickets(front: Front) -> None:
+    from tierflight.protocol.wire import encode_ticket
+    from tierflight.workers.tickets import TicketKey, identity
+
+    sql = "SELECT 42 AS answer"
+    with flight.connect(front.uri) as client:
+        info = _info(client, sql)
+        ticket = info.endpoints[0].ticket.ticket
+        with flight.connect(_location(info)) as worker:
+            # The signature is the authorization: a bearer token sent along is ignored.
+            bogus = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer not-a-token")])
+            assert worker.do_get(flight.Ticket(ticket), bogus).read_all().to_pylist() == [{"answer": 42}]
+
+            tampered = bytearray(ticket)
+            tampered[-40] ^= 0x01  # inside the statement
+            with pytest.raises(flight.FlightUnauthenticatedError, match="signature does not match"):
+                worker.do_get(flight.Ticket(bytes(tampered))).read_all()
+            forged = TicketKey(os.urandom(32), 60).sign(0, identity("anonymous", ["read"]), encode_ticket("", sql))
+            with pytest.raises(flight.FlightUnauthenticatedError, match="signature does not match"):
+                worker.do_get(flight.Ticket(forged)).read_all()
+            # A ticket as a single-process server issues it: not signed at all.
+            with pytest.raises(pa.ArrowInvalid, match="malformed ticket"):  # INVALID_ARGUMENT
+                worker.do_get(flight.Ticket(encode_ticket("", sql))).read_all()
+
+            # Tickets are valid for server.statement_timeout (3 s here).
+            time.sleep(3.5)
+            with pytest.raises(flight.FlightUnauthenticatedError, match="ticket expired"):
+                worker.do_get(flight.Ticket(ticket)).read_all()
+        # Through the front, the worker checks the same ticket the same way.
+        with pytest.raises(flight.FlightUnauthenticatedError, match="ticket expired"):
+            client.do_get(flight.Ticket(ticket)).read_all()
+
+
+def test_worker_port_serves_doget_only(front: Front) -> None:
+    descriptor = cmd_descriptor(pb.CommandStatementQuery(query="SELECT 1"))
+    calls = {
+        "GetFlightInfo": lambda w: w.get_flight_info(descriptor),
+        "GetSchema": lambda w: w.get_schema(descriptor),
+        "DoAction": lambda w: list(w.do_action(flight.Action("healthcheck", b""))),
+        "ListActions": lambda w: w.list_actions(),
+        "ListFlights": lambda w: list(w.list_flights()),
+        "DoPut": lambda w: w.do_put(descriptor, pa.schema([("a", pa.int64())]))[0].close(),
+    }
+    for location in front.ready()["locations"]:
+        with flight.connect(location) as worker:
+            for rpc, call in calls.items():
+                with pytest.raises(pa.ArrowNotImplementedError, match=f"{rpc}.* is not served on a worker's DoGet"):
+                    call(worker)
 
 
 def test_parameters_metadata_and_errors_through_the_front(front: Front, oracle: Any) -> None:
@@ -233,18 +395,85 @@ def test_ingest_is_visible_at_once_and_the_follower_comes_back_after_the_flush(f
         assert _query(front.uri, routed).column(1).to_pylist() == [250]
 
 
+def test_ingest_is_visible_to_statements_the_front_answers(front: Front) -> None:
+    """The same through the front's own FlightInfos: an ingest makes the front forget what
+    it learned and take the follower out of the rotation before the rows exist, so the
+    statement after the ack, answered or forwarded by the front, sees them."""
+    raw = "SELECT count(*) AS n FROM events WHERE auction_id LIKE 'wd-%'"
+    routed = "SELECT count(*) AS n FROM events WHERE day = DATE '2024-12-31' AND advertiser_id = 8"
+    front.wait("both workers in the rotation", lambda s: s.get("eligible") == [0, 1])
+    with flight.connect(front.uri) as client:
+        places = set()
+        for _ in range(3):
+            for sql in (raw, routed):
+                table, place = _statement(client, sql)
+                assert table.column(0).to_pylist() == [0]
+                places.add(place)
+        assert len(places) == 2, "the follower took its share before the ingest"
+        assert "hot" not in _route_tiers(_info(client, raw))
+        before = front.counters()
+        with fsql.connect(front.uri, autocommit=True) as conn, conn.cursor() as cur:
+            batch = _batch("wd", 120).set_column(3, "advertiser_id", pa.array([8] * 120, pa.int32()))
+            assert cur.adbc_ingest("events", batch, mode="append") == 120
+        for _ in range(4):  # every statement after the ack sees the rows, whichever answers it
+            for sql in (raw, routed):
+                info = _info(client, sql)
+                assert _fetch(info).column(0).to_pylist() == [120]
+                # The route is the one the worker takes now (the hot tail's rows), not the one
+                # the front learned before the ingest.
+                assert sql != raw or "hot" in _route_tiers(info)
+        after = front.counters()
+        assert after["front"] > before["front"], "the front answered some of them itself"
+        front.wait("follower re-admitted after the flush", lambda s: s.get("eligible") == [0, 1])
+        places = set()
+        for _ in range(3):
+            for sql in (raw, routed):
+                info = _info(client, sql)
+                assert _fetch(info).column(0).to_pylist() == [120]
+                assert sql != raw or "hot" not in _route_tiers(info), "flushed: no hot tail in the route"
+                places.add(_location(info))
+        assert len(places) == 2
+
+
+def test_the_load_tester_follows_locations(front: Front) -> None:
+    from tierflight.loadtest import LoadTestConfig, parse_workload, run_loadtest
+
+    workload = parse_workload(
+        "-- name: routed\n" + ROUTED[0] + ";\n\n-- name: raw\n"
+        "SELECT ts, type FROM events WHERE day = DATE '2024-10-15' AND country = 'JP' ORDER BY ts LIMIT 5;\n"
+    )
+    before = front.counters()
+    result = run_loadtest(LoadTestConfig(front.uri, tuple(workload), concurrency=2, processes=1, max_statements=40))
+    s = result.figures["summary"]
+    assert s["ok"] == 40 and s["errors"] == 0
+    after = front.counters()
+    assert after["doget"] == before["doget"], "every result was fetched at its worker's DoGet port"
+    assert after["front"] - before["front"] >= 36, "the front answered all but the first of each statement"
+
+
 def test_a_killed_follower_is_replaced(front: Front) -> None:
     pid = front.ready()["pids"][1]
-    os.kill(pid, signal.SIGKILL)
     sql = "SELECT count(*) FROM events"
     expected = _query(front.uri, sql).column(0).to_pylist()
+    os.kill(pid, signal.SIGKILL)
     for _ in range(6):  # the dead follower's share goes to the primary meanwhile
         assert _query(front.uri, sql).column(0).to_pylist() == expected
+    # Once the front has seen the exit, no endpoint names the dead worker's port.
+    front.wait("the front noticed the exit", lambda s: 1 not in s.get("eligible", [1]) or s["pids"][1] != pid)
+    with flight.connect(front.uri) as client:
+        for _ in range(6):
+            info = _info(client, sql)
+            assert _fetch(info).column(0).to_pylist() == expected
+            live = front.ready()["locations"]
+            assert _location(info) in live, (info, live)
     state = front.wait(
         "the follower restarted and re-admitted",
         lambda s: s.get("status") == "ready" and s.get("eligible") == [0, 1] and s["pids"][1] != pid,
     )
-    assert state["pids"][1] != pid
+    assert state["pids"][1] != pid and state["locations"][1] is not None
+    with flight.connect(front.uri) as client:
+        places = {_statement(client, sql)[1] for _ in range(2)}
+    assert places == set(state["locations"]), "the new follower takes statements at its own port"
 
 
 def test_sigterm_stops_every_process_and_flushes(front: Front, workers_dir: Path) -> None:
@@ -261,3 +490,148 @@ def test_sigterm_stops_every_process_and_flushes(front: Front, workers_dir: Path
     files = [str(p) for p in workers_dir.rglob("*.parquet") if "trash" not in p.parts]
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r}) WHERE auction_id LIKE 'last-%'").fetchall()
     assert n == [(40,)]
+
+
+# -- with users ------------------------------------------------------------------------------
+
+ITERATIONS = 1_000  # the hash format matters here, not its cost
+
+
+@pytest.fixture(scope="module")
+def auth_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    from tierflight.protocol.auth import hash_password
+
+    root = tmp_path_factory.mktemp("workers-auth")
+    load_demo(make_config(root), 5_000, dt.date(2024, 11, 1), 30, 3)
+    metrics = _free_port_run(3)
+    users = ",".join(
+        [
+            f"alice:{hash_password('alice-pw', ITERATIONS)}:read",
+            f"loader:{hash_password('loader-pw', ITERATIONS)}:ingest",
+        ]
+    )
+    srv = start_subprocess(
+        root,
+        "--workers",
+        "2",
+        env={
+            "TIERFLIGHT_METRICS__PORT": str(metrics),
+            "TIERFLIGHT_USERS": users,
+            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
+        },
+    )
+    f = Front(srv, metrics)
+    try:
+        f.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
+        yield f
+    finally:
+        srv.proc.terminate()
+        try:
+            srv.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+def _login(client: flight.FlightClient, user: str, password: str) -> flight.FlightCallOptions:
+    return flight.FlightCallOptions(headers=[client.authenticate_basic_token(user, password)])
+
+
+def test_with_auth_only_a_reader_gets_a_ticket(auth_front: Front) -> None:
+    sql = "SELECT country, count(*) AS n FROM events GROUP BY country ORDER BY 2 DESC, 1"
+    with flight.connect(auth_front.uri) as client:
+        alice = _login(client, "alice", "alice-pw")
+        expected = None
+        for _ in range(3):  # forwarded once, then answered by the front
+            info = _info(client, sql, alice)
+            # At the worker's port the signature is the authorization: no credentials needed.
+            table = _fetch(info)
+            expected = expected or table.to_pylist()
+            assert table.to_pylist() == expected and expected
+        assert auth_front.counters()["front"] >= 2
+
+        loader = _login(client, "loader", "loader-pw")
+        for query in (sql, "SELECT 7 AS n"):  # one the front knows, one it must forward
+            with pytest.raises(flight.FlightUnauthorizedError, match="lacks the 'read' permission"):
+                _info(client, query, loader)
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            _info(client, sql)  # no credentials: refused at the front
+        # A client that ignores locations: its credentials are checked by the front as well.
+        info = _info(client, sql, alice)
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            client.do_get(info.endpoints[0].ticket).read_all()
+        assert client.do_get(info.endpoints[0].ticket, alice).read_all().to_pylist() == expected
+
+
+def test_with_auth_adbc_follows_locations_with_its_session(auth_front: Front) -> None:
+    sql = "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY 1"
+    before = auth_front.counters()
+    kwargs = {"username": "alice", "password": "alice-pw"}
+    with fsql.connect(auth_front.uri, db_kwargs=kwargs, autocommit=True) as conn, conn.cursor() as cur:
+        answers = []
+        for _ in range(3):
+            cur.execute(sql)
+            answers.append(cur.fetchall())
+        assert answers[0] == answers[1] == answers[2]
+        assert sum(n for _, n in answers[0]) == 5_000
+    loader = {"username": "loader", "password": "loader-pw"}
+    with pytest.raises(fsql.Error, match="read"), fsql.connect(
+        auth_front.uri, db_kwargs=loader, autocommit=True
+    ) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+    after = auth_front.counters()
+    assert after["doget"] == before["doget"], "ADBC fetched at the locations (its bearer is ignored there)"
+    assert after["front"] - before["front"] == 2
+
+
+def test_tls_and_an_advertised_host(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With TLS the DoGet ports serve the front's certificate; --advertise names the host in
+    the locations (here the certificate's DNS name); ADBC and the load tester verify it."""
+    import shutil
+
+    import tierflight_client
+    from conftest import self_signed_cert
+    from tierflight.loadtest import LoadTestConfig, parse_workload, run_loadtest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    root = tmp_path_factory.mktemp("workers-tls")
+    load_demo(make_config(root), 3_000, dt.date(2024, 11, 1), 10, 4)
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
+    metrics = _free_port_run(3)
+    srv = start_subprocess(
+        root,
+        "--workers", "2", "--advertise", "localhost",
+        env={
+            "TIERFLIGHT_METRICS__PORT": str(metrics),
+            "TIERFLIGHT_SERVER__TLS_CERT": str(cert),
+            "TIERFLIGHT_SERVER__TLS_KEY": str(key),
+            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
+        },
+    )  # fmt: skip
+    front = Front(srv, metrics)
+    try:
+        assert srv.uri.startswith("grpc+tls://")
+        state = front.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
+        assert all(loc.startswith("grpc+tls://localhost:") for loc in state["locations"]), state
+        sql = "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type"
+        with tierflight_client.connect(srv.uri, tls_root_certs=cert) as conn:
+            answers = [conn.query(sql).to_pylist() for _ in range(3)]
+        assert answers[0] == answers[1] == answers[2] and sum(r["n"] for r in answers[0]) == 3_000
+        before = front.counters()
+        statements = tuple(parse_workload(f"-- name: types\n{sql};"))
+        config = LoadTestConfig(srv.uri, statements, concurrency=2, processes=1, max_statements=10, tls_root_certs=cert)
+        result = run_loadtest(config)
+        assert result.figures["summary"]["ok"] == 10, result.figures["errors"]
+        after = front.counters()
+        assert after["doget"] == before["doget"] and after["front"] - before["front"] >= 9
+        # Without the CA, the worker's port refuses the handshake like the front's does.
+        with flight.connect(state["locations"][0]) as worker, pytest.raises(flight.FlightUnavailableError):
+            worker.do_get(flight.Ticket(b"x"), flight.FlightCallOptions(timeout=10)).read_all()
+    finally:
+        srv.proc.terminate()
+        try:
+            srv.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            srv.proc.kill()
+            srv.proc.wait()

@@ -92,6 +92,14 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", help="worker processes behind one front (1: a single process)")
     ] = 1,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="with --workers: the host name clients reach this machine by, in the workers' endpoint "
+            "locations (default: --host, or the machine's host name when --host is a wildcard address)",
+        ),
+    ] = None,
 ) -> None:
     """Run the Flight SQL server."""
     from tierflight.protocol.auth import AuthSettings, check_bind_allowed
@@ -114,7 +122,7 @@ def serve(
             from tierflight.workers.supervisor import serve_workers
 
             serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
-                          insecure=insecure, log_level=state.log_level, demo=not no_demo)
+                          insecure=insecure, log_level=state.log_level, demo=not no_demo, advertise=advertise)
             return
         from tierflight.app import App
         from tierflight.protocol.server import build_server
@@ -159,27 +167,43 @@ def worker(
     socket: Annotated[Path, typer.Option("--socket", help="Unix socket to serve on")],
     index: Annotated[int, typer.Option("--index", help="0: the primary; others follow it")],
     demo: Annotated[bool, typer.Option("--demo", help="generate the demo data first if there is none")] = False,
+    direct_host: Annotated[
+        str, typer.Option("--direct-host", help="address of the DoGet port (the front's host)")
+    ] = "127.0.0.1",
 ) -> None:
     """One worker of `serve --workers` (started by the front; not for direct use)."""
     from tierflight.app import App, serve_forever
-    from tierflight.protocol.auth import MIDDLEWARE_KEY, NoOpAuthHandler
+    from tierflight.protocol.auth import MIDDLEWARE_KEY, NoOpAuthHandler, tls_certificates
     from tierflight.protocol.boundary import install_traceback_guard
     from tierflight.protocol.server import FlightSqlServer
-    from tierflight.workers.supervisor import READY_LINE
+    from tierflight.workers.direct import DirectServer, Servers
+    from tierflight.workers.supervisor import READY_LINE, ticket_ttl_s
+    from tierflight.workers.tickets import TicketKey, key_from_env
     from tierflight.workers.trust import FrontIdentityFactory
 
     try:
+        key = key_from_env()
+        if key is None:
+            raise TierflightError("no ticket key in the environment: workers are started by `serve --workers`")
         config = _config()
         if demo:
             ensure_demo_data(config)
         instance = App(config, progress=False, follower=index > 0)
         install_traceback_guard()
+        tickets = TicketKey(key, ticket_ttl_s(config))
         server = FlightSqlServer(
             instance,
             f"grpc+unix://{socket}",
+            tickets=tickets,
             auth_handler=NoOpAuthHandler(),
             middleware={MIDDLEWARE_KEY: FrontIdentityFactory()},
         )
+        # The DoGet port (any free one): the same certificate as the front, no auth (the
+        # tickets are signed), see tierflight.workers.direct.
+        certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
+        scheme = "grpc+tls" if certs else "grpc"
+        bind = f"[{direct_host}]" if ":" in direct_host and not direct_host.startswith("[") else direct_host
+        direct = DirectServer(server, f"{scheme}://{bind}:0", tls_certificates=certs or None)
         metrics_port = instance.start_http()
     except (TierflightError, ValueError, OSError) as exc:
         _fail(str(exc))
@@ -191,11 +215,13 @@ def worker(
             instance.start_maintenance()
             instance.ingest_service.start_background()
         instance.start_snapshot_watch()
-        get_logger("tierflight.app").info("worker_ready", worker=index, pid=os.getpid(), metrics_port=metrics_port)
-        print(READY_LINE, flush=True)
+        get_logger("tierflight.app").info(
+            "worker_ready", worker=index, pid=os.getpid(), metrics_port=metrics_port, direct_port=direct.port
+        )
+        print(f"{READY_LINE} direct={direct.port}", flush=True)
 
     try:
-        serve_forever(server, ready)
+        serve_forever(Servers(server, direct), ready)
     finally:
         if index == 0:
             instance.flush_all()

@@ -25,29 +25,16 @@ from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
 from tierflight.protocol.prepared import PreparedStatements, parameter_rows
 from tierflight.protocol.schemas import schema_with_column_metadata
-from tierflight.protocol.wire import ACTIONS, STATE_ACTION, pack, unpack
-
-
-def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None = None) -> bytes:
-    # The ticket carries the statement so a ticket fetched again (or by a server that never
-    # saw the FlightInfo) can be answered by running it again.
-    handle = json.dumps({"q": query_id, "s": sql, "p": params}, default=str).encode()
-    return pack(pb.TicketStatementQuery(statement_handle=handle))
-
-
-def decode_ticket(handle: bytes) -> tuple[str, str, list[tuple[Any, ...]] | None]:
-    try:
-        data = json.loads(handle)
-        params = data.get("p")
-        return str(data["q"]), str(data["s"]), [tuple(r) for r in params] if params else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise InvalidArgument("malformed ticket: not issued by this server") from None
+from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
+from tierflight.workers.tickets import TicketKey, is_signed
 
 
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
-    def __init__(self, app: Any, location: str, **kwargs: Any) -> None:
+    def __init__(self, app: Any, location: str, tickets: TicketKey | None = None, **kwargs: Any) -> None:
         super().__init__(location, **kwargs)
         self.app = app
+        # A worker of `serve --workers`: also serves the tickets its front signed.
+        self.tickets = tickets
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
@@ -61,9 +48,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
 
     def _user(self, context: flight.ServerCallContext, permission: str = "read") -> str:
         auth = current_auth(context)
-        if permission not in auth.permissions:
-            raise PermissionDenied(f"user {auth.user!r} lacks the {permission!r} permission")
-        return auth.user
+        return allowed(auth.user, auth.permissions, permission)
 
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
@@ -128,8 +113,20 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
 
     @boundary
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
-        user = self._user(context)
-        name, msg = unpack(ticket.ticket)
+        data = ticket.ticket
+        if self.tickets is not None and is_signed(data):
+            return self.stream_signed(data)
+        return self.stream(data, self._user(context))
+
+    def stream_signed(self, data: bytes) -> flight.FlightDataStream:
+        """A ticket the front of ``serve --workers`` signed (see workers.tickets): the caller
+        is who the ticket names, whoever sends it."""
+        assert self.tickets is not None
+        signed = self.tickets.verify(data)
+        return self.stream(signed.inner, allowed(signed.user, signed.permissions, "read"))
+
+    def stream(self, data: bytes, user: str) -> flight.FlightDataStream:
+        name, msg = unpack(data)
         if name != "TicketStatementQuery":
             table = self.metadata.command_table(name, msg)
             return flight.RecordBatchStream(table)
@@ -250,7 +247,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         cancelled = False
         for endpoint in info.endpoints:
             try:
-                name, msg = unpack(endpoint.ticket.ticket)
+                data = endpoint.ticket.ticket
+                if self.tickets is not None and is_signed(data):
+                    data = self.tickets.verify(data).inner
+                name, msg = unpack(data)
             except Exception:  # noqa: BLE001 - a foreign ticket is simply not ours to cancel
                 continue
             if name == "TicketStatementQuery":
@@ -267,6 +267,13 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument("malformed CancelFlightInfoRequest") from None
         status = self._cancel_info(info)
         return flight.Result(fa.CancelFlightInfoResult(status=status).SerializeToString())
+
+
+def allowed(user: str, permissions: frozenset[str], permission: str) -> str:
+    """``user``, or PERMISSION_DENIED when ``permissions`` lack ``permission``."""
+    if permission not in permissions:
+        raise PermissionDenied(f"user {user!r} lacks the {permission!r} permission")
+    return user
 
 
 def _expect(body: bytes, expected: str, action: str) -> Any:

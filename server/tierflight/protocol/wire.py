@@ -5,6 +5,7 @@ just enough of a call to route it (and so imports nothing of the engine).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import any_pb2
@@ -52,3 +53,20 @@ def unpack(data: bytes) -> tuple[str, Any]:
     except DecodeError:
         raise InvalidArgument(f"malformed {name} message") from None
     return name, msg
+
+
+def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None = None) -> bytes:
+    """A statement's ticket. It carries the statement, so a ticket fetched again (or by a
+    process that never saw the FlightInfo) is answered by running it again; ``query_id``
+    names the execution parked for it, if any ("": none)."""
+    handle = json.dumps({"q": query_id, "s": sql, "p": params}, default=str).encode()
+    return pack(pb.TicketStatementQuery(statement_handle=handle))
+
+
+def decode_ticket(handle: bytes) -> tuple[str, str, list[tuple[Any, ...]] | None]:
+    try:
+        data = json.loads(handle)
+        params = data.get("p")
+        return str(data["q"]), str(data["s"]), [tuple(r) for r in params] if params else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidArgument("malformed ticket: not issued by this server") from None

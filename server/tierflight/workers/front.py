@@ -1,10 +1,18 @@
-"""The front of ``serve --workers``: authenticates, picks a worker, forwards the call.
+"""The front of ``serve --workers``: authenticates, answers or forwards, hands out workers.
 
 The front does no SQL work: it decodes just enough of each Flight SQL message to know
 which worker a call belongs to (a prepared statement's handle, a ticket, an ingest) and
-passes the rest through. Result streams are handed from the worker's reader to the
-client's stream in C++ (``RecordBatchStream`` over the worker's reader), so the front adds
-one loopback hop per call but no per-batch Python.
+passes the rest through over the workers' Unix sockets.
+
+Results do not pass through it: every FlightInfo it returns has endpoints whose ticket it
+signed (see :mod:`tierflight.workers.tickets`) and whose location is the DoGet port of the
+worker that is to answer (:mod:`tierflight.workers.direct`), so clients that follow
+locations (ADBC, the load tester) fetch results from the worker directly. A statement
+the front has seen before in the current data state (a CommandStatementQuery, or a prepared
+statement without parameters whose first execution was taken) is not forwarded at all: the
+front knows its schema and route from the earlier FlightInfo and answers GetFlightInfo
+itself with a ticket that runs the statement on the next eligible worker. A client that
+ignores locations sends the ticket back here; the front passes it to the worker it names.
 """
 
 from __future__ import annotations
@@ -19,40 +27,33 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.flight as flight
+from prometheus_client import CollectorRegistry, Counter
 
-from tierflight.errors import InvalidArgument, WorkerUnavailable
+from tierflight.errors import InvalidArgument, PermissionDenied, WorkerUnavailable
 from tierflight.log import get_logger
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
-from tierflight.protocol.auth import current_auth
+from tierflight.protocol.auth import AuthMiddleware, current_auth
 from tierflight.protocol.boundary import to_flight_error
-from tierflight.protocol.wire import ACTIONS, pack, unpack
+from tierflight.protocol.wire import ACTIONS, encode_ticket, pack, unpack
 from tierflight.workers.handles import FrontStatement, FrontStatements
+from tierflight.workers.tickets import TicketKey, identity, worker_of
 from tierflight.workers.trust import identity_headers
 
 log = get_logger("tierflight.workers")
 
-# Prefix of the tickets the front hands out; the next byte is the worker index. Clients
-# treat tickets as opaque bytes.
-_MAGIC = b"tfw\x01"
 _PASSTHROUGH = (flight.FlightError, pa.ArrowException)
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def wrap(index: int, inner: bytes) -> bytes:
-    return _MAGIC + bytes([index]) + inner
-
-
-def unwrap(data: bytes, what: str) -> tuple[int, bytes]:
-    if not data.startswith(_MAGIC) or len(data) <= len(_MAGIC):
-        raise InvalidArgument(f"malformed {what}: not issued by this server")
-    return data[len(_MAGIC)], data[len(_MAGIC) + 1 :]
+MAX_KNOWN = 4096  # statements whose FlightInfo the front remembers (per data state)
 
 
 @dataclass
 class Worker:
     index: int
-    location: str
+    location: str  # its Unix socket: the front's own calls
+    # The URI of its DoGet port while it runs (set by the supervisor once it is ready, None
+    # from the moment it exits): what endpoints name as their location.
+    direct: str | None = None
     _client: flight.FlightClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -85,6 +86,10 @@ class Router:
         self._eligible: list[Worker] = [self.workers[0]]
         self._epoch = 0
         self._next = itertools.count()
+        # Moves whenever the data state may have changed (an ingest starts, the poll sees a
+        # new primary state): what the front learned of statements holds for one generation.
+        self.generation = 0
+        self._seen: dict[str, Any] | None = None
 
     def pick(self) -> Worker:
         eligible = self._eligible
@@ -102,6 +107,7 @@ class Router:
         # Before the rows exist anywhere: once the ack is out, only the primary sees them.
         with self._lock:
             self._epoch += 1
+            self.generation += 1
             self._eligible = [self.workers[0]]
 
     def poll(self, state: Callable[[Worker], dict[str, Any] | None]) -> None:
@@ -120,8 +126,54 @@ class Router:
                 ):
                     admitted.append(w)
         with self._lock:
+            if primary is not None and primary != self._seen:
+                self._seen = primary
+                self.generation += 1
             if self._epoch == epoch:  # no ingest started meanwhile
                 self._eligible = admitted
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a worker's FlightInfo said about a statement: enough to answer it again."""
+
+    schema: pa.Schema
+    app_metadata: bytes  # the route, as the worker reported it
+    inner: bytes  # the worker's ticket that runs the statement
+
+
+class KnownStatements:
+    """Statements the front has seen a FlightInfo of, by their SQL text, for one generation
+    of the data state (``Router.generation``): the schema and the route can change with it."""
+
+    def __init__(self, limit: int = MAX_KNOWN) -> None:
+        self._items: dict[str, Known] = {}
+        self._generation = -1
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, sql: str, generation: int) -> Known | None:
+        if generation != self._generation:
+            return None
+        return self._items.get(sql)
+
+    def learn(self, sql: str, generation: int, info: flight.FlightInfo) -> None:
+        """Remember ``info``, which a worker answered in ``generation``."""
+        if len(info.endpoints) != 1:
+            return
+        known = Known(info.schema, info.app_metadata or b"", encode_ticket("", sql))
+        with self._lock:
+            if generation < self._generation:
+                return
+            if generation > self._generation:
+                self._items.clear()
+                self._generation = generation
+            self._items[sql] = known
+            if len(self._items) > self._limit:  # the oldest goes (no reordering on reads)
+                self._items.pop(next(iter(self._items)))
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _call(worker: Worker, fn: Callable[[flight.FlightClient], Any]) -> Any:
@@ -167,12 +219,36 @@ def _boundary(fn: F) -> F:
 
 
 class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
-    def __init__(self, location: str, workers: Sequence[Worker], call_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        location: str,
+        workers: Sequence[Worker],
+        call_timeout: float,
+        tickets: TicketKey,
+        registry: CollectorRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(location, **kwargs)
         self.router = Router(workers)
         self.workers = self.router.workers
         self._timeout = call_timeout
+        self._plain = flight.FlightCallOptions(timeout=call_timeout)
         self.statements = FrontStatements()
+        self.tickets = tickets
+        self.known = KnownStatements()
+        registry = registry or CollectorRegistry()
+        infos = Counter(
+            "tierflight_front_statement_infos",
+            "Statement FlightInfos: answered by the front itself, or forwarded to a worker",
+            ["by"],
+            registry=registry,
+        )
+        self._by_front, self._by_worker = infos.labels("front"), infos.labels("worker")
+        self._forwarded_gets = Counter(
+            "tierflight_front_forwarded_doget",
+            "DoGet calls the front passed to a worker (clients that ignore endpoint locations)",
+            registry=registry,
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -186,15 +262,19 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument("malformed handle: not issued by this server")
         return self.workers[index]
 
-    def _wrap_info(self, worker: Worker, info: flight.FlightInfo) -> flight.FlightInfo:
-        endpoints = [flight.FlightEndpoint(wrap(worker.index, e.ticket.ticket), []) for e in info.endpoints]
+    def _signed_info(
+        self, worker: Worker, info: flight.FlightInfo, descriptor: flight.FlightDescriptor, auth: AuthMiddleware
+    ) -> flight.FlightInfo:
+        """``info`` as the client gets it: each ticket signed for ``worker``, which is where
+        the endpoints say to fetch them."""
+        ident = _identity(auth.user, auth.permissions)
+        locations = [worker.direct] if worker.direct is not None else []
+        endpoints = [
+            flight.FlightEndpoint(self.tickets.sign(worker.index, ident, e.ticket.ticket), locations)
+            for e in info.endpoints
+        ]
         return flight.FlightInfo(
-            info.schema,
-            info.descriptor,
-            endpoints,
-            info.total_records,
-            info.total_bytes,
-            app_metadata=info.app_metadata,
+            info.schema, descriptor, endpoints, info.total_records, info.total_bytes, app_metadata=info.app_metadata
         )
 
     @staticmethod
@@ -235,6 +315,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
         )
         _, created = unpack(results[0].body.to_pybytes())
         old_inner, st.worker, st.inner = st.inner, 0, created.prepared_statement_handle
+        st.consumed = False  # prepared again: a first execution is parked on the primary
         if st.params is not None:
             self._bind(primary, st, st.params, options)
         close = pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=old_inner))
@@ -281,9 +362,51 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
+        name, cmd = self._decode(descriptor)
+        if name == "CommandStatementQuery" and not cmd.HasField("transaction_id"):
+            return self._statement_info(context, descriptor, cmd.query, None)
+        if name == "CommandPreparedStatementQuery":
+            st = self.statements.get(cmd.prepared_statement_handle)
+            if not st.parameters:
+                return self._statement_info(context, descriptor, st.sql, st)
         target, inner = self._target(context, descriptor)
         worker, info = self._on(target, lambda c: c.get_flight_info(inner, self._options(context)))
-        return self._wrap_info(worker, info)
+        return self._signed_info(worker, info, descriptor, current_auth(context))
+
+    def _statement_info(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        sql: str,
+        st: FrontStatement | None,
+    ) -> flight.FlightInfo:
+        """A statement without parameters: answered here when its FlightInfo is known for
+        the current data state (and a prepared statement's parked first execution was taken),
+        else forwarded, and what the worker answers is remembered."""
+        auth = current_auth(context)
+        generation = self.router.generation
+        known = self.known.get(sql, generation)
+        if known is not None and (st is None or st.consumed):
+            worker = self.router.pick()
+            if worker.direct is not None:
+                if "read" not in auth.permissions:
+                    raise PermissionDenied(f"user {auth.user!r} lacks the 'read' permission")
+                self._by_front.inc()
+                ticket = self.tickets.sign(worker.index, _identity(auth.user, auth.permissions), known.inner)
+                endpoint = flight.FlightEndpoint(ticket, [worker.direct])
+                return flight.FlightInfo(
+                    known.schema, descriptor, [endpoint], -1, -1, app_metadata=known.app_metadata
+                )
+        self._by_worker.inc()
+        if st is None:
+            worker, info = self._on(None, lambda c: c.get_flight_info(descriptor, self._options(context)))
+        else:
+            target, inner = self._placed(context, st)
+            worker, info = self._on(target, lambda c: c.get_flight_info(inner, self._options(context)))
+            st.consumed = True
+        if self.router.generation == generation:
+            self.known.learn(sql, generation, info)
+        return self._signed_info(worker, info, descriptor, auth)
 
     @_boundary
     def get_schema(
@@ -295,9 +418,18 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
 
     @_boundary
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
-        index, inner = unwrap(ticket.ticket, "ticket")
-        worker = self._worker(index)
-        reader = _call(worker, lambda c: c.do_get(flight.Ticket(inner), self._options(context)))
+        """A client that ignored the endpoint's location: the worker the ticket names serves
+        it (it checks the signature), or the primary when that worker is down (the ticket
+        carries the statement, and the primary has every row)."""
+        worker = self._worker(worker_of(ticket.ticket))
+        self._forwarded_gets.inc()
+        fetch: Callable[[flight.FlightClient], Any] = lambda c: c.do_get(ticket, self._plain)  # noqa: E731
+        try:
+            reader = _call(worker, fetch)
+        except WorkerUnavailable:
+            if worker.primary:
+                raise
+            reader = _call(self.workers[0], fetch)
         return flight.RecordBatchStream(reader.to_reader())
 
     @_boundary
@@ -375,7 +507,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
 
     def _created(self, worker: Worker, sql: str, result: flight.Result) -> flight.Result:
         _, msg = unpack(result.body.to_pybytes())
-        st = FrontStatement(sql, worker.index, msg.prepared_statement_handle)
+        st = FrontStatement(sql, worker.index, msg.prepared_statement_handle, parameters=bool(msg.parameter_schema))
         msg.prepared_statement_handle = self.statements.add(st)
         return flight.Result(pack(msg))
 
@@ -394,13 +526,10 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             info = flight.FlightInfo.deserialize(query.info)
         if not info.endpoints:
             raise InvalidArgument(f"{kind}: the FlightInfo has no endpoints")
-        index, _ = unwrap(info.endpoints[0].ticket.ticket, "ticket")
-        endpoints = [flight.FlightEndpoint(unwrap(e.ticket.ticket, "ticket")[1], []) for e in info.endpoints]
-        inner_info = flight.FlightInfo(
-            info.schema, info.descriptor, endpoints, info.total_records, info.total_bytes
-        )
-        if kind == "CancelFlightInfo":
-            inner = fa.CancelFlightInfoRequest(info=inner_info.serialize()).SerializeToString()
-        else:
-            inner = pack(pb.ActionCancelQueryRequest(info=inner_info.serialize()))
-        return self._forward_action(context, self._worker(index), kind, inner)
+        # The tickets are passed on as they are: the worker checks their signatures.
+        return self._forward_action(context, self._worker(worker_of(info.endpoints[0].ticket.ticket)), kind, body)
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity(user: str, permissions: frozenset[str]) -> bytes:
+    return identity(user, permissions)

@@ -4,7 +4,9 @@ A client may keep a prepared statement for a long time (ADBC reuses one per curs
 the SQL does not change) and execute it after an ingest, when the follower that prepared
 it no longer has every row. So the front hands out its own handles and remembers, per
 handle, the SQL and the last parameter batch: an execution on a worker that is no longer
-eligible re-prepares the statement on the primary first.
+eligible re-prepares the statement on the primary first. Executions of a statement without
+parameters after its first need no worker's handle at all: the front answers them like a
+CommandStatementQuery (see front.FrontServer._statement_info).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class FrontStatement:
     worker: int
     inner: bytes  # the worker's handle
     params: pa.Table | None = None
+    parameters: bool = False  # it has parameters (its answer depends on the values bound)
+    # Its first execution (parked by the worker when it was prepared) has been taken: later
+    # executions without parameters may be answered by the front itself.
+    consumed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

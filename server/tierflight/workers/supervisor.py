@@ -8,14 +8,23 @@ or thread state crosses a fork: the fork server never starts any. The primary st
 first (it recovers an interrupted flush, replays the WAL and builds missing rollups);
 followers start once it is ready, so they load the snapshots it wrote. A worker that
 exits while the server runs is started again; its calls fail with UNAVAILABLE meanwhile.
+
+Each worker also serves DoGet on a TCP port of the front's host (any free port, reported on
+its ready line), where clients fetch results with tickets the front signed under a key
+drawn here for this ``serve`` (see tickets.py). The front names a worker's port in the
+endpoints it returns only while the worker runs: its location is dropped the moment the
+process exits (a thread waits on every worker's exit) and set again once the new one is
+ready.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -35,13 +44,29 @@ from tierflight.lifecycle import SignalLatch
 from tierflight.log import get_logger
 from tierflight.protocol.wire import STATE_ACTION
 from tierflight.workers.front import FrontServer, Worker
+from tierflight.workers.tickets import KEY_ENV, TicketKey, new_key
 
 log = get_logger("tierflight.workers")
 
-READY_LINE = "tierflight worker ready"
+READY_LINE = "tierflight worker ready"  # then " direct=<port>": its DoGet port
 START_TIMEOUT_S = 1800.0  # a first start may generate data and build every rollup
 POLL_INTERVAL_S = 0.25
 MAX_WORKERS = 64
+WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+
+
+def ticket_ttl_s(config: Config) -> float:
+    """How long a signed ticket is valid: as long as a parked execution waits for its DoGet
+    (``[server] statement_timeout``; 5 minutes when that is 0)."""
+    timeout = config.server.statement_timeout.total_seconds()
+    return timeout if timeout > 0 else 300.0
+
+
+def advertised_host(host: str, advertise: str | None) -> str:
+    """The host name the workers' locations use: ``advertise``, else the address the front
+    binds, or this machine's host name when that is a wildcard address."""
+    name = advertise or (socket.gethostname() if host in WILDCARDS else host)
+    return f"[{name}]" if ":" in name and not name.startswith("[") else name
 
 
 _FORKS = multiprocessing.get_context("forkserver")
@@ -76,12 +101,16 @@ class WorkerProcess:
     socket: Path
     args: list[str]
     env: dict[str, str]
+    direct_base: str = "grpc://127.0.0.1"  # the DoGet port's URI without the port
     proc: BaseProcess | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     restarts: int = 0
+    direct_port: int | None = None
 
     def start(self) -> None:
         self.ready.clear()
+        self.worker.direct = None
+        self.direct_port = None
         self.socket.unlink(missing_ok=True)
         reader, writer = _FORKS.Pipe(duplex=False)
         self.proc = _FORKS.Process(target=run_worker, args=(self.args, self.env, writer), name=f"tierflight-worker-{self.worker.index}")
@@ -96,6 +125,8 @@ class WorkerProcess:
         with stream:
             for line in stream:
                 if line.startswith(READY_LINE):
+                    _, _, port = line.strip().rpartition(" direct=")
+                    self.direct_port = int(port) if port.isdigit() else None
                     self.ready.set()
                 else:
                     sys.stdout.write(line)
@@ -112,6 +143,9 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 raise ConfigError(f"worker {self.worker.index} did not become ready within {timeout:.0f} s")
         self.worker.reset()
+        if self.direct_port is None:
+            raise ConfigError(f"worker {self.worker.index} did not report its DoGet port")
+        self.worker.direct = f"{self.direct_base}:{self.direct_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
@@ -136,18 +170,26 @@ class WorkerProcess:
             self.proc.join()
 
 
-def worker_args(config: Config, index: int, socket: Path, log_level: str, demo: bool = False) -> list[str]:
+def worker_args(
+    config: Config, index: int, socket: Path, log_level: str, demo: bool = False, direct_host: str = "127.0.0.1"
+) -> list[str]:
     """The ``tierflight`` command line of a worker (without the program); ``demo``: it
-    generates the demo data first when there is none (the primary, on ``serve``)."""
+    generates the demo data first when there is none (the primary, on ``serve``);
+    ``direct_host``: the address its DoGet port binds (the front's)."""
     args = ["--log-level", log_level]
     if config.path is not None:
         args += ["--config", str(Path(config.path).resolve())]
     args += ["--data-dir", str(config.data_dir.resolve()), "worker", "--socket", str(socket), "--index", str(index)]
+    args += ["--direct-host", direct_host]
     return [*args, "--demo"] if demo else args
 
 
-def worker_env(config: Config, index: int) -> dict[str, str]:
+def worker_env(config: Config, index: int, key: bytes | None = None) -> dict[str, str]:
+    """A worker's environment: this one, its metrics port, and the ticket key (handed over
+    here, not on its command line; the worker takes it out of its environment at once)."""
     env = dict(os.environ)
+    if key is not None:
+        env[KEY_ENV] = key.hex()
     # Each worker has its own metrics endpoint next to the front's (front port + 1 + index).
     port = config.metrics.port
     env["TIERFLIGHT_METRICS__PORT"] = str(port + 1 + index) if port > 0 else str(port)
@@ -157,19 +199,31 @@ def worker_env(config: Config, index: int) -> dict[str, str]:
 
 
 class Supervisor:
-    def __init__(self, config: Config, count: int, log_level: str = "info", demo: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        count: int,
+        log_level: str = "info",
+        demo: bool = False,
+        host: str = "127.0.0.1",
+        advertise: str | None = None,
+    ) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}")
         self.config = config
+        # Tickets are signed with a key that lives only in this serve's processes.
+        key = new_key()
+        self.tickets = TicketKey(key, ticket_ttl_s(config))
+        scheme = "grpc+tls" if config.server.tls_cert else "grpc"
+        base = f"{scheme}://{advertised_host(host, advertise)}"
         # Unix socket paths are short (108 bytes) and this directory is private (0700).
         self.dir = Path(tempfile.mkdtemp(prefix="tierflight-"))
         self.processes: list[WorkerProcess] = []
         for i in range(count):
             sock = self.dir / f"w{i}.sock"
             worker = Worker(i, f"grpc+unix://{sock}")
-            self.processes.append(
-                WorkerProcess(worker, sock, worker_args(config, i, sock, log_level, demo and i == 0), worker_env(config, i))
-            )
+            args = worker_args(config, i, sock, log_level, demo and i == 0, direct_host=host)
+            self.processes.append(WorkerProcess(worker, sock, args, worker_env(config, i, key), base))
         self._stop = threading.Event()
 
     @property
@@ -199,6 +253,22 @@ class Supervisor:
 
     def watch(self, front: FrontServer) -> None:
         """Poll data states (re-admitting followers) and restart workers that died."""
+
+        def exits() -> None:
+            # At once, not at the next round of the loop below (whose state calls can take a
+            # while): a dead worker's location is no longer handed out.
+            while not self._stop.is_set():
+                running = [p for p in self.processes if p.proc is not None and p.worker.direct is not None]
+                sentinels = {p.proc.sentinel: p for p in running if p.proc is not None}
+                if not sentinels:
+                    self._stop.wait(POLL_INTERVAL_S)
+                    continue
+                for ready in multiprocessing.connection.wait(list(sentinels), timeout=POLL_INTERVAL_S):
+                    p = sentinels[ready]  # type: ignore[index]
+                    p.worker.direct = None
+                    front.router.exclude(p.worker)
+
+        threading.Thread(target=exits, name="tierflight-worker-exits", daemon=True).start()
 
         def loop() -> None:
             while not self._stop.wait(POLL_INTERVAL_S):
@@ -244,11 +314,21 @@ class Supervisor:
             "reasons": reasons,
             "workers": len(self.processes),
             "pids": [p.proc.pid if p.proc is not None else None for p in self.processes],
+            # The DoGet port of each worker as endpoints name it (None: not running).
+            "locations": [p.worker.direct for p in self.processes],
         }
 
 
 def serve_workers(
-    config: Config, host: str, port: int, count: int, *, insecure: bool, log_level: str, demo: bool = False
+    config: Config,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    insecure: bool,
+    log_level: str,
+    demo: bool = False,
+    advertise: str | None = None,
 ) -> None:
     """The body of ``tierflight serve --workers N`` (N >= 2): returns after a graceful stop."""
     from tierflight.observability.httpd import OpsServer
@@ -264,8 +344,9 @@ def serve_workers(
     check_bind_allowed(host, settings.enabled, insecure)
     certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
-    supervisor = Supervisor(config, count, log_level, demo=demo)
+    supervisor = Supervisor(config, count, log_level, demo=demo, host=host, advertise=advertise)
     latch = SignalLatch()
+    registry = CollectorRegistry()
     try:
         supervisor.start()
         install_traceback_guard()
@@ -273,6 +354,8 @@ def serve_workers(
             f"{scheme}://{host}:{port}",
             supervisor.workers,
             call_timeout=config.server.statement_timeout.total_seconds() + 30,
+            tickets=supervisor.tickets,
+            registry=registry,
             tls_certificates=certs or None,
             **server_auth_options(settings),
         )
@@ -280,7 +363,6 @@ def serve_workers(
         supervisor.stop(0)
         raise
     draining = threading.Event()
-    registry = CollectorRegistry()
     up = Gauge("tierflight_workers_up", "Worker processes running", registry=registry)
     up.set_function(lambda: sum(p.alive() for p in supervisor.processes))
     eligible = Gauge("tierflight_workers_eligible", "Workers statements may go to now", registry=registry)
