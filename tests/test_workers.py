@@ -584,9 +584,10 @@ def test_with_auth_adbc_follows_locations_with_its_session(auth_front: Front) ->
     assert after["front"] - before["front"] == 2
 
 
-def test_tls_and_an_advertised_host(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_tls_an_advertised_host_and_fixed_worker_ports(tmp_path_factory: pytest.TempPathFactory) -> None:
     """With TLS the DoGet ports serve the front's certificate; --advertise names the host in
-    the locations (here the certificate's DNS name); ADBC and the load tester verify it."""
+    the locations (here the certificate's DNS name), --worker-ports their ports; ADBC and the
+    load tester verify it."""
     import shutil
 
     import tierflight_client
@@ -599,9 +600,10 @@ def test_tls_and_an_advertised_host(tmp_path_factory: pytest.TempPathFactory) ->
     load_demo(make_config(root), 3_000, dt.date(2024, 11, 1), 10, 4)
     cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     metrics = _free_port_run(3)
+    ports = _free_port_run(2)
     srv = start_subprocess(
         root,
-        "--workers", "2", "--advertise", "localhost",
+        "--workers", "2", "--advertise", "localhost", "--worker-ports", str(ports),
         env={
             "TIERFLIGHT_METRICS__PORT": str(metrics),
             "TIERFLIGHT_SERVER__TLS_CERT": str(cert),
@@ -613,7 +615,7 @@ def test_tls_and_an_advertised_host(tmp_path_factory: pytest.TempPathFactory) ->
     try:
         assert srv.uri.startswith("grpc+tls://")
         state = front.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
-        assert all(loc.startswith("grpc+tls://localhost:") for loc in state["locations"]), state
+        assert state["locations"] == [f"grpc+tls://localhost:{ports}", f"grpc+tls://localhost:{ports + 1}"]
         sql = "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type"
         with tierflight_client.connect(srv.uri, tls_root_certs=cert) as conn:
             answers = [conn.query(sql).to_pylist() for _ in range(3)]

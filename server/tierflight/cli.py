@@ -100,6 +100,14 @@ def serve(
             "locations (default: --host, or the machine's host name when --host is a wildcard address)",
         ),
     ] = None,
+    worker_ports: Annotated[
+        int,
+        typer.Option(
+            "--worker-ports",
+            help="with --workers: worker i serves DoGet on port BASE + i (default 0: any free port)",
+            metavar="BASE",
+        ),
+    ] = 0,
 ) -> None:
     """Run the Flight SQL server."""
     from tierflight.protocol.auth import AuthSettings, check_bind_allowed
@@ -122,7 +130,7 @@ def serve(
             from tierflight.workers.supervisor import serve_workers
 
             serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
-                          insecure=insecure, log_level=state.log_level, demo=not no_demo, advertise=advertise)
+                          insecure=insecure, log_level=state.log_level, demo=not no_demo, advertise=advertise, worker_ports=worker_ports)
             return
         from tierflight.app import App
         from tierflight.protocol.server import build_server
@@ -170,6 +178,7 @@ def worker(
     direct_host: Annotated[
         str, typer.Option("--direct-host", help="address of the DoGet port (the front's host)")
     ] = "127.0.0.1",
+    direct_port: Annotated[int, typer.Option("--direct-port", help="the DoGet port (0: any free one)")] = 0,
 ) -> None:
     """One worker of `serve --workers` (started by the front; not for direct use)."""
     from tierflight.app import App, serve_forever
@@ -198,12 +207,12 @@ def worker(
             auth_handler=NoOpAuthHandler(),
             middleware={MIDDLEWARE_KEY: FrontIdentityFactory()},
         )
-        # The DoGet port (any free one): the same certificate as the front, no auth (the
-        # tickets are signed), see tierflight.workers.direct.
+        # The DoGet port: the same certificate as the front, no auth (the tickets are
+        # signed), see tierflight.workers.direct.
         certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
         scheme = "grpc+tls" if certs else "grpc"
         bind = f"[{direct_host}]" if ":" in direct_host and not direct_host.startswith("[") else direct_host
-        direct = DirectServer(server, f"{scheme}://{bind}:0", tls_certificates=certs or None)
+        direct = DirectServer(server, f"{scheme}://{bind}:{direct_port}", tls_certificates=certs or None)
         metrics_port = instance.start_http()
     except (TierflightError, ValueError, OSError) as exc:
         _fail(str(exc))

@@ -9,8 +9,8 @@ first (it recovers an interrupted flush, replays the WAL and builds missing roll
 followers start once it is ready, so they load the snapshots it wrote. A worker that
 exits while the server runs is started again; its calls fail with UNAVAILABLE meanwhile.
 
-Each worker also serves DoGet on a TCP port of the front's host (any free port, reported on
-its ready line), where clients fetch results with tickets the front signed under a key
+Each worker also serves DoGet on a TCP port of the front's host (any free port, or
+``--worker-ports BASE`` + its index; reported on its ready line), where clients fetch results with tickets the front signed under a key
 drawn here for this ``serve`` (see tickets.py). The front names a worker's port in the
 endpoints it returns only while the worker runs: its location is dropped the moment the
 process exits (a thread waits on every worker's exit) and set again once the new one is
@@ -171,16 +171,23 @@ class WorkerProcess:
 
 
 def worker_args(
-    config: Config, index: int, socket: Path, log_level: str, demo: bool = False, direct_host: str = "127.0.0.1"
+    config: Config,
+    index: int,
+    socket: Path,
+    log_level: str,
+    demo: bool = False,
+    direct_host: str = "127.0.0.1",
+    direct_port: int = 0,
 ) -> list[str]:
     """The ``tierflight`` command line of a worker (without the program); ``demo``: it
     generates the demo data first when there is none (the primary, on ``serve``);
-    ``direct_host``: the address its DoGet port binds (the front's)."""
+    ``direct_host``/``direct_port``: where its DoGet port binds (the front's host; 0: any
+    free port)."""
     args = ["--log-level", log_level]
     if config.path is not None:
         args += ["--config", str(Path(config.path).resolve())]
     args += ["--data-dir", str(config.data_dir.resolve()), "worker", "--socket", str(socket), "--index", str(index)]
-    args += ["--direct-host", direct_host]
+    args += ["--direct-host", direct_host, "--direct-port", str(direct_port)]
     return [*args, "--demo"] if demo else args
 
 
@@ -207,9 +214,12 @@ class Supervisor:
         demo: bool = False,
         host: str = "127.0.0.1",
         advertise: str | None = None,
+        worker_ports: int = 0,
     ) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}")
+        if worker_ports and not 1 <= worker_ports <= 65536 - count:
+            raise ConfigError(f"--worker-ports must leave room for {count} ports below 65536, got {worker_ports}")
         self.config = config
         # Tickets are signed with a key that lives only in this serve's processes.
         key = new_key()
@@ -222,7 +232,8 @@ class Supervisor:
         for i in range(count):
             sock = self.dir / f"w{i}.sock"
             worker = Worker(i, f"grpc+unix://{sock}")
-            args = worker_args(config, i, sock, log_level, demo and i == 0, direct_host=host)
+            port = worker_ports + i if worker_ports else 0
+            args = worker_args(config, i, sock, log_level, demo and i == 0, direct_host=host, direct_port=port)
             self.processes.append(WorkerProcess(worker, sock, args, worker_env(config, i, key), base))
         self._stop = threading.Event()
 
@@ -329,6 +340,7 @@ def serve_workers(
     log_level: str,
     demo: bool = False,
     advertise: str | None = None,
+    worker_ports: int = 0,
 ) -> None:
     """The body of ``tierflight serve --workers N`` (N >= 2): returns after a graceful stop."""
     from tierflight.observability.httpd import OpsServer
@@ -344,7 +356,9 @@ def serve_workers(
     check_bind_allowed(host, settings.enabled, insecure)
     certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
-    supervisor = Supervisor(config, count, log_level, demo=demo, host=host, advertise=advertise)
+    supervisor = Supervisor(
+        config, count, log_level, demo=demo, host=host, advertise=advertise, worker_ports=worker_ports
+    )
     latch = SignalLatch()
     registry = CollectorRegistry()
     try:
