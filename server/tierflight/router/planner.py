@@ -34,10 +34,11 @@ from tierflight.router.rules import (
     TableInfo,
     _transform_outside_aggs,
     bare_copy,
+    bucket_literal,
     canonical,
     canonical_sql,
+    coarse_time_predicate,
     conjuncts,
-    dtype,
     normalise_predicate,
     retention_ok,
     rewrite_aggregate,
@@ -48,6 +49,7 @@ from tierflight.router.rules import (
 from tierflight.router.timerange import (
     column_grain,
     derived_grains,
+    literal_datetime,
     next_boundary,
     table_time_range,
     truncate,
@@ -135,6 +137,9 @@ class StatementFacts:
     """What the prechecks ask of a statement, collected once per plan (not per candidate)."""
 
     grains: tuple[str, ...]  # time grains the statement groups or filters by, outside aggregates
+    # Time grains only compared with constants in top-level WHERE conjuncts (``day BETWEEN
+    # ...``): a coarser rollup answers those when the range is aligned to its buckets.
+    range_grains: tuple[str, ...]
     where: tuple[exp.Expr, ...]  # the WHERE conjuncts
     aggregates: tuple[tuple[str, str, str], ...]  # (measure kind, column, function) per aggregate
     columns: tuple[tuple[str, str], ...]  # (lower-case name, name) of columns outside aggregates
@@ -148,14 +153,24 @@ class StatementFacts:
     @classmethod
     def of(cls, tree: exp.Select, info: TableInfo) -> StatementFacts:
         grains: list[str] = []
+        range_grains: list[str] = []
         aggregates: list[tuple[str, str, str]] = []
         columns: list[tuple[str, str]] = []
+        where = tuple(conjuncts(tree.args.get("where")))
+        ranged = {
+            id(subject)
+            for subject in map(_range_subject, where)
+            if subject is not None and column_grain(subject, info.time_column, info.grains) not in (None, "exact")
+        }
         # One breadth-first walk (the order sqlglot's walk gives, so rejections name the same
         # column) that knows whether it is inside an aggregate: asking each node for its
         # ancestors cost a walk up the tree per node.
         queue: deque[tuple[exp.Expr, bool]] = deque([(tree, False)])
         while queue:
             node, in_agg = queue.popleft()
+            if id(node) in ranged:
+                range_grains.append(str(column_grain(node, info.time_column, info.grains)))
+                continue
             if isinstance(node, exp.AggFunc):
                 kind = _AGG_KIND.get(type(node))
                 if kind and isinstance(node.this, exp.Column):
@@ -168,8 +183,28 @@ class StatementFacts:
             if not in_agg and isinstance(node, exp.Column):
                 columns.append((node.name.lower(), node.name))
             queue.extend((child, in_agg) for child in node.iter_expressions())
-        where = tuple(conjuncts(tree.args.get("where")))
-        return cls(tuple(dict.fromkeys(grains)), where, tuple(aggregates), tuple(columns))
+        return cls(
+            tuple(dict.fromkeys(grains)), tuple(dict.fromkeys(range_grains)), where, tuple(aggregates), tuple(columns)
+        )
+
+
+_RANGES = (exp.GTE, exp.GT, exp.LT, exp.LTE, exp.EQ)
+
+
+def _range_subject(pred: exp.Expr) -> exp.Expr | None:
+    """The side of a comparison that a constant date or timestamp bounds, if that is all
+    the conjunct is (its grain is checked by coarse_time_predicate in the rewrite)."""
+    left: exp.Expr = pred.this
+    if isinstance(pred, exp.Between):
+        bounds = (pred.args.get("low"), pred.args.get("high"))
+        return left if all(b is not None and literal_datetime(b) is not None for b in bounds) else None
+    if isinstance(pred, _RANGES):
+        right: exp.Expr = pred.expression
+        if literal_datetime(right) is not None:
+            return left
+        if literal_datetime(left) is not None:
+            return right
+    return None
 
 
 def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None:
@@ -178,6 +213,9 @@ def precheck(facts: StatementFacts, info: TableInfo, state: RollupState) -> None
     for grain in facts.grains:
         if group.grain is None or grain not in DERIVABLE[group.grain]:
             raise Reject("grain", f"needs {grain} buckets, rollup has {group.grain or 'no time dimension'}")
+    for grain in facts.range_grains:
+        if group.grain is None:
+            raise Reject("grain", f"needs {grain} buckets, rollup has no time dimension")
     dims = {d.lower() for d in group.dimensions}
     stored = {(m.kind, (m.column or "").lower()) for m in group.measures}
     for kind, name, shown in facts.aggregates:
@@ -382,7 +420,7 @@ class Router:
             raise Reject("measure", "sketches cannot be computed for the raw edges")
         # Buckets strictly inside the range; the raw edges apply the statement's exact bounds.
         a = next_boundary(rng.start, group.grain)
-        b = truncate(rng.end - dt.timedelta(microseconds=1), group.grain)
+        b = truncate(rng.end, group.grain)  # the statement's end bound is exact (timerange)
         keep_from = retention_start(group, self._now())
         if keep_from is not None:
             a = max(a, keep_from)
@@ -394,15 +432,15 @@ class Router:
         self._keep_names(statement, rewritten, info)
         dated = group.grain in ("day", "week", "month")
         ts = quote_ident(info.time_column)
-        lo, hi = _literal(a, dated).sql(dialect=DIALECT), _literal(b, dated).sql(dialect=DIALECT)
+        lo, hi = bucket_literal(a, dated).sql(dialect=DIALECT), bucket_literal(b, dated).sql(dialect=DIALECT)
         columns = [*group.dimensions, *(m.state for m in group.measures if m.kind != "hll"), *(m.state for m in group.measures if m.kind == "hll")]
         rollup_part = f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {state.qualified} WHERE {quote_ident(group.grain)} >= {lo} AND {quote_ident(group.grain)} < {hi}"
         raw_sources = store.sources(rng)
         body = table_view_sql(store.table, [s.sql for s in raw_sources])
         dims = [f"{dimension_expr(d, info.time_column)} AS {quote_ident(d)}" for d in group.dimensions]
-        states = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in group.measures if m.kind != "hll"]
+        states = [f"{state_expr(m, group.sum_digits(m.column))} AS {quote_ident(m.state)}" for m in group.measures if m.kind != "hll"]
         states += [f"CAST(NULL AS BLOB) AS {quote_ident(m.state)}" for m in group.measures if m.kind == "hll"]
-        edge = f"({ts} < {_literal(a, False).sql(dialect=DIALECT)} OR {ts} >= {_literal(b, False).sql(dialect=DIALECT)})"
+        edge = f"({ts} < {bucket_literal(a, False).sql(dialect=DIALECT)} OR {ts} >= {bucket_literal(b, False).sql(dialect=DIALECT)})"
         where = [edge, *(c.sql(dialect=DIALECT) for c in exact)]
         if group.filter:
             where.append(f"({group.filter})")
@@ -453,6 +491,8 @@ class Router:
             if drop_exact and isinstance(pred, exp.Binary | exp.Between) and column_grain(pred.this, info.time_column, info.grains) == "exact":
                 continue  # enforced inside the split's union
             timed = time_predicate(pred, info, group)
+            if timed is None:
+                timed = coarse_time_predicate(pred, info, group)
             kept.append(timed if timed is not None else rewrite_clause(pred, info, state))
         if filter_key is not None and not implied:
             raise Reject("filter", f"the statement does not imply the rollup's filter ({group.filter})")
@@ -504,12 +544,12 @@ class Router:
         out: list[exp.Expr] = []
         dated = grain in ("day", "week", "month")
         if rng.start is not None:
-            out.append(exp.GTE(this=exp.column(grain), expression=_literal(truncate(rng.start, grain), dated)))
+            out.append(exp.GTE(this=exp.column(grain), expression=bucket_literal(truncate(rng.start, grain), dated)))
         if rng.end is not None:
             end = rng.end
             if dated and end != truncate(end, "day"):
                 end = truncate(end, "day") + dt.timedelta(days=1)
-            out.append(exp.LT(this=exp.column(grain), expression=_literal(end, dated)))
+            out.append(exp.LT(this=exp.column(grain), expression=bucket_literal(end, dated)))
         return out
 
     def _estimate(self, state: RollupState, rng: TimeRange) -> int:
@@ -519,10 +559,3 @@ class Router:
         lo = 0 if rng.start is None else int(np.searchsorted(times, np.datetime64(truncate(rng.start, state.group.grain), "us")))
         hi = len(times) if rng.end is None else int(np.searchsorted(times, np.datetime64(rng.end, "us")))
         return max(0, hi - lo)
-
-
-def _literal(value: dt.datetime, dated: bool) -> exp.Expr:
-    # Compare the bucket column with a constant of its own type so zone maps apply.
-    if dated:
-        return exp.cast(exp.Literal.string(value.date().isoformat()), dtype("DATE"), copy=False)
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), dtype("TIMESTAMP"), copy=False)

@@ -18,7 +18,7 @@ import sqlglot
 from sqlglot import exp
 
 from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, retention_start
-from tierflight.router.timerange import column_grain, literal_datetime, truncate
+from tierflight.router.timerange import column_grain, literal_datetime, next_boundary, truncate
 
 
 def bare_copy(tree: exp.Expr) -> exp.Expr:
@@ -214,6 +214,67 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
     out = pred.copy()
     out.set("this", _bucket(group))
     return out
+
+
+def bucket_literal(value: dt.datetime, dated: bool) -> exp.Expr:
+    """A constant of the bucket column's own type (DATE or TIMESTAMP), so zone maps apply."""
+    if dated:
+        return exp.cast(exp.Literal.string(value.date().isoformat()), dtype("DATE"), copy=False)
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), dtype("TIMESTAMP"), copy=False)
+
+
+def _ceil(value: dt.datetime, grain: str) -> dt.datetime:
+    return value if truncate(value, grain) == value else next_boundary(value, grain)
+
+
+def coarse_time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr | None:
+    """Rule ``alignment`` for a range on a finer grain than the rollup's (``day BETWEEN ...``
+    on a month rollup): the rows it selects are whole buckets of that grain, so when the
+    range starts and ends on the rollup's own bucket boundaries it is a range over the
+    rollup's buckets; None for anything else (other rules decide)."""
+    if group.grain is None or not isinstance(pred, exp.GTE | exp.GT | exp.LT | exp.LTE | exp.EQ | exp.Between):
+        return None
+    grain = column_grain(pred.this, info.time_column, info.grains)
+    if grain is None or grain == "exact" or grain in DERIVABLE[group.grain]:
+        return None
+    lo: dt.datetime | None = None
+    hi: dt.datetime | None = None
+    if isinstance(pred, exp.Between):
+        low, high = literal_datetime(pred.args["low"]), literal_datetime(pred.args["high"])
+        if low is None or high is None:
+            return None
+        lo, hi = _ceil(low, grain), next_boundary(high, grain)
+    else:
+        v = literal_datetime(pred.expression)
+        if v is None:
+            return None
+        if isinstance(pred, exp.GTE):
+            lo = _ceil(v, grain)
+        elif isinstance(pred, exp.GT):
+            lo = next_boundary(v, grain)
+        elif isinstance(pred, exp.LT):
+            hi = _ceil(v, grain)
+        elif isinstance(pred, exp.LTE):
+            hi = next_boundary(v, grain)
+        elif truncate(v, grain) == v:  # EQ
+            lo, hi = v, next_boundary(v, grain)
+        else:
+            return None
+    for bound in (lo, hi):
+        if bound is not None and truncate(bound, group.grain) != bound:
+            raise Reject(
+                "alignment",
+                f"{pred.sql(dialect='duckdb')} does not select whole {group.grain}s "
+                f"({bound.isoformat(sep=' ')} is inside one)",
+            )
+    dated = _bucket_type(group.grain) == "DATE"
+    bucket = exp.column(group.grain)
+    conds: list[exp.Expr] = []
+    if lo is not None:
+        conds.append(exp.GTE(this=bucket, expression=bucket_literal(lo, dated)))
+    if hi is not None:
+        conds.append(exp.LT(this=bucket.copy(), expression=bucket_literal(hi, dated)))
+    return exp.and_(*conds, copy=False)
 
 
 def normalise_predicate(pred: exp.Expr) -> exp.Expr:
