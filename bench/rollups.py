@@ -53,7 +53,9 @@ from bench.registry import Result, benchmark
 TARGET_BUILD_ROWS_PER_S = 3_000_000
 TARGET_SIZE_PCT = 2.0
 
-# The rollup-side shape of two dashboard queries (../shared/workloads/adtech-dashboard.sql).
+# The rollup-side shape of two dashboard queries (../shared/workloads/adtech-dashboard.sql);
+# the minute one on a day inside the minute rollup's retention (90 days before now).
+MINUTE_DAY = dt.date(2024, 12, 15)
 ENGINE_QUERIES = {
     "revenue_per_day": {
         "sql": "SELECT day, SUM(bid_price) FROM events WHERE type = 'impression' GROUP BY day",
@@ -62,13 +64,14 @@ ENGINE_QUERIES = {
     },
     "spend_per_minute_one_day": {
         "sql": (
-            "SELECT minute, SUM(bid_price) FROM events WHERE type = 'impression' AND day = DATE '2024-06-01' "
+            f"SELECT minute, SUM(bid_price) FROM events WHERE type = 'impression' AND day = DATE '{MINUTE_DAY}' "
             "GROUP BY minute ORDER BY minute ASC"
         ),
         "rollup": "minute_impressions",
         "duck": (
             "SELECT minute, sum(sum__bid_price) AS revenue FROM {t} "
-            "WHERE minute >= TIMESTAMP '2024-06-01' AND minute < TIMESTAMP '2024-06-02' GROUP BY minute ORDER BY minute"
+            f"WHERE minute >= TIMESTAMP '{MINUTE_DAY}' AND minute < TIMESTAMP '{MINUTE_DAY + dt.timedelta(days=1)}' "
+            "GROUP BY minute ORDER BY minute"
         ),
     },
 }
@@ -183,7 +186,8 @@ def _engines(app: Any, data_dir: Path, runs: int) -> dict[str, dict[str, Any]]:
                 )
 
         else:
-            lo, hi = dt.datetime(2024, 6, 1), dt.datetime(2024, 6, 2)
+            lo = dt.datetime.combine(MINUTE_DAY, dt.time())
+            hi = lo + dt.timedelta(days=1)
 
             def polars_fn(df: pl.DataFrame = df, lo: dt.datetime = lo, hi: dt.datetime = hi) -> pa.Table:
                 return (

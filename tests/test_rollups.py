@@ -9,7 +9,7 @@ from typing import Any
 import datasketches
 import pytest
 
-from conftest import RunningServer, make_config
+from conftest import TEST_NOW, RunningServer, make_config
 from differential import assert_same
 
 
@@ -17,16 +17,28 @@ def _states(server: RunningServer) -> list[Any]:
     return list(server.app.rollups.states.values())
 
 
+def _kept(state: Any) -> str:
+    """The raw rows a rollup holds: its filter, and its retention (from the pinned now)."""
+    from tierflight.rollups.definition import retention_start
+
+    g = state.group
+    conds = [f"({g.filter})"] if g.filter else []
+    start = retention_start(g, TEST_NOW)
+    if start is not None:
+        conds.append(f"ts >= TIMESTAMP '{start}'")
+    return f"WHERE {' AND '.join(conds)}" if conds else ""
+
+
 def _direct_sql(state: Any) -> str:
-    """The same GROUP BY computed directly on the raw rows (the oracle's flat table)."""
+    """The same GROUP BY computed directly on the raw rows (the oracle's flat table), with
+    DuckDB's own DOUBLE sums (the states' exact decimal sums agree within rounding)."""
     from tierflight.rollups.build import dimension_expr, state_expr
 
     g = state.group
     dims = [f"{dimension_expr(d, 'ts')} AS {d}" for d in g.dimensions]
     measures = [f"{state_expr(m)} AS {m.state}" for m in g.measures if m.kind != "hll"]
-    where = f"WHERE {g.filter}" if g.filter else ""
     group_by = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
-    return f"SELECT {', '.join(dims + measures)} FROM events {where} {group_by}"
+    return f"SELECT {', '.join(dims + measures)} FROM events {_kept(state)} {group_by}"
 
 
 def test_every_rollup_equals_direct_group_by(server: RunningServer, flat: Any) -> None:
@@ -58,7 +70,7 @@ def test_reaggregation_to_coarser_grain(server: RunningServer, flat: Any, rollup
     state = server.app.rollups.states[rollup]
     raw_grain = coarse.replace(fine, "ts") if "CAST(ts AS DATE)" not in coarse else coarse
     raw_expr = {"CAST(minute AS DATE)": "CAST(ts AS DATE)", "CAST(hour AS DATE)": "CAST(ts AS DATE)"}.get(coarse, raw_grain)
-    flt = f"WHERE {state.group.filter}" if state.group.filter else ""
+    flt = _kept(state)
     cur = server.app.database.cursor()
     try:
         got = cur.sql(
@@ -71,9 +83,10 @@ def test_reaggregation_to_coarser_grain(server: RunningServer, flat: Any, rollup
 
 
 def test_hll_estimates_within_stated_error(server: RunningServer, flat: Any) -> None:
-    from tierflight.rollups.definition import HLL_LG_K
-
     state = server.app.rollups.states["day_country_users"]
+    (sketch,) = [m for m in state.group.measures if m.kind == "hll"]
+    lg_k = sketch.sketch_lg_k
+    assert lg_k == 10  # hll(user_id, 10) in the demo config
     cur = server.app.database.cursor()
     try:
         rows = cur.sql(f"SELECT country, list(hll__user_id) FROM {state.qualified} GROUP BY country").fetchall()
@@ -81,13 +94,15 @@ def test_hll_estimates_within_stated_error(server: RunningServer, flat: Any) -> 
         cur.close()
     exact = dict(flat.sql("SELECT country, count(DISTINCT user_id) FROM events GROUP BY country").fetchall())
     # Three standard deviations of the union's relative error bound.
-    err = abs(datasketches.hll_sketch.get_rel_err(True, True, HLL_LG_K, 3))
-    assert 0 < err < 0.1
+    err = abs(datasketches.hll_sketch.get_rel_err(True, True, lg_k, 3))
+    assert 0 < err < 0.11
     assert len(rows) == len(exact)
     for country, blobs in rows:
-        union = datasketches.hll_union(HLL_LG_K)
+        union = datasketches.hll_union(lg_k)
         for b in blobs:
-            union.update(datasketches.hll_sketch.deserialize(b))
+            sketch_blob = datasketches.hll_sketch.deserialize(b)
+            assert sketch_blob.lg_config_k == lg_k
+            union.update(sketch_blob)
         est = union.get_result().get_estimate()
         assert math.isclose(est, exact[country], rel_tol=err), (country, est, exact[country])
 

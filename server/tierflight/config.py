@@ -165,6 +165,9 @@ class TableConfig:
     # with Bloom filters.
     parquet_dictionary: tuple[str, ...] | None = None
     parquet_bloom_filter: tuple[str, ...] = ()
+    # DOUBLE columns whose values are decimals with at most this many digits after the point
+    # (prices): ingest refuses other values, and rollups keep their sums exact.
+    decimals: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -241,7 +244,28 @@ def _table(name: str, raw: Mapping[str, Any]) -> TableConfig:
         sort_by=tuple(raw.get("sort_by", [time_column])),
         parquet_dictionary=None if dictionary is None else _column_list(name, "parquet_dictionary", dictionary, cols_raw),
         parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
+        decimals=_decimals(name, raw.get("decimals", {}), cols_raw),
     )
+
+
+MAX_DECIMAL_DIGITS = 9
+_FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL", "FLOAT4", "FLOAT8"}
+
+
+def _decimals(table: str, value: Any, columns: Mapping[str, Any]) -> dict[str, int]:
+    key = f"tables.{table}.decimals"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must map DOUBLE columns to digits after the point, e.g. {{ price = 2 }}")
+    out: dict[str, int] = {}
+    for column, digits in value.items():
+        if column not in columns:
+            raise ConfigError(f"{key} names unknown column {column!r}; columns: {', '.join(columns)}")
+        if str(columns[column]).upper() not in _FLOAT_TYPES:
+            raise ConfigError(f"{key}.{column}: the column is {columns[column]}, not DOUBLE (only floating-point columns take decimals)")
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= MAX_DECIMAL_DIGITS:
+            raise ConfigError(f"{key}.{column} = {digits!r} must be a whole number of digits from 0 to {MAX_DECIMAL_DIGITS}")
+        out[str(column)] = digits
+    return out
 
 
 def _column_list(table: str, key: str, value: Any, columns: Mapping[str, Any]) -> tuple[str, ...]:

@@ -176,7 +176,14 @@ class IngestService:
                     replayed += data.num_rows
                 need = [s for s in states if s.status in ("active", "stale") and held(s) < seq]
                 if need:
-                    rollups.apply_delta(rollups.compute_delta(name, data, seq, need))
+                    try:
+                        delta = rollups.compute_delta(name, data, seq, need)
+                    except ConfigError as exc:  # rows the table's config no longer accepts
+                        for s in need:
+                            s.status = "stale"
+                        log.error("rollup_replay_refused", table=name, wal_sequence=seq, error=str(exc))
+                    else:
+                        rollups.apply_delta(delta)
             rollups.hot_merged[name] = t.store.hot.rows
             if t.store.hot.rows:
                 t.oldest_unflushed = time.monotonic()

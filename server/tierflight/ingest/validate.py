@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.config import TableConfig
+from tierflight.decimals import describe, first_violation
 from tierflight.errors import InvalidArgument
 
 
@@ -62,6 +63,13 @@ def validate_batch(
             )
         columns.append(col)
     out = pa.Table.from_arrays(columns, schema=schema)
+    broken = first_violation(out, table.decimals)
+    if broken is not None:
+        column, row, value = broken
+        raise InvalidArgument(
+            f"ingest into {table.name}: row {row}: {describe(table.name, column, table.decimals[column], value)}; "
+            "nothing was written"
+        )
     ts = out[table.time_column]
     if out.num_rows and ts.null_count < out.num_rows:
         lo, hi = now - max_past, now + max_future

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -17,14 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tierflight.decimals import bad_value_sql, describe
 from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.errors import ConfigError
 from tierflight.rollups import lattice
 from tierflight.rollups.definition import (
-    HLL_LG_K,
     HLL_TYPE,
     Measure,
     StorageGroup,
     dimension_expr,
+    exact_sum_sql,
     storage_order,
 )
 from tierflight.rollups.sketches import SketchBuilder, sketch_of
@@ -32,12 +34,15 @@ from tierflight.rollups.snapshot import SourceState
 from tierflight.tiers.store import TableStore
 
 
-def state_expr(m: Measure) -> str | None:
+def state_expr(m: Measure, digits: int | None = None) -> str | None:
+    """The SQL of a measure's state over rows (``digits``: of a decimal column it sums)."""
     if m.kind == "count":
         return "count(*)"
     if m.kind == "hll":
         return None
     col = quote_ident(m.column or "")
+    if m.kind == "sum" and digits is not None:
+        return exact_sum_sql(col, digits)
     fn = "count" if m.kind == "count_col" else m.kind
     return f"{fn}({col})"
 
@@ -88,22 +93,42 @@ def build_groups(
             for name, obj in src.registrations:
                 cursor.register(name, obj)
     source = f"({table_view_sql(table_cfg, sources)})"
+    digits = {c: d for g in groups for c, d in g.digits}
     if rows is not None:
-        # The rows of an ingest batch are at hand: no scan for their count and newest time.
+        # The rows of an ingest batch are at hand (and were checked by ingest): no scan for
+        # their count and newest time.
         stats = (rows.num_rows, pc.max(rows[ts]).as_py() if rows.num_rows else None)
     else:
-        stats = tuple(cursor.sql(f"SELECT count(*), max({quote_ident(ts)}) FROM {source}").fetchall()[0])
+        stats = _scan_stats(cursor, source, ts, table_cfg.name, digits)
     out: dict[str, pa.Table] = {}
     by_filter: dict[str | None, list[StorageGroup]] = {}
     for g in groups:
         by_filter.setdefault(g.filter, []).append(g)
     for flt, members in by_filter.items():
-        out.update(_grouping_sets_pass(cursor, source, flt, members, ts, now))
+        out.update(_grouping_sets_pass(cursor, source, flt, members, ts, now, digits))
         for g in members:
             hll = [m for m in g.measures if m.kind == "hll"]
             if hll:
                 out[g.name] = _add_hll(cursor, source, g, hll, out[g.name], ts, now)
     return BuildResult(out, int(stats[0]), stats[1], time.perf_counter() - began)
+
+
+def _scan_stats(
+    cursor: duckdb.DuckDBPyConnection, source: str, ts: str, table: str, digits: Mapping[str, int]
+) -> tuple[int, dt.datetime | None]:
+    """The rows' count and newest time, and (same scan) that the decimal columns the
+    rollups sum hold what the table declares: else their exact sums would be rounded."""
+    checks = "".join(
+        f", min({quote_ident(c)}) FILTER (WHERE {bad_value_sql(quote_ident(c), d)})" for c, d in digits.items()
+    )
+    row = cursor.sql(f"SELECT count(*), max({quote_ident(ts)}){checks} FROM {source}").fetchall()[0]
+    for (column, d), bad in zip(digits.items(), row[2:], strict=True):
+        if bad is not None:
+            raise ConfigError(
+                f"table {table}: {describe(table, column, d, bad)}; raise the digits or remove the "
+                "column from decimals (its rollup sums are then kept as DOUBLE)"
+            )
+    return int(row[0]), row[1]
 
 
 def _grouping_sets_pass(
@@ -113,6 +138,7 @@ def _grouping_sets_pass(
     groups: Sequence[StorageGroup],
     ts: str,
     now: dt.datetime,
+    digits: Mapping[str, int],
 ) -> dict[str, pa.Table]:
     """The non-HLL states of ``groups`` (one filter): the lattice roots in one GROUPING
     SETS pass over the rows, then every other group merged (lattice.merge) from the states
@@ -121,11 +147,11 @@ def _grouping_sets_pass(
     # Every state of the pass is computed for every root, so any root can feed any group.
     states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
     where = f"WHERE {flt}" if flt else ""
-    full = _scan_roots(cursor, f"(SELECT * FROM {source} {where})", scanned, ts, states)
+    full = _scan_roots(cursor, f"(SELECT * FROM {source} {where})", scanned, ts, states, digits)
     for g in groups:
         if g.name not in full:
             parent = min((p for p in scanned if lattice.derivable(p, g)), key=lambda p: full[p.name].num_rows)
-            full[g.name] = lattice.merge(full[parent.name], parent, g, states)
+            full[g.name] = lattice.merge(full[parent.name], parent, g, states, digits)
     out = {}
     for g in groups:
         part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
@@ -146,9 +172,10 @@ def _scan_roots(
     groups: Sequence[StorageGroup],
     ts: str,
     states: Sequence[Measure],
+    digits: Mapping[str, int],
 ) -> dict[str, pa.Table]:
     """One GROUPING SETS query over the rows in ``relation``: per group, its dimensions and
-    every one of ``states``, in time order."""
+    every one of ``states``, in the group's storage order."""
     dims = list(dict.fromkeys(d for g in groups for d in g.dimensions))
 
     def alias(d: str) -> str:
@@ -158,7 +185,7 @@ def _scan_roots(
 
     inner_dims = "".join(f"{dimension_expr(d, ts)} AS {alias(d)}, " for d in dims)
     dim_sql = [f"{alias(d)} AS {quote_ident(d)}" for d in dims]
-    state_sql = [f"{state_expr(m)} AS {quote_ident(m.state)}" for m in states]
+    state_sql = [f"{state_expr(m, digits.get(m.column or ''))} AS {quote_ident(m.state)}" for m in states]
     sets = ", ".join(dict.fromkeys("(" + ", ".join(alias(d) for d in g.dimensions) + ")" for g in groups))
     grouping = f"GROUPING({', '.join(alias(d) for d in dims)})" if dims else "0"
     sql = (
@@ -174,7 +201,10 @@ def _scan_roots(
         # GROUPING() sets bit i (from the right, last argument = bit 0) for dims NOT grouped.
         gid = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in g.dimensions)
         start, stop = np.searchsorted(gids, gid, "left"), np.searchsorted(gids, gid, "right")
-        out[g.name] = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(m.state for m in states)])
+        part = result.slice(int(start), int(stop - start)).select([*g.dimensions, *(m.state for m in states)])
+        if g.order:  # the slice is in the default order of the pass's dimensions
+            part = part.sort_by([(d, "ascending") for d in g.stored_order])
+        out[g.name] = part
     return out
 
 
@@ -211,7 +241,7 @@ def _add_hll(
             )
             value_type = str(cursor.sql(f"SELECT {col} FROM {rows} s LIMIT 0").types[0])
             if value_type in _INTEGER_TYPES:
-                builder = SketchBuilder(base.num_rows, HLL_LG_K, HLL_TYPE)
+                builder = SketchBuilder(base.num_rows, m.sketch_lg_k, HLL_TYPE)
                 reader = cursor.sql(f"SELECT __gi, CAST(v AS BIGINT) AS v FROM ({pairs})").to_arrow_reader(
                     _HLL_BATCH_ROWS
                 )
@@ -219,16 +249,16 @@ def _add_hll(
                     builder.add(batch.column(0).to_numpy(), batch.column(1).to_numpy())
                 blobs = builder.sketches()
             else:
-                blobs = _sketches_by_value(cursor, pairs, base.num_rows)
+                blobs = _sketches_by_value(cursor, pairs, base.num_rows, m.sketch_lg_k)
             base = base.append_column(m.state, pa.array(blobs, pa.binary()))
     finally:
         cursor.unregister("__tf_hll_keys")
     return base
 
 
-def _sketches_by_value(cursor: duckdb.DuckDBPyConnection, pairs: str, groups: int) -> list[bytes]:
+def _sketches_by_value(cursor: duckdb.DuckDBPyConnection, pairs: str, groups: int, lg_k: int) -> list[bytes]:
     # Strings, floats and wide integers go through DataSketches' own hashing, one call per
     # distinct value.
     res = cursor.sql(f"SELECT __gi, list(DISTINCT v) AS vs FROM ({pairs}) GROUP BY __gi").to_arrow_table()
     values = dict(zip(res["__gi"].to_pylist(), res["vs"].to_pylist(), strict=True))
-    return [sketch_of(values.get(gi, ()), HLL_LG_K, HLL_TYPE) for gi in range(groups)]
+    return [sketch_of(values.get(gi, ()), lg_k, HLL_TYPE) for gi in range(groups)]

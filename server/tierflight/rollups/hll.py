@@ -6,7 +6,8 @@ import datasketches
 import duckdb
 import pyarrow as pa
 
-from tierflight.rollups.definition import HLL_LG_K
+# Byte 3 of a serialized DataSketches HLL sketch (any mode) is its lg_k.
+_LG_K_BYTE = 3
 
 
 def merge_estimate(sketch_lists: pa.Array) -> pa.Array:
@@ -16,10 +17,14 @@ def merge_estimate(sketch_lists: pa.Array) -> pa.Array:
         if not sketches:
             out.append(None)
             continue
-        union = datasketches.hll_union(HLL_LG_K)
-        for blob in sketches:
-            if blob is not None:
-                union.update(datasketches.hll_sketch.deserialize(blob))
+        blobs = [b for b in sketches if b is not None]
+        if not blobs:
+            out.append(0.0)  # as approx_count_distinct of only NULLs
+            continue
+        # The union keeps as many registers as the sketches have (rollups choose lg_k).
+        union = datasketches.hll_union(max(b[_LG_K_BYTE] for b in blobs))
+        for blob in blobs:
+            union.update(datasketches.hll_sketch.deserialize(blob))
         out.append(union.get_result().get_estimate())
     return pa.array(out, pa.float64())
 

@@ -22,15 +22,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.config import Config, parse_size
+from tierflight.decimals import describe, first_violation
 from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
+from tierflight.errors import ConfigError
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_state
 from tierflight.rollups.definition import (
     RollupDef,
     StorageGroup,
+    exact_sum_sql,
     parse_rollups,
     storage_groups,
-    storage_order,
 )
 from tierflight.rollups.snapshot import (
     LocalSnapshots,
@@ -379,6 +381,11 @@ class RollupRegistry:
             states = [s for s in self.all_states(table_name) if s.status in ("active", "stale")]
         if not states or data.num_rows == 0:
             return RollupDelta(table_name, tuple(states), {}, None, data.num_rows, through)
+        digits = {c: d for s in states for c, d in s.group.digits}
+        broken = first_violation(data, digits) if digits else None
+        if broken is not None:  # rows ingested before the table declared its decimals
+            column, _, value = broken
+            raise ConfigError(f"table {table_name}: {describe(table_name, column, digits[column], value)}")
         cur = self._batch_db.cursor()
         try:
             cur.register("__tf_ingest_batch", data)
@@ -477,8 +484,11 @@ class RollupRegistry:
         aggs = []
         for m in g.measures:
             col = quote_ident(m.state)
+            digits = g.sum_digits(m.column) if m.kind == "sum" else None
             if m.kind in ("count", "count_col"):
                 aggs.append(f"CAST(sum({col}) AS BIGINT) AS {col}")
+            elif digits is not None:  # states are sums already: room for 38 digits
+                aggs.append(f"{exact_sum_sql(col, digits, width=38)} AS {col}")
             elif m.kind == "sum":
                 aggs.append(f"sum({col}) AS {col}")
             elif m.kind in ("min", "max"):
@@ -487,7 +497,7 @@ class RollupRegistry:
                 aggs.append(f"list({col}) AS {col}")
         select = ", ".join([*(quote_ident(d) for d in g.dimensions), *aggs])
         group_by = f"GROUP BY {keys}" if keys else ""
-        order = f"ORDER BY {', '.join(quote_ident(d) for d in storage_order(g.dimensions))}" if g.dimensions else ""
+        order = f"ORDER BY {', '.join(quote_ident(d) for d in g.stored_order)}" if g.dimensions else ""
         cur = self.database.cursor()
         try:
             rows = cur.sql(f"SELECT * FROM {s.qualified} WHERE rowid <= {int(mark)}").to_arrow_table()
@@ -503,7 +513,7 @@ class RollupRegistry:
             cur.close()
         for m in g.measures:
             if m.kind == "hll":
-                merged = pa.array([_union_blobs(v) for v in table[m.state].to_pylist()], pa.binary())
+                merged = pa.array([_union_blobs(v, m.sketch_lg_k) for v in table[m.state].to_pylist()], pa.binary())
                 table = table.set_column(table.schema.get_field_index(m.state), m.state, merged)
         return table
 
@@ -566,15 +576,15 @@ class RollupRegistry:
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)
 
 
-def _union_blobs(blobs: list[bytes | None]) -> bytes:
+def _union_blobs(blobs: list[bytes | None], lg_k: int) -> bytes:
     import datasketches
 
-    from tierflight.rollups.definition import HLL_LG_K, HLL_TYPE
+    from tierflight.rollups.definition import HLL_TYPE
 
     present = [b for b in blobs if b is not None]
     if len(present) == 1:
         return present[0]  # a key no batch touched since the last compaction: as it was
-    union = datasketches.hll_union(HLL_LG_K)
+    union = datasketches.hll_union(lg_k)
     for b in present:
         union.update(datasketches.hll_sketch.deserialize(b))
     return bytes(union.get_result(HLL_TYPE).serialize_compact())
