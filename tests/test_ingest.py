@@ -403,3 +403,36 @@ def test_bad_ingest_settings_are_refused_with_the_key(raw: dict[str, Any], messa
     with pytest.raises(ConfigError, match=message):
         IngestSettings.from_config(raw)
     assert IngestSettings.from_config({"nice": 0, "snapshot_every": "0s"}).snapshot_every.total_seconds() == 0
+
+
+def test_grown_rollups_are_compacted_in_memory_and_answers_stay_exact(
+    fresh: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierflight.rollups import registry
+
+    monkeypatch.setattr(registry, "COMPACT_MIN_ROWS", 100)
+    rollups = fresh.app.rollups
+    state = rollups.states["advertiser_type"]
+    meta_file = state.meta.file if state.meta else None
+    before = state.rows
+    # ~100 advertiser x type states a batch: 40 batches outgrow the rows it was built with.
+    batches = [_rows(200, dt.datetime(2024, 12, 31, 1, m), seed=m) for m in range(40)]
+    appended = sum(len(set(zip(b["advertiser_id"].to_pylist(), b["type"].to_pylist(), strict=True))) for b in batches)
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("events", batches[0], mode="append")
+        marks = {name: s.current_watermark for name, s in rollups.states.items()}
+        for b in batches[1:]:
+            cur.adbc_ingest("events", b, mode="append")
+        # Merged-in rows were folded into the installed ones: fewer rows than appended.
+        stored = rollups.database.query_internal(f"SELECT count(*) FROM {state.qualified}")[0][0]
+        assert stored == state.rows < before + appended
+        assert state.rows - state.installed_rows < max(state.installed_rows, 100)
+        # In memory only: the snapshot on disk is the one it had, and the watermark still
+        # covers every batch.
+        assert (state.meta.file if state.meta else None) == meta_file
+        assert state.current_watermark is not None and state.current_watermark >= marks["advertiser_type"]
+        _assert_answers(cur, _oracle(tmp_path, batches))
+    # A snapshot after in-memory compactions holds every merged row.
+    rollups.snapshot("events")
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        _assert_answers(cur, _oracle(tmp_path, batches))

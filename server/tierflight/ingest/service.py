@@ -292,7 +292,9 @@ class IngestService:
                         staged = self.app.rollups.stage_delta(delta)
                     except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
                         failure = repr(exc)
+                staged_at = time.perf_counter()
                 with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                    holding = time.perf_counter()
                     try:
                         t.store.hot.append(clean, seq)
                     except BaseException:
@@ -307,10 +309,13 @@ class IngestService:
                     if staged is None:
                         self.app.rollups.skip_delta(table_name, clean.num_rows, failure)
                     self.app.router.invalidate()
+                    released = time.perf_counter()
             applied = time.perf_counter()
             t.hot_bytes += clean.nbytes
             if t.oldest_unflushed is None:
                 t.oldest_unflushed = time.monotonic()
+        # Outside the table's lock: the next batch's WAL write and states go on meanwhile.
+        compacted = self.app.rollups.compact_grown(table_name)
         self.rows_total += clean.num_rows
         metrics = getattr(self.app, "metrics", None)
         if metrics is not None:
@@ -327,6 +332,13 @@ class IngestService:
             lock_wait_ms=round((locked - validated) * 1000, 1),
             wal_and_states_ms=round((computed - locked) * 1000, 1),
             apply_ms=round((applied - computed) * 1000, 1),
+            # Of apply: inserting the states (statements go on), waiting for the swap lock,
+            # and holding it (statements wait).
+            stage_ms=round((staged_at - computed) * 1000, 1),
+            swap_wait_ms=round((holding - staged_at) * 1000, 1),
+            swap_hold_ms=round((released - holding) * 1000, 1),
+            compact_ms=round((done - applied) * 1000, 1),
+            compacted=compacted or None,
         )
         if self._due(t) and not t.flush_lock.locked():
             threading.Thread(target=self._background_flush, args=(table_name,), daemon=True).start()
@@ -448,7 +460,8 @@ class IngestService:
             if store.object_exists(staged):
                 store.move_object(staged, final)
         listing = store.prepare_listing()
-        with self.app.swap_lock.write():
+        # As an ingest commit: wait for a gap between statements before holding new ones back.
+        with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
             store.apply_listing(listing)
             if live:
                 before = store.hot.rows

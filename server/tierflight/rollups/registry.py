@@ -46,6 +46,10 @@ from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.rollups")
 
+# compact_grown leaves a rollup alone until its merged-in rows reach this many (and as many
+# as it was installed with): below, scanning them costs less than compacting.
+COMPACT_MIN_ROWS = 32_768
+
 ROLLUPS_TABLE_SCHEMA = pa.schema(
     [
         ("name", pa.string()),
@@ -83,6 +87,7 @@ class RollupState:
     hits: int = 0
     error: str | None = None
     times: Any = None  # sorted bucket starts (datetime64[us]) for row estimates
+    installed_rows: int = 0  # rows of the table as last installed (rows - this: merged deltas)
     watermark: dt.datetime | None = None  # newest row merged in since the snapshot
     # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
     merged_through: int | None = None
@@ -190,6 +195,9 @@ class RollupRegistry:
         # Serialises changes to the loaded rollups' contents (a merge, a compaction), so a
         # snapshot is exactly the states merged up to its wal_through.
         self.content_lock = threading.RLock()
+        # One compaction of a rollup's rows at a time (a snapshot's, or compact_grown's): each
+        # swaps the table by row id.
+        self._compacting = threading.Lock()
         # Ingested batches' states, and a snapshot's compaction, are computed on a DuckDB of
         # their own with one thread: they read only Arrow they are given, and the work stays
         # on the (low-priority) ingest or flush thread instead of taking the shared pool's
@@ -269,7 +277,7 @@ class RollupRegistry:
         with state.lock:
             state.watermark = None
             state.times = times
-            state.rows = table.num_rows
+            state.rows = state.installed_rows = table.num_rows
             state.bytes = table.nbytes
             state.status = status
             state.error = None
@@ -435,37 +443,62 @@ class RollupRegistry:
 
     def snapshot(self, table_name: str) -> None:
         """Write the loaded (merged) rollups of a table as fresh snapshots, compacted by key.
+        The snapshot holds exactly the rows compacted (see :meth:`_compact_in_place`), and
+        records the WAL sequence they cover, so a restart merges just the newer batches."""
+        store = self.stores[table_name]
+        source = self._source(store)
+        with self._compacting:
+            for s in self.all_states(table_name):
+                if s.status != "active":
+                    continue
+                table, watermark, through = self._compact_in_place(s)
+                meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), source, watermark, through)
+                with s.lock:
+                    s.meta = meta
+                log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)
+
+    def compact_grown(self, table_name: str) -> list[str]:
+        """Compact, in memory only, the rollups whose merged-in batches outgrew the rows they
+        were installed with: every statement on a rollup scans its appended states too, and
+        one batch appends as many rows as a small rollup has (advertiser x type), so under
+        sustained ingest the scans would grow a hundredfold until the next snapshot. Skipped
+        while a snapshot compacts (it does the same)."""
+        if not self._compacting.acquire(blocking=False):
+            return []
+        try:
+            done = []
+            for s in self.all_states(table_name):
+                grown = s.rows - s.installed_rows
+                if s.status == "active" and grown >= max(s.installed_rows, COMPACT_MIN_ROWS):
+                    self._compact_in_place(s)
+                    done.append(s.group.name)
+            return done
+        finally:
+            self._compacting.release()
+
+    def _compact_in_place(self, s: RollupState) -> tuple[pa.Table, dt.datetime | None, int | None]:
+        """Replace a rollup's rows by their compaction (callers hold ``_compacting``).
 
         A rollup table only grows by appends between installs, so its rows up to a row id
         are a fixed set: that set is compacted without holding content_lock (ingest goes
-        on), then swapped in together with the states merged meanwhile. The snapshot holds
-        exactly the set, and records the WAL sequence it covers, so a restart merges just
-        the newer batches into it.
-        """
-        store = self.stores[table_name]
-        source = self._source(store)
-        for s in self.all_states(table_name):
-            if s.status != "active":
-                continue
-            with self.content_lock:
-                mark = self._last_row(s)
-                watermark, through = s.current_watermark, s.merged_through
-            table = self._compacted(s, mark)
-            with self.content_lock:
-                since = self._rows_after(s, mark)
-                newest = s.current_watermark
-                if since.num_rows:
-                    ordered = table.select(since.schema.names)
-                    merged = pa.concat_tables([ordered, since.cast(ordered.schema)])
-                else:
-                    merged = table
-                self._install_table(s, merged, "active")
-                with s.lock:
-                    s.watermark = newest
-            meta = self.snapshots.write(s.group.name, table, s.group.definition_hash(), source, watermark, through)
+        on), then swapped in together with the states merged meanwhile. Returns the
+        compacted set, and the watermark and WAL sequence it covers."""
+        with self.content_lock:
+            mark = self._last_row(s)
+            watermark, through = s.current_watermark, s.merged_through
+        table = self._compacted(s, mark)
+        with self.content_lock:
+            since = self._rows_after(s, mark)
+            newest = s.current_watermark
+            if since.num_rows:
+                ordered = table.select(since.schema.names)
+                merged = pa.concat_tables([ordered, since.cast(ordered.schema)])
+            else:
+                merged = table
+            self._install_table(s, merged, "active")
             with s.lock:
-                s.meta = meta
-            log.info("rollup_snapshot", rollup=s.group.name, rows=table.num_rows, wal_through=through)
+                s.watermark = newest
+        return table, watermark, through
 
     def _last_row(self, s: RollupState) -> int:
         row = self.database.query_internal(f"SELECT max(rowid) FROM {s.qualified}")[0][0]
