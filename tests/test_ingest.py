@@ -436,3 +436,25 @@ def test_grown_rollups_are_compacted_in_memory_and_answers_stay_exact(
     rollups.snapshot("events")
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         _assert_answers(cur, _oracle(tmp_path, batches))
+
+
+def test_a_flush_writes_each_day_sorted_whatever_order_rows_came_in(fresh: RunningServer, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    # Three days, interleaved and backwards within each batch; one day already in Iceberg.
+    parts = [_rows(300, dt.datetime(2024, 12, d, 5), seed=d, step_s=-60) for d in (30, 28, 29)]
+    parts.append(_rows(200, dt.datetime(2024, 9, 27, 3), seed=9, step_s=-30))
+    mixed = pa.concat_tables(parts).take(pa.array([(i * 7919) % 1100 for i in range(1100)]))
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("events", mixed, mode="append")
+        fresh.app.flush_all()
+        _assert_answers(cur, _oracle(tmp_path, []))
+    for day, n in (("2024-12-28", 300), ("2024-12-29", 300), ("2024-12-30", 300)):
+        files = list((tmp_path / "events" / "warm" / f"day={day}").glob("part-wal-*.parquet"))
+        assert len(files) == 1, day
+        ts = pq.read_table(files[0], columns=["ts"])["ts"].to_pylist()
+        assert len(ts) == n and ts == sorted(ts) and {t.date().isoformat() for t in ts} == {day}
+    cold = [p for p in (tmp_path / "iceberg").rglob("part-wal-*.parquet")]
+    assert len(cold) == 1
+    ts = pq.read_table(cold[0], columns=["ts"])["ts"].to_pylist()
+    assert len(ts) == 200 and ts == sorted(ts)
