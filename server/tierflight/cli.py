@@ -13,6 +13,7 @@ import typer
 
 from tierflight.config import Config, load_config
 from tierflight.errors import TierflightError
+from tierflight.lifecycle import settle_heap
 from tierflight.log import configure_logging, flush_logs, get_logger
 
 app = typer.Typer(
@@ -151,6 +152,7 @@ def serve(
         instance.start_maintenance()
         instance.ingest_service.start_background()
         instance.start_snapshot_watch()
+        settle_heap()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
 
@@ -224,6 +226,7 @@ def worker(
             instance.start_maintenance()
             instance.ingest_service.start_background()
         instance.start_snapshot_watch()
+        settle_heap()
         get_logger("tierflight.app").info(
             "worker_ready", worker=index, pid=os.getpid(), metrics_port=metrics_port, direct_port=direct.port
         )

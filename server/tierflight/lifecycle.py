@@ -17,6 +17,7 @@ construction on, and Python signal handlers only run while the main thread execu
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -31,6 +32,16 @@ log = get_logger("tierflight.lifecycle")
 # waiting for their calls (a client that stopped reading holds its call open).
 CANCEL_WAIT_S = 5.0
 _POLL_S = 0.1
+
+
+def settle_heap() -> None:
+    """Before the server reports ready: collect once, then move every object that survived
+    start-up (modules, configuration, loaded rollups' Python side, parsed statements) into
+    the permanent generation the collector never scans again. A full collection walks
+    every tracked object holding the GIL, and under ingest one came every few seconds and
+    stopped all statements for 30-80 ms; frozen, the walk covers what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 class SignalLatch:
