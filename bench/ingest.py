@@ -21,7 +21,11 @@ Phases, one after the other on the same server:
 Clients run on the same 2 cores as the server, with one ADBC connection each: the query
 client as a thread of the benchmark process, the ingest client of phase 3 as a process of its
 own (two client threads of one process would share its GIL, and the query latencies would
-count the benchmark's own contention). The server keeps its defaults for ingest, among them
+count the benchmark's own contention); both clients measure with their cyclic garbage
+collector paused (``gc_paused``, as the other benchmarks), since a collection in a client
+stops its calls for tens of milliseconds and would count as server latency. The server
+freezes its start-up heap before it reports ready (``lifecycle.settle_heap``), so its own
+collections stay short. The server keeps its defaults for ingest, among them
 ``[ingest] yield_rows_per_s``: while statements run, each acknowledgement waits so that ingest
 stays under that rate (alone, phase 2, it runs at full speed).
 """
@@ -34,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchContext, load_average, log, start_tierflight, summarize_ms
+from bench.common import BenchContext, gc_paused, load_average, log, start_tierflight, summarize_ms
 from bench.dataset import (
     DATA_ENV,
     NO_REUSE_ENV,
@@ -149,7 +153,8 @@ def _ingest_client(uri: str, seconds: float, out: Any) -> None:
         batches = _batches()
         _ingest_for(cur, batches[:2], 1.0)  # warm-up
         out.put(("ready", None))
-        out.put(("done", _ingest_for(cur, batches, seconds)))
+        with gc_paused():
+            out.put(("done", _ingest_for(cur, batches, seconds)))
     except Exception as exc:  # reported by the parent
         out.put(("failed", str(exc).splitlines()[0][:300]))
     finally:
@@ -215,36 +220,8 @@ def _measure(
         cur = conn.cursor()
         try:
             routes = {name: route_label(explain_route(cur, sql)) for name, sql in statements}
-            # 1. queries alone
-            idle_loop = QueryLoop(server.uri, statements)
-            idle_loop.start()
-            time.sleep(1.0)  # a warm-up round of the workload, not recorded
-            idle_loop.record("idle")
-            time.sleep(idle_s)
-            idle_loop.stop()
-            samples += idle_loop.samples
-            errors += idle_loop.errors
-            load.append(load_average())
-            log(f"idle: {len(idle_loop.phase_ms('idle'))} statements")
-            # 2. ingest alone
-            _ingest_for(cur, batches[:2], 1.0)  # warm-up
-            alone = _ingest_for(cur, batches, ingest_s)
-            load.append(load_average())
-            log(
-                f"ingest alone: {alone['rows']:,} rows in {alone['seconds']:.1f} s = {alone['rows_per_s']:,.0f} rows/s"
-            )
-            # 3. both
-            busy_loop = QueryLoop(server.uri, statements)
-            busy_loop.start()
-            time.sleep(1.0)
-            during = _ingest_beside(server.uri, ingest_s, busy_loop)
-            busy_loop.stop()
-            samples += busy_loop.samples
-            errors += busy_loop.errors
-            load.append(load_average())
-            log(
-                f"ingest + queries: {during['rows_per_s']:,.0f} rows/s, {len(busy_loop.phase_ms('ingest'))} statements"
-            )
+            with gc_paused():  # the clients' own collector pauses would count as latency
+                alone, during = _phases(server.uri, cur, statements, batches, idle_s, ingest_s, load, samples, errors)
             # 4. visibility
             vis = _visibility_probe(cur, batches, 6 if quick else 20)
             load.append(load_average())
@@ -254,6 +231,47 @@ def _measure(
     finally:
         server.stop()
     return _result(rows, routes, samples, errors, alone, during, vis, load, statements)
+
+
+def _phases(
+    uri: str,
+    cur: Any,
+    statements: list[tuple[str, str]],
+    batches: list[Any],
+    idle_s: float,
+    ingest_s: float,
+    load: list[list[float]],
+    samples: list[tuple[float, str, float]],
+    errors: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Phases 1-3: queries alone, ingest alone, both (samples and errors appended)."""
+    # 1. queries alone
+    idle_loop = QueryLoop(uri, statements)
+    idle_loop.start()
+    time.sleep(1.0)  # a warm-up round of the workload, not recorded
+    idle_loop.record("idle")
+    time.sleep(idle_s)
+    idle_loop.stop()
+    samples += idle_loop.samples
+    errors += idle_loop.errors
+    load.append(load_average())
+    log(f"idle: {len(idle_loop.phase_ms('idle'))} statements")
+    # 2. ingest alone
+    _ingest_for(cur, batches[:2], 1.0)  # warm-up
+    alone = _ingest_for(cur, batches, ingest_s)
+    load.append(load_average())
+    log(f"ingest alone: {alone['rows']:,} rows in {alone['seconds']:.1f} s = {alone['rows_per_s']:,.0f} rows/s")
+    # 3. both
+    busy_loop = QueryLoop(uri, statements)
+    busy_loop.start()
+    time.sleep(1.0)
+    during = _ingest_beside(uri, ingest_s, busy_loop)
+    busy_loop.stop()
+    samples += busy_loop.samples
+    errors += busy_loop.errors
+    load.append(load_average())
+    log(f"ingest + queries: {during['rows_per_s']:,.0f} rows/s, {len(busy_loop.phase_ms('ingest'))} statements")
+    return alone, during
 
 
 def _visibility_probe(cur: Any, batches: list[Any], rounds: int) -> dict[str, Any]:
