@@ -63,7 +63,7 @@ class IngestSettings:
     nice: int = 10
     snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
     # While statements run, a table's ingest is held to at most this many rows/s (0: never).
-    yield_rows_per_s: int = 320_000
+    yield_rows_per_s: int = 280_000
 
     @classmethod
     def from_config(cls, raw: dict[str, Any]) -> IngestSettings:
@@ -75,7 +75,7 @@ class IngestSettings:
             max_future=parse_duration(raw.get("max_future", "1d"), "ingest.max_future"),
             nice=_nice(raw.get("nice", 10)),
             snapshot_every=parse_duration(raw.get("snapshot_every", "30s"), "ingest.snapshot_every"),
-            yield_rows_per_s=_rate(raw.get("yield_rows_per_s", 320_000)),
+            yield_rows_per_s=_rate(raw.get("yield_rows_per_s", 280_000)),
         )
 
 
