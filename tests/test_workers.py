@@ -12,6 +12,7 @@ ticket; SIGTERM stops every process and flushes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -106,6 +107,32 @@ class Front:
             time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def _two_workers(root: Path, env: dict[str, str], *args: str) -> Iterator[tuple[SubprocessServer, Front, dict[str, Any]]]:
+    """``serve --workers 2`` on ``root`` (no maintenance: the data state changes only when a
+    test ingests), once its follower is admitted: the server, its front and that state."""
+    metrics = _free_port_run(3)
+    srv = start_subprocess(
+        root,
+        "--workers",
+        "2",
+        *args,
+        env={"TIERFLIGHT_METRICS__PORT": str(metrics), "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s", **env},
+    )
+    f = Front(srv, metrics)
+    try:
+        state = f.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
+        yield srv, f, state
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.terminate()
+            try:
+                srv.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                srv.proc.kill()
+                srv.proc.wait()
+
+
 @pytest.fixture(scope="module")
 def workers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
@@ -130,31 +157,9 @@ def oracle(workers_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @pytest.fixture(scope="module")
 def front(workers_dir: Path, oracle: duckdb.DuckDBPyConnection) -> Iterator[Front]:
-    metrics = _free_port_run(3)
-    srv = start_subprocess(
-        workers_dir,
-        "--workers",
-        "2",
-        env={
-            "TIERFLIGHT_METRICS__PORT": str(metrics),
-            "TIERFLIGHT_INGEST__FLUSH_AGE": "2s",
-            "TIERFLIGHT_SERVER__STATEMENT_TIMEOUT": "3s",
-            # No maintenance run at start: the data state changes only when a test ingests.
-            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
-        },
-    )
-    f = Front(srv, metrics)
-    try:
-        f.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
+    env = {"TIERFLIGHT_INGEST__FLUSH_AGE": "2s", "TIERFLIGHT_SERVER__STATEMENT_TIMEOUT": "3s"}
+    with _two_workers(workers_dir, env) as (_, f, _):
         yield f
-    finally:
-        if srv.proc.poll() is None:
-            srv.proc.terminate()
-            try:
-                srv.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                srv.proc.kill()
-                srv.proc.wait()
 
 
 def _query(uri: str, sql: str, params: tuple[Any, ...] | None = None) -> pa.Table:
@@ -502,34 +507,14 @@ def auth_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
 
     root = tmp_path_factory.mktemp("workers-auth")
     load_demo(make_config(root), 5_000, dt.date(2024, 11, 1), 30, 3)
-    metrics = _free_port_run(3)
     users = ",".join(
         [
             f"alice:{hash_password('alice-pw', ITERATIONS)}:read",
             f"loader:{hash_password('loader-pw', ITERATIONS)}:ingest",
         ]
     )
-    srv = start_subprocess(
-        root,
-        "--workers",
-        "2",
-        env={
-            "TIERFLIGHT_METRICS__PORT": str(metrics),
-            "TIERFLIGHT_USERS": users,
-            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
-        },
-    )
-    f = Front(srv, metrics)
-    try:
-        f.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
+    with _two_workers(root, {"TIERFLIGHT_USERS": users}) as (_, f, _):
         yield f
-    finally:
-        srv.proc.terminate()
-        try:
-            srv.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            srv.proc.kill()
-            srv.proc.wait()
 
 
 def _login(client: flight.FlightClient, user: str, password: str) -> flight.FlightCallOptions:
@@ -598,22 +583,10 @@ def test_tls_an_advertised_host_and_fixed_worker_ports(tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("workers-tls")
     load_demo(make_config(root), 3_000, dt.date(2024, 11, 1), 10, 4)
     cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
-    metrics = _free_port_run(3)
     ports = _free_port_run(2)
-    srv = start_subprocess(
-        root,
-        "--workers", "2", "--advertise", "localhost", "--worker-ports", str(ports),
-        env={
-            "TIERFLIGHT_METRICS__PORT": str(metrics),
-            "TIERFLIGHT_SERVER__TLS_CERT": str(cert),
-            "TIERFLIGHT_SERVER__TLS_KEY": str(key),
-            "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
-        },
-    )  # fmt: skip
-    front = Front(srv, metrics)
-    try:
+    env = {"TIERFLIGHT_SERVER__TLS_CERT": str(cert), "TIERFLIGHT_SERVER__TLS_KEY": str(key)}
+    with _two_workers(root, env, "--advertise", "localhost", "--worker-ports", str(ports)) as (srv, front, state):
         assert srv.uri.startswith("grpc+tls://")
-        state = front.wait("follower admitted after start", lambda s: s.get("eligible") == [0, 1])
         assert state["locations"] == [f"grpc+tls://localhost:{ports}", f"grpc+tls://localhost:{ports + 1}"]
         sql = "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type"
         with tierflight_client.connect(srv.uri, tls_root_certs=cert) as conn:
@@ -629,10 +602,3 @@ def test_tls_an_advertised_host_and_fixed_worker_ports(tmp_path_factory: pytest.
         # Without the CA, the worker's port refuses the handshake like the front's does.
         with flight.connect(state["locations"][0]) as worker, pytest.raises(flight.FlightUnavailableError):
             worker.do_get(flight.Ticket(b"x"), flight.FlightCallOptions(timeout=10)).read_all()
-    finally:
-        srv.proc.terminate()
-        try:
-            srv.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            srv.proc.kill()
-            srv.proc.wait()
