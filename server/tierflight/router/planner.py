@@ -157,11 +157,11 @@ class StatementFacts:
         aggregates: list[tuple[str, str, str]] = []
         columns: list[tuple[str, str]] = []
         where = tuple(conjuncts(tree.args.get("where")))
-        ranged = {
-            id(subject)
-            for subject in map(_range_subject, where)
-            if subject is not None and column_grain(subject, info.time_column, info.grains) not in (None, "exact")
-        }
+        ranged: dict[int, str] = {}  # id of a range's subject -> its grain
+        for subject in map(_range_subject, where):
+            grain = None if subject is None else column_grain(subject, info.time_column, info.grains)
+            if subject is not None and grain not in (None, "exact"):
+                ranged[id(subject)] = str(grain)
         # One breadth-first walk (the order sqlglot's walk gives, so rejections name the same
         # column) that knows whether it is inside an aggregate: asking each node for its
         # ancestors cost a walk up the tree per node.
@@ -169,7 +169,7 @@ class StatementFacts:
         while queue:
             node, in_agg = queue.popleft()
             if id(node) in ranged:
-                range_grains.append(str(column_grain(node, info.time_column, info.grains)))
+                range_grains.append(ranged[id(node)])
                 continue
             if isinstance(node, exp.AggFunc):
                 kind = _AGG_KIND.get(type(node))
