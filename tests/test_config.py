@@ -158,6 +158,17 @@ def test_the_shipped_config_parses_into_typed_sections() -> None:
         cfg.router.enabled = False  # type: ignore[misc]
 
 
+def test_no_module_reads_the_raw_toml() -> None:
+    readers = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in ("server", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"config\.raw\b|\.raw\.get\(|config\.get\(\"auth\"", line)
+    ]
+    assert readers == []
+
+
 def test_environment_overrides_are_typed_values(tmp_path: Path) -> None:
     env = {
         "TIERFLIGHT_INGEST__FLUSH_ROWS": "1500",

@@ -341,6 +341,12 @@ def _int(value: Any, key: str) -> int:
     return value
 
 
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} = {value!r} must be a number")
+    return float(value)
+
+
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} = {value!r} must be true or false")
@@ -424,6 +430,7 @@ _NOT_KEYS: dict[type, tuple[str, ...]] = {IcebergConfig: ("properties",)}
 def _by_type(hint: Any) -> Parser:
     simple: dict[Any, Parser] = {
         int: _int,
+        float: _float,
         bool: _bool,
         str: _str,
         str | None: _optional_str,
