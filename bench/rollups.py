@@ -148,7 +148,7 @@ def _engines(app: Any, data_dir: Path, runs: int) -> dict[str, dict[str, Any]]:
     from tierflight.engine.sandbox import check_statement
     from tierflight.rollups.snapshot import read_meta, read_snapshot
 
-    threads = app.config.raw.get("duckdb", {}).get("threads", 2)
+    threads = app.config.duckdb.threads
     out: dict[str, dict[str, Any]] = {}
     for qname, q in ENGINE_QUERIES.items():
         meta = read_meta(data_dir / "rollups", q["rollup"])

@@ -216,8 +216,8 @@ def test_ingest_yields_to_statements_only_while_they_run(rate: int, busy: bool, 
 
 @pytest.mark.parametrize("value", [-1, "fast", 1.5, True])
 def test_a_bad_yield_rate_is_refused_by_name(value: object) -> None:
+    from tierflight.config import ingest_config
     from tierflight.errors import ConfigError
-    from tierflight.ingest.service import IngestSettings
 
     with pytest.raises(ConfigError, match=r"ingest\.yield_rows_per_s"):
-        IngestSettings.from_config({"yield_rows_per_s": value})
+        ingest_config({"yield_rows_per_s": value})

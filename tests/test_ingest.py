@@ -397,12 +397,12 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path, 
     ],
 )
 def test_bad_ingest_settings_are_refused_with_the_key(raw: dict[str, Any], message: str) -> None:
+    from tierflight.config import ingest_config
     from tierflight.errors import ConfigError
-    from tierflight.ingest.service import IngestSettings
 
     with pytest.raises(ConfigError, match=message):
-        IngestSettings.from_config(raw)
-    assert IngestSettings.from_config({"nice": 0, "snapshot_every": "0s"}).snapshot_every.total_seconds() == 0
+        ingest_config(raw)
+    assert ingest_config({"nice": 0, "snapshot_every": "0s"}).snapshot_every.total_seconds() == 0
 
 
 def test_grown_rollups_are_compacted_in_memory_and_answers_stay_exact(

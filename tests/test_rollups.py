@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ def test_system_rollups(conn: Any) -> None:
 
 
 def test_bad_rollup_config_is_a_clear_error(data_dir: Path) -> None:
+    from tierflight.config import RollupConfig
     from tierflight.errors import ConfigError
     from tierflight.rollups.definition import parse_rollups
 
@@ -187,4 +189,4 @@ def test_bad_rollup_config_is_a_clear_error(data_dir: Path) -> None:
         ({"name": "bad name", "dimensions": ["day"], "measures": ["count"]}, "identifier"),
     ]:
         with pytest.raises(ConfigError, match=needle):
-            parse_rollups(type(table)(**{**table.__dict__, "rollups": (bad,)}))
+            parse_rollups(dataclasses.replace(table, rollups=(RollupConfig(**bad),)))

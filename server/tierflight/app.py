@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config, parse_duration
+from tierflight.config import Config
 from tierflight.engine.database import Database, quote_ident, table_view_sql
 from tierflight.engine.executor import Executor
 from tierflight.engine.rwlock import RWLock
@@ -51,7 +51,7 @@ class App:
         self.refresh_tables()
         self.rollups = RollupRegistry(config, self.database, self.stores, wal=None if follower else self.ingest_service)
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
-        routing = bool(dict(config.raw.get("router", {})).get("enabled", True))
+        routing = config.router.enabled
         self.router = Router(
             self.store_map, self.rollups, config.tiers.current_time, enabled=routing, column_names=self._column_names
         )
@@ -147,7 +147,7 @@ class App:
 
     def start_snapshot_watch(self) -> None:
         """Pick up rollup snapshots and files another node (or a CLI run) published."""
-        interval = parse_duration(dict(self.config.raw.get("rollups", {})).get("reload_interval", "5s"), "rollups.reload_interval")
+        interval = self.config.rollups.reload_interval
         if interval.total_seconds() <= 0:
             return
 

@@ -124,7 +124,7 @@ def serve(
             pid=os.getpid(),
         )
         # Refuse an exposed address without auth at once, before loading data and rollups.
-        check_bind_allowed(host or config.server.host, AuthSettings.from_mapping(config.auth).enabled, insecure)
+        check_bind_allowed(host or config.server.host, AuthSettings.from_config(config.auth).enabled, insecure)
         if workers != 1:
             # The front imports no engine (it only routes calls): the primary worker
             # generates the demo data when there is none.

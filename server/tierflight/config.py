@@ -1,20 +1,29 @@
 """Configuration: one TOML file, every key overridable by ``TIERFLIGHT_<SECTION>__<KEY>``.
 
+Every section is parsed here, once, into a frozen dataclass; no other module reads the TOML.
+An unknown key or section is refused by name with the nearest valid one, so a typo such as
+``router.enabld`` fails at start-up instead of silently keeping the default.
+
 Tables, tiers and rollups are declared here; nothing else in the code knows the demo table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import enum
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar, get_type_hints
 
-from tierflight.errors import ConfigError
+from tierflight.config_keys import Origins, check_keys, unknown_key
+from tierflight.errors import AuthConfigError, ConfigError
+from tierflight.protocol.passwords import HASH_ALGORITHM
 
 ENV_PREFIX = "TIERFLIGHT_"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
@@ -23,7 +32,9 @@ _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_duration(value: Any, key: str) -> dt.timedelta:
     """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` or a number of seconds."""
-    if isinstance(value, int | float):
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return dt.timedelta(seconds=value)
     m = _DURATION.match(str(value))
     if not m:
@@ -33,7 +44,7 @@ def parse_duration(value: Any, key: str) -> dt.timedelta:
 
 def parse_size(value: Any, key: str) -> int:
     """Bytes from ``512MB``, ``4GiB``, ``1000`` and the like."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", str(value), re.IGNORECASE)
     if not m:
@@ -52,12 +63,20 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ``TIERFLIGHT_<SECTION>__<KEY>[__<SUBKEY>...]`` variables onto the parsed TOML."""
+def apply_env_overrides(
+    data: dict[str, Any], environ: Mapping[str, str], origins: Origins | None = None
+) -> dict[str, Any]:
+    """Apply ``TIERFLIGHT_<SECTION>__<KEY>[__<SUBKEY>...]`` variables onto the parsed TOML.
+
+    ``origins`` records which variable set each key (and its sections), so that an unknown key
+    it carried is refused naming the variable rather than a file line that does not exist."""
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if origins is not None:
+            for depth in range(1, len(path) + 1):
+                origins.setdefault(tuple(path[:depth]), name)
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -88,6 +107,26 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    # Relative paths are taken from the working directory; --data-dir overrides it.
+    root: str = "data"
+    # Warm partitions under this prefix (s3://... or a local directory) instead of <root>.
+    warm_uri: str | None = None
+    # How often a table's state on shared (S3) storage is checked for another node's changes.
+    poll_interval: dt.timedelta = dt.timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    # Each None falls back to the AWS_* environment (see tiers.s3.S3Settings.from_config).
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    timeout: dt.timedelta = dt.timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
 class DuckDBConfig:
     threads: int = 2
     memory_limit: str = "4GB"
@@ -108,6 +147,39 @@ class TiersConfig:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+class CatalogType(enum.StrEnum):
+    SQL = "sql"  # pyiceberg's SQL catalog on SQLite under the data dir (embedded)
+    REST = "rest"
+
+
+class OnUnavailable(enum.StrEnum):
+    ERROR = "error"  # a statement that needs the cold tier fails while it is unreachable
+    SKIP = "skip"  # it is answered from the other tiers, and the log says so
+
+
+class IcebergAuth(enum.StrEnum):
+    KEYS = "keys"  # the S3 key pair as OAuth2 client credentials (REST catalogs)
+    NONE = "none"
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class IcebergConfig:
+    type: CatalogType = CatalogType.SQL
+    namespace: str = "tierflight"
+    # How long a catalog (REST) or object store request may take before it fails.
+    timeout: dt.timedelta = dt.timedelta(seconds=10)
+    on_unavailable: OnUnavailable = OnUnavailable.ERROR
+    auth: IcebergAuth = IcebergAuth.KEYS
+    uri: str | None = None  # default (sql): sqlite:///<data_dir>/catalog/iceberg.db
+    warehouse: str | None = None  # default (sql): <data_dir>/iceberg
+    # Other pyiceberg catalog properties, passed to the catalog as given ("s3.endpoint", ...).
+    properties: Mapping[str, str] = field(default_factory=_empty)
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     # /metrics, /healthz and /readyz. 0: any free port (logged); negative or "off": no endpoint.
@@ -122,7 +194,7 @@ class MetricsConfig:
 _OFF = ("off", "none", "disabled", "false", "no")
 
 
-def _metrics_port(value: Any) -> int:
+def _metrics_port(value: Any, key: str = "metrics.port") -> int:
     if isinstance(value, bool):  # `port = false` reads as "off"; true is not a port
         if value:
             raise ConfigError('metrics.port = true is not a port; write a port number, 0 for any, or "off"')
@@ -147,10 +219,68 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class UserConfig:
+    # None: a token-only user. Checked as a hash by protocol.auth.User.
+    password_hash: str | None = field(default=None, repr=False)
+    permissions: tuple[str, ...] = ("read",)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    users: Mapping[str, UserConfig] = field(default_factory=_empty)
+    # Static bearer token -> user name (secrets: never in a repr).
+    tokens: Mapping[str, str] = field(default_factory=_empty, repr=False)
+    token_ttl_seconds: int = 3600  # idle lifetime of session tokens
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # The hot tail is flushed to warm Parquet (late rows: to Iceberg) past any of these.
+    flush_rows: int = 1_000_000
+    flush_bytes: int = 256 << 20
+    flush_age: dt.timedelta = dt.timedelta(minutes=5)
+    max_past: dt.timedelta = dt.timedelta(days=3650)
+    max_future: dt.timedelta = dt.timedelta(days=1)
+    nice: int = 10
+    snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
+    # While statements run, a table's ingest is held to at most this many rows/s (0: never).
+    yield_rows_per_s: int = 280_000
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    enabled: bool = True  # false: every statement reads the raw tiers (for comparisons)
+
+
+@dataclass(frozen=True)
+class RollupsConfig:
+    memory_budget: int = 2 << 30
+    allow_stale: bool = False
+    enabled: bool = True
+    # Where snapshots live (default: next to an S3 warm tier, else <data_dir>/rollups).
+    snapshot_uri: str | None = None
+    # How often a server looks for rollup snapshots another node published (0: never).
+    reload_interval: dt.timedelta = dt.timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
 class ColumnConfig:
     name: str
     type: str  # DuckDB type name
     nullable: bool = True
+
+
+@dataclass(frozen=True)
+class RollupConfig:
+    """One ``[[tables.<t>.rollups]]`` entry; its dimensions and measures are checked against
+    the table by rollups.definition.parse_rollups."""
+
+    name: str = ""
+    dimensions: tuple[str, ...] = ()
+    measures: tuple[str, ...] = ()
+    filter: str | None = None
+    retention: dt.timedelta | None = None
+    order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +289,7 @@ class TableConfig:
     columns: tuple[ColumnConfig, ...]
     time_column: str
     derived: Mapping[str, str] = field(default_factory=dict)  # name -> SQL over the stored columns
-    rollups: tuple[Mapping[str, Any], ...] = ()
+    rollups: tuple[RollupConfig, ...] = ()
     sort_by: tuple[str, ...] = ()
     # How data files are written (tiers.parquet): columns with dictionaries (None: all) and
     # with Bloom filters.
@@ -184,8 +314,13 @@ class Config:
     metrics: MetricsConfig
     demo: DemoConfig
     tables: Mapping[str, TableConfig]
-    auth: Mapping[str, Any]
-    raw: Mapping[str, Any]
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    iceberg: IcebergConfig = field(default_factory=IcebergConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    rollups: RollupsConfig = field(default_factory=RollupsConfig)
 
     def table(self, name: str) -> TableConfig:
         try:
@@ -194,20 +329,51 @@ class Config:
             raise ConfigError(f"table {name!r} is not configured; known tables: {', '.join(self.tables)}") from None
 
 
-def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{name}] must be a table (section), got {type(value).__name__}")
+# -- values ------------------------------------------------------------------------------------
+
+Parser = Callable[[Any, str], Any]
+T = TypeVar("T")
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} = {value!r} must be a whole number")
     return value
 
 
-def _known(cls: Any, section: Mapping[str, Any], name: str) -> None:
-    unknown = set(section) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(cls.__dataclass_fields__))}"
-        )
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} = {value!r} must be a number")
+    return float(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r} must be true or false")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if isinstance(value, os.PathLike):  # a path handed over by a test or a CLI flag
+        return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} = {value!r} must be a string")
+    return value
+
+
+def _optional_str(value: Any, key: str) -> str | None:
+    # An empty string means "not set", as it always has (e.g. warm_uri = "").
+    return _str(value, key) or None
+
+
+def _str_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings, e.g. [\"a\", \"b\"]")
+    return tuple(value)
+
+
+def _optional_duration(value: Any, key: str) -> dt.timedelta | None:
+    return parse_duration(value, key) if value else None  # unset, "" or 0: none
 
 
 def _to_datetime(value: Any, key: str) -> dt.datetime | None:
@@ -223,25 +389,207 @@ def _to_datetime(value: Any, key: str) -> dt.datetime | None:
         raise ConfigError(f"{key} = {value!r} is not a date or timestamp; write e.g. 2024-12-31") from None
 
 
-def _table(name: str, raw: Mapping[str, Any]) -> TableConfig:
+def _enum(kind: type[enum.StrEnum]) -> Parser:
+    def parse(value: Any, key: str) -> enum.StrEnum:
+        try:
+            return kind(str(value).lower())
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r}; use {' or '.join(repr(m.value) for m in kind)}") from None
+
+    return parse
+
+
+def _nice(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise ConfigError(f"{key} must be an integer from 0 to 19, got {value!r}")
+    return value
+
+
+def _rate(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be a whole number of rows per second (0: off), got {value!r}")
+    return value
+
+
+# Fields parsed other than by their type (sizes, ports, ranges); every other field is parsed
+# by its annotation in _by_type.
+_PARSERS: dict[type, dict[str, Parser]] = {
+    ServerConfig: {k: parse_size for k in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes")},
+    TiersConfig: {"now": _to_datetime, "compact_small_file_bytes": parse_size},
+    MetricsConfig: {"port": _metrics_port},
+    IngestConfig: {"flush_bytes": parse_size, "nice": _nice, "yield_rows_per_s": _rate},
+    RollupsConfig: {"memory_budget": parse_size},
+    RollupConfig: {"retention": _optional_duration},
+}
+
+
+# Fields that are no key of their section (filled from several keys).
+_NOT_KEYS: dict[type, tuple[str, ...]] = {IcebergConfig: ("properties",)}
+
+
+def _by_type(hint: Any) -> Parser:
+    simple: dict[Any, Parser] = {
+        int: _int,
+        float: _float,
+        bool: _bool,
+        str: _str,
+        str | None: _optional_str,
+        dt.timedelta: parse_duration,
+        tuple[str, ...]: _str_list,
+    }
+    if hint in simple:
+        return simple[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return _enum(hint)
+    raise TypeError(f"no config parser for {hint!r}")  # a programming error, caught by the tests
+
+
+_FIELD_PARSERS: dict[type, dict[str, Parser]] = {}
+
+
+def _field_parsers(cls: type) -> dict[str, Parser]:
+    """Each key of ``cls``'s section and how its value is parsed (worked out once per class)."""
+    if cls not in _FIELD_PARSERS:
+        hints = get_type_hints(cls)
+        own = _PARSERS.get(cls, {})
+        skip = _NOT_KEYS.get(cls, ())
+        _FIELD_PARSERS[cls] = {f.name: own.get(f.name) or _by_type(hints[f.name]) for f in fields(cls) if f.name not in skip}
+    return _FIELD_PARSERS[cls]
+
+
+def build(cls: type[T], path: tuple[str, ...], section: Any, origins: Origins | None = None) -> T:
+    """``cls`` from one TOML table: every key known, every value parsed by its field."""
+    where = ".".join(path)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"[{where}] must be a table (section), got {type(section).__name__}")
+    parsers = _field_parsers(cls)
+    check_keys(section, parsers, path, origins)
+    return cls(**{k: parsers[k](v, f"{where}.{k}") for k, v in section.items()})
+
+
+def ingest_config(section: Mapping[str, Any]) -> IngestConfig:
+    return build(IngestConfig, ("ingest",), section)
+
+
+# -- [iceberg] -----------------------------------------------------------------------------------
+
+# pyiceberg catalog properties that are single words (REST and SQL catalogs).
+_CATALOG_WORDS = ("credential", "token", "scope", "audience", "resource", "prefix", "echo", "pool_pre_ping")
+
+
+def _flatten(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    # An unquoted dotted key (s3.endpoint = ...) is a nested table in TOML: it means the
+    # property "s3.endpoint" all the same.
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _iceberg(section: Any, origins: Origins) -> IcebergConfig:
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"[iceberg] must be a table (section), got {type(section).__name__}")
+    ours = _field_parsers(IcebergConfig)
+    properties: dict[str, str] = {}
+    for key, value in _flatten({k: v for k, v in section.items() if k not in ours}).items():
+        # pyiceberg's catalog properties are open-ended ("s3.endpoint", "header.X-Foo",
+        # "oauth2-server-uri", any FileIO's), so they pass through as given. They are spelt
+        # with dots or dashes and tierflight's keys with neither: a plain word must be one of
+        # ours (or a known single-word property), so a typo of one of ours is still refused,
+        # as is a dashed spelling of one of ours (on-unavailable).
+        plain = "." not in key and "-" not in key
+        if (plain and key not in _CATALOG_WORDS) or key.replace("-", "_") in ours:
+            raise unknown_key(key, [*ours, *_CATALOG_WORDS], ("iceberg",), origins)
+        properties[key] = str(value)
+    own = build(IcebergConfig, ("iceberg",), {k: v for k, v in section.items() if k in ours}, origins)
+    return dataclasses.replace(own, properties=MappingProxyType(properties))
+
+
+# -- [auth] --------------------------------------------------------------------------------------
+
+
+def auth_config(section: Any, origins: Origins | None = None) -> AuthConfig:
+    """The ``[auth]`` section's shape; who may log in is checked by protocol.auth.AuthSettings."""
+    if not isinstance(section, Mapping):
+        raise AuthConfigError("[auth] must be a table")
+    check_keys(section, [f.name for f in fields(AuthConfig)], ("auth",), origins, error=AuthConfigError)
+    users_raw = section.get("users", {})
+    if not isinstance(users_raw, Mapping):
+        raise AuthConfigError("[auth.users] must be a table of [auth.users.<name>] tables")
+    users: dict[str, UserConfig] = {}
+    for name, entry in users_raw.items():
+        where = f"auth.users.{name}"
+        if not isinstance(entry, Mapping):
+            raise AuthConfigError(f"{where} must be a table with password_hash and permissions")
+        check_keys(entry, [f.name for f in fields(UserConfig)], ("auth", "users", name), origins, error=AuthConfigError)
+        password_hash = entry.get("password_hash")
+        if password_hash is not None and not isinstance(password_hash, str):
+            raise AuthConfigError(f"{where}.password_hash is not a {HASH_ALGORITHM} hash; create one with `tierflight hash-password`")
+        if password_hash == "":
+            raise AuthConfigError(
+                f"{where}.password_hash is empty; create one with `tierflight hash-password`, "
+                "or remove the key to make a token-only user"
+            )
+        perms = entry.get("permissions", ["read"])
+        if not isinstance(perms, list | tuple) or not all(isinstance(p, str) for p in perms):
+            raise AuthConfigError(f'{where}.permissions must be a list of strings, e.g. ["read", "ingest"]')
+        users[str(name)] = UserConfig(password_hash, tuple(perms))
+    tokens_raw = section.get("tokens", {})
+    if not isinstance(tokens_raw, Mapping):
+        raise AuthConfigError('[auth.tokens] must be a table of "token" = "user name" entries')
+    if not all(isinstance(t, str) and isinstance(u, str) for t, u in tokens_raw.items()):
+        raise AuthConfigError('[auth.tokens] entries must be "token" = "user name" strings')
+    ttl = section.get("token_ttl_seconds", 3600)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+        raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
+    return AuthConfig(MappingProxyType(users), MappingProxyType(dict(tokens_raw)), ttl)
+
+
+# -- [tables.<t>] --------------------------------------------------------------------------------
+
+_TABLE_KEYS = (
+    "columns",
+    "time_column",
+    "not_null",
+    "derived",
+    "rollups",
+    "sort_by",
+    "parquet_dictionary",
+    "parquet_bloom_filter",
+    "decimals",
+)
+
+
+def _table(name: str, raw: Any, origins: Origins) -> TableConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[tables.{name}] must be a table (section), got {type(raw).__name__}")
+    check_keys(raw, _TABLE_KEYS, ("tables", name), origins)
     cols_raw = raw.get("columns")
     if not isinstance(cols_raw, dict) or not cols_raw:
         raise ConfigError(f"[tables.{name}.columns] must map column names to DuckDB types")
-    not_null = set(raw.get("not_null", []))
+    not_null = set(_column_list(name, "not_null", raw.get("not_null", []), cols_raw))
     columns = tuple(ColumnConfig(c, str(t).upper(), c not in not_null) for c, t in cols_raw.items())
     time_column = str(raw.get("time_column", ""))
     if time_column not in cols_raw:
         raise ConfigError(f"tables.{name}.time_column = {time_column!r} must name one of its columns")
-    derived = {str(k): str(v) for k, v in dict(raw.get("derived", {})).items()}
-    rollups = tuple(raw.get("rollups", []))
+    derived = raw.get("derived", {})
+    if not isinstance(derived, Mapping):
+        raise ConfigError(f"[tables.{name}.derived] must map column names to SQL expressions")
+    rollups = raw.get("rollups", [])
+    if not isinstance(rollups, list):
+        raise ConfigError(f"tables.{name}.rollups must be a list of [[tables.{name}.rollups]] tables")
     dictionary = raw.get("parquet_dictionary")
     return TableConfig(
         name=name,
         columns=columns,
         time_column=time_column,
-        derived=derived,
-        rollups=rollups,
-        sort_by=tuple(raw.get("sort_by", [time_column])),
+        derived={str(k): str(v) for k, v in derived.items()},
+        rollups=tuple(build(RollupConfig, ("tables", name, f"rollups[{i}]"), r, origins) for i, r in enumerate(rollups)),
+        sort_by=_str_list(raw.get("sort_by", [time_column]), f"tables.{name}.sort_by"),
         parquet_dictionary=None if dictionary is None else _column_list(name, "parquet_dictionary", dictionary, cols_raw),
         parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
         decimals=_decimals(name, raw.get("decimals", {}), cols_raw),
@@ -277,6 +625,25 @@ def _column_list(table: str, key: str, value: Any, columns: Mapping[str, Any]) -
     return tuple(value)
 
 
+# -- loading -------------------------------------------------------------------------------------
+
+SECTIONS = (
+    "server",
+    "storage",
+    "s3",
+    "duckdb",
+    "tiers",
+    "iceberg",
+    "metrics",
+    "demo",
+    "auth",
+    "ingest",
+    "router",
+    "rollups",
+    "tables",
+)
+
+
 def load_config(
     path: Path | str | None,
     *,
@@ -294,7 +661,8 @@ def load_config(
             raise ConfigError(f"config file {cfg_path} does not exist; pass --config FILE") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path} is not valid TOML: {exc}") from None
-    apply_env_overrides(data, os.environ if environ is None else environ)
+    origins: Origins = {}
+    apply_env_overrides(data, os.environ if environ is None else environ, origins)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -302,46 +670,27 @@ def load_config(
             node = node.setdefault(p, {})
         node[leaf] = value
 
-    storage = _section(data, "storage")
-    root = data_dir if data_dir is not None else storage.get("root", "data")
-    server_raw = _section(data, "server")
-    _known(ServerConfig, server_raw, "server")
-    server_kwargs = dict(server_raw)
-    if "statement_timeout" in server_kwargs:
-        server_kwargs["statement_timeout"] = parse_duration(server_kwargs["statement_timeout"], "server.statement_timeout")
-    if "shutdown_grace" in server_kwargs:
-        server_kwargs["shutdown_grace"] = parse_duration(server_kwargs["shutdown_grace"], "server.shutdown_grace")
-    for size_key in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes"):
-        if size_key in server_kwargs:
-            server_kwargs[size_key] = parse_size(server_kwargs[size_key], f"server.{size_key}")
-    tiers_raw = _section(data, "tiers")
-    _known(TiersConfig, tiers_raw, "tiers")
-    tiers = TiersConfig(
-        now=_to_datetime(tiers_raw.get("now"), "tiers.now"),
-        warm_window=parse_duration(tiers_raw.get("warm_window", "90d"), "tiers.warm_window"),
-        maintenance_interval=parse_duration(tiers_raw.get("maintenance_interval", "1h"), "tiers.maintenance_interval"),
-        compact_small_file_bytes=parse_size(
-            tiers_raw.get("compact_small_file_bytes", 64 << 20), "tiers.compact_small_file_bytes"
-        ),
+    check_keys(data, SECTIONS, (), origins)
+    sections = {name: data.get(name, {}) for name in SECTIONS}
+    storage = build(StorageConfig, ("storage",), sections["storage"], origins)
+    root = data_dir if data_dir is not None else storage.root
+    tables = sections["tables"]
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"[tables] must be a table (section), got {type(tables).__name__}")
+    return Config(
+        path=cfg_path,
+        data_dir=Path(root).expanduser().absolute(),
+        server=build(ServerConfig, ("server",), sections["server"], origins),
+        duckdb=build(DuckDBConfig, ("duckdb",), sections["duckdb"], origins),
+        tiers=build(TiersConfig, ("tiers",), sections["tiers"], origins),
+        metrics=build(MetricsConfig, ("metrics",), sections["metrics"], origins),
+        demo=build(DemoConfig, ("demo",), sections["demo"], origins),
+        tables={name: _table(name, raw, origins) for name, raw in tables.items()},
+        auth=auth_config(sections["auth"], origins),
+        storage=storage,
+        s3=build(S3Config, ("s3",), sections["s3"], origins),
+        iceberg=_iceberg(sections["iceberg"], origins),
+        ingest=build(IngestConfig, ("ingest",), sections["ingest"], origins),
+        router=build(RouterConfig, ("router",), sections["router"], origins),
+        rollups=build(RollupsConfig, ("rollups",), sections["rollups"], origins),
     )
-    for name, cls in (("duckdb", DuckDBConfig), ("metrics", MetricsConfig), ("demo", DemoConfig)):
-        _known(cls, _section(data, name), name)
-    metrics_raw = dict(_section(data, "metrics"))
-    if "port" in metrics_raw:
-        metrics_raw["port"] = _metrics_port(metrics_raw["port"])
-    tables = {name: _table(name, raw) for name, raw in _section(data, "tables").items()}
-    try:
-        return Config(
-            path=cfg_path,
-            data_dir=Path(root).expanduser().absolute(),
-            server=ServerConfig(**server_kwargs),
-            duckdb=DuckDBConfig(**_section(data, "duckdb")),
-            tiers=tiers,
-            metrics=MetricsConfig(**metrics_raw),
-            demo=DemoConfig(**_section(data, "demo")),
-            tables=tables,
-            auth=_section(data, "auth"),
-            raw=data,
-        )
-    except TypeError as exc:
-        raise ConfigError(f"invalid configuration value: {exc}") from None

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import parse_duration, parse_size
+from tierflight.config import IngestConfig
 from tierflight.durable import write_json_atomic
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
 from tierflight.ingest.validate import validate_batch
@@ -53,42 +51,8 @@ IF_EXISTS_REPLACE = 3
 INGEST_LOCK_PATIENCE = 0.05
 
 
-@dataclass(frozen=True)
-class IngestSettings:
-    flush_rows: int = 1_000_000
-    flush_bytes: int = 256 << 20
-    flush_age: dt.timedelta = dt.timedelta(minutes=5)
-    max_past: dt.timedelta = dt.timedelta(days=3650)
-    max_future: dt.timedelta = dt.timedelta(days=1)
-    nice: int = 10
-    snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
-    # While statements run, a table's ingest is held to at most this many rows/s (0: never).
-    yield_rows_per_s: int = 280_000
-
-    @classmethod
-    def from_config(cls, raw: dict[str, Any]) -> IngestSettings:
-        return cls(
-            flush_rows=int(raw.get("flush_rows", 1_000_000)),
-            flush_bytes=parse_size(raw.get("flush_bytes", "256MB"), "ingest.flush_bytes"),
-            flush_age=parse_duration(raw.get("flush_age", "5m"), "ingest.flush_age"),
-            max_past=parse_duration(raw.get("max_past", "3650d"), "ingest.max_past"),
-            max_future=parse_duration(raw.get("max_future", "1d"), "ingest.max_future"),
-            nice=_nice(raw.get("nice", 10)),
-            snapshot_every=parse_duration(raw.get("snapshot_every", "30s"), "ingest.snapshot_every"),
-            yield_rows_per_s=_rate(raw.get("yield_rows_per_s", 280_000)),
-        )
-
-
-def _rate(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"ingest.yield_rows_per_s must be a whole number of rows per second (0: off), got {value!r}")
-    return value
-
-
-def _nice(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
-        raise ConfigError(f"ingest.nice must be an integer from 0 to 19, got {value!r}")
-    return value
+# The [ingest] section, parsed and checked by tierflight.config.
+IngestSettings = IngestConfig
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -129,7 +93,7 @@ def _ascending(values: pa.ChunkedArray) -> bool:
 class IngestService:
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.settings = IngestSettings.from_config(dict(app.config.raw.get("ingest", {})))
+        self.settings: IngestSettings = app.config.ingest
         self.tables = {name: TableIngest(store) for name, store in app.stores.items()}
         self._stop = threading.Event()
         self.rows_total = 0

@@ -21,7 +21,7 @@ Model
 
 Wiring into a server::
 
-    settings = AuthSettings.from_mapping(config.get("auth", {}))
+    settings = AuthSettings.from_config(config.auth)
     check_bind_allowed(host, settings.enabled, insecure)
     server = MyFlightServer(
         location,
@@ -54,6 +54,7 @@ from typing import Any
 # the project config later sets ignore_missing_imports for it.
 import pyarrow.flight as flight  # type: ignore[import-untyped, unused-ignore]
 
+from tierflight.config import AuthConfig, auth_config
 from tierflight.errors import AuthConfigError
 from tierflight.protocol.passwords import (
     DEFAULT_ITERATIONS,
@@ -243,68 +244,19 @@ class AuthSettings:
 
         Raises ValueError with a message that says how to fix the entry.
         """
+        return cls.from_config(auth_config(section), environ)
+
+    @classmethod
+    def from_config(cls, config: AuthConfig, environ: Mapping[str, str] | None = None) -> AuthSettings:
+        """Settings from the typed ``[auth]`` section (see :meth:`from_mapping`) plus the
+        ``TIERFLIGHT_USERS`` environment, whose users replace TOML users of the same name."""
         env = os.environ if environ is None else environ
-        if not isinstance(section, Mapping):
-            raise AuthConfigError("[auth] must be a table")
-        known = {"users", "tokens", "token_ttl_seconds"}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise AuthConfigError(
-                f"[auth]: unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"valid keys are {', '.join(sorted(known))}"
-            )
-
-        users = _users_from_toml(section.get("users", {}))
+        users: dict[str, User] = {}
+        for name, user in config.users.items():
+            _check_user_name(name, f"auth.users.{name}")
+            users[name] = User(name=name, password_hash=user.password_hash, permissions=frozenset(user.permissions))
         users.update(_users_from_env(env.get(ENV_USERS, "")))
-
-        raw_tokens = section.get("tokens", {})
-        if not isinstance(raw_tokens, Mapping):
-            raise AuthConfigError('[auth.tokens] must be a table of "token" = "user name" entries')
-        tokens: dict[str, str] = {}
-        for token, user_name in raw_tokens.items():
-            if not isinstance(token, str) or not isinstance(user_name, str):
-                raise AuthConfigError('[auth.tokens] entries must be "token" = "user name" strings')
-            tokens[token] = user_name
-
-        ttl = section.get("token_ttl_seconds", 3600)
-        if isinstance(ttl, bool) or not isinstance(ttl, int):
-            raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
-        return cls(users=users, tokens=tokens, token_ttl_seconds=ttl)
-
-
-def _users_from_toml(raw: object) -> dict[str, User]:
-    if not isinstance(raw, Mapping):
-        raise AuthConfigError("[auth.users] must be a table of [auth.users.<name>] tables")
-    users: dict[str, User] = {}
-    for name, entry in raw.items():
-        where = f"auth.users.{name}"
-        if not isinstance(name, str):
-            raise AuthConfigError("[auth.users] keys must be user names")
-        _check_user_name(name, where)
-        if not isinstance(entry, Mapping):
-            raise AuthConfigError(f"{where} must be a table with password_hash and permissions")
-        extra = sorted(set(entry) - {"password_hash", "permissions"})
-        if extra:
-            raise AuthConfigError(
-                f"{where}: unknown key(s) {', '.join(map(repr, extra))}; "
-                "valid keys are password_hash, permissions"
-            )
-        password_hash = entry.get("password_hash")
-        if password_hash is not None and not isinstance(password_hash, str):
-            raise AuthConfigError(f"{where}.password_hash is not a {HASH_ALGORITHM} hash; {_HASH_HELP}")
-        perms = entry.get("permissions", sorted(DEFAULT_PERMISSIONS))
-        if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
-            raise AuthConfigError(f'{where}.permissions must be a list of strings, e.g. ["read", "ingest"]')
-        if password_hash == "":
-            raise AuthConfigError(
-                f"{where}.password_hash is empty; {_HASH_HELP}, or remove the key to make a token-only user"
-            )
-        users[name] = User(
-            name=name,
-            password_hash=password_hash,
-            permissions=_check_permissions(perms, f"{where}.permissions"),
-        )
-    return users
+        return cls(users=users, tokens=dict(config.tokens), token_ttl_seconds=config.token_ttl_seconds)
 
 
 def _users_from_env(value: str) -> dict[str, User]:

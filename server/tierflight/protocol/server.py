@@ -301,7 +301,7 @@ def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> F
     from tierflight.protocol.boundary import install_traceback_guard
 
     cfg = app.config
-    settings = AuthSettings.from_mapping(cfg.auth)
+    settings = AuthSettings.from_config(cfg.auth)
     check_bind_allowed(host, settings.enabled, insecure)
     certs = tls_certificates(cfg.server.tls_cert, cfg.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"

@@ -19,7 +19,7 @@ from typing import Any
 
 import datasketches
 
-from tierflight.config import TableConfig, parse_duration
+from tierflight.config import TableConfig
 from tierflight.engine.database import quote_ident
 from tierflight.errors import ConfigError
 
@@ -171,18 +171,15 @@ class RollupDef:
 def parse_rollups(table: TableConfig) -> list[RollupDef]:
     out: list[RollupDef] = []
     seen: set[str] = set()
-    for i, raw in enumerate(table.rollups):
+    for i, entry in enumerate(table.rollups):
         where = f"tables.{table.name}.rollups[{i}]"
-        name = str(raw.get("name", ""))
+        name = entry.name
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ConfigError(f"{where}: name {name!r} must be an identifier (letters, digits, _)")
         if name in seen:
             raise ConfigError(f"{where}: rollup name {name!r} is used twice")
         seen.add(name)
-        unknown = set(raw) - {"name", "dimensions", "measures", "filter", "retention", "order"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        dims = tuple(str(d) for d in raw.get("dimensions", []))
+        dims = tuple(entry.dimensions)
         for d in dims:
             if d not in TIME_GRAINS and d not in table.column_names:
                 raise ConfigError(
@@ -190,10 +187,9 @@ def parse_rollups(table: TableConfig) -> list[RollupDef]:
                 )
         if sum(d in TIME_GRAINS for d in dims) > 1:
             raise ConfigError(f"{where}: at most one time grain per rollup (coarser grains are derived)")
-        measures = [parse_measure(str(m), table, where) for m in raw.get("measures", [])]
+        measures = [parse_measure(m, table, where) for m in entry.measures]
         if not any(m.kind == "count" for m in measures):
             measures.insert(0, Measure("count"))  # needed for AVG and to know a group exists
-        retention = raw.get("retention")
         summed = {m.column for m in measures if m.kind == "sum"}
         out.append(
             RollupDef(
@@ -201,22 +197,20 @@ def parse_rollups(table: TableConfig) -> list[RollupDef]:
                 table=table.name,
                 dimensions=dims,
                 measures=tuple(dict.fromkeys(measures)),
-                filter=str(raw["filter"]) if raw.get("filter") else None,
-                retention=parse_duration(retention, f"{where}.retention") if retention else None,
-                order=_order(raw.get("order", []), dims, where),
+                filter=entry.filter,
+                retention=entry.retention,
+                order=_order(entry.order, dims, where),
                 digits=tuple(sorted((c, d) for c, d in table.decimals.items() if c in summed)),
             )
         )
     return out
 
 
-def _order(value: Any, dims: Sequence[str], where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}.order must be a list of the rollup's dimensions, e.g. {list(dims)!r}")
+def _order(value: Sequence[str], dims: Sequence[str], where: str) -> tuple[str, ...]:
     unknown = [v for v in value if v not in dims]
     if unknown or len(set(value)) != len(value):
         raise ConfigError(
-            f"{where}.order = {value!r}: name each of the rollup's dimensions ({', '.join(dims)}) at most once"
+            f"{where}.order = {list(value)!r}: name each of the rollup's dimensions ({', '.join(dims)}) at most once"
         )
     return tuple(value)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import Config, parse_size
+from tierflight.config import Config
 from tierflight.decimals import describe, first_violation
 from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
 from tierflight.errors import ConfigError
@@ -113,14 +113,14 @@ def snapshot_store(config: Config) -> Snapshots:
     replicas share them); else ``<data_dir>/rollups``."""
     from tierflight.tiers.s3 import S3Settings, is_s3_uri
 
-    uri = str(dict(config.raw.get("rollups", {}) or {}).get("snapshot_uri") or "")
-    warm = str(dict(config.raw.get("storage", {}) or {}).get("warm_uri") or "")
+    uri = config.rollups.snapshot_uri or ""
+    warm = config.storage.warm_uri or ""
     if not uri and is_s3_uri(warm):
         uri = f"{warm.rstrip('/')}/_rollups"
     if is_s3_uri(uri):
         from tierflight.rollups.snapshot_s3 import S3Snapshots
 
-        return S3Snapshots(S3Settings.from_config(dict(config.raw.get("s3", {}) or {})), uri)
+        return S3Snapshots(S3Settings.from_config(config.s3), uri)
     return LocalSnapshots(Path(uri).expanduser().absolute() if uri else config.data_dir / "rollups")
 
 
@@ -178,10 +178,9 @@ class RollupRegistry:
         self.database = database
         self.stores = stores
         self.wal = wal
-        raw = dict(config.raw.get("rollups", {}))
-        self.memory_budget = parse_size(raw.get("memory_budget", "2GB"), "rollups.memory_budget")
-        self.allow_stale = bool(raw.get("allow_stale", False))
-        self.enabled = bool(raw.get("enabled", True))
+        self.memory_budget = config.rollups.memory_budget
+        self.allow_stale = config.rollups.allow_stale
+        self.enabled = config.rollups.enabled
         self.snapshots: Snapshots = snapshot_store(config)
         self.states: dict[str, RollupState] = {}
         for table in config.tables.values():

@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import parse_duration
+from tierflight.config import CatalogType, IcebergAuth, IcebergConfig, OnUnavailable
 from tierflight.engine.database import quote_ident, quote_literal
-from tierflight.errors import ConfigError, StorageUnavailable, first_line
+from tierflight.errors import StorageUnavailable, first_line
 from tierflight.log import get_logger
 from tierflight.lru import LRU
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
@@ -30,23 +30,20 @@ log = get_logger("tierflight.cold")
 _DAY = dt.timedelta(days=1)
 
 
-# Keys of [iceberg] that are tierflight's own; every other key is a pyiceberg catalog property.
-_OWN_KEYS = ("type", "namespace", "timeout", "on_unavailable", "auth")
 # Properties that already configure how pyiceberg authenticates to a REST catalog.
 _AUTH_KEYS = ("credential", "token", "rest.sigv4-enabled", "oauth2-server-uri")
-ON_UNAVAILABLE = ("error", "skip")
 
 
 @dataclass(frozen=True)
 class IcebergSettings:
-    catalog_type: str  # "sql" or "rest"
+    catalog_type: CatalogType
     properties: Mapping[str, str]
     namespace: str
     # Seconds a catalog (REST) or object store request may take before it fails.
     timeout: float = 10.0
-    # "error": a statement that needs the cold tier fails while it is unavailable; "skip":
-    # it is answered from the other tiers, and the log says so.
-    on_unavailable: str = "error"
+    # ERROR: a statement that needs the cold tier fails while it is unavailable; SKIP: it is
+    # answered from the other tiers, and the log says so.
+    on_unavailable: OnUnavailable = OnUnavailable.ERROR
     # The object store the table's files live on (REST catalogs): endpoint and credentials.
     s3: S3Settings = field(default_factory=S3Settings)
 
@@ -55,37 +52,33 @@ class IcebergSettings:
         return self.properties.get("uri", "?")
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], data_dir: Path, s3: S3Settings | None = None) -> IcebergSettings:
+    def from_config(cls, config: IcebergConfig, data_dir: Path, s3: S3Settings | None = None) -> IcebergSettings:
         s3 = s3 or S3Settings()
-        kind = str(raw.get("type", "sql"))
-        props = {str(k): str(v) for k, v in raw.items() if k not in _OWN_KEYS}
-        timeout = parse_duration(raw.get("timeout", 10), "iceberg.timeout").total_seconds()
-        on_unavailable = str(raw.get("on_unavailable", "error"))
-        if on_unavailable not in ON_UNAVAILABLE:
-            raise ConfigError(f"iceberg.on_unavailable = {on_unavailable!r}; use 'error' or 'skip'")
+        kind = config.type
+        props = dict(config.properties)
+        if config.uri:
+            props["uri"] = config.uri
+        if config.warehouse:
+            props["warehouse"] = config.warehouse
+        timeout = config.timeout.total_seconds()
         # pyarrow's S3 client otherwise waits for the OS to give up on an unreachable endpoint.
         props.setdefault("s3.connect-timeout", f"{timeout:g}")
         props.setdefault("s3.request-timeout", f"{timeout:g}")
-        if kind == "sql":
+        if kind is CatalogType.SQL:
             catalog_dir = data_dir / "catalog"
             catalog_dir.mkdir(parents=True, exist_ok=True)
             props.setdefault("uri", f"sqlite:///{catalog_dir / 'iceberg.db'}")
             props.setdefault("warehouse", (data_dir / "iceberg").absolute().as_uri())
-        elif kind == "rest":
+        else:
             # The table's files are on the [s3] endpoint unless s3.* properties say otherwise.
             for key, value in s3.iceberg_properties().items():
                 props.setdefault(key, value)
-            auth = str(raw.get("auth", "keys"))
-            if auth not in ("keys", "none"):
-                raise ConfigError(f"iceberg.auth = {auth!r}; use 'keys' (OAuth2 client credentials from the S3 keys) or 'none'")
             # SeaweedFS (and other S3-tables catalogs) accept the S3 key pair as OAuth2 client
             # credentials; explicit credential/token/SigV4 properties take precedence.
-            if auth == "keys" and not any(k in props for k in _AUTH_KEYS) and s3.access_key and s3.secret_key:
+            if config.auth is IcebergAuth.KEYS and not any(k in props for k in _AUTH_KEYS) and s3.access_key and s3.secret_key:
                 props["credential"] = f"{props.get('s3.access-key-id', s3.access_key)}:{props.get('s3.secret-access-key', s3.secret_key)}"
-        else:
-            raise StorageUnavailable(f"iceberg.type = {kind!r} is not supported; use 'sql' (embedded) or 'rest'")
         files = S3Settings.from_iceberg_properties(props, s3, timeout)
-        return cls(kind, props, str(raw.get("namespace", "tierflight")), timeout, on_unavailable, files)
+        return cls(kind, props, config.namespace, timeout, config.on_unavailable, files)
 
 
 def _rest_catalog(settings: IcebergSettings) -> Any:
@@ -123,7 +116,7 @@ def _rest_catalog(settings: IcebergSettings) -> Any:
 
 def load_catalog(settings: IcebergSettings) -> Any:
     try:
-        if settings.catalog_type == "sql":
+        if settings.catalog_type is CatalogType.SQL:
             from pyiceberg.catalog.sql import SqlCatalog
 
             return SqlCatalog("tierflight", **settings.properties)
@@ -238,7 +231,7 @@ class ColdTier:
         try:
             return self._exists()
         except StorageUnavailable as exc:
-            if self.settings.on_unavailable != "skip":
+            if self.settings.on_unavailable is not OnUnavailable.SKIP:
                 raise
             log.warning("cold_tier_skipped", table=self.table_name, error=exc.message)
             return False
@@ -254,7 +247,7 @@ class ColdTier:
             except Exception as exc:  # noqa: BLE001 - any catalog failure is reported as the catalog's
                 raise self._unavailable("load", exc) from None
         except StorageUnavailable as exc:
-            if self.settings.on_unavailable != "skip":
+            if self.settings.on_unavailable is not OnUnavailable.SKIP:
                 raise
             log.warning(
                 "cold_tier_unavailable",
@@ -338,7 +331,7 @@ class ColdTier:
         try:
             files = self._plan(state.table, rng)
         except StorageUnavailable as exc:
-            if self.settings.on_unavailable != "skip":
+            if self.settings.on_unavailable is not OnUnavailable.SKIP:
                 raise
             log.warning("cold_tier_skipped", table=self.table_name, error=exc.message)
             return []

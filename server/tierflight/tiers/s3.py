@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from tierflight.config import parse_duration
+from tierflight.config import S3Config
 from tierflight.engine.database import quote_ident
-from tierflight.errors import ConfigError, StorageUnavailable
+from tierflight.errors import StorageUnavailable
 
 Registration = tuple[str, Any]
 
@@ -50,19 +50,15 @@ class S3Settings:
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> S3Settings:
+    def from_config(cls, config: S3Config, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """The ``[s3]`` section, each unset key taken from the AWS_* environment."""
         env = os.environ if environ is None else environ
-        known = {"endpoint", "region", "access_key", "secret_key", "timeout"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"unknown key(s) in [s3]: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        endpoint = raw.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         return cls(
-            endpoint=str(endpoint) if endpoint else None,
-            region=str(raw.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"),
-            access_key=str(raw.get("access_key") or env.get("AWS_ACCESS_KEY_ID") or "") or None,
-            secret_key=str(raw.get("secret_key") or env.get("AWS_SECRET_ACCESS_KEY") or "") or None,
-            timeout=parse_duration(raw.get("timeout", 10), "s3.timeout").total_seconds(),
+            endpoint=config.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            region=config.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            access_key=config.access_key or env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=config.secret_key or env.get("AWS_SECRET_ACCESS_KEY") or None,
+            timeout=config.timeout.total_seconds(),
         )
 
     @property

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import Config, TableConfig, parse_duration
+from tierflight.config import CatalogType, Config, OnUnavailable, TableConfig
 from tierflight.engine.database import Database
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
@@ -92,24 +92,23 @@ class TableStore:
         self._seen: tuple[object, ...] | None = None
         # Bumped each time a new view is swapped in: plans cached by a router must key on it.
         self.generation = 0
-        self.s3 = S3Settings.from_config(dict(config.raw.get("s3", {}) or {}))
-        warm_uri = str(dict(config.raw.get("storage", {}) or {}).get("warm_uri") or "")
+        self.s3 = S3Settings.from_config(config.s3)
+        warm_uri = config.storage.warm_uri or ""
         self.warm: WarmTier | S3WarmTier
-        storage = dict(config.raw.get("storage", {}) or {})
         self.shared: TableState
         if is_s3_uri(warm_uri):
             self.warm = S3WarmTier(f"{warm_uri.rstrip('/')}/{table.name}/warm", self.s3, table.name, self.schema)
-            poll = parse_duration(storage.get("poll_interval", "2s"), "storage.poll_interval").total_seconds()
+            poll = config.storage.poll_interval.total_seconds()
             self.shared = S3TableState(self.s3, f"{warm_uri.rstrip('/')}/{table.name}", poll)
         else:
             warm_root = Path(warm_uri).expanduser().absolute() / table.name if warm_uri else self.root
             self.warm = WarmTier(warm_root / "warm", table.name, self.schema)
             self.shared = LocalTableState(self.root)
-        settings = IcebergSettings.from_config(dict(config.raw.get("iceberg", {})), config.data_dir, self.s3)
+        settings = IcebergSettings.from_config(config.iceberg, config.data_dir, self.s3)
         try:
             catalog = load_catalog(settings)
         except StorageUnavailable as exc:
-            if settings.on_unavailable != "skip":
+            if settings.on_unavailable is not OnUnavailable.SKIP:
                 raise
             log.warning("cold_tier_unavailable", table=table.name, error=exc.message)
             catalog = None  # connect again on the next refresh
@@ -129,7 +128,7 @@ class TableStore:
     @property
     def cold_on_s3(self) -> bool:
         settings = self.cold.settings
-        return settings.catalog_type != "sql" and not settings.properties.get("warehouse", "").startswith("file:")
+        return settings.catalog_type is not CatalogType.SQL and not settings.properties.get("warehouse", "").startswith("file:")
 
     # -- the boundary ---------------------------------------------------------------------
 

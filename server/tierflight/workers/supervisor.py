@@ -352,7 +352,7 @@ def serve_workers(
     )
     from tierflight.protocol.boundary import install_traceback_guard
 
-    settings = AuthSettings.from_mapping(config.auth)
+    settings = AuthSettings.from_config(config.auth)
     check_bind_allowed(host, settings.enabled, insecure)
     certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
