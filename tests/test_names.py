@@ -134,6 +134,11 @@ def test_spellings_route_like_the_plain_name(conn: Any, spelling: str) -> None:
             plain = _explain(cur, q.format(t="events"))
             assert plain[0][1].startswith("rollup:"), plain
             assert _explain(cur, q.format(t=spelling)) == plain, spelling
+        # Raw answers are pruned to the same partitions.
+        raw = "SELECT auction_id FROM {t} WHERE day = DATE '2024-11-05' AND type = 'click' LIMIT 3"
+        plain = _explain(cur, raw.format(t="events"))
+        assert plain[0][0] == "warm" and "1 partitions" in plain[0][1], plain
+        assert _explain(cur, raw.format(t=spelling)) == plain, spelling
 
 
 @pytest.mark.parametrize(

@@ -299,7 +299,7 @@ class Router:
         if (
             statement.kind == "query"
             and not route.registrations
-            and not_reusable(statement.tree, self._table_infos().keys()) is None
+            and not_reusable(statement.tree, {name.lower() for name in self._table_infos()}) is None
         ):
             route = dataclasses.replace(route, version=key[2:])
         self._cache.put(key, route)
