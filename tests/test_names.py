@@ -99,6 +99,12 @@ def test_system_and_internal_names() -> None:
     assert NAMES.lookup("EVENTS", "MAIN", "TierFlight") == Resolved(Kind.TABLE, "events")
 
 
+def test_a_table_configured_in_mixed_case_resolves_in_any_case() -> None:
+    names = Names(["Events"])
+    for spelling in ("events", '"EVENTS"', "main.Events", "tierflight.main.EVENTS"):
+        assert names.resolve(_table(f"SELECT * FROM {spelling}")) == Resolved(Kind.TABLE, "Events")
+
+
 # -- against the server ------------------------------------------------------------------------
 
 QUERIES = [
@@ -196,6 +202,16 @@ def test_the_catalog_is_tierflight(conn: Any, server: RunningServer) -> None:
         cur.execute("SHOW TABLES")
         assert cur.fetchall() == [("events",)]
     assert [r["catalog_name"] for r in conn.adbc_get_objects(depth="catalogs").read_all().to_pylist()] == ["tierflight"]
+
+
+def test_system_tables_in_any_spelling_are_current(conn: Any) -> None:
+    with conn.cursor() as cur:
+        for spelling in ("system.queries", "SYSTEM.Queries", "tierflight.system.queries", '"TIERFLIGHT"."SYSTEM"."QUERIES"'):
+            marker = f"marker {spelling}"
+            cur.execute(f"SELECT '{marker}' AS m")
+            cur.fetchall()
+            cur.execute(f"SELECT count(*) FROM {spelling} WHERE sql LIKE '%{marker}%'")
+            assert cur.fetchall()[0][0] >= 1, spelling
 
 
 # -- DESCRIBE ------------------------------------------------------------------------------------
