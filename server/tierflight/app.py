@@ -10,8 +10,9 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config
-from tierflight.engine.database import Database, quote_ident, table_view_sql
+from tierflight.engine.database import Database, quote_ident, table_view_sql, use_catalog
 from tierflight.engine.executor import Executor
+from tierflight.engine.names import Names
 from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
@@ -37,6 +38,7 @@ class App:
         self.config = config
         self.follower = follower
         self.database = Database(config)
+        self.names = Names(config.tables, lambda: self.database.system_tables.keys())
         self.stores: dict[str, TableStore] = {
             name: TableStore(config, table, self.database) for name, table in config.tables.items()
         }
@@ -53,7 +55,12 @@ class App:
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
         routing = config.router.enabled
         self.router = Router(
-            self.store_map, self.rollups, config.tiers.current_time, enabled=routing, column_names=self._column_names
+            self.store_map,
+            self.rollups,
+            config.tiers.current_time,
+            enabled=routing,
+            column_names=self._column_names,
+            names=self.names,
         )
         self.planner = self.router
         self.executor = Executor(config, self.database, self.router, self.swap_lock)
@@ -114,7 +121,10 @@ class App:
             return list(names)
         binder = getattr(self, "_binder", None)
         if binder is None:
-            binder = duckdb.connect(":memory:")
+            # Named like the server's database, so catalog-qualified names bind; no file
+            # access (the statement is the client's; only its names are wanted).
+            binder = duckdb.connect(":memory:", config={"enable_external_access": False})
+            use_catalog(binder)
             for table in self.config.tables.values():
                 binder.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
             self._binder = binder
@@ -130,14 +140,10 @@ class App:
         return self.stores
 
     def refresh_tables(self) -> None:
-        """Re-list every tier and redefine the table views (after data changes)."""
+        """Re-list every tier (after data changes)."""
         with self._refresh_lock:
             for store in self.stores.values():
                 store.refresh()
-                # The view gives the table's columns to DESCRIBE and metadata calls; statements
-                # read through the router. S3 sources need registrations a view cannot hold
-                # (they are per connection), so the view leaves them out.
-                self.database.set_table_view(store.table, [s.sql for s in store.sources() if not s.registrations])
             router = getattr(self, "router", None)
             if router is not None:
                 router.invalidate()

@@ -1,4 +1,8 @@
-"""The DuckDB side: one in-memory database whose views are the configured tables.
+"""The DuckDB side: one in-memory database, named ``tierflight``, with the system tables.
+
+The configured tables are not in DuckDB's catalog: the raw planner replaces every reference
+to one (engine.names resolves the spellings) by its current tier sources, so no object in
+the catalog can answer with rows of an earlier listing.
 
 DuckDB is the second fence of the sandbox: external access is off except for the data
 directory, extensions cannot be installed or loaded, and the configuration is locked so a
@@ -16,17 +20,13 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
+from tierflight.engine.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
 from tierflight.errors import StatementRefused
 from tierflight.log import get_logger
 from tierflight.lru import LRU
 
 log = get_logger("tierflight.engine")
 
-SYSTEM_SCHEMA = "system"
-# DuckDB has a built-in catalog called "system", which makes ``system.x`` ambiguous; the
-# tables live in this schema and the planner rewrites ``system.x`` to it.
-SYSTEM_STORAGE_SCHEMA = "tf_system"
-ROLLUP_DATABASE = "tf_rollup"
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
 
 SystemTableSource = Callable[[], pa.Table]
@@ -65,6 +65,16 @@ def derived_columns_sql(table: TableConfig, derived: Collection[str] | None = No
     )
 
 
+def use_catalog(con: duckdb.DuckDBPyConnection) -> None:
+    """Name the connection's database ``tierflight`` (the catalog of the contract): DuckDB
+    names an in-memory database ``memory`` and has no setting for it, so attach one under
+    the name, make it the default and drop ``memory``. Cursors opened afterwards default to
+    it (the only database left that is not internal)."""
+    con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+    con.execute(f"USE {CATALOG}")
+    con.execute("DETACH memory")
+
+
 class Database:
     """Owns the DuckDB connection; hands out one cursor per statement."""
 
@@ -84,6 +94,7 @@ class Database:
                 "autoload_known_extensions": False,
             },
         )
+        use_catalog(self._con)
         self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_STORAGE_SCHEMA}")
         # Rollups live in an in-memory database that DuckDB compresses at checkpoints
         # (dictionary, RLE, bit packing, ALP): a quarter of their Arrow size, and scans that
@@ -107,12 +118,6 @@ class Database:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
-
-    def set_table_view(self, table: TableConfig, sources: Iterable[str]) -> None:
-        """(Re)define a table's view; DuckDB swaps it atomically for new statements."""
-        sql = table_view_sql(table, sources)
-        with self._lock:
-            self._con.execute(f"CREATE OR REPLACE VIEW {quote_ident(table.name)} AS {sql}")
 
     def register_system_table(self, name: str, source: SystemTableSource) -> None:
         """A ``system.<name>`` table whose rows come from ``source`` when a statement reads it."""

@@ -20,13 +20,17 @@ from tierflight.errors import (
 )
 
 _PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
+# DuckDB echoes the statement it ran around the error ("LINE 1: ..." and a caret). That
+# statement is the planned one, not the client's: its positions mean nothing to the client
+# and it names the server's data files, so the echo is never passed on.
+_ECHO = re.compile(r"\n+LINE \d+:.*", re.DOTALL)
 # DuckDB names the data file it failed on: `file "x"`, `file 'x'`, `the pattern "x"`.
 _FILE = re.compile(r"""(?:\bfile|\bpattern)\s+["']([^"']+)["']""", re.IGNORECASE)
 
 
 def _clean(exc: BaseException) -> str:
     # DuckDB messages start with "Binder Error: ..."; keep the text, drop the class echo.
-    text = str(exc).strip()
+    text = _ECHO.sub("", str(exc)).strip()
     return _PREFIX.sub("", text, count=1) or type(exc).__name__
 
 

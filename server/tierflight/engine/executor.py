@@ -21,10 +21,9 @@ from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
-from sqlglot import exp
 
 from tierflight.config import Config
-from tierflight.engine.database import SYSTEM_SCHEMA, Database
+from tierflight.engine.database import Database
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.rwlock import RWLock
 from tierflight.engine.sandbox import Statement
@@ -126,10 +125,6 @@ class ResultCache:
 
 def statement_hash(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()[:16]
-
-
-def system_tables_read(tree: exp.Expr) -> set[str]:
-    return {t.name for t in tree.find_all(exp.Table) if t.db.lower() == SYSTEM_SCHEMA}
 
 
 def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -341,9 +336,8 @@ class Executor:
                     ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
                     ex._known_bytes, ex.reused = nbytes, True
                 else:
-                    names = system_tables_read(statement.tree)
-                    if names:
-                        self.database.refresh_system_tables(names)
+                    if route.system_tables:  # resolved by the raw planner (engine.names)
+                        self.database.refresh_system_tables(route.system_tables)
                     cursor = self.database.cursor()
                     with self._lock:
                         self._starting[query_id] = cursor

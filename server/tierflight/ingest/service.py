@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from tierflight.config import IngestConfig
 from tierflight.durable import write_json_atomic
+from tierflight.engine.names import Kind
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
@@ -187,12 +188,15 @@ class IngestService:
     # -- ingest ---------------------------------------------------------------------------
 
     def ingest(self, cmd: Any, reader: Any, user: str) -> int:
-        table_name = cmd.table
-        if cmd.HasField("schema") and cmd.schema not in ("", "main"):
-            raise NotFound(f"schema {cmd.schema!r} has no ingestible tables; use the main schema")
-        t = self.tables.get(table_name)
-        if t is None:
-            raise NotFound(f"table {table_name!r} is not configured for ingest; known: {', '.join(self.tables)}")
+        # The target resolves as a statement's table name does (any case, main schema,
+        # the tierflight catalog): adbc_ingest("EVENTS", ...) appends to events.
+        schema = cmd.schema if cmd.HasField("schema") and cmd.schema else None
+        catalog = cmd.catalog if cmd.HasField("catalog") and cmd.catalog else None
+        resolved = self.app.names.lookup(cmd.table, schema, catalog)
+        if resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in self.tables:
+            shown = ".".join(p for p in (catalog, schema, cmd.table) if p)
+            raise NotFound(f"table {shown!r} is not configured for ingest; known: {', '.join(self.tables)}")
+        table_name = resolved.name
         opts = cmd.table_definition_options
         if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or (opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL):
             raise PermissionDenied(

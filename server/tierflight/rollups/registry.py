@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 
 from tierflight.config import Config
 from tierflight.decimals import describe, first_violation
-from tierflight.engine.database import ROLLUP_DATABASE, Database, quote_ident
+from tierflight.engine.database import Database, quote_ident
+from tierflight.engine.names import ROLLUP_DATABASE
 from tierflight.errors import ConfigError
 from tierflight.log import get_logger
 from tierflight.rollups.build import build_groups, source_state

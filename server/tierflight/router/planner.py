@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
-from tierflight.engine.database import ROLLUP_DATABASE, quote_ident, table_view_sql
+from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.engine.names import ROLLUP_DATABASE, Names
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.rollups.build import state_expr
@@ -240,12 +241,14 @@ class Router:
         now: Callable[[], dt.datetime],
         enabled: bool = True,
         column_names: Callable[[str], list[str]] | None = None,
+        names: Names | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names
         self._stores = stores
         self.registry = registry
-        self.raw = RawPlanner(stores)
+        self._names = names
+        self.raw = RawPlanner(stores, names)
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
@@ -296,7 +299,7 @@ class Router:
         if (
             statement.kind == "query"
             and not route.registrations
-            and not_reusable(statement.tree, self._table_infos().keys()) is None
+            and not_reusable(statement.tree, {name.lower() for name in self._table_infos()}) is None
         ):
             route = dataclasses.replace(route, version=key[2:])
         self._cache.put(key, route)
@@ -317,7 +320,7 @@ class Router:
             route = self.raw.plan(statement)
             return dataclasses.replace(route, rejected=(Rejection("*", "parameters", "statements with parameters read raw tiers"),))
         try:
-            table, info = single_table(tree, self._table_infos())
+            table, info = single_table(tree, self._table_infos(), self._names or Names(self._stores()))
         except Reject as r:
             route = self.raw.plan(statement)
             return dataclasses.replace(route, rejected=(Rejection("*", r.rule, r.reason),))

@@ -16,12 +16,8 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.config import TableConfig
-from tierflight.engine.database import (
-    SYSTEM_SCHEMA,
-    SYSTEM_STORAGE_SCHEMA,
-    derived_columns_sql,
-    table_view_sql,
-)
+from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
+from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
@@ -135,11 +131,13 @@ class _Template:
     # where the statement names its columns: a star's column order must not depend on which
     # tiers answer.
     day_as: Mapping[str, str | None]
+    shape_only: bool = False  # DESCRIBE: the tables' columns are read, never their rows
 
 
 class RawPlanner:
-    def __init__(self, stores: StoreLookup) -> None:
+    def __init__(self, stores: StoreLookup, names: Names | None = None) -> None:
         self._stores = stores
+        self._names = names
         self._templates: LRU[tuple[str, str], _Template] = LRU(4096)
 
     def _template(self, statement: Statement, stores: Mapping[str, TableStore]) -> _Template:
@@ -147,29 +145,45 @@ class RawPlanner:
         known = self._templates.get(key)
         if known is not None:
             return known
+        names = self._names or Names(stores)
         parts: list[RoutePart] = []
         references: list[_Reference] = []
         system = False
         tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
+        special = _describe_or_show(tree, names, stores)
+        if special is not None:
+            template = _Template(special, (), (), {}, {})
+            self._templates.put(key, template)
+            return template
+        if isinstance(tree, exp.Summarize) and isinstance(tree.this, exp.Table) and names.resolve(tree.this):
+            # SUMMARIZE <table> summarizes its rows: the same as SUMMARIZE SELECT * FROM it.
+            tree.set("this", exp.Select(expressions=[exp.Star()]).from_(tree.this.copy()))
+        unaliased: set[str] = set()
         for t in list(tree.find_all(exp.Table)):
-            if t.db.lower() == SYSTEM_SCHEMA:
+            resolved = names.resolve(t)
+            if resolved is None:
+                continue
+            if resolved.kind is Kind.SYSTEM:
                 system = True
-                parts.append(RoutePart("system", f"system.{t.name}", 0, "system table"))
-                if not t.catalog:
-                    t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
+                parts.append(RoutePart("system", f"system.{resolved.name}", 0, "system table"))
+                t.set("this", exp.to_identifier(resolved.name, quoted=True))
+                t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
+                t.set("catalog", None)
                 continue
-            store = stores.get(t.name) if not t.db or t.db.lower() == "main" else None
-            if store is None or not t.name:
-                continue
+            store = stores[resolved.name]
             cfg = store.table
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
             rng = table_time_range(t, cfg.time_column, grains)
             when = t.args.get("when")
             marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
-            references.append(_Reference(marker, t.name, t.alias or t.name, rng, when.copy() if when is not None else None))
-            t.replace(
-                exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name)))
-            )
+            # Without an alias DuckDB names the relation as it is written (``EVENTS``).
+            alias = t.alias or t.name
+            if not t.alias:
+                unaliased.add(resolved.name)
+            references.append(_Reference(marker, resolved.name, alias, rng, when.copy() if when is not None else None))
+            t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
+        if unaliased:
+            _unqualify_columns(tree, names, unaliased)
         sql = tree.sql(dialect=DIALECT) if references or system else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
@@ -182,7 +196,7 @@ class RawPlanner:
             date_column = _date_column(tuple(cfg.derived.items()), cfg.time_column)
             wanted = derived[r.table]
             day_as[r.table] = date_column if wanted is not None and date_column and date_column.lower() in wanted else None
-        template = _Template(sql, tuple(references), tuple(parts), derived, day_as)
+        template = _Template(sql, tuple(references), tuple(parts), derived, day_as, isinstance(tree, exp.Describe))
         self._templates.put(key, template)
         return template
 
@@ -196,7 +210,10 @@ class RawPlanner:
         sql = template.sql
         for ref in template.references:
             store = stores[ref.table]
-            if ref.when is not None:
+            if template.shape_only:
+                # DESCRIBE SELECT ...: only the columns matter; no file is listed or opened.
+                body = table_view_sql(store.table, [], template.derived[ref.table])
+            elif ref.when is not None:
                 sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
                 body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
@@ -216,6 +233,43 @@ class RawPlanner:
         if statement.kind == "explain":
             sql = "EXPLAIN " + sql
         return Route(sql=sql, parts=tuple(parts), registrations=tuple(registrations))
+
+
+def _describe_or_show(tree: exp.Expr, names: Names, stores: Mapping[str, TableStore]) -> str | None:
+    """The SQL answering ``DESCRIBE <configured table>`` or ``SHOW TABLES`` (the tables are
+    not in DuckDB's catalog), or None for any other statement."""
+    if isinstance(tree, exp.Show) and tree.name.upper() == "TABLES":
+        rows = ", ".join(f"({quote_literal(n)})" for n in sorted(names.tables))
+        return f"SELECT name FROM (VALUES {rows}) AS t(name) ORDER BY name" if rows else "SELECT NULL::VARCHAR AS name WHERE false"
+    if not isinstance(tree, exp.Describe) or not isinstance(tree.this, exp.Table):
+        return None
+    resolved = names.resolve(tree.this)
+    if resolved is None or resolved.kind is not Kind.TABLE:
+        return None
+    return describe_sql(stores[resolved.name].table)
+
+
+def describe_sql(table: TableConfig) -> str:
+    """DuckDB's DESCRIBE columns for a configured table: its stored and derived columns with
+    their types as DuckDB binds them, NOT NULL where the table declares it."""
+    not_null = [quote_literal(c.name) for c in table.columns if not c.nullable]
+    null = f"CASE WHEN column_name IN ({', '.join(not_null)}) THEN 'NO' ELSE \"null\" END" if not_null else '"null"'
+    return (
+        f'SELECT column_name, column_type, {null} AS "null", "key", "default", extra '
+        f"FROM (DESCRIBE SELECT * FROM ({table_view_sql(table, [])}))"
+    )
+
+
+def _unqualify_columns(tree: exp.Expr, names: Names, tables: Collection[str]) -> None:
+    """``main.events.ts`` names the column through the table's schema (and catalog); once
+    the table is a subquery aliased ``events``, only ``events.ts`` binds."""
+    for column in tree.find_all(exp.Column):
+        if not column.args.get("db"):
+            continue
+        resolved = names.lookup(column.table, column.db, column.catalog or None)
+        if resolved is not None and resolved.kind is Kind.TABLE and resolved.name in tables:
+            column.set("db", None)
+            column.set("catalog", None)
 
 
 def _reason(rng: TimeRange) -> str:

@@ -54,6 +54,11 @@ class Route:
         names = [p.source for p in self.parts if p.tier == "hot" and p.source.startswith("rollup:")]
         return ",".join(n.removeprefix("rollup:") for n in names) or None
 
+    @cached_property
+    def system_tables(self) -> frozenset[str]:
+        """The system tables the SQL reads (refreshed before it runs), as registered."""
+        return frozenset(p.source.removeprefix("system.") for p in self.parts if p.tier == "system")
+
     def to_json(self) -> str:
         return self._json
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
+from tierflight.engine.names import Kind, Names
 from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, retention_start
 from tierflight.router.timerange import column_grain, literal_datetime, next_boundary, truncate
 
@@ -78,14 +79,18 @@ class TableInfo:
     spelled: Mapping[str, str] = field(default_factory=dict)
 
 
-def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.Table, TableInfo]:
-    """Rule ``shape``: one configured table, aggregated, no joins."""
+def single_table(select: exp.Select, tables: dict[str, TableInfo], names: Names) -> tuple[exp.Table, TableInfo]:
+    """Rule ``shape``: one configured table (any spelling ``names`` resolves), aggregated, no joins."""
     if select.args.get("joins") or select.args.get("laterals"):
         raise Reject("shape", "joins are answered from raw tiers")
     from_ = select.args.get("from_")
     table = from_.this if from_ is not None else None
-    if not isinstance(table, exp.Table) or table.name not in tables or (table.db and table.db.lower() != "main"):
+    resolved = names.resolve(table) if isinstance(table, exp.Table) else None
+    if not isinstance(table, exp.Table) or resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in tables:
         raise Reject("shape", "not a single configured table")
+    if any(c.args.get("db") for c in select.find_all(exp.Column)):
+        # ``main.events.ts``: the raw planner rewrites those to the relation's alias.
+        raise Reject("shape", "schema-qualified column references are answered from raw tiers")
     if table.args.get("when") is not None or table.args.get("version") is not None:
         raise Reject("time-travel", "reads an earlier Iceberg snapshot; rollups hold the current data")
     if not select.args.get("group") and not any(select.find_all(exp.AggFunc)):
@@ -93,7 +98,7 @@ def single_table(select: exp.Select, tables: dict[str, TableInfo]) -> tuple[exp.
     for node in select.find_all(exp.Select):
         if node is not select:
             raise Reject("shape", "subqueries inside an aggregate statement are answered from raw tiers")
-    return table, tables[table.name]
+    return table, tables[resolved.name]
 
 
 def _bucket(group: StorageGroup) -> exp.Expr:
