@@ -90,7 +90,9 @@ log = logging.getLogger(__name__)
 MIDDLEWARE_KEY = "auth"
 ENV_USERS = "TIERFLIGHT_USERS"
 ANONYMOUS_USER = "anonymous"
-ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest"})
+# "admin": sees every user's statements in system.queries and may cancel them.
+ADMIN = "admin"
+ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest", ADMIN})
 DEFAULT_PERMISSIONS: frozenset[str] = frozenset({"read"})
 
 # Static tokens are long-lived secrets sent on every call; short ones are
@@ -225,7 +227,7 @@ class AuthSettings:
             token_ttl_seconds = 3600          # idle lifetime of session tokens
             [auth.users.alice]
             password_hash = "pbkdf2_sha256$600000$<salt b64>$<hash b64>"
-            permissions = ["read", "ingest"]  # default ["read"]
+            permissions = ["read", "ingest"]  # default ["read"]; also "admin"
             [auth.users.loader]               # no password: token-only user
             permissions = ["ingest"]
             [auth.tokens]
