@@ -63,6 +63,7 @@ from tierflight.protocol.passwords import (
     parse_hash,
     verify_password,
 )
+from tierflight.protocol.throttle import Limits, LoginThrottle, retry_message
 from tierflight.protocol.transport import check_bind_allowed, tls_certificates
 
 __all__ = [
@@ -176,6 +177,10 @@ class AuthSettings:
     users: Mapping[str, User] = field(default_factory=_empty_mapping)
     tokens: Mapping[str, str] = field(default_factory=_empty_mapping)
     token_ttl_seconds: int = 3600
+    # Login throttling (protocol/throttle.py): attempts of one user name before the backoff,
+    # and the longest window in which its further attempts are refused.
+    max_failed_logins: int = 5
+    login_backoff_cap_seconds: int = 60
 
     def __post_init__(self) -> None:
         # Freeze copies so a caller mutating its dict cannot change who is
@@ -206,6 +211,10 @@ class AuthSettings:
             or self.token_ttl_seconds <= 0
         ):
             raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
+        for key in ("max_failed_logins", "login_backoff_cap_seconds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise AuthConfigError(f"auth.{key} must be a positive integer")
         object.__setattr__(self, "users", MappingProxyType(users))
         object.__setattr__(self, "tokens", MappingProxyType(tokens))
 
@@ -248,7 +257,7 @@ class AuthSettings:
         env = os.environ if environ is None else environ
         if not isinstance(section, Mapping):
             raise AuthConfigError("[auth] must be a table")
-        known = {"users", "tokens", "token_ttl_seconds"}
+        known = {"users", "tokens", "token_ttl_seconds", "max_failed_logins", "login_backoff_cap_seconds"}
         unknown = sorted(set(section) - known)
         if unknown:
             raise AuthConfigError(
@@ -271,7 +280,13 @@ class AuthSettings:
         ttl = section.get("token_ttl_seconds", 3600)
         if isinstance(ttl, bool) or not isinstance(ttl, int):
             raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
-        return cls(users=users, tokens=tokens, token_ttl_seconds=ttl)
+        return cls(
+            users=users,
+            tokens=tokens,
+            token_ttl_seconds=ttl,
+            max_failed_logins=section.get("max_failed_logins", 5),
+            login_backoff_cap_seconds=section.get("login_backoff_cap_seconds", 60),
+        )
 
 
 def _users_from_toml(raw: object) -> dict[str, User]:
@@ -455,6 +470,14 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
             if u.password_hash is not None
         ]
         self._dummy_hash = hash_password("", max(iterations, default=1))
+        # Checked before any password hash runs (see protocol/throttle.py). The shared key
+        # bounds guesses spread over many names: a larger allowance, a shorter window.
+        cap = float(settings.login_backoff_cap_seconds)
+        self.throttle = LoginThrottle(
+            Limits(settings.max_failed_logins, cap),
+            Limits(6 * settings.max_failed_logins, min(cap, 10.0)),
+            clock=clock,
+        )
 
     @property
     def settings(self) -> AuthSettings:
@@ -495,6 +518,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
 
         user = self._settings.users.get(name)
         if user is None or user.password_hash is None:
+            # Throttled like a known name: the answer must not tell which names exist.
+            self._admit(name)
             verify_password(password, self._dummy_hash)
             log.info("basic authentication failed for user %r", name)
             raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
@@ -507,11 +532,15 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         with self._lock:
             known_good = cache_key in self._verified
         if not known_good:
+            # Credentials verified before skip the throttle: a guesser cannot lock out a
+            # user whose password this process has already seen.
+            self._admit(name)
             # Outside the lock: PBKDF2 takes ~0.3 s and releases the GIL, so
             # concurrent logins proceed in parallel.
             if not verify_password(password, user.password_hash):
                 log.info("basic authentication failed for user %r", name)
                 raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
+            self.throttle.succeeded(name)
             with self._lock:
                 if len(self._verified) >= _VERIFY_CACHE_LIMIT:
                     self._verified.clear()
@@ -519,6 +548,11 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
 
         token = self._session_token(cache_key, name)
         return AuthMiddleware(user.name, user.permissions, issued_token=token)
+
+    def _admit(self, name: str) -> None:
+        wait = self.throttle.admit(name)
+        if wait > 0:
+            raise flight.FlightUnauthenticatedError(retry_message(wait))
 
     def _session_token(self, cache_key: tuple[str, str, bytes], user: str) -> str:
         now = self._clock()
