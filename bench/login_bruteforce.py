@@ -37,7 +37,9 @@ def _start(data_dir: str) -> tuple[subprocess.Popen[str], str]:
     env = dict(os.environ, TIERFLIGHT_USERS=users, TIERFLIGHT_METRICS__PORT="0")
     argv = [sys.executable, "-m", "tierflight", "--config", str(ROOT / "conf" / "tierflight.toml"),
             "--data-dir", data_dir, "serve", "--port", "0", "--no-demo"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"tierflight ready at (grpc://\S+)", line)
@@ -46,7 +48,9 @@ def _start(data_dir: str) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("the server did not start")
 
 
-def _select1_ms(client: flight.FlightClient, options: flight.FlightCallOptions, seconds: float) -> list[float]:
+def _select1_ms(
+    client: flight.FlightClient, options: flight.FlightCallOptions, seconds: float
+) -> list[float]:
     descriptor = flight.FlightDescriptor.for_command(pack(pb.CommandStatementQuery(query="SELECT 1")))
     out: list[float] = []
     end = time.monotonic() + seconds

@@ -118,7 +118,9 @@ def test_without_auth_statement_tickets_are_signed_too(server: RunningServer) ->
         assert client.do_get(info.endpoints[0].ticket).read_all().to_pylist() == [{"r": "real"}]
 
 
-def test_only_the_owner_or_an_admin_cancels(sessions: dict[str, Session], users_server: RunningServer) -> None:
+def test_only_the_owner_or_an_admin_cancels(
+    sessions: dict[str, Session], users_server: RunningServer
+) -> None:
     alice, bob, loader, root = (sessions[n] for n in ("alice", "bob", "loader", "root"))
     tag = uuid.uuid4().hex
     info = alice.info(f"SELECT '{tag}' AS t")
@@ -134,7 +136,7 @@ def test_system_queries_shows_a_user_their_own_statements(sessions: dict[str, Se
     secret_a, secret_b = uuid.uuid4().hex, uuid.uuid4().hex
     alice.rows(f"SELECT '{secret_a}' AS s")
     bob.rows(f"SELECT '{secret_b}' AS s")
-    view = "SELECT \"user\", sql FROM system.queries"
+    view = 'SELECT "user", sql FROM system.queries'
     seen_by_bob = bob.rows(view)
     assert {r["user"] for r in seen_by_bob} == {"bob"}
     assert any(secret_b in str(r["sql"]) for r in seen_by_bob)

@@ -30,7 +30,10 @@ def basic(user: str, password: str) -> dict[str, list[str]]:
 def factory_and_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[AuthMiddlewareFactory, Clock, list[str]]:
     settings = AuthSettings.from_mapping(
         {
-            "users": {"alice": {"password_hash": hash_password(PW, 1000)}, "bob": {"password_hash": hash_password("b", 1000)}},
+            "users": {
+                "alice": {"password_hash": hash_password(PW, 1000)},
+                "bob": {"password_hash": hash_password("b", 1000)},
+            },
             "max_failed_logins": 3,
             "login_backoff_cap_seconds": 8,
         },
@@ -75,7 +78,9 @@ def test_guesses_past_the_allowance_are_refused_before_the_hash(
     assert waits[-1] == 8 and waits == sorted(waits)
 
 
-def test_unknown_names_are_throttled_alike(factory_and_clock: tuple[AuthMiddlewareFactory, Clock, list[str]]) -> None:
+def test_unknown_names_are_throttled_alike(
+    factory_and_clock: tuple[AuthMiddlewareFactory, Clock, list[str]],
+) -> None:
     factory, _, hashed = factory_and_clock
     known = [_refusal(factory, "alice", f"g{i}") for i in range(6)]
     unknown = [_refusal(factory, "mallory", f"g{i}") for i in range(6)]
