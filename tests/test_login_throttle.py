@@ -40,7 +40,7 @@ def factory_and_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[AuthMiddlewareFa
         environ={},
     )
     clock = Clock()
-    factory = AuthMiddlewareFactory(settings, clock=clock)
+    factory = AuthMiddlewareFactory(settings, clock=clock, sleep=lambda s: None)
     hashed: list[str] = []
     real = auth.verify_password
 
@@ -75,7 +75,7 @@ def test_guesses_past_the_allowance_are_refused_before_the_hash(
         _refusal(factory, "alice", "again")
         msg = _refusal(factory, "alice", "again")
         waits.append(int(msg.split("retry in ")[1].split(" ")[0]))
-    assert waits[-1] == 8 and waits == sorted(waits)
+    assert waits[-1] == 7 and waits == sorted(waits)  # the cap, less the 1 s held back
 
 
 def test_unknown_names_are_throttled_alike(
@@ -118,3 +118,20 @@ def test_settings_validation() -> None:
     for bad in (0, -1, True, "5"):
         with pytest.raises(ValueError, match="max_failed_logins must be a positive integer"):
             AuthSettings.from_mapping({"max_failed_logins": bad}, environ={})
+
+
+def test_refusals_are_held_back_a_bounded_while() -> None:
+    settings = AuthSettings.from_mapping(
+        {"users": {"alice": {"password_hash": hash_password(PW, 1000)}}, "max_failed_logins": 1}, environ={}
+    )
+    clock = Clock()
+    slept: list[float] = []
+    factory = AuthMiddlewareFactory(settings, clock=clock, sleep=slept.append)
+    for i in range(2):
+        _refusal(factory, "alice", f"g{i}")
+    assert slept == []
+    clock.now += 1.5
+    _refusal(factory, "alice", "g2")  # opens a 2 s window
+    clock.now += 0.5
+    assert "retry in 1 s" in _refusal(factory, "alice", "g3")  # 1.5 s left, 1 s of it held here
+    assert slept == [1.0]

@@ -423,6 +423,8 @@ _BAD_CREDENTIALS = "invalid username or password"
 _BAD_TOKEN = "invalid or expired bearer token; authenticate again with username and password"
 _VERIFY_CACHE_LIMIT = 4096
 _PURGE_INTERVAL_SECONDS = 60.0
+_TARPIT_SECONDS = 1.0
+_TARPIT_SLOTS = 32
 
 
 class _Session:
@@ -445,8 +447,14 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         self,
         settings: AuthSettings,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
+        self._sleep = sleep
+        # Refusals are held back a little (the guesser waits, not the CPU: a sleeping thread
+        # holds no GIL), so a flood of refused guesses does not crowd out other calls. Bounded:
+        # past this many held at once, refusals are immediate.
+        self._tarpit = threading.BoundedSemaphore(_TARPIT_SLOTS)
         self._settings = settings
         self._clock = clock
         self._ttl = float(settings.token_ttl_seconds)
@@ -551,8 +559,16 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
 
     def _admit(self, name: str) -> None:
         wait = self.throttle.admit(name)
-        if wait > 0:
-            raise flight.FlightUnauthenticatedError(retry_message(wait))
+        if wait <= 0:
+            return
+        if self._tarpit.acquire(blocking=False):
+            held = min(wait, _TARPIT_SECONDS)
+            try:
+                self._sleep(held)
+            finally:
+                self._tarpit.release()
+            wait -= held
+        raise flight.FlightUnauthenticatedError(retry_message(wait))
 
     def _session_token(self, cache_key: tuple[str, str, bytes], user: str) -> str:
         now = self._clock()
