@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import pyarrow.flight as flight
 import pytest
@@ -135,3 +137,31 @@ def test_refusals_are_held_back_a_bounded_while() -> None:
     clock.now += 0.5
     assert "retry in 1 s" in _refusal(factory, "alice", "g3")  # 1.5 s left, 1 s of it held here
     assert slept == [1.0]
+
+
+def test_a_pool_logging_in_at_once_runs_one_hash_and_is_not_throttled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = AuthSettings.from_mapping(
+        {"users": {"alice": {"password_hash": hash_password(PW, 1000)}}, "max_failed_logins": 1}, environ={}
+    )
+    factory = AuthMiddlewareFactory(settings, sleep=lambda s: None)
+    real, calls = auth.verify_password, []
+
+    def slow(password: str, stored: str) -> bool:
+        calls.append(password)
+        time.sleep(0.3)  # long enough for every thread to arrive while it runs
+        return real(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", slow)
+    users: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: users.append(factory.start_call(None, basic("alice", PW)).user))
+        for _ in range(10)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert users == ["alice"] * 10
+    assert calls == [PW]

@@ -425,6 +425,7 @@ _VERIFY_CACHE_LIMIT = 4096
 _PURGE_INTERVAL_SECONDS = 60.0
 _TARPIT_SECONDS = 1.0
 _TARPIT_SLOTS = 32
+_SAME_CREDENTIALS_WAIT_SECONDS = 10.0
 
 
 class _Session:
@@ -468,6 +469,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         # per-process random key rather than a bare sha256, so a memory dump
         # does not hand out cheap-to-crack password digests.
         self._verified: set[tuple[str, str, bytes]] = set()
+        # Verifications under way, by credentials (see _known_good).
+        self._verifying: dict[tuple[str, str, bytes], threading.Event] = {}
         self._cache_key = secrets.token_bytes(32)
         self._last_purge = clock()
         # Unknown user names still pay for one PBKDF2 run so response time
@@ -483,7 +486,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         cap = float(settings.login_backoff_cap_seconds)
         self.throttle = LoginThrottle(
             Limits(settings.max_failed_logins, cap),
-            Limits(6 * settings.max_failed_logins, min(cap, 10.0)),
+            Limits(10 * settings.max_failed_logins, min(cap, 10.0)),
             clock=clock,
         )
 
@@ -537,15 +540,37 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
             user.password_hash,
             hmac.new(self._cache_key, password.encode("utf-8"), "sha256").digest(),
         )
+        if not self._known_good(cache_key):
+            self._verify(name, password, user.password_hash, cache_key)
+
+        token = self._session_token(cache_key, name)
+        return AuthMiddleware(user.name, user.permissions, issued_token=token)
+
+    def _known_good(self, cache_key: tuple[str, str, bytes]) -> bool:
+        """Whether these credentials were verified before, waiting for a verification of the
+        same credentials already under way: a pool opening ten connections at once runs one
+        hash, and its other logins are not counted as attempts by the throttle."""
         with self._lock:
-            known_good = cache_key in self._verified
-        if not known_good:
+            if cache_key in self._verified:
+                return True
+            pending = self._verifying.get(cache_key)
+        if pending is None:
+            return False
+        pending.wait(_SAME_CREDENTIALS_WAIT_SECONDS)
+        with self._lock:
+            return cache_key in self._verified
+
+    def _verify(self, name: str, password: str, stored: str, cache_key: tuple[str, str, bytes]) -> None:
+        done = threading.Event()
+        with self._lock:
+            leader = self._verifying.setdefault(cache_key, done) is done
+        try:
             # Credentials verified before skip the throttle: a guesser cannot lock out a
             # user whose password this process has already seen.
             self._admit(name)
             # Outside the lock: PBKDF2 takes ~0.3 s and releases the GIL, so
             # concurrent logins proceed in parallel.
-            if not verify_password(password, user.password_hash):
+            if not verify_password(password, stored):
                 log.info("basic authentication failed for user %r", name)
                 raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
             self.throttle.succeeded(name)
@@ -553,9 +578,11 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
                 if len(self._verified) >= _VERIFY_CACHE_LIMIT:
                     self._verified.clear()
                 self._verified.add(cache_key)
-
-        token = self._session_token(cache_key, name)
-        return AuthMiddleware(user.name, user.permissions, issued_token=token)
+        finally:
+            if leader:
+                with self._lock:
+                    del self._verifying[cache_key]
+                done.set()
 
     def _admit(self, name: str) -> None:
         wait = self.throttle.admit(name)
