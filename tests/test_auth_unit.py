@@ -188,8 +188,8 @@ def test_bad_hash_message_says_how_to_fix() -> None:
     ("section", "pattern"),
     [
         (
-            {"users": {"alice": {"permissions": ["read", "admin"]}}},
-            r"unknown permission.*'admin'.*ingest, read",
+            {"users": {"alice": {"permissions": ["read", "superuser"]}}},
+            r"unknown permission.*'superuser'.*admin, ingest, read",
         ),
         ({"users": {"alice": {"permissions": "read"}}}, r"auth\.users\.alice\.permissions must be a list"),
         ({"users": {"alice": {"password_hash": ""}}}, r"password_hash is empty"),

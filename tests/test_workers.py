@@ -510,6 +510,7 @@ def auth_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     users = ",".join(
         [
             f"alice:{hash_password('alice-pw', ITERATIONS)}:read",
+            f"bob:{hash_password('bob-pw', ITERATIONS)}:read",
             f"loader:{hash_password('loader-pw', ITERATIONS)}:ingest",
         ]
     )
@@ -545,6 +546,31 @@ def test_with_auth_only_a_reader_gets_a_ticket(auth_front: Front) -> None:
         with pytest.raises(flight.FlightUnauthenticatedError):
             client.do_get(info.endpoints[0].ticket).read_all()
         assert client.do_get(info.endpoints[0].ticket, alice).read_all().to_pylist() == expected
+
+
+def test_with_auth_a_ticket_is_fetched_and_cancelled_only_by_its_user(auth_front: Front) -> None:
+    from tierflight.protocol import flight_actions_pb2 as fa
+
+    def cancel(client: flight.FlightClient, info: flight.FlightInfo, options: flight.FlightCallOptions) -> int:
+        body = fa.CancelFlightInfoRequest(info=info.serialize()).SerializeToString()
+        (result,) = list(client.do_action(flight.Action("CancelFlightInfo", body), options))
+        answer = fa.CancelFlightInfoResult()
+        answer.ParseFromString(result.body.to_pybytes())
+        return int(answer.status)
+
+    tag = os.urandom(8).hex()
+    with flight.connect(auth_front.uri) as client:
+        alice, bob = _login(client, "alice", "alice-pw"), _login(client, "bob", "bob-pw")
+        loader = _login(client, "loader", "loader-pw")
+        info = _info(client, f"SELECT '{tag}' AS t", alice)
+        # Through the front (a client that ignores locations), with another user's session.
+        with pytest.raises(flight.FlightUnauthorizedError, match="issued to another user"):
+            client.do_get(info.endpoints[0].ticket, bob).read_all()
+        for other in (bob, loader):
+            with pytest.raises(flight.FlightUnauthorizedError, match="started by another user"):
+                cancel(client, info, other)
+        assert client.do_get(info.endpoints[0].ticket, alice).read_all().to_pylist() == [{"t": tag}]
+        assert cancel(client, _info(client, f"SELECT '{tag}' AS again", alice), alice) == fa.CANCEL_STATUS_CANCELLED
 
 
 def test_with_auth_adbc_follows_locations_with_its_session(auth_front: Front) -> None:

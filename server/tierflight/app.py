@@ -72,7 +72,7 @@ class App:
         if not follower:
             self.ingest_service.replay()
         self.database.register_system_table("partitions", self.partitions_table)
-        self.database.register_system_table("queries", self.executor.queries_table)
+        self.database.register_caller_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
         self.database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tierflight.config import Config, load_config
+from tierflight.datadir import lock_data_dir
 from tierflight.errors import TierflightError
 from tierflight.lifecycle import settle_heap
 from tierflight.log import configure_logging, flush_logs, get_logger
@@ -59,6 +60,13 @@ def main_options(
     state.data_dir = data_dir
     state.log_level = log_level
     configure_logging(log_level)
+
+
+def _lock_or_fail(config: Config) -> None:
+    try:
+        lock_data_dir(config.data_dir)
+    except TierflightError as exc:
+        _fail(str(exc))
 
 
 def _store(config: Config, table: str) -> Any:
@@ -125,6 +133,7 @@ def serve(
         )
         # Refuse an exposed address without auth at once, before loading data and rollups.
         check_bind_allowed(host or config.server.host, AuthSettings.from_config(config.auth).enabled, insecure)
+        lock_data_dir(config.data_dir)
         if workers != 1:
             # The front imports no engine (it only routes calls): the primary worker
             # generates the demo data when there is none.
@@ -269,6 +278,7 @@ def generate(
     config = _config()
     if rows <= 0 or days <= 0:
         _fail("--rows and --days must be positive")
+    _lock_or_fail(config)
     try:
         first = dt.date.fromisoformat(start) if start else config.tiers.current_time().date() - dt.timedelta(days=days - 1)
     except ValueError:
@@ -448,6 +458,7 @@ def rollups_build() -> None:
     from tierflight.tiers.store import TableStore
 
     config = _config()
+    _lock_or_fail(config)
     database = Database(config)
     stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
     registry = RollupRegistry(config, database, stores)
@@ -464,7 +475,9 @@ def tiers_demote() -> None:
     from tierflight.tiers.maintenance import demote
 
     try:
-        for name, store in _stores(_config()).items():
+        config = _config()
+        lock_data_dir(config.data_dir)
+        for name, store in _stores(config).items():
             stats = demote(store)
             typer.echo(f"{name}: demoted {stats.days} days ({stats.rows:,} rows, {stats.files} files) in {stats.seconds:.1f} s", err=True)
     except TierflightError as exc:
@@ -478,6 +491,7 @@ def tiers_compact() -> None:
 
     try:
         config = _config()
+        lock_data_dir(config.data_dir)
         for name, store in _stores(config).items():
             stats = compact_warm(store, config.tiers.compact_small_file_bytes)
             typer.echo(f"{name}: compacted {stats.partitions} partitions ({stats.files_before} -> {stats.files_after} files)", err=True)

@@ -231,6 +231,9 @@ class AuthConfig:
     # Static bearer token -> user name (secrets: never in a repr).
     tokens: Mapping[str, str] = field(default_factory=_empty, repr=False)
     token_ttl_seconds: int = 3600  # idle lifetime of session tokens
+    # Failed logins per user name before each further try waits (doubling up to the cap).
+    max_failed_logins: int = 5
+    login_backoff_cap_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -546,7 +549,13 @@ def auth_config(section: Any, origins: Origins | None = None) -> AuthConfig:
     ttl = section.get("token_ttl_seconds", 3600)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
         raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
-    return AuthConfig(MappingProxyType(users), MappingProxyType(dict(tokens_raw)), ttl)
+    limits = {}
+    for key in ("max_failed_logins", "login_backoff_cap_seconds"):
+        value = section.get(key, getattr(AuthConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise AuthConfigError(f"auth.{key} must be a positive integer (got {value!r})")
+        limits[key] = value
+    return AuthConfig(MappingProxyType(users), MappingProxyType(dict(tokens_raw)), ttl, **limits)
 
 
 # -- [tables.<t>] --------------------------------------------------------------------------------

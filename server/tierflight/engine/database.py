@@ -30,6 +30,8 @@ log = get_logger("tierflight.engine")
 _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
 
 SystemTableSource = Callable[[], pa.Table]
+# The rows a caller may see: all of them (None) or those of one user.
+CallerTableSource = Callable[[str | None], pa.Table]
 
 
 def quote_ident(name: str) -> str:
@@ -75,6 +77,10 @@ def use_catalog(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DETACH memory")
 
 
+def _caller_relation(name: str) -> str:
+    return f"__tf_caller_{name}"
+
+
 class Database:
     """Owns the DuckDB connection; hands out one cursor per statement."""
 
@@ -82,6 +88,7 @@ class Database:
         self._config = config
         self._lock = threading.Lock()
         self._system_sources: dict[str, SystemTableSource] = {}
+        self._caller_sources: dict[str, CallerTableSource] = {}
         self._reads_checked: LRU[str, bool] = LRU(4096)
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,13 +131,35 @@ class Database:
         self._system_sources[name] = source
         self.refresh_system_tables([name])
 
+    def register_caller_table(self, name: str, source: CallerTableSource) -> None:
+        """A ``system.<name>`` table whose rows depend on who reads it (``system.queries``:
+        each user's own statements). It is a view over a name each statement's cursor
+        registers with that caller's rows (:meth:`caller_registrations`): DuckDB
+        registrations are per cursor, so concurrent statements of different users never
+        see each other's rows, which one shared table refreshed per statement could not
+        promise."""
+        self._caller_sources[name] = source
+        self._system_sources[name] = lambda: source(None)
+        local = _caller_relation(name)
+        with self._lock:
+            # The view binds at creation, against an empty stand-in on this connection.
+            self._con.register(local, source(None).schema.empty_table())
+            self._con.execute(
+                f"CREATE OR REPLACE VIEW {SYSTEM_STORAGE_SCHEMA}.{quote_ident(name)} AS SELECT * FROM {local}"
+            )
+
+    def caller_registrations(self, names: Iterable[str], user: str | None) -> list[tuple[str, pa.Table]]:
+        """What a statement's cursor registers for the caller-dependent tables it reads
+        (``user`` None: a caller who may see every user's rows)."""
+        return [(_caller_relation(n), self._caller_sources[n](user)) for n in names if n in self._caller_sources]
+
     @property
     def system_tables(self) -> Mapping[str, SystemTableSource]:
         return self._system_sources
 
     def refresh_system_tables(self, names: Iterable[str]) -> None:
         for name in names:
-            source = self._system_sources.get(name)
+            source = self._system_sources.get(name) if name not in self._caller_sources else None
             if source is None:
                 continue
             data = source()

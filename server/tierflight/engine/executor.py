@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
-import os
 import secrets
 import threading
 import time
@@ -69,23 +67,13 @@ class QueryRecord:
 RESULT_CACHE_MAX_BYTES = 1 << 20
 
 
-class _QueryIds:
-    """32 hex digits, unique like a uuid4 without a call into the OS per statement (a
-    random prefix per process, drawn again in a forked child, and a counter)."""
-
-    def __init__(self) -> None:
-        self._new_prefix()
-        os.register_at_fork(after_in_child=self._new_prefix)
-
-    def _new_prefix(self) -> None:
-        self._prefix = secrets.token_hex(10)
-        self._count = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count):012x}"
+def _new_query_id() -> str:
+    # Random, not a counter: a query id names an execution a ticket or a cancel refers to,
+    # and nobody may guess another user's.
+    return secrets.token_hex(16)
 
 
-new_query_id = _QueryIds()
+new_query_id = _new_query_id
 # The deadline of an execution that runs nothing (a cached result): never set.
 _NO_DEADLINE = threading.Event()
 
@@ -296,7 +284,17 @@ class Executor:
 
     # -- the one path every statement takes ---------------------------------------------
 
-    def start(self, statement: Statement, params: Params | None, user: str, query_id: str | None = None) -> Execution:
+    def start(
+        self,
+        statement: Statement,
+        params: Params | None,
+        user: str,
+        query_id: str | None = None,
+        *,
+        sees_all: bool = False,
+    ) -> Execution:
+        """``sees_all``: the caller may read every user's rows of ``system.queries`` (the
+        ``admin`` permission); otherwise it sees its own statements only."""
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); retry later"
@@ -342,6 +340,8 @@ class Executor:
                     with self._lock:
                         self._starting[query_id] = cursor
                     for name, obj in route.registrations:
+                        cursor.register(name, obj)
+                    for name, obj in self.database.caller_registrations(route.system_tables, None if sees_all else user):
                         cursor.register(name, obj)
                     if route.rollup is None:
                         # A rollup rewrite is generated from an already checked SELECT tree.
@@ -404,6 +404,8 @@ class Executor:
         try:
             for name, obj in route.registrations:
                 cursor.register(name, obj)
+            for name, table in self.database.caller_registrations(route.system_tables, ""):
+                cursor.register(name, table)  # no rows: only the schema is asked for
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
             return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
@@ -533,8 +535,9 @@ class Executor:
             reused=reused,
         )
 
-    def queries_table(self) -> pa.Table:
-        records = list(self.recent)
+    def queries_table(self, user: str | None = None) -> pa.Table:
+        """The recent statements of ``user`` (None: of everyone)."""
+        records = [r for r in self.recent if user is None or r.user == user]
         return pa.table(
             {
                 "query_id": pa.array([r.query_id for r in records], pa.string()),

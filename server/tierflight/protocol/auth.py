@@ -64,6 +64,7 @@ from tierflight.protocol.passwords import (
     parse_hash,
     verify_password,
 )
+from tierflight.protocol.throttle import Limits, LoginThrottle, retry_message
 from tierflight.protocol.transport import check_bind_allowed, tls_certificates
 
 __all__ = [
@@ -91,7 +92,9 @@ log = logging.getLogger(__name__)
 MIDDLEWARE_KEY = "auth"
 ENV_USERS = "TIERFLIGHT_USERS"
 ANONYMOUS_USER = "anonymous"
-ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest"})
+# "admin": sees every user's statements in system.queries and may cancel them.
+ADMIN = "admin"
+ALL_PERMISSIONS: frozenset[str] = frozenset({"read", "ingest", ADMIN})
 DEFAULT_PERMISSIONS: frozenset[str] = frozenset({"read"})
 
 # Static tokens are long-lived secrets sent on every call; short ones are
@@ -175,6 +178,10 @@ class AuthSettings:
     users: Mapping[str, User] = field(default_factory=_empty_mapping)
     tokens: Mapping[str, str] = field(default_factory=_empty_mapping)
     token_ttl_seconds: int = 3600
+    # Login throttling (protocol/throttle.py): attempts of one user name before the backoff,
+    # and the longest window in which its further attempts are refused.
+    max_failed_logins: int = 5
+    login_backoff_cap_seconds: int = 60
 
     def __post_init__(self) -> None:
         # Freeze copies so a caller mutating its dict cannot change who is
@@ -205,6 +212,10 @@ class AuthSettings:
             or self.token_ttl_seconds <= 0
         ):
             raise AuthConfigError("auth.token_ttl_seconds must be a positive integer number of seconds")
+        for key in ("max_failed_logins", "login_backoff_cap_seconds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise AuthConfigError(f"auth.{key} must be a positive integer")
         object.__setattr__(self, "users", MappingProxyType(users))
         object.__setattr__(self, "tokens", MappingProxyType(tokens))
 
@@ -226,7 +237,7 @@ class AuthSettings:
             token_ttl_seconds = 3600          # idle lifetime of session tokens
             [auth.users.alice]
             password_hash = "pbkdf2_sha256$600000$<salt b64>$<hash b64>"
-            permissions = ["read", "ingest"]  # default ["read"]
+            permissions = ["read", "ingest"]  # default ["read"]; also "admin"
             [auth.users.loader]               # no password: token-only user
             permissions = ["ingest"]
             [auth.tokens]
@@ -256,7 +267,13 @@ class AuthSettings:
             _check_user_name(name, f"auth.users.{name}")
             users[name] = User(name=name, password_hash=user.password_hash, permissions=frozenset(user.permissions))
         users.update(_users_from_env(env.get(ENV_USERS, "")))
-        return cls(users=users, tokens=dict(config.tokens), token_ttl_seconds=config.token_ttl_seconds)
+        return cls(
+            users=users,
+            tokens=dict(config.tokens),
+            token_ttl_seconds=config.token_ttl_seconds,
+            max_failed_logins=config.max_failed_logins,
+            login_backoff_cap_seconds=config.login_backoff_cap_seconds,
+        )
 
 
 def _users_from_env(value: str) -> dict[str, User]:
@@ -358,6 +375,9 @@ _BAD_CREDENTIALS = "invalid username or password"
 _BAD_TOKEN = "invalid or expired bearer token; authenticate again with username and password"
 _VERIFY_CACHE_LIMIT = 4096
 _PURGE_INTERVAL_SECONDS = 60.0
+_TARPIT_SECONDS = 1.0
+_TARPIT_SLOTS = 32
+_SAME_CREDENTIALS_WAIT_SECONDS = 10.0
 
 
 class _Session:
@@ -380,8 +400,14 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         self,
         settings: AuthSettings,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
+        self._sleep = sleep
+        # Refusals are held back a little (the guesser waits, not the CPU: a sleeping thread
+        # holds no GIL), so a flood of refused guesses does not crowd out other calls. Bounded:
+        # past this many held at once, refusals are immediate.
+        self._tarpit = threading.BoundedSemaphore(_TARPIT_SLOTS)
         self._settings = settings
         self._clock = clock
         self._ttl = float(settings.token_ttl_seconds)
@@ -395,6 +421,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         # per-process random key rather than a bare sha256, so a memory dump
         # does not hand out cheap-to-crack password digests.
         self._verified: set[tuple[str, str, bytes]] = set()
+        # Verifications under way, by credentials (see _known_good).
+        self._verifying: dict[tuple[str, str, bytes], threading.Event] = {}
         self._cache_key = secrets.token_bytes(32)
         self._last_purge = clock()
         # Unknown user names still pay for one PBKDF2 run so response time
@@ -405,6 +433,14 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
             if u.password_hash is not None
         ]
         self._dummy_hash = hash_password("", max(iterations, default=1))
+        # Checked before any password hash runs (see protocol/throttle.py). The shared key
+        # bounds guesses spread over many names: a larger allowance, a shorter window.
+        cap = float(settings.login_backoff_cap_seconds)
+        self.throttle = LoginThrottle(
+            Limits(settings.max_failed_logins, cap),
+            Limits(10 * settings.max_failed_logins, min(cap, 10.0)),
+            clock=clock,
+        )
 
     @property
     def settings(self) -> AuthSettings:
@@ -445,6 +481,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
 
         user = self._settings.users.get(name)
         if user is None or user.password_hash is None:
+            # Throttled like a known name: the answer must not tell which names exist.
+            self._admit(name)
             verify_password(password, self._dummy_hash)
             log.info("basic authentication failed for user %r", name)
             raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
@@ -454,21 +492,62 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
             user.password_hash,
             hmac.new(self._cache_key, password.encode("utf-8"), "sha256").digest(),
         )
+        if not self._known_good(cache_key):
+            self._verify(name, password, user.password_hash, cache_key)
+
+        token = self._session_token(cache_key, name)
+        return AuthMiddleware(user.name, user.permissions, issued_token=token)
+
+    def _known_good(self, cache_key: tuple[str, str, bytes]) -> bool:
+        """Whether these credentials were verified before, waiting for a verification of the
+        same credentials already under way: a pool opening ten connections at once runs one
+        hash, and its other logins are not counted as attempts by the throttle."""
         with self._lock:
-            known_good = cache_key in self._verified
-        if not known_good:
+            if cache_key in self._verified:
+                return True
+            pending = self._verifying.get(cache_key)
+        if pending is None:
+            return False
+        pending.wait(_SAME_CREDENTIALS_WAIT_SECONDS)
+        with self._lock:
+            return cache_key in self._verified
+
+    def _verify(self, name: str, password: str, stored: str, cache_key: tuple[str, str, bytes]) -> None:
+        done = threading.Event()
+        with self._lock:
+            leader = self._verifying.setdefault(cache_key, done) is done
+        try:
+            # Credentials verified before skip the throttle: a guesser cannot lock out a
+            # user whose password this process has already seen.
+            self._admit(name)
             # Outside the lock: PBKDF2 takes ~0.3 s and releases the GIL, so
             # concurrent logins proceed in parallel.
-            if not verify_password(password, user.password_hash):
+            if not verify_password(password, stored):
                 log.info("basic authentication failed for user %r", name)
                 raise flight.FlightUnauthenticatedError(_BAD_CREDENTIALS)
+            self.throttle.succeeded(name)
             with self._lock:
                 if len(self._verified) >= _VERIFY_CACHE_LIMIT:
                     self._verified.clear()
                 self._verified.add(cache_key)
+        finally:
+            if leader:
+                with self._lock:
+                    del self._verifying[cache_key]
+                done.set()
 
-        token = self._session_token(cache_key, name)
-        return AuthMiddleware(user.name, user.permissions, issued_token=token)
+    def _admit(self, name: str) -> None:
+        wait = self.throttle.admit(name)
+        if wait <= 0:
+            return
+        if self._tarpit.acquire(blocking=False):
+            held = min(wait, _TARPIT_SECONDS)
+            try:
+                self._sleep(held)
+            finally:
+                self._tarpit.release()
+            wait -= held
+        raise flight.FlightUnauthenticatedError(retry_message(wait))
 
     def _session_token(self, cache_key: tuple[str, str, bytes], user: str) -> str:
         now = self._clock()

@@ -20,21 +20,24 @@ from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsup
 from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
-from tierflight.protocol.auth import MIDDLEWARE_KEY, current_auth
+from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
 from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
 from tierflight.protocol.prepared import PreparedStatements, parameter_rows
 from tierflight.protocol.schemas import schema_with_column_metadata
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
-from tierflight.workers.tickets import TicketKey, is_signed
+from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 
 
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def __init__(self, app: Any, location: str, tickets: TicketKey | None = None, **kwargs: Any) -> None:
         super().__init__(location, **kwargs)
         self.app = app
-        # A worker of `serve --workers`: also serves the tickets its front signed.
-        self.tickets = tickets
+        # Statement tickets are signed (workers.tickets) and name their user. Given
+        # ``tickets``, this is a worker of `serve --workers`: its front signs the tickets it
+        # hands out; otherwise they are signed here, under a key of this process.
+        self.signs = tickets is None
+        self.tickets = tickets or TicketKey(new_key(), ttl_for(app.config.server.statement_timeout.total_seconds()))
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
@@ -47,8 +50,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     # -- helpers ------------------------------------------------------------------------
 
     def _user(self, context: flight.ServerCallContext, permission: str = "read") -> str:
+        return self._caller(context, permission).user
+
+    def _caller(self, context: flight.ServerCallContext, permission: str = "read") -> AuthMiddleware:
         auth = current_auth(context)
-        return allowed(auth.user, auth.permissions, permission)
+        allowed(auth.user, auth.permissions, permission)
+        return auth
 
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
@@ -66,38 +73,41 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         descriptor: flight.FlightDescriptor,
         statement: Statement,
         params: list[tuple[Any, ...]] | None,
-        user: str,
+        caller: AuthMiddleware,
         started: Execution | None = None,
     ) -> flight.FlightInfo:
-        ex = started or self.executor.start(statement, params, user)
+        ex = started or self.executor.start(statement, params, caller.user, sees_all=ADMIN in caller.permissions)
         if started is None:
             self.executor.park(ex)
-        return self._flight_info(descriptor, ex, encode_ticket(ex.query_id, statement_text(statement), params))
+        ticket = encode_ticket(ex.query_id, statement_text(statement), params)
+        if self.signs:
+            ticket = self.tickets.sign(0, identity_of(caller.user, caller.permissions), ticket)
+        return self._flight_info(descriptor, ex, ticket)
 
     # -- GetFlightInfo / GetSchema -------------------------------------------------------
 
     @boundary
     def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         name, cmd = self._command(descriptor)
-        user = self._user(context)
+        caller = self._caller(context)
         handler = self._info_handlers.get(name)
         if handler is not None:
-            return handler(user, descriptor, cmd)
+            return handler(caller, descriptor, cmd)
         table = self.metadata.command_table(name, cmd)
         return flight.FlightInfo(table.schema, descriptor, [flight.FlightEndpoint(descriptor.command, [])], table.num_rows, -1)
 
-    def _info_statement(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
+    def _info_statement(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        return self._start(descriptor, check_statement(cmd.query), None, user)
+        return self._start(descriptor, check_statement(cmd.query), None, caller)
 
-    def _info_prepared(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
+    def _info_prepared(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
         if item.statement.parameter_count and not item.params:
             raise InvalidArgument(
                 f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
             )
-        return self._start(descriptor, item.statement, item.params, user, item.take_pending())
+        return self._start(descriptor, item.statement, item.params, caller, item.take_pending())
 
     @schema_boundary
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -114,26 +124,32 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     @boundary
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
         data = ticket.ticket
-        if self.tickets is not None and is_signed(data):
-            return self.stream_signed(data)
-        return self.stream(data, self._user(context))
+        caller = current_auth(context)
+        if is_signed(data):
+            return self.stream_signed(data, caller)
+        name, _ = unpack(data)
+        if name == "TicketStatementQuery":
+            # Statement tickets are capabilities: only signed ones (see workers.tickets).
+            raise InvalidArgument("malformed ticket: not issued by this server (request a FlightInfo again)")
+        return self.stream(data, allowed(caller.user, caller.permissions, "read"), caller.permissions)
 
-    def stream_signed(self, data: bytes) -> flight.FlightDataStream:
-        """A ticket the front of ``serve --workers`` signed (see workers.tickets): the caller
-        is who the ticket names, whoever sends it."""
-        assert self.tickets is not None
+    def stream_signed(self, data: bytes, caller: AuthMiddleware | None) -> flight.FlightDataStream:
+        """A signed ticket: served to the user it names (``caller`` None: whoever holds it,
+        on a worker's DoGet port, where no authentication runs)."""
         signed = self.tickets.verify(data)
-        return self.stream(signed.inner, allowed(signed.user, signed.permissions, "read"))
+        if caller is not None and caller.user != signed.user:
+            raise PermissionDenied("this ticket was issued to another user; request a FlightInfo of your own")
+        return self.stream(signed.inner, allowed(signed.user, signed.permissions, "read"), signed.permissions)
 
-    def stream(self, data: bytes, user: str) -> flight.FlightDataStream:
+    def stream(self, data: bytes, user: str, permissions: frozenset[str]) -> flight.FlightDataStream:
         name, msg = unpack(data)
         if name != "TicketStatementQuery":
             table = self.metadata.command_table(name, msg)
             return flight.RecordBatchStream(table)
         query_id, sql, params = decode_ticket(msg.statement_handle)
-        ex = self.executor.take(query_id)
+        ex = self.executor.take(query_id) if query_id else None
         if ex is None:
-            ex = self.executor.start(check_statement(sql), params, user)
+            ex = self.executor.start(check_statement(sql), params, user, sees_all=ADMIN in permissions)
         table = ex.table()
         if table is not None:
             return flight.RecordBatchStream(table)
@@ -185,7 +201,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             self.prepared.close(req.prepared_statement_handle)
             return iter([])
         if kind == "CancelFlightInfo":
-            return iter([self._cancel_flight_info(body)])
+            return iter([self._cancel_flight_info(body, current_auth(context))])
         if kind == "CancelQuery":
             req = _expect(body, "ActionCancelQueryRequest", kind)
             try:
@@ -193,7 +209,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed request
                 raise InvalidArgument("malformed ActionCancelQueryRequest: info is not a FlightInfo") from None
             # CancelQuery's result enum has the same numbers as CancelFlightInfo's status.
-            answer = pb.ActionCancelQueryResult(result=pb.ActionCancelQueryResult.CancelResult.Name(self._cancel_info(info)))
+            status = self._cancel_info(info, current_auth(context))
+            answer = pb.ActionCancelQueryResult(result=pb.ActionCancelQueryResult.CancelResult.Name(status))
             return iter([flight.Result(pack(answer))])
         if kind == "CloseSession":
             closed = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
@@ -208,7 +225,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         raise Unsupported(f"action {kind!r} is not supported")
 
     def _create_prepared(self, context: flight.ServerCallContext, body: bytes) -> flight.Result:
-        user = self._user(context)
+        caller = self._caller(context)
         name, req = unpack(body)
         if name != "ActionCreatePreparedStatementRequest":
             raise InvalidArgument(f"CreatePreparedStatement expects ActionCreatePreparedStatementRequest, got {name}")
@@ -219,13 +236,13 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if statement.parameter_count:
             dataset_schema = self.executor.schema(statement, statement.parameter_count)
         else:
-            pending = self.executor.start(statement, None, user)
+            pending = self.executor.start(statement, None, caller.user, sees_all=ADMIN in caller.permissions)
             self.executor.park(pending)
             dataset_schema = pending.schema
         parameter_schema = pa.schema(
             [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
         )
-        item = self.prepared.add(statement, user, dataset_schema, parameter_schema)
+        item = self.prepared.add(statement, caller.user, dataset_schema, parameter_schema)
         item.pending = pending
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=item.handle,
@@ -243,29 +260,34 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             self._schema_bytes.put(key, out)
         return out
 
-    def _cancel_info(self, info: flight.FlightInfo) -> fa.CancelStatus:
+    def _cancel_info(self, info: flight.FlightInfo, caller: AuthMiddleware) -> fa.CancelStatus:
+        """Cancel the executions the FlightInfo's signed tickets name: only the user a ticket
+        was issued to, or one with the ``admin`` permission, may."""
         cancelled = False
         for endpoint in info.endpoints:
+            data = endpoint.ticket.ticket
+            if not is_signed(data):
+                continue  # a metadata command, or not ours: nothing runs for it
             try:
-                data = endpoint.ticket.ticket
-                if self.tickets is not None and is_signed(data):
-                    data = self.tickets.verify(data).inner
-                name, msg = unpack(data)
-            except Exception:  # noqa: BLE001 - a foreign ticket is simply not ours to cancel
+                signed = self.tickets.verify(data)
+                name, msg = unpack(signed.inner)
+            except Exception:  # noqa: BLE001 - forged, altered or expired: not ours to cancel
                 continue
+            if signed.user != caller.user and ADMIN not in caller.permissions:
+                raise PermissionDenied("this statement was started by another user; only they (or an admin) may cancel it")
             if name == "TicketStatementQuery":
                 query_id, _, _ = decode_ticket(msg.statement_handle)
                 cancelled = self.executor.cancel(query_id) or cancelled
         return fa.CANCEL_STATUS_CANCELLED if cancelled else fa.CANCEL_STATUS_NOT_CANCELLABLE
 
-    def _cancel_flight_info(self, body: bytes) -> flight.Result:
+    def _cancel_flight_info(self, body: bytes, caller: AuthMiddleware) -> flight.Result:
         req = fa.CancelFlightInfoRequest()
         try:
             req.ParseFromString(body)
             info = flight.FlightInfo.deserialize(req.info)
         except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed request
             raise InvalidArgument("malformed CancelFlightInfoRequest") from None
-        status = self._cancel_info(info)
+        status = self._cancel_info(info, caller)
         return flight.Result(fa.CancelFlightInfoResult(status=status).SerializeToString())
 
 

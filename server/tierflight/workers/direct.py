@@ -36,7 +36,7 @@ class DirectServer(flight.FlightServerBase):  # type: ignore[misc]
 
     @boundary
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
-        return self.sql.stream_signed(ticket.ticket)
+        return self.sql.stream_signed(ticket.ticket, None)
 
     @boundary
     def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> Any:

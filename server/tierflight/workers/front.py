@@ -37,7 +37,7 @@ from tierflight.protocol.auth import AuthMiddleware, current_auth
 from tierflight.protocol.boundary import to_flight_error
 from tierflight.protocol.wire import ACTIONS, encode_ticket, pack, unpack
 from tierflight.workers.handles import FrontStatement, FrontStatements
-from tierflight.workers.tickets import TicketKey, identity, worker_of
+from tierflight.workers.tickets import TicketKey, identity_of, worker_of
 from tierflight.workers.trust import identity_headers
 
 log = get_logger("tierflight.workers")
@@ -232,7 +232,6 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
         self.router = Router(workers)
         self.workers = self.router.workers
         self._timeout = call_timeout
-        self._plain = flight.FlightCallOptions(timeout=call_timeout)
         self.statements = FrontStatements()
         self.tickets = tickets
         self.known = KnownStatements()
@@ -267,7 +266,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightInfo:
         """``info`` as the client gets it: each ticket signed for ``worker``, which is where
         the endpoints say to fetch them."""
-        ident = _identity(auth.user, auth.permissions)
+        ident = identity_of(auth.user, auth.permissions)
         locations = [worker.direct] if worker.direct is not None else []
         endpoints = [
             flight.FlightEndpoint(self.tickets.sign(worker.index, ident, e.ticket.ticket), locations)
@@ -392,7 +391,7 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
                 if "read" not in auth.permissions:
                     raise PermissionDenied(f"user {auth.user!r} lacks the 'read' permission")
                 self._by_front.inc()
-                ticket = self.tickets.sign(worker.index, _identity(auth.user, auth.permissions), known.inner)
+                ticket = self.tickets.sign(worker.index, identity_of(auth.user, auth.permissions), known.inner)
                 endpoint = flight.FlightEndpoint(ticket, [worker.direct])
                 return flight.FlightInfo(
                     known.schema, descriptor, [endpoint], -1, -1, app_metadata=known.app_metadata
@@ -419,11 +418,13 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
     @_boundary
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
         """A client that ignored the endpoint's location: the worker the ticket names serves
-        it (it checks the signature), or the primary when that worker is down (the ticket
-        carries the statement, and the primary has every row)."""
+        it (it checks the signature, and that the caller is the user the ticket was issued
+        to), or the primary when that worker is down (the ticket carries the statement, and
+        the primary has every row)."""
         worker = self._worker(worker_of(ticket.ticket))
         self._forwarded_gets.inc()
-        fetch: Callable[[flight.FlightClient], Any] = lambda c: c.do_get(ticket, self._plain)  # noqa: E731
+        options = self._options(context)
+        fetch: Callable[[flight.FlightClient], Any] = lambda c: c.do_get(ticket, options)  # noqa: E731
         try:
             reader = _call(worker, fetch)
         except WorkerUnavailable:
@@ -530,6 +531,3 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
         return self._forward_action(context, self._worker(worker_of(info.endpoints[0].ticket.ticket)), kind, body)
 
 
-@functools.lru_cache(maxsize=1024)
-def _identity(user: str, permissions: frozenset[str]) -> bytes:
-    return identity(user, permissions)

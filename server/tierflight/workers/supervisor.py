@@ -44,7 +44,7 @@ from tierflight.lifecycle import SignalLatch
 from tierflight.log import get_logger
 from tierflight.protocol.wire import STATE_ACTION
 from tierflight.workers.front import FrontServer, Worker
-from tierflight.workers.tickets import KEY_ENV, TicketKey, new_key
+from tierflight.workers.tickets import KEY_ENV, TicketKey, new_key, ttl_for
 
 log = get_logger("tierflight.workers")
 
@@ -58,8 +58,7 @@ WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 def ticket_ttl_s(config: Config) -> float:
     """How long a signed ticket is valid: as long as a parked execution waits for its DoGet
     (``[server] statement_timeout``; 5 minutes when that is 0)."""
-    timeout = config.server.statement_timeout.total_seconds()
-    return timeout if timeout > 0 else 300.0
+    return ttl_for(config.server.statement_timeout.total_seconds())
 
 
 def advertised_host(host: str, advertise: str | None) -> str:

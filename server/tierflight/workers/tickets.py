@@ -1,4 +1,9 @@
-"""Signed tickets: how a worker's DoGet port knows a ticket came from the front.
+"""Signed tickets: every statement ticket tierflight hands out is signed, so a ticket can
+be neither forged nor altered, and it names the user it was issued to.
+
+The single-process server signs its own tickets (under a key drawn at random per process)
+and serves a statement ticket only when it is signed and the caller is the user it names.
+With ``serve --workers`` the front signs them instead, as follows.
 
 Each worker of ``serve --workers`` also listens on a TCP port for DoGet alone, so a client
 fetches a result straight from the worker (the FlightInfo's endpoint names that port as
@@ -20,6 +25,7 @@ the front imports this module, and it imports no engine.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -47,6 +53,12 @@ class SignedTicket:
     expires_ms: int
 
 
+def ttl_for(statement_timeout_s: float) -> float:
+    """How long a ticket is valid: as long as a parked execution waits for its DoGet
+    (``[server] statement_timeout``; 5 minutes when that is 0)."""
+    return statement_timeout_s if statement_timeout_s > 0 else 300.0
+
+
 def new_key() -> bytes:
     return secrets.token_bytes(32)
 
@@ -61,6 +73,12 @@ def key_from_env(environ: MutableMapping[str, str] | None = None) -> bytes | Non
 def identity(user: str, permissions: Iterable[str]) -> bytes:
     # User names hold no whitespace (auth refuses them), permissions no comma.
     return f"{user}\n{','.join(sorted(permissions))}".encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_of(user: str, permissions: frozenset[str]) -> bytes:
+    """:func:`identity`, kept for the callers seen last (signed on every FlightInfo)."""
+    return identity(user, permissions)
 
 
 def is_signed(data: bytes) -> bool:
