@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tierflight import launch
 from tierflight.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,11 +128,6 @@ def flat(data_dir: Path) -> Iterator[Any]:
     con.close()
 
 
-def tierflight_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("tierflight")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tierflight"]
-
-
 class SubprocessServer:
     def __init__(self, proc: subprocess.Popen[str], uri: str, data_dir: Path) -> None:
         self.proc = proc
@@ -143,7 +137,7 @@ class SubprocessServer:
 
 def serve_argv(data_dir: Path, *extra: str) -> list[str]:
     """``tierflight serve`` on the test config and ``data_dir``, any free port, no demo data."""
-    return [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *extra]
+    return launch.serve_argv(CONFIG, data_dir, *extra)
 
 
 def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -183,29 +177,8 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> SubprocessServer:
-    proc = subprocess.Popen(
-        serve_argv(data_dir, *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=serve_env(**(env or {})),
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    deadline = threading.Event()
-    timer = threading.Timer(60, deadline.set)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            m = re.search(r"tierflight ready at (grpc(?:\+tls)?://\S+)", line)
-            if m:
-                return SubprocessServer(proc, m.group(1), data_dir)
-            if deadline.is_set():
-                break
-    finally:
-        timer.cancel()
-    proc.kill()
-    raise RuntimeError("tierflight serve did not report ready")
+    started = launch.launch(serve_argv(data_dir, *extra), env=serve_env(**(env or {})), cwd=ROOT, timeout=60)
+    return SubprocessServer(started.proc, started.uri, data_dir)
 
 
 @pytest.fixture(scope="session")
