@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 # `serve` prints it once it accepts queries; `serve --workers N` adds " (N workers)".
 READY_RE = re.compile(r"tierflight ready at (?P<uri>(?P<scheme>grpc(?:\+tls)?)://(?P<host>\S+):(?P<port>\d+))")
@@ -99,18 +98,28 @@ def launch(
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
 
-    def read(stream: IO[str]) -> None:
-        # Stops after the ready line: what follows is the caller's (or drained).
-        for line in stream:
-            lines.put(line)
-            if READY_RE.search(line):
+    def read(fd: int) -> None:
+        # Byte by byte from the descriptor, not through proc.stdout: a buffered reader would
+        # take what follows the ready line too, and the caller (communicate() reads the
+        # descriptor) would never see it. A few short lines: the cost is nothing.
+        line = bytearray()
+        while chunk := os.read(fd, 1):
+            line += chunk
+            if chunk != b"\n":
+                continue
+            text = line.decode(errors="replace")
+            line.clear()
+            lines.put(text)
+            if READY_RE.search(text):
                 if drain:
-                    for _ in stream:
+                    while os.read(fd, 1 << 16):
                         pass
                 return
+        if line:
+            lines.put(line.decode(errors="replace"))  # a last line without its newline
         lines.put(None)
 
-    threading.Thread(target=read, args=(proc.stdout,), daemon=True, name="tierflight-ready").start()
+    threading.Thread(target=read, args=(proc.stdout.fileno(),), daemon=True, name="tierflight-ready").start()
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while (left := deadline - time.monotonic()) > 0:
