@@ -17,6 +17,8 @@ import pytest
 from tierflight import launch
 from tierflight.config import Config, load_config
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "conf" / "tierflight.toml"
 # Pinned so that where a row lives (and so every test) is reproducible.
