@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from differential import expected_cases
 from router_harness import FIXTURES, ROOT, Case, all_cases, normalise, outcome, read_cases, route_of
 from tierflight.loadtest.workload import parse_workload
 
@@ -35,6 +36,22 @@ def test_every_shared_workload_statement_has_a_case() -> None:
     statements = [s.sql for path in sorted(found[0].glob("*.sql")) for s in parse_workload(path.read_text(), path.name)]
     ours = {normalise(c.sql) for c in read_cases(FIXTURES / "workloads.sql")}
     assert statements and {normalise(s) for s in statements} <= ours
+
+
+def test_the_model_agrees_with_the_server_lane_decisions() -> None:
+    """routes/decisions.sql plans the statements of decisions.sql, which test_router checks on
+    a server with data: the modelled data state must lead to the same decisions."""
+    ours = {c.name: c for c in read_cases(FIXTURES / "decisions.sql")}
+    server_lane = expected_cases(FIXTURES.parent / "decisions.sql")
+    assert {name for name, _, _ in server_lane} == set(ours)
+    for name, sql, expect in server_lane:
+        case = ours[name]
+        assert normalise(case.sql) == normalise(sql), name
+        kind, _, what = expect.partition(" ")
+        if kind == "raw":
+            assert case.kind == "raw" and what in {rule for _, rule in case.rejected}, name
+        else:
+            assert (case.kind, case.rollup) == (kind, what), name
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.file.removesuffix('.sql')}:{c.name}" for c in CASES])
