@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DBAPI_VENV := .venv-dbapi
 CONFIG ?= conf/tierflight.toml
 
-.PHONY: install serve test bench lint clean proto
+.PHONY: install serve test test-fast bench lint clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tierflight needs Python 3.11+"'
@@ -30,6 +30,11 @@ serve: $(STAMP)
 
 test: $(STAMP) $(DBAPI_VENV)/.installed
 	TIERFLIGHT_DBAPI_PYTHON=$(abspath $(DBAPI_VENV))/bin/python $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests that need no server, data set or subprocess (rules, rewrites, config): under a
+# minute. conftest's --fast selects them and fails any that starts a process or takes over 5 s.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q --fast $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

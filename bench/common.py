@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tierflight.launch import launch, serve_argv, tierflight_cmd
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -28,9 +30,6 @@ DATA_ROOT = BENCH_DIR / "data"
 CONFIG = ROOT / "conf" / "tierflight.toml"
 ROAPI_VENV = BENCH_DIR / ".venv-roapi"
 ROAPI_PACKAGE = "roapi"
-
-READY_RE = re.compile(r"tierflight ready at (grpc(?:\+tls)?://(\S+):(\d+))")
-
 
 def log(message: str) -> None:
     """Progress output (stderr, so stdout stays clean for whoever pipes it)."""
@@ -209,18 +208,6 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
         proc.wait(timeout)
 
 
-def _drain(stream: IO[str], sink: IO[str] | None) -> None:
-    for line in stream:
-        if sink is not None:
-            sink.write(line)
-            sink.flush()
-
-
-def tierflight_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("tierflight")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tierflight"]
-
-
 # The benchmark servers' settings on top of conf/tierflight.toml: no metrics port clash, and no
 # background maintenance moving partitions while a measurement runs.
 BENCH_SERVER_ENV = {
@@ -238,7 +225,6 @@ class TierflightServer:
     host: str
     port: int
     log_path: Path | None
-    _log_file: IO[str] | None = None
 
     @property
     def pid(self) -> int:
@@ -246,9 +232,6 @@ class TierflightServer:
 
     def stop(self) -> None:
         stop_process(self.proc)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
 
 def start_tierflight(
@@ -264,70 +247,15 @@ def start_tierflight(
 
     The server's log (stderr) goes to ``log_path`` (or nowhere), like a production log file.
     """
-    full_env = {**os.environ, **BENCH_SERVER_ENV, **(env or {})}
-    log_file: IO[str] | None = None
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = log_path.open("w")
-    cmd = [
-        *tierflight_cmd(),
-        "--config",
-        str(config),
-        "--data-dir",
-        str(data_dir),
-        "serve",
-        "--port",
-        "0",
-        "--no-demo",
-        *extra_args,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=log_file if log_file is not None else subprocess.DEVNULL,
-        text=True,
-        env=full_env,
+    started = launch(
+        serve_argv(config, data_dir, *extra_args),
+        env={**os.environ, **BENCH_SERVER_ENV, **(env or {})},
         cwd=ROOT,
+        log_path=log_path,
+        timeout=timeout,
+        drain=True,
     )
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def reader(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line)
-            match = READY_RE.search(line)
-            if match:
-                break
-        else:
-            lines.put(None)
-            return
-        _drain(stream, None)
-
-    threading.Thread(target=reader, args=(proc.stdout,), daemon=True, name="tierflight-stdout").start()
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if line is None:
-            break
-        seen.append(line)
-        match = READY_RE.search(line)
-        if match:
-            return TierflightServer(
-                proc, match.group(1), match.group(2), int(match.group(3)), log_path, log_file
-            )
-    stop_process(proc)
-    if log_file is not None:
-        log_file.close()
-    tail = "".join(seen[-5:])
-    raise RuntimeError(
-        f"tierflight serve did not report ready (exit code {proc.returncode}); stdout: {tail!r}"
-    )
+    return TierflightServer(started.proc, started.uri, started.host, started.port, log_path)
 
 
 @contextlib.contextmanager

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import os
-import re
 import subprocess
-import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tierflight import launch
 from tierflight.config import Config, load_config
+
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "conf" / "tierflight.toml"
@@ -26,6 +29,66 @@ TEST_START = dt.date(2024, 9, 1)
 TEST_DAYS = 90
 TEST_ROWS = 200_000
 TEST_SEED = 7
+
+
+# -- the fast lane (`make test-fast`: pytest --fast) -------------------------------------------
+# A test needs a server when a fixture it uses (directly or not) is the session's demo data or
+# object storage, or yields a server (its return annotation names one: RunningServer, ...);
+# tests that build a data set of their own are marked needs_server by hand. Those, and the
+# ones marked subprocess or s3, are left out of the fast lane. What is left must stay fast
+# and in-process: the lane fails a test that starts a process or runs longer than this.
+DATA_FIXTURES = frozenset({"data_dir", "weed"})
+FAST_LANE_EXCLUDES = ("needs_server", "subprocess", "s3")
+FAST_TEST_SECONDS = 5.0
+
+
+def _needs_server(item: pytest.Item) -> bool:
+    if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        returns = inspect.get_annotations(defs[-1].func).get("return", "")
+        if "Server" in str(returns):
+            return True
+    return False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only the tests that need no server, data set or subprocess (make test-fast)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fast = config.getoption("--fast")
+    kept, dropped = [], []
+    for item in items:
+        if _needs_server(item):
+            item.add_marker(pytest.mark.needs_server)
+        out = any(item.get_closest_marker(m) for m in FAST_LANE_EXCLUDES)
+        (dropped if fast and out else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Under --fast: no subprocess, and each test (set-up included) within FAST_TEST_SECONDS."""
+    if not request.config.getoption("--fast"):
+        yield
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a fast-lane test started a process: mark it `subprocess`")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    started = time.monotonic()
+    yield
+    took = time.monotonic() - started
+    assert took <= FAST_TEST_SECONDS, f"a fast-lane test took {took:.1f}s (limit {FAST_TEST_SECONDS}s): mark it `needs_server`, or make it faster"
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:
@@ -129,11 +192,6 @@ def flat(data_dir: Path) -> Iterator[Any]:
     con.close()
 
 
-def tierflight_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("tierflight")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tierflight"]
-
-
 class SubprocessServer:
     def __init__(self, proc: subprocess.Popen[str], uri: str, data_dir: Path) -> None:
         self.proc = proc
@@ -143,7 +201,7 @@ class SubprocessServer:
 
 def serve_argv(data_dir: Path, *extra: str) -> list[str]:
     """``tierflight serve`` on the test config and ``data_dir``, any free port, no demo data."""
-    return [*tierflight_cmd(), "--config", str(CONFIG), "--data-dir", str(data_dir), "serve", "--port", "0", "--no-demo", *extra]
+    return launch.serve_argv(CONFIG, data_dir, *extra)
 
 
 def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -183,29 +241,8 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> SubprocessServer:
-    proc = subprocess.Popen(
-        serve_argv(data_dir, *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=serve_env(**(env or {})),
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    deadline = threading.Event()
-    timer = threading.Timer(60, deadline.set)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            m = re.search(r"tierflight ready at (grpc(?:\+tls)?://\S+)", line)
-            if m:
-                return SubprocessServer(proc, m.group(1), data_dir)
-            if deadline.is_set():
-                break
-    finally:
-        timer.cancel()
-    proc.kill()
-    raise RuntimeError("tierflight serve did not report ready")
+    started = launch.launch(serve_argv(data_dir, *extra), env=serve_env(**(env or {})), cwd=ROOT, timeout=60)
+    return SubprocessServer(started.proc, started.uri, data_dir)
 
 
 @pytest.fixture(scope="session")

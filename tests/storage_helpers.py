@@ -15,7 +15,8 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from conftest import CONFIG, ROOT, load_demo, make_config, tierflight_cmd
+from conftest import CONFIG, ROOT, load_demo, make_config
+from tierflight.launch import tierflight_cmd
 
 GEN_NOW = dt.datetime(2025, 1, 1)
 LATER = GEN_NOW + dt.timedelta(days=10)

@@ -23,6 +23,7 @@ from conftest import (
     start_in_process,
 )
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, flight_status, read_all
+from tierflight.launch import launch
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import hash_password
 
@@ -158,13 +159,17 @@ def test_refuses_public_bind_without_auth(data_dir: Path) -> None:
 
 @pytest.mark.subprocess
 def test_public_bind_with_insecure(data_dir: Path) -> None:
-    proc = _serve(data_dir, "--host", "0.0.0.0", "--insecure")
+    server = launch(
+        serve_argv(data_dir, "--host", "0.0.0.0", "--insecure"),
+        env=serve_env({"PATH": "/usr/bin:/bin"}),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    proc = server.proc
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("tierflight ready at grpc://0.0.0.0:"), line
-        port = int(line.rsplit(":", 1)[1])
-        assert query(f"grpc://127.0.0.1:{port}", "SELECT 1") == [(1,)]
+        assert server.ready_line.startswith("tierflight ready at grpc://0.0.0.0:"), server.ready_line
+        assert server.local_uri == f"grpc://127.0.0.1:{server.port}"
+        assert query(server.local_uri, "SELECT 1") == [(1,)]
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)

@@ -670,6 +670,7 @@ def test_e2e_adbc_flightsql(server: WhoAmIServer) -> None:
     assert {user for _, user in server.seen} == {"alice"}
 
 
+@pytest.mark.subprocess  # openssl makes the certificate
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_e2e_tls(tmp_path: Path, settings: AuthSettings) -> None:
     cert, key = self_signed_cert(tmp_path)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG, ROOT, serve_argv, serve_env, start_subprocess, tierflight_cmd
+from conftest import CONFIG, ROOT, serve_argv, serve_env, start_subprocess
 from tierflight.datadir import lock_data_dir, unlock_data_dir
 from tierflight.errors import ConfigError
+from tierflight.launch import tierflight_cmd
 
 pytestmark = pytest.mark.subprocess
 

@@ -330,6 +330,7 @@ def test_rows_merged_while_a_snapshot_compacts_are_kept(fresh: RunningServer, tm
         again.app.close()
 
 
+@pytest.mark.needs_server  # a data set of its own
 @pytest.mark.parametrize("wal_kept", [True, False], ids=["wal-kept", "flushed-batch-lost"])
 def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path, wal_kept: bool) -> None:
     """A flush that leaves rows in the hot tail (ingest went on meanwhile) keeps the old

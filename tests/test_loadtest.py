@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, tierflight_cmd
+from conftest import ROOT
+from tierflight.launch import tierflight_cmd
 from tierflight.loadtest import (
     LoadTestConfig,
     LoadTestError,

@@ -39,6 +39,9 @@ from storage_helpers import (
     warm_dir,
 )
 
+# Each test builds a data set (and tiers, rollups or a server) of its own.
+pytestmark = pytest.mark.needs_server
+
 SPLIT = YOUNG[2:5]  # warm days that stay warm, rewritten as 3 small files each
 # Tier behaviour on its own: no rollups to build, every statement reads the raw tiers.
 RAW_ONLY = {"router.enabled": False, "tables.events.rollups": []}

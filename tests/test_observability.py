@@ -33,6 +33,7 @@ from conftest import (
 from flightsql_helpers import adbc_status, wait_for
 from tierflight.config import load_config
 from tierflight.errors import ConfigError
+from tierflight.launch import launch
 from tierflight.protocol.auth import hash_password
 
 # ---------------------------------------------------------------------------
@@ -259,27 +260,9 @@ class Proc:
 
 def start(data_dir: Path, tmp_path: Path, env: dict[str, str]) -> Proc:
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            serve_argv(data_dir),
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            text=True,
-            env=serve_env(**env),
-            cwd=ROOT,
-        )
-    assert proc.stdout is not None
-    timer = threading.Timer(60, proc.kill)  # a server that never gets ready must not hang the suite
-    timer.start()
-    try:
-        line = proc.stdout.readline()
-    finally:
-        timer.cancel()
-    m = re.search(r"tierflight ready at (grpc://\S+)", line)
-    if not m:
-        proc.kill()
-        raise AssertionError(f"no ready line; log:\n{log_path.read_text()[-3000:]}")
-    return Proc(proc, m.group(1), log_path)
+    # A server that never gets ready must not hang the suite: launch gives up after 60 s.
+    server = launch(serve_argv(data_dir), env=serve_env(**env), cwd=ROOT, log_path=log_path, timeout=60)
+    return Proc(server.proc, server.uri, log_path)
 
 
 def sigterm_and_wait(p: Proc, timeout: float) -> float:

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as fsql
 import pyarrow as pa
+import pytest
 
 from conftest import load_demo, make_config, start_in_process
+
+# Each test builds a data set (and tiers, rollups or a server) of its own.
+pytestmark = pytest.mark.needs_server
 
 
 def test_reader_replica_sees_published_files_and_snapshots(tmp_path: Path) -> None:

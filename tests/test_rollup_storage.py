@@ -77,6 +77,7 @@ def test_decimal_sums_are_stored_exactly_not_as_double_sums(server: RunningServe
     assert differs > 0
 
 
+@pytest.mark.needs_server  # a data set of its own
 def test_ingested_and_compacted_sums_stay_exact(tmp_path: Path) -> None:
     from conftest import load_demo, start_in_process
     from test_ingest import _oracle, _rows
@@ -98,6 +99,7 @@ def test_ingested_and_compacted_sums_stay_exact(tmp_path: Path) -> None:
         running.app.close()
 
 
+@pytest.mark.needs_server  # a data set of its own
 def test_a_build_refuses_data_with_more_digits_than_declared(tmp_path: Path) -> None:
     from conftest import load_demo
     from tierflight.app import App

@@ -11,25 +11,18 @@ import adbc_driver_flightsql.dbapi as fsql
 import pytest
 
 from conftest import ROOT, serve_argv, serve_env
+from tierflight.launch import launch
 
 pytestmark = pytest.mark.subprocess
 
 
 def test_serve_ready_line_query_and_sigterm(data_dir: Path) -> None:
-    proc = subprocess.Popen(
-        serve_argv(data_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=serve_env({"PATH": "/usr/bin:/bin"}),
-        cwd=ROOT,
-    )
+    server = launch(serve_argv(data_dir), env=serve_env({"PATH": "/usr/bin:/bin"}), cwd=ROOT, stderr=subprocess.PIPE)
+    proc = server.proc
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.fullmatch(r"tierflight ready at grpc://127\.0\.0\.1:(\d+)\n", line)
-        assert m, f"unexpected ready line {line!r}"
-        port = int(m.group(1))
+        assert server.before == [], "the ready line must be the first thing on stdout"
+        assert re.fullmatch(r"tierflight ready at grpc://127\.0\.0\.1:(\d+)\n", server.ready_line), server.ready_line
+        port = server.port
         assert port > 0
         with fsql.connect(f"grpc://127.0.0.1:{port}", autocommit=True) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) AS n, count(DISTINCT type) AS types FROM events")

@@ -41,6 +41,9 @@ from storage_helpers import (
 )
 from tierflight.errors import StorageUnavailable
 
+# Each test builds a data set (and tiers, rollups or a server) of its own.
+pytestmark = pytest.mark.needs_server
+
 BAD = YOUNG[3]
 GOOD = YOUNG[5]
 # Tier behaviour on its own: no rollups to build, every statement reads the raw tiers.

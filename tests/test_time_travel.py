@@ -10,6 +10,9 @@ import pytest
 
 from conftest import load_demo, make_config, start_in_process
 
+# Each test builds a data set (and tiers, rollups or a server) of its own.
+pytestmark = pytest.mark.needs_server
+
 
 def test_time_travel_by_version_and_timestamp(tmp_path: Path) -> None:
     from tierflight.engine.database import Database
