@@ -119,7 +119,7 @@ def serve(
         config = _config()
         log.info(
             "starting",
-            config=str(config.path) if config.path else None,
+            config=str(config.path) if config.path else "packaged default",
             data_dir=str(config.data_dir),
             tables=sorted(config.tables),
             pid=os.getpid(),
