@@ -136,8 +136,11 @@ def stored_root(data_dir: Path, namespace: str) -> str:
         pass
     db = catalog_dir / "iceberg.db"
     root = (_root_from_catalog(db, namespace) if db.exists() else None) or current
-    catalog_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record, {"root": root})
+    try:
+        catalog_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, {"root": root})
+    except OSError as exc:  # a read-only data dir still serves; the next writable start records it
+        log.warning("catalog_root_not_recorded", error=str(exc))
     return root
 
 
