@@ -256,3 +256,44 @@ def test_rebase_maps_only_names_under_the_roots() -> None:
     assert relative_name(root, "/other/p.parquet") == "/other/p.parquet"
     assert resolve_name(Path("/moved"), "events/warm/p.parquet") == "/moved/events/warm/p.parquet"
     assert resolve_name(Path("/moved"), "/other/p.parquet") == "/other/p.parquet"
+
+
+def test_a_flush_cut_short_finishes_after_the_data_dir_moved(tmp_path: Path) -> None:
+    """The flush journal names its files relative to the data dir: a flush that wrote its
+    files and died before publishing them is published from the new place after a move
+    (with absolute names it found none, and left the files behind as garbage)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    build(a)
+    expected = oracle(a)
+    late = _batch(200, dt.datetime.combine(COLD_DAYS[2], dt.time(4)), 3)  # into Iceberg
+    recent = _batch(250, dt.datetime(2024, 10, 21, 6), 4)
+    running = start_in_process(config(a))
+    try:
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_ingest("events", late, mode="append")
+            cur.adbc_ingest("events", recent, mode="append")
+        service = running.app.ingest_service
+
+        def crash(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("killed before publishing")
+
+        service._publish = crash  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="killed"):
+            service.flush("events")
+    finally:
+        running.server.shutdown()
+        running.app.close()  # no flush on the way out: as after kill -9
+    journal = (a / "events" / "flush.json").read_text()
+    assert str(a) not in journal and '"cold": ["iceberg/' in journal
+
+    a.rename(b)
+    again = start_in_process(config(b))
+    try:
+        assert again.app.stores["events"].hot.rows == 0, "the journal's files were published, not replayed"
+        assert _served_stats(again.uri) == _plus(expected, late, recent)
+    finally:
+        again.server.shutdown()
+        again.app.close()
+    assert not (b / "events" / "flush.json").exists()
+    assert not list(b.rglob("*.flushing")), "no staged file left behind"
+    assert tier_stats(b) == _plus(expected, late, recent)
