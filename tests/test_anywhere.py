@@ -205,10 +205,17 @@ def test_a_copied_data_dir_never_writes_into_the_original(tmp_path: Path) -> Non
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             assert cur.adbc_ingest("events", late, mode="append") == 300
             assert cur.adbc_ingest("events", recent, mode="append") == 400
+        first_snapshot = store.cold.snapshot_id()
         running.app.flush_all()
         assert store.hot.rows == 0
+        assert store.cold.snapshot_id() != first_snapshot, "the late rows were committed to Iceberg"
+        cold_rows = sum(expected[d][0] for d in COLD_DAYS)
         expected = _plus(expected, late, recent)
         assert _served_stats(running.uri) == expected
+        # Time travel reads the snapshot from before the copy through the stored names too.
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM events AT (VERSION => {first_snapshot})")
+            assert cur.fetchall() == [(cold_rows,)]
     finally:
         running.server.shutdown()
         running.app.close()
