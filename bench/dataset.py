@@ -178,9 +178,9 @@ def _link_or_copy(src: str, dst: str) -> object:
 def mutable_dataset(rows: int) -> Iterator[Path]:
     """The cached data dir, for a benchmark that writes into it (ingest); restored afterwards.
 
-    A copy cannot live elsewhere: the Iceberg catalog and metadata record absolute paths, and
-    the server only reads files under its own data dir. So the pristine state is copied aside
-    (data files hard-linked), and moved back in place when the block ends.
+    The pristine state is copied aside (data files hard-linked, so the copy is cheap), and
+    moved back in place when the block ends; the benchmark keeps its usual path and its
+    rollup snapshots. (A data dir copied elsewhere would serve too: see tiers.relocate.)
     """
     path = ensure_dataset(rows)
     backup = _pristine(rows)

@@ -17,6 +17,9 @@ import pytest
 from tierflight import launch
 from tierflight.config import Config, load_config
 
+# Test modules import the command from here as well as from tierflight.launch.
+tierflight_cmd = launch.tierflight_cmd
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent

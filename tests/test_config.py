@@ -134,6 +134,10 @@ def test_defaults_are_the_previous_behaviour(tmp_path: Path) -> None:
     assert iceberg.properties == {
         "uri": f"sqlite:///{tmp_path / 'catalog' / 'iceberg.db'}",
         "warehouse": (tmp_path / "iceberg").as_uri(),
+        # The warehouse moves with the data dir (tiers.relocate; tests/test_anywhere.py).
+        "py-io-impl": "tierflight.tiers.relocate.RebasingFileIO",
+        "tierflight.stored-root": str(tmp_path),
+        "tierflight.current-root": str(tmp_path),
         "s3.connect-timeout": "10",
         "s3.request-timeout": "10",
     }

@@ -28,12 +28,11 @@ app.add_typer(rollups_app, name="rollups")
 tiers_app = typer.Typer(no_args_is_help=True, help="Tier maintenance")
 app.add_typer(tiers_app, name="tiers")
 
-DEFAULT_CONFIG = Path("conf/tierflight.toml")
 DEFAULT_URI = "grpc://127.0.0.1:31337"
 
 
 class _State:
-    config_path: Path = DEFAULT_CONFIG
+    config_path: Path | None = None  # None: the configuration shipped in the package
     data_dir: Path | None = None
     log_level: str = "info"
 
@@ -42,7 +41,7 @@ state = _State()
 
 
 def _config(**overrides: Any) -> Config:
-    return load_config(state.config_path, data_dir=state.data_dir, overrides=overrides)
+    return load_config(state.config_path, data_dir=state.data_dir, overrides=overrides, packaged=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -52,7 +51,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def main_options(
-    config: Annotated[Path, typer.Option("--config", help="configuration file")] = DEFAULT_CONFIG,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="configuration file (default: the one shipped in the package)")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="overrides the storage root")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
@@ -126,7 +127,7 @@ def serve(
         config = _config()
         log.info(
             "starting",
-            config=str(config.path) if config.path else None,
+            config=str(config.path) if config.path else "packaged default",
             data_dir=str(config.data_dir),
             tables=sorted(config.tables),
             pid=os.getpid(),

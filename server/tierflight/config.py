@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import importlib.resources
 import os
 import re
 import tomllib
@@ -653,14 +654,26 @@ SECTIONS = (
 )
 
 
+# The default configuration, shipped inside the package (conf/tierflight.toml is a copy).
+PACKAGED_CONFIG = "default.toml"
+
+
+def packaged_config_text() -> str:
+    return importlib.resources.files("tierflight").joinpath(PACKAGED_CONFIG).read_text()
+
+
 def load_config(
     path: Path | str | None,
     *,
     data_dir: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    packaged: bool = False,
 ) -> Config:
-    """Read the TOML file, apply environment overrides, then explicit ones (tests, CLI flags)."""
+    """Read the TOML file, apply environment overrides, then explicit ones (tests, CLI flags).
+
+    No ``path``: the packaged default if ``packaged`` (the CLI without --config), else nothing
+    (every section at its defaults, no tables)."""
     data: dict[str, Any] = {}
     cfg_path = Path(path) if path is not None else None
     if cfg_path is not None:
@@ -670,6 +683,8 @@ def load_config(
             raise ConfigError(f"config file {cfg_path} does not exist; pass --config FILE") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path} is not valid TOML: {exc}") from None
+    elif packaged:
+        data = tomllib.loads(packaged_config_text())
     origins: Origins = {}
     apply_env_overrides(data, os.environ if environ is None else environ, origins)
     for dotted, value in (overrides or {}).items():

@@ -25,6 +25,7 @@ from tierflight.engine.database import Database
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.rwlock import RWLock
 from tierflight.engine.sandbox import Statement
+from tierflight.engine.session import mentions_session_user, set_session_user
 from tierflight.engine.watchdog import Watchdog
 from tierflight.errors import Cancelled, Overloaded, ResultTooLarge, StatementTimeout, TierflightError
 from tierflight.log import get_logger
@@ -343,6 +344,8 @@ class Executor:
                         cursor.register(name, obj)
                     for name, obj in self.database.caller_registrations(route.system_tables, None if sees_all else user):
                         cursor.register(name, obj)
+                    if mentions_session_user(route.sql):
+                        set_session_user(cursor, user)
                     if route.rollup is None:
                         # A rollup rewrite is generated from an already checked SELECT tree.
                         self.database.check_statement_type(cursor, route.sql)

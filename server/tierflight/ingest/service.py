@@ -20,7 +20,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupDelta
+from tierflight.tiers.relocate import relative_name, resolve_name
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import day_dir_name
 
@@ -42,6 +45,16 @@ log = get_logger("tierflight.ingest")
 
 FLUSH_JOURNAL = "flush.json"
 FLUSH_THROUGH = "tierflight.flush-through"
+
+
+def _journal_names(journal: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """The flush journal with its file names mapped: stored relative to the data dir, so a
+    data dir moved with a flush half done still finishes it (tiers.relocate)."""
+    return {
+        **journal,
+        "warm": [[rename(staged), rename(final)] for staged, final in journal["warm"]],
+        "cold": [rename(c) for c in journal["cold"]],
+    }
 
 # Flight SQL TableDefinitionOptions (FlightSql.proto).
 IF_NOT_EXIST_CREATE = 1
@@ -388,7 +401,7 @@ class IngestService:
                 store.write_object(rows, staged)
                 warm.append((staged, final))
         journal = {"through": through, "warm": warm, "cold": cold}
-        write_json_atomic(store.root / FLUSH_JOURNAL, journal)
+        write_json_atomic(store.root / FLUSH_JOURNAL, _journal_names(journal, partial(relative_name, store.config.data_dir)))
         return journal
 
     def _snapshot(self, t: TableIngest, force: bool) -> None:
@@ -476,9 +489,9 @@ class IngestService:
         path = t.store.root / FLUSH_JOURNAL
         if not path.exists():
             return
-        journal = json.loads(path.read_text())
-        through = int(journal["through"])
         store = t.store
+        journal = _journal_names(json.loads(path.read_text()), partial(resolve_name, store.config.data_dir))
+        through = int(journal["through"])
         missing = [s for s, f in journal["warm"] if not store.object_exists(s) and not store.object_exists(f)]
         if missing or through <= t.wal.flushed_through:
             # Files never fully written (or already published): the WAL still has the rows.

@@ -3,7 +3,7 @@
 Dashboards send the same statements again and again; the executor keeps their answers keyed
 by the SQL it ran and the data version of the route. That is exact only when the answer
 depends on nothing but the configured tables' rows: no clock, no randomness (a sample is
-random too), no system table or engine state, which change without the data version moving.
+random too), not who asks (current_user), no system table or engine state, which change without the data version moving.
 A pure rule over the statement's tree: it returns why an answer cannot be reused, or None.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from sqlglot import exp
+
+from tierflight.engine.session import SESSION_USER_FUNCTIONS
 
 # Functions whose value changes from one call to the next (DuckDB's names; sqlglot parses
 # some into the classes below and leaves the others as anonymous functions).
@@ -48,6 +50,11 @@ _VOLATILE_NODES: tuple[type[exp.Expr], ...] = tuple(
     )
     if isinstance(cls, type)
 )  # fmt: skip
+# current_user and its synonyms (engine.session): sqlglot parses some into these classes, the
+# others into functions, and the bare keywords user and current_role into columns.
+_SESSION_NODES: tuple[type[exp.Expr], ...] = tuple(
+    cls for cls in (getattr(exp, name, None) for name in ("CurrentUser", "SessionUser")) if isinstance(cls, type)
+)
 SYSTEM_SCHEMAS = frozenset({"system", "information_schema", "pg_catalog"})
 
 
@@ -64,6 +71,12 @@ def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
             return f"{node.sql(dialect='duckdb')} changes between calls"
         if isinstance(node, exp.Func) and _function_name(node) in VOLATILE_FUNCTIONS:
             return f"{_function_name(node)}() changes between calls"
+        if (
+            isinstance(node, _SESSION_NODES)
+            or (isinstance(node, exp.Func) and _function_name(node) in SESSION_USER_FUNCTIONS)
+            or (isinstance(node, exp.Column) and not node.table and node.name.lower() in SESSION_USER_FUNCTIONS)
+        ):
+            return f"{node.sql(dialect='duckdb')} depends on who asks"
         if isinstance(node, exp.TableSample):
             return "a sample is drawn anew on each call"
         if isinstance(node, exp.Table):

@@ -23,6 +23,7 @@ from tierflight.errors import StorageUnavailable, first_line
 from tierflight.log import get_logger
 from tierflight.lru import LRU
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.relocate import Rebase, rebase_properties
 from tierflight.tiers.s3 import Registration, S3Settings, is_s3_uri
 
 log = get_logger("tierflight.cold")
@@ -51,6 +52,12 @@ class IcebergSettings:
     def where(self) -> str:
         return self.properties.get("uri", "?")
 
+    @property
+    def rebase(self) -> Rebase | None:
+        """How names the embedded catalog records map to files in this data dir (None: other
+        catalogs, and a configured warehouse, record real locations)."""
+        return Rebase.from_properties(self.properties)
+
     @classmethod
     def from_config(cls, config: IcebergConfig, data_dir: Path, s3: S3Settings | None = None) -> IcebergSettings:
         s3 = s3 or S3Settings()
@@ -68,7 +75,9 @@ class IcebergSettings:
             catalog_dir = data_dir / "catalog"
             catalog_dir.mkdir(parents=True, exist_ok=True)
             props.setdefault("uri", f"sqlite:///{catalog_dir / 'iceberg.db'}")
-            props.setdefault("warehouse", (data_dir / "iceberg").absolute().as_uri())
+            if "warehouse" not in props:
+                # The default warehouse moves with the data dir (tiers.relocate).
+                props.update(rebase_properties(data_dir, config.namespace))
         else:
             # The table's files are on the [s3] endpoint unless s3.* properties say otherwise.
             for key, value in s3.iceberg_properties().items():
@@ -168,6 +177,7 @@ class ColdTier:
         self._lock = threading.Lock()
         self._plans: LRU[tuple[int | None, TimeRange], list[str]] = LRU(1024)
         self._location: str | None = None
+        self._rebase = settings.rebase
         # What statements are planned against, swapped whole by apply(). Rows at or after
         # ``until`` belong to the warm tier; the cold tier ignores them (a demotion commits
         # days to Iceberg before it moves the boundary).
@@ -270,10 +280,15 @@ class ColdTier:
     def snapshot_id(self) -> int | None:
         return self._state.snapshot_id
 
+    def physical(self, location: str) -> str:
+        """Where a file the catalog names is now (a path, or a URI on S3)."""
+        return local_path(self._rebase.physical(location) if self._rebase else location)
+
     def data_location(self, day: dt.date) -> str:
+        """Where a data file of ``day`` is written (under the current data dir)."""
         if self._location is None:
             self._location = str(self.table().location())
-        return f"{self._location}/data/{self.time_column}_day={day.isoformat()}"
+        return self.physical(f"{self._location}/data/{self.time_column}_day={day.isoformat()}")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -353,7 +368,7 @@ class ColdTier:
         self.planned += 1
         if any(t.delete_files for t in tasks):
             raise StorageUnavailable(f"{self.identifier} has delete files, which tierflight does not read yet")
-        return sorted(local_path(t.file.file_path) for t in tasks)
+        return sorted(self.physical(t.file.file_path) for t in tasks)
 
     def relation_sql(self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None) -> str | None:
         rel = self.relation(time_range, state)
@@ -406,8 +421,10 @@ class ColdTier:
         if not paths:
             return
         table = self.table()
+        # Recorded under the catalog's stored root, as every other name in it (tiers.relocate).
+        names = [self._rebase.logical(p) for p in paths] if self._rebase else list(paths)
         try:
-            table.add_files(list(paths), snapshot_properties=dict(properties or {}))
+            table.add_files(names, snapshot_properties=dict(properties or {}))
         except Exception as exc:  # noqa: BLE001 - any commit failure is reported with the table
             raise StorageUnavailable(
                 f"cannot commit {len(paths)} files to {self.identifier} (catalog {self.settings.where}): {first_line(exc)}"

@@ -18,7 +18,6 @@ from tierflight.errors import InvalidArgument, NotFound
 from tierflight.lru import LRU
 from tierflight.router.timerange import literal_datetime
 from tierflight.tiers.base import TimeRange
-from tierflight.tiers.cold import local_path
 
 SNAPSHOTS_SCHEMA = pa.schema(
     [
@@ -76,7 +75,7 @@ def relation_at(
         if rng.end is not None:
             expr = And(expr, LessThan(col, rng.end.isoformat()))  # type: ignore[call-arg,arg-type]
         tasks = table.scan(row_filter=expr, snapshot_id=snapshot_id).plan_files()
-        files = sorted(local_path(t.file.file_path) for t in tasks)
+        files = sorted(store.cold.physical(t.file.file_path) for t in tasks)
         _plans.put(key, files)
     rel = store.cold.relation_of(files)
     if rel is None:
