@@ -60,7 +60,7 @@ def test_system_queries_says_which_answers_were_reused(running: RunningServer) -
         for _ in range(2):
             cur.execute(sql)
             cur.fetchall()
-        cur.execute("SELECT sql, reused, status FROM system.queries WHERE sql = ? ORDER BY query_id", (sql,))
+        cur.execute("SELECT sql, reused, status FROM system.queries WHERE sql = ? ORDER BY finished_at", (sql,))
         assert cur.fetchall()[-2:] == [(sql, False, "ok"), (sql, True, "ok")]
 
 

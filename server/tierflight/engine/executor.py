@@ -8,6 +8,7 @@ by a server that never saw the FlightInfo, the statement is run again from the t
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import secrets
 import threading
@@ -63,6 +64,8 @@ class QueryRecord:
     total_ms: float
     status: str
     reused: bool = False  # answered from the result cache
+    # Query ids are random: this gives the statements' order (UTC, like the data).
+    finished_at: dt.datetime | None = None
 
 
 RESULT_CACHE_MAX_BYTES = 1 << 20
@@ -520,7 +523,10 @@ class Executor:
         total_ms = (time.perf_counter() - started) * 1000
         tier = route.tier if route else "none"
         rollup = route.rollup if route else None
-        self.recent.append(QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status, reused))
+        finished_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self.recent.append(
+            QueryRecord(query_id, sql, user, tier, rollup, rows, nbytes, total_ms, status, reused, finished_at)
+        )
         self.observer.statement(tier, rollup, status, total_ms / 1000)
         log.info(
             "statement",
@@ -553,6 +559,7 @@ class Executor:
                 "total_ms": pa.array([r.total_ms for r in records], pa.float64()),
                 "status": pa.array([r.status for r in records], pa.string()),
                 "reused": pa.array([r.reused for r in records], pa.bool_()),
+                "finished_at": pa.array([r.finished_at for r in records], pa.timestamp("us")),
             }
         )
 
