@@ -10,6 +10,7 @@ Usage: python superset_client.py HOST PORT WORKDIR; prints one JSON object.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -102,7 +103,7 @@ def main() -> None:
                 "filter": [time_filter(), {"col": "type", "op": "==", "val": "impression"}],
                 "is_timeseries": False,
                 "orderby": [[axis(grain.value), True]],
-                "row_limit": 10000,
+                "row_limit": 50000,
                 "extras": {},
             }
             result = table.query(query)
@@ -130,6 +131,18 @@ def main() -> None:
         result = table.query(table_chart)
         out["table"] = {"status": str(result.status), "error": result.error_message, "sql": result.query, "rows": rows(result)}
 
+    # The same dialect under SQLAlchemy 1.4 and pandas 2.1 (Superset's pins), without Superset,
+    # and found through its entry point (no import of tierflight_client here).
+    import pandas as pd
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"tierflight://{host}:{port}")
+    out["sqlalchemy_version"] = sa.__version__
+    out["read_sql"] = pd.read_sql(
+        sa.text("SELECT type, count(*) AS n FROM events WHERE type = :t AND day >= :d GROUP BY type"),
+        engine,
+        params={"t": "click", "d": dt.date(2024, 10, 1)},
+    ).to_dict("records")
     print(json.dumps(out, default=str))
 
 
