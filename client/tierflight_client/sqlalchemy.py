@@ -13,7 +13,7 @@ storage (rollup tables, its own schemas), which clients must not see.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import sqlalchemy
@@ -24,17 +24,31 @@ from sqlalchemy.sql import compiler
 
 from tierflight_client.connection import adbc_db_kwargs
 
+if TYPE_CHECKING:  # SQLAlchemy 2's typed reflection records (plain dicts at run time, and in 1.4)
+    from sqlalchemy.engine.interfaces import (
+        ReflectedCheckConstraint,
+        ReflectedColumn,
+        ReflectedForeignKeyConstraint,
+        ReflectedIndex,
+        ReflectedPrimaryKeyConstraint,
+        ReflectedTableComment,
+        ReflectedUniqueConstraint,
+    )
+
 _SA2 = int(sqlalchemy.__version__.split(".", 1)[0]) >= 2
 
 # DuckDB's reserved keywords (duckdb_keywords() WHERE keyword_category = 'reserved'): only these
 # need quotes, so columns such as day, hour and type stay bare, as the router expects them.
 RESERVED_WORDS = frozenset(
-    """all analyse analyze and any array as asc asymmetric both case cast check collate column
-    constraint create default deferrable desc describe distinct do else end except false fetch for
-    foreign from group having in initially intersect into lambda lateral leading limit not null
-    offset on only or order pivot pivot_longer pivot_wider placing primary qualify references
-    returning select show some summarize symmetric table then to trailing true union unique
-    unpivot using variadic when where window with""".split()
+    [
+        "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast",
+        "check", "collate", "column", "constraint", "create", "default", "deferrable", "desc", "describe", "distinct", "do", "else",
+        "end", "except", "false", "fetch", "for", "foreign", "from", "group", "having", "in", "initially", "intersect",
+        "into", "lambda", "lateral", "leading", "limit", "not", "null", "offset", "on", "only", "or", "order",
+        "pivot", "pivot_longer", "pivot_wider", "placing", "primary", "qualify", "references", "returning", "select", "show", "some", "summarize",
+        "symmetric", "table", "then", "to", "trailing", "true", "union", "unique", "unpivot", "using", "variadic", "when",
+        "where", "window", "with",
+    ]
 )
 
 # Table types a client may see; the `system` schema's tables are part of the contract.
@@ -108,7 +122,7 @@ class TierflightTypeCompiler(compiler.GenericTypeCompiler):
 
 
 class TierflightIdentifierPreparer(compiler.IdentifierPreparer):
-    reserved_words = set(RESERVED_WORDS)
+    reserved_words = set(RESERVED_WORDS)  # noqa: RUF012 (SQLAlchemy declares it per instance)
 
 
 def sqlalchemy_type(arrow_type: pa.DataType) -> Any:
@@ -163,7 +177,7 @@ class TierflightDialect(default.DefaultDialect):
     statement_compiler = TierflightCompiler
     type_compiler = TierflightTypeCompiler
     preparer = TierflightIdentifierPreparer
-    colspecs = {types.Date: _Date, types.DateTime: _DateTime, types.Time: _Time}
+    colspecs = {types.Date: _Date, types.DateTime: _DateTime, types.Time: _Time}  # noqa: RUF012
 
     supports_statement_cache = True
     supports_native_boolean = True
@@ -235,7 +249,7 @@ class TierflightDialect(default.DefaultDialect):
     def do_rollback(self, dbapi_connection: Any) -> None:
         pass
 
-    def get_isolation_level(self, dbapi_connection: Any) -> str:
+    def get_isolation_level(self, dbapi_connection: Any) -> Literal["AUTOCOMMIT"]:
         return "AUTOCOMMIT"
 
     def is_disconnect(self, e: Any, connection: Any, cursor: Any) -> bool:
@@ -298,7 +312,7 @@ class TierflightDialect(default.DefaultDialect):
 
     def get_columns(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedColumn]:
         schema = schema or self.default_schema_name
         # Only tables GetObjects shows: GetTableSchema must not become a way around that.
         if not self._tables(connection, schema, table_name, **kw):
@@ -316,34 +330,34 @@ class TierflightDialect(default.DefaultDialect):
             for field in arrow_schema
         ]
 
-    def get_pk_constraint(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> dict[str, Any]:
+    def get_pk_constraint(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> ReflectedPrimaryKeyConstraint:
         return {"constrained_columns": [], "name": None}
 
     def get_foreign_keys(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedForeignKeyConstraint]:
         return []
 
-    def get_indexes(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> list[dict[str, Any]]:
+    def get_indexes(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> list[ReflectedIndex]:
         return []
 
     def get_unique_constraints(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedUniqueConstraint]:
         return []
 
     def get_check_constraints(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedCheckConstraint]:
         return []
 
-    def get_table_comment(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> dict[str, Any]:
+    def get_table_comment(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> ReflectedTableComment:
         return {"text": None}
 
 
 if not _SA2:
     # SQLAlchemy 1.4 finds the DB-API module through a `dbapi` classmethod (2.x: import_dbapi).
-    TierflightDialect.dbapi = classmethod(lambda cls: TierflightDialect.import_dbapi())  # type: ignore[assignment,method-assign]
+    TierflightDialect.dbapi = classmethod(lambda cls: TierflightDialect.import_dbapi())  # type: ignore[assignment]
 
 dialect = TierflightDialect
 

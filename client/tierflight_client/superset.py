@@ -41,7 +41,7 @@ class TierflightEngineSpec(BaseEngineSpec):  # type: ignore[misc]
     engine = "tierflight"
     engine_name = "tierflight"
     default_driver = "adbc"
-    drivers = {"adbc": "ADBC Flight SQL (tierflight-client)"}
+    drivers = {"adbc": "ADBC Flight SQL (tierflight-client)"}  # noqa: RUF012 (Superset's own class attribute)
     sqlalchemy_uri_placeholder = "tierflight://[user:password@]host:31337[?tls=true]"
 
     # Read-only server: no CSV upload, no DML.

@@ -68,13 +68,12 @@ def main() -> None:
     app = create_app()
     out: dict[str, Any] = {}
     with app.app_context():
+        from flask_appbuilder import Model
         from superset.connectors.sqla.models import SqlaTable
         from superset.constants import TimeGrain
         from superset.db_engine_specs import get_engine_spec
         from superset.extensions import db
         from superset.models.core import Database
-
-        from flask_appbuilder import Model
 
         # The metadata tables straight from the models (no migrations: seconds, not a minute).
         Model.metadata.create_all(db.engine)
