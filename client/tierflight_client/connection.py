@@ -160,20 +160,26 @@ class Connection:
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     def query_polars(self, sql: str, params: Sequence[Any] | None = None) -> polars.DataFrame:
-        """:meth:`query` as a polars DataFrame."""
-        import polars as pl
+        """:meth:`query` as a polars DataFrame (needs polars: ``pip install 'tierflight-client[polars]'``)."""
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError(
+                "query_polars needs polars, which is not installed: pip install 'tierflight-client[polars]' "
+                "(or use query() for Arrow)"
+            ) from None
 
         frame = pl.from_arrow(self.query(sql, params))
         assert isinstance(frame, pl.DataFrame)  # a Table always converts to a DataFrame
         return frame
 
     def query_pandas(self, sql: str, params: Sequence[Any] | None = None) -> pandas.DataFrame:
-        """:meth:`query` as a pandas DataFrame (needs pandas: ``pip install 'tierflight[pandas]'``)."""
+        """:meth:`query` as a pandas DataFrame (needs pandas: ``pip install 'tierflight-client[pandas]'``)."""
         try:
             import pandas  # noqa: F401 - only checking that it is there
         except ImportError:
             raise ImportError(
-                "query_pandas needs pandas, which is not installed: pip install 'tierflight[pandas]' "
+                "query_pandas needs pandas, which is not installed: pip install 'tierflight-client[pandas]' "
                 "(or use query() for Arrow, query_polars() for polars)"
             ) from None
         return self.query(sql, params).to_pandas()
