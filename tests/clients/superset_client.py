@@ -101,7 +101,9 @@ def main() -> None:
                 "metrics": metrics(),
                 "filter": [time_filter(), {"col": "type", "op": "==", "val": "impression"}],
                 "is_timeseries": False,
-                "orderby": [[axis(grain.value), True]],
+                # What the ECharts time-series chart sends without a sort: its first metric,
+                # descending (the frontend orders by the x-axis after the query).
+                "orderby": [[metrics()[0], False]],
                 "row_limit": 50000,
                 "extras": {},
             }
