@@ -41,10 +41,11 @@ def test_entry_point_registers_the_dialect() -> None:
     assert isinstance(sa.create_engine("tierflight://127.0.0.1:1").dialect, TierflightDialect)
 
 
-def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, flat: Any) -> None:
+def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, server: RunningServer, flat: Any) -> None:
     inspector = sa.inspect(engine)
     assert inspector.get_schema_names() == ["main", "system"]
-    assert inspector.get_table_names() == ["events"]
+    # Exactly the configured tables (the test config has only `events` today).
+    assert inspector.get_table_names() == sorted(server.app.config.tables)
     assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollups", "snapshots"]
     assert inspector.has_table("events") and not inspector.has_table("no_such_table")
     columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("events")]
