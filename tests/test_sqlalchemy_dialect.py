@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import importlib.metadata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry
 
-from conftest import RunningServer
+from conftest import RunningServer, make_config, start_in_process
 from tierflight_client.sqlalchemy import TierflightDialect
 
 
@@ -221,3 +222,40 @@ def test_url_options() -> None:
     ]:
         with pytest.raises(sa.exc.ArgumentError, match=message):
             dialect.create_connect_args(sa.engine.make_url(bad))
+
+
+TOKEN = "dialect-token-" + "y" * 24
+
+
+@pytest.fixture(scope="module")
+def auth_server(data_dir: Path) -> Iterator[RunningServer]:
+    from tierflight.protocol.auth import hash_password
+
+    config = make_config(
+        data_dir,
+        auth={
+            "users": {
+                "alice": {"password_hash": hash_password("p@ss:w/rd", 1_000), "permissions": ["read"]},
+                "bot": {"permissions": ["read"]},
+            },
+            "tokens": {TOKEN: "bot"},
+        },
+    )
+    running = start_in_process(config)
+    yield running
+    running.server.shutdown()
+    running.app.close()
+
+
+def test_credentials_in_the_url(engine: sa.Engine, auth_server: RunningServer) -> None:
+    hostport = auth_server.uri.removeprefix("grpc://")
+    for url in (f"tierflight://alice:p%40ss%3Aw%2Frd@{hostport}", f"tierflight://{hostport}?token={TOKEN}"):
+        eng = sa.create_engine(url)
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) > 0 FROM events").scalar() is True
+        eng.dispose()
+    for url in (f"tierflight://alice:wrong@{hostport}", f"tierflight://{hostport}"):
+        eng = sa.create_engine(url)
+        with pytest.raises(sa.exc.DBAPIError, match="UNAUTHENTICATED"), eng.connect() as conn:
+            conn.exec_driver_sql("SELECT 1").scalar()
+        eng.dispose()
