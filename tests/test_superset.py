@@ -91,6 +91,8 @@ def test_engine_spec_is_found(superset_result: dict[str, Any]) -> None:
     out = superset_result
     assert out["engine_spec"] == "TierflightEngineSpec"
     assert out["spec_by_backend"] == "TierflightEngineSpec"
+    # Superset parses the chart SQL as DuckDB's, not in its generic dialect.
+    assert out["sqlglot_dialect"].lower().endswith("duckdb")
     # Every grain Superset offers has an expression (no "No grain spec for P1D").
     assert set(out["superset_grains"]) <= set(out["grains"])
     assert set(ORACLE_BUCKETS) == set(out["superset_grains"])

@@ -82,6 +82,9 @@ def main() -> None:
         db.session.commit()
         out["engine_spec"] = database.db_engine_spec.__name__
         out["spec_by_backend"] = get_engine_spec("tierflight").__name__
+        from superset.sql.parse import SQLGLOT_DIALECTS
+
+        out["sqlglot_dialect"] = str(SQLGLOT_DIALECTS.get("tierflight"))
         out["grains"] = sorted(g for g in database.db_engine_spec.get_time_grain_expressions() if g)
         out["superset_grains"] = sorted(g.value for g in TimeGrain)
         out["schemas"] = sorted(database.get_all_schema_names())
