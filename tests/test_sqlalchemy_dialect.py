@@ -155,6 +155,17 @@ def test_bound_parameters_filter_like_literals(engine: sa.Engine, flat: Any) -> 
     assert got == expected > 0
 
 
+@pytest.mark.xfail(
+    reason="server: a `?` in LIMIT is bound before the WHERE's (tree-walk order in router/binding.py, "
+    "not textual order; issue 18); the dialect renders LIMIT/OFFSET values inline, so only hand-written SQL meets it",
+    strict=True,
+)
+def test_parameter_in_limit_after_where(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        got = conn.exec_driver_sql("SELECT count(*) FROM events WHERE day >= ? LIMIT ?", (dt.date(2024, 10, 1), 1)).scalar()
+    assert got is not None and got > 0
+
+
 def test_pandas_read_sql_with_params(engine: sa.Engine, flat: Any) -> None:
     expected = flat.execute(
         "SELECT type, count(*) AS n FROM events WHERE type IN ('click', 'purchase') AND day >= DATE '2024-10-01' GROUP BY type ORDER BY type"
