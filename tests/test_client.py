@@ -69,8 +69,15 @@ def test_query_polars_and_pandas(client: tierflight_client.Connection) -> None:
 
 def test_query_pandas_without_pandas(client: tierflight_client.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)  # makes `import pandas` raise ImportError
-    with pytest.raises(ImportError, match=r"query_pandas needs pandas.*tierflight\[pandas\]"):
+    with pytest.raises(ImportError, match=r"query_pandas needs pandas.*tierflight-client\[pandas\]"):
         client.query_pandas("SELECT 1")
+
+
+def test_query_polars_without_polars(client: tierflight_client.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    # polars is an extra of tierflight-client, not a dependency.
+    monkeypatch.setitem(sys.modules, "polars", None)
+    with pytest.raises(ImportError, match=r"query_polars needs polars.*tierflight-client\[polars\]"):
+        client.query_polars("SELECT 1")
 
 
 def test_explain(client: tierflight_client.Connection) -> None:

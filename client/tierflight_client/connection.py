@@ -69,6 +69,37 @@ def _route_of(partitions: Sequence[bytes]) -> dict[str, Any]:
     return {}
 
 
+def adbc_db_kwargs(
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    tls_root_certs: str | Path | None = None,
+    tls_skip_verify: bool = False,
+    timeout: float | None = None,
+) -> dict[str, str]:
+    """The ADBC Flight SQL database options for these credentials, TLS settings and timeout
+    (shared by :func:`connect` and the SQLAlchemy dialect)."""
+    if token is not None and (user is not None or password is not None):
+        raise ValueError("give either user/password or token, not both")
+    if (user is None) != (password is None):
+        raise ValueError("user and password go together")
+    db_kwargs: dict[str, str] = {}
+    if user is not None and password is not None:
+        db_kwargs["username"] = user
+        db_kwargs["password"] = password
+    if token is not None:
+        db_kwargs[_AUTHORIZATION_HEADER] = f"Bearer {token}"
+    if tls_root_certs is not None:
+        db_kwargs[_TLS_ROOT_CERTS] = _pem(tls_root_certs)
+    if tls_skip_verify:
+        db_kwargs[_TLS_SKIP_VERIFY] = "true"
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        db_kwargs.update(dict.fromkeys(_TIMEOUTS, str(float(timeout))))
+    return db_kwargs
+
+
 def connect(
     uri: str,
     user: str | None = None,
@@ -88,24 +119,7 @@ def connect(
     """
     import adbc_driver_flightsql.dbapi as fsql
 
-    if token is not None and (user is not None or password is not None):
-        raise ValueError("give either user/password or token, not both")
-    if (user is None) != (password is None):
-        raise ValueError("user and password go together")
-    db_kwargs: dict[str, str] = {}
-    if user is not None and password is not None:
-        db_kwargs["username"] = user
-        db_kwargs["password"] = password
-    if token is not None:
-        db_kwargs[_AUTHORIZATION_HEADER] = f"Bearer {token}"
-    if tls_root_certs is not None:
-        db_kwargs[_TLS_ROOT_CERTS] = _pem(tls_root_certs)
-    if tls_skip_verify:
-        db_kwargs[_TLS_SKIP_VERIFY] = "true"
-    if timeout is not None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        db_kwargs.update(dict.fromkeys(_TIMEOUTS, str(float(timeout))))
+    db_kwargs = adbc_db_kwargs(user, password, token, tls_root_certs, tls_skip_verify, timeout)
     with _translated():
         conn = fsql.connect(uri, db_kwargs=db_kwargs, autocommit=True)
     return Connection(conn, uri)
@@ -146,20 +160,26 @@ class Connection:
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     def query_polars(self, sql: str, params: Sequence[Any] | None = None) -> polars.DataFrame:
-        """:meth:`query` as a polars DataFrame."""
-        import polars as pl
+        """:meth:`query` as a polars DataFrame (needs polars: ``pip install 'tierflight-client[polars]'``)."""
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError(
+                "query_polars needs polars, which is not installed: pip install 'tierflight-client[polars]' "
+                "(or use query() for Arrow)"
+            ) from None
 
         frame = pl.from_arrow(self.query(sql, params))
         assert isinstance(frame, pl.DataFrame)  # a Table always converts to a DataFrame
         return frame
 
     def query_pandas(self, sql: str, params: Sequence[Any] | None = None) -> pandas.DataFrame:
-        """:meth:`query` as a pandas DataFrame (needs pandas: ``pip install 'tierflight[pandas]'``)."""
+        """:meth:`query` as a pandas DataFrame (needs pandas: ``pip install 'tierflight-client[pandas]'``)."""
         try:
             import pandas  # noqa: F401 - only checking that it is there
         except ImportError:
             raise ImportError(
-                "query_pandas needs pandas, which is not installed: pip install 'tierflight[pandas]' "
+                "query_pandas needs pandas, which is not installed: pip install 'tierflight-client[pandas]' "
                 "(or use query() for Arrow, query_polars() for polars)"
             ) from None
         return self.query(sql, params).to_pandas()
