@@ -7,7 +7,7 @@ UNKNOWN whose message is non-empty and shows no traceback or server path. After 
 Python thread was left behind.
 
 Seeded and reproducible: ``TIERFLIGHT_FUZZ_SEED`` (default 16) and ``TIERFLIGHT_FUZZ_SECONDS``
-(default 24, over all phases). A failure prints the seed, the phase, the case number and the
+(default 20, over all phases). A failure prints the seed, the phase, the case number and the
 input; the same seed replays the same inputs in the same order (how many fit in the time
 budget depends on the machine).
 """
@@ -39,7 +39,7 @@ from tierflight.protocol.wire import ACTIONS, TYPE_PREFIX, encode_ticket, pack
 from tierflight_client.errors import flight_status_classes
 
 SEED = int(os.environ.get("TIERFLIGHT_FUZZ_SEED", "16"))
-BUDGET_S = float(os.environ.get("TIERFLIGHT_FUZZ_SECONDS", "24"))
+BUDGET_S = float(os.environ.get("TIERFLIGHT_FUZZ_SECONDS", "20"))
 # Share of the budget per phase.
 PHASES = {"sql": 0.4, "commands": 0.15, "actions": 0.15, "do_put": 0.15, "tickets": 0.15}
 CALL = flight.FlightCallOptions(timeout=20)
@@ -471,9 +471,65 @@ def _ingest_descriptor(rng: random.Random) -> flight.FlightDescriptor:
     return flight.FlightDescriptor.for_command(_corrupt(rng, pack(cmd)))
 
 
+PARAMETER_SQL = [
+    "SELECT ? AS x",
+    "SELECT count(*) FROM events WHERE type = ? AND advertiser_id = ?",
+    "SELECT day, count(*) FROM events WHERE day >= ? GROUP BY day",
+    "SELECT * FROM events WHERE ts BETWEEN ? AND ? LIMIT 3",
+    "SELECT ? + ?, ? || 'x'",
+]
+_PARAMETER_VALUES: list[Callable[[random.Random, int], pa.Array]] = [
+    lambda rng, n: pa.array([rng.randint(-(2**63), 2**63 - 1) for _ in range(n)], pa.int64()),
+    lambda rng, n: pa.array([_random_text(rng) for _ in range(n)]),
+    lambda rng, n: pa.array([rng.choice([float("nan"), float("inf"), 1e308, -0.0, 1.5]) for _ in range(n)]),
+    lambda rng, n: pa.nulls(n),
+    lambda rng, n: pa.array([dt.date(2024, 12, rng.randint(1, 31)) for _ in range(n)]),
+    lambda rng, n: pa.array([dt.datetime(rng.randint(1, 9999), 1, 1) for _ in range(n)], pa.timestamp("us")),
+    lambda rng, n: pa.array([[1, 2]] * n, pa.list_(pa.int32())),
+    lambda rng, n: pa.array([{"a": 1}] * n),
+    lambda rng, n: pa.array([b"\x00\xff"] * n),
+    lambda rng, n: pa.array([True] * n),
+    lambda rng, n: pa.array([rng.randint(0, 10) for _ in range(n)], pa.uint64()).dictionary_encode(),
+]
+
+
+def _prepared_with_parameters(fz: Fuzzer) -> None:
+    """Bind random parameter batches (any count, types and rows) and execute."""
+    client, rng = fz.client, fz.rng
+    sql = rng.choice(PARAMETER_SQL)
+    rows = rng.choice([0, 1, 1, 2, 5])
+    params = pa.table({f"p{i}": rng.choice(_PARAMETER_VALUES)(rng, rows) for i in range(rng.randint(0, 4))})
+
+    def run() -> None:
+        request = pack(pb.ActionCreatePreparedStatementRequest(query=sql))
+        (result,) = list(client.do_action(flight.Action("CreatePreparedStatement", request), CALL))
+        any_msg = any_pb2.Any()
+        any_msg.ParseFromString(result.body.to_pybytes())
+        created = pb.ActionCreatePreparedStatementResult()
+        any_msg.Unpack(created)
+        query = pb.CommandPreparedStatementQuery(prepared_statement_handle=created.prepared_statement_handle)
+        close = pb.ActionClosePreparedStatementRequest(prepared_statement_handle=created.prepared_statement_handle)
+        try:
+            writer, reader = client.do_put(_descriptor(query), params.schema, CALL)
+            try:
+                writer.write_table(params)
+                writer.done_writing()
+                reader.read()
+            finally:
+                writer.close()
+            _read_results(client, client.get_flight_info(_descriptor(query), CALL))
+        finally:
+            list(client.do_action(flight.Action("ClosePreparedStatement", pack(close)), CALL))
+
+    fz.check(f"prepared {sql!r} parameters {params.schema} rows={params.num_rows}", run)
+
+
 def phase_do_put(fz: Fuzzer, until: float) -> None:
     client = fz.client
     while time.monotonic() < until:
+        if fz.rng.random() < 0.3:
+            _prepared_with_parameters(fz)
+            continue
         descriptor = _ingest_descriptor(fz.rng)
         table = _mutated_table(fz.rng)
         split = fz.rng.random() < 0.3
