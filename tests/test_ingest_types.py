@@ -146,6 +146,7 @@ ACCEPTED: list[tuple[str, Callable[[pa.Table], pa.Array | pa.ChunkedArray], Any]
     ("user_id", lambda t: t["user_id"].cast(pa.uint32()), None),
     ("bid_price", lambda t: pa.array([1.5, None, 2.25, 0.5], pa.float32()), 1.5),
     ("bid_price", lambda t: pa.array([3, None, 1, 2], pa.int32()), 3.0),
+    ("bid_price", lambda t: pa.array([2**32 - 1, None, 1, 2], pa.uint32()), float(2**32 - 1)),
     ("total_price", lambda t: pa.nulls(t.num_rows), None),
     ("type", lambda t: t["type"].cast(pa.large_string()), None),
     ("type", lambda t: t["type"].cast(pa.string_view()), None),

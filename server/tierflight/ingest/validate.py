@@ -38,21 +38,19 @@ def _first_bad_row(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, o
     return -1, None
 
 
-def _int_bits(t: pa.DataType) -> tuple[bool, int] | None:
-    """(signed, bits) of an integer type, else None."""
-    if not pa.types.is_integer(t):
-        return None
-    return pa.types.is_signed_integer(t), t.bit_width
-
-
-def _integers_up_to(target_bits: int, source: pa.DataType) -> bool:
-    """Whether every value of integer type ``source`` fits a signed ``target_bits`` integer
-    (or, for a float target, its exact integer range: pass its mantissa-safe bits)."""
-    kind = _int_bits(source)
-    if kind is None:
+def _integer_into(target_bits: int, source: pa.DataType) -> bool:
+    """Whether every value of ``source`` fits a signed integer of ``target_bits``: a signed
+    integer of at most as many bits, or an unsigned one of fewer."""
+    if not pa.types.is_integer(source):
         return False
-    signed, bits = kind
-    return bits <= target_bits if signed else bits < target_bits
+    bits: int = source.bit_width
+    return bits <= target_bits if pa.types.is_signed_integer(source) else bits < target_bits
+
+
+def _integer_exact_in_float(mantissa_bits: int, source: pa.DataType) -> bool:
+    """Whether every value of ``source`` is exact in a float with a ``mantissa_bits`` mantissa
+    (53 for double, 24 for float): integers of at most 32 resp. 16 bits, either sign."""
+    return bool(pa.types.is_integer(source)) and source.bit_width <= (32 if mantissa_bits >= 53 else 16)
 
 
 def widens_losslessly(source: pa.DataType, target: pa.DataType) -> bool:
@@ -62,11 +60,11 @@ def widens_losslessly(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_dictionary(source):
         return widens_losslessly(source.value_type, target)
     if pa.types.is_integer(target):
-        return _integers_up_to(target.bit_width, source)
+        return _integer_into(target.bit_width, source)
     if pa.types.is_float64(target):
-        return pa.types.is_float16(source) or pa.types.is_float32(source) or _integers_up_to(32, source)
+        return bool(pa.types.is_float16(source) or pa.types.is_float32(source)) or _integer_exact_in_float(53, source)
     if pa.types.is_float32(target):
-        return pa.types.is_float16(source) or _integers_up_to(16, source)
+        return bool(pa.types.is_float16(source)) or _integer_exact_in_float(24, source)
     if pa.types.is_timestamp(target):
         return bool(pa.types.is_timestamp(source))
     if pa.types.is_date32(target):
@@ -80,8 +78,8 @@ _ACCEPTED = {
     "int16": "int8, int16, uint8",
     "int32": "int8, int16, int32, uint8, uint16",
     "int64": "int8, int16, int32, int64, uint8, uint16, uint32",
-    "double": "double, float, halffloat, and integers of at most 32 bits",
-    "float": "float, halffloat, and integers of at most 16 bits",
+    "double": "double, float, halffloat, and integers (signed or unsigned) of at most 32 bits",
+    "float": "float, halffloat, and integers (signed or unsigned) of at most 16 bits",
     "timestamp[us]": "timestamps in s, ms, us (ns: whole microseconds), with or without a time zone",
     "date32[day]": "date32, date64 (whole days)",
     "string": "string, large_string, string_view",
