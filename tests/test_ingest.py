@@ -137,10 +137,12 @@ def test_flush_keeps_answers_and_moves_rows(fresh: RunningServer, tmp_path: Path
     ],
 )
 def test_bad_batches_are_refused_whole(fresh: RunningServer, column: str, value: Any, needle: str) -> None:
-    batch = _rows(10, dt.datetime(2024, 12, 31, 9)).to_pylist()
+    rows = _rows(10, dt.datetime(2024, 12, 31, 9))
+    batch = rows.to_pylist()
     batch[3][column] = value
-    table = pa.Table.from_pylist(batch) if column != "advertiser_id" else pa.Table.from_pylist(
-        [{**r, "advertiser_id": str(r["advertiser_id"])} for r in batch]
+    table = pa.Table.from_pylist(batch, schema=rows.schema) if column != "advertiser_id" else pa.Table.from_pylist(
+        [{**r, "advertiser_id": str(r["advertiser_id"])} for r in batch],
+        schema=rows.schema.set(3, pa.field("advertiser_id", pa.string())),
     )
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM events")

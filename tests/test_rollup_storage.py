@@ -138,13 +138,14 @@ def _statement(sql: str) -> Any:
 def test_ingest_refuses_values_with_more_digits_than_declared(server: RunningServer, value: float, needle: str) -> None:
     from test_ingest import _rows
 
-    rows = _rows(8, dt.datetime(2024, 12, 31, 9)).to_pylist()
+    table = _rows(8, dt.datetime(2024, 12, 31, 9))
+    rows = table.to_pylist()
     rows[5]["bid_price"] = value
     with fsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM events")
         before = cur.fetchall()[0][0]
         with pytest.raises(Exception) as err:
-            cur.adbc_ingest("events", pa.Table.from_pylist(rows), mode="append")
+            cur.adbc_ingest("events", pa.Table.from_pylist(rows, schema=table.schema), mode="append")
         message = str(err.value)
         assert "row 5" in message and needle in message and "nothing was written" in message, message
         assert "Traceback" not in message

@@ -223,9 +223,12 @@ class Connection:
         """Append ``data`` (pyarrow Table/RecordBatch/RecordBatchReader, polars or pandas
         DataFrame) to ``table``; returns the number of rows the server acknowledged."""
         arrow = _arrow(data)
-        if mode == "append" and isinstance(arrow, pa.Table | pa.RecordBatch) and arrow.num_rows == 0:
-            # Nothing to append; the driver would fail on a stream without batches anyway.
-            return 0
+        if isinstance(arrow, pa.Table | pa.RecordBatch) and arrow.num_rows == 0:
+            # The driver sends nothing at all for a stream without batches (not even the
+            # schema), which the server cannot answer; one empty batch carries the schema,
+            # so the server checks the column types and acknowledges 0 rows.
+            empty = pa.RecordBatch.from_pylist([], schema=arrow.schema)
+            arrow = pa.RecordBatchReader.from_batches(arrow.schema, [empty])
         with _translated(), self._conn.cursor() as cur:
             rows = cur.adbc_ingest(table, arrow, mode=mode)
         return int(rows)

@@ -1,4 +1,18 @@
-"""Validation of an ingest batch before anything is written: all of it, or none of it."""
+"""Validation of an ingest batch before anything is written: all of it, or none of it.
+
+A column must arrive as the table's type or as a type that widens to it without loss; any
+other type is refused (naming the column and both types) rather than cast, since a cast
+guesses: strings parsed as timestamps, booleans as 0/1 prices, numbers as text. Lossless:
+
+* integers: a signed integer of at most as many bits, an unsigned one of fewer bits;
+* DOUBLE: float16/float32, and integers of at most 32 bits (int64 is refused: past 2^53 a
+  double rounds it); FLOAT: float16, and integers of at most 16 bits;
+* TIMESTAMP (microseconds, UTC): timestamps in s, ms, us, and ns when every value is a whole
+  microsecond (checked per value); with a time zone, the instant is kept (as UTC);
+* DATE: date64 when every value is a whole day (checked per value);
+* VARCHAR: string, large_string, string_view;
+* a dictionary of an accepted type, and a column of only nulls (type null), for any column.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +38,64 @@ def _first_bad_row(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, o
     return -1, None
 
 
+def _integer_into(target_bits: int, source: pa.DataType) -> bool:
+    """Whether every value of ``source`` fits a signed integer of ``target_bits``: a signed
+    integer of at most as many bits, or an unsigned one of fewer."""
+    if not pa.types.is_integer(source):
+        return False
+    bits: int = source.bit_width
+    return bits <= target_bits if pa.types.is_signed_integer(source) else bits < target_bits
+
+
+def _integer_exact_in_float(mantissa_bits: int, source: pa.DataType) -> bool:
+    """Whether every value of ``source`` is exact in a float with a ``mantissa_bits`` mantissa
+    (53 for double, 24 for float): integers of at most 32 resp. 16 bits, either sign."""
+    return bool(pa.types.is_integer(source)) and source.bit_width <= (32 if mantissa_bits >= 53 else 16)
+
+
+def widens_losslessly(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a column of type ``source`` may be stored as ``target`` (see the module doc)."""
+    if source == target or pa.types.is_null(source):
+        return True
+    if pa.types.is_dictionary(source):
+        return widens_losslessly(source.value_type, target)
+    if pa.types.is_integer(target):
+        return _integer_into(target.bit_width, source)
+    if pa.types.is_float64(target):
+        return bool(pa.types.is_float16(source) or pa.types.is_float32(source)) or _integer_exact_in_float(53, source)
+    if pa.types.is_float32(target):
+        return bool(pa.types.is_float16(source)) or _integer_exact_in_float(24, source)
+    if pa.types.is_timestamp(target):
+        return bool(pa.types.is_timestamp(source))
+    if pa.types.is_date32(target):
+        return bool(pa.types.is_date64(source))
+    if pa.types.is_string(target):
+        return bool(pa.types.is_large_string(source) or pa.types.is_string_view(source))
+    return False
+
+
+_ACCEPTED = {
+    "int16": "int8, int16, uint8",
+    "int32": "int8, int16, int32, uint8, uint16",
+    "int64": "int8, int16, int32, int64, uint8, uint16, uint32",
+    "double": "double, float, halffloat, and integers (signed or unsigned) of at most 32 bits",
+    "float": "float, halffloat, and integers (signed or unsigned) of at most 16 bits",
+    "timestamp[us]": "timestamps in s, ms, us (ns: whole microseconds), with or without a time zone",
+    "date32[day]": "date32, date64 (whole days)",
+    "string": "string, large_string, string_view",
+}
+
+
+def _refuse_type(table: TableConfig, field: pa.Field, source: pa.DataType) -> InvalidArgument:
+    declared = next((c.type for c in table.columns if c.name == field.name), "")
+    accepted = _ACCEPTED.get(str(field.type), str(field.type))
+    return InvalidArgument(
+        f"ingest into {table.name}: column {field.name} is {source}, but the table's column is "
+        f"{field.type}{f' ({declared})' if declared else ''}; accepted: {accepted} "
+        "(or a dictionary of those); nothing was written"
+    )
+
+
 def validate_batch(
     data: pa.Table,
     table: TableConfig,
@@ -46,6 +118,8 @@ def validate_batch(
     columns = []
     for field in schema:
         col = data[field.name]
+        if not widens_losslessly(col.type, field.type):
+            raise _refuse_type(table, field, col.type)
         if col.type != field.type:
             try:
                 col = col.cast(field.type, safe=True)

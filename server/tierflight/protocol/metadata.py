@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -12,6 +10,7 @@ from tierflight import __version__
 from tierflight.engine.sandbox import check_statement
 from tierflight.errors import Unsupported
 from tierflight.protocol import schemas as S
+from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table
 
 TABLE_TYPES = ("TABLE", "SYSTEM TABLE")
@@ -30,28 +29,16 @@ _SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-@lru_cache(maxsize=256)
-def like_pattern(pattern: str) -> re.Pattern[str]:
-    """A Flight SQL filter pattern (SQL LIKE: % and _, backslash escapes) as a regex."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _match(pattern: str | None, value: str) -> bool:
-    return pattern is None or like_pattern(pattern).fullmatch(value) is not None
-
-
 def _opt(cmd: Any, name: str) -> str | None:
     return getattr(cmd, name) if cmd.HasField(name) else None
+
+
+def _pattern(cmd: Any, name: str) -> str | None:
+    """The filter pattern ``name`` of ``cmd``, refused up front when it is too long."""
+    pattern = _opt(cmd, name)
+    if pattern is not None:
+        check_length(name, pattern)
+    return pattern
 
 
 class Metadata:
@@ -86,18 +73,18 @@ class Metadata:
         return pa.Table.from_pylist([{"catalog_name": self.app.catalog_name}], schema=S.CATALOGS_SCHEMA)
 
     def _CommandGetDbSchemas(self, cmd: Any) -> pa.Table:
-        catalog, pattern = _opt(cmd, "catalog"), _opt(cmd, "db_schema_filter_pattern")
-        rows = sorted({(c, s) for c, s, _, _ in self._entries() if catalog in (None, c) and _match(pattern, s)})
+        catalog, pattern = _opt(cmd, "catalog"), _pattern(cmd, "db_schema_filter_pattern")
+        rows = sorted({(c, s) for c, s, _, _ in self._entries() if catalog in (None, c) and like(pattern, s)})
         return pa.Table.from_pylist([{"catalog_name": c, "db_schema_name": s} for c, s in rows], schema=S.DB_SCHEMAS_SCHEMA)
 
     def _CommandGetTables(self, cmd: Any) -> pa.Table:
         catalog = _opt(cmd, "catalog")
-        schema_pat, table_pat = _opt(cmd, "db_schema_filter_pattern"), _opt(cmd, "table_name_filter_pattern")
+        schema_pat, table_pat = _pattern(cmd, "db_schema_filter_pattern"), _pattern(cmd, "table_name_filter_pattern")
         types = set(cmd.table_types)
         rows = [
             e
             for e in self._entries()
-            if catalog in (None, e[0]) and _match(schema_pat, e[1]) and _match(table_pat, e[2]) and (not types or e[3] in types)
+            if catalog in (None, e[0]) and like(schema_pat, e[1]) and like(table_pat, e[2]) and (not types or e[3] in types)
         ]
         data: dict[str, list[Any]] = {
             "catalog_name": [r[0] for r in rows],

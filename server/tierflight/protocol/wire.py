@@ -28,6 +28,15 @@ ACTIONS = [
 STATE_ACTION = "tierflight.state"
 
 
+# The message classes a type URL may name: looked up in this table, never with getattr on the
+# module (a URL ending in "__class__" named the module's type, whose construction failed).
+_MESSAGES: dict[str, type[Message]] = {
+    name: cls
+    for name, cls in vars(pb).items()
+    if not name.startswith("_") and isinstance(cls, type) and issubclass(cls, Message)
+}
+
+
 def pack(msg: Message) -> bytes:
     any_msg = any_pb2.Any()
     any_msg.Pack(msg, type_url_prefix="type.googleapis.com/")
@@ -42,11 +51,13 @@ def unpack(data: bytes) -> tuple[str, Any]:
     except DecodeError:
         raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
     if not any_msg.type_url.startswith(TYPE_PREFIX):
-        raise Unsupported(f"unsupported command type {any_msg.type_url or '(empty)'!r}")
+        url = any_msg.type_url if len(any_msg.type_url) <= 200 else any_msg.type_url[:200] + "..."
+        raise Unsupported(f"unsupported command type {url or '(empty)'!r}")
     name = any_msg.type_url[len(TYPE_PREFIX) :]
-    cls = getattr(pb, name, None)
-    if cls is None or not isinstance(cls, type):
-        raise Unsupported(f"Flight SQL command {name} is not supported by tierflight")
+    cls = _MESSAGES.get(name)
+    if cls is None:
+        shown = name if len(name) <= 100 else name[:100] + "..."
+        raise Unsupported(f"Flight SQL command {shown!r} is not supported by tierflight")
     msg = cls()
     try:
         any_msg.Unpack(msg)
