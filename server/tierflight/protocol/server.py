@@ -23,6 +23,7 @@ from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
 from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
+from tierflight.protocol.parameters import ParameterTyper, require_bound
 from tierflight.protocol.prepared import PreparedStatements, parameter_rows
 from tierflight.protocol.schemas import schema_with_column_metadata
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
@@ -41,6 +42,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
+        self.parameter_types = ParameterTyper(app.config.tables, app.names)
         self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,
@@ -99,14 +101,15 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _info_statement(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        return self._start(descriptor, check_statement(cmd.query), None, caller)
+        statement = check_statement(cmd.query)
+        # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
+        # it unbound (or a client's rendering bug would go unnoticed).
+        require_bound(statement, None)
+        return self._start(descriptor, statement, None, caller)
 
     def _info_prepared(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
-        if item.statement.parameter_count and not item.params:
-            raise InvalidArgument(
-                f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
-            )
+        require_bound(item.statement, item.params)
         return self._start(descriptor, item.statement, item.params, caller, item.take_pending())
 
     @schema_boundary
@@ -239,9 +242,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             pending = self.executor.start(statement, None, caller.user, sees_all=ADMIN in caller.permissions)
             self.executor.park(pending)
             dataset_schema = pending.schema
-        parameter_schema = pa.schema(
-            [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
-        )
+        parameter_schema = self.parameter_types.schema(statement)
         item = self.prepared.add(statement, caller.user, dataset_schema, parameter_schema)
         item.pending = pending
         result = pb.ActionCreatePreparedStatementResult(
