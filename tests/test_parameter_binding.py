@@ -183,3 +183,18 @@ def test_unbound_placeholders_refused() -> None:
     with pytest.raises(InvalidArgument, match="none were bound"):
         require_bound(check_statement("SELECT ? AS a"), [])
     require_bound(check_statement("SELECT 1"), None)
+
+
+def test_null_comparison_is_logged_once_not_refused() -> None:
+    from structlog.testing import capture_logs
+
+    from tierflight.protocol.parameters import warn_null_comparison
+
+    trap = check_statement("SELECT count(*) FROM events WHERE type = NULL AND 'null-trap-test' <> ''")
+    with capture_logs() as logs:
+        assert warn_null_comparison(trap, "alice") is True
+        assert warn_null_comparison(trap, "alice") is True  # remembered: logged once
+    events = [e for e in logs if e["event"] == "statement_compares_with_null"]
+    assert len(events) == 1 and events[0]["user"] == "alice" and "type = NULL" not in str(events[0])
+    assert not warn_null_comparison(check_statement("SELECT count(*) FROM events WHERE type IS NULL"), "alice")
+    assert not warn_null_comparison(check_statement("SELECT NULL AS n, coalesce(type, NULL) FROM events"), "alice")

@@ -183,8 +183,10 @@ def test_adbc_execute_unbound_refused(cur: Any) -> None:
         ("SELECT ? AS a", pa.record_batch([pa.array([1]), pa.array([2])], names=["a", "b"]), "1 parameter(s) but 2"),
         ("SELECT 1 AS a", pa.record_batch([pa.array([1])], names=["a"]), "0 parameter(s) but 1"),
         ("SELECT ? AS a", pa.record_batch([pa.array([[1, 2]])], names=["xs"]), "parameter 1 ('xs') has Arrow type list"),
+        # One execution per row: a batch past the bound is refused before it is held in memory.
+        ("SELECT ? AS a", pa.record_batch([pa.array(range(10_001))], names=["a"]), "at most 10000 rows"),
     ],
-    ids=["too-many-columns", "values-for-none", "list-type"],
+    ids=["too-many-columns", "values-for-none", "list-type", "too-many-rows"],
 )
 def test_bad_parameter_batches_refused(client: flight.FlightClient, sql: str, batch: pa.RecordBatch, message: str) -> None:
     prepared = create_prepared(client, sql)

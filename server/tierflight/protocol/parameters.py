@@ -29,11 +29,15 @@ from sqlglot.schema import MappingSchema
 
 from tierflight.config import TableConfig
 from tierflight.engine.database import table_view_sql
+from tierflight.engine.executor import statement_hash
 from tierflight.engine.names import Kind, Names
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.errors import InvalidArgument
+from tierflight.log import get_logger
 from tierflight.lru import LRU
 from tierflight.router.binding import placeholders
+
+log = get_logger("tierflight.protocol")
 
 UNKNOWN = pa.utf8()  # a parameter whose type cannot be inferred (see the module docstring)
 
@@ -175,11 +179,16 @@ class ParameterTyper:
 # -- what a client binds ------------------------------------------------------------------------
 
 
+def _nanoseconds(t: pa.DataType) -> bool:
+    return bool((pa.types.is_timestamp(t) or pa.types.is_time(t)) and t.unit == "ns")
+
+
 def _supported(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _supported(t.value_type)
     if pa.types.is_union(t):
-        return all(_supported(t.field(i).type) for i in range(t.num_fields))
+        # Nanosecond members would be rounded to Python's microseconds unseen: not in unions.
+        return all(_supported(f.type) and not _nanoseconds(f.type) for f in (t.field(i) for i in range(t.num_fields)))
     return bool(
         pa.types.is_null(t)
         or pa.types.is_boolean(t)
@@ -205,7 +214,7 @@ def _column_values(index: int, name: str, column: pa.ChunkedArray) -> list[Any]:
             "which is not supported; bind a string, integer, floating point, decimal, boolean, "
             "date, time, timestamp, binary or null value"
         )
-    if (pa.types.is_timestamp(t) or pa.types.is_time(t)) and t.unit == "ns":
+    if _nanoseconds(t):
         # Python datetimes and times hold microseconds: refuse rather than round silently.
         micro = pa.timestamp("us", t.tz) if pa.types.is_timestamp(t) else pa.time64("us")
         truncated = pc.cast(column, micro, safe=False)
@@ -219,6 +228,23 @@ def _column_values(index: int, name: str, column: pa.ChunkedArray) -> list[Any]:
     return values
 
 
+# Each row of a parameter batch is one more execution of the statement; a client sending
+# millions would hold the statement's slot (and the rows in memory) for all of them.
+MAX_PARAMETER_ROWS = 10_000
+
+
+def read_parameters(reader: Any, expected: int, max_rows: int = MAX_PARAMETER_ROWS) -> list[tuple[Any, ...]]:
+    """The parameter rows of a DoPut, read batch by batch and refused past ``max_rows``."""
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for chunk in reader:
+        rows += chunk.data.num_rows
+        if rows > max_rows:
+            raise InvalidArgument(f"a parameter batch may hold at most {max_rows} rows (one execution each)")
+        batches.append(chunk.data)
+    return parameter_rows(pa.Table.from_batches(batches, schema=reader.schema), expected)
+
+
 def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
     """Python values per parameter row; dense/sparse unions (flightsql-dbapi) are unwrapped.
 
@@ -228,6 +254,34 @@ def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
         raise InvalidArgument(f"the statement has {expected} parameter(s) but {data.num_columns} were bound")
     columns = [_column_values(i, name, col) for i, (name, col) in enumerate(zip(data.column_names, data.columns, strict=True))]
     return [tuple(col[i] for col in columns) for i in range(data.num_rows)]
+
+
+# Comparisons that are never true when one side is the NULL literal.
+_NULL_NEVER_TRUE = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
+_null_checked: LRU[str, bool] = LRU(4096)
+
+
+def warn_null_comparison(statement: Statement, user: str) -> bool:
+    """Log (once per statement text) a statement comparing with the NULL literal: valid SQL
+    that matches no row, and what a client that renders unbound parameters as NULL sends
+    (flightsql-dbapi's SQLAlchemy dialect without feature-sqlalchemy-prepared-statements=on).
+    The statement still runs as written; the warning is for whoever reads the server log."""
+    known = _null_checked.get(statement.sql)
+    if known is not None:
+        return known
+    found = any(
+        isinstance(node.this, exp.Null) or isinstance(node.expression, exp.Null)
+        for node in statement.tree.find_all(*_NULL_NEVER_TRUE)
+    )
+    _null_checked.put(statement.sql, found)
+    if found:
+        log.warning(
+            "statement_compares_with_null",
+            statement_hash=statement_hash(statement.sql),
+            user=user,
+            hint="'x = NULL' is never true (use IS NULL); a client rendering unbound parameters as NULL sends it",
+        )
+    return found
 
 
 def require_bound(statement: Statement, params: Sequence[Any] | None) -> None:
@@ -245,5 +299,7 @@ __all__ = [
     "parameter_name",
     "parameter_rows",
     "placeholders",
+    "read_parameters",
     "require_bound",
+    "warn_null_comparison",
 ]

@@ -23,8 +23,13 @@ from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
 from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
-from tierflight.protocol.parameters import ParameterTyper, require_bound
-from tierflight.protocol.prepared import PreparedStatements, parameter_rows
+from tierflight.protocol.parameters import (
+    ParameterTyper,
+    read_parameters,
+    require_bound,
+    warn_null_comparison,
+)
+from tierflight.protocol.prepared import PreparedStatements
 from tierflight.protocol.schemas import schema_with_column_metadata
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
 from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
@@ -105,6 +110,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
         # it unbound (or a client's rendering bug would go unnoticed).
         require_bound(statement, None)
+        warn_null_comparison(statement, caller.user)
         return self._start(descriptor, statement, None, caller)
 
     def _info_prepared(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
@@ -172,7 +178,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if name == "CommandPreparedStatementQuery":
             self._user(context)
             item = self.prepared.get(cmd.prepared_statement_handle)
-            item.params = parameter_rows(reader.read_all(), item.statement.parameter_count)
+            item.params = read_parameters(reader, item.statement.parameter_count)
             result = pb.DoPutPreparedStatementResult(prepared_statement_handle=item.handle)
             writer.write(pa.py_buffer(result.SerializeToString()))
             return
@@ -235,6 +241,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         statement = check_statement(req.query)
+        warn_null_comparison(statement, caller.user)
         pending = None
         if statement.parameter_count:
             dataset_schema = self.executor.schema(statement, statement.parameter_count)
