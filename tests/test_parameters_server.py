@@ -196,3 +196,23 @@ def test_bad_parameter_batches_refused(client: flight.FlightClient, sql: str, ba
     assert message in str(err.value)
     assert_clean_message(str(err.value))
     close_prepared(client, prepared.prepared_statement_handle)
+
+
+def test_huge_parameter_numbers_refused(client: flight.FlightClient) -> None:
+    # `$n` gives a statement n parameters: the server must not build an n-entry schema.
+    for call in (
+        lambda: create_prepared(client, "SELECT $70000 AS x"),
+        lambda: client.get_flight_info(cmd_descriptor(pb.CommandStatementQuery(query="SELECT $70000 AS x"))),
+        lambda: client.get_schema(cmd_descriptor(pb.CommandStatementQuery(query="SELECT $70000 AS x"))),
+    ):
+        with pytest.raises(pa.ArrowException) as err:
+            call()
+        assert flight_status(err.value) == "INVALID_ARGUMENT"
+        assert "at most 65535" in str(err.value)
+
+
+def test_statement_schema_with_placeholders(client: flight.FlightClient) -> None:
+    # GetSchema only describes the result: placeholders need no values for it.
+    sql = "SELECT count(*) AS n, max(ts) AS last FROM events WHERE type = ?"
+    schema = client.get_schema(cmd_descriptor(pb.CommandStatementQuery(query=sql))).schema
+    assert schema.names == ["n", "last"]

@@ -284,6 +284,18 @@ def warn_null_comparison(statement: Statement, user: str) -> bool:
     return found
 
 
+# As PostgreSQL: ``$n`` makes a statement have n parameters, so ``SELECT $999999999`` would
+# otherwise have the server build a billion-entry schema and value list.
+MAX_PARAMETERS = 65_535
+
+
+def check_parameter_count(statement: Statement) -> None:
+    if statement.parameter_count > MAX_PARAMETERS:
+        raise InvalidArgument(
+            f"the statement has {statement.parameter_count} parameters; at most {MAX_PARAMETERS} are allowed"
+        )
+
+
 def require_bound(statement: Statement, params: Sequence[Any] | None) -> None:
     """Every path that executes a statement with placeholders: they must have values."""
     if statement.parameter_count and not params:
@@ -294,8 +306,10 @@ def require_bound(statement: Statement, params: Sequence[Any] | None) -> None:
 
 
 __all__ = [
+    "MAX_PARAMETERS",
     "UNKNOWN",
     "ParameterTyper",
+    "check_parameter_count",
     "parameter_name",
     "parameter_rows",
     "placeholders",

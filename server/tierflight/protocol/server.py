@@ -25,6 +25,7 @@ from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
 from tierflight.protocol.parameters import (
     ParameterTyper,
+    check_parameter_count,
     read_parameters,
     require_bound,
     warn_null_comparison,
@@ -109,6 +110,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         statement = check_statement(cmd.query)
         # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
         # it unbound (or a client's rendering bug would go unnoticed).
+        check_parameter_count(statement)
         require_bound(statement, None)
         warn_null_comparison(statement, caller.user)
         return self._start(descriptor, statement, None, caller)
@@ -123,7 +125,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         name, cmd = self._command(descriptor)
         self._user(context)
         if name == "CommandStatementQuery":
-            return flight.SchemaResult(self.executor.schema(check_statement(cmd.query)))
+            # Only the result's schema: placeholders need no values for it (typed NULL).
+            statement = check_statement(cmd.query)
+            check_parameter_count(statement)
+            return flight.SchemaResult(self.executor.schema(statement, statement.parameter_count))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
         return flight.SchemaResult(self.metadata.command_schema(name, cmd))
@@ -241,6 +246,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         statement = check_statement(req.query)
+        check_parameter_count(statement)
         warn_null_comparison(statement, caller.user)
         pending = None
         if statement.parameter_count:
