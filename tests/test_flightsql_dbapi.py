@@ -85,6 +85,27 @@ def test_parameters(dbapi_result: tuple[str, dict[str, Any]], flat: Any) -> None
     assert out["plain"] == [[f"{tag}-plain", purchases]]
 
 
+def test_date_parameters_with_the_prepared_statements_flag(dbapi_result: tuple[str, dict[str, Any]], flat: Any) -> None:
+    """With feature-sqlalchemy-prepared-statements=on, a date value is refused by the client
+    itself (it maps int/float/str/bytes/bool only); its ISO text gives the right rows."""
+    _, out = dbapi_result
+    assert out["date_param_error"] is not None and 'unable to map "date"' in out["date_param_error"]
+    expected = flat.execute("SELECT count(*) FROM events WHERE day >= ?", [out["day"]]).fetchall()
+    assert out["iso_date_param"] == [[expected[0][0]]] and expected[0][0] > 0
+
+
+def test_literal_binds_render_null(
+    dbapi_result: tuple[str, dict[str, Any]], subprocess_server: SubprocessServer
+) -> None:
+    """The trap README documents: without the flag, text() values reach the server as NULL."""
+    tag, out = dbapi_result
+    assert out["literal_binds"] == [[f"literal-{tag}", 0]]
+    with fsql.connect(subprocess_server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT sql FROM system.queries WHERE sql LIKE ?", (f"SELECT 'literal-{tag}%",))
+        (sql,) = cur.fetchone()
+    assert sql.endswith("type = NULL")
+
+
 def test_error_reaches_client(dbapi_result: tuple[str, dict[str, Any]]) -> None:
     _, out = dbapi_result
     assert out["error"] is not None

@@ -129,7 +129,7 @@ PARAMS: list[Any] = [
     dt.date(2024, 10, 1),
     dt.datetime(2024, 10, 1, 12, 30, 15, 123456),
     None,
-    pytest.param(decimal.Decimal("12345.6789"), marks=pytest.mark.xfail(reason="server: issue 18 item 4", strict=True)),
+    decimal.Decimal("12345.6789"),
 ]
 
 
@@ -155,11 +155,6 @@ def test_bound_parameters_filter_like_literals(engine: sa.Engine, flat: Any) -> 
     assert got == expected > 0
 
 
-@pytest.mark.xfail(
-    reason="server: a `?` in LIMIT is bound before the WHERE's (tree-walk order in router/binding.py, "
-    "not textual order; issue 18); the dialect renders LIMIT/OFFSET values inline, so only hand-written SQL meets it",
-    strict=True,
-)
 def test_parameter_in_limit_after_where(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         got = conn.exec_driver_sql("SELECT count(*) FROM events WHERE day >= ? LIMIT ?", (dt.date(2024, 10, 1), 1)).scalar()

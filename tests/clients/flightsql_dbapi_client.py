@@ -5,6 +5,7 @@ Usage: python flightsql_dbapi_client.py HOST PORT TAG; prints one JSON object.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import warnings
@@ -48,6 +49,26 @@ def main() -> None:
             {"t": "click", "a": 50000},
         )
         out["sqlalchemy_params"] = [list(r) for r in rows]
+        # flightsql-dbapi binds int, float, str, bytes and bool only: a date is refused in
+        # the client (before anything reaches the server); its ISO text binds and compares.
+        (first_day,) = conn.execute(sa.text("SELECT min(day) FROM events")).fetchone()
+        day = dt.date.fromisoformat(str(first_day)[:10]) + dt.timedelta(days=3)
+        out["day"] = day.isoformat()
+        try:
+            conn.execute(sa.text("SELECT count(*) FROM events WHERE day >= :d"), {"d": day})
+            out["date_param_error"] = None
+        except Exception as exc:
+            out["date_param_error"] = f"{type(exc).__name__}: {exc}"
+        rows = conn.execute(sa.text("SELECT count(*) FROM events WHERE day >= :d"), {"d": day.isoformat()})
+        out["iso_date_param"] = [list(r) for r in rows]
+
+    # Without the flag the dialect renders each value itself, and a text() statement's
+    # values are not known when it is compiled: the server receives `type = NULL`.
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT 'literal-{tag}' AS tag, count(*) FROM events WHERE type = :t"), {"t": "click"}
+        )
+        out["literal_binds"] = [list(r) for r in rows]
 
     dbapi = connect(FlightSQLClient(host=host, port=port, insecure=True))
     with warnings.catch_warnings():

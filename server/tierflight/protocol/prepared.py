@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from tierflight.engine.executor import Execution
 from tierflight.engine.sandbox import Statement
-from tierflight.errors import InvalidArgument, NotFound
+from tierflight.errors import NotFound
+from tierflight.protocol.parameters import parameter_rows
 
 
 @dataclass
@@ -34,12 +35,7 @@ class Prepared:
         return ex
 
 
-def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
-    """Python values per parameter row; dense/sparse unions (flightsql-dbapi) are unwrapped."""
-    if expected and data.num_columns != expected:
-        raise InvalidArgument(f"the statement has {expected} parameter(s) but {data.num_columns} were bound")
-    columns = [col.to_pylist() for col in data.columns]
-    return [tuple(col[i] for col in columns) for i in range(data.num_rows)]
+__all__ = ["Prepared", "PreparedStatements", "parameter_rows"]
 
 
 class PreparedStatements:

@@ -23,7 +23,14 @@ from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
 from tierflight.protocol.boundary import boundary, guarded, schema_boundary
 from tierflight.protocol.metadata import Metadata
-from tierflight.protocol.prepared import PreparedStatements, parameter_rows
+from tierflight.protocol.parameters import (
+    ParameterTyper,
+    check_parameter_count,
+    read_parameters,
+    require_bound,
+    warn_null_comparison,
+)
+from tierflight.protocol.prepared import PreparedStatements
 from tierflight.protocol.schemas import schema_with_column_metadata
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
 from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
@@ -41,6 +48,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
+        self.parameter_types = ParameterTyper(app.config.tables, app.names)
         self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,
@@ -99,14 +107,17 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _info_statement(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        return self._start(descriptor, check_statement(cmd.query), None, caller)
+        statement = check_statement(cmd.query)
+        # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
+        # it unbound (or a client's rendering bug would go unnoticed).
+        check_parameter_count(statement)
+        require_bound(statement, None)
+        warn_null_comparison(statement, caller.user)
+        return self._start(descriptor, statement, None, caller)
 
     def _info_prepared(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
-        if item.statement.parameter_count and not item.params:
-            raise InvalidArgument(
-                f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
-            )
+        require_bound(item.statement, item.params)
         return self._start(descriptor, item.statement, item.params, caller, item.take_pending())
 
     @schema_boundary
@@ -114,7 +125,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         name, cmd = self._command(descriptor)
         self._user(context)
         if name == "CommandStatementQuery":
-            return flight.SchemaResult(self.executor.schema(check_statement(cmd.query)))
+            # Only the result's schema: placeholders need no values for it (typed NULL).
+            statement = check_statement(cmd.query)
+            check_parameter_count(statement)
+            return flight.SchemaResult(self.executor.schema(statement, statement.parameter_count))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
         return flight.SchemaResult(self.metadata.command_schema(name, cmd))
@@ -169,7 +183,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if name == "CommandPreparedStatementQuery":
             self._user(context)
             item = self.prepared.get(cmd.prepared_statement_handle)
-            item.params = parameter_rows(reader.read_all(), item.statement.parameter_count)
+            item.params = read_parameters(reader, item.statement.parameter_count)
             result = pb.DoPutPreparedStatementResult(prepared_statement_handle=item.handle)
             writer.write(pa.py_buffer(result.SerializeToString()))
             return
@@ -232,6 +246,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         statement = check_statement(req.query)
+        check_parameter_count(statement)
+        warn_null_comparison(statement, caller.user)
         pending = None
         if statement.parameter_count:
             dataset_schema = self.executor.schema(statement, statement.parameter_count)
@@ -239,9 +255,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             pending = self.executor.start(statement, None, caller.user, sees_all=ADMIN in caller.permissions)
             self.executor.park(pending)
             dataset_schema = pending.schema
-        parameter_schema = pa.schema(
-            [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
-        )
+        parameter_schema = self.parameter_types.schema(statement)
         item = self.prepared.add(statement, caller.user, dataset_schema, parameter_schema)
         item.pending = pending
         result = pb.ActionCreatePreparedStatementResult(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,37 +20,89 @@ from sqlglot import exp
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.errors import InvalidArgument
 
+_BIGINT = (-(1 << 63), (1 << 63) - 1)
+_MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
+
+
+def _integer(value: int) -> exp.Expr:
+    # BIGINT as DuckDB gives a Python int; wider values (uint64, decimal256 integers) keep
+    # every digit in the next type that holds them.
+    if _BIGINT[0] <= value <= _BIGINT[1]:
+        kind = "BIGINT"
+    elif 0 <= value < 1 << 64:
+        kind = "UBIGINT"
+    elif -(1 << 127) <= value < 1 << 127:
+        kind = "HUGEINT"
+    else:
+        raise InvalidArgument(f"integer parameter {value} does not fit DuckDB's HUGEINT")
+    return exp.cast(exp.Literal.number(value), exp.DataType.build(kind, dialect=DIALECT))
+
+
+def _decimal(value: decimal.Decimal) -> exp.Expr:
+    """A DECIMAL literal of exactly the value's digits: never rounded through a double."""
+    if not value.is_finite():
+        raise InvalidArgument(f"decimal parameter {value} is not a finite number")
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    scale = max(0, -exponent)
+    precision = max(len(digits) + max(0, exponent), scale, 1)
+    if precision > _MAX_DECIMAL_DIGITS:
+        raise InvalidArgument(
+            f"decimal parameter {value} has {precision} digits; DuckDB's DECIMAL holds at most {_MAX_DECIMAL_DIGITS}"
+        )
+    text = format(value, "f")
+    return exp.cast(exp.Literal.string(text), exp.DataType.build(f"DECIMAL({precision}, {scale})", dialect=DIALECT))
+
 
 def literal(value: Any) -> exp.Expr:
     if isinstance(value, bool) or value is None:
         return exp.convert(value)
     if isinstance(value, int):
-        return exp.cast(exp.Literal.number(value), exp.DataType.build("BIGINT"))
+        return _integer(value)
     if isinstance(value, float):
         return exp.cast(exp.Literal.string(repr(value)), exp.DataType.build("DOUBLE"))
-    if isinstance(value, str | dt.date | dt.datetime | bytes):
+    if isinstance(value, decimal.Decimal):
+        return _decimal(value)
+    if isinstance(value, str | dt.date | dt.datetime | dt.time | bytes):
         return exp.convert(value)
     raise InvalidArgument(f"parameter value of type {type(value).__name__} is not supported")
+
+
+def placeholders(tree: exp.Expr) -> list[tuple[int, exp.Expr]]:
+    """Each placeholder of ``tree`` with its 0-based parameter index: ``$n`` is n - 1; ``?``
+    counts in the order the statement's SQL text has them, which is how DuckDB numbers them
+    (the tree's own order is not: a LIMIT comes before the WHERE in it)."""
+    numbered: list[tuple[int, exp.Expr]] = []
+    positional: list[exp.Expr] = []
+    for node in tree.dfs():
+        if isinstance(node, exp.Placeholder):
+            name = node.name
+            if name and str(name).isdigit():
+                numbered.append((int(name) - 1, node))
+            else:
+                positional.append(node)
+        elif isinstance(node, exp.Parameter) and str(node.this.name).isdigit():
+            numbered.append((int(node.this.name) - 1, node))
+    if len(positional) > 1:
+        # Render a copy with a marker per placeholder and read the markers' order back.
+        tag = secrets.token_hex(6)
+        copy = tree.copy()
+        copies = [n for n in copy.dfs() if isinstance(n, exp.Placeholder) and not (n.name and str(n.name).isdigit())]
+        for i, node in enumerate(copies):
+            node.replace(exp.column(f"tf{tag}p{i}"))
+        text = copy.sql(dialect=DIALECT)
+        order = sorted(range(len(positional)), key=lambda i: text.find(f"tf{tag}p{i}"))
+        positional = [positional[i] for i in order]
+    return numbered + list(enumerate(positional))
 
 
 def bind(statement: Statement, row: Sequence[Any]) -> Statement:
     if len(row) != statement.parameter_count:
         raise InvalidArgument(f"the statement has {statement.parameter_count} parameter(s) but {len(row)} values were bound")
-    positional = iter(row)
     tree = statement.tree.copy()
-
-    def swap(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Placeholder):
-            name = node.name
-            if name and str(name).isdigit():
-                return literal(row[int(name) - 1])
-            return literal(next(positional))
-        if isinstance(node, exp.Parameter) and str(node.this.name).isdigit():
-            return literal(row[int(node.this.name) - 1])
-        return node
-
-    bound = tree.transform(swap)
-    sql = bound.sql(dialect=DIALECT)
+    for index, node in placeholders(tree):
+        node.replace(literal(row[index]))
+    sql = tree.sql(dialect=DIALECT)
     if statement.kind == "explain":
         sql = "EXPLAIN " + sql
-    return dataclasses.replace(statement, sql=sql, tree=bound, parameter_count=0)
+    return dataclasses.replace(statement, sql=sql, tree=tree, parameter_count=0)
