@@ -43,6 +43,19 @@ def parse_size(value: Any, key: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def parse_size_or_share(value: Any, key: str) -> int | float:
+    """Bytes (``8GB``), or a share of the machine's memory (``75%`` → 0.75)."""
+    if isinstance(value, float) and 0 < value <= 1:
+        return value
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$", str(value))
+    if m is None:
+        return parse_size(value, key)
+    share = float(m.group(1)) / 100
+    if not 0 < share <= 1:
+        raise ConfigError(f"{key} = {value!r} must be a share from 1% to 100%, a size like '8GB', or 0 (off)")
+    return share
+
+
 def _env_value(raw: str) -> Any:
     # Environment values are TOML literals when they parse as one (numbers, booleans, arrays,
     # dates); anything else is a plain string, so TIERFLIGHT_TIERS__WARM_WINDOW=30d works unquoted.
@@ -85,12 +98,19 @@ class ServerConfig:
     result_cache_bytes: int = 64 << 20
     # On SIGTERM/SIGINT: how long in-flight statements may run on before they are cancelled.
     shutdown_grace: dt.timedelta = dt.timedelta(seconds=10)
+    # The process' resident memory past which the newest statements are cancelled: bytes (int)
+    # or a fraction of the machine's (cgroup's) memory (float, from "75%"); 0: no ceiling.
+    memory_ceiling: int | float = 0.75
 
 
 @dataclass(frozen=True)
 class DuckDBConfig:
     threads: int = 2
     memory_limit: str = "4GB"
+    # Spill files of sorts, joins and aggregates past memory_limit: where, and how many bytes
+    # in all ("": <data dir>/.duckdb_tmp); a statement that needs more fails.
+    temp_directory: str = ""
+    max_temp_directory_size: int = 16 << 30
 
 
 @dataclass(frozen=True)
@@ -314,6 +334,13 @@ def load_config(
     for size_key in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes"):
         if size_key in server_kwargs:
             server_kwargs[size_key] = parse_size(server_kwargs[size_key], f"server.{size_key}")
+    if "memory_ceiling" in server_kwargs:
+        server_kwargs["memory_ceiling"] = parse_size_or_share(server_kwargs["memory_ceiling"], "server.memory_ceiling")
+    duckdb_kwargs = dict(_section(data, "duckdb"))
+    if "max_temp_directory_size" in duckdb_kwargs:
+        duckdb_kwargs["max_temp_directory_size"] = parse_size(
+            duckdb_kwargs["max_temp_directory_size"], "duckdb.max_temp_directory_size"
+        )
     tiers_raw = _section(data, "tiers")
     _known(TiersConfig, tiers_raw, "tiers")
     tiers = TiersConfig(
@@ -335,7 +362,7 @@ def load_config(
             path=cfg_path,
             data_dir=Path(root).expanduser().absolute(),
             server=ServerConfig(**server_kwargs),
-            duckdb=DuckDBConfig(**_section(data, "duckdb")),
+            duckdb=DuckDBConfig(**duckdb_kwargs),
             tiers=tiers,
             metrics=MetricsConfig(**metrics_raw),
             demo=DemoConfig(**_section(data, "demo")),
