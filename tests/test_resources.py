@@ -50,7 +50,7 @@ def tight(data_dir: Path) -> Iterator[RunningServer]:
 def test_readers_that_stop_reading_give_their_slots_back(tight: RunningServer) -> None:
     """Two readers read one batch each and stop (the readers stay alive, the calls open), a
     third gets a FlightInfo and never fetches it: after the statement timeout the slots are
-    free again and all three are logged as timed out."""
+    free again, the two streams are logged as timed out and the unfetched result as expired."""
     clients = [flight.connect(tight.uri) for _ in range(3)]
     readers = []
     try:
@@ -74,7 +74,10 @@ def test_readers_that_stop_reading_give_their_slots_back(tight: RunningServer) -
         def status(sql: str) -> str | None:
             return next((r.status for r in list(tight.app.executor.recent) if r.sql == sql), None)
 
-        assert wait_for(lambda: all(status(sql) == "deadline_exceeded" for sql in sqls), timeout=TIMEOUT_S + 3)
+        assert wait_for(
+            lambda: [status(sql) for sql in sqls] == ["deadline_exceeded", "deadline_exceeded", "expired"],
+            timeout=TIMEOUT_S + 3,
+        )
     finally:
         for reader in readers:
             reader.cancel()

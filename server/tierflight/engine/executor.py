@@ -194,9 +194,10 @@ class Execution:
         """The statement was stopped: its slot and log entry are settled now, not when its
         stream next moves (a client that stopped reading may never let it move again). The
         stream fails at its next batch and closes the cursor then; a parked execution, which
-        nobody streams, is finished at once."""
+        nobody streams, is finished at once (past its deadline: "expired", it never ran for
+        a client)."""
         if self._executor.unpark_if_parked(self.query_id):
-            self.finish(self._error(None).status.value)
+            self.finish("expired" if reason is StopReason.DEADLINE else self._error(None).status.value)
         else:
             self._settle(self._error(None).status.value)
 
