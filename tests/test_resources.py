@@ -24,6 +24,7 @@ import pytest
 from conftest import RunningServer, SubprocessServer, make_config, start_in_process, start_subprocess
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, wait_for
 from tierflight.engine.guards import MAX_BUILT_VALUE
+from tierflight.errors import ConfigError
 from tierflight.protocol import flightsql_pb2 as pb
 
 TIMEOUT_S = 2.0
@@ -188,3 +189,17 @@ def test_memory_ceiling_cancels_the_statement_and_the_server_lives(data_dir: Pat
     finally:
         srv.proc.terminate()
         srv.proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("50%", 0.5), ("2GB", 2 << 30), (0, 0), (0.25, 0.25), ("100%", 1.0)],
+)
+def test_memory_ceiling_setting(tmp_path: Path, value: object, expected: float) -> None:
+    assert make_config(tmp_path, **{"server.memory_ceiling": value}).server.memory_ceiling == expected
+
+
+@pytest.mark.parametrize("value", ["150%", "0%", "lots"])
+def test_memory_ceiling_setting_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.memory_ceiling"):
+        make_config(tmp_path, **{"server.memory_ceiling": value})

@@ -305,6 +305,8 @@ class Execution:
             with contextlib.suppress(duckdb.Error):
                 cursor.close()
         if self._stop is not None:
+            # A late stop must not touch the closed cursor; and no cycle is left for the collector.
+            self._stop.cursor, self._stop.on_stop = None, None
             self._executor._forget(self._stop)
         # Drop what the finished statement held: DuckDB 2 slows down with many live cursors.
         self._first, self._readers = None, None
