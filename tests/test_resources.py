@@ -94,6 +94,12 @@ def test_values_built_in_one_call_are_capped(server: RunningServer) -> None:
         "SELECT length(lpad('x', 300000000, 'y'))",
         "SELECT length(rpad('x', 300000000, 'y'))",
         "SELECT octet_length(repeat('ab'::BLOB, 300000000))",
+        "SELECT len(range(300000000))",
+        "SELECT len(range(-5, 300000000))",
+        "SELECT len(range(0, 600000000, 2))",
+        "SELECT len(generate_series(300000000))",
+        "SELECT len(list_resize([1], 300000000))",
+        "SELECT len(array_resize([1], 300000000, 0))",
     ):
         with pytest.raises(adbc_driver_manager.Error) as err:
             run(server.uri, sql)
@@ -109,6 +115,12 @@ def test_values_built_in_one_call_are_capped(server: RunningServer) -> None:
         "SELECT repeat('ab', 3), repeat([1, 2], 2), repeat('ab'::BLOB, 2), lpad('x', 4, 'ab'), rpad('x', 3, 'y'),"
         " length(repeat('é', 1000)), repeat('x', -1), repeat('x', NULL)",
     ) == [("ababab", [1, 2, 1, 2], b"abab", "abax", "xyy", 1000, "", None)]
+    assert run(
+        server.uri,
+        "SELECT range(3), range(2, 4), range(10, 0, -4), generate_series(2), generate_series(1, 5, 2),"
+        " list_resize([1], 3), array_resize([1], 2, 9), len(range(TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-03',"
+        " INTERVAL 1 DAY)), (SELECT count(*) FROM range(5)), (SELECT count(*) FROM generate_series(1, 5))",
+    ) == [([0, 1, 2], [2, 3], [10, 6, 2], [0, 1, 2], [1, 3, 5], [1, None, None], [1, 9], 2, 5, 5)]
 
 
 def test_spill_is_capped(data_dir: Path, tmp_path: Path) -> None:
