@@ -55,6 +55,19 @@ def parse_size(value: Any, key: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def parse_size_or_share(value: Any, key: str) -> int | float:
+    """Bytes (``8GB``), or a share of the machine's memory (``75%`` → 0.75)."""
+    if isinstance(value, float) and 0 < value <= 1:
+        return value
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$", str(value))
+    if m is None:
+        return parse_size(value, key)
+    share = float(m.group(1)) / 100
+    if not 0 < share <= 1:
+        raise ConfigError(f"{key} = {value!r} must be a share from 1% to 100%, a size like '8GB', or 0 (off)")
+    return share
+
+
 def _env_value(raw: str) -> Any:
     # Environment values are TOML literals when they parse as one (numbers, booleans, arrays,
     # dates); anything else is a plain string, so TIERFLIGHT_TIERS__WARM_WINDOW=30d works unquoted.
@@ -105,6 +118,9 @@ class ServerConfig:
     result_cache_bytes: int = 64 << 20
     # On SIGTERM/SIGINT: how long in-flight statements may run on before they are cancelled.
     shutdown_grace: dt.timedelta = dt.timedelta(seconds=10)
+    # The process' resident memory past which the newest statements are cancelled: bytes (int)
+    # or a fraction of the machine's (cgroup's) memory (float, from "75%"); 0: no ceiling.
+    memory_ceiling: int | float = 0.75
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,10 @@ class S3Config:
 class DuckDBConfig:
     threads: int = 2
     memory_limit: str = "4GB"
+    # Spill files of sorts, joins and aggregates past memory_limit: where, and how many bytes
+    # in all ("": <data dir>/.duckdb_tmp); a statement that needs more fails.
+    temp_directory: str = ""
+    max_temp_directory_size: int = 16 << 30
 
 
 @dataclass(frozen=True)
@@ -418,7 +438,11 @@ def _rate(value: Any, key: str) -> int:
 # Fields parsed other than by their type (sizes, ports, ranges); every other field is parsed
 # by its annotation in _by_type.
 _PARSERS: dict[type, dict[str, Parser]] = {
-    ServerConfig: {k: parse_size for k in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes")},
+    ServerConfig: {
+        **{k: parse_size for k in ("max_result_bytes", "max_batch_bytes", "result_cache_bytes")},
+        "memory_ceiling": parse_size_or_share,
+    },
+    DuckDBConfig: {"max_temp_directory_size": parse_size},
     TiersConfig: {"now": _to_datetime, "compact_small_file_bytes": parse_size},
     MetricsConfig: {"port": _metrics_port},
     IngestConfig: {"flush_bytes": parse_size, "nice": _nice, "yield_rows_per_s": _rate},

@@ -98,6 +98,12 @@ class ResultTooLarge(TierflightError):
     status = Status.RESOURCE_EXHAUSTED
 
 
+class MemoryCeilingReached(TierflightError):
+    """The server's memory passed [server] memory_ceiling and this statement was stopped."""
+
+    status = Status.RESOURCE_EXHAUSTED
+
+
 class Unsupported(TierflightError):
     """A Flight SQL command or feature this server does not implement."""
 

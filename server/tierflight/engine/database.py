@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config, TableConfig
+from tierflight.engine.guards import MACROS
 from tierflight.engine.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
 from tierflight.errors import StatementRefused
 from tierflight.log import get_logger
@@ -97,6 +98,10 @@ class Database:
             config={
                 "threads": config.duckdb.threads,
                 "memory_limit": config.duckdb.memory_limit,
+                # Spill goes where the operator chose and never past its cap (DuckDB's own default
+                # is .tmp in the working directory, up to 90% of that disk).
+                "temp_directory": config.duckdb.temp_directory or str(data_dir / ".duckdb_tmp"),
+                "max_temp_directory_size": f"{config.duckdb.max_temp_directory_size}B",
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
             },
@@ -116,6 +121,8 @@ class Database:
         # new names), so a file's footer is read once, not per statement. (A Parquet option:
         # set once the built-in extension is loaded, not at connect.)
         self._con.execute("SET parquet_metadata_cache = true")
+        for macro in MACROS:
+            self._con.execute(macro)
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
 

@@ -51,6 +51,17 @@ def _storage_error(exc: BaseException, msg: str) -> StorageUnavailable | None:
     return None
 
 
+def _out_of_memory(msg: str) -> Overloaded:
+    # DuckDB appends advice to SET settings a client cannot change (and may name the spill
+    # directory): the first line and which server setting to raise.
+    first = msg.strip().split("\n", 1)[0].strip()
+    if "max_temp_directory_size" in msg:
+        return Overloaded(
+            f"statement needs more disk to spill to than the server allows (duckdb.max_temp_directory_size): {first}"
+        )
+    return Overloaded(f"statement ran out of memory (duckdb.memory_limit): {first}")
+
+
 def translate(exc: BaseException, query_id: str) -> TierflightError:
     if isinstance(exc, TierflightError):
         return exc
@@ -67,7 +78,7 @@ def translate(exc: BaseException, query_id: str) -> TierflightError:
     if isinstance(exc, duckdb.InterruptException):
         return Cancelled("statement was cancelled")
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return Overloaded(f"statement ran out of memory: {msg}")
+        return _out_of_memory(msg)
     if isinstance(
         exc,
         duckdb.BinderException

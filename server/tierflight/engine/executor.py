@@ -22,13 +22,23 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config
+from tierflight.engine.calls import current_call
 from tierflight.engine.database import Database
 from tierflight.engine.duck_errors import translate
+from tierflight.engine.guards import check_builtin_bypass
+from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
 from tierflight.engine.rwlock import RWLock
 from tierflight.engine.sandbox import Statement
 from tierflight.engine.session import mentions_session_user, set_session_user
 from tierflight.engine.watchdog import Watchdog
-from tierflight.errors import Cancelled, Overloaded, ResultTooLarge, StatementTimeout, TierflightError
+from tierflight.errors import (
+    Cancelled,
+    MemoryCeilingReached,
+    Overloaded,
+    ResultTooLarge,
+    StatementTimeout,
+    TierflightError,
+)
 from tierflight.log import get_logger
 from tierflight.router.route import Route
 
@@ -78,8 +88,6 @@ def _new_query_id() -> str:
 
 
 new_query_id = _new_query_id
-# The deadline of an execution that runs nothing (a cached result): never set.
-_NO_DEADLINE = threading.Event()
 
 
 class ResultCache:
@@ -131,12 +139,8 @@ def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
         yield from _split(batch.slice(offset, step), max_bytes)
 
 
-def _interrupter(deadline: threading.Event, cursor: duckdb.DuckDBPyConnection) -> Callable[[], None]:
-    def interrupt() -> None:
-        deadline.set()
-        cursor.interrupt()
-
-    return interrupt
+def _at_deadline(stop: Stop) -> Callable[[], None]:
+    return lambda: stop(StopReason.DEADLINE)
 
 
 @dataclass
@@ -161,21 +165,39 @@ class Execution:
     client_sql: str | None = None
     _known_bytes: int = 0  # the size of a cached result, kept with it
     reused: bool = False  # the answer comes from the result cache
-    # Set by the watchdog when server.statement_timeout passes (possibly while start() still runs it).
-    _deadline: threading.Event = _NO_DEADLINE
-    _cancelled: bool = False
+    # Interrupts the statement and says why (server.statement_timeout, a client's cancel, the
+    # memory ceiling); None for an answer already in memory, which runs nothing.
+    _stop: Stop | None = None
     _finished: bool = False
     rows: int = 0
     bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel(self) -> None:
-        self._cancelled = True
-        if self._cursor is not None:
-            with contextlib.suppress(duckdb.Error):  # it finished (and closed its cursor) meanwhile
-                self._cursor.interrupt()
+        if self._stop is not None:
+            self._stop(StopReason.CANCELLED)
+
+    def stopped(self, reason: StopReason) -> None:
+        """The statement was stopped: its slot and log entry are settled now, not when its
+        stream next moves (a client that stopped reading may never let it move again). The
+        stream fails at its next batch and closes the cursor then; a parked execution, which
+        nobody streams, is finished at once (past its deadline: "expired", it never ran for
+        a client)."""
+        if self._executor.unpark_if_parked(self.query_id):
+            self.finish("expired" if reason is StopReason.DEADLINE else self._error(None).status.value)
+        else:
+            self._settle(self._error(None).status.value)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        # Captured here, in the DoGet handler: the generator body runs after it has returned.
+        return self._batches(current_call.get())
+
+    def _batches(self, call: Callable[[], bool] | None) -> Iterator[pa.RecordBatch]:
+        stop = self._stop
+        with stop.watching(call) if stop is not None else contextlib.nullcontext():
+            yield from self._stream()
+
+    def _stream(self) -> Iterator[pa.RecordBatch]:
         cfg = self._executor.config.server
         status = "error"
         try:
@@ -223,6 +245,8 @@ class Execution:
         return first
 
     def _check_limits(self) -> None:
+        if self._stop is not None and self._stop.reason is not None:
+            raise self._error(None)
         cfg = self._executor.config.server
         if cfg.max_result_rows and self.rows > cfg.max_result_rows:
             raise ResultTooLarge(f"result exceeds server.max_result_rows = {cfg.max_result_rows}; add a LIMIT")
@@ -236,11 +260,10 @@ class Execution:
         if self._readers is not None:
             yield from self._readers
 
-    def _error(self, exc: BaseException) -> TierflightError:
-        if self._deadline.is_set():
-            return self._executor._timeout_error()
-        if self._cancelled:
-            return Cancelled("statement was cancelled by the client")
+    def _error(self, exc: BaseException | None) -> TierflightError:
+        stopped = self._executor.stop_error(self._stop)
+        if stopped is not None or exc is None:
+            return stopped or Cancelled("statement was cancelled")
         err = translate(exc, self.query_id)
         if err.status.value == "internal":
             log.error("statement_failed", query_id=self.query_id, error=repr(exc))
@@ -251,19 +274,29 @@ class Execution:
         self._executor.unpark(self.query_id)
         self.finish("discarded")
 
-    def finish(self, status: str) -> None:
+    def _settle(self, status: str) -> bool:
+        """Log the statement and give its slot back, once; False if that was done already."""
         with self._lock:
             if self._finished:
-                return
+                return False
             self._finished = True
         self._executor._finished(self, status)
+        return True
+
+    def finish(self, status: str) -> None:
+        self._settle(status)
         if self._park_token is not None:
             self._executor._watchdog.cancel(self._park_token)
-        if self._cursor is not None:
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
             with contextlib.suppress(duckdb.Error):
-                self._cursor.close()
+                cursor.close()
+        if self._stop is not None:
+            # A late stop must not touch the closed cursor; and no cycle is left for the collector.
+            self._stop.cursor, self._stop.on_stop = None, None
+            self._executor._forget(self._stop)
         # Drop what the finished statement held: DuckDB 2 slows down with many live cursors.
-        self._cursor, self._first, self._readers = None, None, None
+        self._first, self._readers = None, None
 
 
 class Executor:
@@ -281,10 +314,14 @@ class Executor:
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache(config.server.result_cache_bytes)
         self.observer: StatementObserver = _NoObserver()
-        # Cursors of statements still inside start() (not yet in _running): a shutdown past
-        # its grace period must be able to interrupt a blocking aggregate there too.
-        self._starting: dict[str, duckdb.DuckDBPyConnection] = {}
+        # Statements still inside start() (not yet in _running): a shutdown past its grace
+        # period, a cancelled RPC or the memory ceiling must reach a blocking aggregate there too.
+        self._starting: dict[str, Stop] = {}
+        # Every statement that holds a cursor (starting, running, streaming or parked).
+        self._stops: dict[str, Stop] = {}
         self._last_finished = float("-inf")
+        self.memory_ceiling = resolve_ceiling(config.server.memory_ceiling)
+        self._monitor = Monitor(self, self.memory_ceiling)
 
     # -- the one path every statement takes ---------------------------------------------
 
@@ -316,7 +353,7 @@ class Executor:
                 self._slots.release()
                 raise
         cursor: duckdb.DuckDBPyConnection | None = None
-        deadline = threading.Event()
+        stop = Stop(query_id)
         deadline_token: int | None = None
         try:
             # Plan and start under the read side of the swap lock: a flush publishing files
@@ -338,11 +375,14 @@ class Executor:
                     ex = Execution(query_id, statement, route, table.schema, user, started, plan_ms, self, None, None, table)
                     ex._known_bytes, ex.reused = nbytes, True
                 else:
+                    check_builtin_bypass(statement.tree)
                     if route.system_tables:  # resolved by the raw planner (engine.names)
                         self.database.refresh_system_tables(route.system_tables)
                     cursor = self.database.cursor()
+                    stop.cursor = cursor
                     with self._lock:
-                        self._starting[query_id] = cursor
+                        self._starting[query_id] = stop
+                        self._stops[query_id] = stop
                     for name, obj in route.registrations:
                         cursor.register(name, obj)
                     for name, obj in self.database.caller_registrations(route.system_tables, None if sees_all else user):
@@ -356,23 +396,25 @@ class Executor:
                     # aggregate, a sort) runs to completion inside _run, before the first batch.
                     timeout = self.config.server.statement_timeout.total_seconds()
                     if timeout > 0:
-                        deadline_token = self._watchdog.schedule(timeout, _interrupter(deadline, cursor))
-                    first, rest = self._run(cursor, route.sql, params)
+                        deadline_token = self._watchdog.schedule(timeout, _at_deadline(stop))
+                    with stop.watching(current_call.get()):
+                        first, rest = self._run(cursor, route.sql, params)
                     ex = Execution(
                         query_id, statement, route, first.schema, user, started, plan_ms, self, cursor, rest, first
                     )
                     ex._cache_key = cache_key
-                    ex._deadline = deadline
+                    ex._stop = stop
                     ex._deadline_token = deadline_token
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             with self._lock:
                 self._starting.pop(query_id, None)
+            self._forget(stop)
             self._slots.release()
             if deadline_token is not None:
                 self._watchdog.cancel(deadline_token)
             if cursor is not None:
                 cursor.close()
-            err = self._timeout_error() if deadline.is_set() else translate(exc, query_id)
+            err = self.stop_error(stop) or translate(exc, query_id)
             self._log(query_id, client_sql, user, None, 0, 0, started, 0.0, err.status.value)
             if err.status.value == "internal":
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
@@ -381,7 +423,39 @@ class Executor:
         with self._lock:
             self._starting.pop(query_id, None)
             self._running[query_id] = ex
+        if ex._stop is not None:
+            ex._stop.on_stop = ex.stopped
+            stopped = self.stop_error(ex._stop)
+            if stopped is not None:  # stopped after DuckDB had started it, before on_stop was set
+                ex.finish(stopped.status.value)
+                raise stopped
         return ex
+
+    def stop_error(self, stop: Stop | None) -> TierflightError | None:
+        """The error of a statement that was stopped, or None if it was not."""
+        reason = stop.reason if stop is not None else None
+        if reason is StopReason.DEADLINE:
+            return self._timeout_error()
+        if reason is StopReason.MEMORY:
+            return MemoryCeilingReached(
+                f"statement cancelled: the server's memory ceiling ({human_size(self.memory_ceiling)}, "
+                "server.memory_ceiling) was reached; narrow the statement (filters, fewer or smaller "
+                "values, a LIMIT) or retry when the server is less busy"
+            )
+        if reason is StopReason.SHUTDOWN:
+            return Cancelled("statement was cancelled: the server is shutting down")
+        if reason is StopReason.CANCELLED:
+            return Cancelled("statement was cancelled by the client")
+        return None
+
+    def stops(self) -> list[Stop]:
+        with self._lock:
+            return list(self._stops.values())
+
+    def _forget(self, stop: Stop) -> None:
+        with self._lock:
+            if self._stops.get(stop.query_id) is stop:
+                del self._stops[stop.query_id]
 
     def _timeout_error(self) -> StatementTimeout:
         timeout = self.config.server.statement_timeout.total_seconds()
@@ -403,6 +477,7 @@ class Executor:
 
     def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema:
         """The result schema without running the statement (LIMIT 0 is planned, not scanned)."""
+        check_builtin_bypass(statement.tree)
         route = self.planner.plan(statement)
         if statement.kind == "explain_route":
             return route.explain_table().schema
@@ -449,6 +524,10 @@ class Executor:
     def unpark(self, query_id: str) -> None:
         with self._lock:
             self._pending.pop(query_id, None)
+
+    def unpark_if_parked(self, query_id: str) -> bool:
+        with self._lock:
+            return self._pending.pop(query_id, None) is not None
 
     def take(self, query_id: str) -> Execution | None:
         with self._lock:
@@ -575,14 +654,11 @@ class Executor:
     def cancel_all(self) -> int:
         """Interrupt every statement in flight (shutdown after its grace); how many there were."""
         with self._lock:
-            starting = list(self._starting.values())
-            running = [ex for q, ex in self._running.items() if q not in self._pending]
-        for cursor in starting:
-            with contextlib.suppress(duckdb.Error):  # it finished (and closed) meanwhile
-                cursor.interrupt()
-        for ex in running:
-            ex.cancel()
-        return len(starting) + len(running)
+            stops = [s for q, s in self._stops.items() if q not in self._pending]
+        for stop in stops:
+            stop(StopReason.SHUTDOWN)
+        return len(stops)
 
     def close(self) -> None:
+        self._monitor.stop()
         self._watchdog.stop()

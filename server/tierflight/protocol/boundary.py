@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from tierflight.engine.calls import current_call
 from tierflight.errors import Status, TierflightError
 from tierflight.log import get_logger
 
@@ -70,14 +71,18 @@ def to_flight_error(exc: BaseException) -> BaseException:
 
 
 def boundary(fn: F) -> F:
-    """Wrap a Flight handler so every exception leaves as a Flight status."""
+    """Wrap a Flight handler so every exception leaves as a Flight status, and statements it
+    runs can see whether its RPC was cancelled (engine.monitor.current_call)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        token = current_call.set(getattr(context, "is_cancelled", None))
         try:
-            return fn(*args, **kwargs)
+            return fn(self, context, *args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - mapped to a Flight status and re-raised
             raise to_flight_error(exc) from None
+        finally:
+            current_call.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
