@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -249,8 +250,12 @@ def start_subprocess(data_dir: Path, *extra: str, env: dict[str, str] | None = N
 
 
 @pytest.fixture(scope="session")
-def subprocess_server(data_dir: Path) -> Iterator[SubprocessServer]:
-    srv = start_subprocess(data_dir)
+def subprocess_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubprocessServer]:
+    """A session-long ``serve`` over a copy of the data set: a serving process holds its data
+    dir's writer lock, and tests start servers of their own on ``data_dir`` meanwhile."""
+    copy = tmp_path_factory.mktemp("subprocess") / "data"
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns(".tierflight.lock"))
+    srv = start_subprocess(copy)
     yield srv
     srv.proc.terminate()
     try:
