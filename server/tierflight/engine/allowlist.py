@@ -987,8 +987,13 @@ DENIED_TABLE_ONLY = frozenset({"histogram"})
 DENIED_PREFIXES = ("collate_", "icu_collate_", "__", "json_copy_strftime_")
 
 
+# The server's own functions: rollup rewrites use them, and those are generated after this
+# check; a client has no use for them.
+DENIED_SERVER = frozenset({"tf_hll_estimate"})
+
 DENIED = (
-    DENIED_FILES
+    DENIED_SERVER
+    | DENIED_FILES
     | DENIED_SQL_TEXT
     | DENIED_SETTINGS
     | DENIED_INTERNALS
@@ -1014,6 +1019,47 @@ DENIED_VIEWS = frozenset(
         "pg_catalog.pg_depend",
         "pg_catalog.pg_sequence",
         "pg_catalog.pg_sequences",
+    }
+)
+# The other built-in views: the catalog as clients browse it (names, columns, types).
+ALLOWED_VIEWS = frozenset(
+    {
+        "information_schema.character_sets",
+        "information_schema.check_constraints",
+        "information_schema.columns",
+        "information_schema.constraint_column_usage",
+        "information_schema.constraint_table_usage",
+        "information_schema.key_column_usage",
+        "information_schema.referential_constraints",
+        "information_schema.schemata",
+        "information_schema.table_constraints",
+        "information_schema.tables",
+        "main.duckdb_columns",
+        "main.duckdb_constraints",
+        "main.duckdb_indexes",
+        "main.duckdb_schemas",
+        "main.duckdb_tables",
+        "main.duckdb_types",
+        "main.sqlite_master",
+        "main.sqlite_schema",
+        "main.sqlite_temp_master",
+        "main.sqlite_temp_schema",
+        "pg_catalog.pg_am",
+        "pg_catalog.pg_attrdef",
+        "pg_catalog.pg_attribute",
+        "pg_catalog.pg_class",
+        "pg_catalog.pg_collation",
+        "pg_catalog.pg_constraint",
+        "pg_catalog.pg_database",
+        "pg_catalog.pg_description",
+        "pg_catalog.pg_enum",
+        "pg_catalog.pg_index",
+        "pg_catalog.pg_indexes",
+        "pg_catalog.pg_namespace",
+        "pg_catalog.pg_proc",
+        "pg_catalog.pg_tables",
+        "pg_catalog.pg_tablespace",
+        "pg_catalog.pg_type",
     }
 )
 # Schemas on DuckDB's search path: their views are found by an unqualified name.
