@@ -26,6 +26,7 @@ from sqlglot import exp
 from tierflight.config import Config
 from tierflight.engine.database import SYSTEM_SCHEMA, Database
 from tierflight.engine.duck_errors import translate
+from tierflight.engine.plain import plain_reader, plain_schema
 from tierflight.engine.rwlock import RWLock
 from tierflight.engine.sandbox import Statement
 from tierflight.engine.watchdog import Watchdog
@@ -392,12 +393,12 @@ class Executor:
     ) -> tuple[pa.RecordBatchReader, Iterator[pa.RecordBatchReader] | None]:
         batch_rows = self.config.server.batch_rows
         rows = list(params) if params else [()]
-        first = cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows)
+        first = plain_reader(cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows))
 
         def rest() -> Iterator[pa.RecordBatchReader]:
             # Each further parameter row is one more execution; results are concatenated.
             for row in rows[1:]:
-                yield cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows)
+                yield plain_reader(cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows))
 
         return first, (rest() if len(rows) > 1 else None)
 
@@ -412,7 +413,8 @@ class Executor:
                 cursor.register(name, obj)
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
-            return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
+            schema = cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
+            return plain_schema(schema) or schema
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             raise translate(exc, "schema") from None
         finally:
