@@ -159,7 +159,7 @@ def check_calls(tree: exp.Expr) -> None:
 
 
 def too_deep() -> InvalidArgument:
-    return InvalidArgument(f"statement nests too deeply (limit {MAX_NESTING} levels of brackets, subqueries or calls)")
+    return InvalidArgument(f"statement nests too deeply (limit {MAX_NESTING} levels of brackets, subqueries, calls or operators)")
 
 
 def nesting_depth(sql: str) -> int:

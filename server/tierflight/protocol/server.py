@@ -50,6 +50,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         auth = current_auth(context)
         return allowed(auth.user, auth.permissions, permission)
 
+    def _check(self, sql: str) -> Statement:
+        return check_statement(sql, self.app.config.server.max_statement_bytes)
+
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
             raise Unsupported("only command descriptors (Flight SQL) are supported")
@@ -89,7 +92,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _info_statement(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        return self._start(descriptor, check_statement(cmd.query), None, user)
+        return self._start(descriptor, self._check(cmd.query), None, user)
 
     def _info_prepared(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
@@ -104,7 +107,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         name, cmd = self._command(descriptor)
         self._user(context)
         if name == "CommandStatementQuery":
-            return flight.SchemaResult(self.executor.schema(check_statement(cmd.query)))
+            return flight.SchemaResult(self.executor.schema(self._check(cmd.query)))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
         return flight.SchemaResult(self.metadata.command_schema(name, cmd))
@@ -133,7 +136,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         query_id, sql, params = decode_ticket(msg.statement_handle)
         ex = self.executor.take(query_id)
         if ex is None:
-            ex = self.executor.start(check_statement(sql), params, user)
+            ex = self.executor.start(self._check(sql), params, user)
         table = ex.table()
         if table is not None:
             return flight.RecordBatchStream(table)
@@ -214,7 +217,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(f"CreatePreparedStatement expects ActionCreatePreparedStatementRequest, got {name}")
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        statement = check_statement(req.query)
+        statement = self._check(req.query)
         pending = None
         if statement.parameter_count:
             dataset_schema = self.executor.schema(statement, statement.parameter_count)
