@@ -107,23 +107,31 @@ def test_oversized_statement_names_the_limit(conn: Any, server: Any) -> None:
     assert "max_statement_bytes" in text and str(limit) in text, text
 
 
-def test_large_parses_queue_and_small_ones_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_statements_take_turns_and_small_ones_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
     big = "SELECT 1 AS x WHERE 1 IN (" + ",".join(["1"] * 9000) + ")"
     assert len(big) > 16 << 10
     monkeypatch.setattr(sandbox, "_LARGE_PARSE_WAIT_SECONDS", 0.2)
-    held = sandbox._LARGE_PARSES.acquire(timeout=5)
-    assert held
-    try:
-        # A short statement does not wait for the big parse in progress...
+    with sandbox.large_statement_turn(big):  # a large statement is being parsed and planned
+        # A short statement does not wait for it...
         done = threading.Event()
-        threading.Thread(target=lambda: (sandbox.check_statement("SELECT 41 + 1 AS queued_test"), done.set())).start()
+
+        def small() -> None:
+            with sandbox.large_statement_turn("SELECT 41 + 1 AS queued_test"):
+                sandbox.check_statement("SELECT 41 + 1 AS queued_test")
+            done.set()
+
+        threading.Thread(target=small).start()
         assert done.wait(5)
-        # ...a large one waits for it, and gives up with a retryable status.
-        with pytest.raises(Overloaded):
-            sandbox.check_statement(big)
-    finally:
-        sandbox._LARGE_PARSES.release()
-    assert sandbox.check_statement(big).kind == "query"
+        # ...a large one waits for its turn, and gives up with a retryable status,
+        with pytest.raises(Overloaded), sandbox.large_statement_turn(big + " "):
+            pass
+        # but one over the size limit is refused at once, without waiting.
+        with pytest.raises(InvalidArgument, match="max_statement_bytes"), sandbox.large_statement_turn(
+            big, max_bytes=len(big) - 1
+        ):
+            pass
+    with sandbox.large_statement_turn(big):
+        assert sandbox.check_statement(big).kind == "query"
 
 
 def test_statement_limit_is_configurable() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlglot
@@ -36,8 +38,9 @@ MAX_NESTING = 32
 _NESTING_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[()\[\]{}]", re.DOTALL)
 _OPENING = frozenset("([{")
 
-# Statements longer than this are not cached (the cache would hold their trees) and parse one
-# at a time, so that a few huge statements cannot keep the short ones from the interpreter.
+# Statements longer than this are not cached (the cache would hold their trees) and are
+# parsed and planned one at a time (large_statement_turn), so that a few huge statements
+# cannot keep the short ones from the interpreter.
 _LARGE_STATEMENT = 16 << 10
 _LARGE_PARSES = threading.BoundedSemaphore(1)
 _LARGE_PARSE_WAIT_SECONDS = 30.0
@@ -189,20 +192,40 @@ def check_statement(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> S
     statement = _checked.get(sql)
     if statement is not None:
         return statement
+    size = check_size(sql, max_bytes)
+    statement = _check(sql)
+    if size <= _LARGE_STATEMENT:
+        _checked.put(sql, statement)
+    return statement
+
+
+def check_size(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> int:
+    """The statement's size in bytes; InvalidArgument naming the limit when over it (0: none)."""
     size = len(sql.encode("utf-8", "surrogatepass"))
     if max_bytes and size > max_bytes:
         raise InvalidArgument(
             f"statement is {size} bytes, over the limit of {max_bytes} bytes "
             "(raise max_statement_bytes in the [server] section of the configuration)"
         )
-    if size <= _LARGE_STATEMENT:
-        statement = _check(sql)
-        _checked.put(sql, statement)
-        return statement
+    return size
+
+
+@contextmanager
+def large_statement_turn(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> Iterator[None]:
+    """Hold the turn of a large statement while it is parsed, planned and started.
+
+    All of that is Python work on the statement's tree (parse, copies, SQL generation: seconds
+    for a 256 KB IN list) and holds the GIL, so four at once kept a `SELECT 1` waiting for
+    tenths of seconds. Large statements take turns; short ones never wait here.
+    """
+    if len(sql) <= _LARGE_STATEMENT:
+        yield
+        return
+    check_size(sql, max_bytes)  # refused at once, not after waiting for its turn
     if not _LARGE_PARSES.acquire(timeout=_LARGE_PARSE_WAIT_SECONDS):
         raise Overloaded("too many large statements are being parsed at once; retry later")
     try:
-        return _check(sql)
+        yield
     finally:
         _LARGE_PARSES.release()
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement, check_statement
+from tierflight.engine.sandbox import Statement, check_statement, large_statement_turn
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
 from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
@@ -52,6 +53,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
 
     def _check(self, sql: str) -> Statement:
         return check_statement(sql, self.app.config.server.max_statement_bytes)
+
+    def _turn(self, sql: str) -> AbstractContextManager[None]:
+        """A large statement's turn to be parsed, planned and started (see the sandbox)."""
+        return large_statement_turn(sql, self.app.config.server.max_statement_bytes)
 
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
@@ -92,7 +97,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _info_statement(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        return self._start(descriptor, self._check(cmd.query), None, user)
+        with self._turn(cmd.query):
+            return self._start(descriptor, self._check(cmd.query), None, user)
 
     def _info_prepared(self, user: str, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
@@ -100,14 +106,16 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(
                 f"the prepared statement has {item.statement.parameter_count} parameter(s); bind them first"
             )
-        return self._start(descriptor, item.statement, item.params, user, item.take_pending())
+        with self._turn(item.statement.sql):
+            return self._start(descriptor, item.statement, item.params, user, item.take_pending())
 
     @schema_boundary
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
         name, cmd = self._command(descriptor)
         self._user(context)
         if name == "CommandStatementQuery":
-            return flight.SchemaResult(self.executor.schema(self._check(cmd.query)))
+            with self._turn(cmd.query):
+                return flight.SchemaResult(self.executor.schema(self._check(cmd.query)))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
         return flight.SchemaResult(self.metadata.command_schema(name, cmd))
@@ -136,7 +144,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         query_id, sql, params = decode_ticket(msg.statement_handle)
         ex = self.executor.take(query_id)
         if ex is None:
-            ex = self.executor.start(self._check(sql), params, user)
+            with self._turn(sql):
+                ex = self.executor.start(self._check(sql), params, user)
         table = ex.table()
         if table is not None:
             return flight.RecordBatchStream(table)
@@ -217,14 +226,15 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(f"CreatePreparedStatement expects ActionCreatePreparedStatementRequest, got {name}")
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        statement = self._check(req.query)
         pending = None
-        if statement.parameter_count:
-            dataset_schema = self.executor.schema(statement, statement.parameter_count)
-        else:
-            pending = self.executor.start(statement, None, user)
-            self.executor.park(pending)
-            dataset_schema = pending.schema
+        with self._turn(req.query):
+            statement = self._check(req.query)
+            if statement.parameter_count:
+                dataset_schema = self.executor.schema(statement, statement.parameter_count)
+            else:
+                pending = self.executor.start(statement, None, user)
+                self.executor.park(pending)
+                dataset_schema = pending.schema
         parameter_schema = pa.schema(
             [pa.field(f"parameter_{i + 1}", pa.null()) for i in range(statement.parameter_count)]
         )
