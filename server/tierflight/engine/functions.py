@@ -39,13 +39,20 @@ _CONSTANT = re.compile(
 )
 
 _local = threading.local()
+_database: duckdb.DuckDBPyConnection | None = None
+_database_lock = threading.Lock()
 
 
 def _parser() -> duckdb.DuckDBPyConnection:
-    # One connection per thread: a parse releases the GIL, and threads do not queue on a lock.
+    """This thread's cursor on one small DuckDB kept for parsing: a parse releases the GIL,
+    and threads do not queue on a lock (a cursor is used by one thread at a time)."""
+    global _database
     con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
     if con is None:
-        con = duckdb.connect(":memory:", config={"enable_external_access": False})
+        with _database_lock:
+            if _database is None:
+                _database = duckdb.connect(":memory:", config={"enable_external_access": False, "threads": 1})
+            con = _database.cursor()
         _local.con = con
     return con
 
