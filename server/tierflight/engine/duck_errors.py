@@ -65,6 +65,9 @@ def _out_of_memory(msg: str) -> Overloaded:
 def translate(exc: BaseException, query_id: str) -> TierflightError:
     if isinstance(exc, TierflightError):
         return exc
+    if isinstance(exc, RecursionError):
+        # Planning and generating SQL recurse per level of the statement's nesting.
+        return InvalidArgument("statement nests too deeply to be planned; flatten it")
     msg = _clean(exc)
     storage = _storage_error(exc, msg)
     if storage is not None:

@@ -27,6 +27,7 @@ from tierflight.engine.database import Database
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.guards import check_builtin_bypass
 from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
+from tierflight.engine.plain import plain_reader, plain_schema
 from tierflight.engine.rwlock import RWLock
 from tierflight.engine.sandbox import Statement
 from tierflight.engine.session import mentions_session_user, set_session_user
@@ -466,12 +467,12 @@ class Executor:
     ) -> tuple[pa.RecordBatchReader, Iterator[pa.RecordBatchReader] | None]:
         batch_rows = self.config.server.batch_rows
         rows = list(params) if params else [()]
-        first = cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows)
+        first = plain_reader(cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows))
 
         def rest() -> Iterator[pa.RecordBatchReader]:
             # Each further parameter row is one more execution; results are concatenated.
             for row in rows[1:]:
-                yield cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows)
+                yield plain_reader(cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows))
 
         return first, (rest() if len(rows) > 1 else None)
 
@@ -489,7 +490,8 @@ class Executor:
                 cursor.register(name, table)  # no rows: only the schema is asked for
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
-            return cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
+            schema = cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
+            return plain_schema(schema) or schema
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             raise translate(exc, "schema") from None
         finally:

@@ -9,40 +9,42 @@ off, allowed directories limited to the data dir, configuration locked; see
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from tierflight.engine.duck_errors import parsed_statement_types
-from tierflight.errors import SqlSyntaxError, StatementRefused, TierflightError
+from tierflight.engine.functions import Outcome, check_functions
+from tierflight.errors import InvalidArgument, Overloaded, SqlSyntaxError, StatementRefused, TierflightError
+from tierflight.lru import LRU
 
 DIALECT = "duckdb"
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 
-# Table functions and scalar functions that reach outside the server's own tables.
-_DENIED_PREFIXES = ("read_", "parquet_", "sniff_", "iceberg_", "delta_", "sqlite_", "postgres_", "mysql_")
-_DENIED_FUNCTIONS = frozenset(
-    {
-        "glob",
-        "getenv",
-        "query",
-        "query_table",
-        "parquet_scan",
-        "csv_scan",
-        "json_scan",
-        "load_extension",
-        "install_extension",
-        "duckdb_secrets",
-        "which_secret",
-        "pragma_",
-    }
-)
+# A replacement scan reads a file named as a table (FROM 'x.parquet', FROM "s3://b/k").
 _PATH_LIKE = re.compile(r"[/\\]|://|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|db|duckdb|sqlite|gz|zst|arrow|ipc)$", re.I)
+
+# How deeply brackets may nest. sqlglot's parser, the router's rules and the generator recurse
+# per level (about 25 Python frames each), and Python stops at 1000 frames: 42 levels failed.
+# Dashboards nest a handful of levels; 32 leaves room for the frames around the parse.
+MAX_NESTING = 32
+_NESTING_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[()\[\]{}]", re.DOTALL)
+_OPENING = frozenset("([{")
+
+# Statements longer than this are not cached (the cache would hold their trees) and are
+# parsed and planned one at a time (large_statement_turn), so that a few huge statements
+# cannot keep the short ones from the interpreter.
+_LARGE_STATEMENT = 16 << 10
+_LARGE_PARSES = threading.BoundedSemaphore(1)
+_LARGE_PARSE_WAIT_SECONDS = 30.0
+DEFAULT_MAX_STATEMENT_BYTES = 256 << 10
 
 _ALLOWED_ROOTS: tuple[type[exp.Expr], ...] = (
     exp.Select,
@@ -110,12 +112,6 @@ def _unparsable(sql: str, error: SqlSyntaxError) -> TierflightError:
     return error
 
 
-def _function_name(node: exp.Func) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    return node.sql_name().lower()
-
-
 def check_tree(tree: exp.Expr) -> None:
     """Refuse anything but a read-only query over the server's own tables."""
     if isinstance(tree, exp.Command):
@@ -130,13 +126,7 @@ def check_tree(tree: exp.Expr) -> None:
             "(SELECT, WITH, EXPLAIN, DESCRIBE, SHOW)"
         )
     for node in tree.walk():
-        if isinstance(node, exp.Func):
-            name = _function_name(node)
-            if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
-                raise StatementRefused(
-                    f"function {name}() is not allowed: it reads files or settings outside the server's tables"
-                )
-        elif isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
             if _PATH_LIKE.search(node.name):
                 raise StatementRefused(
                     f"reading files directly ({node.name!r}) is not allowed; query the configured tables"
@@ -158,15 +148,93 @@ def count_parameters(tree: exp.Expr) -> int:
     return max(positional, numbered)
 
 
-@lru_cache(maxsize=4096)
-def check_statement(sql: str) -> Statement:
+def check_calls(tree: exp.Expr) -> None:
+    """The function check for a statement DuckDB cannot show its parse of (a PIVOT): every
+    outermost call of the tree, as DuckDB parses it in a SELECT list. A table function is
+    checked as a scalar one there, so only those allowed in both places pass."""
+    calls = [
+        node.sql(dialect=DIALECT)
+        for node in tree.walk()
+        if isinstance(node, exp.Func) and node.find_ancestor(exp.Func) is None
+    ]
+    if calls and check_functions("SELECT " + ", ".join(f"({c})" for c in calls)) is not Outcome.CHECKED:
+        raise StatementRefused("this statement cannot be checked: send it without PIVOT, or with simpler calls inside")
+
+
+def too_deep() -> InvalidArgument:
+    return InvalidArgument(f"statement nests too deeply (limit {MAX_NESTING} levels of brackets, subqueries, calls or operators)")
+
+
+def nesting_depth(sql: str) -> int:
+    """The deepest bracket nesting of ``sql`` (string literals, quoted names and comments skipped)."""
+    depth = deepest = 0
+    for m in _NESTING_TOKENS.finditer(sql):
+        token = m.group()
+        if len(token) != 1:
+            continue
+        if token in _OPENING:
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+_checked: LRU[str, Statement] = LRU(4096)
+
+
+def check_statement(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> Statement:
     """Parse and check one client statement.
 
     Cached by text: dashboards repeat statements, and parsing costs more than the rest of a
     small query's planning. Callers must treat ``Statement.tree`` as immutable.
     """
+    statement = _checked.get(sql)
+    if statement is not None:
+        return statement
+    size = check_size(sql, max_bytes)
+    statement = _check(sql)
+    if size <= _LARGE_STATEMENT:
+        _checked.put(sql, statement)
+    return statement
+
+
+def check_size(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> int:
+    """The statement's size in bytes; InvalidArgument naming the limit when over it (0: none)."""
+    size = len(sql.encode("utf-8", "surrogatepass"))
+    if max_bytes and size > max_bytes:
+        raise InvalidArgument(
+            f"statement is {size} bytes, over the limit of {max_bytes} bytes "
+            "(raise max_statement_bytes in the [server] section of the configuration)"
+        )
+    return size
+
+
+@contextmanager
+def large_statement_turn(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> Iterator[None]:
+    """Hold the turn of a large statement while it is parsed, planned and started.
+
+    All of that is Python work on the statement's tree (parse, copies, SQL generation: seconds
+    for a 256 KB IN list) and holds the GIL, so four at once kept a `SELECT 1` waiting for
+    tenths of seconds. Large statements take turns; short ones never wait here.
+    """
+    if len(sql) <= _LARGE_STATEMENT:
+        yield
+        return
+    check_size(sql, max_bytes)  # refused at once, not after waiting for its turn
+    if not _LARGE_PARSES.acquire(timeout=_LARGE_PARSE_WAIT_SECONDS):
+        raise Overloaded("too many large statements are being parsed at once; retry later")
+    try:
+        yield
+    finally:
+        _LARGE_PARSES.release()
+
+
+def _check(sql: str) -> Statement:
     if not sql or not sql.strip():
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
+    if nesting_depth(sql) > MAX_NESTING:
+        raise too_deep()
     kind = "query"
     body = sql
     m = _EXPLAIN_ROUTE.match(sql)
@@ -176,6 +244,15 @@ def check_statement(sql: str) -> Statement:
         m = _EXPLAIN.match(sql)
         if m:
             kind, body = "explain", m.group("body")
-    tree = parse_one(body)
-    check_tree(tree)
+    try:
+        tree = parse_one(body)
+        check_tree(tree)
+        # DuckDB runs the client's text when it names no configured table, else the text
+        # generated from the tree: both must call only allowed functions.
+        generated = tree.sql(dialect=DIALECT)
+        outcomes = {check_functions(body), check_functions(generated) if generated != body else Outcome.CHECKED}
+        if Outcome.UNSERIALIZABLE in outcomes:
+            check_calls(tree)
+    except RecursionError:
+        raise too_deep() from None
     return Statement(sql=sql if kind == "explain" else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))

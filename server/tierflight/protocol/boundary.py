@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from tierflight.engine.calls import current_call
-from tierflight.errors import Status, TierflightError
+from tierflight.errors import InvalidArgument, Status, TierflightError
 from tierflight.log import get_logger
 
 log = get_logger("tierflight.protocol")
@@ -59,6 +59,10 @@ def install_traceback_guard() -> None:
 def to_flight_error(exc: BaseException) -> BaseException:
     if isinstance(exc, flight.FlightError):
         return cast(BaseException, exc)
+    if isinstance(exc, RecursionError):
+        # Only a client's input nests without bound (a statement, a JSON ticket): the request
+        # is refused, not reported as a server fault. The specific places say more.
+        exc = InvalidArgument("the request nests too deeply to be processed; flatten it")
     if isinstance(exc, TierflightError):
         mapped: BaseException = _MAPPING[exc.status](exc.message)
         return mapped

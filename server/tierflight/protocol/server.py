@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement, check_statement
+from tierflight.engine.sandbox import Statement, check_statement, large_statement_turn
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
 from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
@@ -65,6 +66,13 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         allowed(auth.user, auth.permissions, permission)
         return auth
 
+    def _check(self, sql: str) -> Statement:
+        return check_statement(sql, self.app.config.server.max_statement_bytes)
+
+    def _turn(self, sql: str) -> AbstractContextManager[None]:
+        """A large statement's turn to be parsed, planned and started (see the sandbox)."""
+        return large_statement_turn(sql, self.app.config.server.max_statement_bytes)
+
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
             raise Unsupported("only command descriptors (Flight SQL) are supported")
@@ -107,18 +115,20 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _info_statement(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         if cmd.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        statement = check_statement(cmd.query)
-        # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
-        # it unbound (or a client's rendering bug would go unnoticed).
-        check_parameter_count(statement)
-        require_bound(statement, None)
-        warn_null_comparison(statement, caller.user)
-        return self._start(descriptor, statement, None, caller)
+        with self._turn(cmd.query):
+            statement = self._check(cmd.query)
+            # A CommandStatementQuery carries no values: DuckDB would otherwise be asked to run
+            # it unbound (or a client's rendering bug would go unnoticed).
+            check_parameter_count(statement)
+            require_bound(statement, None)
+            warn_null_comparison(statement, caller.user)
+            return self._start(descriptor, statement, None, caller)
 
     def _info_prepared(self, caller: AuthMiddleware, descriptor: flight.FlightDescriptor, cmd: Any) -> flight.FlightInfo:
         item = self.prepared.get(cmd.prepared_statement_handle)
         require_bound(item.statement, item.params)
-        return self._start(descriptor, item.statement, item.params, caller, item.take_pending())
+        with self._turn(item.statement.sql):
+            return self._start(descriptor, item.statement, item.params, caller, item.take_pending())
 
     @schema_boundary
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -126,9 +136,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self._user(context)
         if name == "CommandStatementQuery":
             # Only the result's schema: placeholders need no values for it (typed NULL).
-            statement = check_statement(cmd.query)
-            check_parameter_count(statement)
-            return flight.SchemaResult(self.executor.schema(statement, statement.parameter_count))
+            with self._turn(cmd.query):
+                statement = self._check(cmd.query)
+                check_parameter_count(statement)
+                return flight.SchemaResult(self.executor.schema(statement, statement.parameter_count))
         if name == "CommandPreparedStatementQuery":
             return flight.SchemaResult(self.prepared.get(cmd.prepared_statement_handle).dataset_schema)
         return flight.SchemaResult(self.metadata.command_schema(name, cmd))
@@ -163,7 +174,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         query_id, sql, params = decode_ticket(msg.statement_handle)
         ex = self.executor.take(query_id) if query_id else None
         if ex is None:
-            ex = self.executor.start(check_statement(sql), params, user, sees_all=ADMIN in permissions)
+            with self._turn(sql):
+                ex = self.executor.start(self._check(sql), params, user, sees_all=ADMIN in permissions)
         table = ex.table()
         if table is not None:
             return flight.RecordBatchStream(table)
@@ -245,16 +257,17 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(f"CreatePreparedStatement expects ActionCreatePreparedStatementRequest, got {name}")
         if req.HasField("transaction_id"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
-        statement = check_statement(req.query)
-        check_parameter_count(statement)
-        warn_null_comparison(statement, caller.user)
         pending = None
-        if statement.parameter_count:
-            dataset_schema = self.executor.schema(statement, statement.parameter_count)
-        else:
-            pending = self.executor.start(statement, None, caller.user, sees_all=ADMIN in caller.permissions)
-            self.executor.park(pending)
-            dataset_schema = pending.schema
+        with self._turn(req.query):
+            statement = self._check(req.query)
+            check_parameter_count(statement)
+            warn_null_comparison(statement, caller.user)
+            if statement.parameter_count:
+                dataset_schema = self.executor.schema(statement, statement.parameter_count)
+            else:
+                pending = self.executor.start(statement, None, caller.user, sees_all=ADMIN in caller.permissions)
+                self.executor.park(pending)
+                dataset_schema = pending.schema
         parameter_schema = self.parameter_types.schema(statement)
         item = self.prepared.add(statement, caller.user, dataset_schema, parameter_schema)
         item.pending = pending

@@ -6,15 +6,22 @@ just enough of a call to route it (and so imports nothing of the engine).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from tierflight.errors import InvalidArgument, Unsupported
+from tierflight.errors import InvalidArgument
 from tierflight.protocol import flightsql_pb2 as pb
 
 TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+# A ticket carries a statement (at most [server] max_statement_bytes) and its bound parameter
+# rows; anything larger was not issued by this server. Its JSON nests three levels (a
+# parameter value may be a list or struct): deeper is not ours either.
+MAX_TICKET_BYTES = 64 << 20
+MAX_TICKET_NESTING = 32
+_SHOWN_TYPE_URL = 120  # characters of a foreign type URL quoted back in an error
 
 ACTIONS = [
     ("CreatePreparedStatement", "Create a prepared statement (ActionCreatePreparedStatementRequest)"),
@@ -26,15 +33,6 @@ ACTIONS = [
     ("tierflight.state", "Unflushed hot rows and the version of the files and rollup snapshots served"),
 ]
 STATE_ACTION = "tierflight.state"
-
-
-# The message classes a type URL may name: looked up in this table, never with getattr on the
-# module (a URL ending in "__class__" named the module's type, whose construction failed).
-_MESSAGES: dict[str, type[Message]] = {
-    name: cls
-    for name, cls in vars(pb).items()
-    if not name.startswith("_") and isinstance(cls, type) and issubclass(cls, Message)
-}
 
 
 def pack(msg: Message) -> bytes:
@@ -50,14 +48,19 @@ def unpack(data: bytes) -> tuple[str, Any]:
         any_msg.ParseFromString(data)
     except DecodeError:
         raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
-    if not any_msg.type_url.startswith(TYPE_PREFIX):
-        url = any_msg.type_url if len(any_msg.type_url) <= 200 else any_msg.type_url[:200] + "..."
-        raise Unsupported(f"unsupported command type {url or '(empty)'!r}")
-    name = any_msg.type_url[len(TYPE_PREFIX) :]
-    cls = _MESSAGES.get(name)
-    if cls is None:
-        shown = name if len(name) <= 100 else name[:100] + "..."
-        raise Unsupported(f"Flight SQL command {shown!r} is not supported by tierflight")
+    type_url = any_msg.type_url
+    shown = repr(type_url[:_SHOWN_TYPE_URL] + ("..." if len(type_url) > _SHOWN_TYPE_URL else "")) if type_url else "(empty)"
+    if not type_url.startswith(TYPE_PREFIX):
+        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL command")
+    name = type_url[len(TYPE_PREFIX) :]
+    # Only the messages this Flight SQL protocol declares (getattr on the module would also
+    # find its imports and dunder attributes).
+    descriptor = pb.DESCRIPTOR.message_types_by_name.get(name)
+    if descriptor is None:
+        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL message")
+    cls = getattr(pb, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Message)):
+        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL message")
     msg = cls()
     try:
         any_msg.Unpack(msg)
@@ -75,9 +78,36 @@ def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None 
 
 
 def decode_ticket(handle: bytes) -> tuple[str, str, list[tuple[Any, ...]] | None]:
+    malformed = InvalidArgument("malformed ticket: not issued by this server")
+    if len(handle) > MAX_TICKET_BYTES or _nesting(handle) > MAX_TICKET_NESTING:
+        raise malformed
     try:
         data = json.loads(handle)
-        params = data.get("p")
-        return str(data["q"]), str(data["s"]), [tuple(r) for r in params] if params else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise InvalidArgument("malformed ticket: not issued by this server") from None
+    except (ValueError, RecursionError):
+        raise malformed from None
+    if not isinstance(data, dict):
+        raise malformed
+    query_id, sql, params = data.get("q"), data.get("s"), data.get("p")
+    if not isinstance(query_id, str) or not isinstance(sql, str):
+        raise malformed
+    if params is None:
+        return query_id, sql, None
+    if not isinstance(params, list) or not all(isinstance(row, list) for row in params):
+        raise malformed
+    return query_id, sql, [tuple(row) for row in params] if params else None
+
+
+def _nesting(data: bytes) -> int:
+    """How deeply JSON arrays and objects nest in ``data`` (strings skipped)."""
+    depth = deepest = 0
+    for m in _JSON_TOKENS.finditer(data):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
