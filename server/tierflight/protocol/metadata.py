@@ -93,7 +93,9 @@ class Metadata:
     def _CommandGetTables(self, cmd: Any) -> pa.Table:
         catalog = _opt(cmd, "catalog")
         schema_pat, table_pat = _opt(cmd, "db_schema_filter_pattern"), _opt(cmd, "table_name_filter_pattern")
-        types = set(cmd.table_types)
+        # Type names compare case-insensitively: some clients ask for "table" (as SQLite's
+        # example server reports it) where JDBC and the Flight SQL spec say "TABLE".
+        types = {t.upper() for t in cmd.table_types}
         rows = [
             e
             for e in self._entries()
@@ -114,6 +116,10 @@ class Metadata:
         quoted = '"' + table.replace('"', '""') + '"'
         statement = check_statement(f"SELECT * FROM {db_schema}.{quoted}")
         schema = self.app.executor.schema(statement)
+        # A result's fields are all nullable; the table's NOT NULL columns are not (ADBC
+        # reads nullability from the Arrow field).
+        nullable = {name: null for name, _, null in self.app.catalog.table_columns(db_schema, table)}
+        schema = pa.schema([f.with_nullable(nullable.get(f.name, True)) for f in schema], metadata=schema.metadata)
         return S.schema_with_column_metadata(schema, table=table, db_schema=db_schema, catalog=catalog)
 
     def _CommandGetTableTypes(self, cmd: Any) -> pa.Table:
