@@ -93,6 +93,9 @@ def test_schemas_databases_and_views(conn: Any) -> None:
     assert _rows(conn, "SELECT database_name, path FROM duckdb_databases()") == [("tierflight", None)]
     assert _rows(conn, "SELECT count(*) FROM duckdb_views()") == [(0,)]
     assert _rows(conn, "SELECT count(*) FROM pg_catalog.pg_views") == [(0,)]
+    # DuckDB's built-in functions and types stay listed (SQL editors complete from them).
+    assert _rows(conn, "SELECT count(*) > 1000 FROM duckdb_functions()") == [(True,)]
+    assert _rows(conn, "SELECT count(*) > 10 FROM duckdb_types()") == [(True,)]
     types = set(_rows(conn, "SELECT DISTINCT table_catalog, table_type FROM information_schema.tables"))
     assert types == {("tierflight", "BASE TABLE")}
 
@@ -178,6 +181,9 @@ def test_table_schema_says_not_null(client: flight.FlightClient) -> None:
     for row in rows:
         schema = pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
         nullable = {f.name: f.nullable for f in schema}
+        # The same in the XDBC_* field metadata keys ADBC drivers read for GetObjects.
+        assert {f.name: f.metadata[b"XDBC_IS_NULLABLE"] == b"YES" for f in schema} == nullable
+        assert {f.name: f.metadata[b"XDBC_NULLABLE"] == b"1" for f in schema} == nullable
         if row["table_name"] == "events":
             assert {n for n, ok in nullable.items() if not ok} == NOT_NULL
         else:

@@ -48,8 +48,11 @@ SystemTables = Callable[[], Mapping[str, Callable[[], pa.Table]]]
 CATALOG_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
 CATALOG_FUNCTION_PREFIXES = ("duckdb_", "pragma_")
 # Columns that name the database a catalog row belongs to: rows of other databases
-# (DuckDB's built-in ``system`` and ``temp``) are not the product's.
+# (DuckDB's built-in ``system`` and ``temp``: its internal schemas and views) are not the
+# product's. Built-in functions and types (duckdb_functions(), duckdb_types(), pg_proc,
+# pg_type) live in ``system`` too, and stay listed: SQL editors complete from them.
 _DATABASE_COLUMNS = ("database_name", "table_catalog", "catalog_name", "constraint_catalog")
+_UNFILTERED = frozenset({"duckdb_functions", "duckdb_types"})
 # pg_catalog relations whose rows are not tied to a database by name.
 _PG_FILTERS = {
     "pg_class": "relnamespace IN (SELECT oid FROM pg_catalog.pg_namespace)",
@@ -177,9 +180,10 @@ class ShadowCatalog:
         cur = con.cursor()
         try:
             names = [c.lower() for c in cur.sql(f"SELECT * FROM {source} LIMIT 0").columns]
-            where = _PG_FILTERS.get(table.name.lower()) if table.db.lower() in ("", "pg_catalog") else None
+            name = (table.name or str(table.this.name)).lower()  # a function's name is its node's
+            where = _PG_FILTERS.get(name) if table.db.lower() in ("", "pg_catalog") else None
             column = next((c for c in _DATABASE_COLUMNS if c in names), None)
-            if where is None and column is not None:
+            if where is None and column is not None and name not in _UNFILTERED:
                 where = f"{quote_ident(column)} = {quote_literal(CATALOG)}"
             result = cur.sql(f"SELECT * FROM {source}" + (f" WHERE {where}" if where else "")).to_arrow_table()
         except duckdb.Error as exc:

@@ -54,6 +54,13 @@ def _opt(cmd: Any, name: str) -> str | None:
     return getattr(cmd, name) if cmd.HasField(name) else None
 
 
+def _with_nullability(field: pa.Field, nullable: bool) -> pa.Field:
+    """The Arrow field's nullability, and the same as the XDBC_* keys ADBC drivers look for
+    in field metadata when they build GetObjects' xdbc_nullable / xdbc_is_nullable."""
+    flags = {b"XDBC_NULLABLE": b"1" if nullable else b"0", b"XDBC_IS_NULLABLE": b"YES" if nullable else b"NO"}
+    return field.with_nullable(nullable).with_metadata({**(field.metadata or {}), **flags})
+
+
 class Metadata:
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -119,7 +126,7 @@ class Metadata:
         # A result's fields are all nullable; the table's NOT NULL columns are not (ADBC
         # reads nullability from the Arrow field).
         nullable = {name: null for name, _, null in self.app.catalog.table_columns(db_schema, table)}
-        schema = pa.schema([f.with_nullable(nullable.get(f.name, True)) for f in schema], metadata=schema.metadata)
+        schema = pa.schema([_with_nullability(f, nullable.get(f.name, True)) for f in schema], metadata=schema.metadata)
         return S.schema_with_column_metadata(schema, table=table, db_schema=db_schema, catalog=catalog)
 
     def _CommandGetTableTypes(self, cmd: Any) -> pa.Table:
