@@ -257,3 +257,20 @@ def test_session_option_requests_are_bounded(client: flight.FlightClient) -> Non
         _action(client, "SetSessionOptions", request.SerializeToString())
     with pytest.raises(pa.ArrowInvalid, match="malformed"):
         _action(client, "GetSessionOptions", b"\xff\xff\xff")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT * FROM day_type", "SELECT * FROM __tf_caller_queries", "SELECT * FROM temp.main.__tf_caller_queries", "SELECT * FROM pg_catalog.nope"],
+)
+def test_names_near_internal_ones_are_not_found_without_hints(conn: Any, server: Any, sql: str) -> None:
+    with pytest.raises(adbc_driver_manager.Error, match="does not exist") as err:
+        _rows(conn, sql)
+    # DuckDB's "Did you mean" names come from the server's own catalog (its internals).
+    text = str(err.value)
+    assert "Did you mean" not in text and "tf_rollup" not in text and "pg_sequences" not in text, text
+
+
+def test_a_catalog_function_of_a_column_is_refused(conn: Any) -> None:
+    with pytest.raises(adbc_driver_manager.Error, match="constant arguments"):
+        _rows(conn, "SELECT * FROM events, pragma_table_info(events.type)")
