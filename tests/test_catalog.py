@@ -274,3 +274,15 @@ def test_names_near_internal_ones_are_not_found_without_hints(conn: Any, server:
 def test_a_catalog_function_of_a_column_is_refused(conn: Any) -> None:
     with pytest.raises(adbc_driver_manager.Error, match="constant arguments"):
         _rows(conn, "SELECT * FROM events, pragma_table_info(events.type)")
+
+
+def test_catalog_queries_with_parameters(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, is_nullable FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position LIMIT 3",
+            ("events", "main"),
+        )
+        assert cur.fetchall() == [("ts", "NO"), ("type", "NO"), ("auction_id", "NO")]
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", ("system",))
+        assert [r[0] for r in cur.fetchall()] == sorted(SYSTEM)
