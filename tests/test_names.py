@@ -194,11 +194,15 @@ def test_the_catalog_is_tierflight(conn: Any, server: RunningServer) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
         assert cur.fetchall() == [("tierflight",)]
-        # No object in DuckDB's catalog stands for a configured table (nothing can be stale).
+        # No object in the server's DuckDB stands for a configured table (nothing can be
+        # stale); the catalog clients query (engine.catalog) lists it, as a table.
+        internal = server.app.database.query_internal
+        assert internal("SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = 'events'") == [(0,)]
+        assert internal("SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = 'events'") == [(0,)]
         cur.execute("SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = 'events'")
         assert cur.fetchall() == [(0,)]
         cur.execute("SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = 'events'")
-        assert cur.fetchall() == [(0,)]
+        assert cur.fetchall() == [(1,)]
         cur.execute("SHOW TABLES")
         assert cur.fetchall() == [("events",)]
     assert [r["catalog_name"] for r in conn.adbc_get_objects(depth="catalogs").read_all().to_pylist()] == ["tierflight"]

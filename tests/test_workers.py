@@ -322,6 +322,10 @@ def test_parameters_metadata_and_errors_through_the_front(front: Front, oracle: 
         tables = [t["table_name"] for c in objects for s in c["catalog_db_schemas"] or [] for t in s["db_schema_tables"] or []]
         assert "events" in tables
         assert conn.adbc_get_table_schema("events").names[0] == "ts"
+        # Session options (the front answers them) and catalog queries (a worker's shadow catalog).
+        assert (conn.adbc_current_catalog, conn.adbc_current_db_schema) == ("tierflight", "main")
+        cur.execute("SELECT table_schema, table_name FROM information_schema.tables ORDER BY ALL")
+        assert cur.fetchall()[0] == ("main", "events")
         with pytest.raises(fsql.ProgrammingError, match="nope") as info:
             cur.execute("SELECT * FROM nope")
         assert str(info.value).count("Detail:") <= 1, "the worker's error is relayed once, not nested"

@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config
+from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.database import Database, quote_ident, table_view_sql, use_catalog
 from tierflight.engine.executor import Executor
 from tierflight.engine.names import Names
@@ -39,6 +40,8 @@ class App:
         self.follower = follower
         self.database = Database(config)
         self.names = Names(config.tables, lambda: self.database.system_tables.keys())
+        # What catalog queries and the metadata calls see (engine.catalog).
+        self.catalog = ShadowCatalog(config.tables, lambda: self.database.system_tables, self.database.query_internal)
         self.stores: dict[str, TableStore] = {
             name: TableStore(config, table, self.database) for name, table in config.tables.items()
         }
@@ -61,6 +64,7 @@ class App:
             enabled=routing,
             column_names=self._column_names,
             names=self.names,
+            catalog=self.catalog,
         )
         self.planner = self.router
         self.executor = Executor(config, self.database, self.router, self.swap_lock)

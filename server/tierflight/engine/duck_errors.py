@@ -25,6 +25,7 @@ _PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
 # and it names the server's data files, so the echo is never passed on.
 _ECHO = re.compile(r"\n+LINE \d+:.*", re.DOTALL)
 # DuckDB names the data file it failed on: `file "x"`, `file 'x'`, `the pattern "x"`.
+_HINT = re.compile(r"\n*Did you mean [^\n]*", re.IGNORECASE)
 _FILE = re.compile(r"""(?:\bfile|\bpattern)\s+["']([^"']+)["']""", re.IGNORECASE)
 
 
@@ -73,7 +74,9 @@ def translate(exc: BaseException, query_id: str) -> TierflightError:
     if storage is not None:
         return storage
     if isinstance(exc, duckdb.CatalogException):
-        return NotFound(msg)
+        # DuckDB suggests names from the server's own catalog, which holds the internal
+        # storage and not the configured tables: its hints are never the product's names.
+        return NotFound(_HINT.sub("", msg).strip())
     if isinstance(exc, duckdb.ParserException):
         return SqlSyntaxError(msg)
     if isinstance(exc, duckdb.PermissionException):

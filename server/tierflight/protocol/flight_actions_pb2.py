@@ -24,17 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(tierflight/protocol/flight_actions.proto\x12\x19tierflight.flight_actions\"\'\n\x17\x43\x61ncelFlightInfoRequest\x12\x0c\n\x04info\x18\x01 \x01(\x0c\"Q\n\x16\x43\x61ncelFlightInfoResult\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.tierflight.flight_actions.CancelStatus\"\x15\n\x13\x43loseSessionRequest\"S\n\x12\x43loseSessionResult\x12=\n\x06status\x18\x01 \x01(\x0e\x32-.tierflight.flight_actions.CloseSessionStatus*\x8b\x01\n\x0c\x43\x61ncelStatus\x12\x1d\n\x19\x43\x41NCEL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_STATUS_CANCELLED\x10\x01\x12\x1c\n\x18\x43\x41NCEL_STATUS_CANCELLING\x10\x02\x12!\n\x1d\x43\x41NCEL_STATUS_NOT_CANCELLABLE\x10\x03*\xa5\x01\n\x12\x43loseSessionStatus\x12$\n CLOSE_SESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43LOSE_SESSION_STATUS_CLOSED\x10\x01\x12 \n\x1c\x43LOSE_SESSION_STATUS_CLOSING\x10\x02\x12&\n\"CLOSE_SESSION_STATUS_NOT_CLOSEABLE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(tierflight/protocol/flight_actions.proto\x12\x19tierflight.flight_actions\"\'\n\x17\x43\x61ncelFlightInfoRequest\x12\x0c\n\x04info\x18\x01 \x01(\x0c\"Q\n\x16\x43\x61ncelFlightInfoResult\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.tierflight.flight_actions.CancelStatus\"\x15\n\x13\x43loseSessionRequest\"S\n\x12\x43loseSessionResult\x12=\n\x06status\x18\x01 \x01(\x0e\x32-.tierflight.flight_actions.CloseSessionStatus\"\x80\x02\n\x12SessionOptionValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x15\n\x0bint64_value\x18\x03 \x01(\x10H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12Z\n\x11string_list_value\x18\x05 \x01(\x0b\x32=.tierflight.flight_actions.SessionOptionValue.StringListValueH\x00\x1a!\n\x0fStringListValue\x12\x0e\n\x06values\x18\x01 \x03(\tB\x0e\n\x0coption_value\"\xe2\x01\n\x18SetSessionOptionsRequest\x12`\n\x0fsession_options\x18\x01 \x03(\x0b\x32G.tierflight.flight_actions.SetSessionOptionsRequest.SessionOptionsEntry\x1a\x64\n\x13SessionOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.tierflight.flight_actions.SessionOptionValue:\x02\x38\x01\"\xf8\x02\n\x17SetSessionOptionsResult\x12N\n\x06\x65rrors\x18\x01 \x03(\x0b\x32>.tierflight.flight_actions.SetSessionOptionsResult.ErrorsEntry\x1aU\n\x05\x45rror\x12L\n\x05value\x18\x01 \x01(\x0e\x32=.tierflight.flight_actions.SetSessionOptionsResult.ErrorValue\x1ag\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12G\n\x05value\x18\x02 \x01(\x0b\x32\x38.tierflight.flight_actions.SetSessionOptionsResult.Error:\x02\x38\x01\"M\n\nErrorValue\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_NAME\x10\x01\x12\x11\n\rINVALID_VALUE\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"\x1a\n\x18GetSessionOptionsRequest\"\xe0\x01\n\x17GetSessionOptionsResult\x12_\n\x0fsession_options\x18\x01 \x03(\x0b\x32\x46.tierflight.flight_actions.GetSessionOptionsResult.SessionOptionsEntry\x1a\x64\n\x13SessionOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.tierflight.flight_actions.SessionOptionValue:\x02\x38\x01*\x8b\x01\n\x0c\x43\x61ncelStatus\x12\x1d\n\x19\x43\x41NCEL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_STATUS_CANCELLED\x10\x01\x12\x1c\n\x18\x43\x41NCEL_STATUS_CANCELLING\x10\x02\x12!\n\x1d\x43\x41NCEL_STATUS_NOT_CANCELLABLE\x10\x03*\xa5\x01\n\x12\x43loseSessionStatus\x12$\n CLOSE_SESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43LOSE_SESSION_STATUS_CLOSED\x10\x01\x12 \n\x1c\x43LOSE_SESSION_STATUS_CLOSING\x10\x02\x12&\n\"CLOSE_SESSION_STATUS_NOT_CLOSEABLE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tierflight.protocol.flight_actions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CANCELSTATUS']._serialized_start=304
-  _globals['_CANCELSTATUS']._serialized_end=443
-  _globals['_CLOSESESSIONSTATUS']._serialized_start=446
-  _globals['_CLOSESESSIONSTATUS']._serialized_end=611
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._loaded_options = None
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._loaded_options = None
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._loaded_options = None
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CANCELSTATUS']._serialized_start=1426
+  _globals['_CANCELSTATUS']._serialized_end=1565
+  _globals['_CLOSESESSIONSTATUS']._serialized_start=1568
+  _globals['_CLOSESESSIONSTATUS']._serialized_end=1733
   _globals['_CANCELFLIGHTINFOREQUEST']._serialized_start=71
   _globals['_CANCELFLIGHTINFOREQUEST']._serialized_end=110
   _globals['_CANCELFLIGHTINFORESULT']._serialized_start=112
@@ -43,4 +49,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLOSESESSIONREQUEST']._serialized_end=216
   _globals['_CLOSESESSIONRESULT']._serialized_start=218
   _globals['_CLOSESESSIONRESULT']._serialized_end=301
+  _globals['_SESSIONOPTIONVALUE']._serialized_start=304
+  _globals['_SESSIONOPTIONVALUE']._serialized_end=560
+  _globals['_SESSIONOPTIONVALUE_STRINGLISTVALUE']._serialized_start=511
+  _globals['_SESSIONOPTIONVALUE_STRINGLISTVALUE']._serialized_end=544
+  _globals['_SETSESSIONOPTIONSREQUEST']._serialized_start=563
+  _globals['_SETSESSIONOPTIONSREQUEST']._serialized_end=789
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_start=689
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_end=789
+  _globals['_SETSESSIONOPTIONSRESULT']._serialized_start=792
+  _globals['_SETSESSIONOPTIONSRESULT']._serialized_end=1168
+  _globals['_SETSESSIONOPTIONSRESULT_ERROR']._serialized_start=899
+  _globals['_SETSESSIONOPTIONSRESULT_ERROR']._serialized_end=984
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_start=986
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_end=1089
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORVALUE']._serialized_start=1091
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORVALUE']._serialized_end=1168
+  _globals['_GETSESSIONOPTIONSREQUEST']._serialized_start=1170
+  _globals['_GETSESSIONOPTIONSREQUEST']._serialized_end=1196
+  _globals['_GETSESSIONOPTIONSRESULT']._serialized_start=1199
+  _globals['_GETSESSIONOPTIONSRESULT']._serialized_end=1423
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_start=689
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_end=789
 # @@protoc_insertion_point(module_scope)

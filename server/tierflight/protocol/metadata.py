@@ -41,6 +41,13 @@ def _pattern(cmd: Any, name: str) -> str | None:
     return pattern
 
 
+def _with_nullability(field: pa.Field, nullable: bool) -> pa.Field:
+    """The Arrow field's nullability, and the same as the XDBC_* keys ADBC drivers look for
+    in field metadata when they build GetObjects' xdbc_nullable / xdbc_is_nullable."""
+    flags = {b"XDBC_NULLABLE": b"1" if nullable else b"0", b"XDBC_IS_NULLABLE": b"YES" if nullable else b"NO"}
+    return field.with_nullable(nullable).with_metadata({**(field.metadata or {}), **flags})
+
+
 class Metadata:
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -80,7 +87,9 @@ class Metadata:
     def _CommandGetTables(self, cmd: Any) -> pa.Table:
         catalog = _opt(cmd, "catalog")
         schema_pat, table_pat = _pattern(cmd, "db_schema_filter_pattern"), _pattern(cmd, "table_name_filter_pattern")
-        types = set(cmd.table_types)
+        # Type names compare case-insensitively: some clients ask for "table" (as SQLite's
+        # example server reports it) where JDBC and the Flight SQL spec say "TABLE".
+        types = {t.upper() for t in cmd.table_types}
         rows = [
             e
             for e in self._entries()
@@ -101,6 +110,10 @@ class Metadata:
         quoted = '"' + table.replace('"', '""') + '"'
         statement = check_statement(f"SELECT * FROM {db_schema}.{quoted}")
         schema = self.app.executor.schema(statement)
+        # A result's fields are all nullable; the table's NOT NULL columns are not (ADBC
+        # reads nullability from the Arrow field).
+        nullable = {name: null for name, _, null in self.app.catalog.table_columns(db_schema, table)}
+        schema = pa.schema([_with_nullability(f, nullable.get(f.name, True)) for f in schema], metadata=schema.metadata)
         return S.schema_with_column_metadata(schema, table=table, db_schema=db_schema, catalog=catalog)
 
     def _CommandGetTableTypes(self, cmd: Any) -> pa.Table:

@@ -33,6 +33,7 @@ from tierflight.protocol.parameters import (
 )
 from tierflight.protocol.prepared import PreparedStatements
 from tierflight.protocol.schemas import schema_with_column_metadata
+from tierflight.protocol.session_options import HANDLERS as SESSION_HANDLERS
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
 from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 
@@ -238,9 +239,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             status = self._cancel_info(info, current_auth(context))
             answer = pb.ActionCancelQueryResult(result=pb.ActionCancelQueryResult.CancelResult.Name(status))
             return iter([flight.Result(pack(answer))])
-        if kind == "CloseSession":
-            closed = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
-            return iter([flight.Result(closed.SerializeToString())])
+        if kind in SESSION_HANDLERS:
+            return iter([flight.Result(SESSION_HANDLERS[kind](body))])
         if kind == "healthcheck":
             return iter([flight.Result(json.dumps(self.app.health()).encode())])
         if kind == STATE_ACTION:

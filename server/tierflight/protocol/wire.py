@@ -29,6 +29,8 @@ ACTIONS = [
     ("CancelFlightInfo", "Cancel the execution behind a FlightInfo"),
     ("CancelQuery", "Cancel a query (deprecated Flight SQL action)"),
     ("CloseSession", "Close the client session"),
+    ("SetSessionOptions", "Set session options: catalog (tierflight) and schema (main) only"),
+    ("GetSessionOptions", "The session options: catalog and schema"),
     ("healthcheck", "Report whether the server is ready"),
     ("tierflight.state", "Unflushed hot rows and the version of the files and rollup snapshots served"),
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
+from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.database import quote_ident, table_view_sql
 from tierflight.engine.names import ROLLUP_DATABASE, Names
 from tierflight.engine.sandbox import DIALECT, Statement
@@ -242,13 +243,14 @@ class Router:
         enabled: bool = True,
         column_names: Callable[[str], list[str]] | None = None,
         names: Names | None = None,
+        catalog: ShadowCatalog | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names
         self._stores = stores
         self.registry = registry
         self._names = names
-        self.raw = RawPlanner(stores, names)
+        self.raw = RawPlanner(stores, names, catalog)
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}

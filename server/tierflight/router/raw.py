@@ -16,8 +16,9 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.config import TableConfig
+from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
-from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names
+from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
@@ -132,12 +133,17 @@ class _Template:
     # tiers answer.
     day_as: Mapping[str, str | None]
     shape_only: bool = False  # DESCRIBE: the tables' columns are read, never their rows
+    # Catalog relations (information_schema.tables, duckdb_tables(), ...): evaluated on the
+    # shadow catalog (engine.catalog) and registered under the marker.
+    catalog: tuple[tuple[str, exp.Table], ...] = ()
+    whole_catalog: bool = False  # the statement is a catalog command run on the shadow
 
 
 class RawPlanner:
-    def __init__(self, stores: StoreLookup, names: Names | None = None) -> None:
+    def __init__(self, stores: StoreLookup, names: Names | None = None, catalog: ShadowCatalog | None = None) -> None:
         self._stores = stores
         self._names = names
+        self._catalog = catalog
         self._templates: LRU[tuple[str, str], _Template] = LRU(4096)
 
     def _template(self, statement: Statement, stores: Mapping[str, TableStore]) -> _Template:
@@ -150,6 +156,10 @@ class RawPlanner:
         references: list[_Reference] = []
         system = False
         tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
+        if self._catalog is not None and _is_catalog_command(tree, names, self._catalog):
+            template = _Template(_marker(), (), (), {}, {}, whole_catalog=True)
+            self._templates.put(key, template)
+            return template
         special = _describe_or_show(tree, names, stores)
         if special is not None:
             template = _Template(special, (), (), {}, {})
@@ -159,9 +169,15 @@ class RawPlanner:
             # SUMMARIZE <table> summarizes its rows: the same as SUMMARIZE SELECT * FROM it.
             tree.set("this", exp.Select(expressions=[exp.Star()]).from_(tree.this.copy()))
         unaliased: set[str] = set()
+        catalog: list[tuple[str, exp.Table]] = []
         for t in list(tree.find_all(exp.Table)):
             resolved = names.resolve(t)
             if resolved is None:
+                if self._catalog is not None and self._is_catalog_reference(t):
+                    marker = _marker()
+                    catalog.append((marker, t.copy()))
+                    alias = t.args.get("alias") or exp.TableAlias(this=exp.to_identifier(t.name or t.this.name))
+                    t.replace(exp.Table(this=exp.to_identifier(marker), alias=alias.copy()))
                 continue
             if resolved.kind is Kind.SYSTEM:
                 system = True
@@ -175,7 +191,7 @@ class RawPlanner:
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
             rng = table_time_range(t, cfg.time_column, grains)
             when = t.args.get("when")
-            marker = f"__tf_source_{uuid.uuid4().hex[:12]}"
+            marker = _marker()
             # Without an alias DuckDB names the relation as it is written (``EVENTS``).
             alias = t.alias or t.name
             if not t.alias:
@@ -184,7 +200,7 @@ class RawPlanner:
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
             _unqualify_columns(tree, names, unaliased)
-        sql = tree.sql(dialect=DIALECT) if references or system else None
+        sql = tree.sql(dialect=DIALECT) if references or system or catalog else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
@@ -196,18 +212,36 @@ class RawPlanner:
             date_column = _date_column(tuple(cfg.derived.items()), cfg.time_column)
             wanted = derived[r.table]
             day_as[r.table] = date_column if wanted is not None and date_column and date_column.lower() in wanted else None
-        template = _Template(sql, tuple(references), tuple(parts), derived, day_as, isinstance(tree, exp.Describe))
+        template = _Template(
+            sql, tuple(references), tuple(parts), derived, day_as, isinstance(tree, exp.Describe), tuple(catalog)
+        )
         self._templates.put(key, template)
         return template
+
+    def _is_catalog_reference(self, table: exp.Table) -> bool:
+        """A reference the names did not resolve that reads DuckDB's catalog (not a CTE)."""
+        assert self._catalog is not None
+        if not table.db and not table.catalog and table.name.lower() in visible_ctes(table):
+            return False
+        return self._catalog.is_catalog_relation(table)
 
     def plan(self, statement: Statement) -> Route:
         stores = self._stores()
         template = self._template(statement, stores)
+        if template.whole_catalog and self._catalog is not None and template.sql is not None:
+            table = self._catalog.statement(statement.sql)
+            part = RoutePart("catalog", "catalog command", table.num_rows, "answered from the catalog")
+            return Route(sql=f"SELECT * FROM {template.sql}", parts=(part,), registrations=((template.sql, table),))
         if template.sql is None:
             return Route(sql=statement.sql, parts=template.parts)
         parts = list(template.parts)
         registrations: list[tuple[str, Any]] = []
         sql = template.sql
+        for marker, relation in template.catalog:
+            assert self._catalog is not None
+            rows = self._catalog.relation(relation)
+            registrations.append((marker, rows))
+            parts.append(RoutePart("catalog", relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
         for ref in template.references:
             store = stores[ref.table]
             if template.shape_only:
@@ -233,6 +267,20 @@ class RawPlanner:
         if statement.kind == "explain":
             sql = "EXPLAIN " + sql
         return Route(sql=sql, parts=tuple(parts), registrations=tuple(registrations))
+
+
+def _marker() -> str:
+    return f"__tf_source_{uuid.uuid4().hex[:12]}"
+
+
+def _is_catalog_command(tree: exp.Expr, names: Names, catalog: ShadowCatalog) -> bool:
+    """A statement that is itself about the catalog: any SHOW but SHOW TABLES (which lists
+    the configured tables), DESCRIBE or SUMMARIZE of a catalog relation."""
+    if isinstance(tree, exp.Show):
+        return tree.name.upper() != "TABLES"
+    if isinstance(tree, exp.Describe | exp.Summarize) and isinstance(tree.this, exp.Table):
+        return names.resolve(tree.this) is None and catalog.is_catalog_relation(tree.this)
+    return False
 
 
 def _describe_or_show(tree: exp.Expr, names: Names, stores: Mapping[str, TableStore]) -> str | None:

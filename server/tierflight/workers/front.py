@@ -35,6 +35,7 @@ from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import AuthMiddleware, current_auth
 from tierflight.protocol.boundary import to_flight_error
+from tierflight.protocol.session_options import HANDLERS as SESSION_HANDLERS
 from tierflight.protocol.wire import ACTIONS, encode_ticket, pack, unpack
 from tierflight.workers.handles import FrontStatement, FrontStatements
 from tierflight.workers.tickets import TicketKey, identity_of, worker_of
@@ -492,9 +493,8 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             return iter(self._forward_action(context, self.workers[st.worker], kind, inner))
         if kind in ("CancelFlightInfo", "CancelQuery"):
             return iter(self._forward_cancel(context, kind, body))
-        if kind == "CloseSession":
-            closed = fa.CloseSessionResult(status=fa.CLOSE_SESSION_STATUS_CLOSED)
-            return iter([flight.Result(closed.SerializeToString())])
+        if kind in SESSION_HANDLERS:
+            return iter([flight.Result(SESSION_HANDLERS[kind](body))])
         # healthcheck, tierflight.state and anything unknown: the primary answers.
         return iter(self._forward_action(context, self.workers[0], kind, body))
 
