@@ -79,11 +79,7 @@ DANGEROUS = {
     "serialize-plan": ("SELECT json_serialize_plan('SELECT 1')", "json_serialize_plan"),
     "current-setting": ("SELECT current_setting('allowed_directories')", "current_setting"),
     "duckdb-settings": ("SELECT * FROM duckdb_settings()", "duckdb_settings"),
-    "duckdb-views": ("SELECT sql FROM duckdb_views()", "duckdb_views"),
-    "duckdb-views-view": ("SELECT sql FROM duckdb_views", "duckdb_views"),
-    "information-schema-views": ("SELECT view_definition FROM information_schema.views", "views"),
     "pg-settings": ("SELECT * FROM pg_settings", "pg_settings"),
-    "pg-views": ("SELECT * FROM pg_catalog.pg_views", "pg_views"),
     "checkpoint": ("SELECT * FROM checkpoint()", "checkpoint"),
     "force-checkpoint": ("SELECT * FROM force_checkpoint('memory')", "force_checkpoint"),
     "setseed": ("SELECT setseed(0.5)", "setseed"),
@@ -104,12 +100,42 @@ DANGEROUS = {
     "current-query": ("SELECT current_query()", "current_query"),
     "sleep": ("SELECT pg_sleep(5)", "pg_sleep"),
     "show-variables": ("SHOW VARIABLES", "SHOW"),
-    "duckdb-databases": ("SELECT path FROM duckdb_databases()", "duckdb_databases"),
     "quoted-upper": ('SELECT "QUERY_TABLE"(\'events\')', "query_table"),
     "qualified": ("SELECT system.main.current_setting('memory_limit')", "current_setting"),
     "in-pivot": ("SELECT * FROM (PIVOT events ON country IN ('US') USING max(getvariable('x')))", "getvariable"),
     "server-function": ("SELECT tf_hll_estimate([])", "tf_hll_estimate"),
 }
+
+
+# Catalog views and functions that would show view definitions (data file paths) or database
+# paths on the server's own DuckDB: answered on the shadow catalog, where there are none.
+SHADOWED = [
+    "SELECT sql FROM duckdb_views()",
+    "SELECT sql FROM duckdb_views",
+    "SELECT sql FROM main.duckdb_views",
+    "SELECT view_definition FROM information_schema.views",
+    "SELECT * FROM pg_catalog.pg_views",
+    "SELECT * FROM pg_views",
+]
+
+
+@pytest.mark.parametrize("sql", SHADOWED)
+def test_catalog_views_show_no_definitions(conn: Any, sql: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        assert cur.fetchall() == []
+
+
+def test_databases_show_no_path(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT database_name, path FROM duckdb_databases()")
+        assert cur.fetchall() == [("tierflight", None)]
+
+
+def test_an_unknown_function_does_not_exist(conn: Any) -> None:
+    with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error) as err:
+        cur.execute("SELECT nosuch_fn(1)")
+    assert adbc_status(err.value) == "NOT_FOUND" and "nosuch_fn() does not exist" in str(err.value)
 
 
 @pytest.mark.parametrize("name", sorted(DANGEROUS))

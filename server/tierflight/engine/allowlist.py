@@ -761,6 +761,11 @@ WINDOWS = frozenset(
 # functions clients use to browse (what they show is the DuckDB catalog of this server).
 TABLE_FUNCTIONS = frozenset(
     {
+        # Answered on the shadow catalog (engine.catalog), which holds no view definitions,
+        # no paths and nothing internal: what a BI tool browsing the catalog asks.
+        "duckdb_databases",
+        "duckdb_views",
+        "pragma_table_info",
         "duckdb_columns",
         "duckdb_constraints",
         "duckdb_functions",
@@ -883,7 +888,6 @@ DENIED_INTERNALS = frozenset(
         "duckdb_available_metrics",
         "duckdb_connection_count",
         "duckdb_coordinate_systems",
-        "duckdb_databases",
         "duckdb_dependencies",
         "duckdb_dialects",
         "duckdb_eviction_queues",
@@ -901,7 +905,6 @@ DENIED_INTERNALS = frozenset(
         "duckdb_table_sample",
         "duckdb_temporary_files",
         "duckdb_triggers",
-        "duckdb_views",
         "get_block_size",
         "index_key",
         "inet_client_addr",
@@ -930,7 +933,6 @@ DENIED_PRAGMAS = frozenset(
         "pragma_platform",
         "pragma_show",
         "pragma_storage_info",
-        "pragma_table_info",
         "pragma_user_agent",
         "pragma_version",
     }
@@ -1003,17 +1005,13 @@ DENIED = (
     | DENIED_SLEEP
 )
 
-# DuckDB's built-in views that show what the denied functions would: view definitions (data
-# file paths), settings, logs, prepared statements, database paths. "schema.name"; those in
+# DuckDB's built-in views that show what the denied functions would: settings, logs, prepared
+# statements. "schema.name"; those in
 # main and pg_catalog are found unqualified too.
 DENIED_VIEWS = frozenset(
     {
-        "information_schema.views",
-        "main.duckdb_views",
         "main.duckdb_logs",
-        "main.duckdb_databases",
         "main.pragma_database_list",
-        "pg_catalog.pg_views",
         "pg_catalog.pg_settings",
         "pg_catalog.pg_prepared_statements",
         "pg_catalog.pg_depend",
@@ -1024,6 +1022,11 @@ DENIED_VIEWS = frozenset(
 # The other built-in views: the catalog as clients browse it (names, columns, types).
 ALLOWED_VIEWS = frozenset(
     {
+        # These four as the shadow catalog (engine.catalog) answers them: no view there.
+        "information_schema.views",
+        "main.duckdb_views",
+        "main.duckdb_databases",
+        "pg_catalog.pg_views",
         "information_schema.character_sets",
         "information_schema.check_constraints",
         "information_schema.columns",

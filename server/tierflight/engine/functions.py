@@ -20,10 +20,12 @@ from tierflight.engine.allowlist import (
     ALLOWED_EXPRESSION_NAMES,
     ALLOWED_SHOW,
     ALLOWED_TABLE_NAMES,
+    DENIED,
+    DENIED_PREFIXES,
     DENIED_VIEWS,
     SEARCH_PATH_SCHEMAS,
 )
-from tierflight.errors import StatementRefused
+from tierflight.errors import NotFound, StatementRefused
 
 # Characters no table name of this server has, but file names and URLs do (a replacement
 # scan reads a file named as a table: FROM 'x.parquet', FROM "s3://b/k").
@@ -104,8 +106,14 @@ def _walk(root: Any) -> None:
 
 
 def _check_function(name: str) -> None:
-    if name.lower() not in ALLOWED_EXPRESSION_NAMES:
+    lowered = name.lower()
+    if lowered in ALLOWED_EXPRESSION_NAMES:
+        return
+    if lowered in DENIED or lowered.startswith(DENIED_PREFIXES):
         raise StatementRefused(f"function {name}() is not allowed in statements on this server")
+    # Every function DuckDB has is allowed or denied (tests/test_sandbox_functions.py checks
+    # it): a name in neither list is no function, as DuckDB itself would say.
+    raise NotFound(f"function {name}() does not exist")
 
 
 def _check_table_function(name: str) -> None:
