@@ -40,7 +40,7 @@ class App:
         self.database = Database(config)
         self.names = Names(config.tables, lambda: self.database.system_tables.keys())
         self.stores: dict[str, TableStore] = {
-            name: TableStore(config, table, self.database) for name, table in config.tables.items()
+            name: TableStore(config, table) for name, table in config.tables.items()
         }
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
