@@ -68,6 +68,13 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time())
 
 
+# The implementation of each tier kind (the warm tier's storage kinds: warm.WARM_STORAGE).
+TIER_IMPLEMENTATIONS: dict[TierKind, type[Tier[Any]]] = {
+    TierKind.HOT: HotTail,
+    TierKind.WARM: WarmTier,
+    TierKind.COLD: ColdTier,
+}
+
 # What TableStore.prepare_listing builds: one listing per tier, in TableStore.tiers order.
 Listings = tuple[object, ...]
 
