@@ -64,10 +64,6 @@ def arrow_schema(table: TableConfig) -> pa.Schema:
     return pa.schema(fields)
 
 
-def day_start(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time())
-
-
 # The implementation of each tier kind (the warm tier's storage kinds: warm.WARM_STORAGE).
 TIER_IMPLEMENTATIONS: dict[TierKind, type[Tier[Any]]] = {
     TierKind.HOT: HotTail,
