@@ -52,7 +52,7 @@ def _cold_variants(rows: int, days: int, work: Path) -> dict[str, Callable[[], d
     from tierflight.config import load_config
     from tierflight.demo.generate import generate_to_hive
     from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
+    from tierflight.tiers.base import TierKind
     from tierflight.tiers.store import TableStore
 
     def fresh(name: str) -> Path:
@@ -83,17 +83,13 @@ def _cold_variants(rows: int, days: int, work: Path) -> dict[str, Callable[[], d
     def iceberg() -> dict[str, Any]:
         data_dir = fresh("iceberg-load")
         config = load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV})
-        database = Database(config)
-        try:
-            store = TableStore(config, config.table(config.demo.table), database)
-            if store.warm_boundary() < START + dt.timedelta(days=days):
-                raise RuntimeError("the cold-part days are not all older than the warm window")
-            started = time.perf_counter()
-            stats = generate_into(store, rows, START, days, SEED, progress=False)
-            seconds = time.perf_counter() - started
-            cold_rows = sum(p.rows for p in store.partitions() if p.tier == "cold")
-        finally:
-            database.close()
+        store = TableStore(config, config.table(config.demo.table))
+        if store.warm_boundary() < START + dt.timedelta(days=days):
+            raise RuntimeError("the cold-part days are not all older than the warm window")
+        started = time.perf_counter()
+        stats = generate_into(store, rows, START, days, SEED, progress=False)
+        seconds = time.perf_counter() - started
+        cold_rows = sum(p.rows for p in store.partitions() if p.tier is TierKind.COLD)
         if cold_rows != stats.rows:
             raise RuntimeError(f"Iceberg holds {cold_rows:,} rows after loading {stats.rows:,}")
         return {

@@ -97,7 +97,7 @@ def _preload(data_dir: Path) -> dict[str, Any]:
     database = Database(config)
     per: dict[str, dict[str, Any]] = {}
     try:
-        stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
+        stores = {name: TableStore(config, table) for name, table in config.tables.items()}
         registry = RollupRegistry(config, database, stores)
         everything = dict(registry.states)
         cur = database.cursor()

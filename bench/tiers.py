@@ -60,63 +60,58 @@ SQL = (
 
 def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -> dict[str, Any]:
     from tierflight.config import load_config
-    from tierflight.engine.database import Database
     from tierflight.tiers.base import ALL_TIME, TimeRange
     from tierflight.tiers.store import TableStore
 
     config = load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV})
-    database = Database(config)
-    try:
-        store = TableStore(config, config.table(config.demo.table), database)
-        cold = store.cold
-        out: dict[str, Any] = {}
-        for label, rng in (
-            (
-                "one week",
-                TimeRange(
-                    dt.datetime.combine(first, dt.time()),
-                    dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
-                ),
+    store = TableStore(config, config.table(config.demo.table))
+    cold = store.cold
+    out: dict[str, Any] = {}
+    for label, rng in (
+        (
+            "one week",
+            TimeRange(
+                dt.datetime.combine(first, dt.time()),
+                dt.datetime.combine(last + dt.timedelta(days=1), dt.time()),
             ),
-            ("all cold days", ALL_TIME),
-        ):
-            planned0 = cold.planned
-            first_ms = timed_runs(
-                lambda rng=rng: cold.files(rng), min_runs=1, max_runs=1, budget_s=0, warmup=0
-            )[0]
-            files = len(cold.files(rng))
-            planned_first = cold.planned - planned0
+        ),
+        ("all cold days", ALL_TIME),
+    ):
+        planned0 = cold.planned
+        first_ms = timed_runs(
+            lambda rng=rng: cold.files(rng), min_runs=1, max_runs=1, budget_s=0, warmup=0
+        )[0]
+        files = len(cold.files(rng))
+        planned_first = cold.planned - planned0
 
-            def uncached(rng: TimeRange = rng) -> None:
-                cold._plans.clear()  # the planning cache (private): what a new snapshot or range meets
-                cold.files(rng)
-
-            planned0 = cold.planned
-            n_uncached = 5 if quick else 20
-            miss = timed_runs(uncached, min_runs=n_uncached, max_runs=n_uncached, budget_s=0, warmup=0)
-            planned_miss = cold.planned - planned0
+        def uncached(rng: TimeRange = rng) -> None:
+            cold._plans.clear()  # the planning cache (private): what a new snapshot or range meets
             cold.files(rng)
-            planned0 = cold.planned
-            hit = timed_runs(
-                lambda rng=rng: cold.files(rng), min_runs=2000, max_runs=2000, budget_s=0, warmup=10
-            )
-            planned_hit = cold.planned - planned0
-            out[label] = {
-                "files": files,
-                "first_ms": first_ms,
-                "first_planned": planned_first,
-                "uncached": summarize_ms(miss),
-                "uncached_planned": planned_miss,
-                "cached": summarize_ms(hit),
-                "cached_planned": planned_hit,
-            }
-            log(
-                f"cold planning, {label}: first {first_ms:.1f} ms, uncached p50 {out[label]['uncached']['p50']:.1f} ms, "
-                f"cached p50 {out[label]['cached']['p50'] * 1000:.1f} µs ({files} files)"
-            )
-        return out
-    finally:
-        database.close()
+
+        planned0 = cold.planned
+        n_uncached = 5 if quick else 20
+        miss = timed_runs(uncached, min_runs=n_uncached, max_runs=n_uncached, budget_s=0, warmup=0)
+        planned_miss = cold.planned - planned0
+        cold.files(rng)
+        planned0 = cold.planned
+        hit = timed_runs(
+            lambda rng=rng: cold.files(rng), min_runs=2000, max_runs=2000, budget_s=0, warmup=10
+        )
+        planned_hit = cold.planned - planned0
+        out[label] = {
+            "files": files,
+            "first_ms": first_ms,
+            "first_planned": planned_first,
+            "uncached": summarize_ms(miss),
+            "uncached_planned": planned_miss,
+            "cached": summarize_ms(hit),
+            "cached_planned": planned_hit,
+        }
+        log(
+            f"cold planning, {label}: first {first_ms:.1f} ms, uncached p50 {out[label]['uncached']['p50']:.1f} ms, "
+            f"cached p50 {out[label]['cached']['p50'] * 1000:.1f} µs ({files} files)"
+        )
+    return out
 
 
 @benchmark("tiers")

@@ -219,14 +219,9 @@ def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str
 def load_demo(cfg: Config, rows: int, start: dt.date, days: int, seed: int) -> None:
     """Generate demo events into the tiers ``cfg`` configures (what `tierflight generate` does)."""
     from tierflight.demo.load import generate_into
-    from tierflight.engine.database import Database
     from tierflight.tiers.store import TableStore
 
-    db = Database(cfg)
-    try:
-        generate_into(TableStore(cfg, cfg.table("events"), db), rows, start, days, seed, progress=False)
-    finally:
-        db.close()
+    generate_into(TableStore(cfg, cfg.table("events")), rows, start, days, seed, progress=False)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -49,7 +49,7 @@ from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
 from tierflight.router.route import Route
-from tierflight.tiers.base import Partition, TimeRange
+from tierflight.tiers.base import Partition, TierKind, TimeRange
 from tierflight.tiers.store import Source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,10 +118,10 @@ class ModelStore:
         end = DATA_START + dt.timedelta(days=DATA_DAYS)
         hi = end if time_range is None or time_range.end is None else min(end, time_range.end)
         boundary = (self.now - self.warm_window).replace(hour=0, minute=0, second=0, microsecond=0)
-        parts: dict[str, list[Partition]] = {"cold": [], "warm": []}
+        parts: dict[TierKind, list[Partition]] = {TierKind.COLD: [], TierKind.WARM: []}
         day = lo.replace(hour=0, minute=0, second=0, microsecond=0)
         while day < hi:
-            tier = "cold" if day < boundary else "warm"
+            tier = TierKind.COLD if day < boundary else TierKind.WARM
             nxt = day + dt.timedelta(days=1)
             parts[tier].append(Partition(self.table.name, tier, f"day={day.date()}", day, nxt, 1, ROWS_PER_DAY, ROWS_PER_DAY * 40))
             day = nxt

@@ -69,7 +69,7 @@ def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> 
     cfg = config(data_dir, now, **overrides)
     db = Database(cfg)
     try:
-        store = TableStore(cfg, cfg.table("events"), db)
+        store = TableStore(cfg, cfg.table("events"))
         sources = store.sources()
         body = table_view_sql(store.table, [s.sql for s in sources])
         cur = db.cursor()
@@ -82,12 +82,11 @@ def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> 
 
 
 def store_for(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> Any:
-    """A TableStore on its own DuckDB (closed with the interpreter; tests keep them short-lived)."""
-    from tierflight.engine.database import Database
+    """A TableStore over ``data_dir`` (as a new process opens it)."""
     from tierflight.tiers.store import TableStore
 
     cfg = config(data_dir, now, **overrides)
-    return TableStore(cfg, cfg.table("events"), Database(cfg))
+    return TableStore(cfg, cfg.table("events"))
 
 
 def tiers_of(store: Any) -> dict[dt.date, str]:

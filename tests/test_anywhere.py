@@ -183,6 +183,7 @@ def _served_stats(uri: str) -> DayStats:
         return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in cur.fetchall()}
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_a_copied_data_dir_never_writes_into_the_original(tmp_path: Path) -> None:
     """The copy's catalog names every file under the original dir: a copy that rebased only
     when the original is gone would write its flushes and demotions into it."""

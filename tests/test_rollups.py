@@ -122,7 +122,7 @@ def test_snapshots_restart_without_rebuild_and_detect_corruption(server: Running
     cfg = make_config(src)
     root = tmp_path / "rollups"
     db = Database(cfg)
-    stores = {"events": TableStore(cfg, cfg.table("events"), db)}
+    stores = {"events": TableStore(cfg, cfg.table("events"))}
     reg = RollupRegistry(cfg, db, stores)
     reg.snapshots = LocalSnapshots(root)
     reg.load(build_missing=False)
@@ -156,7 +156,7 @@ def test_definition_change_marks_rollup_stale(server: RunningServer, tmp_path: P
     shutil.copytree(src / "rollups", tmp_path / "rollups")
     cfg = make_config(src)
     db = Database(cfg)
-    reg = RollupRegistry(cfg, db, {"events": TableStore(cfg, cfg.table("events"), db)})
+    reg = RollupRegistry(cfg, db, {"events": TableStore(cfg, cfg.table("events"))})
     reg.snapshots = LocalSnapshots(tmp_path / "rollups")
     state = reg.states["country_type"]
     state.group = dataclasses.replace(state.group, measures=(*state.group.measures, Measure("max", "bid_price")))

@@ -149,17 +149,12 @@ def test_pruning_on_s3(raw: RunningServer) -> None:
 
 def _open_fails_in_time(cfg: Any, match: str, seconds: float = 15.0) -> None:
     """Opening the table's tiers fails with StorageUnavailable naming the service, and soon."""
-    from tierflight.engine.database import Database
     from tierflight.errors import StorageUnavailable
     from tierflight.tiers.store import TableStore
 
-    db = Database(cfg)
     began = time.monotonic()
-    try:
-        with pytest.raises(StorageUnavailable, match=match):
-            TableStore(cfg, cfg.table("events"), db)
-    finally:
-        db.close()
+    with pytest.raises(StorageUnavailable, match=match):
+        TableStore(cfg, cfg.table("events"))
     assert time.monotonic() - began < seconds
 
 

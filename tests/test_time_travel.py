@@ -15,7 +15,6 @@ pytestmark = pytest.mark.needs_server
 
 
 def test_time_travel_by_version_and_timestamp(tmp_path: Path) -> None:
-    from tierflight.engine.database import Database
     from tierflight.tiers.maintenance import demote
     from tierflight.tiers.store import TableStore
 
@@ -23,11 +22,9 @@ def test_time_travel_by_version_and_timestamp(tmp_path: Path) -> None:
     load_demo(cfg, 20_000, dt.date(2024, 9, 25), 20, 11)
     # Ten days later, demotion adds a second snapshot with more days.
     later = make_config(tmp_path, **{"tiers.now": dt.datetime(2025, 1, 11)})
-    db = Database(later)
-    store = TableStore(later, later.table("events"), db)
+    store = TableStore(later, later.table("events"))
     first = store.cold.table().current_snapshot().snapshot_id
     demote(store)
-    db.close()
     running = start_in_process(later)
     try:
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:

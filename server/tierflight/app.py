@@ -43,7 +43,7 @@ class App:
         # What catalog queries and the metadata calls see (engine.catalog).
         self.catalog = ShadowCatalog(config.tables, lambda: self.database.system_tables, self.database.query_internal)
         self.stores: dict[str, TableStore] = {
-            name: TableStore(config, table, self.database) for name, table in config.tables.items()
+            name: TableStore(config, table) for name, table in config.tables.items()
         }
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()

@@ -71,10 +71,9 @@ def _lock_or_fail(config: Config) -> None:
 
 
 def _store(config: Config, table: str) -> Any:
-    from tierflight.engine.database import Database
     from tierflight.tiers.store import TableStore
 
-    return TableStore(config, config.table(table), Database(config))
+    return TableStore(config, config.table(table))
 
 
 def ensure_demo_data(config: Config) -> None:
@@ -461,7 +460,7 @@ def rollups_build() -> None:
     config = _config()
     _lock_or_fail(config)
     database = Database(config)
-    stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
+    stores = {name: TableStore(config, table) for name, table in config.tables.items()}
     registry = RollupRegistry(config, database, stores)
     started = time.perf_counter()
     registry.build(progress=True)

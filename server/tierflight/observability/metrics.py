@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tierflight.log import get_logger
+from tierflight.tiers.base import TierKind
 
 if TYPE_CHECKING:
     from tierflight.app import App
@@ -50,7 +51,7 @@ DURATION_BUCKETS = (
 NOT_RUN_STATUSES = frozenset({"discarded", "expired"})
 # Routes that read no configured table: excluded from the rollup hit ratio's denominator.
 NO_TABLE_TIERS = frozenset({"system", "none"})
-TIERS = ("hot", "warm", "cold")
+TIERS = tuple(TierKind)
 
 # Bytes one hot-tail row takes in DuckDB, per column type. A VARCHAR is a 16-byte string_t
 # (inlined up to 12 bytes); longer strings add heap bytes this estimate does not see.
@@ -210,7 +211,7 @@ class _StateCollector(Collector):
                 width = sum(_COLUMN_BYTES.get(c.type, 8) for c in store.table.columns)
                 for p in store.partitions():
                     per_tier[p.tier] = per_tier.get(p.tier, 0) + 1
-                    if p.tier == "hot":
+                    if p.tier is TierKind.HOT:
                         hot_rows += p.rows
                         hot_bytes += p.rows * width
             for tier, n in sorted(per_tier.items()):

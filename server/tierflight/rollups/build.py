@@ -31,6 +31,7 @@ from tierflight.rollups.definition import (
 )
 from tierflight.rollups.sketches import SketchBuilder, sketch_of
 from tierflight.rollups.snapshot import SourceState
+from tierflight.tiers.base import TierKind
 from tierflight.tiers.store import TableStore
 
 
@@ -51,7 +52,7 @@ def source_state(store: TableStore, files_through: int | None = None) -> SourceS
     """The table's stored rows per partition (hot tail excluded: ingest merges it)."""
     rows: dict[str, int] = {}
     for p in store.partitions():
-        if p.tier != "hot":
+        if p.tier is not TierKind.HOT:
             rows[p.partition] = rows.get(p.partition, 0) + p.rows
     return SourceState(rows, files_through)
 

@@ -23,7 +23,7 @@ from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
-from tierflight.tiers.base import TimeRange
+from tierflight.tiers.base import TierKind, TimeRange
 from tierflight.tiers.store import Source, TableStore
 from tierflight.tiers.timetravel import relation_at
 
@@ -38,7 +38,7 @@ def _fmt_range(parts: tuple[object, ...]) -> str:
 
 
 def describe_source(table: str, src: Source) -> str:
-    if src.tier == "hot":
+    if src.tier is TierKind.HOT:
         return f"{table}: hot tail"
     span = _fmt_range(src.partitions)
     return f"{table}: {len(src.partitions)} partitions, {src.files} files [{span}]"
@@ -251,7 +251,7 @@ class RawPlanner:
                 sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
                 body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
-                parts.append(RoutePart("cold", f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
+                parts.append(RoutePart(TierKind.COLD, f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
                 sources = store.sources(ref.rng, template.day_as[ref.table])
                 registrations.extend(r for s in sources for r in s.registrations)

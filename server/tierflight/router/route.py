@@ -9,12 +9,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from tierflight.tiers.base import TierKind
+
 
 @dataclass(frozen=True)
 class RoutePart:
     """One source that contributes rows to the answer."""
 
-    tier: str  # hot, warm, cold, system, none
+    tier: str  # a TierKind, or system, none
     source: str  # rollup name, or partitions/files
     estimated_rows: int
     reason: str
@@ -51,7 +53,7 @@ class Route:
 
     @cached_property
     def rollup(self) -> str | None:
-        names = [p.source for p in self.parts if p.tier == "hot" and p.source.startswith("rollup:")]
+        names = [p.source for p in self.parts if p.tier == TierKind.HOT and p.source.startswith("rollup:")]
         return ",".join(n.removeprefix("rollup:") for n in names) or None
 
     @cached_property

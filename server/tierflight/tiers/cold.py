@@ -22,9 +22,9 @@ from tierflight.engine.database import quote_ident, quote_literal
 from tierflight.errors import StorageUnavailable, first_line
 from tierflight.log import get_logger
 from tierflight.lru import LRU
-from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.relocate import Rebase, rebase_properties
-from tierflight.tiers.s3 import Registration, S3Settings, is_s3_uri
+from tierflight.tiers.s3 import S3Settings, is_s3_uri
 
 log = get_logger("tierflight.cold")
 
@@ -162,8 +162,8 @@ class ColdState:
         return None if snap is None else int(snap.snapshot_id)
 
 
-class ColdTier:
-    name = "cold"
+class ColdTier(Tier[ColdState]):
+    kind = TierKind.COLD
 
     def __init__(
         self, catalog: Any, settings: IcebergSettings, table_name: str, arrow_schema: pa.Schema, time_column: str
@@ -268,14 +268,19 @@ class ColdTier:
             return ColdState(None, until, (), exc.message)
         return ColdState(table, until, tuple(parts))
 
-    def apply(self, state: ColdState) -> None:
-        self._state = state
+    def build_listing(self, cold_until: dt.date | None) -> ColdState:
+        # No boundary yet: nothing was demoted, the cold tier serves no day.
+        day = cold_until if cold_until is not None else dt.date(1970, 1, 1)
+        return self.load_state(dt.datetime.combine(day, dt.time()))
+
+    def apply(self, listing: ColdState) -> None:
+        self._state = listing
+
+    def listing(self) -> ColdState:
+        return self._state
 
     def state(self) -> ColdState:
         return self._state
-
-    def refresh(self, until: dt.datetime | None = None) -> None:
-        self.apply(self.load_state(until if until is not None else self._state.until))
 
     def snapshot_id(self) -> int | None:
         return self._state.snapshot_id
@@ -307,7 +312,7 @@ class ColdTier:
             parts.append(
                 Partition(
                     table_name=self.table_name,
-                    tier=self.name,
+                    tier=self.kind,
                     partition=f"day={day.isoformat()}",
                     start=start,
                     end=start + _DAY,
@@ -318,8 +323,8 @@ class ColdTier:
             )
         return sorted(parts, key=lambda p: p.start)
 
-    def partitions(self) -> list[Partition]:
-        return list(self._state.partitions)
+    def partitions(self, listing: ColdState | None = None, time_range: TimeRange = ALL_TIME) -> list[Partition]:
+        return [p for p in (listing or self._state).partitions if time_range.overlaps(p.start, p.end)]
 
     @staticmethod
     def _effective(time_range: TimeRange, until: dt.datetime | None) -> TimeRange | None:
@@ -370,20 +375,12 @@ class ColdTier:
             raise StorageUnavailable(f"{self.identifier} has delete files, which tierflight does not read yet")
         return sorted(self.physical(t.file.file_path) for t in tasks)
 
-    def relation_sql(self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None) -> str | None:
-        rel = self.relation(time_range, state)
-        if rel is not None and rel[1]:
-            raise StorageUnavailable(f"{self.identifier}: files on S3 are read through relation(), not relation_sql()")
-        return None if rel is None else rel[0]
+    def relation(self, listing: ColdState, scan: Scan) -> Relation | None:
+        if scan.day_as is not None and (rel := self._day_relation(scan.time_range, listing, scan.day_as)):
+            return rel
+        return self.relation_of(self.files(scan.time_range, listing))
 
-    def relation(
-        self, time_range: TimeRange = ALL_TIME, state: ColdState | None = None
-    ) -> tuple[str, tuple[Registration, ...]] | None:
-        return self.relation_of(self.files(time_range, state))
-
-    def day_relation(
-        self, time_range: TimeRange, state: ColdState | None, day_as: str
-    ) -> tuple[str, tuple[Registration, ...]] | None:
+    def _day_relation(self, time_range: TimeRange, state: ColdState, day_as: str) -> Relation | None:
         """As :meth:`relation`, with each row's date as column ``day_as``, read from the day
         partition directory its file sits in (``<time column>_day=YYYY-MM-DD``, where the
         table's day transform puts it), so DuckDB prunes a filter on it by file. None when a
@@ -395,21 +392,21 @@ class ColdTier:
             return None
         listing = ", ".join(quote_literal(f) for f in files)
         cols = ", ".join(quote_ident(n) for n in names)
-        return (
+        return Relation(
             f"SELECT {cols}, {quote_ident(key)} AS {quote_ident(day_as)} FROM read_parquet([{listing}], "
             f"hive_partitioning = true, hive_types = {{{quote_literal(key)}: DATE}})",
-            (),
+            carries=(day_as,),
         )
 
-    def relation_of(self, files: Sequence[str]) -> tuple[str, tuple[Registration, ...]] | None:
+    def relation_of(self, files: Sequence[str]) -> Relation | None:
         """SQL over data files: local ones by path, S3 ones through a registered dataset."""
         if not files:
             return None
         if any(is_s3_uri(f) for f in files):
             sql, reg = self.settings.s3.registration(files, self.arrow_schema)
-            return sql, (reg,)
+            return Relation(sql, (reg,))
         listing = ", ".join(quote_literal(f) for f in files)
-        return f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)", ()
+        return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
 
     # -- writing --------------------------------------------------------------------------
 

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflight.config import TableConfig
 from tierflight.engine.database import quote_ident
-from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 
 
-class HotTail:
-    name = "hot"
+class HotTail(Tier[None]):
+    """The hot tail has no listing: it is read as it is when a statement is planned (the
+    swap lock keeps that consistent with the other tiers' listings)."""
+
+    kind = TierKind.HOT
 
     def __init__(self, table: TableConfig, schema: pa.Schema) -> None:
         self.table_config = table
@@ -74,24 +76,35 @@ class HotTail:
         with self._lock:
             self._rows, self._span = rows, span
 
-    def partitions(self) -> list[Partition]:
+    def build_listing(self, cold_until: dt.date | None) -> None:
+        return None
+
+    def apply(self, listing: None) -> None:
+        self.refresh()
+
+    def listing(self) -> None:
+        return None
+
+    def partitions(self, listing: None = None, time_range: TimeRange = ALL_TIME) -> list[Partition]:
         with self._lock:
             rows, span = self._rows, self._span
         if not rows or span is None:
             return []
         start, end = span
-        return [Partition(self.table_name, self.name, "tail", start, end, 0, rows, 0)]
+        if not time_range.overlaps(start, end + dt.timedelta(microseconds=1)):
+            return []
+        return [Partition(self.table_name, self.kind, "tail", start, end, 0, rows, 0)]
 
-    def relation(self, time_range: TimeRange = ALL_TIME) -> tuple[str, tuple[tuple[str, Any], ...]] | None:
-        """SQL over the tail and the Arrow table it reads (to register on the statement's
-        cursor), or None when the tail has no row in ``time_range``."""
+    def relation(self, listing: None, scan: Scan) -> Relation | None:
+        """SQL over the tail and the Arrow table it reads (registered on the statement's
+        cursor), or None when the tail has no row in the scan's range."""
         with self._lock:
             rows, span = self._rows, self._span
             if not rows or span is None:
                 return None
-            if not time_range.overlaps(span[0], span[1] + dt.timedelta(microseconds=1)):
+            if not scan.time_range.overlaps(span[0], span[1] + dt.timedelta(microseconds=1)):
                 return None
             if self._whole is None:
                 self._whole = pa.concat_tables([t for _, t in self._batches])
             whole = self._whole
-        return f"SELECT {self._columns} FROM {self.registration}", ((self.registration, whole),)
+        return Relation(f"SELECT {self._columns} FROM {self.registration}", ((self.registration, whole),))

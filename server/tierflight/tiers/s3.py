@@ -23,8 +23,7 @@ import pyarrow.fs as pafs
 from tierflight.config import S3Config
 from tierflight.engine.database import quote_ident
 from tierflight.errors import StorageUnavailable
-
-Registration = tuple[str, Any]
+from tierflight.tiers.base import Registration
 
 
 def is_s3_uri(uri: str | None) -> bool:

@@ -25,17 +25,16 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight.config import CatalogType, Config, OnUnavailable, TableConfig
-from tierflight.engine.database import Database
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
-from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
-from tierflight.tiers.cold import ColdState, ColdTier, IcebergSettings, load_catalog
+from tierflight.tiers.base import ALL_TIME, Partition, Registration, Scan, Tier, TierKind, TimeRange
+from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.parquet import write_options
 from tierflight.tiers.s3 import S3Settings, is_s3_uri
-from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
-from tierflight.tiers.warm import S3WarmTier, WarmTier
+from tierflight.tiers.shared import TableState
+from tierflight.tiers.warm import WarmTier, warm_storage
 
 log = get_logger("tierflight.store")
 
@@ -65,24 +64,31 @@ def arrow_schema(table: TableConfig) -> pa.Schema:
     return pa.schema(fields)
 
 
-def day_start(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time())
+# The implementation of each tier kind (the warm tier's storage kinds: warm.WARM_STORAGE).
+TIER_IMPLEMENTATIONS: dict[TierKind, type[Tier[Any]]] = {
+    TierKind.HOT: HotTail,
+    TierKind.WARM: WarmTier,
+    TierKind.COLD: ColdTier,
+}
+
+# What TableStore.prepare_listing builds: one listing per tier, in TableStore.tiers order.
+Listings = tuple[object, ...]
 
 
 @dataclass(frozen=True)
 class Source:
-    tier: str
+    tier: TierKind
     sql: str
     partitions: tuple[Partition, ...]
     files: int
     # (name, Arrow object) pairs ``sql`` reads by name (S3 data): register them on the cursor.
-    registrations: tuple[tuple[str, Any], ...] = ()
+    registrations: tuple[Registration, ...] = ()
     # Derived columns ``sql`` already gives (last): the date, from day partition directories.
     carries: tuple[str, ...] = ()
 
 
 class TableStore:
-    def __init__(self, config: Config, table: TableConfig, database: Database) -> None:
+    def __init__(self, config: Config, table: TableConfig) -> None:
         self.config = config
         self.table = table
         self.root = config.data_dir / table.name
@@ -93,17 +99,11 @@ class TableStore:
         # Bumped each time a new view is swapped in: plans cached by a router must key on it.
         self.generation = 0
         self.s3 = S3Settings.from_config(config.s3)
-        warm_uri = config.storage.warm_uri or ""
-        self.warm: WarmTier | S3WarmTier
-        self.shared: TableState
-        if is_s3_uri(warm_uri):
-            self.warm = S3WarmTier(f"{warm_uri.rstrip('/')}/{table.name}/warm", self.s3, table.name, self.schema)
-            poll = config.storage.poll_interval.total_seconds()
-            self.shared = S3TableState(self.s3, f"{warm_uri.rstrip('/')}/{table.name}", poll)
-        else:
-            warm_root = Path(warm_uri).expanduser().absolute() / table.name if warm_uri else self.root
-            self.warm = WarmTier(warm_root / "warm", table.name, self.schema)
-            self.shared = LocalTableState(self.root)
+        base = (config.storage.warm_uri or "").rstrip("/") or str(config.data_dir)
+        storage = warm_storage(f"{base}/{table.name}/warm", self.s3)
+        self.warm = WarmTier(storage, table.name, self.schema)
+        poll = config.storage.poll_interval.total_seconds()
+        self.shared: TableState = storage.table_state(f"{base}/{table.name}", self.root, poll)
         settings = IcebergSettings.from_config(config.iceberg, config.data_dir, self.s3)
         try:
             catalog = load_catalog(settings)
@@ -114,16 +114,14 @@ class TableStore:
             catalog = None  # connect again on the next refresh
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
         self.hot = HotTail(table, self.schema)
+        # Oldest first: the order of system.partitions and of a table's UNION ALL.
+        self.tiers: tuple[Tier[Any], ...] = (self.cold, self.warm, self.hot)
         self._cold_objects: Objects | None = None
         self.refresh()
 
     @property
-    def tiers(self) -> list[Tier]:
-        return [self.hot, self.warm, self.cold]  # type: ignore[list-item]
-
-    @property
     def warm_on_s3(self) -> bool:
-        return isinstance(self.warm, S3WarmTier)
+        return self.warm.objects.s3 is not None
 
     @property
     def cold_on_s3(self) -> bool:
@@ -159,20 +157,17 @@ class TableStore:
         self.apply_listing(self.prepare_listing())
         self._seen = seen
 
-    def prepare_listing(self) -> tuple[object, ColdState]:
+    def prepare_listing(self) -> Listings:
         """The tiers as the files are now (slow: lists warm, reads the Iceberg snapshot),
         without changing what statements see; :meth:`apply_listing` swaps it in."""
         until = self.cold_until()
-        warm = self.warm.build_listing(day_start(until) if until else None)
-        return warm, self.cold.load_state(day_start(until) if until else day_start(dt.date(1970, 1, 1)))
+        return tuple(tier.build_listing(until) for tier in self.tiers)
 
-    def apply_listing(self, listing: tuple[object, ColdState]) -> None:
-        warm, cold = listing
+    def apply_listing(self, listings: Listings) -> None:
         with self._view_lock:
-            self.warm.apply(warm)  # type: ignore[arg-type]
-            self.cold.apply(cold)
+            for tier, listing in zip(self.tiers, listings, strict=True):
+                tier.apply(listing)
             self.generation += 1
-        self.hot.refresh()
 
     def announce_change(self) -> None:
         """Tell other processes the files changed (after this one applied them), and remember
@@ -203,10 +198,12 @@ class TableStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def partitions(self) -> list[Partition]:
+    def _listings(self) -> list[tuple[Tier[Any], Any]]:
         with self._view_lock:
-            cold, warm = self.cold.state(), self.warm.listing()
-        return [*cold.partitions, *(p for p, _ in warm.parts), *self.hot.partitions()]
+            return [(tier, tier.listing()) for tier in self.tiers]
+
+    def partitions(self) -> list[Partition]:
+        return [p for tier, listing in self._listings() for p in tier.partitions(listing)]
 
     def sources(self, time_range: TimeRange | None = None, day_as: str | None = None) -> list[Source]:
         """The relations a statement over ``time_range`` reads, one per tier that has rows in it.
@@ -218,33 +215,21 @@ class TableStore:
         wrong schema fails the call with an error naming it. Without one (the table's view,
         a rollup build) it stays in the scan, last, and DuckDB fails if the scan reaches it.
         """
-        strict = time_range is not None
-        time_range = time_range or ALL_TIME
+        scan = Scan(time_range or ALL_TIME, strict=time_range is not None, day_as=day_as)
         self.refresh_if_changed()
-        with self._view_lock:
-            cold, warm = self.cold.state(), self.warm.listing()
-        hot = self.hot.relation(time_range)
-        warm_day = day_as if day_as is not None and self.warm.carries_day() else None
-        warm_rel = self.warm.relation(time_range, warm, strict, warm_day)  # type: ignore[arg-type]
-        cold_rel = self.cold.day_relation(time_range, cold, day_as) if day_as is not None else None
-        cold_day = (day_as,) if cold_rel is not None and day_as is not None else ()
-        candidates: list[tuple[str, tuple[str, tuple[tuple[str, Any], ...]] | None, list[Partition], tuple[str, ...]]] = [
-            ("cold", cold_rel or self.cold.relation(time_range, cold), list(cold.partitions), cold_day),
-            ("warm", warm_rel, [p for p, _ in warm.parts], (warm_day,) if warm_day else ()),
-            ("hot", hot, self.hot.partitions(), ()),
-        ]
         out = []
-        for tier, rel, all_parts, carries in candidates:
-            if rel:
-                parts = tuple(p for p in all_parts if time_range.overlaps(p.start, p.end))
-                out.append(Source(tier, rel[0], parts, sum(p.files for p in parts), rel[1], carries))
+        for tier, listing in self._listings():
+            rel = tier.relation(listing, scan)
+            if rel is not None:
+                parts = tuple(tier.partitions(listing, scan.time_range))
+                out.append(Source(tier.kind, rel.sql, parts, sum(p.files for p in parts), rel.registrations, rel.carries))
         return out
 
     def has_data(self) -> bool:
         return any(t.partitions() for t in self.tiers)
 
     def days_with_data(self) -> set[dt.date]:
-        return {p.start.date() for p in self.partitions() if p.tier != "hot"}
+        return {p.start.date() for p in self.partitions() if p.tier is not TierKind.HOT}
 
     # -- bulk load ------------------------------------------------------------------------
 
@@ -272,9 +257,7 @@ class TableStore:
     def warm_location(self, day: dt.date, name: str) -> str:
         """Where a warm data file named ``name`` of ``day`` lives (a path or an s3:// URI).
         Names starting with "." or "_" are not listed: a flush stages files under such names."""
-        if isinstance(self.warm, S3WarmTier):
-            return f"{self.warm.day_uri(day)}/{name}"
-        return str(self.warm.root / f"day={day.isoformat()}" / name)
+        return self.warm.location(day, name)
 
     def _objects_at(self, location: str, cold: bool = False) -> tuple[Objects, str]:
         if not is_s3_uri(location):

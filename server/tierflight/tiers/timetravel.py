@@ -80,7 +80,7 @@ def relation_at(
     rel = store.cold.relation_of(files)
     if rel is None:
         return None, snapshot_id, 0, ()
-    return rel[0], snapshot_id, len(files), rel[1]
+    return rel.sql, snapshot_id, len(files), rel.registrations
 
 
 def snapshots_table(stores: dict[str, Any]) -> pa.Table:

@@ -1,8 +1,13 @@
 """Warm tier: recent partitions as Parquet files in a hive layout by day.
 
-``<data_dir>/<table>/warm/day=YYYY-MM-DD/part-*.parquet``. Partition pruning happens here
-(the file list handed to DuckDB only holds the days a time range touches); DuckDB then prunes
-row groups by their statistics.
+``<data_dir>/<table>/warm/day=YYYY-MM-DD/part-*.parquet``, or the same under ``[storage]
+warm_uri`` (a local directory or an S3 prefix). Partition pruning happens here (the file list
+handed to DuckDB only holds the days a time range touches); DuckDB then prunes row groups by
+their statistics.
+
+One :class:`WarmTier` lists both kinds of storage through tiers.objects (one recursive
+listing, grouped by day directory); what differs, how DuckDB reads the files, is a
+:class:`WarmStorage` chosen from :data:`WARM_STORAGE` by the warm_uri's scheme.
 
 Every file's footer is read once (cached by mtime and size) when the tier is listed: a file
 that cannot be read or whose columns are not the table's is kept in the listing with its
@@ -14,21 +19,23 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tierflight.engine.database import quote_ident, quote_literal
-from tierflight.errors import StorageUnavailable
+from tierflight.errors import ConfigError, StorageUnavailable
 from tierflight.log import get_logger
-from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
+from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.objects import Objects
-from tierflight.tiers.s3 import Registration, S3Settings, strip_scheme
+from tierflight.tiers.s3 import S3Settings
+from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
 
 log = get_logger("tierflight.warm")
 
@@ -115,100 +122,177 @@ def inspect_file(path: Path | str, expected: pa.Schema | None, filesystem: Any =
 
 @dataclass(frozen=True)
 class WarmListing:
-    """One consistent view of the tier: the days it serves and their files."""
+    """One consistent view of the tier: the days it serves and their files (local paths or
+    s3:// URIs)."""
 
     since: dt.datetime | None
-    parts: tuple[tuple[Partition, tuple[Path, ...]], ...]
+    parts: tuple[tuple[Partition, tuple[str, ...]], ...]
 
 
-class WarmTier:
-    name = "warm"
+class WarmStorage(ABC):
+    """One storage kind of the warm tier: where its files are and how DuckDB reads them."""
 
-    def __init__(self, root: Path, table_name: str, schema: pa.Schema | None = None) -> None:
-        self.root = root
+    # Without a strict scan (a table's view, a rollup build), a file that cannot be served
+    # stays in a local scan, last, so DuckDB's error names it if the scan reaches it; an S3
+    # dataset takes its schema up front and would fail at once, so there it is left out.
+    keeps_unservable: ClassVar[bool]
+
+    def __init__(self, uri: str, s3: S3Settings) -> None:
+        self.objects = self.open_objects(s3)
+        self.root = Objects.path(uri).rstrip("/")  # the tier's directory, as the filesystem names it
+
+    @staticmethod
+    @abstractmethod
+    def open_objects(s3: S3Settings) -> Objects:
+        """The files of this storage kind."""
+
+    @abstractmethod
+    def table_state(self, table_uri: str, data_root: Path, poll_interval: float) -> TableState:
+        """Where the table's boundary and change marker live (tiers.shared)."""
+
+    @abstractmethod
+    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
+        """SQL over ``files`` (columns by name, in the table's order); with ``day_as`` and
+        if the storage can, each row's day from its partition directory as that column."""
+
+
+class LocalWarmStorage(WarmStorage):
+    keeps_unservable = True
+
+    def __init__(self, uri: str, s3: S3Settings) -> None:
+        super().__init__(str(Path(Objects.path(uri)).expanduser().absolute()), s3)
+
+    @staticmethod
+    def open_objects(s3: S3Settings) -> Objects:
+        return Objects()
+
+    def table_state(self, table_uri: str, data_root: Path, poll_interval: float) -> TableState:
+        # One machine: the boundary stays in the data dir even when warm files are elsewhere.
+        return LocalTableState(data_root)
+
+    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
+        listing_sql = ", ".join(quote_literal(f) for f in files)
+        # Columns by name: a file that stores them in another order still lines up with the
+        # other tiers in the table's UNION ALL.
+        cols = ", ".join(quote_ident(n) for n in schema.names)
+        if day_as is not None and DAY_KEY not in schema.names:
+            # A day directory holds only rows of its day, so DuckDB prunes a filter on the
+            # column by file and never evaluates it per row.
+            return Relation(
+                f"SELECT {cols}, {quote_ident(DAY_KEY)} AS {quote_ident(day_as)} FROM read_parquet([{listing_sql}], "
+                f"hive_partitioning = true, hive_types = {{'{DAY_KEY}': DATE}})",
+                carries=(day_as,),
+            )
+        return Relation(f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)")
+
+
+class S3WarmStorage(WarmStorage):
+    """Files under an S3 prefix, read through a pyarrow dataset registered per statement."""
+
+    keeps_unservable = False
+
+    def __init__(self, uri: str, s3: S3Settings) -> None:
+        super().__init__(uri, s3)
+        self.s3 = s3
+
+    @staticmethod
+    def open_objects(s3: S3Settings) -> Objects:
+        return Objects(s3)
+
+    def table_state(self, table_uri: str, data_root: Path, poll_interval: float) -> TableState:
+        # In the bucket: replicas on other machines share the boundary.
+        return S3TableState(self.s3, table_uri, poll_interval)
+
+    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
+        sql, reg = self.s3.registration(files, schema)  # the dataset has no partition column
+        return Relation(sql, (reg,))
+
+
+# The storage kinds by the warm_uri's scheme ("": a plain local path).
+WARM_STORAGE: dict[str, Callable[[str, S3Settings], WarmStorage]] = {
+    "": LocalWarmStorage,
+    "file": LocalWarmStorage,
+    "s3": S3WarmStorage,
+    "s3a": S3WarmStorage,
+}
+
+
+def warm_storage(uri: str, s3: S3Settings) -> WarmStorage:
+    """The storage kind of ``uri`` (a local path, file://, s3:// or s3a://).
+
+    Raises:
+        ConfigError: the scheme is not one of WARM_STORAGE.
+    """
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    try:
+        kind = WARM_STORAGE[scheme]
+    except KeyError:
+        known = ", ".join(f"{k}://" for k in WARM_STORAGE if k)
+        raise ConfigError(f"storage.warm_uri: {scheme}:// is not supported; use a local directory or {known}") from None
+    return kind(uri, s3)
+
+
+class WarmTier(Tier[WarmListing]):
+    """The warm tier on one storage kind.
+
+    Listed with one recursive listing; each file's footer is read once (cached by its size
+    and mtime) for the row counts and the schema check. A day holding a compaction journal
+    (``_compaction.json``) is read through it (see live_names).
+    """
+
+    kind = TierKind.WARM
+
+    def __init__(self, storage: WarmStorage, table_name: str, schema: pa.Schema) -> None:
+        self.storage = storage
+        self.objects = storage.objects
+        self.root = storage.root
         self.table_name = table_name
         self.schema = schema
         self._lock = threading.Lock()
-        # file -> (mtime_ns, size, rows, problem)
-        self._cache: dict[Path, tuple[int, int, int, str | None]] = {}
+        # file path -> (mtime_ns, size, rows, problem)
+        self._cache: dict[str, tuple[int, int, int, str | None]] = {}
         # The listing is read on every planned statement, so it is kept and swapped on apply().
         self._listing = WarmListing(None, ())
-        self.objects = Objects()
-        # Beside the tier, on the same disk: a day directory moves there with one rename.
-        self.trash_path = str(root.parent / "trash")
-        self.refresh()
+        # Beside the tier, on the same storage: a local day directory moves there with one rename.
+        self.trash_path = self.root.rsplit("/", 1)[0] + "/trash"
 
     @property
     def since(self) -> dt.datetime | None:
         """Days before this belong to the cold tier (a demotion may not have deleted them yet)."""
         return self._listing.since
 
-    def day_dirs(self) -> list[tuple[dt.date, Path]]:
-        if not self.root.is_dir():
-            return []
-        out = []
-        for d in self.root.iterdir():
-            if d.is_dir() and d.name.startswith("day="):
-                try:
-                    out.append((dt.date.fromisoformat(d.name[4:]), d))
-                except ValueError:
-                    continue
-        return sorted(out)
+    def day_path(self, day: dt.date) -> str:
+        return f"{self.root}/{day_dir_name(day)}"
+
+    def location(self, day: dt.date, name: str) -> str:
+        """Where a data file named ``name`` of ``day`` lives (a path or an s3:// URI)."""
+        return self.objects.uri(f"{self.day_path(day)}/{name}")
+
+    def _by_day(self) -> dict[dt.date, list[pafs.FileInfo]]:
+        """Every file of every day directory (data files, staged files and journals)."""
+        by_day: dict[dt.date, list[pafs.FileInfo]] = {}
+        for info in self.objects.entries(self.root, recursive=True):
+            if info.type != pafs.FileType.File:
+                continue
+            parent = info.path.rpartition("/")[0]
+            if parent.rpartition("/")[0] != self.root or not parent.rpartition("/")[2].startswith(f"{DAY_KEY}="):
+                continue
+            try:
+                day = dt.date.fromisoformat(parent.rpartition("/")[2][len(DAY_KEY) + 1 :])
+            except ValueError:
+                continue
+            by_day.setdefault(day, []).append(info)
+        return by_day
 
     def days(self) -> list[tuple[dt.date, str]]:
-        """Every day directory, served or not (maintenance works on all of them)."""
-        return [(day, str(path)) for day, path in self.day_dirs()]
+        """Every day directory holding a file, served or not (maintenance works on all)."""
+        return [(day, self.day_path(day)) for day in sorted(self._by_day())]
 
     def live(self, day_path: str) -> list[pafs.FileInfo]:
         return live_entries(self.objects, self.objects.entries(day_path))
 
-    def files(
-        self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True
-    ) -> list[Path]:
-        """The files a time range needs.
-
-        ``strict``: a problem file among them fails the statement with an error naming it.
-        Otherwise problem files are listed last (DuckDB takes a scan's schema from its first
-        file) and a read of them fails in DuckDB, which names the file too.
-        """
-        out: list[Path] = []
-        for part, files in (listing or self._listing).parts:
-            if time_range.overlaps(part.start, part.end):
-                out.extend(files)
-        bad = [(f, p) for f in out if (p := self.problem(f))]
-        if bad and strict:
-            f, problem = bad[0]
-            raise StorageUnavailable(f"{self.table_name}, warm partition {f.parent.name}: {problem}")
-        if bad:
-            names = {f for f, _ in bad}
-            out = [f for f in out if f not in names] + [f for f, _ in bad]
-        return out
-
-    def problem(self, path: Path) -> str | None:
-        """Why a listed file cannot be served (unreadable, wrong schema), or None."""
-        with self._lock:
-            cached = self._cache.get(path)
-        return cached[3] if cached else None
-
-    def inspect(self, path: Path) -> tuple[int, str | None]:
-        """(rows, problem) of a file, from the cache while the file is unchanged."""
-        st = path.stat()
-        with self._lock:
-            cached = self._cache.get(path)
-        if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            return cached[2], cached[3]
-        rows, problem = inspect_file(path, self.schema)
-        if problem:
-            log.warning("warm_file_unreadable", table=self.table_name, file=str(path), problem=problem)
-        with self._lock:
-            self._cache[path] = (st.st_mtime_ns, st.st_size, rows, problem)
-        return rows, problem
-
-    def partitions(self) -> list[Partition]:
-        return [p for p, _ in self._listing.parts]
-
-    def build_listing(self, since: dt.datetime | None) -> WarmListing:
-        """List the days from ``since`` on without changing what the tier serves."""
+    def build_listing(self, cold_until: dt.date | None) -> WarmListing:
+        since = dt.datetime.combine(cold_until, dt.time()) if cold_until is not None else None
         for attempt in range(_LIST_ATTEMPTS):
             try:
                 return self._list(since)
@@ -219,151 +303,6 @@ class WarmTier:
         raise AssertionError("unreachable")
 
     def _list(self, since: dt.datetime | None) -> WarmListing:
-        parts = []
-        for day, path in self.day_dirs():
-            start = dt.datetime.combine(day, dt.time())
-            if since is not None and start < since:
-                continue
-            files = live_files(path)
-            infos = [(f, *self.inspect(f)) for f in files]
-            parts.append(
-                (
-                    Partition(
-                        table_name=self.table_name,
-                        tier=self.name,
-                        partition=path.name,
-                        start=start,
-                        end=start + _DAY,
-                        files=len(files),
-                        rows=sum(rows for _, rows, _ in infos),
-                        bytes=sum(f.stat().st_size for f in files),
-                    ),
-                    tuple(files),
-                )
-            )
-        return WarmListing(since, tuple(parts))
-
-    def apply(self, listing: WarmListing) -> None:
-        self._listing = listing
-        keep = {f for _, files in listing.parts for f in files}
-        with self._lock:
-            for path in [p for p in self._cache if p not in keep]:
-                del self._cache[path]
-
-    def listing(self) -> WarmListing:
-        return self._listing
-
-    def refresh(self, since: dt.datetime | None = None) -> None:
-        self.apply(self.build_listing(since if since is not None else self._listing.since))
-
-    def relation_sql(
-        self,
-        time_range: TimeRange = ALL_TIME,
-        listing: WarmListing | None = None,
-        strict: bool = True,
-        day_as: str | None = None,
-    ) -> str | None:
-        """The files of ``time_range``; with ``day_as``, also each row's day read from its
-        partition directory as that column (a day directory holds only rows of its day), so
-        DuckDB prunes a filter on it by file and never evaluates it per row."""
-        files = self.files(time_range, listing, strict)
-        if not files:
-            return None
-        listing_sql = ", ".join(quote_literal(str(f)) for f in files)
-        # Columns by name: a file that stores them in another order still lines up with the
-        # other tiers in the table's UNION ALL.
-        cols = ", ".join(quote_ident(n) for n in self.schema.names) if self.schema is not None else "*"
-        if day_as is not None and self.schema is not None and DAY_KEY not in self.schema.names:
-            return (
-                f"SELECT {cols}, {quote_ident(DAY_KEY)} AS {quote_ident(day_as)} FROM read_parquet([{listing_sql}], "
-                f"hive_partitioning = true, hive_types = {{'{DAY_KEY}': DATE}})"
-            )
-        return f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)"
-
-    def relation(
-        self,
-        time_range: TimeRange = ALL_TIME,
-        listing: WarmListing | None = None,
-        strict: bool = True,
-        day_as: str | None = None,
-    ) -> tuple[str, tuple[Registration, ...]] | None:
-        sql = self.relation_sql(time_range, listing, strict, day_as)
-        return None if sql is None else (sql, ())
-
-    def carries_day(self) -> bool:
-        """Whether :meth:`relation` can give each row's day from its partition directory."""
-        return self.schema is not None and DAY_KEY not in self.schema.names
-
-
-@dataclass(frozen=True)
-class S3WarmListing:
-    since: dt.datetime | None
-    parts: tuple[tuple[Partition, tuple[str, ...]], ...]
-
-
-class S3WarmTier:
-    """The warm tier under an S3 prefix: ``<warm_uri>/<table>/warm/day=YYYY-MM-DD/*.parquet``.
-
-    Listed with one recursive LIST; each object's footer is read once (cached by its size
-    and mtime) for the row counts and the schema check. Statements read the files through a
-    pyarrow dataset registered on their cursor. A day holding a compaction journal
-    (``_compaction.json``) is read through it, as locally.
-    """
-
-    name = "warm"
-
-    def __init__(self, uri: str, s3: S3Settings, table_name: str, schema: pa.Schema) -> None:
-        self.uri = uri.rstrip("/")
-        self.s3 = s3
-        self.table_name = table_name
-        self.schema = schema
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, int, int, str | None]] = {}
-        self._listing = S3WarmListing(None, ())
-        self.objects = Objects(s3)
-        self.trash_path = strip_scheme(self.uri).rsplit("/", 1)[0] + "/trash"
-        self.refresh()
-
-    @property
-    def since(self) -> dt.datetime | None:
-        return self._listing.since
-
-    def day_uri(self, day: dt.date) -> str:
-        return f"{self.uri}/{day_dir_name(day)}"
-
-    def partitions(self) -> list[Partition]:
-        return [p for p, _ in self._listing.parts]
-
-    def _objects(self) -> list[pafs.FileInfo]:
-        prefix = self.uri.removeprefix("s3://").removeprefix("s3a://")
-        try:
-            infos = self.s3.filesystem().get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
-        except OSError as exc:
-            raise self.s3.unavailable(f"list the warm tier of {self.table_name} at {self.uri}", exc) from None
-        return [i for i in infos if i.type == pafs.FileType.File]
-
-    def _by_day(self) -> dict[dt.date, list[pafs.FileInfo]]:
-        """Every object of every day directory (data files, staged files and journals)."""
-        by_day: dict[dt.date, list[pafs.FileInfo]] = {}
-        for info in self._objects():
-            day_name = info.path.rpartition("/")[0].rpartition("/")[2]
-            if not day_name.startswith("day="):
-                continue
-            try:
-                day = dt.date.fromisoformat(day_name[4:])
-            except ValueError:
-                continue
-            by_day.setdefault(day, []).append(info)
-        return by_day
-
-    def days(self) -> list[tuple[dt.date, str]]:
-        """Every day directory, served or not (maintenance works on all of them)."""
-        return [(day, strip_scheme(self.day_uri(day))) for day in sorted(self._by_day())]
-
-    def live(self, day_path: str) -> list[pafs.FileInfo]:
-        return live_entries(self.objects, self.objects.entries(day_path))
-
-    def build_listing(self, since: dt.datetime | None) -> S3WarmListing:
         by_day = self._by_day()
         parts = []
         for day in sorted(by_day):
@@ -374,40 +313,52 @@ class S3WarmTier:
             if not files:
                 continue
             rows = sum(self.inspect(f)[0] for f in files)
-            part = Partition(self.table_name, self.name, day_dir_name(day), start, start + _DAY, len(files), rows,
-                             sum(int(f.size or 0) for f in files))
-            parts.append((part, tuple(f"s3://{f.path}" for f in files)))
-        return S3WarmListing(since, tuple(parts))
+            size = sum(int(f.size or 0) for f in files)
+            part = Partition(self.table_name, self.kind, day_dir_name(day), start, start + _DAY, len(files), rows, size)
+            parts.append((part, tuple(self.objects.uri(f.path) for f in files)))
+        return WarmListing(since, tuple(parts))
 
     def inspect(self, info: pafs.FileInfo) -> tuple[int, str | None]:
-        mtime = int(info.mtime_ns or 0)
-        size = int(info.size or 0)
+        """(rows, problem) of a file, from the cache while the file is unchanged."""
+        mtime, size = int(info.mtime_ns or 0), int(info.size or 0)
         with self._lock:
             cached = self._cache.get(info.path)
         if cached and cached[0] == mtime and cached[1] == size:
             return cached[2], cached[3]
-        rows, problem = inspect_file(info.path, self.schema, self.s3.filesystem())
+        rows, problem = inspect_file(info.path, self.schema, self.objects.fs)
         if problem:
-            log.warning("warm_file_unreadable", table=self.table_name, file=f"s3://{info.path}", problem=problem)
+            log.warning("warm_file_unreadable", table=self.table_name, file=self.objects.uri(info.path), problem=problem)
         with self._lock:
             self._cache[info.path] = (mtime, size, rows, problem)
         return rows, problem
 
-    def problem(self, uri: str) -> str | None:
+    def problem(self, location: str) -> str | None:
+        """Why a listed file cannot be served (unreadable, wrong schema), or None."""
         with self._lock:
-            cached = self._cache.get(uri.removeprefix("s3://"))
+            cached = self._cache.get(Objects.path(location))
         return cached[3] if cached else None
 
-    def apply(self, listing: S3WarmListing) -> None:
+    def apply(self, listing: WarmListing) -> None:
         self._listing = listing
+        keep = {Objects.path(f) for _, files in listing.parts for f in files}
+        with self._lock:
+            for path in [p for p in self._cache if p not in keep]:
+                del self._cache[path]
 
-    def listing(self) -> S3WarmListing:
+    def listing(self) -> WarmListing:
         return self._listing
 
-    def refresh(self, since: dt.datetime | None = None) -> None:
-        self.apply(self.build_listing(since if since is not None else self._listing.since))
+    def partitions(self, listing: WarmListing | None = None, time_range: TimeRange = ALL_TIME) -> list[Partition]:
+        return [p for p, _ in (listing or self._listing).parts if time_range.overlaps(p.start, p.end)]
 
-    def files(self, time_range: TimeRange = ALL_TIME, listing: S3WarmListing | None = None, strict: bool = True) -> list[str]:
+    def files(self, time_range: TimeRange = ALL_TIME, listing: WarmListing | None = None, strict: bool = True) -> list[str]:
+        """The files a time range needs.
+
+        ``strict``: a problem file among them fails the statement with an error naming it.
+        Otherwise the storage kind decides (WarmStorage.keeps_unservable): listed last (DuckDB
+        takes a scan's schema from its first file, and a read of them fails naming the file),
+        or left out.
+        """
         out = [f for part, files in (listing or self._listing).parts if time_range.overlaps(part.start, part.end) for f in files]
         bad = [(f, p) for f in out if (p := self.problem(f))]
         if bad and strict:
@@ -416,21 +367,12 @@ class S3WarmTier:
         if bad:
             names = {f for f, _ in bad}
             out = [f for f in out if f not in names]
-            log.warning("warm_files_skipped", table=self.table_name, files=sorted(names))
+            if self.storage.keeps_unservable:
+                out += [f for f, _ in bad]
+            else:
+                log.warning("warm_files_skipped", table=self.table_name, files=sorted(names))
         return out
 
-    def carries_day(self) -> bool:
-        return False  # the dataset registered per statement has no partition column
-
-    def relation(
-        self,
-        time_range: TimeRange = ALL_TIME,
-        listing: S3WarmListing | None = None,
-        strict: bool = True,
-        day_as: str | None = None,
-    ) -> tuple[str, tuple[Registration, ...]] | None:
-        files = self.files(time_range, listing, strict)
-        if not files:
-            return None
-        sql, reg = self.s3.registration(files, self.schema)
-        return sql, (reg,)
+    def relation(self, listing: WarmListing, scan: Scan) -> Relation | None:
+        files = self.files(scan.time_range, listing, scan.strict)
+        return self.storage.read(files, self.schema, scan.day_as) if files else None
