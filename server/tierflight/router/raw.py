@@ -20,7 +20,7 @@ from tierflight.engine.database import derived_columns_sql, quote_literal, table
 from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
-from tierflight.router.route import Route, RoutePart
+from tierflight.router.route import Route, RoutePart, TierKind
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import Source, TableStore
@@ -37,7 +37,7 @@ def _fmt_range(parts: tuple[object, ...]) -> str:
 
 
 def describe_source(table: str, src: Source) -> str:
-    if src.tier == "hot":
+    if src.tier == TierKind.HOT:
         return f"{table}: hot tail"
     span = _fmt_range(src.partitions)
     return f"{table}: {len(src.partitions)} partitions, {src.files} files [{span}]"
@@ -165,7 +165,7 @@ class RawPlanner:
                 continue
             if resolved.kind is Kind.SYSTEM:
                 system = True
-                parts.append(RoutePart("system", f"system.{resolved.name}", 0, "system table"))
+                parts.append(RoutePart(TierKind.SYSTEM, f"system.{resolved.name}", 0, "system table", system_table=resolved.name))
                 t.set("this", exp.to_identifier(resolved.name, quoted=True))
                 t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 t.set("catalog", None)
@@ -217,17 +217,17 @@ class RawPlanner:
                 sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
                 body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
-                parts.append(RoutePart("cold", f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
+                parts.append(RoutePart(TierKind.COLD, f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
                 sources = store.sources(ref.rng, template.day_as[ref.table])
                 registrations.extend(r for s in sources for r in s.registrations)
                 body = sources_view_sql(store.table, sources, template.derived[ref.table])
                 parts.extend(
-                    RoutePart(s.tier, describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
+                    RoutePart(TierKind(s.tier), describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
                     for s in sources
                 )
                 if not sources:
-                    parts.append(RoutePart("none", f"{ref.table}: no partitions in range", 0, _reason(ref.rng)))
+                    parts.append(RoutePart(TierKind.NONE, f"{ref.table}: no partitions in range", 0, _reason(ref.rng)))
             # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
             sql = sql.replace(ref.marker, f"({body})", 1)
         if statement.kind == "explain":
