@@ -298,7 +298,8 @@ _INFO_GRAINS = {"day": "day", "week": "week", "hour": "hour", "minute": "minute"
 
 
 def _coarse(sql: str, grain: str) -> str | None:
-    from tierflight.router.rules import TableInfo, coarse_time_predicate
+    from tierflight.router.dimensions import coarse_time_predicate
+    from tierflight.router.facts import TableInfo
 
     info = TableInfo("events", "ts", {}, _INFO_GRAINS, frozenset({"ts", "type"}))
     group = StorageGroup("g", "events", (grain, "type"), (Measure("count"),), None, None, ("g",))

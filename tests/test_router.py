@@ -48,7 +48,7 @@ def test_output_names_without_a_bind_are_duckdbs(server: RunningServer) -> None:
     all aliased or plain columns they are read off the tree instead of bound by DuckDB, and
     must be exactly the names DuckDB gives (a plain column is named as the table spells it)."""
     from tierflight.engine.sandbox import check_statement
-    from tierflight.router.planner import output_names
+    from tierflight.router.outputs import output_names
 
     info = server.app.router._table_infos()["events"]
     extra = [
@@ -93,7 +93,7 @@ def test_bare_copy_is_the_same_statement_and_shares_no_node(sql: str) -> None:
     import sqlglot
     from sqlglot import exp
 
-    from tierflight.router.rules import bare_copy
+    from tierflight.router.trees import bare_copy
 
     tree = sqlglot.parse_one(sql, read="duckdb")
     before = tree.sql(dialect="duckdb")

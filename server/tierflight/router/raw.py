@@ -21,7 +21,7 @@ from tierflight.engine.database import derived_columns_sql, quote_literal, table
 from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.lru import LRU
-from tierflight.router.route import Route, RoutePart
+from tierflight.router.route import PartTier, Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
 from tierflight.tiers.store import Source, TableStore
@@ -181,7 +181,7 @@ class RawPlanner:
                 continue
             if resolved.kind is Kind.SYSTEM:
                 system = True
-                parts.append(RoutePart("system", f"system.{resolved.name}", 0, "system table"))
+                parts.append(RoutePart(PartTier.SYSTEM, f"system.{resolved.name}", 0, "system table", system_table=resolved.name))
                 t.set("this", exp.to_identifier(resolved.name, quoted=True))
                 t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 t.set("catalog", None)
@@ -230,7 +230,7 @@ class RawPlanner:
         template = self._template(statement, stores)
         if template.whole_catalog and self._catalog is not None and template.sql is not None:
             table = self._catalog.statement(statement.sql)
-            part = RoutePart("catalog", "catalog command", table.num_rows, "answered from the catalog")
+            part = RoutePart(PartTier.CATALOG, "catalog command", table.num_rows, "answered from the catalog")
             return Route(sql=f"SELECT * FROM {template.sql}", parts=(part,), registrations=((template.sql, table),))
         if template.sql is None:
             return Route(sql=statement.sql, parts=template.parts)
@@ -241,7 +241,7 @@ class RawPlanner:
             assert self._catalog is not None
             rows = self._catalog.relation(relation)
             registrations.append((marker, rows))
-            parts.append(RoutePart("catalog", relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
+            parts.append(RoutePart(PartTier.CATALOG, relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
         for ref in template.references:
             store = stores[ref.table]
             if template.shape_only:
@@ -251,17 +251,17 @@ class RawPlanner:
                 sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
                 body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
-                parts.append(RoutePart(TierKind.COLD, f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
+                parts.append(RoutePart(PartTier.COLD, f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
                 sources = store.sources(ref.rng, template.day_as[ref.table])
                 registrations.extend(r for s in sources for r in s.registrations)
                 body = sources_view_sql(store.table, sources, template.derived[ref.table])
                 parts.extend(
-                    RoutePart(s.tier, describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
+                    RoutePart(PartTier(s.tier), describe_source(ref.table, s), sum(p.rows for p in s.partitions), _reason(ref.rng))
                     for s in sources
                 )
                 if not sources:
-                    parts.append(RoutePart("none", f"{ref.table}: no partitions in range", 0, _reason(ref.rng)))
+                    parts.append(RoutePart(PartTier.NONE, f"{ref.table}: no partitions in range", 0, _reason(ref.rng)))
             # File lists are long; splicing them in as text keeps sqlglot from parsing them per query.
             sql = sql.replace(ref.marker, f"({body})", 1)
         if statement.kind == "explain":

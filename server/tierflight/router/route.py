@@ -3,23 +3,56 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 
-from tierflight.tiers.base import TierKind
+
+class PartTier(StrEnum):
+    """Where a part of the answer is read: printed by EXPLAIN ROUTE as its value (a storage
+    tier's TierKind has the same values for hot, warm and cold)."""
+
+    HOT = "hot"  # the hot tail, or a rollup (held in memory)
+    WARM = "warm"
+    COLD = "cold"
+    SYSTEM = "system"
+    CATALOG = "catalog"  # the shadow catalog (engine.catalog): catalog views and functions
+    NONE = "none"  # a table with no partition in the range
+
+
+class Rule(StrEnum):
+    """The rule that rejected a rollup candidate (EXPLAIN ROUTE prints its value)."""
+
+    PARAMETERS = "parameters"
+    SHAPE = "shape"
+    TIME_TRAVEL = "time-travel"
+    STATUS = "status"
+    FRESHNESS = "freshness"
+    RETENTION = "retention"
+    GRAIN = "grain"
+    DIMENSION = "dimension"
+    MEASURE = "measure"
+    FILTER = "filter"
+    ALIGNMENT = "alignment"
+    COST = "cost"
 
 
 @dataclass(frozen=True)
 class RoutePart:
     """One source that contributes rows to the answer."""
 
-    tier: str  # a TierKind, or system, none
-    source: str  # rollup name, or partitions/files
+    tier: PartTier
+    source: str  # what EXPLAIN ROUTE shows: ``rollup:NAME``, or partitions/files
     estimated_rows: int
     reason: str
+    rollup: str | None = None  # the rollup read, for parts answered from one
+    system_table: str | None = None  # the system table read (refreshed before the SQL runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tier": str(self.tier), "source": self.source, "estimated_rows": self.estimated_rows, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -27,8 +60,17 @@ class Rejection:
     """A rollup candidate that could not answer, with the rule that rejected it."""
 
     candidate: str
-    rule: str
+    cause: Rule
     reason: str
+    in_split: bool = False  # rejected while answering part of the range from raw edges
+
+    @property
+    def rule(self) -> str:
+        """The printed rule: ``split:<rule>`` for a split that failed."""
+        return f"split:{self.cause}" if self.in_split else str(self.cause)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "rule": self.rule, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -53,13 +95,12 @@ class Route:
 
     @cached_property
     def rollup(self) -> str | None:
-        names = [p.source for p in self.parts if p.tier == TierKind.HOT and p.source.startswith("rollup:")]
-        return ",".join(n.removeprefix("rollup:") for n in names) or None
+        return ",".join(p.rollup for p in self.parts if p.rollup is not None) or None
 
     @cached_property
     def system_tables(self) -> frozenset[str]:
         """The system tables the SQL reads (refreshed before it runs), as registered."""
-        return frozenset(p.source.removeprefix("system.") for p in self.parts if p.tier == "system")
+        return frozenset(p.system_table for p in self.parts if p.system_table is not None)
 
     def to_json(self) -> str:
         return self._json
@@ -70,14 +111,14 @@ class Route:
             {
                 "tier": self.tier,
                 "rollup": self.rollup,
-                "parts": [asdict(p) for p in self.parts],
-                "rejected": [asdict(r) for r in self.rejected],
+                "parts": [p.as_dict() for p in self.parts],
+                "rejected": [r.as_dict() for r in self.rejected],
             },
             separators=(",", ":"),
         )
 
     def explain_table(self) -> pa.Table:
-        rows: list[tuple[str, str, int | None, str]] = [(p.tier, p.source, p.estimated_rows, p.reason) for p in self.parts]
+        rows: list[tuple[str, str, int | None, str]] = [(str(p.tier), p.source, p.estimated_rows, p.reason) for p in self.parts]
         rows += [("rejected", r.candidate, None, f"{r.rule}: {r.reason}") for r in self.rejected]
         return pa.table(
             {
