@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import enum
 import os
 import threading
@@ -130,8 +129,12 @@ def human_size(n: int) -> str:
 
 
 def _malloc_trim() -> Callable[[], Any]:
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
+    # The process' own symbols hold the C library's: no find_library, which runs ldconfig in a
+    # subprocess. A C library without malloc_trim (musl, macOS) makes this a no-op.
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        libc = None
     trim = getattr(libc, "malloc_trim", None)
     return (lambda: trim(0)) if trim is not None else (lambda: None)
 
