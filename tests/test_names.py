@@ -218,6 +218,30 @@ def test_system_tables_in_any_spelling_are_current(conn: Any) -> None:
             assert cur.fetchall()[0][0] >= 1, spelling
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT system.rollups.name FROM system.rollups ORDER BY 1",
+        "SELECT tierflight.system.rollups.name FROM tierflight.system.rollups ORDER BY 1",
+        "SELECT rollups.name FROM system.rollups ORDER BY 1",
+        "SELECT r.name FROM system.rollups AS r ORDER BY 1",
+    ],
+)
+def test_columns_qualified_by_schema_and_table_bind(conn: Any, server: RunningServer, sql: str) -> None:
+    """SQLAlchemy writes ``schema.table.column`` for a Table with a schema."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        got = [r[0] for r in cur.fetchall()]
+    assert got == sorted(server.app.rollups.system_table().column("name").to_pylist())
+
+
+def test_fact_columns_qualified_by_schema_and_table_bind(conn: Any, flat: Any) -> None:
+    sql = "SELECT main.events.type, count(*) FROM main.events GROUP BY main.events.type ORDER BY 1"
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        assert cur.fetchall() == flat.execute("SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
+
+
 # -- DESCRIBE ------------------------------------------------------------------------------------
 
 

@@ -192,11 +192,6 @@ def test_pandas_read_sql_table(engine: sa.Engine, flat: Any) -> None:
     assert [str(t)[:10] for t in frame.dtypes] == ["datetime64", "datetime64", "float64"]
 
 
-@pytest.mark.xfail(
-    reason="server: schema-qualified column references (system.rollups.name, main.events.type) are "
-    "not resolved (issue 18, catalog visibility)",
-    strict=True,
-)
 def test_pandas_read_sql_table_with_schema(engine: sa.Engine) -> None:
     # SQLAlchemy qualifies each column with schema and table: SELECT system.rollups.name FROM system.rollups
     frame = pd.read_sql_table("rollups", engine, schema="system")

@@ -168,7 +168,7 @@ class RawPlanner:
         if isinstance(tree, exp.Summarize) and isinstance(tree.this, exp.Table) and names.resolve(tree.this):
             # SUMMARIZE <table> summarizes its rows: the same as SUMMARIZE SELECT * FROM it.
             tree.set("this", exp.Select(expressions=[exp.Star()]).from_(tree.this.copy()))
-        unaliased: set[str] = set()
+        unaliased: set[tuple[Kind, str]] = set()
         catalog: list[tuple[str, exp.Table]] = []
         for t in list(tree.find_all(exp.Table)):
             resolved = names.resolve(t)
@@ -182,6 +182,11 @@ class RawPlanner:
             if resolved.kind is Kind.SYSTEM:
                 system = True
                 parts.append(RoutePart(PartTier.SYSTEM, f"system.{resolved.name}", 0, "system table", system_table=resolved.name))
+                if not t.alias:
+                    # Named as written, so that ``system.rollups.name`` binds (SQLAlchemy
+                    # qualifies columns with schema and table).
+                    t.set("alias", exp.TableAlias(this=exp.to_identifier(t.name)))
+                    unaliased.add((Kind.SYSTEM, resolved.name))
                 t.set("this", exp.to_identifier(resolved.name, quoted=True))
                 t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 t.set("catalog", None)
@@ -195,7 +200,7 @@ class RawPlanner:
             # Without an alias DuckDB names the relation as it is written (``EVENTS``).
             alias = t.alias or t.name
             if not t.alias:
-                unaliased.add(resolved.name)
+                unaliased.add((Kind.TABLE, resolved.name))
             references.append(_Reference(marker, resolved.name, alias, rng, when.copy() if when is not None else None))
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
@@ -308,14 +313,15 @@ def describe_sql(table: TableConfig) -> str:
     )
 
 
-def _unqualify_columns(tree: exp.Expr, names: Names, tables: Collection[str]) -> None:
-    """``main.events.ts`` names the column through the table's schema (and catalog); once
-    the table is a subquery aliased ``events``, only ``events.ts`` binds."""
+def _unqualify_columns(tree: exp.Expr, names: Names, tables: Collection[tuple[Kind, str]]) -> None:
+    """``main.events.ts`` (``system.rollups.name``) names the column through the table's
+    schema (and catalog); once the table is a subquery (or the internal system relation)
+    aliased ``events`` (``rollups``), only ``events.ts`` binds."""
     for column in tree.find_all(exp.Column):
         if not column.args.get("db"):
             continue
         resolved = names.lookup(column.table, column.db, column.catalog or None)
-        if resolved is not None and resolved.kind is Kind.TABLE and resolved.name in tables:
+        if resolved is not None and (resolved.kind, resolved.name) in tables:
             column.set("db", None)
             column.set("catalog", None)
 
