@@ -238,3 +238,22 @@ def test_iceberg_catalog_properties_pass_through_and_our_keys_are_checked(tmp_pa
 def test_table_columns_named_by_not_null_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"tables\.t\.not_null names unknown column\(s\) nn"):
         _load(tmp_path, TABLE.replace("[tables.t.columns]", 'not_null = ["nn"]\n[tables.t.columns]'))
+
+
+def test_console_log_tracebacks_show_no_local_variables(capfd: pytest.CaptureFixture[str]) -> None:
+    """An internal error's traceback on a terminal: frames only, never their locals (rich's
+    default renders every local, credentials included, and costs seconds per error)."""
+    from tierflight.log import configure_logging, flush_logs, get_logger
+
+    def failing(password: str) -> None:
+        raise RuntimeError("boom")
+
+    configure_logging(json_format=False)
+    try:
+        failing("-".join(["s3cret", "local", "value"]))  # not in the source a traceback quotes
+    except RuntimeError as exc:
+        get_logger("tierflight.test").error("internal_error", exc_info=exc)
+    flush_logs()
+    err = capfd.readouterr().err
+    assert "RuntimeError: boom" in err and "failing" in err
+    assert "s3cret-local-value" not in err

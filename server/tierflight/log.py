@@ -116,7 +116,14 @@ def _logger_for(*args: Any) -> _Line | _BufferedLines:
 def configure_logging(level: str = "info", json_format: bool | None = None) -> None:
     if json_format is None:
         json_format = not sys.stderr.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if json_format else structlog.dev.ConsoleRenderer()
+    # Plain tracebacks on a terminal too: structlog's default (rich, with every frame's local
+    # variables) costs seconds of CPU per internal error and would print locals such as
+    # credentials into the log.
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_format
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     numeric_level = logging.getLevelName(level.upper())
     structlog.configure(
