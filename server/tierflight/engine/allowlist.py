@@ -862,10 +862,12 @@ DENIED_SQL_TEXT = frozenset(
     }
 )
 
-# Settings, variables and secrets (allowed_directories, memory limits, credentials).
+# Settings, variables and secrets (allowed_directories, memory limits, credentials), and the
+# process environment (getenv: DuckDB's shell has it; denied by name should the library gain it).
 DENIED_SETTINGS = frozenset(
     {
         "current_setting",
+        "getenv",
         "duckdb_profiling_settings",
         "duckdb_secret_type_parameters",
         "duckdb_secret_types",
