@@ -63,6 +63,10 @@ ROLLUPS_TABLE_SCHEMA = pa.schema(
         ("built_at", pa.timestamp("us")),
         ("watermark", pa.timestamp("us")),
         ("hits", pa.int64()),
+        # Background verification (rollups/verifier.py): when a sample of its groups was last
+        # recomputed from the raw tiers, and how many of those groups differed.
+        ("verified_at", pa.timestamp("us")),
+        ("mismatches", pa.int64()),
     ]
 )
 
@@ -92,6 +96,10 @@ class RollupState:
     watermark: dt.datetime | None = None  # newest row merged in since the snapshot
     # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
     merged_through: int | None = None
+    verified_at: dt.datetime | None = None
+    # Groups that differed from the raw tiers at the last verification: the rollup is stale
+    # (whatever allow_stale says) until a build replaces its rows.
+    mismatches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -279,7 +287,9 @@ class RollupRegistry:
             state.times = times
             state.rows = state.installed_rows = table.num_rows
             state.bytes = table.nbytes
-            state.status = status
+            # A compaction or another node's snapshot keeps a rollup that failed verification
+            # stale; only a build (which clears mismatches first) brings it back.
+            state.status = "stale" if state.mismatches and status == "active" else status
             state.error = None
 
     # -- building -------------------------------------------------------------------------
@@ -326,6 +336,7 @@ class RollupRegistry:
             store = self.stores[table_name]
             for s in states:
                 s.status = "building"
+                s.mismatches = 0
             cur = self.database.cursor()
             try:
                 result = build_groups(store, [s.group for s in states], cur, self.config.tiers.current_time())
@@ -559,7 +570,26 @@ class RollupRegistry:
     def usable(self, table: str) -> list[RollupState]:
         if not self.enabled:
             return []
-        return [s for s in self.states.values() if s.group.table == table and (s.usable or (self.allow_stale and s.status == "stale"))]
+        return [s for s in self.states.values() if s.group.table == table and self.servable(s)]
+
+    def servable(self, state: RollupState) -> bool:
+        """Whether statements may read the rollup: active, or stale with allow_stale, but
+        never one whose rows differed from the raw tiers."""
+        if state.usable:
+            return True
+        return self.allow_stale and state.status == "stale" and not state.mismatches
+
+    def record_verification(self, state: RollupState, mismatches: int, at: dt.datetime) -> bool:
+        """Note a verification of the rollup's rows; True if it just turned stale by it."""
+        with state.lock:
+            state.verified_at = at
+            if not mismatches:
+                return False
+            state.mismatches = mismatches
+            turned = state.status == "active"
+            if state.status in ("active", "stale"):
+                state.status = "stale"
+            return turned
 
     def unsnapshotted(self, table: str) -> bool:
         """Whether a loaded rollup of ``table`` holds merged rows its snapshot lacks."""
@@ -604,6 +634,8 @@ class RollupRegistry:
                         "built_at": dt.datetime.fromisoformat(meta.built_at) if meta else None,
                         "watermark": s.current_watermark,
                         "hits": s.hits,
+                        "verified_at": s.verified_at,
+                        "mismatches": s.mismatches,
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)

@@ -346,7 +346,7 @@ class Router:
                 rejected.append(Rejection(name, "cost", f"{estimates[name]} rows to scan vs {best[0]} (not tried)"))
                 continue
             try:
-                if not (state.usable or (self.registry.allow_stale and state.status == "stale")):
+                if not self.registry.servable(state):
                     raise Reject("status", f"rollup is {state.status}")
                 if not self.registry.fresh_for(info.name, store.hot.rows):
                     raise Reject("freshness", "the hot tail has rows the rollup does not hold yet")
