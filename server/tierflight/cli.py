@@ -496,7 +496,8 @@ def rollups_verify(
         unknown = [n for n in names or () if n not in by_name]
         if unknown:
             _fail(f"no rollup named {', '.join(unknown)}; configured: {', '.join(sorted(by_name))}")
-        states = list(dict.fromkeys(by_name[n] for n in names)) if names else list(instance.rollups.states.values())
+        wanted = dict.fromkeys(by_name[n].group.name for n in names) if names else instance.rollups.states
+        states = [instance.rollups.states[n] for n in wanted]
         verifier = Verifier(instance.rollups, instance.swap_lock, cursor=instance.database.cursor())
         lines, failed, unverified = [], False, False
         with typer.progressbar(states, label="verifying", file=sys.stderr, item_show_func=lambda s: s.group.name if s else "") as bar:
