@@ -306,3 +306,18 @@ def test_rollups_verify_command_exits_non_zero_on_a_corrupted_snapshot(tmp_path:
     assert unknown.returncode == 2 and "no rollup named no_such_rollup" in unknown.stderr
     zero = run("--sample", "0")
     assert zero.returncode == 2 and "--sample" in zero.stderr
+
+
+def test_the_background_verifier_finds_a_corruption_on_its_own(verified: RunningServer) -> None:
+    import time
+
+    app = verified.app
+    _corrupt(app, "hour_type")
+    app.rollup_verifier().start(dt.timedelta(seconds=0.2), 1.0, nice=5)
+    deadline = time.monotonic() + 20
+    while app.rollups.states["hour_type"].status != "stale" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = app.rollups.states["hour_type"]
+    assert (state.status, state.mismatches) == ("stale", 1)
+    assert app.rollups.states["day_type"].verified_at is not None
+    assert app.rollups.states["day_type"].status == "active"
