@@ -556,8 +556,10 @@ class RollupRegistry:
         finally:
             cur.close()
         for m in g.measures:
-            if m.kind == "hll":
-                merged = pa.array([_union_blobs(v, m.sketch_lg_k) for v in table[m.state].to_pylist()], pa.binary())
+            if m.sketch:
+                merge = _union_blobs if m.kind == "hll" else _merge_kll
+                param = m.sketch_lg_k if m.kind == "hll" else m.sketch_k
+                merged = pa.array([merge(v, param) for v in table[m.state].to_pylist()], pa.binary())
                 table = table.set_column(table.schema.get_field_index(m.state), m.state, merged)
         return table
 
@@ -639,6 +641,18 @@ class RollupRegistry:
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)
+
+
+def _merge_kll(blobs: list[bytes | None], k: int) -> bytes:
+    import datasketches
+
+    present = [b for b in blobs if b is not None]
+    if len(present) == 1:
+        return present[0]
+    sketch = datasketches.kll_doubles_sketch(k)
+    for b in present:
+        sketch.merge(datasketches.kll_doubles_sketch.deserialize(b))
+    return bytes(sketch.serialize())
 
 
 def _union_blobs(blobs: list[bytes | None], lg_k: int) -> bytes:

@@ -144,7 +144,7 @@ def _raw_sql(group: StorageGroup, source: str, ts: str, fraction: float, salt: i
         where = where + cut if where else ("WHERE TRUE" + cut if cut else "")
     states = []
     for m in group.measures:
-        if m.kind == "hll":
+        if m.sketch:
             continue
         digits = group.sum_digits(m.column) if m.kind == "sum" else None
         col = quote_ident(m.column or "")
@@ -170,7 +170,7 @@ def _comparison_sql(group: StorageGroup, types: dict[str, pa.DataType]) -> tuple
     cols.append("w.__present AS __w_present")
     checks: list[tuple[Measure, str]] = []
     for m in group.measures:
-        if m.kind == "hll":
+        if m.sketch:
             continue
         s = quote_ident(m.state)
         a, b = f"r.{s}", f"w.{s}"

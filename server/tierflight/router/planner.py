@@ -419,7 +419,7 @@ class Router:
         group = state.group
         if group.grain is None or rng.start is None or rng.end is None:
             raise Reject("alignment", "needs a bounded time range")
-        if any(m.kind == "hll" for m in group.measures) and any(isinstance(a, exp.ApproxDistinct) for a in tree.find_all(exp.AggFunc)):
+        if any(m.sketch for m in group.measures) and any(isinstance(a, exp.ApproxDistinct | exp.ApproxQuantile) for a in tree.find_all(exp.AggFunc)):
             raise Reject("measure", "sketches cannot be computed for the raw edges")
         # Buckets strictly inside the range; the raw edges apply the statement's exact bounds.
         a = next_boundary(rng.start, group.grain)
@@ -436,13 +436,13 @@ class Router:
         dated = group.grain in ("day", "week", "month")
         ts = quote_ident(info.time_column)
         lo, hi = bucket_literal(a, dated).sql(dialect=DIALECT), bucket_literal(b, dated).sql(dialect=DIALECT)
-        columns = [*group.dimensions, *(m.state for m in group.measures if m.kind != "hll"), *(m.state for m in group.measures if m.kind == "hll")]
+        columns = [*group.dimensions, *(m.state for m in group.measures if not m.sketch), *(m.state for m in group.measures if m.sketch)]
         rollup_part = f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {state.qualified} WHERE {quote_ident(group.grain)} >= {lo} AND {quote_ident(group.grain)} < {hi}"
         raw_sources = store.sources(rng)
         body = table_view_sql(store.table, [s.sql for s in raw_sources])
         dims = [f"{dimension_expr(d, info.time_column)} AS {quote_ident(d)}" for d in group.dimensions]
-        states = [f"{state_expr(m, group.sum_digits(m.column))} AS {quote_ident(m.state)}" for m in group.measures if m.kind != "hll"]
-        states += [f"CAST(NULL AS BLOB) AS {quote_ident(m.state)}" for m in group.measures if m.kind == "hll"]
+        states = [f"{state_expr(m, group.sum_digits(m.column))} AS {quote_ident(m.state)}" for m in group.measures if not m.sketch]
+        states += [f"CAST(NULL AS BLOB) AS {quote_ident(m.state)}" for m in group.measures if m.sketch]
         edge = f"({ts} < {bucket_literal(a, False).sql(dialect=DIALECT)} OR {ts} >= {bucket_literal(b, False).sql(dialect=DIALECT)})"
         where = [edge, *(c.sql(dialect=DIALECT) for c in exact)]
         if group.filter:
