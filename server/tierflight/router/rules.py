@@ -426,10 +426,10 @@ def _approx_quantile(agg: exp.ApproxQuantile, group: StorageGroup, wrap: Callabl
         raise Reject("measure", "approx_quantile with an accuracy or weight is answered from raw tiers")
     q = agg.args.get("quantile")
     listed = isinstance(q, exp.Array)
-    values = q.expressions if isinstance(q, exp.Array) else [q]
-    for v in values:
-        if not (isinstance(v, exp.Literal) and not v.is_string and 0 <= float(v.this) <= 1):
-            raise Reject("measure", "approx_quantile needs quantiles given as numbers from 0 to 1")
+    given = q.expressions if isinstance(q, exp.Array) else [q]
+    values = [v for v in given if isinstance(v, exp.Literal) and not v.is_string and 0 <= float(v.this) <= 1]
+    if not values or len(values) != len(given):
+        raise Reject("measure", "approx_quantile needs quantiles given as numbers from 0 to 1")
     states = wrap(exp.func("list", exp.column(m.state), copy=False))
     typ = group.value_type(m.column)
     if listed:
