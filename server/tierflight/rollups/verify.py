@@ -19,6 +19,8 @@ statement over it would):
   twice that; a difference beyond ``2·n·u·Σ|x|`` cannot come from the order and is a mismatch.
 * hll(col): the registers exactly (both sides unioned, exact-mode coupons folded into
   registers), which is stricter than comparing estimates.
+* quantiles(col): see rollups/verify_quantiles.py (count, min and max exactly; answers within
+  the sketch's rank error of the raw values).
 """
 
 from __future__ import annotations
@@ -277,9 +279,14 @@ def compare(
                     a, b = _estimate(ours, m.sketch_lg_k), _estimate(theirs, m.sketch_lg_k)
                     result.largest_error = max(result.largest_error, abs(a - b) / max(b, 1.0))
                     bad.append(Mismatch(key, m.label(), round(a, 3), round(b, 3)))
-        if bad:
-            result.mismatches += 1
-            result.evidence.extend(bad[: max(0, EVIDENCE - len(result.evidence))])
+        add_evidence(result, bad)
+
+
+def add_evidence(result: VerifyResult, bad: Sequence[Mismatch]) -> None:
+    """Count a group whose measures in ``bad`` differ (nothing if empty), keeping the first few."""
+    if bad:
+        result.mismatches += 1
+        result.evidence.extend(bad[: max(0, EVIDENCE - len(result.evidence))])
 
 
 def verify(
@@ -328,6 +335,11 @@ def verify(
         if hll:  # the sketches of exactly these groups, as the build makes them (joined by key)
             raw = _add_hll(cursor, source, group, hll, raw, ts, now)
         compare(cursor, group, merged, raw, result)
+        kll = [m for m in group.measures if m.kind == "quantiles"]
+        if kll:
+            from tierflight.rollups.verify_quantiles import check_quantiles
+
+            check_quantiles(cursor, source, group, kll, merged, ts, result)
     finally:
         for name in registered:
             cursor.unregister(name)
