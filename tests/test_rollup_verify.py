@@ -321,3 +321,15 @@ def test_the_background_verifier_finds_a_corruption_on_its_own(verified: Running
     assert (state.status, state.mismatches) == ("stale", 1)
     assert app.rollups.states["day_type"].verified_at is not None
     assert app.rollups.states["day_type"].status == "active"
+
+
+def test_a_failed_read_is_never_a_mismatch(verified: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tierflight.rollups import verify
+
+    def vanished(*args: Any) -> pa.Table:
+        raise OSError("No such file: a data file compacted away between listing and reading")
+
+    monkeypatch.setattr(verify, "read_rollup", vanished)
+    app = verified.app
+    assert app.rollup_verifier().round(0.5) == []
+    assert all(s.status == "active" and s.mismatches == 0 and s.verified_at is None for s in app.rollups.states.values())

@@ -506,7 +506,12 @@ def rollups_verify(
                     lines.append((st.group.name, "-", "-", "-", "-", f"not loaded ({st.status})"))
                     unverified = True
                     continue
-                r = verifier.verify_one(st, sample, since=start)
+                try:
+                    r = verifier.verify_one(st, sample, since=start)
+                except Exception as exc:  # noqa: BLE001 - reported per rollup (exit status 2), the others still run
+                    lines.append((st.group.name, "-", "-", "-", "-", f"not verified: {str(exc).splitlines()[0][:200]}"))
+                    unverified = True
+                    continue
                 failed |= r.mismatches > 0
                 unverified |= r.skipped is not None
                 note = r.skipped or ("MISMATCH" if r.mismatches else "ok")

@@ -261,8 +261,8 @@ def compare(
     bad_mask = np.logical_or.reduce([f.to_numpy(zero_copy_only=False).astype(bool) for f in flags])
     dims = list(group.dimensions)
     # Rows are looked at one by one only when they are wrong, or for their sketches.
-    for i in range(joined.num_rows) if hll else np.flatnonzero(bad_mask):
-        row = joined.slice(int(i), 1).to_pylist()[0]
+    rows = joined.to_pylist() if hll else joined.take(np.flatnonzero(bad_mask)).to_pylist()
+    for row in rows:
         key = {d: row[d] for d in dims}
         bad: list[Mismatch] = []
         if row["__missing"]:
