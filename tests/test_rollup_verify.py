@@ -333,3 +333,30 @@ def test_a_failed_read_is_never_a_mismatch(verified: RunningServer, monkeypatch:
     app = verified.app
     assert app.rollup_verifier().round(0.5) == []
     assert all(s.status == "active" and s.mismatches == 0 and s.verified_at is None for s in app.rollups.states.values())
+
+
+def test_a_mismatch_that_does_not_repeat_is_not_counted(verified: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that picks up another's files a moment before the snapshot covering them sees a
+    passing disagreement: the server confirms a mismatch on the same sample before marking."""
+    from tierflight.rollups import verify
+    from tierflight.rollups.verify import Mismatch, add_evidence
+
+    real = verify.compare
+    calls = [0]
+
+    def first_time_off(cursor: Any, group: Any, merged: Any, raw: Any, result: VerifyResult) -> None:
+        real(cursor, group, merged, raw, result)
+        calls[0] += 1
+        if calls[0] == 1:
+            add_evidence(result, [Mismatch({}, "count(*)", 1, 2)])
+
+    monkeypatch.setattr(verify, "compare", first_time_off)
+    app = verified.app
+    state = app.rollups.states["day_type"]
+    result = app.rollup_verifier().verify_one(state, 1.0, confirm_after=0.01)
+    assert calls[0] == 2 and result.mismatches == 0
+    assert (state.status, state.mismatches) == ("active", 0) and state.verified_at is not None
+    monkeypatch.setattr(verify, "compare", real)
+    _corrupt(app, "day_type")
+    assert app.rollup_verifier().verify_one(state, 1.0, confirm_after=0.01).mismatches == 1
+    assert state.status == "stale"

@@ -190,7 +190,10 @@ class App:
         """Verify a sample of every rollup each [rollups] verify_interval, at ingest priority."""
         cfg = self.config.rollups
         if not self.follower and self.rollups.states and cfg.verify_interval.total_seconds() > 0:
-            self.rollup_verifier().start(cfg.verify_interval, cfg.verify_sample, self.config.ingest.nice)
+            # A mismatch is confirmed once the snapshot watch has had time to load what another
+            # node published for the files seen.
+            confirm = 2 * cfg.reload_interval.total_seconds() + 1
+            self.rollup_verifier().start(cfg.verify_interval, cfg.verify_sample, self.config.ingest.nice, confirm)
 
     def run_maintenance(self) -> None:
         """Demote, compact and empty the trash for every table, then re-list the tiers."""

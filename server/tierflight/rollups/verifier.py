@@ -78,6 +78,15 @@ class Verifier:
 
         return view
 
+    def _token(self, state: RollupState) -> Callable[[], object]:
+        store = self.registry.stores[state.group.table]
+
+        def token() -> object:
+            meta = state.meta
+            return (store.generation, meta.file if meta else None, state.rows, store.hot.rows)
+
+        return token
+
     def verify_one(
         self,
         state: RollupState,
@@ -85,12 +94,31 @@ class Verifier:
         salt: int | None = None,
         since: dt.datetime | None = None,
         statuses: Sequence[str] = LOADED,
+        confirm_after: float | None = None,
     ) -> VerifyResult:
-        """Verify one rollup; a mismatch is recorded (and turns it stale)."""
+        """Verify one rollup; a mismatch is recorded (and turns it stale).
+
+        ``confirm_after``: seconds after which the same sample is verified again before a
+        mismatch counts (a node that reads files and snapshots another node publishes may
+        hold new files a moment before the snapshot that covers them)."""
+        salt = random.getrandbits(31) if salt is None else salt
+        result = self._verify(state, fraction, salt, since, statuses)
+        if result.mismatches and confirm_after is not None and not self._stop.wait(confirm_after):
+            again = self._verify(state, fraction, salt, since, statuses)
+            if not again.mismatches:
+                log.warning("rollup_verify_unconfirmed", rollup=state.group.name, first=[m.describe() for m in result.evidence])
+            result = again
+        if result.skipped is None:
+            self._record(state, result)
+        return result
+
+    def _verify(
+        self, state: RollupState, fraction: float, salt: int, since: dt.datetime | None, statuses: Sequence[str]
+    ) -> VerifyResult:
         cursor = self._db.cursor() if self._db is not None else self._cursor
         assert cursor is not None
         try:
-            result = verify(
+            return verify(
                 self.registry.stores[state.group.table],
                 state.group,
                 state.qualified,
@@ -99,15 +127,13 @@ class Verifier:
                 self._view(state, statuses),
                 self.registry.config.tiers.current_time(),
                 fraction=fraction,
-                salt=random.getrandbits(31) if salt is None else salt,
+                salt=salt,
                 since=since,
+                token=self._token(state),
             )
         finally:
             if self._db is not None:
                 cursor.close()
-        if result.skipped is None:
-            self._record(state, result)
-        return result
 
     def _record(self, state: RollupState, result: VerifyResult) -> None:
         turned = self.registry.record_verification(state, result.mismatches, utc_now())
@@ -125,7 +151,7 @@ class Verifier:
         if self.on_mismatch is not None:
             self.on_mismatch(state, result)
 
-    def round(self, fraction: float) -> list[VerifyResult]:
+    def round(self, fraction: float, confirm_after: float | None = None) -> list[VerifyResult]:
         """One background round: every active rollup, one after the other."""
         out = []
         for state in list(self.registry.states.values()):
@@ -134,12 +160,12 @@ class Verifier:
             if state.status != "active":
                 continue
             try:
-                out.append(self.verify_one(state, fraction, statuses=("active",)))
+                out.append(self.verify_one(state, fraction, statuses=("active",), confirm_after=confirm_after))
             except Exception as exc:  # noqa: BLE001 - a failed read (a file compacted away) is retried next round, never a mismatch
                 log.warning("rollup_verify_failed", rollup=state.group.name, error=repr(exc))
         return out
 
-    def start(self, interval: dt.timedelta, fraction: float, nice: int) -> None:
+    def start(self, interval: dt.timedelta, fraction: float, nice: int, confirm_after: float | None = None) -> None:
         seconds = interval.total_seconds()
         if seconds <= 0 or self._thread is not None:
             return
@@ -149,7 +175,7 @@ class Verifier:
 
             lower_thread_priority(nice)
             while not self._stop.wait(seconds):
-                results = self.round(fraction)
+                results = self.round(fraction, confirm_after)
                 if results:
                     log.info(
                         "rollups_verified",

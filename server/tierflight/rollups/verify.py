@@ -300,24 +300,32 @@ def verify(
     fraction: float = 1.0,
     salt: int = 0,
     since: dt.datetime | None = None,
+    token: Callable[[], object] = lambda: None,
 ) -> VerifyResult:
     """Recompute the sampled groups of one loaded rollup and compare.
 
     ``view``: a context in which the rollup and the tiers hold the same rows (the read side
     of the swap lock); it yields False when they cannot (hot rows not merged yet), and
-    the round is skipped. ``read_cursor`` reads the loaded rollup; ``cursor`` recomputes."""
+    the round is skipped. ``read_cursor`` reads the loaded rollup; ``cursor`` recomputes.
+    ``token``: what changes when the rollup or the listed files change other than under that
+    lock (another process's files or snapshot picked up); a change skips the round."""
     began = time.perf_counter()
     result = VerifyResult(group.name)
     with view() as consistent:
         if not consistent:
             result.skipped = "the hot tail has rows the rollup does not hold yet"
             return result
+        store.refresh_if_changed()
+        before = token()
         rc = read_cursor()
         try:
             stored = read_rollup(rc, qualified, group, fraction, salt, since)
         finally:
             rc.close()
         sources = store.sources()
+        if token() != before:
+            result.skipped = "the data changed while it was read"
+            return result
     registered = [name for s in sources for name, _ in s.registrations]
     for s in sources:
         for name, obj in s.registrations:
