@@ -170,6 +170,12 @@ def test_approx_quantile_is_answered_from_the_sketches_through_ingest_and_compac
     app.rollups.snapshot("events")  # compacted by key: each group's sketches merged into one
     app.router.invalidate()
     _assert_within_bound(quantiled, {"bid_price": 200, "user_id": 400})
+    state = app.rollups.states["day_type_q"]
+    assert state.meta is not None
+    stored = app.rollups.snapshots.read(state.meta)  # what a restart loads
+    counted = sum(merged([blob]).n for blob in stored["quantiles__bid_price"].to_pylist() if merged([blob]) is not None)
+    raw = _query(quantiled, "SELECT count(bid_price) AS n FROM events WHERE auction_id IS NOT NULL").to_pylist()[0]["n"]
+    assert counted == raw and stored.num_rows == stored.select(["day", "type"]).group_by(["day", "type"]).aggregate([]).num_rows
     result = app.rollup_verifier().verify_one(app.rollups.states["day_type_q"], 1.0)
     assert result.mismatches == 0 and result.groups > 0, result.evidence
 
