@@ -207,7 +207,7 @@ def test_bad_decimals_are_refused_with_the_key(tmp_path: Path, decimals: Any, me
     [
         ('dimensions = ["day", "k"]\nmeasures = ["hll(n, 3)"]', "lg_k must be a whole number from 4 to 21"),
         ('dimensions = ["day", "k"]\nmeasures = ["hll(n, x)"]', "lg_k must be a whole number"),
-        ('dimensions = ["day", "k"]\nmeasures = ["sum(price, 10)"]', "only hll(col, lg_k) takes a second argument"),
+        ('dimensions = ["day", "k"]\nmeasures = ["sum(price, 10)"]', "only hll(col, lg_k) and quantiles(col, k) take a second argument"),
         ('dimensions = ["day", "k"]\nmeasures = ["count"]\norder = ["hour"]', "name each of the rollup's dimensions"),
         ('dimensions = ["day", "k"]\nmeasures = ["count"]\norder = ["k", "k"]', "at most once"),
         ('dimensions = ["day", "k"]\nmeasures = ["count"]\norder = "k"', "must be a list"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -20,11 +20,15 @@ from tierflight.ingest.service import IngestService
 from tierflight.log import flush_logs, get_logger
 from tierflight.lru import LRU
 from tierflight.observability import Metrics, OpsServer, readiness
-from tierflight.rollups.registry import RollupRegistry
+from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.timetravel import snapshots_table
+
+if TYPE_CHECKING:
+    from tierflight.rollups.verifier import Verifier
+    from tierflight.rollups.verify import VerifyResult
 
 log = get_logger("tierflight.app")
 
@@ -73,6 +77,7 @@ class App:
         self.executor.observer = self.metrics
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         self._http: OpsServer | None = None
+        self._verifier: Verifier | None = None
         if not follower:
             self.ingest_service.replay()
         self.database.register_system_table("partitions", self.partitions_table)
@@ -172,6 +177,28 @@ class App:
 
         threading.Thread(target=loop, name="tierflight-snapshot-watch", daemon=True).start()
 
+    def rollup_verifier(self) -> Verifier:
+        """Verification of the loaded rollups against the raw tiers (rollups/verifier.py): a
+        mismatch is counted, and the router re-plans (the rollup turned stale)."""
+        if self._verifier is None:
+            from tierflight.rollups.verifier import Verifier
+
+            def mismatch(state: RollupState, result: VerifyResult) -> None:
+                self.metrics.rollup_mismatches.labels(state.group.name).inc(result.mismatches)
+                self.router.invalidate()
+
+            self._verifier = Verifier(self.rollups, self.swap_lock, on_mismatch=mismatch)
+        return self._verifier
+
+    def start_verifier(self) -> None:
+        """Verify a sample of every rollup each [rollups] verify_interval, at ingest priority."""
+        cfg = self.config.rollups
+        if not self.follower and self.rollups.states and cfg.verify_interval.total_seconds() > 0:
+            # A mismatch is confirmed once the snapshot watch has had time to load what another
+            # node published for the files seen.
+            confirm = 2 * cfg.reload_interval.total_seconds() + 1
+            self.rollup_verifier().start(cfg.verify_interval, cfg.verify_sample, self.config.ingest.nice, confirm)
+
     def run_maintenance(self) -> None:
         """Demote, compact and empty the trash for every table, then re-list the tiers."""
         from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
@@ -232,6 +259,8 @@ class App:
         maintenance = getattr(self, "_maintenance", None)
         if maintenance is not None:
             maintenance.join(timeout=30)
+        if self._verifier is not None:
+            self._verifier.close()
         self.executor.close()
         self.rollups.close()
         self.database.close()

@@ -161,6 +161,7 @@ def serve(
         instance.start_maintenance()
         instance.ingest_service.start_background()
         instance.start_snapshot_watch()
+        instance.start_verifier()
         settle_heap()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
@@ -234,6 +235,7 @@ def worker(
         if index == 0:
             instance.start_maintenance()
             instance.ingest_service.start_background()
+            instance.start_verifier()
         instance.start_snapshot_watch()
         settle_heap()
         get_logger("tierflight.app").info(
@@ -467,6 +469,65 @@ def rollups_build() -> None:
     for state in registry.states.values():
         typer.echo(f"{state.group.name}: {state.status}, {state.rows:,} rows, {state.bytes / 1e6:.2f} MB", err=True)
     typer.echo(f"built {len(registry.states)} rollups in {time.perf_counter() - started:.1f} s", err=True)
+
+
+@rollups_app.command("verify")
+def rollups_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="rollups to verify (default: all)")] = None,
+    sample: Annotated[float, typer.Option("--sample", help="share of each rollup's groups to recompute, above 0 and at most 1")] = 1.0,
+    since: Annotated[str | None, typer.Option("--since", help="only time buckets from this date/timestamp, or this long ago (7d, 12h)")] = None,
+) -> None:
+    """Recompute rollup groups from the raw tiers and compare (exit status 1 on any mismatch)."""
+    from tierflight.app import App
+    from tierflight.rollups.verifier import Verifier, since_time
+
+    if not 0 < sample <= 1:
+        _fail(f"--sample {sample} must be above 0 and at most 1 (e.g. 0.01 for 1% of the groups)")
+    config = _config()
+    try:
+        start = since_time(since, config.tiers.current_time()) if since else None
+    except ValueError as exc:
+        _fail(str(exc))
+    _lock_or_fail(config)
+    instance = App(config, build_rollups=False)
+    try:
+        by_name = {m: s for s in instance.rollups.states.values() for m in (s.group.name, *s.group.members)}
+        unknown = [n for n in names or () if n not in by_name]
+        if unknown:
+            _fail(f"no rollup named {', '.join(unknown)}; configured: {', '.join(sorted(by_name))}")
+        wanted = dict.fromkeys(by_name[n].group.name for n in names) if names else instance.rollups.states
+        states = [instance.rollups.states[n] for n in wanted]
+        verifier = Verifier(instance.rollups, instance.swap_lock, cursor=instance.database.cursor())
+        lines, failed, unverified = [], False, False
+        with typer.progressbar(states, label="verifying", file=sys.stderr, item_show_func=lambda s: s.group.name if s else "") as bar:
+            for st in bar:
+                if st.status not in ("active", "stale"):
+                    lines.append((st.group.name, "-", "-", "-", "-", f"not loaded ({st.status})"))
+                    unverified = True
+                    continue
+                try:
+                    r = verifier.verify_one(st, sample, since=start)
+                except Exception as exc:  # noqa: BLE001 - reported per rollup (exit status 2), the others still run
+                    lines.append((st.group.name, "-", "-", "-", "-", f"not verified: {str(exc).splitlines()[0][:200]}"))
+                    unverified = True
+                    continue
+                failed |= r.mismatches > 0
+                unverified |= r.skipped is not None
+                note = r.skipped or ("MISMATCH" if r.mismatches else "ok")
+                lines.append((r.rollup, f"{r.groups:,}", f"{r.mismatches:,}", f"{r.largest_error:.3g}", f"{r.seconds:.2f}", note))
+                for m in r.evidence:
+                    typer.echo(f"{r.rollup}: {m.describe()}", err=True)
+        header = ("rollup", "groups", "mismatches", "largest error", "seconds", "")
+        widths = [max(len(str(row[i])) for row in (header, *lines)) for i in range(len(header))]
+        for row in (header, *lines):
+            typer.echo("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        verifier.close()
+    finally:
+        instance.close()
+    if failed:
+        raise typer.Exit(1)
+    if unverified:
+        raise typer.Exit(2)
 
 
 @tiers_app.command("demote")

@@ -288,6 +288,10 @@ class RollupsConfig:
     snapshot_uri: str | None = None
     # How often a server looks for rollup snapshots another node published (0: never).
     reload_interval: dt.timedelta = dt.timedelta(seconds=5)
+    # Background verification (rollups/verifier.py): how often a sample of every rollup's
+    # groups is recomputed from the raw tiers (0: never), and the share of groups sampled.
+    verify_interval: dt.timedelta = dt.timedelta(minutes=10)
+    verify_sample: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -432,6 +436,12 @@ def _nice(value: Any, key: str) -> int:
     return value
 
 
+def _fraction(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"{key} must be a share of groups above 0 and at most 1 (e.g. 0.01), got {value!r}")
+    return float(value)
+
+
 def _rate(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key} must be a whole number of rows per second (0: off), got {value!r}")
@@ -449,7 +459,7 @@ _PARSERS: dict[type, dict[str, Parser]] = {
     TiersConfig: {"now": _to_datetime, "compact_small_file_bytes": parse_size},
     MetricsConfig: {"port": _metrics_port},
     IngestConfig: {"flush_bytes": parse_size, "nice": _nice, "yield_rows_per_s": _rate},
-    RollupsConfig: {"memory_budget": parse_size},
+    RollupsConfig: {"memory_budget": parse_size, "verify_sample": _fraction},
     RollupConfig: {"retention": _optional_duration},
 }
 

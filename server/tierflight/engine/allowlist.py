@@ -993,7 +993,7 @@ DENIED_PREFIXES = ("collate_", "icu_collate_", "__", "json_copy_strftime_")
 
 # The server's own functions: rollup rewrites use them, and those are generated after this
 # check; a client has no use for them.
-DENIED_SERVER = frozenset({"tf_hll_estimate"})
+DENIED_SERVER = frozenset({"tf_hll_estimate", "tf_kll_quantile", "tf_kll_quantiles"})
 
 DENIED = (
     DENIED_SERVER

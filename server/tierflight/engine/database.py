@@ -112,9 +112,10 @@ class Database:
         # (dictionary, RLE, bit packing, ALP): a quarter of their Arrow size, and scans that
         # read less memory.
         self._con.execute(f"ATTACH ':memory:' AS {ROLLUP_DATABASE} (COMPRESS)")
-        from tierflight.rollups.hll import register_functions
+        from tierflight.rollups import hll, kll
 
-        register_functions(self._con)
+        hll.register_functions(self._con)
+        kll.register_functions(self._con)
         self._allowed = [str(data_dir) + "/"]
         self._con.execute(f"SET allowed_directories = [{', '.join(quote_literal(d) for d in self._allowed)}]")
         # Data files are never rewritten in place (new data, compaction and demotion write

@@ -107,6 +107,13 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.rollup_mismatches = Counter(
+            "rollup_verify_mismatches",
+            "Rollup groups that differed from the raw tiers when verified (the rollup turns stale)",
+            ["rollup"],
+            namespace=ns,
+            registry=r,
+        )
         self.ingest_rows = Counter("ingest_rows", "Rows acknowledged by ingest", namespace=ns, registry=r)
         self.wal_bytes = Gauge(
             "wal_bytes", "Bytes in the ingest write-ahead log not yet flushed", namespace=ns, registry=r
@@ -119,6 +126,7 @@ class Metrics:
         # alerts work before the first hit.
         for name in app.rollups.states:
             self.rollup_hits.labels(name)
+            self.rollup_mismatches.labels(name)
         self.registry.register(_StateCollector(app))
 
     # -- StatementObserver (called by Executor._log for every finished statement) ---------

@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -39,7 +40,7 @@ def state_expr(m: Measure, digits: int | None = None) -> str | None:
     """The SQL of a measure's state over rows (``digits``: of a decimal column it sums)."""
     if m.kind == "count":
         return "count(*)"
-    if m.kind == "hll":
+    if m.sketch:
         return None
     col = quote_ident(m.column or "")
     if m.kind == "sum" and digits is not None:
@@ -111,6 +112,9 @@ def build_groups(
             hll = [m for m in g.measures if m.kind == "hll"]
             if hll:
                 out[g.name] = _add_hll(cursor, source, g, hll, out[g.name], ts, now)
+            kll = [m for m in g.measures if m.kind == "quantiles"]
+            if kll:
+                out[g.name] = add_quantiles(cursor, source, g, kll, out[g.name], ts)
     return BuildResult(out, int(stats[0]), stats[1], time.perf_counter() - began)
 
 
@@ -146,7 +150,7 @@ def _grouping_sets_pass(
     of the smallest root that holds its dimensions."""
     scanned = lattice.roots(groups)
     # Every state of the pass is computed for every root, so any root can feed any group.
-    states = list(dict.fromkeys(m for g in groups for m in g.measures if m.kind != "hll"))
+    states = list(dict.fromkeys(m for g in groups for m in g.measures if not m.sketch))
     where = f"WHERE {flt}" if flt else ""
     full = _scan_roots(cursor, f"(SELECT * FROM {source} {where})", scanned, ts, states, digits)
     for g in groups:
@@ -155,7 +159,7 @@ def _grouping_sets_pass(
             full[g.name] = lattice.merge(full[parent.name], parent, g, states, digits)
     out = {}
     for g in groups:
-        part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if m.kind != "hll")])
+        part = full[g.name].select([*g.dimensions, *(m.state for m in g.measures if not m.sketch)])
         cutoff = retention_cutoff(g, now)
         if cutoff is not None and g.grain:
             part = part.filter(
@@ -263,3 +267,59 @@ def _sketches_by_value(cursor: duckdb.DuckDBPyConnection, pairs: str, groups: in
     res = cursor.sql(f"SELECT __gi, list(DISTINCT v) AS vs FROM ({pairs}) GROUP BY __gi").to_arrow_table()
     values = dict(zip(res["__gi"].to_pylist(), res["vs"].to_pylist(), strict=True))
     return [sketch_of(values.get(gi, ()), lg_k, HLL_TYPE) for gi in range(groups)]
+
+
+def _group_pairs(source: str, g: StorageGroup, ts: str, column: str) -> str:
+    """(row of ``__tf_sketch_keys``, value) for every non-NULL value of ``column`` in the
+    group's rows: each row is matched to its group by a join on the dimension values."""
+    inner_dims = "".join(f"{dimension_expr(d, ts)} AS {quote_ident('__dim__' + d)}, " for d in g.dimensions)
+    rows = f"(SELECT {inner_dims}* FROM {source} {'WHERE ' + g.filter if g.filter else ''})"
+    col = f"s.{quote_ident(column)}"
+    if not g.dimensions:
+        return f"SELECT 0::BIGINT AS __gi, {col} AS v FROM {rows} s WHERE {col} IS NOT NULL"
+    match = " AND ".join(
+        f"s.{quote_ident('__dim__' + d)} IS NOT DISTINCT FROM k.{quote_ident(d)}" for d in g.dimensions
+    )
+    return f"SELECT k.__gi, {col} AS v FROM {rows} s JOIN __tf_sketch_keys k ON {match} WHERE {col} IS NOT NULL"
+
+
+def add_quantiles(
+    cursor: duckdb.DuckDBPyConnection,
+    source: str,
+    g: StorageGroup,
+    measures: Sequence[Measure],
+    base: pa.Table,
+    ts: str,
+) -> pa.Table:
+    """Append the KLL quantile sketches of ``measures`` to ``base`` (one row per group).
+
+    Values reach DataSketches a whole group's slice of a batch at a time (one ``update`` of a
+    numpy array), not one call per value."""
+    import datasketches
+
+    keys = base.select(list(g.dimensions)).append_column("__gi", pa.array(range(base.num_rows), pa.int64()))
+    cursor.register("__tf_sketch_keys", keys)
+    try:
+        for m in measures:
+            sketches: dict[int, Any] = {}
+            pairs = _group_pairs(source, g, ts, m.column or "")
+            reader = cursor.sql(f"SELECT __gi, CAST(v AS DOUBLE) AS v FROM ({pairs})").to_arrow_reader(_HLL_BATCH_ROWS)
+            for batch in reader:
+                gi = batch.column(0).to_numpy()
+                values = batch.column(1).to_numpy()
+                order = np.argsort(gi, kind="stable")
+                gi, values = gi[order], values[order]
+                bounds = np.flatnonzero(np.diff(gi)) + 1
+                for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(gi)], strict=True):
+                    if stop > start:
+                        group = int(gi[start])
+                        sketch = sketches.get(group)
+                        if sketch is None:
+                            sketch = sketches[group] = datasketches.kll_doubles_sketch(m.sketch_k)
+                        sketch.update(values[start:stop])
+            empty = bytes(datasketches.kll_doubles_sketch(m.sketch_k).serialize())
+            blobs = [bytes(sketches[i].serialize()) if i in sketches else empty for i in range(base.num_rows)]
+            base = base.append_column(m.state, pa.array(blobs, pa.binary()))
+    finally:
+        cursor.unregister("__tf_sketch_keys")
+    return base

@@ -63,6 +63,10 @@ ROLLUPS_TABLE_SCHEMA = pa.schema(
         ("built_at", pa.timestamp("us")),
         ("watermark", pa.timestamp("us")),
         ("hits", pa.int64()),
+        # Background verification (rollups/verifier.py): when a sample of its groups was last
+        # recomputed from the raw tiers, and how many of those groups differed.
+        ("verified_at", pa.timestamp("us")),
+        ("mismatches", pa.int64()),
     ]
 )
 
@@ -92,6 +96,10 @@ class RollupState:
     watermark: dt.datetime | None = None  # newest row merged in since the snapshot
     # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
     merged_through: int | None = None
+    verified_at: dt.datetime | None = None
+    # Groups that differed from the raw tiers at the last verification: the rollup is stale
+    # (whatever allow_stale says) until a build replaces its rows.
+    mismatches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -279,7 +287,9 @@ class RollupRegistry:
             state.times = times
             state.rows = state.installed_rows = table.num_rows
             state.bytes = table.nbytes
-            state.status = status
+            # A compaction or another node's snapshot keeps a rollup that failed verification
+            # stale; only a build (which clears mismatches first) brings it back.
+            state.status = "stale" if state.mismatches and status == "active" else status
             state.error = None
 
     # -- building -------------------------------------------------------------------------
@@ -326,6 +336,7 @@ class RollupRegistry:
             store = self.stores[table_name]
             for s in states:
                 s.status = "building"
+                s.mismatches = 0
             cur = self.database.cursor()
             try:
                 result = build_groups(store, [s.group for s in states], cur, self.config.tiers.current_time())
@@ -545,8 +556,10 @@ class RollupRegistry:
         finally:
             cur.close()
         for m in g.measures:
-            if m.kind == "hll":
-                merged = pa.array([_union_blobs(v, m.sketch_lg_k) for v in table[m.state].to_pylist()], pa.binary())
+            if m.sketch:
+                merge = _union_blobs if m.kind == "hll" else _merge_kll
+                param = m.sketch_lg_k if m.kind == "hll" else m.sketch_k
+                merged = pa.array([merge(v, param) for v in table[m.state].to_pylist()], pa.binary())
                 table = table.set_column(table.schema.get_field_index(m.state), m.state, merged)
         return table
 
@@ -559,7 +572,26 @@ class RollupRegistry:
     def usable(self, table: str) -> list[RollupState]:
         if not self.enabled:
             return []
-        return [s for s in self.states.values() if s.group.table == table and (s.usable or (self.allow_stale and s.status == "stale"))]
+        return [s for s in self.states.values() if s.group.table == table and self.servable(s)]
+
+    def servable(self, state: RollupState) -> bool:
+        """Whether statements may read the rollup: active, or stale with allow_stale, but
+        never one whose rows differed from the raw tiers."""
+        if state.usable:
+            return True
+        return self.allow_stale and state.status == "stale" and not state.mismatches
+
+    def record_verification(self, state: RollupState, mismatches: int, at: dt.datetime) -> bool:
+        """Note a verification of the rollup's rows; True if it just turned stale by it."""
+        with state.lock:
+            state.verified_at = at
+            if not mismatches:
+                return False
+            state.mismatches = mismatches
+            turned = state.status == "active"
+            if state.status in ("active", "stale"):
+                state.status = "stale"
+            return turned
 
     def unsnapshotted(self, table: str) -> bool:
         """Whether a loaded rollup of ``table`` holds merged rows its snapshot lacks."""
@@ -604,9 +636,23 @@ class RollupRegistry:
                         "built_at": dt.datetime.fromisoformat(meta.built_at) if meta else None,
                         "watermark": s.current_watermark,
                         "hits": s.hits,
+                        "verified_at": s.verified_at,
+                        "mismatches": s.mismatches,
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)
+
+
+def _merge_kll(blobs: list[bytes | None], k: int) -> bytes:
+    import datasketches
+
+    present = [b for b in blobs if b is not None]
+    if len(present) == 1:
+        return present[0]
+    sketch = datasketches.kll_doubles_sketch(k)
+    for b in present:
+        sketch.merge(datasketches.kll_doubles_sketch.deserialize(b))
+    return bytes(sketch.serialize())
 
 
 def _union_blobs(blobs: list[bytes | None], lg_k: int) -> bytes:

@@ -82,7 +82,7 @@ class StatementFacts:
                 range_grains.append(ranged[id(node)])
                 continue
             if isinstance(node, exp.AggFunc):
-                sketches = sketches or isinstance(node, exp.ApproxDistinct)
+                sketches = sketches or isinstance(node, exp.ApproxDistinct | exp.ApproxQuantile)
                 kind = _AGG_KIND.get(type(node))
                 if kind and isinstance(node.this, exp.Column):
                     aggregates.append((kind, node.this.name.lower(), f"{node.key}({node.this.name})"))

@@ -86,7 +86,38 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
             raise Reject(Rule.MEASURE, f"approx_count_distinct({c}) needs an hll({c}) state")
         est = exp.func("tf_hll_estimate", wrap(exp.func("list", exp.column(m.state), copy=False)), copy=False)
         return exp.cast(exp.func("round", est, copy=False), dtype("BIGINT"), copy=False)
+    if isinstance(agg, exp.ApproxQuantile):
+        return _approx_quantile(agg, group, wrap)
+    if isinstance(agg, exp.Quantile | exp.PercentileCont | exp.PercentileDisc | exp.Median):
+        raise Reject(
+            Rule.MEASURE,
+            f"{agg.key.upper()} is exact and rollups keep quantile sketches: approx_quantile(col, q) reads quantiles(col) states",
+        )
     raise Reject(Rule.MEASURE, f"{agg.key.upper()} cannot be computed from mergeable states")
+
+
+def _approx_quantile(agg: exp.ApproxQuantile, group: StorageGroup, wrap: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+    """``approx_quantile(col, q)`` or ``(col, [q, ...])`` from the merged KLL sketches of a
+    ``quantiles(col)`` state, cast to the column's type as DuckDB's own answer is."""
+    c = _column_name(agg.this)
+    m = stored(group, "quantiles", c) if c else None
+    if m is None:
+        raise Reject(Rule.MEASURE, f"approx_quantile({c}) needs a quantiles({c}) state")
+    if agg.args.get("accuracy") is not None or agg.args.get("weight") is not None:
+        raise Reject(Rule.MEASURE, "approx_quantile with an accuracy or weight is answered from raw tiers")
+    q = agg.args.get("quantile")
+    listed = isinstance(q, exp.Array)
+    given = q.expressions if isinstance(q, exp.Array) else [q]
+    values = [v for v in given if isinstance(v, exp.Literal) and not v.is_string and 0 <= float(v.this) <= 1]
+    if not values or len(values) != len(given):
+        raise Reject(Rule.MEASURE, "approx_quantile needs quantiles given as numbers from 0 to 1")
+    states = wrap(exp.func("list", exp.column(m.state), copy=False))
+    typ = group.value_type(m.column)
+    if listed:
+        qs = exp.cast(exp.Array(expressions=[v.copy() for v in values]), dtype("DOUBLE[]"), copy=False)
+        return exp.cast(exp.func("tf_kll_quantiles", states, qs, copy=False), dtype(f"{typ}[]"), copy=False)
+    one = exp.cast(values[0].copy(), dtype("DOUBLE"), copy=False)
+    return exp.cast(exp.func("tf_kll_quantile", states, one, copy=False), dtype(typ), copy=False)
 
 
 def _count(agg: exp.Count, info: TableInfo, group: StorageGroup, wrap: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:

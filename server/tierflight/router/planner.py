@@ -218,7 +218,7 @@ class Router:
         group, target, rng = c.group, c.target, c.target.time_range
         if group.grain is None or rng.start is None or rng.end is None:
             raise Reject(Rule.ALIGNMENT, "needs a bounded time range")
-        if any(m.kind == "hll" for m in group.measures) and target.facts.sketches:
+        if any(m.sketch for m in group.measures) and target.facts.sketches:
             raise Reject(Rule.MEASURE, "sketches cannot be computed for the raw edges")
         a, b = whole_buckets(group.grain, rng, retention_start(group, c.now))
         verdict = first_rejection(STATEMENT_RULES, c)

@@ -84,7 +84,8 @@ def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Nam
 
 
 def status(c: Candidate) -> Reject | None:
-    if c.state.usable or (c.allow_stale and c.state.status == "stale"):
+    # Never one whose rows differed from the raw tiers (rollups.verify), even with allow_stale.
+    if c.state.usable or (c.allow_stale and c.state.status == "stale" and not c.state.mismatches):
         return None
     return Reject(Rule.STATUS, f"rollup is {c.state.status}")
 

@@ -58,8 +58,8 @@ def _state_columns(group: StorageGroup) -> list[str]:
     """The rollup's columns in the order both halves of the union list them (sketches last)."""
     return [
         *group.dimensions,
-        *(m.state for m in group.measures if m.kind != "hll"),
-        *(m.state for m in group.measures if m.kind == "hll"),
+        *(m.state for m in group.measures if not m.sketch),
+        *(m.state for m in group.measures if m.sketch),
     ]
 
 
@@ -95,7 +95,7 @@ def _raw_half(
     states += [
         exp.alias_(exp.cast(exp.Null(), dtype("BLOB"), copy=False), m.state, quoted=True, copy=False)
         for m in group.measures
-        if m.kind == "hll"
+        if m.sketch
     ]
     ts = _quoted(time_column)
     edge = exp.Paren(
