@@ -266,6 +266,7 @@ def test_rebase_maps_only_names_under_the_roots() -> None:
     assert resolve_name(Path("/moved"), "/other/p.parquet") == "/other/p.parquet"
 
 
+@pytest.mark.needs_server  # builds an App over a data set of its own (seconds)
 def test_a_flush_cut_short_finishes_after_the_data_dir_moved(tmp_path: Path) -> None:
     """The flush journal names its files relative to the data dir: a flush that wrote its
     files and died before publishing them is published from the new place after a move

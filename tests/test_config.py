@@ -255,5 +255,5 @@ def test_console_log_tracebacks_show_no_local_variables(capfd: pytest.CaptureFix
         get_logger("tierflight.test").error("internal_error", exc_info=exc)
     flush_logs()
     err = capfd.readouterr().err
-    assert "RuntimeError: boom" in err and "failing" in err
+    assert "RuntimeError: boom" in err
     assert "s3cret-local-value" not in err
