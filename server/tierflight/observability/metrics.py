@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tierflight.engine.execution import NOT_RUN, QueryStatus
 from tierflight.log import get_logger
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ DURATION_BUCKETS = (
 
 # Statements that never ran for a client (a FlightInfo whose ticket was never fetched) are
 # counted, but kept out of the latency histogram: their "duration" is how long they sat parked.
-NOT_RUN_STATUSES = frozenset({"discarded", "expired"})
+NOT_RUN_STATUSES = NOT_RUN
 # Routes that read no configured table: excluded from the rollup hit ratio's denominator.
 NO_TABLE_TIERS = frozenset({"system", "none"})
 TIERS = ("hot", "warm", "cold")
@@ -122,14 +123,14 @@ class Metrics:
 
     # -- StatementObserver (called by Executor._log for every finished statement) ---------
 
-    def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None:
+    def statement(self, tier: str, rollup: str | None, status: QueryStatus, seconds: float) -> None:
         # The labelled children, looked up once per (tier, rollup, status): labels() costs
         # more than the increments themselves, on every statement.
         key = (tier, rollup, status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.statements.labels(tier, status),
+                self.statements.labels(tier, str(status)),
                 self.duration.labels(tier),
                 tuple(self.rollup_hits.labels(name) for name in (rollup or "").split(",") if name),
             )
@@ -137,7 +138,7 @@ class Metrics:
         count.inc()
         if status not in NOT_RUN_STATUSES:
             duration.observe(seconds)
-        if status != "ok" or tier in NO_TABLE_TIERS:
+        if status is not QueryStatus.OK or tier in NO_TABLE_TIERS:
             return
         with self._lock:
             self._table_ok += 1

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement, check_statement, large_statement_turn
+from tierflight.engine.execution import Execution
+from tierflight.engine.sandbox import Statement, StatementKind, check_statement, large_statement_turn
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
 from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
@@ -333,7 +333,7 @@ def _expect(body: bytes, expected: str, action: str) -> Any:
 
 
 def statement_text(statement: Statement) -> str:
-    return f"EXPLAIN ROUTE {statement.sql}" if statement.kind == "explain_route" else statement.sql
+    return f"EXPLAIN ROUTE {statement.sql}" if statement.kind is StatementKind.EXPLAIN_ROUTE else statement.sql
 
 
 __all__ = ["MIDDLEWARE_KEY", "FlightSqlServer", "NotFound"]
