@@ -27,7 +27,7 @@ from tierflight.engine.calls import current_call
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.monitor import Stop, StopReason
 from tierflight.engine.sandbox import Statement
-from tierflight.errors import Cancelled, ResultTooLarge, TierflightError
+from tierflight.errors import Cancelled, ResultTooLarge, Status, TierflightError
 from tierflight.log import get_logger
 from tierflight.router.route import Route
 
@@ -380,7 +380,7 @@ class Execution:
         if stopped is not None or exc is None:
             return stopped or Cancelled("statement was cancelled")
         err = translate(exc, self.query_id)
-        if err.status.value == "internal":
+        if err.status is Status.INTERNAL:
             log.error("statement_failed", query_id=self.query_id, error=repr(exc))
         return err
 

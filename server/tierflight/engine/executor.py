@@ -43,6 +43,7 @@ from tierflight.errors import (
     MemoryCeilingReached,
     Overloaded,
     StatementTimeout,
+    Status,
     TierflightError,
 )
 from tierflight.log import get_logger
@@ -247,7 +248,7 @@ class Executor:
                 cursor.close()
             err = self.stop_error(stop) or translate(exc, query_id)
             self._record(QueryRecord.ended(query_id, client_sql, user, None, QueryStatus.of(err), started=started))
-            if err.status.value == "internal":
+            if err.status is Status.INTERNAL:
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
             raise err from None
         with self._lock:
