@@ -141,6 +141,8 @@ class Executor:
         self._holding_slot: set[Execution] = set()
         self._deadlines: dict[Execution, int] = {}
         self._park_timers: dict[Execution, int] = {}
+        self._limits_of = config.server
+        self._limits = ResultLimits.of(config.server)
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache(config.server.result_cache_bytes)
         self.observer: StatementObserver = observer or _NoObserver()
@@ -155,8 +157,11 @@ class Executor:
 
     @property
     def limits(self) -> ResultLimits:
-        # Read at each start, not kept: the settings are the config's (tests change them live).
-        return ResultLimits.of(self.config.server)
+        # Follows the config (tests replace it live); rebuilt only when it changed.
+        server = self.config.server
+        if server is not self._limits_of:
+            self._limits, self._limits_of = ResultLimits.of(server), server
+        return self._limits
 
     # -- the one path every statement takes ---------------------------------------------
 
