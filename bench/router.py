@@ -83,7 +83,7 @@ def _plan_overhead(
             hit = measure_latency(lambda stmt=stmt: app.router.plan(stmt), 500 if quick else 5000, 50)
             # A statement never seen: nothing of it cached (rewrites and output names too).
             def fresh_miss(stmt: Any = stmt) -> None:
-                app._names_cache.clear()
+                app.column_names.clear()
                 app.router._rewrites.clear()
                 app.router._plan(stmt)
 

@@ -270,7 +270,7 @@ def run(ctx: BenchContext) -> Result:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False)
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
-    server = build_server(app, "127.0.0.1", 0)  # sets sys.tracebacklimit = 0 for the process
+    server = build_server(app.flight_services(), "127.0.0.1", 0)  # sets sys.tracebacklimit = 0 for the process
     threading.Thread(target=server.serve, daemon=True, name="tierflight-inprocess").start()
     uri = f"grpc://127.0.0.1:{server.port}"
     recorder = Recorder()

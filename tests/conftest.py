@@ -139,7 +139,7 @@ def start_in_process(config: Config) -> RunningServer:
     from tierflight.protocol.server import build_server
 
     app = App(config)
-    server = build_server(app, "127.0.0.1", 0)
+    server = build_server(app.flight_services(), "127.0.0.1", 0)
     threading.Thread(target=server.serve, daemon=True).start()
     return RunningServer(app, server)
 

@@ -195,13 +195,11 @@ class _Executor:
 
 
 def _service(rate: int, busy: bool) -> Any:
-    from types import SimpleNamespace
-
     from tierflight.ingest.service import IngestService, IngestSettings
 
     service = IngestService.__new__(IngestService)  # only what the pacing reads
     service.settings = IngestSettings(yield_rows_per_s=rate)
-    service.app = SimpleNamespace(executor=_Executor(busy))
+    service.statements = _Executor(busy)
     return service
 
 

@@ -74,7 +74,7 @@ def test_output_names_without_a_bind_are_duckdbs(server: RunningServer) -> None:
         if names is None:
             continue
         fast += 1
-        assert names == server.app._column_names(sql), sql
+        assert names == server.app.column_names(sql), sql
         assert sql not in bound, sql
     assert fast >= len(extra)
 

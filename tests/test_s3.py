@@ -138,7 +138,7 @@ def test_rollups_answer_over_s3(routed: RunningServer, oracle: Any) -> None:
 def test_pruning_on_s3(raw: RunningServer) -> None:
     from tierflight.engine.sandbox import check_statement
 
-    route = raw.app.planner.plan(
+    route = raw.app.router.plan(
         check_statement("SELECT count(*) FROM events WHERE ts >= TIMESTAMP '2024-09-30' AND ts < TIMESTAMP '2024-10-05'")
     )
     by_tier = {p.tier: p.source for p in route.parts}

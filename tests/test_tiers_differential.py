@@ -70,10 +70,10 @@ def test_raw_query_matches_flat(name: str, sql: str, tiered: RunningServer, orac
 def test_pruning_reads_only_needed_partitions(tiered: RunningServer) -> None:
     from tierflight.engine.sandbox import check_statement
 
-    route = tiered.app.planner.plan(check_statement("SELECT count(*) FROM events WHERE day = DATE '2024-10-10'"))
+    route = tiered.app.router.plan(check_statement("SELECT count(*) FROM events WHERE day = DATE '2024-10-10'"))
     assert [p.tier for p in route.parts] == ["warm"]
     assert "1 partitions" in route.parts[0].source
-    route = tiered.app.planner.plan(
+    route = tiered.app.router.plan(
         check_statement("SELECT count(*) FROM events WHERE ts >= TIMESTAMP '2024-09-30' AND ts < TIMESTAMP '2024-10-05'")
     )
     by_tier = {p.tier: p.source for p in route.parts}
@@ -86,10 +86,10 @@ def test_cold_planning_is_cached_per_snapshot(tiered: RunningServer) -> None:
 
     cold = tiered.app.stores["events"].cold
     statement = check_statement("SELECT count(*) FROM events WHERE day = DATE '2024-09-07'")
-    tiered.app.planner.plan(statement)
+    tiered.app.router.plan(statement)
     planned = cold.planned
     for _ in range(3):
-        tiered.app.planner.plan(statement)
+        tiered.app.router.plan(statement)
     assert cold.planned == planned
 
 

@@ -1,25 +1,28 @@
-"""Wiring: configuration → tiers → DuckDB views → planner → executor, and the server around it."""
+"""The composition root: configuration → database, stores, names → WAL → rollups → router →
+metrics, executor → ingest, each handed the narrow interfaces it uses, in dependency order."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 
 from tierflight.config import Config
 from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import Database, quote_ident, table_view_sql, use_catalog
+from tierflight.engine.columns import ColumnNames
+from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
 from tierflight.engine.names import Names
 from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
+from tierflight.ingest.tables import IngestTables, recover_flushes
+from tierflight.lifecycle import Stoppable
 from tierflight.log import flush_logs, get_logger
-from tierflight.lru import LRU
 from tierflight.observability import Metrics, OpsServer, readiness
+from tierflight.observability.metrics import ServingState
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
@@ -27,13 +30,54 @@ from tierflight.tiers.store import TableStore
 from tierflight.tiers.timetravel import snapshots_table
 
 if TYPE_CHECKING:
+    from tierflight.protocol.server import FlightServices
     from tierflight.rollups.verifier import Verifier
     from tierflight.rollups.verify import VerifyResult
 
 log = get_logger("tierflight.app")
 
+
+class Periodic:
+    """``action`` every ``interval_s`` on a daemon thread (``first``: run once at start, else
+    wait first); a failing round is logged as ``failure`` and the next round retries it, so
+    it never kills the server. An interval of 0 or less: never started."""
+
+    def __init__(self, name: str, interval_s: float, action: Callable[[], None], failure: str, *, first: bool) -> None:
+        self._interval = interval_s
+        self._action = action
+        self._failure = failure
+        self._first = first
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        if self._interval > 0 and not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop after the current round; ``wait_s``: wait that long for it to end."""
+        self._stop.set()
+        if wait_s is not None and self._thread.is_alive():
+            self._thread.join(timeout=wait_s)
+
+    def _loop(self) -> None:
+        if not self._first and self._stop.wait(self._interval):
+            return
+        while not self._stop.is_set():
+            try:
+                self._action()
+            except Exception as exc:  # noqa: BLE001 - retried next round; never kill the server
+                log.error(self._failure, error=repr(exc))
+            if self._stop.wait(self._interval):
+                return
+
+
 class App:
-    """One tierflight instance: its tables, tiers, DuckDB and executor (no network)."""
+    """One tierflight instance: its tables, tiers, DuckDB and executor (no network).
+
+    Also what the servers around it are handed: the catalog (protocol.metadata
+    CatalogSource), ingest, health and data state (protocol.server NodeService), and what a
+    graceful shutdown drains (lifecycle.Drainable)."""
 
     def __init__(
         self, config: Config, *, build_rollups: bool = True, progress: bool = False, follower: bool = False
@@ -42,49 +86,100 @@ class App:
         # ingests published: it never recovers flushes, replays the WAL or builds rollups.
         self.config = config
         self.follower = follower
-        self.database = Database(config)
-        self.names = Names(config.tables, lambda: self.database.system_tables.keys())
+        self.draining = False  # set on shutdown: /readyz answers 503 from then on
+        database = self.database = Database(config)
+        self.names = Names(config.tables, lambda: database.system_tables.keys())
         # What catalog queries and the metadata calls see (engine.catalog).
-        self.catalog = ShadowCatalog(config.tables, lambda: self.database.system_tables, self.database.query_internal)
-        self.stores: dict[str, TableStore] = {
-            name: TableStore(config, table) for name, table in config.tables.items()
-        }
-        self._refresh_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._names_cache: LRU[str, tuple[str, ...]] = LRU(4096)
+        self.catalog = ShadowCatalog(config.tables, lambda: database.system_tables, database.query_internal)
+        self.stores: dict[str, TableStore] = {name: TableStore(config, table) for name, table in config.tables.items()}
         self.swap_lock = RWLock()
-        self.ingest_service = IngestService(self)
+        self._refresh_lock = threading.Lock()
+        # The WAL side of ingest comes first: the rollups read what it holds.
+        self.ingest_tables = IngestTables(self.stores)
         # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
         if not follower:
-            self.ingest_service.recover_files()
-        self.refresh_tables()
-        self.rollups = RollupRegistry(config, self.database, self.stores, wal=None if follower else self.ingest_service)
+            recover_flushes(self.ingest_tables, self.swap_lock)
+        self._list_tiers()
+        self.rollups = RollupRegistry(config, database, self.stores, wal=None if follower else self.ingest_tables)
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
-        routing = config.router.enabled
+        self.column_names = ColumnNames(config.tables)
         self.router = Router(
             self.store_map,
             self.rollups,
             config.tiers.current_time,
-            enabled=routing,
-            column_names=self._column_names,
+            enabled=config.router.enabled,
+            column_names=self.column_names,
             names=self.names,
             catalog=self.catalog,
         )
-        self.planner = self.router
-        self.executor = Executor(config, self.database, self.router, self.swap_lock)
-        # Per-App registry (see observability.metrics); ingest reports via self.metrics too.
-        self.metrics = Metrics(self)
-        self.executor.observer = self.metrics
-        self.draining = False  # set on shutdown: /readyz answers 503 from then on
-        self._http: OpsServer | None = None
+        # Per-App registry (see observability.metrics): the executor's and ingest's observer.
+        self.metrics = Metrics(self.rollups.states)
         self._verifier: Verifier | None = None
+        self.executor = Executor(config, database, self.router, self.swap_lock, observer=self.metrics)
+        self.metrics.watch(
+            ServingState(self.executor.in_flight, self.stores, self.rollups.states, config.tiers.current_time)
+        )
+        self.ingest_service = IngestService(
+            config.ingest,
+            self.ingest_tables,
+            names=self.names,
+            rollups=self.rollups,
+            invalidate=self.router.invalidate,
+            statements=self.executor,
+            swap_lock=self.swap_lock,
+            current_time=config.tiers.current_time,
+            observer=self.metrics,
+        )
         if not follower:
             self.ingest_service.replay()
-        self.database.register_system_table("partitions", self.partitions_table)
-        self.database.register_caller_table("queries", self.executor.queries_table)
-        self.database.register_system_table("rollups", self.rollups.system_table)
-        self.database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
-        self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
+        database.register_system_table("partitions", self.partitions_table)
+        database.register_caller_table("queries", self.executor.queries_table)
+        database.register_system_table("rollups", self.rollups.system_table)
+        database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
+        self.catalog_name: str = database.cursor().sql("SELECT current_database()").fetchall()[0][0]
+        self._http: OpsServer | None = None
+        self._maintenance = Periodic(
+            "tierflight-maintenance",
+            config.tiers.maintenance_interval.total_seconds(),
+            self.run_maintenance,
+            "maintenance_failed",
+            first=True,
+        )
+        # Picks up rollup snapshots and files another node (or a CLI run) published.
+        self._snapshot_watch = Periodic(
+            "tierflight-snapshot-watch",
+            config.rollups.reload_interval.total_seconds(),
+            self._reload_published,
+            "snapshot_watch_failed",
+            first=False,
+        )
+
+    def flight_services(self) -> FlightServices:
+        """What the Flight SQL server is handed (protocol.server.build_server)."""
+        from tierflight.protocol.server import FlightServices
+
+        return FlightServices(
+            server=self.config.server,
+            auth=self.config.auth,
+            tables=self.config.tables,
+            names=self.names,
+            statements=self.executor,
+            catalog=self,
+            node=self,
+        )
+
+    # -- CatalogSource (protocol.metadata) ------------------------------------------------
+
+    def table_names(self) -> Iterable[str]:
+        return self.config.tables.keys()
+
+    def system_table_names(self) -> Iterable[str]:
+        return self.database.system_tables.keys()
+
+    def table_columns(self, schema: str, table: str) -> Iterable[tuple[str, str, bool]]:
+        return self.catalog.table_columns(schema, table)
+
+    # -- NodeService (protocol.server) ----------------------------------------------------
 
     def ingest(self, cmd: Any, reader: Any, user: str) -> int:
         """DoPut(CommandStatementIngest): see ingest.service for the durability protocol."""
@@ -92,17 +187,19 @@ class App:
             raise Unsupported("this worker is a read-only follower; ingest goes to the primary worker")
         return self.ingest_service.ingest(cmd, reader, user)
 
+    def health(self) -> dict[str, Any]:
+        """The readiness report of /readyz (also the Flight ``healthcheck`` action's answer)."""
+        return readiness(draining=self.draining, rollups=self.rollups, stores=self.stores, tables=self.config.tables)
+
     def data_state(self) -> dict[str, Any]:
         """What this process serves: unflushed hot rows, and a version of its files and rollup
         snapshots. Two processes with no hot rows and equal versions give the same answers
         (``serve --workers`` sends statements to a follower only then). Whatever another
         process published is picked up first."""
-        changed = any(store.refresh_if_changed() for store in self.stores.values())
-        if self.rollups.reload_changed() or changed:
-            self.router.invalidate()
+        self._reload_published()
         # A flush holds its flush lock from its first file to its last snapshot, and ingest
         # takes the ingest lock: holding both, no half-published state is reported.
-        locks = [lock for t in self.ingest_service.tables.values() for lock in (t.flush_lock, t.lock)]
+        locks = [lock for t in self.ingest_tables.tables.values() for lock in (t.flush_lock, t.lock)]
         for lock in locks:
             lock.acquire()
         try:
@@ -117,65 +214,60 @@ class App:
             for lock in reversed(locks):
                 lock.release()
 
+    # -- Drainable (lifecycle) ------------------------------------------------------------
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+    def in_flight(self) -> int:
+        return self.executor.in_flight()
+
+    def cancel_all(self) -> int:
+        return self.executor.cancel_all()
+
+    # -- data ---------------------------------------------------------------------------
+
     def flush_all(self) -> None:
         self.ingest_service.flush_all()
-
-    def _column_names(self, sql: str) -> list[str]:
-        """Output names of a statement as DuckDB gives them. Bound against empty views of the
-        tables (same columns, no files), so a plan-cache miss does not pay for listing files;
-        remembered by text, since they depend only on it and the configured columns (a data
-        change empties the plan cache, and the same dashboard statements are planned again)."""
-        names = self._names_cache.get(sql)
-        if names is not None:
-            return list(names)
-        binder = getattr(self, "_binder", None)
-        if binder is None:
-            # Named like the server's database, so catalog-qualified names bind; no file
-            # access (the statement is the client's; only its names are wanted).
-            binder = duckdb.connect(":memory:", config={"enable_external_access": False})
-            use_catalog(binder)
-            for table in self.config.tables.values():
-                binder.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
-            self._binder = binder
-        cur = binder.cursor()
-        try:
-            found = tuple(cur.sql(sql).columns)
-        finally:
-            cur.close()
-        self._names_cache.put(sql, found)
-        return list(found)
 
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores
 
-    def refresh_tables(self) -> None:
-        """Re-list every tier (after data changes)."""
+    def _list_tiers(self) -> None:
         with self._refresh_lock:
             for store in self.stores.values():
                 store.refresh()
-            router = getattr(self, "router", None)
-            if router is not None:
-                router.invalidate()
+
+    def refresh_tables(self) -> None:
+        """Re-list every tier (after data changes)."""
+        self._list_tiers()
+        self.router.invalidate()
+
+    def _reload_published(self) -> None:
+        changed = any(store.refresh_if_changed() for store in self.stores.values())
+        if self.rollups.reload_changed() or changed:
+            self.router.invalidate()
 
     def partitions_table(self) -> pa.Table:
         return partitions_table([p for store in self.stores.values() for p in store.partitions()])
 
+    def run_maintenance(self) -> None:
+        """Demote, compact and empty the trash for every table, then re-list the tiers."""
+        from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
+
+        for store in self.stores.values():
+            demote(store)
+            compact_warm(store, self.config.tiers.compact_small_file_bytes)
+            empty_trash(store)
+        self.refresh_tables()
+
+    # -- background work and the operations endpoint ----------------------------------------
+
     def start_snapshot_watch(self) -> None:
-        """Pick up rollup snapshots and files another node (or a CLI run) published."""
-        interval = self.config.rollups.reload_interval
-        if interval.total_seconds() <= 0:
-            return
+        self._snapshot_watch.start()
 
-        def loop() -> None:
-            while not self._stop.wait(interval.total_seconds()):
-                try:
-                    changed = any(store.refresh_if_changed() for store in self.stores.values())
-                    if self.rollups.reload_changed() or changed:
-                        self.router.invalidate()
-                except Exception as exc:  # noqa: BLE001 - retried next round; never kill the server
-                    log.error("snapshot_watch_failed", error=repr(exc))
-
-        threading.Thread(target=loop, name="tierflight-snapshot-watch", daemon=True).start()
+    def start_maintenance(self) -> None:
+        self._maintenance.start()
 
     def rollup_verifier(self) -> Verifier:
         """Verification of the loaded rollups against the raw tiers (rollups/verifier.py): a
@@ -199,37 +291,6 @@ class App:
             confirm = 2 * cfg.reload_interval.total_seconds() + 1
             self.rollup_verifier().start(cfg.verify_interval, cfg.verify_sample, self.config.ingest.nice, confirm)
 
-    def run_maintenance(self) -> None:
-        """Demote, compact and empty the trash for every table, then re-list the tiers."""
-        from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
-
-        for store in self.stores.values():
-            demote(store)
-            compact_warm(store, self.config.tiers.compact_small_file_bytes)
-            empty_trash(store)
-        self.refresh_tables()
-
-    def start_maintenance(self) -> None:
-        interval = self.config.tiers.maintenance_interval.total_seconds()
-        if interval <= 0:
-            return
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.run_maintenance()
-                except Exception as exc:  # noqa: BLE001 - the next round retries; never kill the server
-                    log.error("maintenance_failed", error=repr(exc))
-                if self._stop.wait(interval):
-                    return
-
-        self._maintenance = threading.Thread(target=loop, name="tierflight-maintenance", daemon=True)
-        self._maintenance.start()
-
-    def health(self) -> dict[str, Any]:
-        """The readiness report of /readyz (also the Flight ``healthcheck`` action's answer)."""
-        return readiness(self)
-
     def start_http(self) -> int | None:
         """Serve /metrics, /healthz and /readyz on [metrics] host/port; the bound port (None: off)."""
         cfg = self.config.metrics
@@ -251,14 +312,12 @@ class App:
             self._http = None
 
     def close(self) -> None:
-        self._stop.set()
+        self._snapshot_watch.stop()
         self.stop_http()
         self.ingest_service.stop()
         # Maintenance uses the database: let a running round finish (it is crash-safe, so a
         # round cut short by the timeout is completed by the next start).
-        maintenance = getattr(self, "_maintenance", None)
-        if maintenance is not None:
-            maintenance.join(timeout=30)
+        self._maintenance.stop(wait_s=30)
         if self._verifier is not None:
             self._verifier.close()
         self.executor.close()
@@ -268,11 +327,11 @@ class App:
         flush_logs()
 
 
-def serve_forever(server: Any, on_ready: Any = None) -> bool:
+def serve_forever(app: App, server: Stoppable, on_ready: Callable[[], None] | None = None) -> bool:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (see tierflight.lifecycle).
 
     False when calls were still stuck after the grace period and the cancel wait.
     """
     from tierflight.lifecycle import serve_until_signalled
 
-    return serve_until_signalled(server.app, server, on_ready)
+    return serve_until_signalled(app, server, app.config.server.shutdown_grace.total_seconds(), on_ready)

@@ -149,7 +149,9 @@ def serve(
             ensure_demo_data(config)
         instance = App(config, progress=True)
         bind_host = host or config.server.host
-        server = build_server(instance, bind_host, config.server.port if port is None else port, insecure=insecure)
+        server = build_server(
+            instance.flight_services(), bind_host, config.server.port if port is None else port, insecure=insecure
+        )
         # Before the ready line: a probe that sees "ready" may scrape /metrics at once.
         metrics_port = instance.start_http()
     except (TierflightError, ValueError, OSError) as exc:
@@ -169,7 +171,7 @@ def serve(
     from tierflight.app import serve_forever
 
     try:
-        drained = serve_forever(server, ready)
+        drained = serve_forever(instance, server, ready)
     finally:
         instance.flush_all()
         instance.close()
@@ -213,7 +215,7 @@ def worker(
         install_traceback_guard()
         tickets = TicketKey(key, ticket_ttl_s(config))
         server = FlightSqlServer(
-            instance,
+            instance.flight_services(),
             f"grpc+unix://{socket}",
             tickets=tickets,
             auth_handler=NoOpAuthHandler(),
@@ -244,7 +246,7 @@ def worker(
         print(f"{READY_LINE} direct={direct.port}", flush=True)
 
     try:
-        serve_forever(Servers(server, direct), ready)
+        serve_forever(instance, Servers(server, direct), ready)
     finally:
         if index == 0:
             instance.flush_all()

@@ -2,7 +2,7 @@
 
 On the first SIGTERM or SIGINT:
 
-1. ``/readyz`` turns 503 (``app.draining``) so load balancers stop sending statements;
+1. ``/readyz`` turns 503 (``Drainable.start_draining``) so load balancers stop sending statements;
 2. the Flight server stops accepting calls (gRPC shutdown, in a thread: it blocks until the
    calls in progress have finished);
 3. in-flight statements get ``[server] shutdown_grace`` to finish; a second signal skips
@@ -22,7 +22,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from types import FrameType
+from typing import Protocol
 
 from tierflight.log import get_logger
 
@@ -32,6 +33,25 @@ log = get_logger("tierflight.lifecycle")
 # waiting for their calls (a client that stopped reading holds its call open).
 CANCEL_WAIT_S = 5.0
 _POLL_S = 0.1
+
+
+class Drainable(Protocol):
+    """What a graceful shutdown needs of the serving node (tierflight.app.App)."""
+
+    def start_draining(self) -> None:
+        """From now on report not ready (/readyz: 503)."""
+
+    def in_flight(self) -> int:
+        """Statements planning, running or streaming."""
+
+    def cancel_all(self) -> int:
+        """Interrupt every statement in flight; how many there were."""
+
+
+class Stoppable(Protocol):
+    """A server that stops accepting calls and returns once those in progress have ended."""
+
+    def shutdown(self) -> None: ...
 
 
 def settle_heap() -> None:
@@ -54,7 +74,7 @@ class SignalLatch:
         for sig in signals:
             signal.signal(sig, self._handle)
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.first.is_set():
             self.second.set()
             return
@@ -62,23 +82,25 @@ class SignalLatch:
         self.first.set()
 
 
-def serve_until_signalled(app: Any, server: Any, on_ready: Callable[[], None] | None = None) -> bool:
-    """Run until SIGTERM/SIGINT, then shut down gracefully; False if calls were still stuck."""
+def serve_until_signalled(
+    node: Drainable, server: Stoppable, grace_s: float, on_ready: Callable[[], None] | None = None
+) -> bool:
+    """Run until SIGTERM/SIGINT, then shut down gracefully (``grace_s``: [server]
+    shutdown_grace); False if calls were still stuck."""
     latch = SignalLatch()
     if on_ready is not None:
         on_ready()
     # A timed wait: the signal handler runs between the waits, and sets the event.
     while not latch.first.wait(0.5):
         pass
-    grace = app.config.server.shutdown_grace.total_seconds()
-    log.info("shutdown", signal=latch.signum, grace_s=grace, in_flight=app.executor.in_flight())
-    return graceful_shutdown(app, server, grace, force=latch.second)
+    log.info("shutdown", signal=latch.signum, grace_s=grace_s, in_flight=node.in_flight())
+    return graceful_shutdown(node, server, grace_s, force=latch.second)
 
 
-def graceful_shutdown(app: Any, server: Any, grace_s: float, force: threading.Event | None = None) -> bool:
+def graceful_shutdown(node: Drainable, server: Stoppable, grace_s: float, force: threading.Event | None = None) -> bool:
     """Stop accepting, drain for ``grace_s``, cancel the rest; True when every call has ended."""
     started = time.monotonic()
-    app.draining = True
+    node.start_draining()
     stopped = threading.Event()
 
     def stop_server() -> None:
@@ -95,15 +117,15 @@ def graceful_shutdown(app: Any, server: Any, grace_s: float, force: threading.Ev
         if time.monotonic() >= deadline or (force is not None and force.is_set()):
             break
     if not stopped.is_set():
-        log.warning("shutdown_cancelling", in_flight=app.executor.in_flight(), grace_s=grace_s)
+        log.warning("shutdown_cancelling", in_flight=node.in_flight(), grace_s=grace_s)
         give_up = time.monotonic() + CANCEL_WAIT_S
         while not stopped.is_set() and time.monotonic() < give_up:
             # Again each round: a statement between planning and streaming can miss one sweep.
-            app.executor.cancel_all()
+            node.cancel_all()
             stopped.wait(0.25)
     seconds = round(time.monotonic() - started, 3)
     if not stopped.is_set():
-        log.error("shutdown_incomplete", in_flight=app.executor.in_flight(), seconds=seconds)
+        log.error("shutdown_incomplete", in_flight=node.in_flight(), seconds=seconds)
         return False
     log.info("shutdown_drained", seconds=seconds)
     return True

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlglot
 from sqlglot import exp
@@ -56,13 +57,21 @@ _ALLOWED_ROOTS: tuple[type[exp.Expr], ...] = (
 )
 
 
+class StatementKind(StrEnum):
+    """What the client asked for: the statement's answer, DuckDB's plan, or the route."""
+
+    QUERY = "query"
+    EXPLAIN = "explain"  # EXPLAIN [ANALYZE] <query>: DuckDB explains it
+    EXPLAIN_ROUTE = "explain_route"  # EXPLAIN ROUTE <query>: the router's Route as a table
+
+
 @dataclass(frozen=True)
 class Statement:
     """A statement that passed the check."""
 
     sql: str  # what DuckDB runs (for EXPLAIN ROUTE: the inner query)
     tree: exp.Expr  # the parsed (inner) query
-    kind: str  # "query", "explain", "explain_route"
+    kind: StatementKind
     parameter_count: int
 
 
@@ -235,15 +244,15 @@ def _check(sql: str) -> Statement:
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
     if nesting_depth(sql) > MAX_NESTING:
         raise too_deep()
-    kind = "query"
+    kind = StatementKind.QUERY
     body = sql
     m = _EXPLAIN_ROUTE.match(sql)
     if m:
-        kind, body = "explain_route", m.group("body")
+        kind, body = StatementKind.EXPLAIN_ROUTE, m.group("body")
     else:
         m = _EXPLAIN.match(sql)
         if m:
-            kind, body = "explain", m.group("body")
+            kind, body = StatementKind.EXPLAIN, m.group("body")
     try:
         tree = parse_one(body)
         check_tree(tree)
@@ -255,4 +264,4 @@ def _check(sql: str) -> Statement:
             check_calls(tree)
     except RecursionError:
         raise too_deep() from None
-    return Statement(sql=sql if kind == "explain" else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))
+    return Statement(sql=sql if kind is StatementKind.EXPLAIN else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))

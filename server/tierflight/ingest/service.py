@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -31,38 +32,31 @@ import pyarrow.compute as pc
 
 from tierflight.config import IngestConfig
 from tierflight.durable import write_json_atomic
-from tierflight.engine.names import Kind
+from tierflight.engine.names import Kind, Names
+from tierflight.engine.rwlock import RWLock
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.ingest.tables import (
+    FLUSH_JOURNAL,
+    FLUSH_THROUGH,
+    INGEST_LOCK_PATIENCE,
+    IngestTables,
+    TableIngest,
+    publish_files,
+    write_journal_names,
+)
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
-from tierflight.rollups.registry import RollupDelta
-from tierflight.tiers.relocate import relative_name, resolve_name
-from tierflight.tiers.store import TableStore
-from tierflight.tiers.warm import day_dir_name
+from tierflight.rollups.registry import RollupDelta, RollupState, StagedDelta
 
 log = get_logger("tierflight.ingest")
 
-FLUSH_JOURNAL = "flush.json"
-FLUSH_THROUGH = "tierflight.flush-through"
-
-
-def _journal_names(journal: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
-    """The flush journal with its file names mapped: stored relative to the data dir, so a
-    data dir moved with a flush half done still finishes it (tiers.relocate)."""
-    return {
-        **journal,
-        "warm": [[rename(staged), rename(final)] for staged, final in journal["warm"]],
-        "cold": [rename(c) for c in journal["cold"]],
-    }
+__all__ = ["FLUSH_JOURNAL", "FLUSH_THROUGH", "INGEST_LOCK_PATIENCE", "IngestService", "IngestSettings"]
 
 # Flight SQL TableDefinitionOptions (FlightSql.proto).
 IF_NOT_EXIST_CREATE = 1
 IF_EXISTS_FAIL = 1
 IF_EXISTS_REPLACE = 3
-# How long an ingest's commit waits for a gap between statements before it makes them wait
-# (see RWLock.write): a few statements' worth, so the ack is late by at most that.
-INGEST_LOCK_PATIENCE = 0.05
 
 
 # The [ingest] section, parsed and checked by tierflight.config.
@@ -84,16 +78,42 @@ def lower_thread_priority(nice: int) -> None:
 STATEMENTS_RECENT_S = 0.25
 
 
-class TableIngest:
-    def __init__(self, store: TableStore) -> None:
-        self.store = store
-        self.wal = WriteAheadLog(store.root / "wal")
-        self.lock = threading.Lock()  # one writer (ingest or flush) at a time
-        self.oldest_unflushed: float | None = None
-        self.hot_bytes = 0
-        # One flush at a time, held from its first file to its last snapshot; ingest goes on.
-        self.flush_lock = threading.Lock()
-        self.last_snapshot = time.monotonic()
+class RollupMerge(Protocol):
+    """What ingest does with the loaded rollups (rollups.registry.RollupRegistry): merge a
+    batch's states, replay the WAL into them, snapshot them after a flush."""
+
+    @property
+    def content_lock(self) -> AbstractContextManager[Any]:
+        """Re-entrant; held while states are staged and committed (and snapshots compact)."""
+
+    @property
+    def hot_merged(self) -> dict[str, int]:
+        """Per table: the hot rows whose states are merged."""
+
+    def all_states(self, table: str) -> list[RollupState]: ...
+    def compute_delta(
+        self, table_name: str, data: pa.Table, through: int | None = None, states: Sequence[RollupState] | None = None
+    ) -> RollupDelta: ...
+    def apply_delta(self, delta: RollupDelta) -> None: ...
+    def stage_delta(self, delta: RollupDelta) -> StagedDelta: ...
+    def skip_delta(self, table_name: str, rows: int, reason: str) -> None: ...
+    def compact_grown(self, table_name: str) -> list[str]: ...
+    def snapshot(self, table_name: str) -> None: ...
+    def wal_needed_after(self, table_name: str) -> int | None: ...
+    def unsnapshotted(self, table: str) -> bool: ...
+
+
+class StatementActivity(Protocol):
+    """Whether statements run (the executor): ingest then paces its acknowledgements."""
+
+    def busy(self, within: float) -> bool: ...
+
+
+class IngestObserver(Protocol):
+    """Told of acknowledged rows and the WAL's size (metrics)."""
+
+    def record_ingest(self, rows: int) -> None: ...
+    def set_wal_bytes(self, n: int) -> None: ...
 
 
 def _ascending(values: pa.ChunkedArray) -> bool:
@@ -105,10 +125,33 @@ def _ascending(values: pa.ChunkedArray) -> bool:
 
 
 class IngestService:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.settings: IngestSettings = app.config.ingest
-        self.tables = {name: TableIngest(store) for name, store in app.stores.items()}
+    """Ingest, flush and WAL replay over ``tables`` (built first, see ingest.tables): what it
+    changes it publishes under ``swap_lock``, merging into ``rollups`` and telling the
+    router through ``invalidate``; ``statements`` paces it; ``observer`` counts."""
+
+    def __init__(
+        self,
+        settings: IngestConfig,
+        tables: IngestTables,
+        *,
+        names: Names,
+        rollups: RollupMerge,
+        invalidate: Callable[[], None],
+        statements: StatementActivity,
+        swap_lock: RWLock,
+        current_time: Callable[[], dt.datetime],
+        observer: IngestObserver | None = None,
+    ) -> None:
+        self.settings: IngestSettings = settings
+        self.wal_tables = tables
+        self.tables = tables.tables
+        self.names = names
+        self.rollups = rollups
+        self.invalidate = invalidate
+        self.statements = statements
+        self.swap_lock = swap_lock
+        self.current_time = current_time
+        self.observer = observer
         self._stop = threading.Event()
         self.rows_total = 0
         # Ingest, its WAL writes and flushes run on threads of lower priority ([ingest] nice):
@@ -126,16 +169,11 @@ class IngestService:
 
     # -- start-up -------------------------------------------------------------------------
 
-    def recover_files(self) -> None:
-        """Finish a flush a crash interrupted (before rollups load: it changes the tiers)."""
-        for t in self.tables.values():
-            self._finish_journal(t)
-
     def replay(self) -> int:
         """Replay unflushed WAL segments into the hot tail, and every segment a rollup
         snapshot does not hold yet into that rollup."""
         replayed = 0
-        rollups = self.app.rollups
+        rollups = self.rollups
         for name, t in self.tables.items():
             flushed = t.wal.flushed_through
             states = [s for s in rollups.all_states(name) if s.status in ("active", "stale")]
@@ -176,27 +214,8 @@ class IngestService:
                 t.oldest_unflushed = time.monotonic()
         if replayed:
             log.info("wal_replayed", rows=replayed)
-            self.app.router.invalidate()
+            self.invalidate()
         return replayed
-
-    # -- what the rollup registry reads of the WAL (rollups.registry.FlushedBatches) -------
-
-    def flushed_through(self, table: str) -> int:
-        return self.tables[table].wal.flushed_through
-
-    def flushed_rows_after(self, table: str, after: int) -> dict[str, int] | None:
-        t = self.tables[table]
-        flushed = t.wal.flushed_through
-        segments = dict(t.wal.segments(after=after))
-        if any(seq not in segments for seq in range(after + 1, flushed + 1)):
-            return None
-        rows: dict[str, int] = {}
-        for seq in range(after + 1, flushed + 1):
-            days = pc.cast(WriteAheadLog.read(segments[seq]).column(t.store.table.time_column), pa.date32())
-            for entry in pc.value_counts(days).to_pylist():
-                partition = day_dir_name(entry["values"])
-                rows[partition] = rows.get(partition, 0) + int(entry["counts"])
-        return rows
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -205,7 +224,7 @@ class IngestService:
         # the tierflight catalog): adbc_ingest("EVENTS", ...) appends to events.
         schema = cmd.schema if cmd.HasField("schema") and cmd.schema else None
         catalog = cmd.catalog if cmd.HasField("catalog") and cmd.catalog else None
-        resolved = self.app.names.lookup(cmd.table, schema, catalog)
+        resolved = self.names.lookup(cmd.table, schema, catalog)
         if resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in self.tables:
             shown = ".".join(p for p in (catalog, schema, cmd.table) if p)
             raise NotFound(f"table {shown!r} is not configured for ingest; known: {', '.join(self.tables)}")
@@ -238,7 +257,7 @@ class IngestService:
         GIL. Alone it runs at full speed. The appender runs one batch of a table at a time, so
         holding it paces all of that table's clients together."""
         rate = self.settings.yield_rows_per_s
-        if rate <= 0 or not self.app.executor.busy(within=STATEMENTS_RECENT_S):
+        if rate <= 0 or not self.statements.busy(within=STATEMENTS_RECENT_S):
             return
         wait = started + rows / rate - time.perf_counter()
         if wait > 0:
@@ -247,9 +266,8 @@ class IngestService:
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
         t = self.tables[table_name]
-        cfg = self.app.config
         clean = validate_batch(
-            data, t.store.table, t.store.schema, cfg.tiers.current_time(), self.settings.max_past, self.settings.max_future
+            data, t.store.table, t.store.schema, self.current_time(), self.settings.max_past, self.settings.max_future
         )
         if clean.num_rows == 0:
             return 0
@@ -264,7 +282,7 @@ class IngestService:
             durable = self._wal_writer.submit(t.wal.append, clean)
             failure = ""
             try:
-                delta: RollupDelta | None = self.app.rollups.compute_delta(table_name, clean)
+                delta: RollupDelta | None = self.rollups.compute_delta(table_name, clean)
             except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
                 delta, failure = None, repr(exc)
             seq = durable.result()  # raises if the batch could not be made durable: no ack
@@ -275,15 +293,15 @@ class IngestService:
             # and statements must not queue behind an ingest that waits for it. The states
             # are inserted before the swap lock, in a transaction statements cannot see, and
             # committed under it together with the hot rows.
-            with self.app.rollups.content_lock:
+            with self.rollups.content_lock:
                 staged = None
                 if delta is not None:
                     try:
-                        staged = self.app.rollups.stage_delta(delta)
+                        staged = self.rollups.stage_delta(delta)
                     except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
                         failure = repr(exc)
                 staged_at = time.perf_counter()
-                with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                with self.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
                     holding = time.perf_counter()
                     try:
                         t.store.hot.append(clean, seq)
@@ -297,20 +315,19 @@ class IngestService:
                         except Exception as exc:  # noqa: BLE001 - as above: answered raw until rebuilt
                             staged, failure = None, repr(exc)
                     if staged is None:
-                        self.app.rollups.skip_delta(table_name, clean.num_rows, failure)
-                    self.app.router.invalidate()
+                        self.rollups.skip_delta(table_name, clean.num_rows, failure)
+                    self.invalidate()
                     released = time.perf_counter()
             applied = time.perf_counter()
             t.hot_bytes += clean.nbytes
             if t.oldest_unflushed is None:
                 t.oldest_unflushed = time.monotonic()
         # Outside the table's lock: the next batch's WAL write and states go on meanwhile.
-        compacted = self.app.rollups.compact_grown(table_name)
+        compacted = self.rollups.compact_grown(table_name)
         self.rows_total += clean.num_rows
-        metrics = getattr(self.app, "metrics", None)
-        if metrics is not None:
-            metrics.record_ingest(clean.num_rows)
-            metrics.set_wal_bytes(self.wal_bytes())
+        if self.observer is not None:
+            self.observer.record_ingest(clean.num_rows)
+            self.observer.set_wal_bytes(self.wal_bytes())
         done = time.perf_counter()
         log.info(
             "ingest",
@@ -401,7 +418,7 @@ class IngestService:
                 store.write_object(rows, staged)
                 warm.append((staged, final))
         journal = {"through": through, "warm": warm, "cold": cold}
-        write_json_atomic(store.root / FLUSH_JOURNAL, _journal_names(journal, partial(relative_name, store.config.data_dir)))
+        write_json_atomic(store.root / FLUSH_JOURNAL, write_journal_names(journal, store))
         return journal
 
     def _snapshot(self, t: TableIngest, force: bool) -> None:
@@ -415,9 +432,9 @@ class IngestService:
         ``_source_matches`` and :meth:`replay`). A graceful shutdown snapshots first."""
         name = t.store.table.name
         if force or self._snapshot_due(t):
-            self.app.rollups.snapshot(name)
+            self.rollups.snapshot(name)
             t.last_snapshot = time.monotonic()
-        needed = self.app.rollups.wal_needed_after(name)
+        needed = self.rollups.wal_needed_after(name)
         t.wal.delete_through(t.wal.flushed_through if needed is None else min(needed, t.wal.flushed_through))
 
     def _snapshot_due(self, t: TableIngest) -> bool:
@@ -429,7 +446,7 @@ class IngestService:
         the snapshots."""
         for t in self.tables.values():
             name = t.store.table.name
-            if not self.app.rollups.unsnapshotted(name):
+            if not self.rollups.unsnapshotted(name):
                 continue
             if t.store.hot.rows and not self._snapshot_due(t):
                 continue
@@ -439,71 +456,26 @@ class IngestService:
                 finally:
                     t.flush_lock.release()
 
-    def _publish(
-        self, t: TableIngest, journal: dict[str, Any], live: bool = True, force_snapshot: bool = False
-    ) -> None:
-        """Make a flush's files the tiers' and drop the rows from the hot tail; snapshot the
-        rollups when due (see _snapshot) and forget the flushed WAL segments. ``live``: the
-        hot tail and rollups hold the rows too (not so during start-up recovery, before
-        replay)."""
+    def _publish(self, t: TableIngest, journal: dict[str, Any], force_snapshot: bool = False) -> None:
+        """Make a flush's files the tiers' and drop the rows from the hot tail (the hot tail
+        and rollups hold them too); snapshot the rollups when due (see _snapshot) and forget
+        the flushed WAL segments."""
         store = t.store
         name = store.table.name
         through = int(journal["through"])
-        if journal["cold"] and not self._cold_committed(store, through):
-            store.cold.add_files(journal["cold"], {"tierflight.operation": "flush", FLUSH_THROUGH: str(through)})
-        # The files go into place and are listed before the swap lock: statements read the
-        # view applied last, which changes only under the lock, together with the hot tail.
-        for staged, final in journal["warm"]:
-            if store.object_exists(staged):
-                store.move_object(staged, final)
-        listing = store.prepare_listing()
-        # As an ingest commit: wait for a gap between statements before holding new ones back.
-        with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
-            store.apply_listing(listing)
-            if live:
-                before = store.hot.rows
-                store.hot.delete_through(through)
-                # Every flushed row was merged before the flush read it.
-                merged = self.app.rollups.hot_merged
-                merged[name] = max(0, merged.get(name, 0) - (before - store.hot.rows))
-                self.app.router.invalidate()
-        store.announce_change()
-        t.wal.set_flushed_through(through)
-        if live:
+
+        def drop_flushed_rows() -> None:
+            before = store.hot.rows
+            store.hot.delete_through(through)
+            # Every flushed row was merged before the flush read it.
+            merged = self.rollups.hot_merged
+            merged[name] = max(0, merged.get(name, 0) - (before - store.hot.rows))
+            self.invalidate()
+
+        def snapshot() -> None:
             self._snapshot(t, force=force_snapshot or not store.hot.rows)
-        (store.root / FLUSH_JOURNAL).unlink(missing_ok=True)
-        log.info("flush", table=name, through=through, warm_files=len(journal["warm"]), cold_files=len(journal["cold"]))
 
-    @staticmethod
-    def _cold_committed(store: TableStore, through: int) -> bool:
-        table = store.cold.table()
-        for snap in table.snapshots():
-            props = snap.summary.additional_properties if snap.summary is not None else {}
-            if props.get(FLUSH_THROUGH) == str(through):
-                return True
-        return False
-
-    def _finish_journal(self, t: TableIngest) -> None:
-        import json
-
-        path = t.store.root / FLUSH_JOURNAL
-        if not path.exists():
-            return
-        store = t.store
-        journal = _journal_names(json.loads(path.read_text()), partial(resolve_name, store.config.data_dir))
-        through = int(journal["through"])
-        missing = [s for s, f in journal["warm"] if not store.object_exists(s) and not store.object_exists(f)]
-        if missing or through <= t.wal.flushed_through:
-            # Files never fully written (or already published): the WAL still has the rows.
-            for staged, _ in journal["warm"]:
-                store.delete_object(staged)
-            if through > t.wal.flushed_through and not self._cold_committed(store, through):
-                for c in journal["cold"]:
-                    store.delete_object(c, cold=True)
-            path.unlink()
-            return
-        log.info("flush_recovered", table=t.store.table.name, through=through)
-        self._publish(t, journal, live=False)
+        publish_files(t, journal, self.swap_lock, under_lock=drop_flushed_rows, before_done=snapshot)
 
     def _background_flush(self, table_name: str) -> None:
         lower_thread_priority(self.settings.nice)
@@ -514,7 +486,7 @@ class IngestService:
         for name, t in self.tables.items():
             if not self.flush(name, snapshot=True):
                 with t.flush_lock:
-                    if self.app.rollups.unsnapshotted(name):
+                    if self.rollups.unsnapshotted(name):
                         self._snapshot(t, force=True)
 
     def start_background(self, interval: float = 1.0) -> None:
@@ -540,4 +512,4 @@ class IngestService:
         self._wal_writer.shutdown(wait=True)
 
     def wal_bytes(self) -> int:
-        return sum(t.wal.size_bytes() for t in self.tables.values())
+        return self.wal_tables.wal_bytes()

@@ -7,12 +7,11 @@ router falls back to the raw tiers for it), and the Iceberg catalog of every tab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from tierflight.errors import first_line
-
-if TYPE_CHECKING:
-    from tierflight.app import App
+from tierflight.tiers.store import TableStore
 
 READY = "ready"
 NOT_READY = "not_ready"
@@ -20,15 +19,32 @@ NOT_READY = "not_ready"
 _NOT_LOADED = frozenset({"pending", "building"})
 
 
-def readiness(app: App) -> dict[str, Any]:
+class RollupStatus(Protocol):
+    """A rollup's load status (rollups.registry.RollupState)."""
+
+    status: str
+
+
+class RollupStatuses(Protocol):
+    """The loaded rollups (rollups.registry.RollupRegistry)."""
+
+    enabled: bool
+
+    @property
+    def states(self) -> Mapping[str, RollupStatus]: ...
+
+
+def readiness(
+    *, draining: bool, rollups: RollupStatuses | None, stores: Mapping[str, TableStore], tables: Iterable[str]
+) -> dict[str, Any]:
     """``{"status": "ready" | "not_ready", "reasons": [...], "tables": [...], "checks": {...}}``."""
     reasons: list[str] = []
     checks: dict[str, Any] = {}
-    if getattr(app, "draining", False):
+    if draining:
         reasons.append("shutting down: finishing in-flight statements")
 
-    registry = getattr(app, "rollups", None)
-    if registry is not None and getattr(registry, "enabled", True):
+    registry = rollups
+    if registry is not None and registry.enabled:
         by_status: dict[str, list[str]] = {}
         for name, state in sorted(registry.states.items()):
             by_status.setdefault(state.status, []).append(name)
@@ -38,7 +54,7 @@ def readiness(app: App) -> dict[str, Any]:
             reasons.append(f"rollups not loaded yet: {', '.join(waiting)}")
 
     catalog: dict[str, str] = {}
-    for name, store in sorted(app.stores.items()):
+    for name, store in sorted(stores.items()):
         # table_exists is the cheapest call that proves the catalog answers (one SQLite
         # query, or one HEAD request to a REST catalog, bounded by [iceberg] timeout).
         try:
@@ -52,6 +68,6 @@ def readiness(app: App) -> dict[str, Any]:
     return {
         "status": NOT_READY if reasons else READY,
         "reasons": reasons,
-        "tables": sorted(app.config.tables),
+        "tables": sorted(tables),
         "checks": checks,
     }

@@ -10,7 +10,8 @@ Two kinds of metric live here:
   through :meth:`Metrics.statement` (the ``StatementObserver`` it calls from ``_log``), and
   ingest reports through :meth:`Metrics.record_ingest` and :meth:`Metrics.set_wal_bytes`;
 * state metrics (in-flight statements, partitions per tier, rollup freshness, hot memory),
-  read from the App when Prometheus scrapes, so they cannot drift from the truth.
+  read when Prometheus scrapes from the :class:`ServingState` the App hands to
+  :meth:`Metrics.watch`, so they cannot drift from the truth.
 
 Every name carries the ``tierflight_`` prefix (Prometheus naming practice); the list with
 meanings is in docs/deployment.md.
@@ -20,18 +21,19 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tierflight.engine.execution import NOT_RUN, QueryStatus
 from tierflight.log import get_logger
+from tierflight.rollups.registry import RollupState
 from tierflight.tiers.base import TierKind
-
-if TYPE_CHECKING:
-    from tierflight.app import App
+from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.metrics")
 
@@ -48,7 +50,7 @@ DURATION_BUCKETS = (
 
 # Statements that never ran for a client (a FlightInfo whose ticket was never fetched) are
 # counted, but kept out of the latency histogram: their "duration" is how long they sat parked.
-NOT_RUN_STATUSES = frozenset({"discarded", "expired"})
+NOT_RUN_STATUSES = NOT_RUN
 # Routes that read no configured table: excluded from the rollup hit ratio's denominator.
 NO_TABLE_TIERS = frozenset({"system", "none"})
 TIERS = tuple(TierKind)
@@ -66,10 +68,21 @@ def _naive_utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-class Metrics:
-    """The registry and the event metrics of one App; also its executor's StatementObserver."""
+@dataclass(frozen=True)
+class ServingState:
+    """What the state gauges read at scrape time."""
 
-    def __init__(self, app: App) -> None:
+    in_flight: Callable[[], int]  # statements planning, running or streaming
+    stores: Mapping[str, TableStore]
+    rollups: Mapping[str, RollupState]
+    current_time: Callable[[], dt.datetime]  # [tiers] now
+
+
+class Metrics:
+    """The registry and the event metrics of one App; also its executor's StatementObserver
+    and its ingest's IngestObserver. ``rollups``: the names of the configured rollups."""
+
+    def __init__(self, rollups: Iterable[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ns = NAMESPACE
@@ -124,21 +137,24 @@ class Metrics:
         self._rollup_ok = 0
         # Label values that exist from the start show as 0 instead of missing, so rate() and
         # alerts work before the first hit.
-        for name in app.rollups.states:
+        for name in rollups:
             self.rollup_hits.labels(name)
             self.rollup_mismatches.labels(name)
-        self.registry.register(_StateCollector(app))
 
-    # -- StatementObserver (called by Executor._log for every finished statement) ---------
+    def watch(self, state: ServingState) -> None:
+        """Report the state gauges from ``state`` (once the executor it reads exists)."""
+        self.registry.register(_StateCollector(state))
 
-    def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None:
+    # -- StatementObserver (called by the Executor for every finished statement) ----------
+
+    def statement(self, tier: str, rollup: str | None, status: QueryStatus, seconds: float) -> None:
         # The labelled children, looked up once per (tier, rollup, status): labels() costs
         # more than the increments themselves, on every statement.
         key = (tier, rollup, status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.statements.labels(tier, status),
+                self.statements.labels(tier, str(status)),
                 self.duration.labels(tier),
                 tuple(self.rollup_hits.labels(name) for name in (rollup or "").split(",") if name),
             )
@@ -146,7 +162,7 @@ class Metrics:
         count.inc()
         if status not in NOT_RUN_STATUSES:
             duration.observe(seconds)
-        if status != "ok" or tier in NO_TABLE_TIERS:
+        if status is not QueryStatus.OK or tier in NO_TABLE_TIERS:
             return
         with self._lock:
             self._table_ok += 1
@@ -173,13 +189,13 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    """Gauges read from the App at scrape time."""
+    """Gauges read from the serving state at scrape time."""
 
-    def __init__(self, app: App) -> None:
-        self._app = app
+    def __init__(self, state: ServingState) -> None:
+        self._state = state
 
     def describe(self) -> Iterable[Metric]:
-        # Names only, so registering does not run collect() against a half-built App.
+        # Names only, so registering does not run collect().
         return list(self._families())
 
     @staticmethod
@@ -203,10 +219,10 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         in_flight, partitions, freshness, hot_memory = self._families()
-        app = self._app
+        state = self._state
         # A metric that fails to read must not take the others (or the scrape) down with it.
         try:
-            in_flight.add_metric([], float(app.executor.in_flight()))
+            in_flight.add_metric([], float(state.in_flight()))
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("metric_failed", metric="in_flight_statements", error=repr(exc))
         yield in_flight
@@ -215,7 +231,7 @@ class _StateCollector(Collector):
         hot_bytes = 0
         try:
             per_tier = dict.fromkeys(TIERS, 0)
-            for store in app.stores.values():
+            for store in state.stores.values():
                 width = sum(_COLUMN_BYTES.get(c.type, 8) for c in store.table.columns)
                 for p in store.partitions():
                     per_tier[p.tier] = per_tier.get(p.tier, 0) + 1
@@ -230,12 +246,12 @@ class _StateCollector(Collector):
 
         rollup_bytes = 0
         try:
-            now = app.config.tiers.current_time()
-            for name, state in sorted(app.rollups.states.items()):
-                if state.status in _LOADED_ROLLUP:
-                    rollup_bytes += state.bytes
+            now = state.current_time()
+            for name, rollup in sorted(state.rollups.items()):
+                if rollup.status in _LOADED_ROLLUP:
+                    rollup_bytes += rollup.bytes
                 # Snapshot watermark, or newer when ingest merged rows in since (same as system.rollups).
-                watermark = state.current_watermark
+                watermark = rollup.current_watermark
                 if watermark is not None:
                     freshness.add_metric([name], max(0.0, (now - _naive_utc(watermark)).total_seconds()))
         except Exception as exc:  # noqa: BLE001 - see above

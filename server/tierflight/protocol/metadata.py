@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from tierflight import __version__
-from tierflight.engine.sandbox import check_statement
+from tierflight.engine.sandbox import Statement, check_statement
 from tierflight.errors import Unsupported
 from tierflight.protocol import schemas as S
 from tierflight.protocol.like import check_length, like
@@ -41,6 +42,21 @@ def _pattern(cmd: Any, name: str) -> str | None:
     return pattern
 
 
+class CatalogSource(Protocol):
+    """What a client may list: the catalog's name, its configured and its system tables."""
+
+    @property
+    def catalog_name(self) -> str: ...
+
+    def table_names(self) -> Iterable[str]: ...
+
+    def system_table_names(self) -> Iterable[str]: ...
+
+    def table_columns(self, schema: str, table: str) -> Iterable[tuple[str, str, bool]]:
+        """(name, DuckDB type, nullable) of a listed table's columns."""
+        ...
+
+
 def _with_nullability(field: pa.Field, nullable: bool) -> pa.Field:
     """The Arrow field's nullability, and the same as the XDBC_* keys ADBC drivers look for
     in field metadata when they build GetObjects' xdbc_nullable / xdbc_is_nullable."""
@@ -48,9 +64,16 @@ def _with_nullability(field: pa.Field, nullable: bool) -> pa.Field:
     return field.with_nullable(nullable).with_metadata({**(field.metadata or {}), **flags})
 
 
+class SchemaSource(Protocol):
+    """The result schema of a statement, without running it (the executor)."""
+
+    def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema: ...
+
+
 class Metadata:
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, catalog: CatalogSource, schemas: SchemaSource) -> None:
+        self.catalog = catalog
+        self.schemas = schemas
 
     def command_schema(self, name: str, cmd: Any = None) -> pa.Schema:
         if name == "CommandGetTables" and cmd is not None and cmd.include_schema:
@@ -71,13 +94,13 @@ class Metadata:
 
     def _entries(self) -> list[tuple[str, str, str, str]]:
         """(catalog, db_schema, table, table_type) of everything a client may query."""
-        catalog = self.app.catalog_name
-        entries = [(catalog, "main", name, "TABLE") for name in self.app.config.tables]
-        entries += [(catalog, "system", name, "SYSTEM TABLE") for name in self.app.database.system_tables]
+        catalog = self.catalog.catalog_name
+        entries = [(catalog, "main", name, "TABLE") for name in self.catalog.table_names()]
+        entries += [(catalog, "system", name, "SYSTEM TABLE") for name in self.catalog.system_table_names()]
         return sorted(entries)
 
     def _CommandGetCatalogs(self, cmd: Any) -> pa.Table:
-        return pa.Table.from_pylist([{"catalog_name": self.app.catalog_name}], schema=S.CATALOGS_SCHEMA)
+        return pa.Table.from_pylist([{"catalog_name": self.catalog.catalog_name}], schema=S.CATALOGS_SCHEMA)
 
     def _CommandGetDbSchemas(self, cmd: Any) -> pa.Table:
         catalog, pattern = _opt(cmd, "catalog"), _pattern(cmd, "db_schema_filter_pattern")
@@ -109,10 +132,10 @@ class Metadata:
     def table_schema(self, catalog: str, db_schema: str, table: str) -> pa.Schema:
         quoted = '"' + table.replace('"', '""') + '"'
         statement = check_statement(f"SELECT * FROM {db_schema}.{quoted}")
-        schema = self.app.executor.schema(statement)
+        schema = self.schemas.schema(statement)
         # A result's fields are all nullable; the table's NOT NULL columns are not (ADBC
         # reads nullability from the Arrow field).
-        nullable = {name: null for name, _, null in self.app.catalog.table_columns(db_schema, table)}
+        nullable = {name: null for name, _, null in self.catalog.table_columns(db_schema, table)}
         schema = pa.schema([_with_nullability(f, nullable.get(f.name, True)) for f in schema], metadata=schema.metadata)
         return S.schema_with_column_metadata(schema, table=table, db_schema=db_schema, catalog=catalog)
 

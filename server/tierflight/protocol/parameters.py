@@ -29,7 +29,7 @@ from sqlglot.schema import MappingSchema
 
 from tierflight.config import TableConfig
 from tierflight.engine.database import table_view_sql
-from tierflight.engine.executor import statement_hash
+from tierflight.engine.execution import statement_hash
 from tierflight.engine.names import Kind, Names
 from tierflight.engine.sandbox import DIALECT, Statement
 from tierflight.errors import InvalidArgument

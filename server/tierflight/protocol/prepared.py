@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.engine.executor import Execution
+from tierflight.engine.execution import Execution
 from tierflight.engine.sandbox import Statement
 from tierflight.errors import NotFound
 from tierflight.protocol.parameters import parameter_rows

@@ -8,22 +8,25 @@ Every handler passes through :func:`boundary`, the one place errors become Fligh
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement, check_statement, large_statement_turn
+from tierflight.config import AuthConfig, ServerConfig, TableConfig
+from tierflight.engine.execution import Execution
+from tierflight.engine.names import Names
+from tierflight.engine.sandbox import Statement, StatementKind, check_statement, large_statement_turn
 from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
 from tierflight.lru import LRU
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
 from tierflight.protocol.boundary import boundary, guarded, schema_boundary
-from tierflight.protocol.metadata import Metadata
+from tierflight.protocol.metadata import CatalogSource, Metadata
 from tierflight.protocol.parameters import (
     ParameterTyper,
     check_parameter_count,
@@ -38,19 +41,59 @@ from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encod
 from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 
 
+class StatementService(Protocol):
+    """Starting, parking, fetching and cancelling statements (engine.executor.Executor)."""
+
+    def start(
+        self,
+        statement: Statement,
+        params: Sequence[Sequence[Any]] | None,
+        user: str,
+        query_id: str | None = None,
+        *,
+        sees_all: bool = False,
+    ) -> Execution: ...
+    def park(self, ex: Execution) -> None: ...
+    def take(self, query_id: str) -> Execution | None: ...
+    def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema: ...
+    def cancel(self, query_id: str) -> bool: ...
+
+
+class NodeService(Protocol):
+    """What DoPut ingest and the operations actions reach (tierflight.app.App)."""
+
+    def ingest(self, cmd: Any, reader: Any, user: str) -> int: ...
+    def health(self) -> dict[str, Any]: ...
+    def data_state(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class FlightServices:
+    """Everything the Flight SQL server is handed (built by ``App.flight_services``)."""
+
+    server: ServerConfig
+    auth: AuthConfig
+    tables: Mapping[str, TableConfig]
+    names: Names
+    statements: StatementService
+    catalog: CatalogSource
+    node: NodeService
+
+
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
-    def __init__(self, app: Any, location: str, tickets: TicketKey | None = None, **kwargs: Any) -> None:
+    def __init__(self, services: FlightServices, location: str, tickets: TicketKey | None = None, **kwargs: Any) -> None:
         super().__init__(location, **kwargs)
-        self.app = app
+        self.settings = services.server
+        self.node = services.node
         # Statement tickets are signed (workers.tickets) and name their user. Given
         # ``tickets``, this is a worker of `serve --workers`: its front signs the tickets it
         # hands out; otherwise they are signed here, under a key of this process.
         self.signs = tickets is None
-        self.tickets = tickets or TicketKey(new_key(), ttl_for(app.config.server.statement_timeout.total_seconds()))
-        self.executor = app.executor
+        self.tickets = tickets or TicketKey(new_key(), ttl_for(self.settings.statement_timeout.total_seconds()))
+        self.executor = services.statements
         self.prepared = PreparedStatements()
-        self.metadata = Metadata(app)
-        self.parameter_types = ParameterTyper(app.config.tables, app.names)
+        self.metadata = Metadata(services.catalog, services.statements)
+        self.parameter_types = ParameterTyper(services.tables, services.names)
         self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,
@@ -68,11 +111,11 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         return auth
 
     def _check(self, sql: str) -> Statement:
-        return check_statement(sql, self.app.config.server.max_statement_bytes)
+        return check_statement(sql, self.settings.max_statement_bytes)
 
     def _turn(self, sql: str) -> AbstractContextManager[None]:
         """A large statement's turn to be parsed, planned and started (see the sandbox)."""
-        return large_statement_turn(sql, self.app.config.server.max_statement_bytes)
+        return large_statement_turn(sql, self.settings.max_statement_bytes)
 
     def _command(self, descriptor: flight.FlightDescriptor) -> tuple[str, Any]:
         if descriptor.descriptor_type != flight.DescriptorType.CMD or descriptor.command is None:
@@ -202,10 +245,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             return
         if name == "CommandStatementIngest":
             user = self._user(context, "ingest")
-            ingest = getattr(self.app, "ingest", None)
-            if ingest is None:
-                raise Unsupported("ingest is not enabled on this server")
-            rows = ingest(cmd, reader, user)
+            rows = self.node.ingest(cmd, reader, user)
             writer.write(pa.py_buffer(pb.DoPutUpdateResult(record_count=rows).SerializeToString()))
             return
         if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate", "CommandStatementSubstraitPlan"):
@@ -242,10 +282,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if kind in SESSION_HANDLERS:
             return iter([flight.Result(SESSION_HANDLERS[kind](body))])
         if kind == "healthcheck":
-            return iter([flight.Result(json.dumps(self.app.health()).encode())])
+            return iter([flight.Result(json.dumps(self.node.health()).encode())])
         if kind == STATE_ACTION:
             self._user(context)
-            return iter([flight.Result(json.dumps(self.app.data_state()).encode())])
+            return iter([flight.Result(json.dumps(self.node.data_state()).encode())])
         if kind in ("BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"):
             raise Unsupported("transactions are not supported: tierflight is read-only and autocommit")
         raise Unsupported(f"action {kind!r} is not supported")
@@ -333,14 +373,14 @@ def _expect(body: bytes, expected: str, action: str) -> Any:
 
 
 def statement_text(statement: Statement) -> str:
-    return f"EXPLAIN ROUTE {statement.sql}" if statement.kind == "explain_route" else statement.sql
+    return f"EXPLAIN ROUTE {statement.sql}" if statement.kind is StatementKind.EXPLAIN_ROUTE else statement.sql
 
 
 __all__ = ["MIDDLEWARE_KEY", "FlightSqlServer", "NotFound"]
 
 
-def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> FlightSqlServer:
-    """The Flight SQL server for ``app``, with auth, TLS and the traceback guard in place."""
+def build_server(services: FlightServices, host: str, port: int, *, insecure: bool = False) -> FlightSqlServer:
+    """The Flight SQL server over ``services``, with auth, TLS and the traceback guard in place."""
     from tierflight.protocol.auth import (
         AuthSettings,
         check_bind_allowed,
@@ -349,14 +389,13 @@ def build_server(app: Any, host: str, port: int, *, insecure: bool = False) -> F
     )
     from tierflight.protocol.boundary import install_traceback_guard
 
-    cfg = app.config
-    settings = AuthSettings.from_config(cfg.auth)
+    settings = AuthSettings.from_config(services.auth)
     check_bind_allowed(host, settings.enabled, insecure)
-    certs = tls_certificates(cfg.server.tls_cert, cfg.server.tls_key)
+    certs = tls_certificates(services.server.tls_cert, services.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
     install_traceback_guard()
     return FlightSqlServer(
-        app,
+        services,
         f"{scheme}://{host}:{port}",
         tls_certificates=certs or None,
         **server_auth_options(settings),

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.flight as flight
 
 from tierflight.errors import Unsupported
 from tierflight.protocol.boundary import boundary, schema_boundary
+
+if TYPE_CHECKING:
+    from tierflight.protocol.server import FlightSqlServer
 
 
 def _refuse(rpc: str) -> Unsupported:
@@ -30,7 +33,7 @@ def _refuse(rpc: str) -> Unsupported:
 class DirectServer(flight.FlightServerBase):  # type: ignore[misc]
     """DoGet of signed tickets, for one worker (``sql``: its Flight SQL server)."""
 
-    def __init__(self, sql: Any, location: str, **kwargs: Any) -> None:
+    def __init__(self, sql: FlightSqlServer, location: str, **kwargs: Any) -> None:
         super().__init__(location, **kwargs)
         self.sql = sql
 
@@ -71,8 +74,7 @@ class Servers:
     """A worker's two servers (Unix socket for the front, TCP for DoGet) as one: what the
     graceful shutdown stops (both at once: each waits for its own calls)."""
 
-    def __init__(self, main: Any, direct: DirectServer) -> None:
-        self.app = main.app
+    def __init__(self, main: FlightSqlServer, direct: DirectServer) -> None:
         self.main = main
         self.direct = direct
 
