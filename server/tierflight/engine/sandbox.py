@@ -12,18 +12,22 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from tierflight.core.errors import (
+    InvalidArgument,
+    Overloaded,
+    SqlSyntaxError,
+    StatementRefused,
+    TierflightError,
+)
+from tierflight.core.lru import LRU
+from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions
-from tierflight.errors import InvalidArgument, Overloaded, SqlSyntaxError, StatementRefused, TierflightError
-from tierflight.lru import LRU
-
-DIALECT = "duckdb"
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
@@ -54,16 +58,6 @@ _ALLOWED_ROOTS: tuple[type[exp.Expr], ...] = (
     exp.Show,
     exp.Summarize,
 )
-
-
-@dataclass(frozen=True)
-class Statement:
-    """A statement that passed the check."""
-
-    sql: str  # what DuckDB runs (for EXPLAIN ROUTE: the inner query)
-    tree: exp.Expr  # the parsed (inner) query
-    kind: str  # "query", "explain", "explain_route"
-    parameter_count: int
 
 
 def parse_one(sql: str) -> exp.Expr:
@@ -235,15 +229,15 @@ def _check(sql: str) -> Statement:
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
     if nesting_depth(sql) > MAX_NESTING:
         raise too_deep()
-    kind = "query"
+    kind = StatementKind.QUERY
     body = sql
     m = _EXPLAIN_ROUTE.match(sql)
     if m:
-        kind, body = "explain_route", m.group("body")
+        kind, body = StatementKind.EXPLAIN_ROUTE, m.group("body")
     else:
         m = _EXPLAIN.match(sql)
         if m:
-            kind, body = "explain", m.group("body")
+            kind, body = StatementKind.EXPLAIN, m.group("body")
     try:
         tree = parse_one(body)
         check_tree(tree)
@@ -255,4 +249,4 @@ def _check(sql: str) -> Statement:
             check_calls(tree)
     except RecursionError:
         raise too_deep() from None
-    return Statement(sql=sql if kind == "explain" else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))
+    return Statement(sql=sql if kind is StatementKind.EXPLAIN else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))

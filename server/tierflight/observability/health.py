@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tierflight.errors import first_line
+from tierflight.core.errors import first_line
 
 if TYPE_CHECKING:
     from tierflight.app import App

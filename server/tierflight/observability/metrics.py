@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 from tierflight.tiers.base import TierKind
 
 if TYPE_CHECKING:

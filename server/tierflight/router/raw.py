@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.config import TableConfig
+from tierflight.core.config import TableConfig
+from tierflight.core.lru import LRU
+from tierflight.core.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
+from tierflight.core.sql import derived_columns_sql, quote_literal, table_view_sql
+from tierflight.core.statement import DIALECT, Statement
 from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
-from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
