@@ -139,7 +139,7 @@ def serve(
             # generates the demo data when there is none.
             from tierflight.workers.supervisor import serve_workers
 
-            serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
+            serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers, run_worker_command,
                           insecure=insecure, log_level=state.log_level, demo=not no_demo, advertise=advertise, worker_ports=worker_ports)
             return
         from tierflight.app import App
@@ -508,6 +508,11 @@ def hash_password_cmd() -> None:
     if password != getpass.getpass("again: "):
         _fail("passwords differ")
     print(hash_password(password))
+
+
+def run_worker_command(args: list[str]) -> None:
+    """A forked worker's body after its set-up (workers.supervisor): ``tierflight worker ...``."""
+    app(args, prog_name="tierflight")
 
 
 def main() -> None:

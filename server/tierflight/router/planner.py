@@ -25,10 +25,10 @@ from tierflight.core.lru import LRU
 from tierflight.core.names import ROLLUP_DATABASE, Names
 from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.core.statement import DIALECT, Statement
-from tierflight.engine.catalog import ShadowCatalog
 from tierflight.rollups.build import state_expr
 from tierflight.rollups.definition import DERIVABLE, dimension_expr, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
+from tierflight.router.catalog import CatalogRelations
 from tierflight.router.raw import RawPlanner
 from tierflight.router.reusable import not_reusable
 from tierflight.router.route import Rejection, Route, RoutePart
@@ -237,7 +237,7 @@ class Router:
         enabled: bool = True,
         column_names: Callable[[str], list[str]] | None = None,
         names: Names | None = None,
-        catalog: ShadowCatalog | None = None,
+        catalog: CatalogRelations | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names
