@@ -56,9 +56,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# lint-imports checks the layers contract in pyproject.toml ([tool.importlinter]): each
+# package imports only from the layers below it (docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check server client tests bench
 	$(BIN)/mypy
+	PYTHONPATH=server:client $(BIN)/lint-imports
 
 proto: $(STAMP)
 	cd server && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. tierflight/protocol/flightsql.proto tierflight/protocol/flight_actions.proto

@@ -28,7 +28,7 @@ def _build(data_dir: Any, env: dict[str, str], rollups: list[dict[str, Any]]) ->
     import os
 
     from bench.common import CONFIG
-    from tierflight.config import load_config
+    from tierflight.core.config import load_config
     from tierflight.engine.database import Database
     from tierflight.rollups.build import build_groups
     from tierflight.rollups.definition import parse_rollups, storage_groups
@@ -55,7 +55,7 @@ def _build(data_dir: Any, env: dict[str, str], rollups: list[dict[str, Any]]) ->
 @benchmark("rollup_quantiles")
 def run(ctx: BenchContext) -> Result:
     from bench.dataset import rss_bytes
-    from tierflight.log import configure_logging
+    from tierflight.core.log import configure_logging
 
     configure_logging("warning")
     rows = 200_000 if ctx.quick else 2_000_000

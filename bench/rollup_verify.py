@@ -50,8 +50,8 @@ def run(ctx: BenchContext) -> Result:
 
     from bench.common import CONFIG
     from tierflight.app import App
-    from tierflight.config import load_config
-    from tierflight.log import configure_logging
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
     from tierflight.protocol.server import build_server
     from tierflight.rollups.verifier import Verifier
 
@@ -88,7 +88,7 @@ def run(ctx: BenchContext) -> Result:
             stop.clear()
 
             def loop() -> None:
-                from tierflight.ingest.service import lower_thread_priority
+                from tierflight.core.threads import lower_thread_priority
 
                 lower_thread_priority(config.ingest.nice)
                 while not stop.is_set():

@@ -86,9 +86,9 @@ def _preload(data_dir: Path) -> dict[str, Any]:
     import gc
 
     from tierflight.app import App
-    from tierflight.config import load_config
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
     from tierflight.engine.database import Database
-    from tierflight.log import configure_logging
     from tierflight.rollups.registry import RollupRegistry
     from tierflight.tiers.store import TableStore
 

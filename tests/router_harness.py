@@ -42,9 +42,9 @@ import duckdb
 import numpy as np
 import sqlglot
 
-from tierflight.config import Config, TableConfig, load_config
-from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.engine.names import Names
+from tierflight.core.config import Config, TableConfig, load_config
+from tierflight.core.names import Names
+from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router

@@ -14,7 +14,7 @@ import pyarrow.flight as flight
 import pytest
 
 from conftest import self_signed_cert
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 from tierflight.protocol import auth
 from tierflight.protocol.auth import (
     ALL_PERMISSIONS,

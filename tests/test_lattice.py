@@ -10,7 +10,7 @@ import pytest
 
 from conftest import CONFIG, RunningServer, make_config
 from differential import assert_same
-from tierflight.config import load_config
+from tierflight.core.config import load_config
 from tierflight.rollups import lattice
 from tierflight.rollups.build import build_groups, state_expr
 from tierflight.rollups.definition import (

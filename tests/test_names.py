@@ -23,8 +23,8 @@ from sqlglot import exp
 from conftest import RunningServer, load_demo, make_config, start_in_process
 from differential import assert_same
 from flightsql_helpers import adbc_status
-from tierflight.engine.names import Kind, Names, Resolved
-from tierflight.errors import NotFound
+from tierflight.core.errors import NotFound
+from tierflight.core.names import Kind, Names, Resolved
 
 SPELLINGS = [
     "events",

@@ -31,8 +31,8 @@ from conftest import (
     start_in_process,
 )
 from flightsql_helpers import adbc_status, wait_for
-from tierflight.config import load_config
-from tierflight.errors import ConfigError
+from tierflight.core.config import load_config
+from tierflight.core.errors import ConfigError
 from tierflight.launch import launch
 from tierflight.protocol.auth import hash_password
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from conftest import make_config
-from tierflight.engine.names import Names
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.names import Names
 from tierflight.engine.sandbox import check_statement
-from tierflight.errors import InvalidArgument
 from tierflight.protocol.parameters import ParameterTyper, parameter_rows, require_bound
 from tierflight.router.binding import bind, literal
 

@@ -23,8 +23,8 @@ import pytest
 
 from conftest import RunningServer, SubprocessServer, make_config, start_in_process, start_subprocess
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, wait_for
+from tierflight.core.errors import ConfigError
 from tierflight.engine.guards import MAX_BUILT_VALUE
-from tierflight.errors import ConfigError
 from tierflight.protocol import flightsql_pb2 as pb
 
 TIMEOUT_S = 2.0

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import RunningServer, make_config
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 from tierflight.rollups.build import add_quantiles
 from tierflight.rollups.definition import KLL_K, Measure, StorageGroup, parse_rollups
 from tierflight.rollups.kll import merged

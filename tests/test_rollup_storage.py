@@ -15,8 +15,8 @@ import sqlglot
 
 from conftest import CONFIG, RunningServer, make_config
 from test_rollups import _kept
-from tierflight.config import load_config
-from tierflight.errors import ConfigError
+from tierflight.core.config import load_config
+from tierflight.core.errors import ConfigError
 from tierflight.rollups.definition import Measure, StorageGroup, exact_sum_sql, parse_rollups, storage_groups
 
 

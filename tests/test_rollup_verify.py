@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import CONFIG, RunningServer, make_config, serve_env, tierflight_cmd
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 from tierflight.rollups.definition import Measure, StorageGroup
 from tierflight.rollups.sketches import sketch_of
 from tierflight.rollups.verify import VerifyResult, compare, registers, sample_sql

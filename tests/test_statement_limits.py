@@ -19,8 +19,8 @@ from flightsql_helpers import (
     descriptor_bytes,
     ticket_bytes,
 )
+from tierflight.core.errors import InvalidArgument, Overloaded
 from tierflight.engine import sandbox
-from tierflight.errors import InvalidArgument, Overloaded
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol import wire
 from tierflight.protocol.wire import pack

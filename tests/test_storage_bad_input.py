@@ -39,7 +39,7 @@ from storage_helpers import (
     warm_dir,
     warm_file,
 )
-from tierflight.errors import StorageUnavailable
+from tierflight.core.errors import StorageUnavailable
 
 # Each test builds a data set (and tiers, rollups or a server) of its own.
 pytestmark = pytest.mark.needs_server

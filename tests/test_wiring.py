@@ -10,6 +10,8 @@ import pyarrow as pa
 import pytest
 
 from tierflight.app import Periodic
+from tierflight.core.errors import ResultTooLarge, Status, TierflightError
+from tierflight.core.statement import StatementKind
 from tierflight.engine.execution import (
     Execution,
     QueryRecord,
@@ -19,8 +21,7 @@ from tierflight.engine.execution import (
     queries_table,
 )
 from tierflight.engine.monitor import Stop
-from tierflight.engine.sandbox import StatementKind, check_statement
-from tierflight.errors import ResultTooLarge, Status, TierflightError
+from tierflight.engine.sandbox import check_statement
 from tierflight.router.route import Route
 
 

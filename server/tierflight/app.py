@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from tierflight.config import Config
+from tierflight.core.config import Config
+from tierflight.core.errors import ConfigError, Unsupported
+from tierflight.core.log import flush_logs, get_logger
+from tierflight.core.names import Names
+from tierflight.core.rwlock import RWLock
 from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.columns import ColumnNames
 from tierflight.engine.database import Database
 from tierflight.engine.executor import Executor
-from tierflight.engine.names import Names
-from tierflight.engine.rwlock import RWLock
-from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
 from tierflight.ingest.tables import IngestTables, recover_flushes
 from tierflight.lifecycle import Stoppable
-from tierflight.log import flush_logs, get_logger
 from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.observability.metrics import ServingState
 from tierflight.rollups.registry import RollupRegistry, RollupState

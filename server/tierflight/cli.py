@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tierflight.config import Config, load_config
-from tierflight.datadir import lock_data_dir
-from tierflight.errors import TierflightError
+from tierflight.core.config import Config, load_config
+from tierflight.core.datadir import lock_data_dir
+from tierflight.core.errors import TierflightError
+from tierflight.core.log import configure_logging, flush_logs, get_logger
 from tierflight.lifecycle import settle_heap
-from tierflight.log import configure_logging, flush_logs, get_logger
 
 app = typer.Typer(
     add_completion=False,
@@ -139,7 +139,7 @@ def serve(
             # generates the demo data when there is none.
             from tierflight.workers.supervisor import serve_workers
 
-            serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers,
+            serve_workers(config, host or config.server.host, config.server.port if port is None else port, workers, run_worker_command,
                           insecure=insecure, log_level=state.log_level, demo=not no_demo, advertise=advertise, worker_ports=worker_ports)
             return
         from tierflight.app import App
@@ -199,9 +199,9 @@ def worker(
     from tierflight.protocol.auth import MIDDLEWARE_KEY, NoOpAuthHandler, tls_certificates
     from tierflight.protocol.boundary import install_traceback_guard
     from tierflight.protocol.server import FlightSqlServer
+    from tierflight.protocol.tickets import TicketKey, key_from_env
     from tierflight.workers.direct import DirectServer, Servers
     from tierflight.workers.supervisor import READY_LINE, ticket_ttl_s
-    from tierflight.workers.tickets import TicketKey, key_from_env
     from tierflight.workers.trust import FrontIdentityFactory
 
     try:
@@ -571,6 +571,11 @@ def hash_password_cmd() -> None:
     if password != getpass.getpass("again: "):
         _fail("passwords differ")
     print(hash_password(password))
+
+
+def run_worker_command(args: list[str]) -> None:
+    """A forked worker's body after its set-up (workers.supervisor): ``tierflight worker ...``."""
+    app(args, prog_name="tierflight")
 
 
 def main() -> None:

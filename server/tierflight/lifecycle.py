@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 
 log = get_logger("tierflight.lifecycle")
 

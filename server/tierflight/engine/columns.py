@@ -7,9 +7,10 @@ from collections.abc import Mapping
 
 import duckdb
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import quote_ident, table_view_sql, use_catalog
-from tierflight.lru import LRU
+from tierflight.core.config import TableConfig
+from tierflight.core.lru import LRU
+from tierflight.core.sql import quote_ident, table_view_sql
+from tierflight.engine.database import use_catalog
 
 
 class ColumnNames:

@@ -1,7 +1,7 @@
 """The DuckDB side: one in-memory database, named ``tierflight``, with the system tables.
 
 The configured tables are not in DuckDB's catalog: the raw planner replaces every reference
-to one (engine.names resolves the spellings) by its current tier sources, so no object in
+to one (core.names resolves the spellings) by its current tier sources, so no object in
 the catalog can answer with rows of an earlier listing.
 
 DuckDB is the second fence of the sandbox: external access is off except for the data
@@ -12,19 +12,20 @@ statement cannot turn any of that back on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config, TableConfig
+from tierflight.core.config import Config
+from tierflight.core.errors import StatementRefused
+from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
+from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.engine.guards import MACROS
-from tierflight.engine.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
-from tierflight.errors import StatementRefused
-from tierflight.log import get_logger
-from tierflight.lru import LRU
 
 log = get_logger("tierflight.engine")
 
@@ -33,39 +34,6 @@ _ALLOWED_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
 SystemTableSource = Callable[[], pa.Table]
 # The rows a caller may see: all of them (None) or those of one user.
 CallerTableSource = Callable[[str | None], pa.Table]
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def empty_relation_sql(table: TableConfig) -> str:
-    """A typed relation with no rows, for a table that has no data yet."""
-    cols = ", ".join(f"CAST(NULL AS {c.type}) AS {quote_ident(c.name)}" for c in table.columns)
-    return f"SELECT {cols} WHERE false"
-
-
-def table_view_sql(table: TableConfig, sources: Iterable[str], derived: Collection[str] | None = None) -> str:
-    """The view body of a table: the union of its tiers' relations plus derived columns (all
-    of them, or only those named in ``derived``: DuckDB binds every one it is given, even
-    those the statement never reads)."""
-    parts = [s for s in sources if s]
-    body = " UNION ALL ".join(f"({p})" for p in parts) if parts else empty_relation_sql(table)
-    return f"SELECT *{derived_columns_sql(table, derived)} FROM ({body})"
-
-
-def derived_columns_sql(table: TableConfig, derived: Collection[str] | None = None, without: Collection[str] = ()) -> str:
-    """``, <expr> AS <name>`` for the table's derived columns (all, or those named in
-    ``derived``), but for those in ``without`` (both as lower-case names)."""
-    return "".join(
-        f", {expr} AS {quote_ident(name)}"
-        for name, expr in table.derived.items()
-        if (derived is None or name.lower() in derived) and name.lower() not in without
-    )
 
 
 def use_catalog(con: duckdb.DuckDBPyConnection) -> None:

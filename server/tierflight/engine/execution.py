@@ -22,13 +22,13 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import ServerConfig
+from tierflight.core.config import ServerConfig
+from tierflight.core.errors import Cancelled, ResultTooLarge, Status, TierflightError
+from tierflight.core.log import get_logger
+from tierflight.core.statement import Statement
 from tierflight.engine.calls import current_call
 from tierflight.engine.duck_errors import translate
 from tierflight.engine.monitor import Stop, StopReason
-from tierflight.engine.sandbox import Statement
-from tierflight.errors import Cancelled, ResultTooLarge, Status, TierflightError
-from tierflight.log import get_logger
 from tierflight.router.route import Route
 
 log = get_logger("tierflight.statement")

@@ -12,19 +12,22 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from tierflight.core.errors import (
+    InvalidArgument,
+    Overloaded,
+    SqlSyntaxError,
+    StatementRefused,
+    TierflightError,
+)
+from tierflight.core.lru import LRU
+from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions
-from tierflight.errors import InvalidArgument, Overloaded, SqlSyntaxError, StatementRefused, TierflightError
-from tierflight.lru import LRU
-
-DIALECT = "duckdb"
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
@@ -55,24 +58,6 @@ _ALLOWED_ROOTS: tuple[type[exp.Expr], ...] = (
     exp.Show,
     exp.Summarize,
 )
-
-
-class StatementKind(StrEnum):
-    """What the client asked for: the statement's answer, DuckDB's plan, or the route."""
-
-    QUERY = "query"
-    EXPLAIN = "explain"  # EXPLAIN [ANALYZE] <query>: DuckDB explains it
-    EXPLAIN_ROUTE = "explain_route"  # EXPLAIN ROUTE <query>: the router's Route as a table
-
-
-@dataclass(frozen=True)
-class Statement:
-    """A statement that passed the check."""
-
-    sql: str  # what DuckDB runs (for EXPLAIN ROUTE: the inner query)
-    tree: exp.Expr  # the parsed (inner) query
-    kind: StatementKind
-    parameter_count: int
 
 
 def parse_one(sql: str) -> exp.Expr:

@@ -18,9 +18,8 @@ import re
 
 import duckdb
 
-from tierflight.engine.database import quote_ident, quote_literal
+from tierflight.core.sql import SESSION_USER_FUNCTIONS, quote_ident, quote_literal
 
-SESSION_USER_FUNCTIONS = ("current_user", "session_user", "current_role", "user")
 # A cheap, deliberately loose test on the SQL text (a column or string named "user" also
 # matches): a false match costs one CREATE TEMP MACRO (under a millisecond), a miss would
 # answer "duckdb".

@@ -14,10 +14,8 @@ flush   (size or age threshold, or shutdown) publish the hot rows as Parquet/Ice
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import os
 import threading
 import time
 import uuid
@@ -30,11 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import IngestConfig
-from tierflight.durable import write_json_atomic
-from tierflight.engine.names import Kind, Names
-from tierflight.engine.rwlock import RWLock
-from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.core.config import IngestConfig
+from tierflight.core.durable import write_json_atomic
+from tierflight.core.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.core.log import get_logger
+from tierflight.core.names import Kind, Names
+from tierflight.core.rwlock import RWLock
+from tierflight.core.threads import lower_thread_priority
 from tierflight.ingest.tables import (
     FLUSH_JOURNAL,
     FLUSH_THROUGH,
@@ -46,7 +46,6 @@ from tierflight.ingest.tables import (
 )
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
-from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupDelta, RollupState, StagedDelta
 
 log = get_logger("tierflight.ingest")
@@ -59,19 +58,8 @@ IF_EXISTS_FAIL = 1
 IF_EXISTS_REPLACE = 3
 
 
-# The [ingest] section, parsed and checked by tierflight.config.
+# The [ingest] section, parsed and checked by tierflight.core.config.
 IngestSettings = IngestConfig
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Make the calling thread yield the CPU to statements (Linux schedules threads one by
-    one, so this touches no other thread). Lowering needs no privilege; where the platform
-    refuses, the thread keeps its priority."""
-    if nice <= 0:
-        return
-    with contextlib.suppress(AttributeError, OSError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 # Statements that finished this recently count as running (a dashboard sends them in bursts).

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.engine.rwlock import RWLock
+from tierflight.core.log import get_logger
+from tierflight.core.rwlock import RWLock
 from tierflight.ingest.wal import WriteAheadLog
-from tierflight.log import get_logger
 from tierflight.tiers.relocate import relative_name, resolve_name
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import day_dir_name

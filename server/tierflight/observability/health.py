@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from tierflight.errors import first_line
+from tierflight.core.errors import first_line
 from tierflight.tiers.store import TableStore
 
 READY = "ready"

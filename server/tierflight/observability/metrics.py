@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tierflight.core.log import get_logger
 from tierflight.engine.execution import NOT_RUN, QueryStatus
-from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupState
 from tierflight.tiers.base import TierKind
 from tierflight.tiers.store import TableStore

@@ -8,8 +8,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from tierflight import __version__
-from tierflight.engine.sandbox import Statement, check_statement
-from tierflight.errors import Unsupported
+from tierflight.core.errors import Unsupported
+from tierflight.core.statement import Statement
+from tierflight.engine.sandbox import check_statement
 from tierflight.protocol import schemas as S
 from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table

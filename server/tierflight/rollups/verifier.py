@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import duckdb
 
-from tierflight.engine.rwlock import RWLock
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
+from tierflight.core.rwlock import RWLock
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.rollups.verify import VerifyResult, verify
 
@@ -30,8 +30,8 @@ LOADED = ("active", "stale")
 
 def since_time(text: str, now: dt.datetime) -> dt.datetime:
     """``--since``: a date or timestamp, or a duration before ``now`` (7d, 12h)."""
-    from tierflight.config import parse_duration
-    from tierflight.errors import ConfigError
+    from tierflight.core.config import parse_duration
+    from tierflight.core.errors import ConfigError
 
     try:
         return now - parse_duration(text, "--since")
@@ -171,7 +171,7 @@ class Verifier:
             return
 
         def loop() -> None:
-            from tierflight.ingest.service import lower_thread_priority
+            from tierflight.core.threads import lower_thread_priority
 
             lower_thread_priority(nice)
             while not self._stop.wait(seconds):

@@ -39,7 +39,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.rollups.build import _add_hll, retention_cutoff, state_expr
 from tierflight.rollups.definition import Measure, StorageGroup, dimension_expr
 from tierflight.tiers.store import TableStore
@@ -92,7 +92,7 @@ def _where(group: StorageGroup, exprs: dict[str, str], fraction: float, salt: in
     if sampled:
         preds.append(sampled)
     if since is not None and group.grain:
-        from tierflight.router.timerange import truncate
+        from tierflight.core.grains import truncate
 
         preds.append(f"{exprs[group.grain]} >= {_since_literal(truncate(since, group.grain))}")
     return f"WHERE {' AND '.join(preds)}" if preds else ""

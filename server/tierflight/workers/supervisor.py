@@ -11,7 +11,7 @@ exits while the server runs is started again; its calls fail with UNAVAILABLE me
 
 Each worker also serves DoGet on a TCP port of the front's host (any free port, or
 ``--worker-ports BASE`` + its index; reported on its ready line), where clients fetch results with tickets the front signed under a key
-drawn here for this ``serve`` (see tickets.py). The front names a worker's port in the
+drawn here for this ``serve`` (see protocol/tickets.py). The front names a worker's port in the
 endpoints it returns only while the worker runs: its location is dropped the moment the
 process exits (a thread waits on every worker's exit) and set again once the new one is
 ready.
@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -38,13 +38,13 @@ from typing import IO, Any
 import pyarrow.flight as flight
 from prometheus_client import CollectorRegistry, Gauge
 
-from tierflight.config import Config
-from tierflight.errors import ConfigError
+from tierflight.core.config import Config
+from tierflight.core.errors import ConfigError
+from tierflight.core.log import get_logger
 from tierflight.lifecycle import SignalLatch
-from tierflight.log import get_logger
+from tierflight.protocol.tickets import KEY_ENV, TicketKey, new_key, ttl_for
 from tierflight.protocol.wire import STATE_ACTION
 from tierflight.workers.front import FrontServer, Worker
-from tierflight.workers.tickets import KEY_ENV, TicketKey, new_key, ttl_for
 
 log = get_logger("tierflight.workers")
 
@@ -72,16 +72,20 @@ _FORKS = multiprocessing.get_context("forkserver")
 _FORKS.set_forkserver_preload(["tierflight.workers.preload"])
 
 
-def run_worker(args: list[str], env: dict[str, str], out: Any) -> None:
+# What a forked worker runs with its command line (``tierflight worker ...``): the CLI's
+# entry, handed down by the CLI (a module-level function, so the fork server unpickles it by
+# name) because the workers are a layer below the CLI and never import it.
+WorkerMain = Callable[[list[str]], None]
+
+
+def run_worker(args: list[str], env: dict[str, str], out: Any, main: WorkerMain) -> None:
     """The body of a forked worker: its environment, its stdout on ``out``, then the CLI."""
     os.environ.clear()
     os.environ.update(env)
     os.dup2(out.fileno(), 1)
     out.close()
     _name_process(f"tierflight-w{args[args.index('--index') + 1]}")
-    from tierflight.cli import app
-
-    app(args, prog_name="tierflight")
+    main(args)
 
 
 def _name_process(name: str) -> None:
@@ -100,6 +104,7 @@ class WorkerProcess:
     socket: Path
     args: list[str]
     env: dict[str, str]
+    main: WorkerMain
     direct_base: str = "grpc://127.0.0.1"  # the DoGet port's URI without the port
     proc: BaseProcess | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -112,7 +117,7 @@ class WorkerProcess:
         self.direct_port = None
         self.socket.unlink(missing_ok=True)
         reader, writer = _FORKS.Pipe(duplex=False)
-        self.proc = _FORKS.Process(target=run_worker, args=(self.args, self.env, writer), name=f"tierflight-worker-{self.worker.index}")
+        self.proc = _FORKS.Process(target=run_worker, args=(self.args, self.env, writer, self.main), name=f"tierflight-worker-{self.worker.index}")
         self.proc.start()
         writer.close()
         # The worker writes plain lines to the pipe (its stdout): read them as text.
@@ -209,6 +214,7 @@ class Supervisor:
         self,
         config: Config,
         count: int,
+        main: WorkerMain,
         log_level: str = "info",
         demo: bool = False,
         host: str = "127.0.0.1",
@@ -233,7 +239,7 @@ class Supervisor:
             worker = Worker(i, f"grpc+unix://{sock}")
             port = worker_ports + i if worker_ports else 0
             args = worker_args(config, i, sock, log_level, demo and i == 0, direct_host=host, direct_port=port)
-            self.processes.append(WorkerProcess(worker, sock, args, worker_env(config, i, key), base))
+            self.processes.append(WorkerProcess(worker, sock, args, worker_env(config, i, key), main, base))
         self._stop = threading.Event()
 
     @property
@@ -334,6 +340,7 @@ def serve_workers(
     host: str,
     port: int,
     count: int,
+    main: WorkerMain,
     *,
     insecure: bool,
     log_level: str,
@@ -356,7 +363,7 @@ def serve_workers(
     certs = tls_certificates(config.server.tls_cert, config.server.tls_key)
     scheme = "grpc+tls" if certs else "grpc"
     supervisor = Supervisor(
-        config, count, log_level, demo=demo, host=host, advertise=advertise, worker_ports=worker_ports
+        config, count, main, log_level, demo=demo, host=host, advertise=advertise, worker_ports=worker_ports
     )
     latch = SignalLatch()
     registry = CollectorRegistry()
