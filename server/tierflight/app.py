@@ -23,6 +23,7 @@ from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
+from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.timetravel import snapshots_table
 
@@ -39,9 +40,15 @@ class App:
         self.config = config
         self.follower = follower
         self.database = Database(config)
-        self.names = Names(config.tables, lambda: self.database.system_tables.keys())
+        # Dimension tables: in memory, their current version loaded from the data dir.
+        self.dimensions: dict[str, DimensionStore] = {
+            name: DimensionStore(config.data_dir, table, writer=not follower) for name, table in config.dimensions.items()
+        }
+        self.names = Names(config.tables, lambda: self.database.system_tables.keys(), config.dimensions)
         # What catalog queries and the metadata calls see (engine.catalog).
-        self.catalog = ShadowCatalog(config.tables, lambda: self.database.system_tables, self.database.query_internal)
+        self.catalog = ShadowCatalog(
+            {**config.tables, **config.dimensions}, lambda: self.database.system_tables, self.database.query_internal
+        )
         self.stores: dict[str, TableStore] = {
             name: TableStore(config, table) for name, table in config.tables.items()
         }
@@ -65,6 +72,7 @@ class App:
             column_names=self._column_names,
             names=self.names,
             catalog=self.catalog,
+            dimensions=self.dimension_map,
         )
         self.planner = self.router
         self.executor = Executor(config, self.database, self.router, self.swap_lock)
@@ -95,6 +103,7 @@ class App:
         changed = any(store.refresh_if_changed() for store in self.stores.values())
         if self.rollups.reload_changed() or changed:
             self.router.invalidate()
+        self.reload_dimensions()
         # A flush holds its flush lock from its first file to its last snapshot, and ingest
         # takes the ingest lock: holding both, no half-published state is reported.
         locks = [lock for t in self.ingest_service.tables.values() for lock in (t.flush_lock, t.lock)]
@@ -107,6 +116,7 @@ class App:
                 "rollups": self.rollups.snapshot_files(),
                 # Rows merged since the snapshots (a flush under sustained ingest defers them).
                 "merged": self.rollups.merged_state(),
+                "dimensions": {name: d.current.version for name, d in sorted(self.dimensions.items())},
             }
         finally:
             for lock in reversed(locks):
@@ -129,7 +139,7 @@ class App:
             # access (the statement is the client's; only its names are wanted).
             binder = duckdb.connect(":memory:", config={"enable_external_access": False})
             use_catalog(binder)
-            for table in self.config.tables.values():
+            for table in [*self.config.tables.values(), *self.config.dimensions.values()]:
                 binder.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
             self._binder = binder
         cur = binder.cursor()
@@ -142,6 +152,20 @@ class App:
 
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores
+
+    def dimension_map(self) -> Mapping[str, DimensionStore]:
+        return self.dimensions
+
+    def reload_dimensions(self) -> None:
+        """Serve the dimension versions another process (the primary worker) wrote."""
+        for store in self.dimensions.values():
+            if store.write_lock.locked():
+                continue  # this process is writing it: nothing newer can be on disk
+            newer = store.changed_on_disk()
+            if newer is not None:
+                with self.swap_lock.write():
+                    store.serve(newer)
+                    self.router.invalidate()
 
     def refresh_tables(self) -> None:
         """Re-list every tier (after data changes)."""
@@ -167,6 +191,7 @@ class App:
                     changed = any(store.refresh_if_changed() for store in self.stores.values())
                     if self.rollups.reload_changed() or changed:
                         self.router.invalidate()
+                    self.reload_dimensions()
                 except Exception as exc:  # noqa: BLE001 - retried next round; never kill the server
                     log.error("snapshot_watch_failed", error=repr(exc))
 

@@ -33,6 +33,7 @@ from tierflight.config import IngestConfig
 from tierflight.durable import write_json_atomic
 from tierflight.engine.names import Kind
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.ingest.dimension import dimension_mode, ingest_dimension
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
@@ -206,6 +207,8 @@ class IngestService:
         schema = cmd.schema if cmd.HasField("schema") and cmd.schema else None
         catalog = cmd.catalog if cmd.HasField("catalog") and cmd.catalog else None
         resolved = self.app.names.lookup(cmd.table, schema, catalog)
+        if resolved is not None and resolved.kind is Kind.DIMENSION:
+            return self._ingest_dimension(resolved.name, cmd, reader)
         if resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in self.tables:
             shown = ".".join(p for p in (catalog, schema, cmd.table) if p)
             raise NotFound(f"table {shown!r} is not configured for ingest; known: {', '.join(self.tables)}")
@@ -219,6 +222,18 @@ class IngestService:
         if cmd.temporary:
             raise InvalidArgument("temporary tables are not supported; ingest appends to configured tables")
         return self._appender.submit(self._read_and_append, table_name, reader).result()
+
+    def _ingest_dimension(self, table_name: str, cmd: Any, reader: Any) -> int:
+        """A dimension table's next version (ingest.dimension), on the low-priority thread."""
+        if cmd.temporary:
+            raise InvalidArgument("temporary tables are not supported; ingest loads configured tables")
+        mode = dimension_mode(table_name, cmd.table_definition_options.if_exists)
+        store = self.app.dimensions[table_name]
+
+        def run() -> int:
+            return ingest_dimension(store, reader.read_all(), mode, self.app.swap_lock, self.app.router.invalidate)
+
+        return self._appender.submit(run).result()
 
     def _read_and_append(self, table_name: str, reader: Any) -> int:
         # Decoding the stream is ingest work too: on the low-priority thread.

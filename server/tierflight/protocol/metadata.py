@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight import __version__
+from tierflight.engine.names import Kind, Names, Resolved
 from tierflight.engine.sandbox import check_statement
 from tierflight.errors import Unsupported
 from tierflight.protocol import schemas as S
@@ -14,6 +15,9 @@ from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table
 
 TABLE_TYPES = ("TABLE", "SYSTEM TABLE")
+# Flight SQL UpdateDeleteRules: what a foreign key does when its key changes (nothing here:
+# tierflight does not enforce references, it reports them).
+NO_ACTION = 3
 
 _SCHEMAS: dict[str, pa.Schema] = {
     "CommandGetCatalogs": S.CATALOGS_SCHEMA,
@@ -72,7 +76,7 @@ class Metadata:
     def _entries(self) -> list[tuple[str, str, str, str]]:
         """(catalog, db_schema, table, table_type) of everything a client may query."""
         catalog = self.app.catalog_name
-        entries = [(catalog, "main", name, "TABLE") for name in self.app.config.tables]
+        entries = [(catalog, "main", name, "TABLE") for name in [*self.app.config.tables, *self.app.config.dimensions]]
         entries += [(catalog, "system", name, "SYSTEM TABLE") for name in self.app.database.system_tables]
         return sorted(entries)
 
@@ -119,18 +123,75 @@ class Metadata:
     def _CommandGetTableTypes(self, cmd: Any) -> pa.Table:
         return pa.Table.from_pylist([{"table_type": t} for t in TABLE_TYPES], schema=S.TABLE_TYPES_SCHEMA)
 
-    # Tables have no declared keys: empty results with the spec's schemas.
+    # -- keys: a dimension table's key, and the fact tables' references to it ----------------
+
+    def _resolve(self, cmd: Any, prefix: str = "") -> Resolved | None:
+        """The configured table a keys command names (as a statement's name resolves)."""
+        name = getattr(cmd, f"{prefix}table")
+        check_length(f"{prefix}table", name)
+        names: Names = self.app.names
+        return names.lookup(name, _opt(cmd, f"{prefix}db_schema"), _opt(cmd, f"{prefix}catalog"))
+
+    def _foreign_keys(self) -> list[tuple[str, str, str, str]]:
+        """(fact table, its column, dimension table, its key) of every configured reference."""
+        config = self.app.config
+        return sorted(
+            (fact.name, column, target, str(config.dimensions[target].key))
+            for fact in config.tables.values()
+            for column, target in fact.references.items()
+        )
+
+    def _keys_table(self, schema: pa.Schema, keys: list[tuple[str, str, str, str]]) -> pa.Table:
+        catalog = self.app.catalog_name
+        rows = [
+            {
+                "pk_catalog_name": catalog,
+                "pk_db_schema_name": "main",
+                "pk_table_name": dim,
+                "pk_column_name": key,
+                "fk_catalog_name": catalog,
+                "fk_db_schema_name": "main",
+                "fk_table_name": fact,
+                "fk_column_name": column,
+                "key_sequence": 1,
+                "fk_key_name": f"{fact}_{column}_fkey",
+                "pk_key_name": f"{dim}_pkey",
+                "update_rule": NO_ACTION,
+                "delete_rule": NO_ACTION,
+            }
+            for fact, column, dim, key in keys
+        ]
+        return pa.Table.from_pylist(rows, schema=schema)
+
     def _CommandGetPrimaryKeys(self, cmd: Any) -> pa.Table:
-        return S.PRIMARY_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        if resolved is None or resolved.kind is not Kind.DIMENSION:
+            return S.PRIMARY_KEYS_SCHEMA.empty_table()
+        key = self.app.config.dimensions[resolved.name].key
+        row = {
+            "catalog_name": self.app.catalog_name,
+            "db_schema_name": "main",
+            "table_name": resolved.name,
+            "column_name": key,
+            "key_sequence": 1,
+            "key_name": f"{resolved.name}_pkey",
+        }
+        return pa.Table.from_pylist([row], schema=S.PRIMARY_KEYS_SCHEMA)
 
     def _CommandGetImportedKeys(self, cmd: Any) -> pa.Table:
-        return S.IMPORTED_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        keys = [k for k in self._foreign_keys() if resolved is not None and k[0] == resolved.name]
+        return self._keys_table(S.IMPORTED_KEYS_SCHEMA, keys)
 
     def _CommandGetExportedKeys(self, cmd: Any) -> pa.Table:
-        return S.EXPORTED_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        keys = [k for k in self._foreign_keys() if resolved is not None and k[2] == resolved.name]
+        return self._keys_table(S.EXPORTED_KEYS_SCHEMA, keys)
 
     def _CommandGetCrossReference(self, cmd: Any) -> pa.Table:
-        return S.CROSS_REFERENCE_SCHEMA.empty_table()
+        pk, fk = self._resolve(cmd, "pk_"), self._resolve(cmd, "fk_")
+        keys = [k for k in self._foreign_keys() if pk is not None and fk is not None and (k[0], k[2]) == (fk.name, pk.name)]
+        return self._keys_table(S.CROSS_REFERENCE_SCHEMA, keys)
 
     def _CommandGetXdbcTypeInfo(self, cmd: Any) -> pa.Table:
         return S.xdbc_type_info_table(cmd.data_type if cmd.HasField("data_type") else None)

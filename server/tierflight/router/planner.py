@@ -28,7 +28,7 @@ from tierflight.lru import LRU
 from tierflight.rollups.build import state_expr
 from tierflight.rollups.definition import DERIVABLE, dimension_expr, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
-from tierflight.router.raw import RawPlanner
+from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
 from tierflight.router.route import Rejection, Route, RoutePart
 from tierflight.router.rules import (
@@ -244,13 +244,14 @@ class Router:
         column_names: Callable[[str], list[str]] | None = None,
         names: Names | None = None,
         catalog: ShadowCatalog | None = None,
+        dimensions: DimensionLookup | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names
         self._stores = stores
         self.registry = registry
         self._names = names
-        self.raw = RawPlanner(stores, names, catalog)
+        self.raw = RawPlanner(stores, names, catalog) if dimensions is None else RawPlanner(stores, names, catalog, dimensions)
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}

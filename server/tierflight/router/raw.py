@@ -20,14 +20,21 @@ from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
 from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
 from tierflight.engine.sandbox import DIALECT, Statement
+from tierflight.errors import InvalidArgument
 from tierflight.lru import LRU
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
+from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import Source, TableStore
 from tierflight.tiers.timetravel import relation_at
 
 StoreLookup = Callable[[], Mapping[str, TableStore]]
+DimensionLookup = Callable[[], Mapping[str, DimensionStore]]
+
+
+def _no_dimensions() -> Mapping[str, DimensionStore]:
+    return {}
 
 
 def _fmt_range(parts: tuple[object, ...]) -> str:
@@ -137,11 +144,21 @@ class _Template:
     # shadow catalog (engine.catalog) and registered under the marker.
     catalog: tuple[tuple[str, exp.Table], ...] = ()
     whole_catalog: bool = False  # the statement is a catalog command run on the shadow
+    # Dimension tables read: (marker, table); each marker is the name its current version's
+    # rows are registered under on the statement's cursor.
+    dimensions: tuple[tuple[str, str], ...] = ()
 
 
 class RawPlanner:
-    def __init__(self, stores: StoreLookup, names: Names | None = None, catalog: ShadowCatalog | None = None) -> None:
+    def __init__(
+        self,
+        stores: StoreLookup,
+        names: Names | None = None,
+        catalog: ShadowCatalog | None = None,
+        dimensions: DimensionLookup = _no_dimensions,
+    ) -> None:
         self._stores = stores
+        self._dimensions = dimensions
         self._names = names
         self._catalog = catalog
         self._templates: LRU[tuple[str, str], _Template] = LRU(4096)
@@ -160,7 +177,7 @@ class RawPlanner:
             template = _Template(_marker(), (), (), {}, {}, whole_catalog=True)
             self._templates.put(key, template)
             return template
-        special = _describe_or_show(tree, names, stores)
+        special = _describe_or_show(tree, names, stores, self._dimensions())
         if special is not None:
             template = _Template(special, (), (), {}, {})
             self._templates.put(key, template)
@@ -170,6 +187,7 @@ class RawPlanner:
             tree.set("this", exp.Select(expressions=[exp.Star()]).from_(tree.this.copy()))
         unaliased: set[str] = set()
         catalog: list[tuple[str, exp.Table]] = []
+        dimensions: list[tuple[str, str]] = []
         for t in list(tree.find_all(exp.Table)):
             resolved = names.resolve(t)
             if resolved is None:
@@ -186,6 +204,15 @@ class RawPlanner:
                 t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 t.set("catalog", None)
                 continue
+            if resolved.kind is Kind.DIMENSION:
+                if t.args.get("when") is not None:
+                    raise InvalidArgument(f"{resolved.name} is a dimension table: it has no history to travel in (AT ...)")
+                marker = _marker()
+                if not t.alias:
+                    unaliased.add(resolved.name)
+                dimensions.append((marker, resolved.name))
+                t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name))))
+                continue
             store = stores[resolved.name]
             cfg = store.table
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
@@ -200,7 +227,7 @@ class RawPlanner:
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
             _unqualify_columns(tree, names, unaliased)
-        sql = tree.sql(dialect=DIALECT) if references or system or catalog else None
+        sql = tree.sql(dialect=DIALECT) if references or system or catalog or dimensions else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
@@ -213,7 +240,14 @@ class RawPlanner:
             wanted = derived[r.table]
             day_as[r.table] = date_column if wanted is not None and date_column and date_column.lower() in wanted else None
         template = _Template(
-            sql, tuple(references), tuple(parts), derived, day_as, isinstance(tree, exp.Describe), tuple(catalog)
+            sql,
+            tuple(references),
+            tuple(parts),
+            derived,
+            day_as,
+            isinstance(tree, exp.Describe),
+            tuple(catalog),
+            dimensions=tuple(dimensions),
         )
         self._templates.put(key, template)
         return template
@@ -242,6 +276,12 @@ class RawPlanner:
             rows = self._catalog.relation(relation)
             registrations.append((marker, rows))
             parts.append(RoutePart("catalog", relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
+        if template.dimensions:
+            held = self._dimensions()
+            for marker, name in template.dimensions:
+                version = held[name].current
+                registrations.append((marker, version.data))
+                parts.append(RoutePart(DIMENSION_TIER, f"{name}: version {version.version}", version.rows, "dimension table (in memory)"))
         for ref in template.references:
             store = stores[ref.table]
             if template.shape_only:
@@ -269,6 +309,10 @@ class RawPlanner:
         return Route(sql=sql, parts=tuple(parts), registrations=tuple(registrations))
 
 
+# What EXPLAIN ROUTE prints as the tier of a dimension table's rows.
+DIMENSION_TIER = "dimension"
+
+
 def _marker() -> str:
     return f"__tf_source_{uuid.uuid4().hex[:12]}"
 
@@ -283,15 +327,19 @@ def _is_catalog_command(tree: exp.Expr, names: Names, catalog: ShadowCatalog) ->
     return False
 
 
-def _describe_or_show(tree: exp.Expr, names: Names, stores: Mapping[str, TableStore]) -> str | None:
+def _describe_or_show(
+    tree: exp.Expr, names: Names, stores: Mapping[str, TableStore], dimensions: Mapping[str, DimensionStore]
+) -> str | None:
     """The SQL answering ``DESCRIBE <configured table>`` or ``SHOW TABLES`` (the tables are
     not in DuckDB's catalog), or None for any other statement."""
     if isinstance(tree, exp.Show) and tree.name.upper() == "TABLES":
-        rows = ", ".join(f"({quote_literal(n)})" for n in sorted(names.tables))
+        rows = ", ".join(f"({quote_literal(n)})" for n in sorted([*names.tables, *names.dimensions]))
         return f"SELECT name FROM (VALUES {rows}) AS t(name) ORDER BY name" if rows else "SELECT NULL::VARCHAR AS name WHERE false"
     if not isinstance(tree, exp.Describe) or not isinstance(tree.this, exp.Table):
         return None
     resolved = names.resolve(tree.this)
+    if resolved is not None and resolved.kind is Kind.DIMENSION:
+        return describe_sql(dimensions[resolved.name].table)
     if resolved is None or resolved.kind is not Kind.TABLE:
         return None
     return describe_sql(stores[resolved.name].table)
@@ -315,7 +363,7 @@ def _unqualify_columns(tree: exp.Expr, names: Names, tables: Collection[str]) ->
         if not column.args.get("db"):
             continue
         resolved = names.lookup(column.table, column.db, column.catalog or None)
-        if resolved is not None and resolved.kind is Kind.TABLE and resolved.name in tables:
+        if resolved is not None and resolved.kind in (Kind.TABLE, Kind.DIMENSION) and resolved.name in tables:
             column.set("db", None)
             column.set("catalog", None)
 
