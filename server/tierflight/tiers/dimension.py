@@ -140,6 +140,8 @@ class DimensionStore:
         if len(repeated):
             value = repeated[0]["values"].as_py()
             raise InvalidArgument(f"ingest into {name}: key {key} = {value!r} appears more than once; nothing was written")
+        if not clean.schema.equals(self.schema):  # conformed already: only nullability differs
+            clean = clean.cast(self.schema)
         if not append:
             return clean.combine_chunks()
         old = self._current.data
