@@ -93,6 +93,16 @@ def test_describe_explain_and_the_shadow_catalog(conn: Any) -> None:
             cur.execute("SELECT * FROM advertisers AT (VERSION => 1)")
 
 
+def test_parameters_compared_with_a_dimension_column_take_its_type(conn: Any) -> None:
+    with conn.cursor() as cur:
+        sql = "SELECT name FROM Advertisers WHERE advertiser_id = ? AND vertical <> ?"
+        assert cur.adbc_prepare(sql) == pa.schema([("parameter_1", pa.int32()), ("parameter_2", pa.string())])
+        cur.execute("SELECT advertiser_id, name FROM advertisers ORDER BY advertiser_id LIMIT 1")
+        key, name = cur.fetchall()[0]
+        cur.execute(sql, parameters=(key, "nothing"))
+        assert cur.fetchall() == [(name,)]
+
+
 def _command(client: flight.FlightClient, cmd: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = read_all(client, client.get_flight_info(cmd_descriptor(cmd))).to_pylist()
     return rows
