@@ -344,3 +344,38 @@ def test_kill_9_during_replaces_serves_the_old_or_the_new_version(tmp_path: Path
     assert vertical in (f"v{acked[-1]}", f"v{acked[-1] + 1}")
     directory = tmp_path / "advertisers" / "dimension"
     assert len(list(directory.glob("*.arrow"))) == 1  # left-overs of the killed write removed
+
+
+@pytest.mark.needs_server
+def test_first_serve_writes_the_demo_dimensions_and_fills_in_missing_ones(tmp_path: Path) -> None:
+    from tierflight.cli import ensure_demo_data
+
+    def ids(data_dir: Path, cfg: Any, name: str) -> set[int]:
+        store = DimensionStore(data_dir, cfg.dimensions[name], writer=False)
+        return set(store.current.data[str(store.key)].to_pylist())
+
+    # A data dir with nothing: events and both dimension tables, every id covered.
+    first = make_config(tmp_path / "a", **{"demo.rows": 2_000, "demo.days": 2, "demo.seed": 4})
+    ensure_demo_data(first)
+    running = start_in_process(first)
+    try:
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            adv = {r[0] for r in _fetch(cur, "SELECT DISTINCT advertiser_id FROM events")}
+            pub = {r[0] for r in _fetch(cur, "SELECT DISTINCT publisher_id FROM events")}
+    finally:
+        running.server.shutdown()
+        running.app.close()
+    assert adv and adv <= ids(tmp_path / "a", first, "advertisers")
+    assert pub and pub <= ids(tmp_path / "a", first, "publishers")
+    # Events from before dimension tables existed: the next start adds the dimension rows.
+    second = make_config(tmp_path / "b", **{"demo.seed": 6})
+    from tierflight.demo.load import generate_into
+    from tierflight.tiers.store import TableStore
+
+    generate_into(TableStore(second, second.table("events")), 1_000, dt.date(2024, 12, 1), 2, 6, progress=False)
+    assert ids(tmp_path / "b", second, "advertisers") == set()
+    ensure_demo_data(second)
+    assert len(ids(tmp_path / "b", second, "advertisers")) == 1_600
+    version = DimensionStore(tmp_path / "b", second.dimensions["advertisers"], writer=False).current.version
+    ensure_demo_data(second)  # loaded once: a later start leaves them alone
+    assert DimensionStore(tmp_path / "b", second.dimensions["advertisers"], writer=False).current.version == version
