@@ -379,3 +379,26 @@ def test_first_serve_writes_the_demo_dimensions_and_fills_in_missing_ones(tmp_pa
     version = DimensionStore(tmp_path / "b", second.dimensions["advertisers"], writer=False).current.version
     ensure_demo_data(second)  # loaded once: a later start leaves them alone
     assert DimensionStore(tmp_path / "b", second.dimensions["advertisers"], writer=False).current.version == version
+
+
+@pytest.mark.needs_server
+def test_a_dimension_load_past_max_dimension_bytes_is_refused(tmp_path: Path) -> None:
+    probe = make_config(tmp_path)
+    load_demo(probe, 1_000, dt.date(2024, 12, 20), 2, 3)
+    current = DimensionStore(tmp_path, probe.dimensions["advertisers"], writer=False).current.data.nbytes
+    batch = _advertisers(list(range(1, 301)))
+    limit = current + batch.nbytes - 1_000  # the batch fits; the table with it does not
+    running = start_in_process(make_config(tmp_path, **{"ingest.max_dimension_bytes": limit}))
+    try:
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            before = _fetch(cur, ADV_SQL)
+            with pytest.raises(fsql.Error, match=r"(?i)resource.exhausted.*the table would hold .*max_dimension_bytes"):
+                cur.adbc_ingest("advertisers", batch, mode="append")
+            huge = _advertisers(list(range(1, 20_001)), vertical="x" * 200)  # refused while it is read
+            with pytest.raises(fsql.Error, match=r"(?i)resource.exhausted.*holds at most .*max_dimension_bytes"):
+                cur.adbc_ingest("advertisers", huge, mode="replace")
+            assert _fetch(cur, ADV_SQL) == before
+            assert cur.adbc_ingest("advertisers", batch, mode="replace") == 300  # alone it fits
+    finally:
+        running.server.shutdown()
+        running.app.close()

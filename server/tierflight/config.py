@@ -272,6 +272,8 @@ class IngestConfig:
     snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
     # While statements run, a table's ingest is held to at most this many rows/s (0: never).
     yield_rows_per_s: int = 280_000
+    # The most a dimension table may hold in memory (Arrow bytes); a larger load is refused.
+    max_dimension_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -460,7 +462,12 @@ _PARSERS: dict[type, dict[str, Parser]] = {
     DuckDBConfig: {"max_temp_directory_size": parse_size},
     TiersConfig: {"now": _to_datetime, "compact_small_file_bytes": parse_size},
     MetricsConfig: {"port": _metrics_port},
-    IngestConfig: {"flush_bytes": parse_size, "nice": _nice, "yield_rows_per_s": _rate},
+    IngestConfig: {
+        "flush_bytes": parse_size,
+        "max_dimension_bytes": parse_size,
+        "nice": _nice,
+        "yield_rows_per_s": _rate,
+    },
     RollupsConfig: {"memory_budget": parse_size},
     RollupConfig: {"retention": _optional_duration},
 }

@@ -14,11 +14,12 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
 from tierflight.engine.rwlock import RWLock
-from tierflight.errors import PermissionDenied
+from tierflight.errors import IngestTooLarge, PermissionDenied
 from tierflight.ingest.validate import conform
 from tierflight.log import get_logger
 from tierflight.tiers.dimension import DimensionStore
@@ -48,14 +49,46 @@ def dimension_mode(table: str, if_exists: int) -> DimensionMode:
     return DimensionMode.APPEND
 
 
+def read_bounded(reader: Any, table: str, limit: int) -> pa.Table:
+    """The whole stream, refused as soon as it passes ``limit`` bytes (a dimension table is
+    held in memory: a huge upload must not be read in full first)."""
+    batches: list[pa.RecordBatch] = []
+    size = 0
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            break
+        if chunk.data is None:
+            continue
+        size += chunk.data.nbytes
+        if size > limit:
+            raise IngestTooLarge(
+                f"ingest into {table}: a dimension table holds at most {limit:,} bytes "
+                "([ingest] max_dimension_bytes); nothing was written"
+            )
+        batches.append(chunk.data)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
 def ingest_dimension(
-    store: DimensionStore, data: pa.Table, mode: DimensionMode, swap_lock: RWLock, on_swap: Callable[[], None]
+    store: DimensionStore,
+    data: pa.Table,
+    mode: DimensionMode,
+    swap_lock: RWLock,
+    on_swap: Callable[[], None],
+    limit: int,
 ) -> int:
     """Check ``data``, write the next version and serve it; the rows ingested."""
     started = time.perf_counter()
     clean = conform(data, store.table, store.schema)
     with store.write_lock:
         rows = store.combined(clean, append=mode is DimensionMode.APPEND)
+        if rows.nbytes > limit:
+            raise IngestTooLarge(
+                f"ingest into {store.table.name}: the table would hold {rows.nbytes:,} bytes, more than "
+                f"{limit:,} ([ingest] max_dimension_bytes); nothing was written"
+            )
         version = store.write(rows)
         with swap_lock.write():
             store.serve(version)

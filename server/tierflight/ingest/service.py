@@ -33,7 +33,7 @@ from tierflight.config import IngestConfig
 from tierflight.durable import write_json_atomic
 from tierflight.engine.names import Kind
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
-from tierflight.ingest.dimension import dimension_mode, ingest_dimension
+from tierflight.ingest.dimension import dimension_mode, ingest_dimension, read_bounded
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
@@ -230,8 +230,11 @@ class IngestService:
         mode = dimension_mode(table_name, cmd.table_definition_options.if_exists)
         store = self.app.dimensions[table_name]
 
+        limit = self.settings.max_dimension_bytes
+
         def run() -> int:
-            return ingest_dimension(store, reader.read_all(), mode, self.app.swap_lock, self.app.router.invalidate)
+            data = read_bounded(reader, table_name, limit)
+            return ingest_dimension(store, data, mode, self.app.swap_lock, self.app.router.invalidate, limit)
 
         return self._appender.submit(run).result()
 
