@@ -278,8 +278,10 @@ class RawPlanner:
             parts.append(RoutePart("catalog", relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
         if template.dimensions:
             held = self._dimensions()
+            # One version per table, however often the statement names it.
+            versions = {name: held[name].current for _, name in template.dimensions}
             for marker, name in template.dimensions:
-                version = held[name].current
+                version = versions[name]
                 registrations.append((marker, version.data))
                 parts.append(RoutePart(DIMENSION_TIER, f"{name}: version {version.version}", version.rows, "dimension table (in memory)"))
         for ref in template.references:
