@@ -123,7 +123,7 @@ def test_metadata_rpcs_report_keys_and_references(server: RunningServer, conn: A
             "table_name": "advertisers",
             "column_name": "advertiser_id",
             "key_sequence": 1,
-            "key_name": "advertisers_pkey",
+            "key_name": "advertisers_advertiser_id_pkey",
         }
         assert _command(client, pb.CommandGetPrimaryKeys(table="events")) == []
         imported = _command(client, pb.CommandGetImportedKeys(table="events"))
@@ -139,8 +139,8 @@ def test_metadata_rpcs_report_keys_and_references(server: RunningServer, conn: A
         (cross,) = _command(client, pb.CommandGetCrossReference(pk_table="advertisers", fk_table="events"))
         assert (cross["fk_column_name"], cross["pk_key_name"], cross["fk_key_name"]) == (
             "advertiser_id",
-            "advertisers_pkey",
-            "events_advertiser_id_fkey",
+            "advertisers_advertiser_id_pkey",
+            "events_advertiser_id_advertiser_id_fkey",
         )
         assert _command(client, pb.CommandGetCrossReference(pk_table="events", fk_table="advertisers")) == []
         assert _command(client, pb.CommandGetCrossReference(pk_table="nope", fk_table="events")) == []

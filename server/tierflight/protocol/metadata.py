@@ -154,8 +154,9 @@ class Metadata:
                 "fk_table_name": fact,
                 "fk_column_name": column,
                 "key_sequence": 1,
-                "fk_key_name": f"{fact}_{column}_fkey",
-                "pk_key_name": f"{dim}_pkey",
+                # Named as information_schema names them (the shadow catalog's DuckDB).
+                "fk_key_name": f"{fact}_{column}_{key}_fkey",
+                "pk_key_name": f"{dim}_{key}_pkey",
                 "update_rule": NO_ACTION,
                 "delete_rule": NO_ACTION,
             }
@@ -174,7 +175,7 @@ class Metadata:
             "table_name": resolved.name,
             "column_name": key,
             "key_sequence": 1,
-            "key_name": f"{resolved.name}_pkey",
+            "key_name": f"{resolved.name}_{key}_pkey",
         }
         return pa.Table.from_pylist([row], schema=S.PRIMARY_KEYS_SCHEMA)
 
