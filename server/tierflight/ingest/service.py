@@ -211,7 +211,8 @@ class IngestService:
             return self._ingest_dimension(resolved.name, cmd, reader)
         if resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in self.tables:
             shown = ".".join(p for p in (catalog, schema, cmd.table) if p)
-            raise NotFound(f"table {shown!r} is not configured for ingest; known: {', '.join(self.tables)}")
+            known = ", ".join([*self.tables, *self.app.dimensions])
+            raise NotFound(f"table {shown!r} is not configured for ingest; known: {known}")
         table_name = resolved.name
         opts = cmd.table_definition_options
         if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or (opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL):
@@ -229,7 +230,6 @@ class IngestService:
             raise InvalidArgument("temporary tables are not supported; ingest loads configured tables")
         mode = dimension_mode(table_name, cmd.table_definition_options.if_exists)
         store = self.app.dimensions[table_name]
-
         limit = self.settings.max_dimension_bytes
 
         def run() -> int:
