@@ -9,11 +9,11 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from tierflight.core.config import TableKind, load_config
+from tierflight.core.errors import ConfigError, InvalidArgument
 
-from tierflight.config import TableKind, load_config
 from tierflight.demo.dimensions import demo_dimensions
 from tierflight.demo.generate import catalogue_ids, generate_days
-from tierflight.errors import ConfigError, InvalidArgument
 from tierflight.tiers.dimension import POINTER, DimensionStore
 
 EVENTS: dict[str, Any] = {

@@ -14,9 +14,9 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import Config
+from tierflight.core.config import Config
+from tierflight.core.errors import InvalidArgument
 from tierflight.demo.generate import GenerateStats, generate_to_hive
-from tierflight.errors import InvalidArgument
 from tierflight.tiers.store import TableStore
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.engine.rwlock import RWLock
-from tierflight.errors import IngestTooLarge, PermissionDenied
+from tierflight.core.errors import IngestTooLarge, PermissionDenied
+from tierflight.core.log import get_logger
+from tierflight.core.rwlock import RWLock
 from tierflight.ingest.validate import conform
-from tierflight.log import get_logger
 from tierflight.tiers.dimension import DimensionStore
 
 log = get_logger("tierflight.ingest")

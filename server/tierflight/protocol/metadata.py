@@ -7,9 +7,9 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight import __version__
-from tierflight.engine.names import Kind, Names, Resolved
+from tierflight.core.errors import Unsupported
+from tierflight.core.names import Kind, Names, Resolved
 from tierflight.engine.sandbox import check_statement
-from tierflight.errors import Unsupported
 from tierflight.protocol import schemas as S
 from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table

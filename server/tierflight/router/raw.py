@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
-from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.errors import InvalidArgument
-from tierflight.lru import LRU
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.lru import LRU
+from tierflight.core.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
+from tierflight.core.sql import derived_columns_sql, quote_literal, table_view_sql
+from tierflight.core.statement import DIALECT, Statement
+from tierflight.router.catalog import CatalogRelations
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
@@ -154,7 +154,7 @@ class RawPlanner:
         self,
         stores: StoreLookup,
         names: Names | None = None,
-        catalog: ShadowCatalog | None = None,
+        catalog: CatalogRelations | None = None,
         dimensions: DimensionLookup = _no_dimensions,
     ) -> None:
         self._stores = stores
@@ -319,7 +319,7 @@ def _marker() -> str:
     return f"__tf_source_{uuid.uuid4().hex[:12]}"
 
 
-def _is_catalog_command(tree: exp.Expr, names: Names, catalog: ShadowCatalog) -> bool:
+def _is_catalog_command(tree: exp.Expr, names: Names, catalog: CatalogRelations) -> bool:
     """A statement that is itself about the catalog: any SHOW but SHOW TABLES (which lists
     the configured tables), DESCRIBE or SUMMARIZE of a catalog relation."""
     if isinstance(tree, exp.Show):

@@ -27,10 +27,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import TableConfig
-from tierflight.durable import fsync_dir, write_json_atomic
-from tierflight.errors import InvalidArgument, StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.config import TableConfig
+from tierflight.core.durable import fsync_dir, write_json_atomic
+from tierflight.core.errors import InvalidArgument, StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.tiers.store import arrow_schema
 
 log = get_logger("tierflight.dimension")
