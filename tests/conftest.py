@@ -217,11 +217,13 @@ def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str
 
 
 def load_demo(cfg: Config, rows: int, start: dt.date, days: int, seed: int) -> None:
-    """Generate demo events into the tiers ``cfg`` configures (what `tierflight generate` does)."""
-    from tierflight.demo.load import generate_into
+    """Generate demo events into the tiers ``cfg`` configures, and the dimension rows of their
+    ids (what `tierflight generate` does)."""
+    from tierflight.demo.load import generate_dimensions, generate_into
     from tierflight.tiers.store import TableStore
 
     generate_into(TableStore(cfg, cfg.table("events")), rows, start, days, seed, progress=False)
+    generate_dimensions(cfg, "events", seed)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -215,7 +215,7 @@ def test_get_objects_filters(conn: Any) -> None:
     ] == [("system", ["queries"])]
     (catalog,) = _objects(conn, "tables", table_types_filter=["TABLE"])
     found = [t["table_name"] for s in catalog["catalog_db_schemas"] for t in s["db_schema_tables"] or []]
-    assert found == ["events"]
+    assert found == ["advertisers", "events", "publishers"]
     (catalog,) = _objects(conn, "columns", table_name_filter="events", column_name_filter="%_id")
     (schema,) = [s for s in catalog["catalog_db_schemas"] if s["db_schema_tables"]]
     (table,) = schema["db_schema_tables"]

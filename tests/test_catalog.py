@@ -21,7 +21,7 @@ from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 
 SYSTEM = {"partitions", "queries", "rollups", "snapshots"}
-VISIBLE = {("main", "events")} | {("system", name) for name in SYSTEM}
+VISIBLE = {("main", "events"), ("main", "advertisers"), ("main", "publishers")} | {("system", name) for name in SYSTEM}
 NOT_NULL = {"ts", "type", "auction_id"}
 INTERNAL = ("tf_rollup", "tf_system", "__tf_", "memory", "information_schema", "pg_catalog")
 
@@ -123,7 +123,8 @@ def test_catalog_relations_mix_with_table_data(conn: Any, flat: Any) -> None:
         conn,
         "SELECT t.table_name, (SELECT count(*) FROM events) FROM information_schema.tables t WHERE t.table_schema = 'main'",
     )
-    assert rows == [("events", flat.sql("SELECT count(*) FROM events").fetchall()[0][0])]
+    n = flat.sql("SELECT count(*) FROM events").fetchall()[0][0]
+    assert sorted(rows) == [("advertisers", n), ("events", n), ("publishers", n)]
     # A CTE named like a catalog view is the CTE.
     assert _rows(conn, "WITH duckdb_tables AS (SELECT 1 AS x) SELECT * FROM duckdb_tables") == [(1,)]
 
@@ -172,7 +173,7 @@ def test_flight_sql_metadata_lists_the_product(client: flight.FlightClient, serv
     assert {r["table_type"] for r in tables if r["db_schema_name"] == "system"} == {"SYSTEM TABLE"}
     # Type names compare case-insensitively (sqlalchemy-adbc asks for "table").
     lower = _command(client, pb.CommandGetTables(table_types=["table"]))
-    assert [r["table_name"] for r in lower] == ["events"]
+    assert [r["table_name"] for r in lower] == ["advertisers", "events", "publishers"]
     _assert_clean([tables, schemas, _command(client, pb.CommandGetXdbcTypeInfo())], server)
 
 
@@ -186,6 +187,8 @@ def test_table_schema_says_not_null(client: flight.FlightClient) -> None:
         assert {f.name: f.metadata[b"XDBC_NULLABLE"] == b"1" for f in schema} == nullable
         if row["table_name"] == "events":
             assert {n for n, ok in nullable.items() if not ok} == NOT_NULL
+        elif row["table_name"] in ("advertisers", "publishers"):  # a dimension table's key
+            assert {n for n, ok in nullable.items() if not ok} == {row["table_name"][:-1] + "_id"}
         else:
             assert all(nullable.values())
 

@@ -163,8 +163,13 @@ def test_get_table_types_and_keys(client: flight.FlightClient) -> None:
         "SYSTEM TABLE",
         "TABLE",
     ]
+    # A fact table has no primary key and exports none; its references are its imported keys.
     assert _rows(client, pb.CommandGetPrimaryKeys(table="events")) == []
-    assert _rows(client, pb.CommandGetImportedKeys(table="events")) == []
+    imported = _rows(client, pb.CommandGetImportedKeys(table="events"))
+    assert sorted((r["fk_column_name"], r["pk_table_name"], r["pk_column_name"]) for r in imported) == [
+        ("advertiser_id", "advertisers", "advertiser_id"),
+        ("publisher_id", "publishers", "publisher_id"),
+    ]
     assert _rows(client, pb.CommandGetExportedKeys(table="events")) == []
 
 

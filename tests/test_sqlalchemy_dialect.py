@@ -45,8 +45,8 @@ def test_entry_point_registers_the_dialect() -> None:
 def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, server: RunningServer, flat: Any) -> None:
     inspector = sa.inspect(engine)
     assert inspector.get_schema_names() == ["main", "system"]
-    # Exactly the configured tables (the test config has only `events` today).
-    assert inspector.get_table_names() == sorted(server.app.config.tables)
+    # Exactly the configured tables: the fact table and the dimension tables.
+    assert inspector.get_table_names() == sorted([*server.app.config.tables, *server.app.config.dimensions])
     assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollups", "snapshots"]
     assert inspector.has_table("events") and not inspector.has_table("no_such_table")
     columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("events")]
@@ -56,6 +56,15 @@ def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, server:
     expected = [(name, kind, name not in not_null) for name, kind in flat.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY ordinal_position").fetchall()]
     assert columns == expected
     assert inspector.get_pk_constraint("events")["constrained_columns"] == []
+    # A dimension table's key is its primary key; the fact table's references are foreign keys.
+    assert inspector.get_pk_constraint("advertisers") == {"constrained_columns": ["advertiser_id"], "name": "advertisers_advertiser_id_pkey"}
+    assert sorted((k["constrained_columns"], k["referred_table"], k["referred_columns"]) for k in inspector.get_foreign_keys("events")) == [
+        (["advertiser_id"], "advertisers", ["advertiser_id"]),
+        (["publisher_id"], "publishers", ["publisher_id"]),
+    ]
+    assert inspector.get_foreign_keys("advertisers") == []
+    with pytest.raises(sa.exc.NoSuchTableError):
+        inspector.get_pk_constraint("no_such_table")
 
 
 def test_reflection_hides_internal_storage(engine: sa.Engine) -> None:
@@ -64,7 +73,8 @@ def test_reflection_hides_internal_storage(engine: sa.Engine) -> None:
         # What information_schema lists besides the visible tables (nothing, since the
         # server's catalog queries run on its shadow catalog): the dialect never shows it.
         internal = conn.exec_driver_sql(
-            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name <> 'events' AND table_schema <> 'system'"
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name NOT IN ('events', 'advertisers', 'publishers') AND table_schema <> 'system'"
         ).fetchall()
         rollups = {name for (name,) in conn.exec_driver_sql("SELECT name FROM system.rollups").fetchall()}
     visible = {(s, t) for s in inspector.get_schema_names() for t in inspector.get_table_names(schema=s) + inspector.get_view_names(schema=s)}

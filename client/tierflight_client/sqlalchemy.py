@@ -164,6 +164,23 @@ def _flag(name: str, value: str) -> bool:
     raise exc.ArgumentError(f"tierflight URL option {name}={value!r}: expected true or false")
 
 
+_PRIMARY_KEY_SQL = (
+    "SELECT k.column_name, k.constraint_name FROM information_schema.key_column_usage k "
+    "JOIN information_schema.table_constraints t ON t.constraint_schema = k.constraint_schema "
+    "AND t.constraint_name = k.constraint_name "
+    "WHERE t.constraint_type = 'PRIMARY KEY' AND k.table_schema = ? AND k.table_name = ? ORDER BY k.ordinal_position"
+)
+_FOREIGN_KEYS_SQL = (
+    "SELECT k.constraint_name, k.column_name, p.table_schema, p.table_name, p.column_name "
+    "FROM information_schema.referential_constraints r "
+    "JOIN information_schema.key_column_usage k ON k.constraint_schema = r.constraint_schema "
+    "AND k.constraint_name = r.constraint_name "
+    "JOIN information_schema.key_column_usage p ON p.constraint_schema = r.unique_constraint_schema "
+    "AND p.constraint_name = r.unique_constraint_name AND p.ordinal_position = k.position_in_unique_constraint "
+    "WHERE k.table_schema = ? AND k.table_name = ? ORDER BY k.constraint_name, k.ordinal_position"
+)
+
+
 def _raw(connection: Any) -> Any:
     """The ADBC DB-API connection under a SQLAlchemy connection."""
     return connection.connection.dbapi_connection
@@ -330,13 +347,47 @@ class TierflightDialect(default.DefaultDialect):
             for field in arrow_schema
         ]
 
+    def _catalog_rows(self, connection: Any, sql: str, schema: str, table: str) -> list[tuple[Any, ...]]:
+        """Rows of a query over information_schema about one table (bound, never spliced)."""
+        cur = _raw(connection).cursor()
+        try:
+            cur.execute(sql, parameters=(schema, table))
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
     def get_pk_constraint(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> ReflectedPrimaryKeyConstraint:
-        return {"constrained_columns": [], "name": None}
+        # A dimension table's key (the server's catalog reports it as PRIMARY KEY); fact and
+        # system tables have none.
+        schema = schema or self.default_schema_name
+        if not self._tables(connection, schema, table_name, **kw):
+            raise exc.NoSuchTableError(f"{schema}.{table_name}")
+        rows = self._catalog_rows(connection, _PRIMARY_KEY_SQL, schema, table_name)
+        return {"constrained_columns": [r[0] for r in rows], "name": rows[0][1] if rows else None}
 
     def get_foreign_keys(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
     ) -> list[ReflectedForeignKeyConstraint]:
-        return []
+        # A fact table's references to dimension tables.
+        schema = schema or self.default_schema_name
+        if not self._tables(connection, schema, table_name, **kw):
+            raise exc.NoSuchTableError(f"{schema}.{table_name}")
+        keys: dict[str, ReflectedForeignKeyConstraint] = {}
+        for name, column, ref_schema, ref_table, ref_column in self._catalog_rows(connection, _FOREIGN_KEYS_SQL, schema, table_name):
+            key = keys.setdefault(
+                name,
+                {
+                    "name": name,
+                    "constrained_columns": [],
+                    "referred_schema": ref_schema,
+                    "referred_table": ref_table,
+                    "referred_columns": [],
+                    "options": {},
+                },
+            )
+            key["constrained_columns"].append(column)
+            key["referred_columns"].append(ref_column)
+        return list(keys.values())
 
     def get_indexes(self, connection: Any, table_name: str, schema: str | None = None, **kw: Any) -> list[ReflectedIndex]:
         return []

@@ -12,7 +12,7 @@ import pyarrow as pa
 from tierflight.core.config import Config
 from tierflight.core.errors import ConfigError, Unsupported
 from tierflight.core.log import flush_logs, get_logger
-from tierflight.core.names import Names
+from tierflight.core.names import Names, Resolved
 from tierflight.core.rwlock import RWLock
 from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.columns import ColumnNames
@@ -26,6 +26,7 @@ from tierflight.observability.metrics import ServingState
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.planner import Router
 from tierflight.tiers.base import partitions_table
+from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.timetravel import snapshots_table
 
@@ -88,9 +89,15 @@ class App:
         self.follower = follower
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         database = self.database = Database(config)
-        self.names = Names(config.tables, lambda: database.system_tables.keys())
+        # Dimension tables: in memory, their current version loaded from the data dir.
+        self.dimensions: dict[str, DimensionStore] = {
+            name: DimensionStore(config.data_dir, table, writer=not follower) for name, table in config.dimensions.items()
+        }
+        self.names = Names(config.tables, lambda: database.system_tables.keys(), config.dimensions)
         # What catalog queries and the metadata calls see (engine.catalog).
-        self.catalog = ShadowCatalog(config.tables, lambda: database.system_tables, database.query_internal)
+        self.catalog = ShadowCatalog(
+            {**config.tables, **config.dimensions}, lambda: database.system_tables, database.query_internal
+        )
         self.stores: dict[str, TableStore] = {name: TableStore(config, table) for name, table in config.tables.items()}
         self.swap_lock = RWLock()
         self._refresh_lock = threading.Lock()
@@ -102,7 +109,7 @@ class App:
         self._list_tiers()
         self.rollups = RollupRegistry(config, database, self.stores, wal=None if follower else self.ingest_tables)
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
-        self.column_names = ColumnNames(config.tables)
+        self.column_names = ColumnNames({**config.tables, **config.dimensions})
         self.router = Router(
             self.store_map,
             self.rollups,
@@ -111,6 +118,7 @@ class App:
             column_names=self.column_names,
             names=self.names,
             catalog=self.catalog,
+            dimensions=self.dimension_map,
         )
         # Per-App registry (see observability.metrics): the executor's and ingest's observer.
         self.metrics = Metrics(self.rollups.states)
@@ -125,6 +133,7 @@ class App:
             names=self.names,
             rollups=self.rollups,
             invalidate=self.router.invalidate,
+            dimensions=self.dimensions,
             statements=self.executor,
             swap_lock=self.swap_lock,
             current_time=config.tiers.current_time,
@@ -161,7 +170,7 @@ class App:
         return FlightServices(
             server=self.config.server,
             auth=self.config.auth,
-            tables=self.config.tables,
+            tables={**self.config.tables, **self.config.dimensions},
             names=self.names,
             statements=self.executor,
             catalog=self,
@@ -171,13 +180,28 @@ class App:
     # -- CatalogSource (protocol.metadata) ------------------------------------------------
 
     def table_names(self) -> Iterable[str]:
-        return self.config.tables.keys()
+        return [*self.config.tables, *self.config.dimensions]
 
     def system_table_names(self) -> Iterable[str]:
         return self.database.system_tables.keys()
 
     def table_columns(self, schema: str, table: str) -> Iterable[tuple[str, str, bool]]:
         return self.catalog.table_columns(schema, table)
+
+    def lookup(self, name: str, schema: str | None, catalog: str | None) -> Resolved | None:
+        return self.names.lookup(name, schema, catalog)
+
+    def primary_key(self, table: str) -> str | None:
+        dimension = self.config.dimensions.get(table)
+        return None if dimension is None else dimension.key
+
+    def foreign_keys(self) -> list[tuple[str, str, str, str]]:
+        dimensions = self.config.dimensions
+        return sorted(
+            (fact.name, column, target, str(dimensions[target].key))
+            for fact in self.config.tables.values()
+            for column, target in fact.references.items()
+        )
 
     # -- NodeService (protocol.server) ----------------------------------------------------
 
@@ -209,6 +233,7 @@ class App:
                 "rollups": self.rollups.snapshot_files(),
                 # Rows merged since the snapshots (a flush under sustained ingest defers them).
                 "merged": self.rollups.merged_state(),
+                "dimensions": {name: d.current.version for name, d in sorted(self.dimensions.items())},
             }
         finally:
             for lock in reversed(locks):
@@ -233,6 +258,20 @@ class App:
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores
 
+    def dimension_map(self) -> Mapping[str, DimensionStore]:
+        return self.dimensions
+
+    def reload_dimensions(self) -> None:
+        """Serve the dimension versions another process (the primary worker) wrote."""
+        for store in self.dimensions.values():
+            if store.write_lock.locked():
+                continue  # this process is writing it: nothing newer can be on disk
+            newer = store.changed_on_disk()
+            if newer is not None:
+                with self.swap_lock.write():
+                    store.serve(newer)
+                    self.router.invalidate()
+
     def _list_tiers(self) -> None:
         with self._refresh_lock:
             for store in self.stores.values():
@@ -247,6 +286,7 @@ class App:
         changed = any(store.refresh_if_changed() for store in self.stores.values())
         if self.rollups.reload_changed() or changed:
             self.router.invalidate()
+        self.reload_dimensions()
 
     def partitions_table(self) -> pa.Table:
         return partitions_table([p for store in self.stores.values() for p in store.partitions()])

@@ -77,19 +77,25 @@ def _store(config: Config, table: str) -> Any:
 
 
 def ensure_demo_data(config: Config) -> None:
-    """Generate the demo data set on first start (no data in the data dir)."""
-    from tierflight.demo.load import generate_into
+    """Generate the demo data set on first start (no data in the data dir); the demo
+    dimension tables too, on any start that finds them never loaded."""
+    from tierflight.demo.load import generate_dimensions, generate_into
+    from tierflight.tiers.dimension import DimensionStore
 
     demo = config.demo
     if demo.table not in config.tables:
         return
     store = _store(config, demo.table)
     if store.has_data():
+        targets = config.table(demo.table).references.values()
+        if any(DimensionStore(config.data_dir, config.dimensions[t], writer=False).current.version == 0 for t in targets):
+            generate_dimensions(config, demo.table, demo.seed)
         return
     today = config.tiers.current_time().date()
     start = today - dt.timedelta(days=demo.days - 1)
     typer.echo(f"generating demo data: {demo.rows:,} events over {demo.days} days into {config.data_dir}", err=True)
     generate_into(store, demo.rows, start, demo.days, demo.seed, progress=True)
+    generate_dimensions(config, demo.table, demo.seed)
 
 
 @app.command()
@@ -276,8 +282,9 @@ def generate(
     days: Annotated[int, typer.Option("--days", help="number of days")] = 365,
     seed: Annotated[int, typer.Option("--seed")] = 42,
 ) -> None:
-    """Write demo events into the configured tiers (same seed, same rows)."""
-    from tierflight.demo.load import generate_into
+    """Write demo events into the configured tiers (same seed, same rows), and the rows of the
+    dimension tables they reference (advertisers, publishers) for every id they can hold."""
+    from tierflight.demo.load import generate_dimensions, generate_into
 
     config = _config()
     if rows <= 0 or days <= 0:
@@ -290,10 +297,13 @@ def generate(
         return
     try:
         stats = generate_into(_store(config, config.demo.table), rows, first, days, seed, progress=True)
+        added = generate_dimensions(config, config.demo.table, seed)
     except TierflightError as exc:
         _fail(str(exc))
         return
     typer.echo(f"wrote {stats.rows:,} rows in {stats.files} files ({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.1f} s", err=True)
+    for name, n in added.items():
+        typer.echo(f"{name}: {n:,} rows added", err=True)
 
 
 UriOpt = Annotated[str, typer.Option("--uri", help="the server")]

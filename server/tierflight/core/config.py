@@ -272,6 +272,8 @@ class IngestConfig:
     snapshot_every: dt.timedelta = dt.timedelta(seconds=30)
     # While statements run, a table's ingest is held to at most this many rows/s (0: never).
     yield_rows_per_s: int = 280_000
+    # The most a dimension table may hold in memory (Arrow bytes); a larger load is refused.
+    max_dimension_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -314,11 +316,16 @@ class RollupConfig:
     order: tuple[str, ...] = ()
 
 
+class TableKind(enum.StrEnum):
+    FACT = "fact"  # time-partitioned rows in the hot/warm/cold tiers, with rollups
+    DIMENSION = "dimension"  # a small keyed table held in memory, replaced or appended whole
+
+
 @dataclass(frozen=True)
 class TableConfig:
     name: str
     columns: tuple[ColumnConfig, ...]
-    time_column: str
+    time_column: str  # "" for a dimension table
     derived: Mapping[str, str] = field(default_factory=dict)  # name -> SQL over the stored columns
     rollups: tuple[RollupConfig, ...] = ()
     sort_by: tuple[str, ...] = ()
@@ -329,6 +336,11 @@ class TableConfig:
     # DOUBLE columns whose values are decimals with at most this many digits after the point
     # (prices): ingest refuses other values, and rollups keep their sums exact.
     decimals: Mapping[str, int] = field(default_factory=dict)
+    kind: TableKind = TableKind.FACT
+    # A dimension table's key column (unique, not null); None for a fact table.
+    key: str | None = None
+    # A fact table's foreign keys: its column -> the dimension table whose key it holds.
+    references: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -344,7 +356,7 @@ class Config:
     tiers: TiersConfig
     metrics: MetricsConfig
     demo: DemoConfig
-    tables: Mapping[str, TableConfig]
+    tables: Mapping[str, TableConfig]  # fact tables (kind = "fact")
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     s3: S3Config = field(default_factory=S3Config)
@@ -352,6 +364,8 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     rollups: RollupsConfig = field(default_factory=RollupsConfig)
+    # Dimension tables (kind = "dimension"), apart from the fact tables: they have no tiers.
+    dimensions: Mapping[str, TableConfig] = field(default_factory=_empty)
 
     def table(self, name: str) -> TableConfig:
         try:
@@ -458,7 +472,12 @@ _PARSERS: dict[type, dict[str, Parser]] = {
     DuckDBConfig: {"max_temp_directory_size": parse_size},
     TiersConfig: {"now": _to_datetime, "compact_small_file_bytes": parse_size},
     MetricsConfig: {"port": _metrics_port},
-    IngestConfig: {"flush_bytes": parse_size, "nice": _nice, "yield_rows_per_s": _rate},
+    IngestConfig: {
+        "flush_bytes": parse_size,
+        "max_dimension_bytes": parse_size,
+        "nice": _nice,
+        "yield_rows_per_s": _rate,
+    },
     RollupsConfig: {"memory_budget": parse_size, "verify_sample": _fraction},
     RollupConfig: {"retention": _optional_duration},
 }
@@ -608,6 +627,20 @@ _TABLE_KEYS = (
     "parquet_dictionary",
     "parquet_bloom_filter",
     "decimals",
+    "kind",
+    "key",
+    "references",
+)
+# Keys of a fact table that a dimension table has no use for (it has no time, tiers or rollups).
+_FACT_ONLY_KEYS = (
+    "time_column",
+    "derived",
+    "rollups",
+    "sort_by",
+    "parquet_dictionary",
+    "parquet_bloom_filter",
+    "decimals",
+    "references",
 )
 
 
@@ -615,6 +648,11 @@ def _table(name: str, raw: Any, origins: Origins) -> TableConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[tables.{name}] must be a table (section), got {type(raw).__name__}")
     check_keys(raw, _TABLE_KEYS, ("tables", name), origins)
+    kind = _enum(TableKind)(raw.get("kind", TableKind.FACT.value), f"tables.{name}.kind")
+    if kind is TableKind.DIMENSION:
+        return _dimension(name, raw)
+    if "key" in raw:
+        raise ConfigError(f'tables.{name}.key: only a dimension table (kind = "dimension") declares a key')
     cols_raw = raw.get("columns")
     if not isinstance(cols_raw, dict) or not cols_raw:
         raise ConfigError(f"[tables.{name}.columns] must map column names to DuckDB types")
@@ -640,7 +678,58 @@ def _table(name: str, raw: Any, origins: Origins) -> TableConfig:
         parquet_dictionary=None if dictionary is None else _column_list(name, "parquet_dictionary", dictionary, cols_raw),
         parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
         decimals=_decimals(name, raw.get("decimals", {}), cols_raw),
+        references=_references(name, raw.get("references", {}), cols_raw),
     )
+
+
+def _dimension(name: str, raw: Mapping[str, Any]) -> TableConfig:
+    """A ``kind = "dimension"`` table: columns, a key (unique and NOT NULL), optional not_null."""
+    for fact_key in _FACT_ONLY_KEYS:
+        if fact_key in raw:
+            raise ConfigError(
+                f'tables.{name}.{fact_key}: {name} is a dimension table (kind = "dimension"), which has no '
+                "time column, tiers, rollups or references; remove the key"
+            )
+    cols_raw = raw.get("columns")
+    if not isinstance(cols_raw, dict) or not cols_raw:
+        raise ConfigError(f"[tables.{name}.columns] must map column names to DuckDB types")
+    key = raw.get("key")
+    if not isinstance(key, str) or key not in cols_raw:
+        raise ConfigError(
+            f"tables.{name}.key = {key!r} must name one of its columns ({', '.join(cols_raw)}): "
+            "a dimension table declares its unique key"
+        )
+    not_null = {*_column_list(name, "not_null", raw.get("not_null", []), cols_raw), key}
+    columns = tuple(ColumnConfig(c, str(t).upper(), c not in not_null) for c, t in cols_raw.items())
+    return TableConfig(name=name, columns=columns, time_column="", kind=TableKind.DIMENSION, key=key)
+
+
+def _references(table: str, value: Any, columns: Mapping[str, Any]) -> dict[str, str]:
+    key = f"tables.{table}.references"
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f'{key} must map columns to dimension tables, e.g. {{ advertiser_id = "advertisers" }}')
+    unknown = [c for c in value if c not in columns]
+    if unknown:
+        raise ConfigError(f"{key} names unknown column(s) {', '.join(unknown)}; columns: {', '.join(columns)}")
+    return {str(c): str(t) for c, t in value.items()}
+
+
+def _check_references(facts: Mapping[str, TableConfig], dimensions: Mapping[str, TableConfig]) -> None:
+    """Each reference names a dimension table whose key has the referencing column's type."""
+    for fact in facts.values():
+        types = {c.name: c.type for c in fact.columns}
+        for column, target in fact.references.items():
+            where = f"tables.{fact.name}.references.{column} = {target!r}"
+            dim = dimensions.get(target)
+            if dim is None:
+                known = ", ".join(dimensions) or "none is configured"
+                raise ConfigError(f'{where}: not a dimension table (kind = "dimension"); dimension tables: {known}')
+            key_type = next(c.type for c in dim.columns if c.name == dim.key)
+            if key_type != types[column]:
+                raise ConfigError(
+                    f"{where}: {column} is {types[column]} but {target}'s key {dim.key} is {key_type}; "
+                    "declare them with the same type"
+                )
 
 
 MAX_DECIMAL_DIGITS = 9
@@ -738,6 +827,11 @@ def load_config(
     tables = sections["tables"]
     if not isinstance(tables, Mapping):
         raise ConfigError(f"[tables] must be a table (section), got {type(tables).__name__}")
+    parsed = {name: _table(name, raw, origins) for name, raw in tables.items()}
+    _check_references(
+        {n: t for n, t in parsed.items() if t.kind is TableKind.FACT},
+        {n: t for n, t in parsed.items() if t.kind is TableKind.DIMENSION},
+    )
     return Config(
         path=cfg_path,
         data_dir=Path(root).expanduser().absolute(),
@@ -746,7 +840,8 @@ def load_config(
         tiers=build(TiersConfig, ("tiers",), sections["tiers"], origins),
         metrics=build(MetricsConfig, ("metrics",), sections["metrics"], origins),
         demo=build(DemoConfig, ("demo",), sections["demo"], origins),
-        tables={name: _table(name, raw, origins) for name, raw in tables.items()},
+        tables={name: t for name, t in parsed.items() if t.kind is TableKind.FACT},
+        dimensions=MappingProxyType({name: t for name, t in parsed.items() if t.kind is TableKind.DIMENSION}),
         auth=auth_config(sections["auth"], origins),
         storage=storage,
         s3=build(S3Config, ("s3",), sections["s3"], origins),

@@ -98,6 +98,12 @@ class ResultTooLarge(TierflightError):
     status = Status.RESOURCE_EXHAUSTED
 
 
+class IngestTooLarge(TierflightError):
+    """An ingest that would hold more in memory than its configured limit."""
+
+    status = Status.RESOURCE_EXHAUSTED
+
+
 class MemoryCeilingReached(TierflightError):
     """The server's memory passed [server] memory_ceiling and this statement was stopped."""
 

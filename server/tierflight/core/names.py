@@ -33,7 +33,8 @@ INTERNAL_NAMESPACES = frozenset({SYSTEM_STORAGE_SCHEMA, ROLLUP_DATABASE})
 
 
 class Kind(enum.Enum):
-    TABLE = "table"  # a configured table (schema main)
+    TABLE = "table"  # a configured fact table (schema main)
+    DIMENSION = "dimension"  # a configured dimension table (schema main, held in memory)
     SYSTEM = "system"  # a system table (schema system)
 
 
@@ -67,13 +68,24 @@ def visible_ctes(table: exp.Table) -> frozenset[str]:
 class Names:
     """Resolves table references to configured tables and system tables."""
 
-    def __init__(self, tables: Iterable[str], system_tables: Callable[[], Collection[str]] = frozenset) -> None:
+    def __init__(
+        self,
+        tables: Iterable[str],
+        system_tables: Callable[[], Collection[str]] = frozenset,
+        dimensions: Iterable[str] = (),
+    ) -> None:
         self._tables = {name.lower(): name for name in tables}
+        self._dimensions = {name.lower(): name for name in dimensions}
         self._system_tables = system_tables
 
     @property
     def tables(self) -> tuple[str, ...]:
+        """The configured fact tables."""
         return tuple(self._tables.values())
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(self._dimensions.values())
 
     def table(self, name: str) -> str | None:
         """The configured table an (unqualified) name means, or None."""
@@ -93,7 +105,10 @@ class Names:
             return None
         if not schema_l or schema_l == MAIN_SCHEMA or (schema_l == CATALOG and not catalog_l):
             configured = self._tables.get(name.lower())
-            return Resolved(Kind.TABLE, configured) if configured is not None else None
+            if configured is not None:
+                return Resolved(Kind.TABLE, configured)
+            dimension = self._dimensions.get(name.lower())
+            return Resolved(Kind.DIMENSION, dimension) if dimension is not None else None
         if schema_l == SYSTEM_SCHEMA:
             known = {n.lower(): n for n in self._system_tables()}
             system = known.get(name.lower())

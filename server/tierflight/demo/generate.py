@@ -162,6 +162,12 @@ def _catalog(seed: int) -> _Catalog:
 _COUNTRY: Final = _Alias.of(_COUNTRY_WEIGHTS)
 
 
+def catalogue_ids(seed: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """Every advertiser id and every publisher id the events of ``seed`` can hold."""
+    cat = _catalog(seed)
+    return cat.adv_ids, cat.pub_ids
+
+
 def rows_per_day(rows: int, start: dt.date, days: int) -> list[int]:
     """Split ``rows`` over the days by weekday weight (largest remainder, exact sum)."""
     if rows < 0 or days < 1:

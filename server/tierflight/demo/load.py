@@ -12,7 +12,9 @@ import threading
 import uuid
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from tierflight.core.config import Config
 from tierflight.core.errors import InvalidArgument
 from tierflight.demo.generate import GenerateStats, generate_to_hive
 from tierflight.tiers.store import TableStore
@@ -46,3 +48,30 @@ def generate_into(store: TableStore, rows: int, start: dt.date, days: int, seed:
     store.bump_generation()  # a server running on this data dir lists the new days
     store.refresh()
     return stats
+
+
+def generate_dimensions(config: Config, table: str, seed: int) -> dict[str, int]:
+    """Give each dimension table that ``table`` references a row for every id of the demo
+    catalogue of ``seed`` (the rows it lacks are added, the others kept, so events generated
+    with several seeds all find theirs); the rows added, by dimension table."""
+    from tierflight.demo.dimensions import demo_dimensions
+    from tierflight.ingest.validate import conform
+    from tierflight.tiers.dimension import DimensionStore
+
+    catalogue = demo_dimensions(seed)
+    added: dict[str, int] = {}
+    for column, target in config.table(table).references.items():
+        rows = catalogue.get(column)
+        if rows is None:
+            continue  # a reference the demo catalogue has no rows for
+        store = DimensionStore(config.data_dir, config.dimensions[target])
+        with store.write_lock:
+            clean = conform(rows.rename_columns([store.key, *rows.column_names[1:]]), store.table, store.schema)
+            current = store.current.data
+            if current.num_rows:
+                clean = clean.filter(pc.invert(pc.is_in(clean[store.key], value_set=current[store.key].combine_chunks())))
+            if clean.num_rows:
+                store.serve(store.write(store.combined(clean, append=True)))
+                store.remove_old()
+        added[target] = clean.num_rows
+    return added

@@ -7,7 +7,8 @@ and views (``information_schema.*``, ``pg_catalog.*``, ``duckdb_tables()`` & co.
 ALL TABLES``) must never run there. They run here instead: a separate small DuckDB
 connection whose database is named ``tierflight`` like the real one and holds EMPTY
 tables with exactly the user-visible shape (each configured table with its derived
-columns and NOT NULL constraints in ``main``, the system tables in ``system``). Nothing
+columns and NOT NULL constraints in ``main``, dimension tables with their key as PRIMARY KEY
+and fact tables with their references as FOREIGN KEYs, the system tables in ``system``). Nothing
 internal exists in it, so no spelling can reach anything internal; what remains of
 DuckDB's own built-in schemas (``system``, ``temp``, the internal views) is filtered out
 of each catalog relation's rows.
@@ -29,7 +30,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from tierflight.core.config import TableConfig
+from tierflight.core.config import TableConfig, TableKind
 from tierflight.core.errors import StatementRefused
 from tierflight.core.lru import LRU
 from tierflight.core.names import CATALOG, MAIN_SCHEMA, SYSTEM_SCHEMA
@@ -62,6 +63,18 @@ _PG_FILTERS = {
     "pg_views": "false",  # there are no user views; DuckDB lists its internal ones here
     "pg_depend": "false",
 }
+
+
+def _constraints(table: TableConfig, known: Mapping[str, TableConfig]) -> str:
+    """A dimension's key as PRIMARY KEY, a fact table's references as FOREIGN KEYs, so that
+    information_schema's constraint views report them (the tables stay empty)."""
+    if table.key is not None:
+        return f", PRIMARY KEY ({quote_ident(table.key)})"
+    return "".join(
+        f", FOREIGN KEY ({quote_ident(column)}) REFERENCES {quote_ident(target)}"
+        for column, target in table.references.items()
+        if target in known
+    )
 
 
 class ShadowCatalog:
@@ -132,9 +145,11 @@ class ShadowCatalog:
             )
             use_catalog(con)
             con.execute(f"CREATE SCHEMA {CATALOG}.{SYSTEM_SCHEMA}")
-            for (schema, name), cols in self.columns().items():
+            # Dimension tables first: a fact table's FOREIGN KEY names their keys.
+            ordered = sorted(self.columns().items(), key=lambda item: self._tables[item[0][1]].kind is not TableKind.DIMENSION)
+            for (schema, name), cols in ordered:
                 body = ", ".join(f"{quote_ident(c)} {t}{'' if null else ' NOT NULL'}" for c, t, null in cols)
-                con.execute(f"CREATE TABLE {CATALOG}.{schema}.{quote_ident(name)} ({body})")
+                con.execute(f"CREATE TABLE {CATALOG}.{schema}.{quote_ident(name)} ({body}{_constraints(self._tables[name], self._tables)})")
             self._create_system_tables(con)
             self._views = frozenset(
                 (str(s).lower(), str(v).lower())

@@ -19,7 +19,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from tierflight.core.log import get_logger
 from tierflight.core.names import Kind, Names
 from tierflight.core.rwlock import RWLock
 from tierflight.core.threads import lower_thread_priority
+from tierflight.ingest.dimension import dimension_mode, ingest_dimension, read_bounded
 from tierflight.ingest.tables import (
     FLUSH_JOURNAL,
     FLUSH_THROUGH,
@@ -47,6 +48,7 @@ from tierflight.ingest.tables import (
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.rollups.registry import RollupDelta, RollupState, StagedDelta
+from tierflight.tiers.dimension import DimensionStore
 
 log = get_logger("tierflight.ingest")
 
@@ -125,6 +127,7 @@ class IngestService:
         names: Names,
         rollups: RollupMerge,
         invalidate: Callable[[], None],
+        dimensions: Mapping[str, DimensionStore],
         statements: StatementActivity,
         swap_lock: RWLock,
         current_time: Callable[[], dt.datetime],
@@ -136,6 +139,7 @@ class IngestService:
         self.names = names
         self.rollups = rollups
         self.invalidate = invalidate
+        self.dimensions = dimensions
         self.statements = statements
         self.swap_lock = swap_lock
         self.current_time = current_time
@@ -213,9 +217,12 @@ class IngestService:
         schema = cmd.schema if cmd.HasField("schema") and cmd.schema else None
         catalog = cmd.catalog if cmd.HasField("catalog") and cmd.catalog else None
         resolved = self.names.lookup(cmd.table, schema, catalog)
+        if resolved is not None and resolved.kind is Kind.DIMENSION:
+            return self._ingest_dimension(resolved.name, cmd, reader)
         if resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in self.tables:
             shown = ".".join(p for p in (catalog, schema, cmd.table) if p)
-            raise NotFound(f"table {shown!r} is not configured for ingest; known: {', '.join(self.tables)}")
+            known = ", ".join([*self.tables, *self.dimensions])
+            raise NotFound(f"table {shown!r} is not configured for ingest; known: {known}")
         table_name = resolved.name
         opts = cmd.table_definition_options
         if opts.if_exists in (IF_EXISTS_FAIL, IF_EXISTS_REPLACE) or (opts.if_not_exist == IF_NOT_EXIST_CREATE and opts.if_exists == IF_EXISTS_FAIL):
@@ -226,6 +233,20 @@ class IngestService:
         if cmd.temporary:
             raise InvalidArgument("temporary tables are not supported; ingest appends to configured tables")
         return self._appender.submit(self._read_and_append, table_name, reader).result()
+
+    def _ingest_dimension(self, table_name: str, cmd: Any, reader: Any) -> int:
+        """A dimension table's next version (ingest.dimension), on the low-priority thread."""
+        if cmd.temporary:
+            raise InvalidArgument("temporary tables are not supported; ingest loads configured tables")
+        mode = dimension_mode(table_name, cmd.table_definition_options.if_exists)
+        store = self.dimensions[table_name]
+        limit = self.settings.max_dimension_bytes
+
+        def run() -> int:
+            data = read_bounded(reader, table_name, limit)
+            return ingest_dimension(store, data, mode, self.swap_lock, self.invalidate, limit)
+
+        return self._appender.submit(run).result()
 
     def _read_and_append(self, table_name: str, reader: Any) -> int:
         # Decoding the stream is ingest work too: on the low-priority thread.

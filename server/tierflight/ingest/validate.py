@@ -96,15 +96,9 @@ def _refuse_type(table: TableConfig, field: pa.Field, source: pa.DataType) -> In
     )
 
 
-def validate_batch(
-    data: pa.Table,
-    table: TableConfig,
-    schema: pa.Schema,
-    now: dt.datetime,
-    max_past: dt.timedelta,
-    max_future: dt.timedelta,
-) -> pa.Table:
-    """Return ``data`` cast to the table's schema, or raise naming the column (and row)."""
+def conform(data: pa.Table, table: TableConfig, schema: pa.Schema) -> pa.Table:
+    """``data`` with exactly the table's columns, each of its type (or a lossless widening,
+    cast) and NOT NULL where declared; else raise naming the column (and row)."""
     names = data.column_names
     expected = schema.names
     missing = [n for n in expected if n not in names]
@@ -136,7 +130,19 @@ def validate_batch(
                 f"ingest into {table.name}: column {field.name} is NOT NULL but row {row} is NULL; nothing was written"
             )
         columns.append(col)
-    out = pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def validate_batch(
+    data: pa.Table,
+    table: TableConfig,
+    schema: pa.Schema,
+    now: dt.datetime,
+    max_past: dt.timedelta,
+    max_future: dt.timedelta,
+) -> pa.Table:
+    """Return ``data`` cast to the table's schema, or raise naming the column (and row)."""
+    out = conform(data, table, schema)
     broken = first_violation(out, table.decimals)
     if broken is not None:
         column, row, value = broken

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from tierflight import __version__
 from tierflight.core.errors import Unsupported
+from tierflight.core.names import Resolved
 from tierflight.core.statement import Statement
 from tierflight.engine.sandbox import check_statement
 from tierflight.protocol import schemas as S
@@ -16,6 +17,9 @@ from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table
 
 TABLE_TYPES = ("TABLE", "SYSTEM TABLE")
+# Flight SQL UpdateDeleteRules: what a foreign key does when its key changes (nothing here:
+# tierflight does not enforce references, it reports them).
+NO_ACTION = 3
 
 _SCHEMAS: dict[str, pa.Schema] = {
     "CommandGetCatalogs": S.CATALOGS_SCHEMA,
@@ -55,6 +59,18 @@ class CatalogSource(Protocol):
 
     def table_columns(self, schema: str, table: str) -> Iterable[tuple[str, str, bool]]:
         """(name, DuckDB type, nullable) of a listed table's columns."""
+        ...
+
+    def lookup(self, name: str, schema: str | None, catalog: str | None) -> Resolved | None:
+        """What a table name in a keys command means (as a statement's name resolves)."""
+        ...
+
+    def primary_key(self, table: str) -> str | None:
+        """A dimension table's key column (None for other tables)."""
+        ...
+
+    def foreign_keys(self) -> list[tuple[str, str, str, str]]:
+        """(fact table, its column, dimension table, its key) of every configured reference."""
         ...
 
 
@@ -143,18 +159,66 @@ class Metadata:
     def _CommandGetTableTypes(self, cmd: Any) -> pa.Table:
         return pa.Table.from_pylist([{"table_type": t} for t in TABLE_TYPES], schema=S.TABLE_TYPES_SCHEMA)
 
-    # Tables have no declared keys: empty results with the spec's schemas.
+    # -- keys: a dimension table's key, and the fact tables' references to it ----------------
+
+    def _resolve(self, cmd: Any, prefix: str = "") -> Resolved | None:
+        """The configured table a keys command names (as a statement's name resolves)."""
+        name = getattr(cmd, f"{prefix}table")
+        check_length(f"{prefix}table", name)
+        return self.catalog.lookup(name, _opt(cmd, f"{prefix}db_schema"), _opt(cmd, f"{prefix}catalog"))
+
+    def _keys_table(self, schema: pa.Schema, keys: list[tuple[str, str, str, str]]) -> pa.Table:
+        catalog = self.catalog.catalog_name
+        rows = [
+            {
+                "pk_catalog_name": catalog,
+                "pk_db_schema_name": "main",
+                "pk_table_name": dim,
+                "pk_column_name": key,
+                "fk_catalog_name": catalog,
+                "fk_db_schema_name": "main",
+                "fk_table_name": fact,
+                "fk_column_name": column,
+                "key_sequence": 1,
+                # Named as information_schema names them (the shadow catalog's DuckDB).
+                "fk_key_name": f"{fact}_{column}_{key}_fkey",
+                "pk_key_name": f"{dim}_{key}_pkey",
+                "update_rule": NO_ACTION,
+                "delete_rule": NO_ACTION,
+            }
+            for fact, column, dim, key in keys
+        ]
+        return pa.Table.from_pylist(rows, schema=schema)
+
     def _CommandGetPrimaryKeys(self, cmd: Any) -> pa.Table:
-        return S.PRIMARY_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        key = self.catalog.primary_key(resolved.name) if resolved is not None else None
+        if resolved is None or key is None:
+            return S.PRIMARY_KEYS_SCHEMA.empty_table()
+        row = {
+            "catalog_name": self.catalog.catalog_name,
+            "db_schema_name": "main",
+            "table_name": resolved.name,
+            "column_name": key,
+            "key_sequence": 1,
+            "key_name": f"{resolved.name}_{key}_pkey",
+        }
+        return pa.Table.from_pylist([row], schema=S.PRIMARY_KEYS_SCHEMA)
 
     def _CommandGetImportedKeys(self, cmd: Any) -> pa.Table:
-        return S.IMPORTED_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        keys = [k for k in self.catalog.foreign_keys() if resolved is not None and k[0] == resolved.name]
+        return self._keys_table(S.IMPORTED_KEYS_SCHEMA, keys)
 
     def _CommandGetExportedKeys(self, cmd: Any) -> pa.Table:
-        return S.EXPORTED_KEYS_SCHEMA.empty_table()
+        resolved = self._resolve(cmd)
+        keys = [k for k in self.catalog.foreign_keys() if resolved is not None and k[2] == resolved.name]
+        return self._keys_table(S.EXPORTED_KEYS_SCHEMA, keys)
 
     def _CommandGetCrossReference(self, cmd: Any) -> pa.Table:
-        return S.CROSS_REFERENCE_SCHEMA.empty_table()
+        pk, fk = self._resolve(cmd, "pk_"), self._resolve(cmd, "fk_")
+        keys = [k for k in self.catalog.foreign_keys() if pk is not None and fk is not None and (k[0], k[2]) == (fk.name, pk.name)]
+        return self._keys_table(S.CROSS_REFERENCE_SCHEMA, keys)
 
     def _CommandGetXdbcTypeInfo(self, cmd: Any) -> pa.Table:
         return S.xdbc_type_info_table(cmd.data_type if cmd.HasField("data_type") else None)

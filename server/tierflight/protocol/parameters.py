@@ -161,7 +161,7 @@ class ParameterTyper:
             node.replace(exp.Placeholder(this=str(index + 1)))
         for table in list(work.find_all(exp.Table)):
             resolved = self._names.resolve(table)
-            if resolved is not None and resolved.kind is Kind.TABLE:
+            if resolved is not None and resolved.kind in (Kind.TABLE, Kind.DIMENSION):
                 table.set("db", None)
                 table.set("catalog", None)
                 table.set("this", exp.to_identifier(resolved.name))

@@ -29,7 +29,7 @@ from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.outputs import ColumnNames, keep_names
-from tierflight.router.raw import RawPlanner
+from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
 from tierflight.router.rewrite import rewrite_select
 from tierflight.router.route import PartTier, Rejection, Route, RoutePart, Rule
@@ -62,13 +62,14 @@ class Router:
         column_names: ColumnNames | None = None,
         names: Names | None = None,
         catalog: CatalogRelations | None = None,
+        dimensions: DimensionLookup | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names
         self._stores = stores
         self.registry = registry
         self._names = names
-        self.raw = RawPlanner(stores, names, catalog)
+        self.raw = RawPlanner(stores, names, catalog) if dimensions is None else RawPlanner(stores, names, catalog, dimensions)
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}

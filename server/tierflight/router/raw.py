@@ -16,6 +16,7 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.core.config import TableConfig
+from tierflight.core.errors import InvalidArgument
 from tierflight.core.lru import LRU
 from tierflight.core.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
 from tierflight.core.sql import derived_columns_sql, quote_literal, table_view_sql
@@ -24,10 +25,16 @@ from tierflight.router.catalog import CatalogRelations
 from tierflight.router.route import PartTier, Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
+from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import Source, TableStore
 from tierflight.tiers.timetravel import relation_at
 
 StoreLookup = Callable[[], Mapping[str, TableStore]]
+DimensionLookup = Callable[[], Mapping[str, DimensionStore]]
+
+
+def _no_dimensions() -> Mapping[str, DimensionStore]:
+    return {}
 
 
 def _fmt_range(parts: tuple[object, ...]) -> str:
@@ -137,11 +144,21 @@ class _Template:
     # shadow catalog (engine.catalog) and registered under the marker.
     catalog: tuple[tuple[str, exp.Table], ...] = ()
     whole_catalog: bool = False  # the statement is a catalog command run on the shadow
+    # Dimension tables read: (marker, table); each marker is the name its current version's
+    # rows are registered under on the statement's cursor.
+    dimensions: tuple[tuple[str, str], ...] = ()
 
 
 class RawPlanner:
-    def __init__(self, stores: StoreLookup, names: Names | None = None, catalog: CatalogRelations | None = None) -> None:
+    def __init__(
+        self,
+        stores: StoreLookup,
+        names: Names | None = None,
+        catalog: CatalogRelations | None = None,
+        dimensions: DimensionLookup = _no_dimensions,
+    ) -> None:
         self._stores = stores
+        self._dimensions = dimensions
         self._names = names
         self._catalog = catalog
         self._templates: LRU[tuple[str, str], _Template] = LRU(4096)
@@ -160,7 +177,7 @@ class RawPlanner:
             template = _Template(_marker(), (), (), {}, {}, whole_catalog=True)
             self._templates.put(key, template)
             return template
-        special = _describe_or_show(tree, names, stores)
+        special = _describe_or_show(tree, names, stores, self._dimensions())
         if special is not None:
             template = _Template(special, (), (), {}, {})
             self._templates.put(key, template)
@@ -170,6 +187,7 @@ class RawPlanner:
             tree.set("this", exp.Select(expressions=[exp.Star()]).from_(tree.this.copy()))
         unaliased: set[tuple[Kind, str]] = set()
         catalog: list[tuple[str, exp.Table]] = []
+        dimensions: list[tuple[str, str]] = []
         for t in list(tree.find_all(exp.Table)):
             resolved = names.resolve(t)
             if resolved is None:
@@ -191,6 +209,15 @@ class RawPlanner:
                 t.set("db", exp.to_identifier(SYSTEM_STORAGE_SCHEMA))
                 t.set("catalog", None)
                 continue
+            if resolved.kind is Kind.DIMENSION:
+                if t.args.get("when") is not None:
+                    raise InvalidArgument(f"{resolved.name} is a dimension table: it has no history to travel in (AT ...)")
+                marker = _marker()
+                if not t.alias:
+                    unaliased.add((Kind.DIMENSION, resolved.name))
+                dimensions.append((marker, resolved.name))
+                t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(t.alias or t.name))))
+                continue
             store = stores[resolved.name]
             cfg = store.table
             grains = _grains(id(store), tuple(cfg.derived.items()), cfg.time_column)
@@ -205,7 +232,7 @@ class RawPlanner:
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
             _unqualify_columns(tree, names, unaliased)
-        sql = tree.sql(dialect=DIALECT) if references or system or catalog else None
+        sql = tree.sql(dialect=DIALECT) if references or system or catalog or dimensions else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
@@ -218,7 +245,14 @@ class RawPlanner:
             wanted = derived[r.table]
             day_as[r.table] = date_column if wanted is not None and date_column and date_column.lower() in wanted else None
         template = _Template(
-            sql, tuple(references), tuple(parts), derived, day_as, isinstance(tree, exp.Describe), tuple(catalog)
+            sql,
+            tuple(references),
+            tuple(parts),
+            derived,
+            day_as,
+            isinstance(tree, exp.Describe),
+            tuple(catalog),
+            dimensions=tuple(dimensions),
         )
         self._templates.put(key, template)
         return template
@@ -247,6 +281,14 @@ class RawPlanner:
             rows = self._catalog.relation(relation)
             registrations.append((marker, rows))
             parts.append(RoutePart(PartTier.CATALOG, relation.sql(dialect=DIALECT), rows.num_rows, "catalog relation"))
+        if template.dimensions:
+            held = self._dimensions()
+            # One version per table, however often the statement names it.
+            versions = {name: held[name].current for _, name in template.dimensions}
+            for marker, name in template.dimensions:
+                version = versions[name]
+                registrations.append((marker, version.data))
+                parts.append(RoutePart(PartTier.DIMENSION, f"{name}: version {version.version}", version.rows, "dimension table (in memory)"))
         for ref in template.references:
             store = stores[ref.table]
             if template.shape_only:
@@ -288,15 +330,19 @@ def _is_catalog_command(tree: exp.Expr, names: Names, catalog: CatalogRelations)
     return False
 
 
-def _describe_or_show(tree: exp.Expr, names: Names, stores: Mapping[str, TableStore]) -> str | None:
+def _describe_or_show(
+    tree: exp.Expr, names: Names, stores: Mapping[str, TableStore], dimensions: Mapping[str, DimensionStore]
+) -> str | None:
     """The SQL answering ``DESCRIBE <configured table>`` or ``SHOW TABLES`` (the tables are
     not in DuckDB's catalog), or None for any other statement."""
     if isinstance(tree, exp.Show) and tree.name.upper() == "TABLES":
-        rows = ", ".join(f"({quote_literal(n)})" for n in sorted(names.tables))
+        rows = ", ".join(f"({quote_literal(n)})" for n in sorted([*names.tables, *names.dimensions]))
         return f"SELECT name FROM (VALUES {rows}) AS t(name) ORDER BY name" if rows else "SELECT NULL::VARCHAR AS name WHERE false"
     if not isinstance(tree, exp.Describe) or not isinstance(tree.this, exp.Table):
         return None
     resolved = names.resolve(tree.this)
+    if resolved is not None and resolved.kind is Kind.DIMENSION:
+        return describe_sql(dimensions[resolved.name].table)
     if resolved is None or resolved.kind is not Kind.TABLE:
         return None
     return describe_sql(stores[resolved.name].table)

@@ -20,6 +20,7 @@ class PartTier(StrEnum):
     COLD = "cold"
     SYSTEM = "system"
     CATALOG = "catalog"  # the shadow catalog (engine.catalog): catalog views and functions
+    DIMENSION = "dimension"  # a dimension table's current version (in memory)
     NONE = "none"  # a table with no partition in the range
 
 
