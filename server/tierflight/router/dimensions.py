@@ -48,7 +48,7 @@ def _bucket(group: StorageGroup) -> exp.Expr:
 
 def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``grain``: time expressions become expressions over the rollup's bucket."""
-    grain = info.grain_of(node)
+    grain = info.needed_grain(node)
     if grain is None:
         raise Reject(Rule.GRAIN, f"{node.sql(dialect='duckdb')} is not a time grain")
     if grain == "exact":
@@ -56,21 +56,26 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
     if group.grain is None or grain not in DERIVABLE[group.grain]:
         have = group.grain or "no time dimension"
         raise Reject(Rule.GRAIN, f"needs {grain} buckets, rollup has {have}")
-    if grain == group.grain and bucket_type(grain) == _expression_type(node, info):
+    if grain == group.grain and info.truncation_of(node) == grain and bucket_type(grain) == _expression_type(node, info):
         # The rollup's own bucket column, as is: no casts, so DuckDB groups and filters on
-        # the plain column (and its zone maps apply).
+        # the plain column (and its zone maps apply). Only for a truncation to that very
+        # grain: ``CAST(date_trunc('year', ts) AS DATE)`` needs months but is not one.
         return exp.column(grain)
-    expanded = node
-    if isinstance(node, exp.Column) and node.name.lower() in info.derived:
-        expanded = parsed(info.derived[node.name.lower()])
     bucket = _bucket(group)
+    time_column = info.time_column.lower()
 
     def swap(n: exp.Expr) -> exp.Expr:
-        if isinstance(n, exp.Column) and n.name.lower() == info.time_column.lower():
-            return bucket.copy()
+        if isinstance(n, exp.Column):
+            name = n.name.lower()
+            if name == time_column:
+                return bucket.copy()
+            if name in info.derived:
+                # A derived column (``hour`` inside ``CAST(hour AS DATE)``) is its
+                # definition over the time column, which the bucket then replaces.
+                return parsed(info.derived[name]).copy().transform(swap, copy=False)
         return n
 
-    return bare_copy(expanded).transform(swap, copy=False)
+    return bare_copy(node).transform(swap, copy=False)
 
 
 def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
@@ -93,7 +98,7 @@ def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
 def rewrite_dimension_node(n: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``dimension`` for one node outside aggregates: a time grain becomes an expression
     over the bucket; any other table column must be one of the rollup's dimensions."""
-    if info.grain_of(n) is not None:
+    if info.needed_grain(n) is not None:
         return rewrite_time(n, info, group)
     if isinstance(n, exp.Column):
         name = n.name.lower()

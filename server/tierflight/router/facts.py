@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from tierflight.router.spellings import needed_grain, truncation_grain
 from tierflight.router.timerange import column_grain, literal_datetime, table_time_range
 from tierflight.router.trees import canonical, conjuncts, normalise_predicate
 from tierflight.tiers.base import TimeRange
@@ -35,9 +36,41 @@ class TableInfo:
         """The time grain ``node`` determines ("exact" for the time column), or None."""
         return column_grain(node, self.time_column, self.grains)
 
+    def truncation_of(self, node: exp.Expr) -> str | None:
+        """Like ``grain_of``, also for a day of a finer bucket (``CAST(hour AS DATE)``)."""
+        return truncation_grain(node, self.grain_of)
+
+    def needed_grain(self, node: exp.Expr) -> str | None:
+        """The grain a rollup must derive to compute ``node`` (spellings.needed_grain)."""
+        return needed_grain(node, self.grain_of)
+
 
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 _RANGES = (exp.GTE, exp.GT, exp.LT, exp.LTE, exp.EQ)
+# Nodes that may be a time expression (spellings.needed_grain): only these are asked.
+_TIME_NODES = (
+    exp.Column,
+    exp.Cast,
+    exp.TimestampTrunc,
+    exp.DateTrunc,
+    exp.TimeTrunc,
+    exp.Extract,
+    exp.Anonymous,
+    exp.Add,
+    exp.Sub,
+    exp.Minute,
+    exp.Hour,
+    exp.Day,
+    exp.DayOfMonth,
+    exp.DayOfWeek,
+    exp.DayOfWeekIso,
+    exp.DayOfYear,
+    exp.Week,
+    exp.WeekOfYear,
+    exp.Month,
+    exp.Quarter,
+    exp.Year,
+)
 
 
 @dataclass(frozen=True)
@@ -87,10 +120,12 @@ class StatementFacts:
                 if kind and isinstance(node.this, exp.Column):
                     aggregates.append((kind, node.this.name.lower(), f"{node.key}({node.this.name})"))
                 in_agg = True
-            elif not in_agg and isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
-                grain = info.grain_of(node)
+            elif not in_agg and isinstance(node, _TIME_NODES):
+                grain = info.needed_grain(node)
                 if grain not in (None, "exact"):
                     grains.append(str(grain))
+                    if not isinstance(node, exp.Column):
+                        continue  # what it reads is the grain it needs, nothing more
             if not in_agg and isinstance(node, exp.Column):
                 columns.append((node.name.lower(), node.name))
             queue.extend((child, in_agg) for child in node.iter_expressions())
