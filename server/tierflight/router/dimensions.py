@@ -118,9 +118,14 @@ def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> 
     return transform_outside_aggs(expr, visit)
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr | None:
     """Rule ``alignment``: a predicate on the raw time column is exact on buckets only when
-    it is ``>=`` or ``<`` an instant aligned to the rollup's grain."""
+    it is ``>=`` or ``<`` an instant aligned to the rollup's grain; an inclusive bound one
+    microsecond off such an instant (``<= '... 23:59:59.999999'``, ``> '... 23:59:59.999999'``,
+    the time column's precision) is the same range."""
     if not isinstance(pred, exp.GTE | exp.LT | exp.GT | exp.LTE | exp.EQ | exp.Between):
         return None
     if info.grain_of(pred.this) != "exact":
@@ -128,17 +133,32 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
     if group.grain is None:
         raise Reject(Rule.GRAIN, "the rollup has no time dimension")
     if isinstance(pred, exp.Between):
-        raise Reject(Rule.ALIGNMENT, f"BETWEEN on {info.time_column} includes its upper instant; use >= and <")
+        low, high = literal_datetime(pred.args["low"]), literal_datetime(pred.args["high"])
+        if low is None or high is None or not info.microseconds or not _aligned(low, group.grain) or not _aligned(high + _MICROSECOND, group.grain):
+            raise Reject(Rule.ALIGNMENT, f"BETWEEN on {info.time_column} includes its upper instant; use >= and <")
+        return exp.and_(
+            exp.GTE(this=_bucket(group), expression=bucket_literal(low, False)),
+            exp.LT(this=_bucket(group), expression=bucket_literal(high + _MICROSECOND, False)),
+            copy=False,
+        )
     value = literal_datetime(pred.expression)
     if value is None:
         raise Reject(Rule.ALIGNMENT, f"{pred.sql(dialect='duckdb')} does not compare with a constant")
+    if isinstance(pred, exp.LTE | exp.GT) and info.microseconds and _aligned(value + _MICROSECOND, group.grain):
+        # ts <= v is ts < v + 1µs, ts > v is ts >= v + 1µs: TIMESTAMP holds microseconds.
+        op: type[exp.Expr] = exp.LT if isinstance(pred, exp.LTE) else exp.GTE
+        return op(this=_bucket(group), expression=bucket_literal(value + _MICROSECOND, False))
     if not isinstance(pred, exp.GTE | exp.LT):
         raise Reject(Rule.ALIGNMENT, f"{pred.key.upper()} on {info.time_column} cannot be answered from {group.grain} buckets")
-    if truncate(value, group.grain) != value:
+    if not _aligned(value, group.grain):
         raise Reject(Rule.ALIGNMENT, f"{value.isoformat(sep=' ')} is not aligned to the rollup's {group.grain} grain")
     out = pred.copy()
     out.set("this", _bucket(group))
     return out
+
+
+def _aligned(value: dt.datetime, grain: str) -> bool:
+    return truncate(value, grain) == value
 
 
 def _ceil(value: dt.datetime, grain: str) -> dt.datetime:

@@ -31,6 +31,12 @@ class TableInfo:
     # lower-case name -> the name as configured, for stored and derived columns: DuckDB names
     # an output column that is a plain reference after the table's column, not the query text.
     spelled: Mapping[str, str] = field(default_factory=dict)
+    time_type: str = "TIMESTAMP"  # the time column's DuckDB type, as configured
+
+    @property
+    def microseconds(self) -> bool:
+        """The time column holds microseconds: ``ts <= v`` is ``ts < v + 1µs``."""
+        return self.time_type.upper() in _MICROSECOND_TYPES
 
     def grain_of(self, node: exp.Expr) -> str | None:
         """The time grain ``node`` determines ("exact" for the time column), or None."""
@@ -45,6 +51,7 @@ class TableInfo:
         return needed_grain(node, self.grain_of)
 
 
+_MICROSECOND_TYPES = frozenset({"TIMESTAMP", "DATETIME", "TIMESTAMP_US", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"})
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 _RANGES = (exp.GTE, exp.GT, exp.LT, exp.LTE, exp.EQ)
 # Nodes that may be a time expression (spellings.needed_grain): only these are asked.

@@ -94,6 +94,7 @@ class Router:
                     grains=derived_grains(dict(cfg.derived), cfg.time_column),
                     columns=frozenset(c.lower() for c in cfg.column_names),
                     spelled={**{c.lower(): c for c in cfg.column_names}, **{k.lower(): k for k in cfg.derived}},
+                    time_type=next((c.type for c in cfg.columns if c.name == cfg.time_column), "TIMESTAMP"),
                 )
             self._infos = infos
         return self._infos
