@@ -176,6 +176,9 @@ class Target:
     tree: exp.Select  # shared with the statement cache: never changed, only copied
     table: exp.Table  # the reference to the table in ``tree``
     info: TableInfo
+    # Output names fixed by the caller: a subquery routed on its own (subqueries.py), whose
+    # tree's token positions refer to the whole statement rather than to ``sql``.
+    names: tuple[str, ...] | None = None
 
     @functools.cached_property
     def time_range(self) -> TimeRange:

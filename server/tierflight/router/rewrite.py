@@ -27,8 +27,8 @@ from tierflight.router.split import slice_bounds
 from tierflight.router.trees import (
     bare_copy,
     canonical,
-    filter_key,
     conjuncts,
+    filter_key,
     normalise_predicate,
     transform_outside_aggs,
 )
