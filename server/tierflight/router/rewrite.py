@@ -118,6 +118,9 @@ def rewrite_select(c: Candidate, drop_exact: bool = False) -> exp.Select:
     info, group = c.target.info, c.group
     select = bare_copy(c.target.tree)
     assert isinstance(select, exp.Select)
+    if select.args.get("windows"):
+        # WINDOW w AS (...): its PARTITION BY / ORDER BY are not rewritten.
+        raise Reject(Rule.SHAPE, "named windows are answered from raw tiers")
     kept = _where(select, c, drop_exact)
     select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
     order = select.args.get("order")

@@ -122,9 +122,9 @@ def _part(node: exp.Expr) -> tuple[str, exp.Expr] | None:
         if isinstance(unit, exp.Var | exp.Literal | exp.Column | exp.Identifier):
             return unit.name.lower(), node.expression
         return None
-    for cls, name in _PART_NODES.items():
-        if type(node) is cls:
-            return name, node.this
+    name = _PART_NODES.get(type(node))
+    if name is not None:
+        return name, node.this
     if isinstance(node, exp.Anonymous):
         fname = str(node.this).lower()
         args = node.expressions

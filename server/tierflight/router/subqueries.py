@@ -8,9 +8,10 @@ nested SELECTs qualify, and what of them must be kept, is decided here: pure fun
 the statement's tree.
 
 Never routed: a correlated subquery (it reads the outer row: not one aggregate of the table),
-a SELECT inside a recursive WITH, and a SELECT whose output names matter (a CTE, a derived
+a SELECT inside a recursive WITH, a SELECT whose output names matter (a CTE, a derived
 table, the first branch of a set operation) when they cannot be read off its tree exactly
-(outputs.output_names), since the outer statement binds them.
+(outputs.output_names), since the outer statement binds them, and one inside an unaliased
+select-list expression (DuckDB names that column after the subquery's text).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def nested_selects(tree: exp.Expr) -> list[Nested]:
     scalar / IN / EXISTS subqueries, branches of a set operation."""
     out: list[Nested] = []
     for index, node in enumerate(tree.find_all(exp.Select)):
-        if node is tree:
+        if node is tree or _names_its_text(node):
             continue
         parent = node.parent
         if isinstance(parent, exp.CTE):
@@ -55,6 +56,17 @@ def nested_selects(tree: exp.Expr) -> list[Nested]:
             # The first branch names the result's columns.
             out.append(Nested(index, node, node.arg_key == "this"))
     return out
+
+
+def _names_its_text(select: exp.Select) -> bool:
+    """Whether an output column is named after text around ``select`` (DuckDB names an
+    unaliased ``(SELECT count(*) FROM events)`` after its text, which a rewrite changes)."""
+    node: exp.Expr = select
+    while node.parent is not None:
+        if isinstance(node.parent, exp.Select) and node.arg_key == "expressions" and not isinstance(node, exp.Alias):
+            return True
+        node = node.parent
+    return False
 
 
 def _has_columns(alias: exp.Expr | None) -> bool:
