@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from differential import assert_same
 from tierflight.rollups.definition import DERIVABLE
 from tierflight.router.spellings import needed_grain
