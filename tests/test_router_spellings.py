@@ -32,6 +32,17 @@ ROUTED: list[tuple[str, str]] = [
     ("SELECT extract(year FROM ts) AS y, extract(month FROM ts) AS m, count(*) FROM events GROUP BY 1, 2", "day_type"),
     ("SELECT advertiser_id, year(ts) AS y, month(ts) AS m, sum(bid_price) FROM events GROUP BY 1, 2, 3", "month_advertiser_type"),
     ("SELECT extract(week FROM ts) AS w, count(*) FROM events GROUP BY 1", "day_type"),
+    # Unaligned ends: whole hours from the rollup, the edges' hour buckets from the raw tiers.
+    (
+        "SELECT extract(hour FROM ts) AS h, count(*), sum(bid_price) FROM events "
+        "WHERE ts >= TIMESTAMP '2024-10-01 12:30:00' AND ts < TIMESTAMP '2024-10-03 08:15:00' GROUP BY 1",
+        "hour_type",
+    ),
+    (
+        "SELECT day, count(*) AS n, rank() OVER (ORDER BY count(*) DESC, day) AS r FROM events "
+        "WHERE ts >= TIMESTAMP '2024-10-01 12:30:00' AND ts < TIMESTAMP '2024-10-09 08:15:00' GROUP BY day",
+        "day_type",
+    ),
     ("SELECT dayofweek(day) AS d, count(*) FROM events GROUP BY 1", "day_type"),
     (
         "SELECT extract(minute FROM ts) AS m, count(*) FROM events "
