@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from tierflight.core.grains import literal_datetime
 from tierflight.router.spellings import needed_grain, truncation_grain
-from tierflight.router.timerange import column_grain, literal_datetime, table_time_range
+from tierflight.router.timerange import column_grain, table_time_range
 from tierflight.router.trees import canonical, conjuncts, normalise_predicate
 from tierflight.tiers.base import TimeRange
 
