@@ -16,10 +16,10 @@ Fixture files (tests/fixtures/router/routes/*.sql) hold one case per ``-- name:`
     -- status: ROLLUP=STATUS         (optional, repeatable: e.g. day_type=stale)
     -- hot_rows: N                   (optional: hot-tail rows not merged into the rollups)
     <statement>;
-    -- expect: rollup NAME | split NAME | raw
+    -- expect: rollup NAME | split NAME | nested NAME,... | raw
     -- rejected: CANDIDATE RULE      (one per rejection the route reports, in order; "cost"
                                        rejections, never tried, are left out)
-    <rewritten SQL>;                 (rollup and split: what DuckDB runs, compared after
+    <rewritten SQL>;                 (rollup, split, nested: what DuckDB runs, compared after
                                        normalising through sqlglot, so formatting is free)
 
 ``PYTHONPATH=server:client python tests/router_harness.py FILE...`` rewrites the expectations of FILE from the current
@@ -49,6 +49,7 @@ from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router
 from tierflight.router.route import Route
+from tierflight.router.subqueries import NESTED_REASON
 from tierflight.tiers.base import Partition, TierKind, TimeRange
 from tierflight.tiers.store import Source
 
@@ -270,7 +271,10 @@ def outcome(route: Route) -> tuple[str, str | None, tuple[tuple[str, str], ...],
     rejected = tuple((r.candidate, r.rule) for r in route.rejected if r.rule != "cost")
     if route.rollup is None:
         return "raw", None, rejected, None
-    kind = "split" if len(route.parts) > 1 else "rollup"
+    if any(p.reason == NESTED_REASON for p in route.parts):
+        kind = "nested"  # subqueries answered by rollups, the rest of the statement around them
+    else:
+        kind = "split" if len(route.parts) > 1 else "rollup"
     return kind, route.rollup, rejected, route.sql
 
 

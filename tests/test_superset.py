@@ -135,7 +135,10 @@ def test_day_grain_sql_is_what_the_router_recognises(superset_result: dict[str, 
 @pytest.mark.parametrize(
     ("grain", "rollup"),
     [("PT1M", "minute_impressions"), ("PT1H", "hour_type"), ("P1D", "day_type"), ("P1W", "day_type"),
-     ("P1W/1970-01-04T00:00:00Z", "day_type"), ("P1M", "day_type")],
+     ("P1W/1970-01-04T00:00:00Z", "day_type"), ("P1M", "day_type"),
+     # Sunday weeks (the week shifted by a day), weeks ending Saturday, quarters and years.
+     ("1969-12-28T00:00:00Z/P1W", "day_type"), ("P1W/1970-01-03T00:00:00Z", "day_type"),
+     ("P3M", "day_type"), ("P0.25Y", "day_type"), ("P1Y", "day_type")],
 )  # fmt: skip
 def test_chart_sql_is_answered_from_rollups(
     superset_result: dict[str, Any], subprocess_server: SubprocessServer, grain: str, rollup: str

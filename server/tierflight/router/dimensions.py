@@ -48,7 +48,7 @@ def _bucket(group: StorageGroup) -> exp.Expr:
 
 def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``grain``: time expressions become expressions over the rollup's bucket."""
-    grain = info.grain_of(node)
+    grain = info.needed_grain(node)
     if grain is None:
         raise Reject(Rule.GRAIN, f"{node.sql(dialect='duckdb')} is not a time grain")
     if grain == "exact":
@@ -56,21 +56,26 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
     if group.grain is None or grain not in DERIVABLE[group.grain]:
         have = group.grain or "no time dimension"
         raise Reject(Rule.GRAIN, f"needs {grain} buckets, rollup has {have}")
-    if grain == group.grain and bucket_type(grain) == _expression_type(node, info):
+    if grain == group.grain and info.truncation_of(node) == grain and bucket_type(grain) == _expression_type(node, info):
         # The rollup's own bucket column, as is: no casts, so DuckDB groups and filters on
-        # the plain column (and its zone maps apply).
+        # the plain column (and its zone maps apply). Only for a truncation to that very
+        # grain: ``CAST(date_trunc('year', ts) AS DATE)`` needs months but is not one.
         return exp.column(grain)
-    expanded = node
-    if isinstance(node, exp.Column) and node.name.lower() in info.derived:
-        expanded = parsed(info.derived[node.name.lower()])
     bucket = _bucket(group)
+    time_column = info.time_column.lower()
 
     def swap(n: exp.Expr) -> exp.Expr:
-        if isinstance(n, exp.Column) and n.name.lower() == info.time_column.lower():
-            return bucket.copy()
+        if isinstance(n, exp.Column):
+            name = n.name.lower()
+            if name == time_column:
+                return bucket.copy()
+            if name in info.derived:
+                # A derived column (``hour`` inside ``CAST(hour AS DATE)``) is its
+                # definition over the time column, which the bucket then replaces.
+                return parsed(info.derived[name]).copy().transform(swap, copy=False)
         return n
 
-    return bare_copy(expanded).transform(swap, copy=False)
+    return bare_copy(node).transform(swap, copy=False)
 
 
 def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
@@ -93,7 +98,7 @@ def _expression_type(node: exp.Expr, info: TableInfo) -> str | None:
 def rewrite_dimension_node(n: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
     """Rule ``dimension`` for one node outside aggregates: a time grain becomes an expression
     over the bucket; any other table column must be one of the rollup's dimensions."""
-    if info.grain_of(n) is not None:
+    if info.needed_grain(n) is not None:
         return rewrite_time(n, info, group)
     if isinstance(n, exp.Column):
         name = n.name.lower()
@@ -113,9 +118,14 @@ def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> 
     return transform_outside_aggs(expr, visit)
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr | None:
     """Rule ``alignment``: a predicate on the raw time column is exact on buckets only when
-    it is ``>=`` or ``<`` an instant aligned to the rollup's grain."""
+    it is ``>=`` or ``<`` an instant aligned to the rollup's grain; an inclusive bound one
+    microsecond off such an instant (``<= '... 23:59:59.999999'``, ``> '... 23:59:59.999999'``,
+    the time column's precision) is the same range."""
     if not isinstance(pred, exp.GTE | exp.LT | exp.GT | exp.LTE | exp.EQ | exp.Between):
         return None
     if info.grain_of(pred.this) != "exact":
@@ -123,17 +133,32 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
     if group.grain is None:
         raise Reject(Rule.GRAIN, "the rollup has no time dimension")
     if isinstance(pred, exp.Between):
-        raise Reject(Rule.ALIGNMENT, f"BETWEEN on {info.time_column} includes its upper instant; use >= and <")
+        low, high = literal_datetime(pred.args["low"]), literal_datetime(pred.args["high"])
+        if low is None or high is None or not info.microseconds or not _aligned(low, group.grain) or not _aligned(high + _MICROSECOND, group.grain):
+            raise Reject(Rule.ALIGNMENT, f"BETWEEN on {info.time_column} includes its upper instant; use >= and <")
+        return exp.and_(
+            exp.GTE(this=_bucket(group), expression=bucket_literal(low, False)),
+            exp.LT(this=_bucket(group), expression=bucket_literal(high + _MICROSECOND, False)),
+            copy=False,
+        )
     value = literal_datetime(pred.expression)
     if value is None:
         raise Reject(Rule.ALIGNMENT, f"{pred.sql(dialect='duckdb')} does not compare with a constant")
+    if isinstance(pred, exp.LTE | exp.GT) and info.microseconds and _aligned(value + _MICROSECOND, group.grain):
+        # ts <= v is ts < v + 1µs, ts > v is ts >= v + 1µs: TIMESTAMP holds microseconds.
+        op: type[exp.Expr] = exp.LT if isinstance(pred, exp.LTE) else exp.GTE
+        return op(this=_bucket(group), expression=bucket_literal(value + _MICROSECOND, False))
     if not isinstance(pred, exp.GTE | exp.LT):
         raise Reject(Rule.ALIGNMENT, f"{pred.key.upper()} on {info.time_column} cannot be answered from {group.grain} buckets")
-    if truncate(value, group.grain) != value:
+    if not _aligned(value, group.grain):
         raise Reject(Rule.ALIGNMENT, f"{value.isoformat(sep=' ')} is not aligned to the rollup's {group.grain} grain")
     out = pred.copy()
     out.set("this", _bucket(group))
     return out
+
+
+def _aligned(value: dt.datetime, grain: str) -> bool:
+    return truncate(value, grain) == value
 
 
 def _ceil(value: dt.datetime, grain: str) -> dt.datetime:

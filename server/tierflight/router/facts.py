@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from tierflight.core.grains import literal_datetime
+from tierflight.router.spellings import needed_grain, truncation_grain
 from tierflight.router.timerange import column_grain, table_time_range
 from tierflight.router.trees import canonical, conjuncts, normalise_predicate
 from tierflight.tiers.base import TimeRange
@@ -31,14 +32,53 @@ class TableInfo:
     # lower-case name -> the name as configured, for stored and derived columns: DuckDB names
     # an output column that is a plain reference after the table's column, not the query text.
     spelled: Mapping[str, str] = field(default_factory=dict)
+    time_type: str = "TIMESTAMP"  # the time column's DuckDB type, as configured
+
+    @property
+    def microseconds(self) -> bool:
+        """The time column holds microseconds: ``ts <= v`` is ``ts < v + 1µs``."""
+        return self.time_type.upper() in _MICROSECOND_TYPES
 
     def grain_of(self, node: exp.Expr) -> str | None:
         """The time grain ``node`` determines ("exact" for the time column), or None."""
         return column_grain(node, self.time_column, self.grains)
 
+    def truncation_of(self, node: exp.Expr) -> str | None:
+        """Like ``grain_of``, also for a day of a finer bucket (``CAST(hour AS DATE)``)."""
+        return truncation_grain(node, self.grain_of)
 
+    def needed_grain(self, node: exp.Expr) -> str | None:
+        """The grain a rollup must derive to compute ``node`` (spellings.needed_grain)."""
+        return needed_grain(node, self.grain_of)
+
+
+_MICROSECOND_TYPES = frozenset({"TIMESTAMP", "DATETIME", "TIMESTAMP_US", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"})
 _AGG_KIND = {exp.Sum: "sum", exp.Min: "min", exp.Max: "max", exp.Avg: "sum", exp.ApproxDistinct: "hll"}
 _RANGES = (exp.GTE, exp.GT, exp.LT, exp.LTE, exp.EQ)
+# Nodes that may be a time expression (spellings.needed_grain): only these are asked.
+_TIME_NODES = (
+    exp.Column,
+    exp.Cast,
+    exp.TimestampTrunc,
+    exp.DateTrunc,
+    exp.TimeTrunc,
+    exp.Extract,
+    exp.Anonymous,
+    exp.Add,
+    exp.Sub,
+    exp.Minute,
+    exp.Hour,
+    exp.Day,
+    exp.DayOfMonth,
+    exp.DayOfWeek,
+    exp.DayOfWeekIso,
+    exp.DayOfYear,
+    exp.Week,
+    exp.WeekOfYear,
+    exp.Month,
+    exp.Quarter,
+    exp.Year,
+)
 
 
 @dataclass(frozen=True)
@@ -88,10 +128,12 @@ class StatementFacts:
                 if kind and isinstance(node.this, exp.Column):
                     aggregates.append((kind, node.this.name.lower(), f"{node.key}({node.this.name})"))
                 in_agg = True
-            elif not in_agg and isinstance(node, exp.Column | exp.Cast | exp.TimestampTrunc | exp.DateTrunc | exp.TimeTrunc):
-                grain = info.grain_of(node)
+            elif not in_agg and isinstance(node, _TIME_NODES):
+                grain = info.needed_grain(node)
                 if grain not in (None, "exact"):
                     grains.append(str(grain))
+                    if not isinstance(node, exp.Column):
+                        continue  # what it reads is the grain it needs, nothing more
             if not in_agg and isinstance(node, exp.Column):
                 columns.append((node.name.lower(), node.name))
             queue.extend((child, in_agg) for child in node.iter_expressions())
@@ -135,6 +177,9 @@ class Target:
     tree: exp.Select  # shared with the statement cache: never changed, only copied
     table: exp.Table  # the reference to the table in ``tree``
     info: TableInfo
+    # Output names fixed by the caller: a subquery routed on its own (subqueries.py), whose
+    # tree's token positions refer to the whole statement rather than to ``sql``.
+    names: tuple[str, ...] | None = None
 
     @functools.cached_property
     def time_range(self) -> TimeRange:

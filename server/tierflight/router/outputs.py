@@ -72,7 +72,7 @@ def _aggregate_name(e: exp.Expr, sql: str | None) -> str | None:
 def keep_names(target: Target, rewritten: exp.Select, column_names: ColumnNames | None) -> None:
     """Alias every output column of ``rewritten`` with the name the statement gives it
     (read off the tree when it can be, else bound by ``column_names``)."""
-    names = output_names(target.tree, target.info, target.sql)
+    names = list(target.names) if target.names is not None else output_names(target.tree, target.info, target.sql)
     if names is None:
         if column_names is None:
             return

@@ -28,7 +28,7 @@ from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
 from tierflight.router.facts import TableInfo, Target
-from tierflight.router.outputs import ColumnNames, keep_names
+from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
 from tierflight.router.rewrite import rewrite_select
@@ -42,6 +42,7 @@ from tierflight.router.rules import (
     locate_table,
 )
 from tierflight.router.split import split_source, whole_buckets
+from tierflight.router.subqueries import NESTED_REASON, correlated, marker, nested_selects
 from tierflight.router.timerange import derived_grains
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
@@ -74,7 +75,7 @@ class Router:
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
-        self._rewrites: LRU[tuple[str, StorageGroup], str | Reject] = LRU(8192)
+        self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -96,6 +97,7 @@ class Router:
                     grains=derived_grains(dict(cfg.derived), cfg.time_column),
                     columns=frozenset(c.lower() for c in cfg.column_names),
                     spelled={**{c.lower(): c for c in cfg.column_names}, **{k.lower(): k for k in cfg.derived}},
+                    time_type=next((c.type for c in cfg.columns if c.name == cfg.time_column), "TIMESTAMP"),
                 )
             self._infos = infos
         return self._infos
@@ -139,15 +141,43 @@ class Router:
     def _plan(self, statement: Statement) -> Route:
         tree = statement.tree
         registry = self.registry
-        if not self.enabled or registry is None or statement.kind == "explain" or not isinstance(tree, exp.Select):
+        if not self.enabled or registry is None or statement.kind == "explain" or not isinstance(tree, exp.Select | exp.SetOperation):
             return self.raw.plan(statement)
         if statement.parameter_count:
             return self._raw(statement, (Rejection("*", Rule.PARAMETERS, "statements with parameters read raw tiers"),))
+        names = self._names or Names(self._stores())
+        if not isinstance(tree, exp.Select):
+            outer = Rejection("*", Rule.SHAPE, "a set operation: its branches are routed on their own")
+            return self._plan_nested(statement, names, outer) or self.raw.plan(statement)
         try:
-            table, info = locate_table(tree, self._table_infos(), self._names or Names(self._stores()))
+            table, info = locate_table(tree, self._table_infos(), names)
         except Reject as r:
-            return self._raw(statement, (Rejection("*", r.rule, r.reason),))
+            outer = Rejection("*", r.rule, r.reason)
+            nested = self._plan_nested(statement, names, outer) if r.rule is Rule.SHAPE else None
+            return nested or self._raw(statement, (outer,))
         target = Target(statement.sql, tree, table, info)
+        store = self._stores()[info.name]
+        best, rejected, splittable, estimates = self._choose(target)
+        if best is None:
+            for c in splittable:
+                try:
+                    return self._split(c, store, tuple(rejected))
+                except Reject as r:
+                    rejected.append(Rejection(c.group.name, r.rule, r.reason, in_split=True))
+            return self._raw(statement, tuple(rejected))
+        c, sql = best
+        name = c.group.name
+        part = RoutePart(PartTier.HOT, f"rollup:{name}", estimates[name], "exact rewrite onto mergeable states", rollup=name)
+        return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+
+    def _choose(
+        self, target: Target
+    ) -> tuple[tuple[Candidate, str] | None, list[Rejection], list[Candidate], dict[str, int]]:
+        """The cheapest rollup that answers ``target`` and its SQL (or None), the rejections,
+        the candidates a split may still use, and each candidate's row estimate."""
+        registry = self.registry
+        assert registry is not None
+        info = target.info
         store = self._stores()[info.name]
         now = self._now()
         fresh = registry.fresh_for(info.name, store.hot.rows)
@@ -177,17 +207,50 @@ class Router:
                     splittable.append(c)
                 continue
             best = (c, sql)
-        if best is None:
-            for c in splittable:
-                try:
-                    return self._split(c, store, tuple(rejected))
-                except Reject as r:
-                    rejected.append(Rejection(c.group.name, r.rule, r.reason, in_split=True))
-            return self._raw(statement, tuple(rejected))
-        c, sql = best
-        name = c.group.name
-        part = RoutePart(PartTier.HOT, f"rollup:{name}", estimates[name], "exact rewrite onto mergeable states", rollup=name)
-        return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+        return best, rejected, splittable, estimates
+
+    def _plan_nested(self, statement: Statement, names: Names, outer: Rejection) -> Route | None:
+        """The statement with each aggregate subquery a rollup answers routed on its own
+        (subqueries.py) and the rest planned raw around it; None when no subquery routes."""
+        infos = self._table_infos()
+        routed: list[tuple[int, str, RoutePart]] = []
+        rejected: list[Rejection] = [outer]
+        for nested in nested_selects(statement.tree):
+            try:
+                table, info = locate_table(nested.select, infos, names)
+            except Reject:
+                continue
+            if correlated(nested.select, table, info):
+                continue
+            fixed = output_names(nested.select, info, statement.sql)
+            if fixed is None:
+                if nested.names_matter:
+                    continue
+                # Only its values are read (a scalar, IN or EXISTS subquery).
+                fixed = [f"_{i}" for i in range(len(nested.select.expressions))]
+            sql = nested.select.sql(dialect=DIALECT)
+            target = Target(sql, nested.select, table, info, names=tuple(fixed))
+            best, tried, _, estimates = self._choose(target)
+            rejected += tried
+            if best is not None:
+                name = best[0].group.name
+                part = RoutePart(PartTier.HOT, f"rollup:{name}", estimates[name], NESTED_REASON, rollup=name)
+                routed.append((nested.index, best[1], part))
+        if not routed:
+            return None
+        tree = statement.tree.copy()  # shared with the statement cache: never edit it
+        selects = list(tree.find_all(exp.Select))
+        markers = {}
+        for index, sql, _ in routed:
+            name = marker(statement.sql, index)
+            selects[index].replace(exp.var(name))
+            markers[name] = sql
+        around = self.raw.plan(Statement(tree.sql(dialect=DIALECT), tree, statement.kind, 0))
+        text = around.sql
+        for name, sql in markers.items():
+            text = text.replace(name, sql, 1)
+        parts = (*(p for _, _, p in routed), *around.parts)
+        return Route(sql=text, parts=parts, rejected=tuple(rejected), registrations=around.registrations)
 
     def _rewritten_sql(self, c: Candidate) -> str:
         """The statement rewritten onto a rollup, or the Reject that rules it out. Past the
@@ -197,7 +260,7 @@ class Router:
         verdict = first_rejection(STATE_RULES, c)
         if verdict is not None:
             raise verdict
-        key = (c.target.sql, c.group)
+        key = (c.target.sql, c.target.names, c.group)
         known = self._rewrites.get(key)
         if known is None:
             try:

@@ -27,19 +27,19 @@ from tierflight.router.split import slice_bounds
 from tierflight.router.trees import (
     bare_copy,
     canonical,
-    canonical_sql,
     conjuncts,
+    filter_key,
     normalise_predicate,
     transform_outside_aggs,
 )
 
 
 def rewrite_clause(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr:
-    """One clause (a SELECT expression, GROUP BY, HAVING, ORDER BY, a WHERE conjunct)."""
+    """One clause (a SELECT expression, GROUP BY, HAVING, ORDER BY, QUALIFY, a WHERE conjunct)."""
 
     def visit(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Window):
-            raise Reject(Rule.SHAPE, "window functions are answered from raw tiers")
+            return _rewrite_window(n, info, group)
         if isinstance(n, exp.AggFunc) or (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)):
             return rewrite_aggregate(n, info, group)
         if isinstance(n, exp.Subquery | exp.Select):
@@ -49,15 +49,54 @@ def rewrite_clause(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
     return transform_outside_aggs(expr, visit)
 
 
+def _rewrite_window(window: exp.Window, info: TableInfo, group: StorageGroup) -> exp.Expr:
+    """A window function of an aggregate statement runs over its grouped rows (SQL evaluates
+    windows after GROUP BY), so only what it reads is rewritten: the aggregates and grouped
+    expressions among its arguments, PARTITION BY and ORDER BY (``rank() OVER (ORDER BY
+    count(*) DESC)``, ``sum(count(*)) OVER (ORDER BY day)``); the window function itself
+    stays, over the rewritten statement's grouped rows. locate_table has checked that the
+    statement aggregates: over raw rows a window is never routed."""
+    function = window.this
+    if isinstance(function, exp.Filter):
+        raise Reject(Rule.SHAPE, "a window function with FILTER is answered from raw tiers")
+    for key, value in list(function.args.items()):
+        if isinstance(value, exp.Expr):
+            function.set(key, rewrite_clause(value, info, group))
+        elif isinstance(value, list):
+            function.set(key, [rewrite_clause(v, info, group) if isinstance(v, exp.Expr) else v for v in value])
+    partition = window.args.get("partition_by")
+    if partition:
+        window.set("partition_by", [rewrite_clause(p, info, group) for p in partition])
+    order = window.args.get("order")
+    if order is not None:
+        window.set("order", rewrite_clause(order, info, group))
+    return window
+
+
+def _rewrite_order(order: exp.Order, select: exp.Select, info: TableInfo, group: StorageGroup) -> exp.Expr:
+    """ORDER BY names a select-list alias before a column (as DuckDB binds it), when the
+    alias is the whole key: the rewritten statement keeps every alias, so the name stays."""
+    aliases = {e.alias.lower() for e in select.expressions if isinstance(e, exp.Alias)}
+    keys = []
+    for key in order.expressions:
+        term = key.this if isinstance(key, exp.Ordered) else key
+        if isinstance(term, exp.Column) and not term.table and term.name.lower() in aliases:
+            keys.append(key)
+        else:
+            keys.append(rewrite_clause(key, info, group))
+    order.set("expressions", keys)
+    return order
+
+
 def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]:
     """The rewritten WHERE conjuncts: the rollup's filter dropped (its rows hold only what it
     selects), time bounds over buckets, the rest over dimensions."""
     info, group = c.target.info, c.group
-    filter_key = canonical_sql(group.filter) if group.filter else None
+    key = filter_key(group.filter) if group.filter else None
     implied = False
     kept: list[exp.Expr] = []
     for pred in map(normalise_predicate, conjuncts(select.args.get("where"))):
-        if filter_key is not None and canonical(pred) == filter_key:
+        if key is not None and canonical(pred) == key:
             implied = True
             continue
         if drop_exact and is_exact_time_bound(pred, info):
@@ -66,7 +105,7 @@ def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]
         if timed is None:
             timed = coarse_time_predicate(pred, info, group)
         kept.append(timed if timed is not None else rewrite_clause(pred, info, group))
-    if filter_key is not None and not implied:
+    if key is not None and not implied:
         raise Reject(Rule.FILTER, f"the statement does not imply the rollup's filter ({group.filter})")
     if group.grain is not None:
         kept.extend(bucket_range(group.grain, *slice_bounds(group.grain, c.target.time_range)))
@@ -79,12 +118,17 @@ def rewrite_select(c: Candidate, drop_exact: bool = False) -> exp.Select:
     info, group = c.target.info, c.group
     select = bare_copy(c.target.tree)
     assert isinstance(select, exp.Select)
-    if select.args.get("qualify") is not None:
-        raise Reject(Rule.SHAPE, "QUALIFY is answered from raw tiers")
+    if select.args.get("windows"):
+        # WINDOW w AS (...): its PARTITION BY / ORDER BY are not rewritten.
+        raise Reject(Rule.SHAPE, "named windows are answered from raw tiers")
     kept = _where(select, c, drop_exact)
     select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
+    order = select.args.get("order")
+    if isinstance(order, exp.Order):
+        # Before the select list changes: the aliases are read off it.
+        select.set("order", _rewrite_order(order, select, info, group))
     select.set("expressions", [rewrite_clause(e, info, group) for e in select.expressions])
-    for key in ("group", "having", "order"):
+    for key in ("group", "having", "qualify"):
         clause = select.args.get(key)
         if clause is not None:
             select.set(key, rewrite_clause(clause, info, group))

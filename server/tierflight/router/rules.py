@@ -27,7 +27,7 @@ from tierflight.rollups.definition import DERIVABLE, StorageGroup, retention_sta
 from tierflight.rollups.registry import RollupState
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.route import Rule
-from tierflight.router.trees import canonical_sql
+from tierflight.router.trees import filter_key
 
 
 class Reject(Exception):
@@ -72,12 +72,18 @@ def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Nam
         raise Reject(Rule.SHAPE, "schema-qualified column references are answered from raw tiers")
     if table.args.get("when") is not None or table.args.get("version") is not None:
         raise Reject(Rule.TIME_TRAVEL, "reads an earlier Iceberg snapshot; rollups hold the current data")
-    if not select.args.get("group") and not any(select.find_all(exp.AggFunc)):
+    if not select.args.get("group") and not any(not is_window_function(a) for a in select.find_all(exp.AggFunc)):
+        # A window aggregate alone (``sum(x) OVER ()``) runs over the raw rows.
         raise Reject(Rule.SHAPE, "no aggregation: raw rows are needed")
     for node in select.find_all(exp.Select):
         if node is not select:
             raise Reject(Rule.SHAPE, "subqueries inside an aggregate statement are answered from raw tiers")
     return table, tables[resolved.name]
+
+
+def is_window_function(node: exp.Expr) -> bool:
+    """``node`` is the function a window computes, not an aggregate of the statement."""
+    return isinstance(node.parent, exp.Window) and node.arg_key == "this"
 
 
 # -- state rules -----------------------------------------------------------------------------
@@ -145,7 +151,7 @@ def filter_implied(c: Candidate) -> Reject | None:
     """A filtered rollup holds only the rows its filter selects: the statement must say so.
     Last: the only check that generates SQL (the statement's conjuncts, once per plan)."""
     flt = c.group.filter
-    if flt and canonical_sql(flt) not in c.target.facts.where_keys:
+    if flt and filter_key(flt) not in c.target.facts.where_keys:
         return Reject(Rule.FILTER, f"the statement does not imply the rollup's filter ({flt})")
     return None
 

@@ -68,6 +68,12 @@ def canonical_sql(sql: str) -> str:
     return canonical(parsed(sql))
 
 
+@lru_cache(maxsize=256)
+def filter_key(sql: str) -> str:
+    """A rollup filter's canonical text, spelled as normalise_predicate spells a conjunct."""
+    return canonical(normalise_predicate(parsed(sql)))
+
+
 def conjuncts(where: exp.Expr | None) -> list[exp.Expr]:
     """The top-level AND chain of a WHERE (or of a predicate), left to right."""
     if where is None:
@@ -89,7 +95,12 @@ _FLIPS: dict[type[exp.Expr], type[exp.Expr]] = {exp.GT: exp.LT, exp.GTE: exp.LTE
 
 
 def normalise_predicate(pred: exp.Expr) -> exp.Expr:
-    """Put the column on the left of a comparison with a constant (``X < ts`` → ``ts > X``)."""
+    """Put the column on the left of a comparison with a constant (``X < ts`` → ``ts > X``);
+    one spelling for what means the same: ``(p)`` is ``p``, ``x IN (v)`` is ``x = v``."""
+    while isinstance(pred, exp.Paren):
+        pred = pred.this
+    if isinstance(pred, exp.In) and len(pred.expressions) == 1 and not pred.args.get("query") and not pred.args.get("unnest"):
+        pred = exp.EQ(this=pred.this.copy(), expression=pred.expressions[0].copy())
     flip = _FLIPS.get(type(pred))
     if flip is not None and not isinstance(pred.this, exp.Column) and isinstance(pred.expression, exp.Column):
         return flip(this=pred.expression.copy(), expression=pred.this.copy())
