@@ -344,3 +344,30 @@ def test_every_spelling_sees_ingested_rows(fresh: RunningServer) -> None:
         with pytest.raises(adbc_driver_manager.Error) as err:
             cur.adbc_ingest("nosuch", _batch(1, dt.datetime(2024, 12, 31, 11)), mode="append")
         assert "NOT_FOUND" in str(err.value) and "'nosuch' is not configured" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT (SELECT count(*) FROM events WHERE type = 'click')",
+        "SELECT (SELECT count(*) FROM events) + 1, (SELECT max(day) FROM events)",
+        "SELECT type, (SELECT count(*) FROM events e2 WHERE e2.type = e1.type) FROM events e1 GROUP BY type ORDER BY type",
+    ],
+)
+def test_unaliased_expressions_are_named_as_the_client_wrote_them(conn: Any, flat: Any, server: RunningServer, sql: str) -> None:
+    """DuckDB names an unaliased expression after its SQL text: the client's, never the SQL the
+    server ran (which names data files and internal relations)."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        got = cur.fetch_arrow_table()
+    expected = flat.execute(sql)
+    assert got.column_names == [d[0] for d in expected.description]
+    assert got.to_pylist() == [dict(zip(got.column_names, row, strict=True)) for row in expected.fetchall()]
+    assert str(server.app.config.data_dir) not in " ".join(got.column_names)
+
+
+def test_an_unbindable_statement_gets_positional_names_not_server_text(conn: Any, server: RunningServer) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM system.rollups) + (SELECT count(*) FROM events)")
+        names = cur.fetch_arrow_table().column_names
+    assert not any(marker in " ".join(names) for marker in ("__tf_", "read_parquet", "tf_rollup", str(server.app.config.data_dir)))

@@ -123,7 +123,9 @@ class App:
         # Per-App registry (see observability.metrics): the executor's and ingest's observer.
         self.metrics = Metrics(self.rollups.states)
         self._verifier: Verifier | None = None
-        self.executor = Executor(config, database, self.router, self.swap_lock, observer=self.metrics)
+        self.executor = Executor(
+            config, database, self.router, self.swap_lock, observer=self.metrics, column_names=self.column_names
+        )
         self.metrics.watch(
             ServingState(self.executor.in_flight, self.stores, self.rollups.states, config.tiers.current_time)
         )

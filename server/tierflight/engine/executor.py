@@ -7,6 +7,7 @@ by a server that never saw the FlightInfo, the statement is run again from the t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 import threading
@@ -44,7 +45,13 @@ from tierflight.engine.execution import (
 )
 from tierflight.engine.guards import check_builtin_bypass
 from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
-from tierflight.engine.plain import plain_reader, plain_schema
+from tierflight.engine.plain import (
+    plain_reader,
+    plain_schema,
+    renamed_reader,
+    renamed_schema,
+    shows_rewritten_text,
+)
 from tierflight.engine.session import mentions_session_user, set_session_user
 from tierflight.engine.watchdog import Watchdog
 from tierflight.router.route import Route
@@ -125,8 +132,12 @@ class Executor:
         planner: Planner,
         swap_lock: RWLock | None = None,
         observer: StatementObserver | None = None,
+        column_names: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.swap_lock = swap_lock or RWLock()
+        # DuckDB's output names of the client's statement (engine.columns): a rewritten
+        # statement's unaliased expressions are named after the SQL run, not the client's.
+        self._column_names = column_names
         self.config = config
         self.database = database
         self.planner = planner
@@ -238,7 +249,7 @@ class Executor:
                     if timeout > 0:
                         deadline_token = self._watchdog.schedule(timeout, _at_deadline(stop))
                     with stop.watching(current_call.get()):
-                        first, rest = self._run(cursor, route.sql, params)
+                        first, rest = self._run(cursor, route.sql, params, statement)
                     remember = functools.partial(self.results.put, cache_key) if cache_key is not None else None
                     ex = Execution.running(start, cursor, first, rest, stop, self, self.limits, remember=remember)
                     running = True
@@ -301,18 +312,35 @@ class Executor:
         return StatementTimeout(f"statement exceeded the timeout of {timeout:g} s (server.statement_timeout)")
 
     def _run(
-        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None, statement: Statement
     ) -> tuple[pa.RecordBatchReader, Iterator[pa.RecordBatchReader] | None]:
         batch_rows = self.config.server.batch_rows
         rows = list(params) if params else [()]
         first = plain_reader(cursor.sql(sql, params=list(rows[0]) or None).to_arrow_reader(batch_rows))
+        names = self._client_names(statement, first.schema.names)
+        if names is not None:
+            first = renamed_reader(first, names)
 
         def rest() -> Iterator[pa.RecordBatchReader]:
             # Each further parameter row is one more execution; results are concatenated.
             for row in rows[1:]:
-                yield plain_reader(cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows))
+                reader = plain_reader(cursor.sql(sql, params=list(row) or None).to_arrow_reader(batch_rows))
+                yield reader if names is None else renamed_reader(reader, names)
 
         return first, (rest() if len(rows) > 1 else None)
+
+    def _client_names(self, statement: Statement, names: list[str]) -> list[str] | None:
+        """The names the client's statement gives its columns, where DuckDB named one after
+        the rewritten SQL (None: the names are right as they are)."""
+        if not shows_rewritten_text(names):
+            return None
+        own: list[str] = []
+        if self._column_names is not None:
+            with contextlib.suppress(Exception):
+                own = self._column_names(statement.sql)
+        if len(own) != len(names):  # not bindable on its own: positional names, never the SQL
+            own = [name if not shows_rewritten_text([name]) else f"column{i}" for i, name in enumerate(names)]
+        return own
 
     def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema:
         """The result schema without running the statement (LIMIT 0 is planned, not scanned)."""
@@ -329,7 +357,9 @@ class Executor:
             self.database.check_statement_type(cursor, route.sql)
             params = [None] * parameter_count or None
             schema = cursor.sql(route.sql, params=params).limit(0).to_arrow_table().schema
-            return plain_schema(schema) or schema
+            schema = plain_schema(schema) or schema
+            names = self._client_names(statement, schema.names)
+            return schema if names is None else renamed_schema(schema, names)
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             raise translate(exc, "schema") from None
         finally:

@@ -82,3 +82,23 @@ def plain_reader(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     if schema is None:
         return reader
     return pa.RecordBatchReader.from_batches(schema, plain_batches(reader, schema))
+
+
+# What a column name holds when DuckDB named an unaliased expression after the SQL the server
+# ran rather than the client's: a rewritten relation (a source marker, a data file list, a
+# rollup table). Such a name would show server paths and internals to the client.
+_REWRITTEN_TEXT = ("__tf_", "read_parquet(", "tf_rollup", "iceberg_scan(")
+
+
+def shows_rewritten_text(names: list[str]) -> bool:
+    return any(marker in name for name in names for marker in _REWRITTEN_TEXT)
+
+
+def renamed_schema(schema: pa.Schema, names: list[str]) -> pa.Schema:
+    return pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)], metadata=schema.metadata)
+
+
+def renamed_reader(reader: pa.RecordBatchReader, names: list[str]) -> pa.RecordBatchReader:
+    """``reader``'s batches under the column names ``names`` (same columns, same order)."""
+    schema = renamed_schema(reader.schema, names)
+    return pa.RecordBatchReader.from_batches(schema, (b.rename_columns(names) for b in reader))
