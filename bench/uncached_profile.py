@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.common import CONFIG, BenchContext, gc_paused, log, summarize_ms
+from bench.common import CONFIG, BenchContext, gc_paused, log, percentile, summarize_ms
 from bench.registry import Result, benchmark
 from bench.select1_profile import RPCS, Recorder, _pack, _top_functions, instrument, instrument_streams
 
@@ -99,6 +99,8 @@ class Stages:
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self.on = False
+        self.per_statement = []
+        self._mark = {}
 
     def add(self, stage: str, ns: int) -> None:
         if not self.on:
@@ -111,6 +113,19 @@ class Stages:
         with self._lock:
             self.ns.clear()
             self.calls.clear()
+        self.per_statement: list[dict[str, int]] = []
+        self._mark: dict[str, int] = {}
+
+    def cut(self) -> None:
+        """One statement is done: keep what each stage took in it (for medians)."""
+        with self._lock:
+            now = dict(self.ns)
+        self.per_statement.append({k: v - self._mark.get(k, 0) for k, v in now.items()})
+        self._mark = now
+
+    def medians_ms(self) -> dict[str, float]:
+        stages = {k for row in self.per_statement for k in row}
+        return {k: percentile([row.get(k, 0) / 1e6 for row in self.per_statement], 50) for k in stages}
 
     def timed(self, fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
         clock = time.perf_counter_ns
@@ -276,6 +291,7 @@ def replay(uri: str, sqls: Iterator[str], calls: int, warmup: int, stages: Stage
         with gc_paused():
             for _ in range(calls):
                 one(True)
+                stages.cut()
         stages.on = False
     finally:
         client.close()
@@ -354,6 +370,7 @@ def run(ctx: BenchContext) -> Result:
                 "handler": handler,
                 "handler_mean_sum": {rpc: sum(v[-calls:]) / calls for rpc, v in recorder.samples.items()},
                 "stages_ms": {k: v / 1e6 / calls for k, v in stages.ns.items()},
+                "stages_p50_ms": stages.medians_ms(),
                 "stage_calls": {k: v / calls for k, v in stages.calls.items()},
             }
             log(f"{KINDS[kind]}: client p50 {figures[kind]['client']['total']['p50']:.3f} ms")
@@ -387,36 +404,48 @@ def run(ctx: BenchContext) -> Result:
     return _result(ctx, calls, figures, profile_rows)
 
 
-def _derived(f: dict[str, Any]) -> dict[str, float]:
-    """Stage means per statement, with the derived ones (execute, gRPC, unaccounted)."""
-    s = dict(f["stages_ms"])
+GRPC = "gRPC + Flight + thread hand-offs + loopback (client - handlers)"
+TOTAL = "total: the four RPCs at the client"
+
+
+def _derived(f: dict[str, Any], key: str) -> dict[str, float]:
+    """Stage figures per statement (``key``: "mean" or "p50"), with the derived ones."""
+    s = dict(f["stages_ms"] if key == "mean" else f["stages_p50_ms"])
     s["DuckDB execute to first batch"] = s.pop("_run", 0.0) - s.get(
         "DuckDB relation (parse, bind, plan)", 0.0
     )
-    stream = f["handler_mean_sum"].get("DoGet stream", 0.0)
+    if key == "mean":
+        stream = f["handler_mean_sum"].get("DoGet stream", 0.0)
+        handlers = sum(f["handler_mean_sum"].get(rpc, 0.0) for rpc in RPCS) + stream
+    else:
+        stream = f["handler"].get("DoGet stream", {}).get("p50", 0.0)
+        handlers = sum(f["handler"].get(rpc, {}).get("p50", 0.0) for rpc in RPCS) + stream
     s["DoGet stream"] = stream
-    client_mean = sum(f["client"][rpc]["mean"] for rpc in RPCS)
-    handlers = sum(f["handler_mean_sum"].get(rpc, 0.0) for rpc in RPCS) + stream
-    s["gRPC + Flight + thread hand-offs + loopback (client - handlers)"] = client_mean - handlers
-    s["total (client, mean)"] = client_mean
+    client = sum(f["client"][rpc][key] for rpc in RPCS)
+    s[GRPC] = client - handlers
+    s[TOTAL] = client
     return s
 
 
 def _result(
     ctx: BenchContext, calls: int, figures: dict[str, dict[str, Any]], profile_rows: list[list[Any]]
 ) -> Result:
-    derived = {kind: _derived(f) for kind, f in figures.items()}
+    derived = {kind: _derived(f, "mean") for kind, f in figures.items()}
+    medians = {kind: _derived(f, "p50") for kind, f in figures.items()}
     rows: list[list[Any]] = []
     for stage, parent, what in (
         *STAGES,
-        (
-            "gRPC + Flight + thread hand-offs + loopback (client - handlers)",
-            "-",
-            "client RPC time minus handler time",
-        ),
-        ("total (client, mean)", "-", "the four RPCs as the client sees them"),
+        (GRPC, "-", "client RPC time minus handler time (p50 column: sum of per-RPC p50s)"),
+        (TOTAL, "-", "CreatePreparedStatement + GetFlightInfo + DoGet + ClosePreparedStatement"),
     ):
-        rows.append([stage, parent, *(round(derived[k].get(stage, 0.0), 4) for k in KINDS), what])
+        rows.append(
+            [
+                stage,
+                parent,
+                *(f"{medians[k].get(stage, 0.0):.3f} / {derived[k].get(stage, 0.0):.3f}" for k in KINDS),
+                what,
+            ]
+        )
     rpc_rows = []
     for kind in KINDS:
         f = figures[kind]
@@ -444,7 +473,7 @@ def _result(
         ],
         "tables": [
             {
-                "title": "Per stage, mean ms per statement (inclusive; a stage's parent contains it)",
+                "title": "Per stage, ms per statement, p50 / mean (inclusive: a stage's parent contains it)",
                 "columns": ["stage", "inside", *KINDS.values(), "what"],
                 "rows": rows,
             },
@@ -466,5 +495,5 @@ def _result(
             "SELECT 1 (same text) still pays every stage but the sqlglot parse and the router's plan (both cached "
             "by text); the new-text kinds pay them all.",
         ],
-        "raw": {"figures": figures, "derived": derived},
+        "raw": {"figures": figures, "derived_mean": derived, "derived_p50": medians},
     }
