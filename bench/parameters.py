@@ -25,7 +25,15 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-from bench.common import BenchContext, TierflightServer, load_average, log, start_tierflight, summarize_ms
+from bench.common import (
+    BenchContext,
+    TierflightServer,
+    load_average,
+    log,
+    server_copy,
+    start_tierflight,
+    summarize_ms,
+)
 from bench.registry import Result, benchmark
 
 CALLS = 100
@@ -92,9 +100,10 @@ def run(ctx: BenchContext) -> Result:
     samples: dict[str, dict[str, list[list[float]]]] = {}
     select1: dict[str, list[float]] = {}
     load = [load_average()]
+    nocache_dir = server_copy(data_dir, "nocache")  # one server per data dir
     try:
         servers["result cache off"] = start_tierflight(
-            data_dir, {**env, **NO_CACHE_ENV}, log_path=work / "nocache.log", timeout=1800
+            nocache_dir, {**env, **NO_CACHE_ENV}, log_path=work / "nocache.log", timeout=1800
         )
         servers["result cache on"] = start_tierflight(
             data_dir, env, log_path=work / "cache.log", timeout=1800

@@ -42,6 +42,7 @@ from bench.common import (
     load_average,
     log,
     measure_latency,
+    server_copy,
     start_tierflight,
     summarize_ms,
 )
@@ -139,13 +140,15 @@ def run(ctx: BenchContext) -> Result:
 
     files = data_files(data_dir)
     duck = duckdb_connection(files)
+    # One server per data dir (serve locks it): the others run on copies.
+    off_dir, nocache_dir = server_copy(data_dir, "routing-off"), server_copy(data_dir, "nocache")
     on = start_tierflight(data_dir, DATA_ENV, log_path=work / "routing-on.log")
     off = nocache = None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
-        off = start_tierflight(data_dir, RAW_ENV, log_path=work / "routing-off.log")
+        off = start_tierflight(off_dir, RAW_ENV, log_path=work / "routing-off.log")
         nocache = start_tierflight(
-            data_dir, {**DATA_ENV, **NO_REUSE_ENV}, log_path=work / "routing-on-nocache.log"
+            nocache_dir, {**DATA_ENV, **NO_REUSE_ENV}, log_path=work / "routing-on-nocache.log"
         )
         conn_on, conn_off, conn_nc = connect(on.uri), connect(off.uri), connect(nocache.uri)
         cur_on, cur_off, cur_nc = conn_on.cursor(), conn_off.cursor(), conn_nc.cursor()

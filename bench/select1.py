@@ -43,6 +43,7 @@ from bench.common import (
     load_average,
     log,
     measure_latency,
+    server_copy,
     start_floor,
     start_roapi,
     start_tierflight,
@@ -126,11 +127,12 @@ def run(ctx: BenchContext) -> Result:
 
     servers: dict[str, TierflightServer | ExternalServer] = {}
     clients: dict[str, Client] = {}
+    nocache_dir = server_copy(data_dir, "nocache")  # one server per data dir
     try:
         tf = start_tierflight(data_dir, env, log_path=work / "tierflight.log")
         servers["tierflight"] = tf
         log(f"tierflight at {tf.uri} (pid {tf.pid})")
-        nc = start_tierflight(data_dir, {**env, **NO_CACHE_ENV}, log_path=work / "tierflight-nocache.log")
+        nc = start_tierflight(nocache_dir, {**env, **NO_CACHE_ENV}, log_path=work / "tierflight-nocache.log")
         servers[NO_CACHE] = nc
         log(f"tierflight, result cache off, at {nc.uri} (pid {nc.pid})")
         roapi_version = None
