@@ -12,7 +12,9 @@ texts that repeated an earlier one is in the table) from 16 closed-loop clients 
 * ``serve --workers 2``, result cache off and on;
 * one process, result cache off, the same statements as prepared statements with bound
   parameters (``--parameters bind``: one text per statement, prepared once per client; each
-  call is DoPut of the values + GetFlightInfo + DoGet).
+  call is DoPut of the values + GetFlightInfo + DoGet);
+* one process, result cache off, ``[duckdb] threads = 1`` (a diagnostic: what DuckDB's worker
+  threads cost on statements this small, in server CPU per statement).
 
 Every statement is routed once before the run from a drawn value set, to check that all of
 them are answered by a rollup. The runs go one after the other on the same data and machine.
@@ -42,6 +44,7 @@ WORKLOAD = ROOT / "bench" / "workloads" / "dashboard-varying.sql"
 TARGET_QPS = 1200.0
 TARGET_P99_MS = 25.0
 TARGET_WORKERS_RATIO = 1.3
+ONE_THREAD = {"TIERFLIGHT_DUCKDB__THREADS": "1"}
 
 
 def _routes(uri: str, statements: list[Any]) -> list[list[Any]]:
@@ -84,7 +87,10 @@ def run(ctx: BenchContext) -> Result:
         ("`--workers 2`, result cache off", NO_CACHE_ENV, 2, ParameterMode.LITERAL),
         ("`--workers 2`, result cache on", {}, 2, ParameterMode.LITERAL),
         ("one process, result cache off, bound parameters", NO_CACHE_ENV, 1, ParameterMode.BIND),
-    ]
+        # Diagnostic: DuckDB's worker threads on statements this small (CPU per statement).
+        ("one process, result cache off, `[duckdb] threads = 1`", {**NO_CACHE_ENV, **ONE_THREAD}, 1,
+         ParameterMode.LITERAL),
+    ]  # fmt: skip
     for label, env, workers, mode in plan:
         runs.append(
             load_run(

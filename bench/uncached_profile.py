@@ -427,6 +427,46 @@ def _derived(f: dict[str, Any], key: str) -> dict[str, float]:
     return s
 
 
+# The stages that contain no other measured stage, and the residuals of those that do.
+LEAVES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (label, stage, minus these stages)
+    ("sqlglot parse", "sqlglot parse", ()),
+    ("DuckDB-parse function check", "DuckDB-parse function check", ()),
+    ("sandbox tree check", "sandbox tree check", ()),
+    ("sandbox: rest (SQL generation, nesting, counting)", "parse + sandbox check",
+     ("sqlglot parse", "DuckDB-parse function check", "sandbox tree check")),
+    ("parameter schema", "parameter schema", ()),
+    ("parameter checks", "parameter checks", ()),
+    ("plan (router)", "plan (router)", ()),
+    ("DuckDB relation (parse, bind, plan)", "DuckDB relation (parse, bind, plan)", ()),
+    ("DuckDB execute to first batch", "DuckDB execute to first batch", ()),
+    ("Executor.start: rest (slot, Stop, locks, guard, cursor, registrations, deadline)", "Executor.start",
+     ("plan (router)", "DuckDB relation (parse, bind, plan)", "DuckDB execute to first batch", "statement-type check")),
+    ("statement-type check", "statement-type check", ()),
+    ("DoGet stream: batches (split, limits, pyarrow)", "DoGet stream", ("finish", "cursor close")),
+    ("statement log (structlog JSON + system.queries)", "statement log", ("metrics",)),
+    ("metrics", "metrics", ()),
+    ("ticket encode + sign + verify", "ticket encode", ()),
+    ("FlightInfo build", "FlightInfo build", ()),
+    ("park + take + prepared store + schema bytes", "park", ()),
+    (GRPC, GRPC, ()),
+)  # fmt: skip
+_EXTRA = {
+    "ticket encode + sign + verify": ("ticket signing", "ticket verify"),
+    "park + take + prepared store + schema bytes": ("take", "prepared store", "dataset schema bytes"),
+}
+
+
+def ranked(figures: dict[str, float]) -> list[tuple[str, float]]:
+    """Leaf costs (p50s; residuals as differences of p50s, so approximate), largest first."""
+    out = []
+    for label, stage, minus in LEAVES:
+        value = figures.get(stage, 0.0) - sum(figures.get(m, 0.0) for m in minus)
+        value += sum(figures.get(m, 0.0) for m in _EXTRA.get(label, ()))
+        out.append((label, max(value, 0.0)))
+    return sorted(out, key=lambda x: -x[1])
+
+
 def _result(
     ctx: BenchContext, calls: int, figures: dict[str, dict[str, Any]], profile_rows: list[list[Any]]
 ) -> Result:
@@ -476,6 +516,19 @@ def _result(
                 "title": "Per stage, ms per statement, p50 / mean (inclusive: a stage's parent contains it)",
                 "columns": ["stage", "inside", *KINDS.values(), "what"],
                 "rows": rows,
+            },
+            {
+                "title": "Largest costs, p50 ms per statement (leaf stages; rests are differences of p50s)",
+                "columns": ["rank", "stage", *(KINDS[k] for k in ("rollup_new", "select1_new", "select1"))],
+                "rows": [
+                    [
+                        i + 1,
+                        label,
+                        round(value, 3),
+                        *(round(dict(ranked(medians[k]))[label], 3) for k in ("select1_new", "select1")),
+                    ]
+                    for i, (label, value) in enumerate(ranked(medians["rollup_new"]))
+                ],
             },
             {
                 "title": "Per RPC, p50 ms: client, server handler (DoGet: handler + stream), the rest",
