@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def load_run(
     cores = sorted(_affinity())
     split = len(cores) >= 2 * SERVER_CORES and workers == 1
     metrics = _free_ports(workers + 2)
-    slug = label.replace(" ", "-").replace(",", "").replace("`", "").replace("/", "-")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
     server = start_tierflight(
         setup.data_dir,
         {**setup.env, "TIERFLIGHT_METRICS__PORT": str(metrics), **(env or {})},
