@@ -221,14 +221,17 @@ def test_cli_errors(workload_file: Path) -> None:
     assert result.exit_code == 2 and "give --duration SECONDS or --statements N" in result.stderr
     result = run("--workload", "/nonexistent.sql", "--concurrency", "1", "--duration", "1")
     assert result.exit_code == 2 and "cannot read workload /nonexistent.sql" in result.stderr
+    result = run(*base, "--duration", "1", "--parameters", "sometimes")
+    assert result.exit_code == 2 and "--parameters must be one of literal, bind, not 'sometimes'" in result.stderr
 
 
 # -- varying statements (-- vary: pools, {pool} placeholders) ---------------------------------------
 
 VARYING = """\
--- vary: day = DATE '2024-09-01' .. DATE '2024-11-20'
+-- vary: day = DATE '2024-09-01' .. DATE '2024-11-20'  -- a trailing comment
 -- vary: span = 0..9
 -- vary: country = 'US', 'GB', 'JP'
+-- vary: odd = 'a--b', 'it''s'
 -- vary: advertiser = (SELECT DISTINCT advertiser_id FROM events)
 -- name: per_day
 SELECT day, sum(bid_price) FROM events
@@ -266,6 +269,10 @@ def test_vary_template_fill_is_deterministic_and_from_the_pools() -> None:
     assert f"day BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}' AND country = '{country}'" in text
     assert tpl.placeholders.endswith("day BETWEEN ? AND ? AND country = ? GROUP BY day")
     assert sql_literal("it's") == "'it''s'" and sql_literal(3) == "3"
+    pools = {p.name: p for p in per_day.template.pools}
+    assert set(pools) == {"day", "span", "country"}  # only the pools the statement names
+    (odd,) = parse_workload(VARYING.split("-- name:")[0] + "-- name: o\nSELECT {odd};")
+    assert odd.template is not None and odd.template.pools[0].values == ("a--b", "it's")
 
 
 @pytest.mark.parametrize(
