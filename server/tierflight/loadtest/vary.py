@@ -92,8 +92,22 @@ class Pool:
         return Pool(self.name, tuple(values[:MAX_POOL_VALUES]))
 
 
+def _strip_comment(spec: str) -> str:
+    """``spec`` without a trailing ``-- comment`` (a ``--`` inside a quoted literal stays)."""
+    quote: str | None = None
+    for i, ch in enumerate(spec):
+        if quote is not None:
+            quote = None if ch == quote else quote  # '' inside a literal: closed and reopened
+        elif ch in ("'", '"'):
+            quote = ch
+        elif spec.startswith("--", i):
+            return spec[:i].rstrip()
+    return spec
+
+
 def parse_pool(name: str, spec: str) -> Pool:
-    """The pool of one ``-- vary: NAME = SPEC`` line."""
+    """The pool of one ``-- vary: NAME = SPEC`` line (a trailing ``-- comment`` is ignored)."""
+    spec = _strip_comment(spec)
     if spec.startswith("(") and spec.endswith(")"):
         query = spec[1:-1].strip()
         if not query:

@@ -197,17 +197,19 @@ def descriptors(sqls: tuple[str, ...]) -> list[Any]:
     return out
 
 
-@dataclass
 class _Keys:
-    """Value-set keys of the measured statements (a set's add is atomic under the GIL)."""
+    """Value-set keys of the measured statements, shared by a worker's client threads."""
 
-    seen: set[int]
-    counted: int = 0
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.counted = 0
+        self._lock = threading.Lock()
 
     def add(self, key: int) -> None:
-        if len(self.seen) < MAX_TRACKED_KEYS:
-            self.seen.add(key)
-            self.counted += 1
+        with self._lock:
+            if len(self.seen) < MAX_TRACKED_KEYS:
+                self.seen.add(key)
+                self.counted += 1
 
 
 class _Filler:
@@ -328,7 +330,7 @@ def run_worker(spec: WorkerSpec, results: Any, go: Any, start_at: Any, stop: Any
     t0 = start_at.value
     cpu_start: float | None = None
     out: collections.deque[Record] = collections.deque()
-    keys = _Keys(set())
+    keys = _Keys()
     threads = [
         threading.Thread(target=_client_loop, args=(spec, i, f, t0, stop, out, keys), daemon=True, name=f"client-{g}")
         for i, (f, g) in enumerate(zip(fillers, spec.thread_ids, strict=True))
