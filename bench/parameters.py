@@ -10,6 +10,10 @@ the run:
 * ``literal``: the same values written into the text, a new text per call (ADBC prepares
   each: CreatePreparedStatement, GetFlightInfo, DoGet, then closes the previous one).
 
+Each mode has its own cursor (ADBC re-prepares when a cursor's text changes), and the first
+bound call on a new cursor (CreatePreparedStatement of the text with placeholders, whose
+result schema the server plans with NULL values, then the bound run) is timed apart.
+
 The two alternate call by call, against two servers on the same data, side by side in the
 same rounds: the result cache off (``TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0``) and on (its
 default: new values miss it anyway). ``SELECT 1`` through the same cursor (a repeated text)
@@ -37,6 +41,7 @@ from bench.common import (
 from bench.registry import Result, benchmark
 
 CALLS = 100
+PREPARES = 10
 PARAM_SQL = (
     "SELECT type, COUNT(*) AS events, SUM(bid_price) AS spend FROM events "
     "WHERE country = ? AND day BETWEEN ? AND ? GROUP BY type ORDER BY type"
@@ -109,39 +114,50 @@ def run(ctx: BenchContext) -> Result:
             data_dir, env, log_path=work / "cache.log", timeout=1800
         )
         conns = {name: fsql.connect(s.uri, autocommit=True) for name, s in servers.items()}
-        cursors = {name: c.cursor() for name, c in conns.items()}
+        # A cursor per mode: ADBC keeps a prepared statement while its cursor's text is unchanged,
+        # so alternating texts on one cursor would prepare the bound text again every call.
+        bound_cur = {name: c.cursor() for name, c in conns.items()}
+        literal_cur = {name: c.cursor() for name, c in conns.items()}
         try:
             # Same answers both ways, and warm (connection, rollups, first prepare).
-            for cur in cursors.values():
+            for name in servers:
                 v = next(values)
-                cur.execute(PARAM_SQL, v)
-                bound = cur.fetch_arrow_table()
-                cur.execute(literal_sql(v))
-                if cur.fetch_arrow_table().to_pylist() != bound.to_pylist():
+                bound_cur[name].execute(PARAM_SQL, v)
+                bound = bound_cur[name].fetch_arrow_table()
+                literal_cur[name].execute(literal_sql(v))
+                if literal_cur[name].fetch_arrow_table().to_pylist() != bound.to_pylist():
                     raise RuntimeError("bound and literal statements gave different answers")
             for name in servers:
-                samples[name] = {m: [] for m in MODES}
+                samples[name] = {m: [] for m in (*MODES, "prepare")}
                 select1[name] = []
             for r in range(rounds):
                 order = list(servers) if r % 2 == 0 else list(servers)[::-1]
                 for name in order:
-                    cur = cursors[name]
                     bound_ms: list[float] = []
                     literal_ms: list[float] = []
                     for _ in range(CALLS):
-                        bound_ms.append(_timed(partial(_bound, cur, next(values))))
-                        literal_ms.append(_timed(partial(_literal, cur, next(values))))
+                        bound_ms.append(_timed(partial(_bound, bound_cur[name], next(values))))
+                        literal_ms.append(_timed(partial(_literal, literal_cur[name], next(values))))
                     for _ in range(CALLS):
-                        select1[name].append(_timed(partial(_select1, cur)))
+                        select1[name].append(_timed(partial(_select1, literal_cur[name])))
+                    # What the first call on a new cursor pays: CreatePreparedStatement of the
+                    # text with placeholders (its result schema planned with NULL values), then
+                    # bind and run.
+                    prepare_ms: list[float] = []
+                    for _ in range(PREPARES):
+                        with conns[name].cursor() as fresh:
+                            prepare_ms.append(_timed(partial(_bound, fresh, next(values))))
                     samples[name]["bound"].append(bound_ms)
                     samples[name]["literal"].append(literal_ms)
+                    samples[name]["prepare"].append(prepare_ms)
                     log(
                         f"round {r + 1}/{rounds} {name}: bound p50 {summarize_ms(bound_ms)['p50']:.2f} ms, "
-                        f"literal p50 {summarize_ms(literal_ms)['p50']:.2f} ms"
+                        f"literal p50 {summarize_ms(literal_ms)['p50']:.2f} ms, "
+                        f"new cursor's first bound call p50 {summarize_ms(prepare_ms)['p50']:.2f} ms"
                     )
                 load.append(load_average())
         finally:
-            for cur in cursors.values():
+            for cur in (*bound_cur.values(), *literal_cur.values()):
                 cur.close()
             for conn in conns.values():
                 conn.close()
@@ -160,7 +176,12 @@ def run(ctx: BenchContext) -> Result:
     for name in servers:
         b, lit = best(name, "bound"), best(name, "literal")
         s1 = summarize_ms(select1[name])
-        for mode, st in (("bound (one text, 100 value sets)", b), ("literal (100 texts)", lit)):
+        pre = best(name, "prepare")
+        for mode, st in (
+            ("bound (one text, 100 value sets)", b),
+            ("literal (100 texts)", lit),
+            (f"new cursor: prepare + first bound call ({PREPARES} calls)", pre),
+        ):
             table_rows.append(
                 [
                     name,
@@ -208,7 +229,7 @@ def run(ctx: BenchContext) -> Result:
         ],
         "notes": [
             f"Statement: `{PARAM_SQL}`; values: a country and a day range of 2 to 30 days in 2024, every set "
-            "used once in the run. Bound and literal calls alternate on one cursor; rounds alternate the order of "
+            "used once in the run. Bound and literal calls alternate (a cursor each); rounds alternate the order of "
             "the servers.",
             "The machine is shared with other work: compare the rows of this section with each other. Load "
             f"average (1/5/15 min) at the start and after each round: {load}.",
