@@ -152,6 +152,14 @@ def run(ctx: BenchContext) -> Result:
          "columns": ["statement", "tier", "rollup"], "rows": routes},
     ]  # fmt: skip
     notes = [
+        *(
+            [
+                f"A `--quick` run ({setup.duration:g} s per run on {setup.rows:,} rows): a smoke test of the set-up, "
+                "not figures to hold against the targets."
+            ]
+            if ctx.quick
+            else []
+        ),
         f"{single.placement}. The machine is shared with other work: compare the runs of this section with "
         f"each other. Load average (1/5/15 min) around each run: {[r.load for r in runs]}.",
         "Repeats: a statement whose value set (statement and drawn values) any client had sent before in the "
