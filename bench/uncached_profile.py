@@ -15,7 +15,7 @@ statements:
   a top-N drawn per call from ``-- vary:`` pools, as ``tierflight loadtest`` does).
 
 Each stage's time is inclusive (a stage nested in another is also inside its parent's time;
-the table names the parent); per statement means over the measured calls. Client time minus
+the table names the parent); p50 and mean per statement over the measured calls. Client time minus
 the server's handler time per RPC is gRPC, pyarrow's Flight server, the thread hand-offs
 between them and loopback. A second pass under cProfile lists the functions with the most own
 time for the rollup statement (times under cProfile are inflated: read them as proportions).
@@ -546,13 +546,19 @@ def _result(
             },
             {
                 "title": "Largest costs, p50 ms per statement (leaf stages; rests are differences of p50s)",
-                "columns": ["rank", "stage", *(KINDS[k] for k in ("rollup_new", "select1_new", "select1"))],
+                "columns": [
+                    "rank",
+                    "stage",
+                    *(KINDS[k] for k in ("rollup_new", "select1_new", "select1")),
+                    "how to take it out",
+                ],
                 "rows": [
                     [
                         i + 1,
                         label,
                         round(value, 3),
                         *(round(dict(ranked(medians[k]))[label], 3) for k in ("select1_new", "select1")),
+                        PROPOSALS.get(label, ""),
                     ]
                     for i, (label, value) in enumerate(ranked(medians["rollup_new"]))
                 ],
