@@ -327,10 +327,10 @@ KINDS = {
 @benchmark("uncached_profile")
 def run(ctx: BenchContext) -> Result:
     import structlog
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
 
     from tierflight.app import App
-    from tierflight.config import load_config
-    from tierflight.log import configure_logging
     from tierflight.protocol.server import build_server
 
     calls, warmup = (200, 30) if ctx.quick else (1000, 100)

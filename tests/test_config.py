@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from tierflight.config import (
+from tierflight.core.config import (
     CatalogType,
     Config,
     IcebergAuth,
@@ -20,7 +19,7 @@ from tierflight.config import (
     RollupConfig,
     load_config,
 )
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "conf" / "tierflight.toml"
@@ -243,7 +242,7 @@ def test_table_columns_named_by_not_null_must_exist(tmp_path: Path) -> None:
 def test_console_log_tracebacks_show_no_local_variables(capfd: pytest.CaptureFixture[str]) -> None:
     """An internal error's traceback on a terminal: frames only, never their locals (rich's
     default renders every local, credentials included, and costs seconds per error)."""
-    from tierflight.log import configure_logging, flush_logs, get_logger
+    from tierflight.core.log import configure_logging, flush_logs, get_logger
 
     def failing(password: str) -> None:
         raise RuntimeError("boom")

@@ -11,11 +11,11 @@ import datetime as dt
 
 from sqlglot import exp
 
+from tierflight.core.grains import literal_datetime, next_boundary, truncate
 from tierflight.rollups.definition import DERIVABLE, StorageGroup
 from tierflight.router.facts import TableInfo
 from tierflight.router.route import Rule
 from tierflight.router.rules import Reject
-from tierflight.router.timerange import literal_datetime, next_boundary, truncate
 from tierflight.router.trees import AGGREGATE_NODES, bare_copy, dtype, parsed, transform_outside_aggs
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from tierflight.router.timerange import column_grain, literal_datetime, table_time_range
+from tierflight.core.grains import literal_datetime
+from tierflight.router.timerange import column_grain, table_time_range
 from tierflight.router.trees import canonical, conjuncts, normalise_predicate
 from tierflight.tiers.base import TimeRange
 

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
-from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import table_view_sql
-from tierflight.engine.names import Names
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.lru import LRU
+from tierflight.core.grains import truncate
+from tierflight.core.lru import LRU
+from tierflight.core.names import Names
+from tierflight.core.sql import table_view_sql
+from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
+from tierflight.router.catalog import CatalogRelations
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.outputs import ColumnNames, keep_names
 from tierflight.router.raw import RawPlanner
@@ -41,7 +42,7 @@ from tierflight.router.rules import (
     locate_table,
 )
 from tierflight.router.split import split_source, whole_buckets
-from tierflight.router.timerange import derived_grains, truncate
+from tierflight.router.timerange import derived_grains
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 
@@ -60,7 +61,7 @@ class Router:
         enabled: bool = True,
         column_names: ColumnNames | None = None,
         names: Names | None = None,
-        catalog: ShadowCatalog | None = None,
+        catalog: CatalogRelations | None = None,
     ) -> None:
         # Output names of a statement as DuckDB would name them; a rewrite keeps them.
         self._column_names = column_names

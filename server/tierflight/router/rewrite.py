@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from tierflight.engine.names import ROLLUP_DATABASE
+from tierflight.core.names import ROLLUP_DATABASE
 from tierflight.rollups.definition import StorageGroup
 from tierflight.router.dimensions import (
     bucket_range,

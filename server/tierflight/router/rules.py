@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from tierflight.engine.names import Kind, Names
+from tierflight.core.names import Kind, Names
 from tierflight.rollups.definition import DERIVABLE, StorageGroup, retention_start
 from tierflight.rollups.registry import RollupState
 from tierflight.router.facts import TableInfo, Target

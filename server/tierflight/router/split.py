@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 from sqlglot import exp
 
-from tierflight.engine.names import ROLLUP_DATABASE
+from tierflight.core.grains import next_boundary, truncate
+from tierflight.core.names import ROLLUP_DATABASE
 from tierflight.rollups.build import state_expr
 from tierflight.rollups.definition import StorageGroup, dimension_expr
 from tierflight.router.dimensions import bucket_literal, bucket_range, bucket_type
 from tierflight.router.route import Rule
 from tierflight.router.rules import Reject
-from tierflight.router.timerange import next_boundary, truncate
 from tierflight.router.trees import dtype, parsed
 from tierflight.tiers.base import TimeRange
 

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tierflight.engine.database import quote_ident, quote_literal
-from tierflight.errors import ConfigError, StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import ConfigError, StorageUnavailable
+from tierflight.core.log import get_logger
+from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.s3 import S3Settings
