@@ -118,6 +118,19 @@ def _hot_load(result: Result, out: Path) -> list[Chart]:
     return [("hot_load.png", "hot-tier load test: latency percentiles over time and per statement")]
 
 
+def _hot_load_varying(result: Result, out: Path) -> list[Chart]:
+    """The load tester's chart of the headline run (one process, result cache off)."""
+    source = (
+        Path(__file__).resolve().parent / "results" / "work" / "hot_load_varying"
+        / "one-process-result-cache-off_report.png"
+    )  # fmt: skip
+    if not source.exists():
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out / "hot_load_varying.png")
+    return [("hot_load_varying.png", "varying statements, one process, result cache off: latency over time")]
+
+
 def _tiers(result: Result, out: Path) -> list[Chart]:
     table = _table(result, "Scans")
     if table is None:
@@ -145,6 +158,7 @@ CHARTS: dict[str, Callable[[Result, Path], list[Chart]]] = {
         {"tierflight": "tierflight", "ROAPI": "ROAPI", "DuckDB": "DuckDB"},
     ),
     "hot_load": _hot_load,
+    "hot_load_varying": _hot_load_varying,
 }
 
 

@@ -31,6 +31,7 @@ CONFIG = ROOT / "conf" / "tierflight.toml"
 ROAPI_VENV = BENCH_DIR / ".venv-roapi"
 ROAPI_PACKAGE = "roapi"
 
+
 def log(message: str) -> None:
     """Progress output (stderr, so stdout stays clean for whoever pipes it)."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -256,6 +257,31 @@ def start_tierflight(
         drain=True,
     )
     return TierflightServer(started.proc, started.uri, started.host, started.port, log_path)
+
+
+def _link_or_copy(src: str, dst: str) -> object:
+    # Data files are never rewritten in place (new files, renames): share them. Everything
+    # else (the SQLite catalog, state files, the WAL) is copied.
+    if src.endswith((".parquet", ".arrow")):
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            pass
+    return shutil.copy2(src, dst)
+
+
+def server_copy(data_dir: Path, tag: str) -> Path:
+    """A copy of ``data_dir`` for a second server beside the first on the same data (one
+    writer per data dir: ``serve`` locks it). Data files are hard-linked, the rest copied, the
+    lock file left out; an embedded Iceberg catalog follows its copy (tiers.relocate). Take it
+    before a server starts on ``data_dir``."""
+    copy = data_dir.parent / f"{data_dir.name}.{tag}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(
+        data_dir, copy, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".tierflight.lock")
+    )
+    return copy
 
 
 @contextlib.contextmanager

@@ -15,6 +15,13 @@ routing-on server alone for a few hundred calls (its p50 is the figure checked a
 2 ms target). The workload speedup is the sum over the workload's statements of DuckDB's p50
 divided by the sum of tierflight's (routing on, alone).
 
+New texts, result cache off: a third server with routing on and
+``TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0`` runs each statement with a text it has not seen
+(the statement plus ``LIMIT 1000000000+i``: same answer, new text, so neither the plan cache
+nor a reused answer helps), alternating call by call with ``SELECT 1 LIMIT 1000000000+i`` (the
+same client path: ADBC prepares every new text); a rollup-routed statement's p50 is checked
+against that SELECT 1 p50 + 0.5 ms.
+
 Router overhead, in-process: an ``App`` on the same data; for each statement (already parsed
 by the sandbox's cached ``check_statement``), ``App.router.plan(statement)`` on a cached plan
 (hit: what a repeated dashboard statement pays) and ``App.router._plan(statement)`` (a miss:
@@ -35,11 +42,13 @@ from bench.common import (
     load_average,
     log,
     measure_latency,
+    server_copy,
     start_tierflight,
     summarize_ms,
 )
 from bench.dataset import (
     DATA_ENV,
+    NO_REUSE_ENV,
     RAW_ENV,
     WORKLOADS,
     connect,
@@ -63,6 +72,7 @@ TARGET_SPEEDUP = 100.0
 TARGET_ROUTED_P50_MS = 2.0
 TARGET_HIT_US = 100.0
 TARGET_MISS_US = 1000.0
+TARGET_NEW_TEXT_OVER_SELECT1_MS = 0.5  # result cache off, same client path (issue 20)
 
 
 def _plan_overhead(
@@ -81,6 +91,7 @@ def _plan_overhead(
             stmt = check_statement(sql)
             route = app.router.plan(stmt)
             hit = measure_latency(lambda stmt=stmt: app.router.plan(stmt), 500 if quick else 5000, 50)
+
             # A statement never seen: nothing of it cached (rewrites and output names too).
             def fresh_miss(stmt: Any = stmt) -> None:
                 app.column_names.clear()
@@ -120,16 +131,27 @@ def run(ctx: BenchContext) -> Result:
     min_runs, max_runs, budget = (3, 10, 5.0) if ctx.quick else (5, 30, 12.0)
     alone_runs = 100 if ctx.quick else 400
     fresh_runs = 5 if ctx.quick else 15
+    new_text_runs = 10 if ctx.quick else 40
+    new_text_counter = [0]
+
+    def new_text(sql: str) -> str:
+        new_text_counter[0] += 1
+        return f"{sql} LIMIT {1_000_000_000 + new_text_counter[0]}"
 
     files = data_files(data_dir)
     duck = duckdb_connection(files)
+    # One server per data dir (serve locks it): the others run on copies.
+    off_dir, nocache_dir = server_copy(data_dir, "routing-off"), server_copy(data_dir, "nocache")
     on = start_tierflight(data_dir, DATA_ENV, log_path=work / "routing-on.log")
-    off = None
+    off = nocache = None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
-        off = start_tierflight(data_dir, RAW_ENV, log_path=work / "routing-off.log")
-        conn_on, conn_off = connect(on.uri), connect(off.uri)
-        cur_on, cur_off = conn_on.cursor(), conn_off.cursor()
+        off = start_tierflight(off_dir, RAW_ENV, log_path=work / "routing-off.log")
+        nocache = start_tierflight(
+            nocache_dir, {**DATA_ENV, **NO_REUSE_ENV}, log_path=work / "routing-on-nocache.log"
+        )
+        conn_on, conn_off, conn_nc = connect(on.uri), connect(off.uri), connect(nocache.uri)
+        cur_on, cur_off, cur_nc = conn_on.cursor(), conn_off.cursor(), conn_nc.cursor()
         try:
             # The round-trip floor of this server and client path, for reference.
             select1 = summarize_ms(
@@ -138,6 +160,12 @@ def run(ctx: BenchContext) -> Result:
                 )
             )
             log(f"SELECT 1 through the routing-on server: p50 {select1['p50']:.2f} ms")
+            select1_nc = summarize_ms(
+                timed_runs(
+                    lambda: fetch(cur_nc, "SELECT 1"), min_runs=200, max_runs=1000, budget_s=3.0, warmup=20
+                )
+            )
+            select1_new: list[float] = []
             for wfile, statements in workloads.items():
                 results[wfile] = {}
                 for name, sql in statements:
@@ -180,8 +208,20 @@ def run(ctx: BenchContext) -> Result:
                             t0 = time.perf_counter()
                             fetch(cur_on, text)
                             fresh.append((time.perf_counter() - t0) * 1000)
+                    # Result cache off, new texts, alternating with SELECT 1 (new texts too).
+                    nc_new: list[float] = []
+                    if " limit " not in f" {sql.lower()} ":
+                        for _ in range(new_text_runs):
+                            for target, text in (
+                                (nc_new, new_text(sql)),
+                                (select1_new, new_text("SELECT 1")),
+                            ):
+                                t0 = time.perf_counter()
+                                fetch(cur_nc, text)
+                                target.append((time.perf_counter() - t0) * 1000)
                     r = {
                         "sql": sql,
+                        "nocache_new_text": summarize_ms(nc_new) if nc_new else None,
                         "route": route,
                         "rollup": rollup,
                         "result_rows": a_on.num_rows,
@@ -200,12 +240,16 @@ def run(ctx: BenchContext) -> Result:
         finally:
             cur_on.close()
             cur_off.close()
+            cur_nc.close()
             conn_on.close()
             conn_off.close()
+            conn_nc.close()
     finally:
         on.stop()
         if off is not None:
             off.stop()
+        if nocache is not None:
+            nocache.stop()
         duck.close()
 
     all_statements = [(name, r["sql"]) for w in results.values() for name, r in w.items()]
@@ -258,6 +302,44 @@ def run(ctx: BenchContext) -> Result:
                 "ok": worst["on_alone"]["p50"] <= TARGET_ROUTED_P50_MS,
             }
         )
+    select1_new_p50 = summarize_ms(select1_new)["p50"] if select1_new else float("nan")
+    limit_ms = select1_new_p50 + TARGET_NEW_TEXT_OVER_SELECT1_MS
+    new_routed = [(name, r) for name, r in routed if r["nocache_new_text"]]
+    if new_routed:
+        worst_name, worst = max(new_routed, key=lambda x: x[1]["nocache_new_text"]["p50"])
+        n_ok = sum(1 for _, r in new_routed if r["nocache_new_text"]["p50"] <= limit_ms)
+        summary.append(
+            {
+                "metric": "result cache off, new texts: SELECT 1 p50 (ADBC reused cursor, a new text per call)",
+                "value": round(select1_new_p50, 2),
+                "unit": "ms",
+            }
+        )
+        summary.append(
+            {
+                "metric": "result cache off, new texts: rollup-routed statements with p50 ≤ SELECT 1 p50 + "
+                f"{TARGET_NEW_TEXT_OVER_SELECT1_MS:g} ms",
+                "value": f"{n_ok} of {len(new_routed)}",
+                "target": "all",
+                "ok": n_ok == len(new_routed),
+            }
+        )
+        summary.append(
+            {
+                "metric": f"result cache off, new texts: slowest rollup-routed p50 minus SELECT 1 p50 ({worst_name})",
+                "value": round(worst["nocache_new_text"]["p50"] - select1_new_p50, 2),
+                "unit": "ms",
+                "target": f"≤ {TARGET_NEW_TEXT_OVER_SELECT1_MS:g} ms",
+                "ok": worst["nocache_new_text"]["p50"] <= limit_ms,
+            }
+        )
+    summary.append(
+        {
+            "metric": "result cache off: SELECT 1 p50, repeated text (plan cache hit, DuckDB runs)",
+            "value": round(select1_nc["p50"], 2),
+            "unit": "ms",
+        }
+    )
     summary.append(
         {
             "metric": "for reference: SELECT 1 p50 on the same server and client path (the round-trip floor)",
@@ -301,6 +383,7 @@ def run(ctx: BenchContext) -> Result:
                     "on, p99 alone",
                     "on, side by side",
                     "on, new text",
+                    "cache off, new text",
                     "off",
                     "DuckDB raw",
                     "DuckDB / on",
@@ -316,6 +399,7 @@ def run(ctx: BenchContext) -> Result:
                         round(r["on_alone"]["p99"], 2),
                         round(r["side_by_side"]["on"]["p50"], 2),
                         round(r["on_new_text"]["p50"], 2) if r["on_new_text"] else "-",
+                        round(r["nocache_new_text"]["p50"], 2) if r["nocache_new_text"] else "-",
                         round(r["side_by_side"]["off"]["p50"], 1),
                         round(r["side_by_side"]["duckdb"]["p50"], 1),
                         round(r["side_by_side"]["duckdb"]["p50"] / r["on_alone"]["p50"], 1),
@@ -332,6 +416,7 @@ def run(ctx: BenchContext) -> Result:
                         "",
                         "",
                         round(totals[wfile]["on"], 2),
+                        "",
                         "",
                         "",
                         "",
@@ -391,6 +476,11 @@ def run(ctx: BenchContext) -> Result:
             if disagree
             else "; all agree."
         ),
+        f"Result cache off, new texts: {new_text_runs} calls per statement on a third server (routing on, "
+        "`TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0`), each a text it has not seen, alternating with a new-text "
+        "`SELECT 1 LIMIT n` on the same cursor (ADBC prepares each new text: CreatePreparedStatement, "
+        "GetFlightInfo, DoGet, and the previous statement's ClosePreparedStatement); 'cache off, new text' is "
+        "their p50 (the plan cache misses; the rollups' rewrite cache may hit).",
         f"The machine is shared with other test runs; load average (1/5/15 min) at the start and after each step: {load}.",
     ]
     return {
@@ -400,5 +490,13 @@ def run(ctx: BenchContext) -> Result:
         "summary": summary,
         "tables": tables,
         "notes": notes,
-        "raw": {"select1": select1, "workloads": results, "totals": totals, "plans": plans, "load": load},
+        "raw": {
+            "select1": select1,
+            "select1_nocache": select1_nc,
+            "select1_nocache_new_text": summarize_ms(select1_new) if select1_new else None,
+            "workloads": results,
+            "totals": totals,
+            "plans": plans,
+            "load": load,
+        },
     }

@@ -17,9 +17,12 @@ against the *floor*: a minimal pyarrow.flight server in Python that answers thes
 constants (``bench/floor.py``); no Python server can be faster, and its figures show how
 much of a round trip is the client and the transport rather than the server.
 
-tierflight runs with its defaults: ``SELECT 1`` reads no table, so after the first call its
-answer is reused from the result cache (``[server] result_cache_bytes``) and DuckDB does not
-run; the figures are the cost of the protocol path (the SELECT 1 profile splits it by RPC).
+tierflight runs twice, side by side in the same rounds: with its defaults (``SELECT 1`` reads
+no table, so after the first call its answer is reused from the result cache, ``[server]
+result_cache_bytes``, and DuckDB does not run: the cost of the protocol path) and with the
+result cache off (``TIERFLIGHT_SERVER__RESULT_CACHE_BYTES=0``: every call plans, opens a DuckDB
+cursor and runs, as every statement with a new text does; the plan cache still answers).
+The uncached-path profile splits the second by stage.
 
 Rounds rotate the order of the servers so background load hits them alike; the report gives
 the round with the best p50 and the spread of p50 over rounds.
@@ -40,6 +43,7 @@ from bench.common import (
     load_average,
     log,
     measure_latency,
+    server_copy,
     start_floor,
     start_roapi,
     start_tierflight,
@@ -49,6 +53,9 @@ from bench.registry import Result, benchmark
 
 SQL = "SELECT 1"
 TARGET_P50_MS = 1.3
+TARGET_ROAPI_RATIO = 1.1  # result cache off, ADBC reused and new cursor (issue 20)
+NO_CACHE = "tierflight_nocache"
+NO_CACHE_ENV = {"TIERFLIGHT_SERVER__RESULT_CACHE_BYTES": "0"}
 VARIANTS = ("adbc_prepare_each", "adbc_cursor_reuse", "flight_raw")
 VARIANT_LABELS = {
     "adbc_prepare_each": "ADBC, new cursor per call (prepare + execute + close: 4 RPCs)",
@@ -120,10 +127,14 @@ def run(ctx: BenchContext) -> Result:
 
     servers: dict[str, TierflightServer | ExternalServer] = {}
     clients: dict[str, Client] = {}
+    nocache_dir = server_copy(data_dir, "nocache")  # one server per data dir
     try:
         tf = start_tierflight(data_dir, env, log_path=work / "tierflight.log")
         servers["tierflight"] = tf
         log(f"tierflight at {tf.uri} (pid {tf.pid})")
+        nc = start_tierflight(nocache_dir, {**env, **NO_CACHE_ENV}, log_path=work / "tierflight-nocache.log")
+        servers[NO_CACHE] = nc
+        log(f"tierflight, result cache off, at {nc.uri} (pid {nc.pid})")
         roapi_version = None
         try:
             ro = start_roapi({"t": _roapi_table(work)}, log_path=work / "roapi.log")
@@ -194,6 +205,14 @@ def run(ctx: BenchContext) -> Result:
                 "ok": p50 <= TARGET_P50_MS,
             }
         )
+    for variant in VARIANTS:
+        summary.append(
+            {
+                "metric": f"tierflight p50, result cache off, {VARIANT_LABELS[variant]}",
+                "value": round(best(NO_CACHE, variant)["p50"], 3),
+                "unit": "ms",
+            }
+        )
     summary.append(
         {
             "metric": "tierflight p99, ADBC new cursor per call",
@@ -220,6 +239,22 @@ def run(ctx: BenchContext) -> Result:
                     "unit": "x",
                 }
             )
+        for variant in VARIANTS:
+            ratio = best(NO_CACHE, variant)["p50"] / best("roapi", variant)["p50"]
+            ratios[f"{variant}_nocache"] = ratio
+            targeted = variant != "flight_raw"
+            summary.append(
+                {
+                    "metric": f"p50 ratio tierflight (result cache off) / ROAPI, {VARIANT_LABELS[variant]}",
+                    "value": round(ratio, 2),
+                    "unit": "x",
+                    **(
+                        {"target": f"≤ {TARGET_ROAPI_RATIO}x", "ok": ratio <= TARGET_ROAPI_RATIO}
+                        if targeted
+                        else {}
+                    ),
+                }
+            )
     if "floor" in servers:
         for variant in ("adbc_prepare_each", "adbc_cursor_reuse"):
             summary.append(
@@ -240,7 +275,8 @@ def run(ctx: BenchContext) -> Result:
     return {
         "title": "SELECT 1 round trip (tierflight vs ROAPI)",
         "description": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
-        "data": "tierflight on 100,000 demo events (30 days, the query reads no table); ROAPI on a 1,000-row table",
+        "data": "tierflight (result cache on, and off: `tierflight_nocache`) on 100,000 demo events (30 days, "
+        "the query reads no table); ROAPI on a 1,000-row table",
         "summary": summary,
         "tables": [
             {

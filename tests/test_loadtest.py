@@ -21,6 +21,7 @@ from tierflight.loadtest import (
     run_loadtest,
 )
 from tierflight.loadtest.stats import summarize
+from tierflight.loadtest.vary import ParameterMode, client_rng, sql_literal
 
 SHARED_WORKLOADS = ROOT.parent / "shared" / "workloads"
 
@@ -220,3 +221,105 @@ def test_cli_errors(workload_file: Path) -> None:
     assert result.exit_code == 2 and "give --duration SECONDS or --statements N" in result.stderr
     result = run("--workload", "/nonexistent.sql", "--concurrency", "1", "--duration", "1")
     assert result.exit_code == 2 and "cannot read workload /nonexistent.sql" in result.stderr
+    result = run(*base, "--duration", "1", "--parameters", "sometimes")
+    assert result.exit_code == 2 and "--parameters must be one of literal, bind, not 'sometimes'" in result.stderr
+
+
+# -- varying statements (-- vary: pools, {pool} placeholders) ---------------------------------------
+
+VARYING = """\
+-- vary: day = DATE '2024-09-01' .. DATE '2024-11-20'  -- a trailing comment
+-- vary: span = 0..9
+-- vary: country = 'US', 'GB', 'JP'
+-- vary: odd = 'a--b', 'it''s'
+-- vary: advertiser = (SELECT DISTINCT advertiser_id FROM events)
+-- name: per_day
+SELECT day, sum(bid_price) FROM events
+WHERE type = 'impression' AND day BETWEEN {day} AND {day+span} AND country = {country} GROUP BY day;
+
+-- name: one_advertiser
+SELECT type, count(*) FROM events WHERE advertiser_id = {advertiser} AND day >= {day-3} GROUP BY type;
+
+-- name: fixed
+SELECT '{day}' AS not_a_placeholder;
+"""
+
+
+def test_vary_template_fill_is_deterministic_and_from_the_pools() -> None:
+    import datetime as dt
+
+    per_day, one_adv, fixed = parse_workload(VARYING)
+    assert fixed.template is None and one_adv.template is not None
+    tpl = per_day.template
+    assert tpl is not None
+    draws = [tpl.draw(client_rng(5, 0)) for _ in range(3)]
+    assert draws[0] == draws[1] == draws[2]  # same seed and client: same first draw
+    rng_a, rng_b = client_rng(5, 1), client_rng(5, 1)
+    seq_a = [tpl.draw(rng_a) for _ in range(200)]
+    assert seq_a == [tpl.draw(rng_b) for _ in range(200)]
+    rng_c = client_rng(5, 2)
+    assert seq_a != [tpl.draw(rng_c) for _ in range(200)]  # another client draws other values
+    lo, hi = dt.date(2024, 9, 1), dt.date(2024, 11, 20)
+    for start, end, country in seq_a:
+        assert lo <= start <= hi and 0 <= (end - start).days <= 9  # {day} and {day+span} share the day
+        assert country in ("US", "GB", "JP")
+    assert len({v[0] for v in seq_a}) > 50 and {v[2] for v in seq_a} == {"US", "GB", "JP"}
+    start, end, country = seq_a[0]
+    text = tpl.literal(seq_a[0])
+    assert f"day BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}' AND country = '{country}'" in text
+    assert tpl.placeholders.endswith("day BETWEEN ? AND ? AND country = ? GROUP BY day")
+    assert sql_literal("it's") == "'it''s'" and sql_literal(3) == "3"
+    pools = {p.name: p for p in per_day.template.pools}
+    assert set(pools) == {"day", "span", "country"}  # only the pools the statement names
+    (odd,) = parse_workload(VARYING.split("-- name:")[0] + "-- name: o\nSELECT {odd};")
+    assert odd.template is not None and odd.template.pools[0].values == ("a--b", "it's")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-- vary: d = 5..1\n-- name: a\nSELECT {d};", "line 1: pool 'd': range 5..1"),
+        ("-- vary: d = nope\n-- name: a\nSELECT {d};", "line 1: pool 'd': cannot read 'nope'"),
+        ("-- vary: d = 1..2\n-- vary: d = 3..4\n-- name: a\nSELECT {d};", "line 2: pool 'd' is declared twice"),
+        ("-- vary: d = 1..2\n-- name: a\nSELECT {e};", "line 3: statement 'a': placeholder {e} names no pool"),
+        ("-- vary: d = 1..2\n-- name: a\nSELECT {d+x};", "offset 'x' names no pool"),
+        ("-- vary: d = 1..2\n-- name: a\nSELECT 1\n-- vary: e = 1..2\n;", "line 4: '-- vary:' inside a statement"),
+    ],
+)
+def test_vary_errors(text: str, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{").replace("+", r"\+")):
+        parse_workload(text, "w.sql")
+
+
+def test_vary_without_pools_leaves_braces_alone() -> None:
+    (st,) = parse_workload("-- name: a\nSELECT {'k': 1} AS s, '{day}' AS t;")
+    assert st.template is None and st.sql == "SELECT {'k': 1} AS s, '{day}' AS t"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("mode", [ParameterMode.LITERAL, ParameterMode.BIND])
+def test_varying_run(subprocess_server: Any, mode: ParameterMode) -> None:
+    """Both modes run without errors against a server, with the query pool fetched from it, and
+    the repeat count sees the draws vary (bind mode: one text per statement, values bound)."""
+    config = LoadTestConfig(
+        subprocess_server.uri,
+        tuple(parse_workload(VARYING)),
+        concurrency=2,
+        processes=1,
+        max_statements=60,
+        parameter_mode=mode,
+        seed=3,
+    )
+    result = run_loadtest(config)
+    s, vary = result.figures["summary"], result.figures["variation"]
+    assert (s["ok"], s["errors"]) == (60, 0), result.figures["errors"]
+    assert vary["varying_statements"] == 2 and vary["counted"] == 60 and vary["parameter_mode"] == mode.value
+    # 40 varying draws over large pools, 20 of the one fixed text (1 distinct, 19 repeats).
+    assert 38 <= vary["distinct_value_sets"] <= 41 and vary["repeat_rate"] == pytest.approx(1 - vary["distinct_value_sets"] / 60)
+    assert vary["distinct_texts"] == (3 if mode is ParameterMode.BIND else vary["distinct_value_sets"])
+    assert result.config["parameter_mode"] == mode.value
+
+
+def test_bench_varying_workload_parses() -> None:
+    statements = load_workload(ROOT / "bench" / "workloads" / "dashboard-varying.sql")
+    assert len(statements) >= 8 and all(st.template is not None for st in statements)

@@ -441,18 +441,25 @@ def loadtest(
     password: PasswordOpt = None,
     token: TokenOpt = None,
     tls_root_certs: TlsOpt = None,
+    parameters: Annotated[
+        str, typer.Option("--parameters", help="{pool} placeholders: 'literal' (new text per call) or 'bind' (prepared once)")
+    ] = "literal",
+    seed: Annotated[int, typer.Option("--seed", help="seed of the values drawn for {pool} placeholders")] = 0,
 ) -> None:
     """Load-test a server with a workload file: QPS, latency percentiles, errors, tier shares."""
     from tierflight.loadtest import LoadTestError, WorkloadError
     from tierflight.loadtest.command import run_command
+    from tierflight.loadtest.vary import ParameterMode
 
+    if parameters not in {m.value for m in ParameterMode}:
+        _fail(f"--parameters must be one of {', '.join(m.value for m in ParameterMode)}, not {parameters!r}")
     if user is not None and password is None:
         password = getpass.getpass(f"password for {user}: ")
     try:
         run_command(
             uri=uri, workload=workload, concurrency=concurrency, duration=duration, statements=statements, rate=rate,
             processes=processes, warmup=warmup, timeout=timeout, report=report, user=user, password=password, token=token,
-            tls_root_certs=tls_root_certs,
+            tls_root_certs=tls_root_certs, parameters=ParameterMode(parameters), seed=seed,
         )
     except (LoadTestError, WorkloadError, OSError) as exc:
         _fail(str(exc))

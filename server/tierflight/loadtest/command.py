@@ -12,6 +12,7 @@ from rich.text import Text
 
 from tierflight.loadtest.report import print_summary, write_report
 from tierflight.loadtest.runner import LoadTestConfig, LoadTestResult, run_loadtest
+from tierflight.loadtest.vary import ParameterMode
 from tierflight.loadtest.workload import load_workload
 
 
@@ -41,6 +42,8 @@ def run_command(
     password: str | None,
     token: str | None,
     tls_root_certs: Path | None = None,
+    parameters: ParameterMode = ParameterMode.LITERAL,
+    seed: int = 0,
 ) -> LoadTestResult:
     """Run the load test with a live progress line on stderr, print the summary on stdout and
     write the report (JSON, and a PNG chart next to it) when asked."""
@@ -59,6 +62,8 @@ def run_command(
         token=token,
         tls_root_certs=tls_root_certs,
         workload=str(workload),
+        parameter_mode=parameters,
+        seed=seed,
     )
     err = Console(stderr=True)
     if err.is_terminal:

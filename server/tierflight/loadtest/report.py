@@ -74,6 +74,13 @@ def print_summary(result: LoadTestResult, console: Console) -> None:
         console.print(
             f"  load generator CPU: {gen['cpu_s']:.1f} s, {gen['cpu_ms_per_statement']:.2f} ms per statement"
         )
+    vary = result.figures.get("variation") or {}
+    if vary.get("varying_statements") and vary.get("counted"):
+        console.print(
+            f"  varying statements: {vary['varying_statements']} ({vary['parameter_mode']}); "
+            f"{vary['distinct_value_sets']:,} distinct value sets in {vary['counted']:,} statements, "
+            f"repeat rate {vary['repeat_rate']:.2%}"
+        )
     tiers = result.figures["tiers"]
     if tiers:
         console.print("  answered by tier: " + ", ".join(f"{t} {share:.1%}" for t, share in tiers.items()))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflight.loadtest.stats import latency_summary, summarize
+from tierflight.loadtest.vary import ParameterMode, Pool, Template, Value, VaryError
 from tierflight.loadtest.worker import FLUSH_SECONDS, Record, WorkerSpec, run_worker
 from tierflight.loadtest.workload import Statement
 
@@ -53,6 +54,8 @@ class LoadTestConfig:
     tls_root_certs: Path | None = None
     tls_skip_verify: bool = False
     workload: str | None = None  # the file the statements came from, for the report
+    parameter_mode: ParameterMode = ParameterMode.LITERAL  # how {pool} placeholders are sent
+    seed: int = 0  # the clients' value draws: same seed, same values
 
     def validated(self) -> LoadTestConfig:
         """Check the options; returns the config with ``processes`` resolved."""
@@ -95,6 +98,9 @@ class LoadTestConfig:
             "rate_qps": self.rate,
             "warmup_s": self.warmup,
             "request_timeout_s": self.request_timeout,
+            "varying": sum(1 for s in self.statements if s.template is not None),
+            "parameter_mode": self.parameter_mode.value,
+            "seed": self.seed,
         }
 
 
@@ -123,7 +129,7 @@ def _quotas(total: int | None, threads: int) -> list[int | None]:
     return [total // threads + (1 if g < total % threads else 0) for g in range(threads)]
 
 
-def _specs(cfg: LoadTestConfig) -> list[WorkerSpec]:
+def _specs(cfg: LoadTestConfig, templates: tuple[Template | None, ...]) -> list[WorkerSpec]:
     assert cfg.processes is not None
     threads = cfg.concurrency
     quotas = _quotas(cfg.max_statements, threads)
@@ -149,9 +155,49 @@ def _specs(cfg: LoadTestConfig) -> list[WorkerSpec]:
                 token=cfg.token,
                 tls_root_certs=certs,
                 tls_skip_verify=cfg.tls_skip_verify,
+                templates=templates,
+                parameter_mode=cfg.parameter_mode,
+                seed=cfg.seed,
             )
         )
     return specs
+
+
+def _pool_values(client: Any, query: str) -> list[Value]:
+    """The first column of ``query``'s answer, as Python values (at most MAX_POOL_VALUES)."""
+    from tierflight.loadtest.vary import MAX_POOL_VALUES
+    from tierflight.loadtest.worker import descriptors
+
+    limited = f"SELECT * FROM ({query}) AS pool LIMIT {MAX_POOL_VALUES}"
+    table = client.fetch(descriptors((limited,))[0])
+    if table.num_columns == 0:
+        return []
+    return [v for v in table.column(0).to_pylist() if v is not None]
+
+
+def resolve_templates(cfg: LoadTestConfig) -> tuple[Template | None, ...]:
+    """Each statement's template with its query pools' values fetched from the server once."""
+    templates = tuple(s.template for s in cfg.statements)
+    queries = {p.name: p for t in templates if t is not None for p in t.pools if p.query is not None}
+    if not queries:
+        return templates if any(t is not None for t in templates) else ()
+    from tierflight.loadtest.worker import _Client
+    from tierflight_client.errors import from_flight_error
+
+    client = _Client(_specs(cfg, ())[0])
+    resolved: dict[str, Pool] = {}
+    try:
+        for name, pool in queries.items():
+            assert pool.query is not None
+            try:
+                resolved[name] = pool.resolved(_pool_values(client, pool.query))
+            except VaryError as exc:
+                raise LoadTestError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - the server's refusal, said plainly
+                raise LoadTestError(f"pool {name!r}: its query failed: {from_flight_error(exc)}") from None
+    finally:
+        client.close()
+    return tuple(t.with_pools(resolved) if t is not None else None for t in templates)
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -161,7 +207,7 @@ def run_loadtest(config: LoadTestConfig, progress: Progress | None = None) -> Lo
     """Run the load test described by ``config``; ``progress`` gets a status dict a few times
     a second (elapsed, statements, errors, recent QPS and p99)."""
     cfg = config.validated()
-    specs = _specs(cfg)
+    specs = _specs(cfg, resolve_templates(cfg))
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     go = ctx.Event()
@@ -174,6 +220,8 @@ def run_loadtest(config: LoadTestConfig, progress: Progress | None = None) -> Lo
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     records: list[Record] = []
     cpu = [0.0]
+    keys: set[int] = set()
+    counted = [0]
     interrupted = False
     try:
         for p in procs:
@@ -185,7 +233,9 @@ def run_loadtest(config: LoadTestConfig, progress: Progress | None = None) -> Lo
         start_at.value = t0
         go.set()
         deadline = t0 + cfg.warmup + measure_seconds + cfg.request_timeout + 10.0
-        interrupted = _collect(results, procs, records, t0 + cfg.warmup, deadline, stop, progress, cpu)
+        interrupted = _collect(
+            results, procs, records, t0 + cfg.warmup, deadline, stop, progress, cpu, (keys, counted)
+        )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -214,7 +264,26 @@ def run_loadtest(config: LoadTestConfig, progress: Progress | None = None) -> Lo
         "cpu_s": round(cpu[0], 3),
         "cpu_ms_per_statement": round(cpu[0] * 1000 / len(records), 3) if records else None,
     }
+    figures["variation"] = variation(cfg, len(keys), counted[0])
     return LoadTestResult(cfg.describe(), figures, started_at, interrupted, notes)
+
+
+def variation(cfg: LoadTestConfig, distinct: int, counted: int) -> dict[str, Any]:
+    """How much the measured statements repeated: a value set (statement and its drawn
+    values) seen before in the run, by any client, is a repeat. In ``bind`` mode the texts
+    repeat by construction (one per statement); the value sets are what vary."""
+    varying = sum(1 for s in cfg.statements if s.template is not None)
+    rate = round(1 - distinct / counted, 6) if counted else None
+    literal = cfg.parameter_mode is ParameterMode.LITERAL or not varying
+    return {
+        "varying_statements": varying,
+        "parameter_mode": cfg.parameter_mode.value,
+        "counted": counted,
+        "distinct_value_sets": distinct,
+        "repeat_rate": rate,
+        "distinct_texts": distinct if literal else len(cfg.statements),
+        "text_repeat_rate": rate if literal else (round(1 - len(cfg.statements) / counted, 6) if counted else None),
+    }
 
 
 def _await_ready(results: Any, procs: Sequence[Any]) -> None:
@@ -245,9 +314,11 @@ def _collect(
     stop: Any,
     progress: Progress | None,
     cpu: list[float],
+    keys: tuple[set[int], list[int]],
 ) -> bool:
     """Gather records until every worker is done; True when stopped at the deadline.
-    ``cpu[0]`` accumulates the CPU seconds the workers report."""
+    ``cpu[0]`` accumulates the CPU seconds the workers report, ``keys`` the value-set keys
+    they saw and how many statements those cover."""
     done: set[int] = set()
     window: list[Record] = []
     last_report = 0.0
@@ -271,6 +342,8 @@ def _collect(
             done.add(wid)
             if payload:
                 cpu[0] += payload.get("cpu_s", 0.0)
+                keys[0].update(payload.get("keys", ()))
+                keys[1][0] += payload.get("counted", 0)
         if progress is not None and now - last_report >= 0.25:
             last_report = now
             elapsed = max(now - measure_from, 0.0)

@@ -9,6 +9,9 @@
 A small scanner rather than ``str.split(";")``: a ``;`` inside a string literal, a quoted
 identifier or a comment does not end a statement. The last statement may omit its ``;``.
 Errors name the line, since workload files are written by hand.
+
+``-- vary: NAME = ...`` lines (outside statements) declare value pools that statements name
+as ``{NAME}``, filled per call (see :mod:`.vary`); a file without them is sent as written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from tierflight.loadtest.vary import VARY_LINE, VARY_PREFIX, Pool, Template, VaryError, parse_pool, template
 
 NAME_LINE = re.compile(r"--\s*name:\s*(?P<name>.*?)\s*$")
 VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -30,6 +35,7 @@ class Statement:
     name: str
     sql: str
     line: int  # where the statement's text starts (1-based)
+    template: Template | None = None  # placeholders filled per call (-- vary: pools)
 
 
 def _quoted_end(text: str, start: int, quote: str) -> int:
@@ -48,6 +54,7 @@ def _quoted_end(text: str, start: int, quote: str) -> int:
 def parse_workload(text: str, source: str = "<workload>") -> list[Statement]:
     """The statements of a workload file, in file order."""
     statements: list[Statement] = []
+    pools: dict[str, Pool] = {}
     seen: dict[str, int] = {}
     name: str | None = None
     name_line = 0
@@ -75,7 +82,20 @@ def parse_workload(text: str, source: str = "<workload>") -> list[Statement]:
             end = len(text) if end < 0 else end
             comment = text[i:end]
             match = NAME_LINE.match(comment)
-            if match and not text[line_start:i].strip():
+            outside = not "".join(body).strip()
+            if VARY_PREFIX.match(comment) and not text[line_start:i].strip():
+                if not outside:
+                    raise fail("'-- vary:' inside a statement: declare pools between statements", line)
+                vary = VARY_LINE.match(comment)
+                if vary is None:
+                    raise fail("expected '-- vary: NAME = VALUES'", line)
+                if vary.group("name") in pools:
+                    raise fail(f"pool {vary.group('name')!r} is declared twice", line)
+                try:
+                    pools[vary.group("name")] = parse_pool(vary.group("name"), vary.group("spec"))
+                except VaryError as exc:
+                    raise fail(str(exc), line) from None
+            elif match and not text[line_start:i].strip():
                 if "".join(body).strip():
                     raise fail(f"statement {name!r} is not ended by ';' before the next '-- name:'", line)
                 if name is not None:
@@ -127,7 +147,16 @@ def parse_workload(text: str, source: str = "<workload>") -> list[Statement]:
         finish()
     if not statements:
         raise WorkloadError(f"{source}: no statements (each needs a '-- name: NAME' line and a ';')")
-    return statements
+    if not pools:
+        return statements
+    out = []
+    for st in statements:
+
+        def bad(message: str, st: Statement = st) -> WorkloadError:
+            return fail(f"statement {st.name!r}: {message}", st.line)
+
+        out.append(Statement(st.name, st.sql, st.line, template(st.sql, pools, bad)))
+    return out
 
 
 def load_workload(path: str | Path) -> list[Statement]:
