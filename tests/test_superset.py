@@ -101,7 +101,7 @@ def test_engine_spec_is_found(superset_result: dict[str, Any]) -> None:
 def test_superset_reflection(superset_result: dict[str, Any]) -> None:
     out = superset_result
     assert out["schemas"] == ["main", "system"]
-    assert out["tables"] == ["events"]
+    assert out["tables"] == ["advertisers", "events", "publishers"]
     columns = out["columns"]
     assert columns["ts"] == ["TIMESTAMP", True]
     assert columns["day"] == ["DATE", True]
