@@ -131,7 +131,7 @@ class ModelStore:
 
 
 # The system tables App registers (engine.database serves them; only their names matter here).
-SYSTEM_TABLES = frozenset({"partitions", "queries", "rollups", "snapshots"})
+SYSTEM_TABLES = frozenset({"partitions", "queries", "rollup_advice", "rollups", "snapshots"})
 
 
 @dataclass(frozen=True)

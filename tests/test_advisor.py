@@ -189,3 +189,30 @@ def test_min_statements_and_benefit_ranking() -> None:
     assert ranked[0].benefit_ms == 5000.0 and ranked[1].statements == 3
     assert [p.dimensions for p in advise(slow, [], model_estimate, texts, min_statements=2)] == [("country",)]
     assert np.isfinite(ranked[0].bytes or 0)
+
+
+# -- in a server ------------------------------------------------------------------------
+
+
+def test_server_logs_shapes_and_advises(server: Any, conn: Any) -> None:
+    """Statements no rollup serves are logged as shapes (in the data dir, no literals) and
+    proposed in system.rollup_advice with estimates from the data and the config to adopt."""
+    sql = "SELECT publisher_id, country, count(*) AS n, sum(bid_price) AS s FROM events WHERE advertiser_id <> 424242 GROUP BY ALL"
+    with conn.cursor() as cur:
+        for _ in range(2):
+            cur.execute(sql)
+            cur.fetch_arrow_table()
+    server.app.advisor.log.drain()
+    server.app.advisor._cached = None
+    logged = (server.app.config.data_dir / "advisor" / "queries.jsonl").read_text()
+    assert '"publisher_id"' in logged and "424242" not in logged
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM system.rollup_advice WHERE list_sort(dimensions) = ['advertiser_id', 'country', 'publisher_id']")
+        rows = cur.fetch_arrow_table().to_pylist()
+    assert len(rows) == 1, rows
+    advice = rows[0]
+    assert advice["statements"] >= 2 and advice["benefit_ms"] > 0
+    assert advice["measures"] == ["count", "sum(bid_price)"]
+    # Estimated from a sample of the data, not guessed: at most the table's rows, more than one group.
+    assert 1 < advice["estimated_rows"] <= 200_000 and advice["estimated_bytes"] > advice["estimated_rows"]
+    assert advice["config"].startswith("[[tables.events.rollups]]") and advice["status"] == "proposed"

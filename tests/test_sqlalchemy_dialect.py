@@ -47,7 +47,7 @@ def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, server:
     assert inspector.get_schema_names() == ["main", "system"]
     # Exactly the configured tables (the test config has only `events` today).
     assert inspector.get_table_names() == sorted(server.app.config.tables)
-    assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollups", "snapshots"]
+    assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollup_advice", "rollups", "snapshots"]
     assert inspector.has_table("events") and not inspector.has_table("no_such_table")
     columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("events")]
     expected = [(name, kind, True) for name, kind in flat.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY ordinal_position").fetchall()]

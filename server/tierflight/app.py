@@ -67,6 +67,12 @@ class App:
         # Per-App registry (see observability.metrics); ingest reports via self.metrics too.
         self.metrics = Metrics(self)
         self.executor.observer = self.metrics
+        # The advisor learns from finished statements' shapes (advisor/); a follower's
+        # statements are the primary's workload too, but only the primary keeps the log.
+        from tierflight.advisor.service import Advisor
+
+        self.advisor = Advisor(config, self.stores, background=not follower)
+        self.executor.shape_sink = self.advisor.log.offer
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         self._http: OpsServer | None = None
         if not follower:
@@ -75,6 +81,7 @@ class App:
         self.database.register_caller_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
         self.database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
+        self.database.register_system_table("rollup_advice", self.advisor.advice_table)
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
 
     def ingest(self, cmd: Any, reader: Any, user: str) -> int:
@@ -229,6 +236,7 @@ class App:
         if maintenance is not None:
             maintenance.join(timeout=30)
         self.executor.close()
+        self.advisor.close()
         self.rollups.close()
         self.database.close()
         # A worker process leaves through os._exit (no atexit): the statement log goes out here.

@@ -470,6 +470,45 @@ def rollups_build() -> None:
     typer.echo(f"built {len(registry.states)} rollups in {time.perf_counter() - started:.1f} s", err=True)
 
 
+@rollups_app.command("advise")
+def rollups_advise(
+    output_format: str = typer.Option("table", "--format", help="table (ranked proposals and config text) or json"),
+) -> None:
+    """Ranked rollup proposals learned from the query log, with estimated rows, bytes and
+    benefit, and the config text to adopt each (reads the data dir; a running server may
+    keep serving)."""
+    import json
+
+    from tierflight.advisor.estimate import DataEstimator
+    from tierflight.advisor.querylog import log_dir, read_log
+    from tierflight.advisor.service import advice_table, compute_advice, describe
+    from tierflight.engine.database import Database
+    from tierflight.tiers.store import TableStore
+
+    if output_format not in ("table", "json"):
+        _fail(f"--format must be table or json, got {output_format!r}")
+    config = _config()
+    observations = list(read_log(log_dir(config)))
+    database = Database(config)
+    stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
+    estimator = DataEstimator(stores, config.tiers.current_time)
+    try:
+        # Filter texts are never written to the log: shared filters are proposed by a
+        # running server (system.rollup_advice); here their columns become dimensions.
+        proposals = compute_advice(config, observations, estimator, {})
+    finally:
+        estimator.close()
+        database.close()
+    if output_format == "json":
+        typer.echo(json.dumps(advice_table(proposals).to_pylist(), default=str, indent=2))
+        return
+    if not proposals:
+        typer.echo(f"no proposals: {len(observations)} statements observed, all answered from rollups or none a rollup could answer")
+        return
+    for rank, p in enumerate(proposals, start=1):
+        typer.echo(describe(p, rank))
+
+
 @tiers_app.command("demote")
 def tiers_demote() -> None:
     """Move warm partitions older than the warm window into the Iceberg table."""

@@ -106,6 +106,8 @@ class QueryLog:
     # -- the statement path: a queue put, nothing else -----------------------------------
 
     def offer(self, tree: exp.Expr, tier: str, rollup: str | None, rows: int, ms: float) -> None:
+        if self._thread is None:
+            return  # off, or a follower (the primary keeps the log)
         try:
             self._queue.put_nowait((tree, tier, rollup, rows, ms, time.time()))
         except queue.Full:

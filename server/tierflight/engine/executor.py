@@ -58,6 +58,12 @@ class StatementObserver(Protocol):
     def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None: ...
 
 
+class ShapeSink(Protocol):
+    """Told of every finished query (the advisor's query log); must only enqueue."""
+
+    def __call__(self, tree: Any, tier: str, rollup: str | None, rows: int, ms: float) -> None: ...
+
+
 class _NoObserver:
     def statement(self, tier: str, rollup: str | None, status: str, seconds: float) -> None:
         return None
@@ -315,6 +321,7 @@ class Executor:
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache(config.server.result_cache_bytes)
         self.observer: StatementObserver = _NoObserver()
+        self.shape_sink: ShapeSink | None = None
         # Statements still inside start() (not yet in _running): a shutdown past its grace
         # period, a cancelled RPC or the memory ceiling must reach a blocking aggregate there too.
         self._starting: dict[str, Stop] = {}
@@ -587,6 +594,8 @@ class Executor:
             status,
             ex.reused,
         )
+        if self.shape_sink is not None and status == "ok" and ex.statement.kind == "query":
+            self.shape_sink(ex.statement.tree, ex.route.tier, ex.route.rollup, ex.rows, (time.perf_counter() - ex.started) * 1000)
 
     def _log(
         self,
