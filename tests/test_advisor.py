@@ -169,6 +169,21 @@ def test_the_log_is_durable_bounded_and_rotated(tmp_path: Path) -> None:
     assert list(reopened.records) == again
 
 
+def test_query_log_bytes_zero_turns_the_log_off(tmp_path: Path) -> None:
+    from router_harness import CONFIG
+    from tierflight.config import load_config
+
+    cfg = load_config(CONFIG, data_dir=tmp_path, environ={}, overrides={"rollups.query_log_bytes": "0", "metrics.port": 0})
+    assert cfg.rollups.query_log_bytes == 0
+    log = QueryLog(cfg)
+    log.offer(check_statement("SELECT country, count(*) FROM events GROUP BY 1").tree, "warm", None, 1, 1.0)
+    log.drain(0.2)
+    log.close()
+    assert not (tmp_path / "advisor").exists() and not log.records
+    on = load_config(CONFIG, data_dir=tmp_path, environ={}, overrides={"rollups.query_log_bytes": "1MB", "metrics.port": 0})
+    assert on.rollups.query_log_bytes == 1 << 20
+
+
 def test_rollup_answered_statements_teach_nothing_and_budget_refuses() -> None:
     observations, texts = observe(("SELECT day, publisher_id, count(*) FROM events GROUP BY ALL", "SELECT country, count(*) FROM events GROUP BY 1"))
     routed = [dataclasses.replace(observations[1], rollup="country_type")]

@@ -288,12 +288,8 @@ class RollupsConfig:
     snapshot_uri: str | None = None
     # How often a server looks for rollup snapshots another node published (0: never).
     reload_interval: dt.timedelta = dt.timedelta(seconds=5)
-    # Autonomous mode (advisor/): rollups learned from the query log are built and dropped.
-    auto: bool = True
-    auto_ttl: dt.timedelta = dt.timedelta(days=1)  # an auto rollup without hits this long is dropped
-    auto_min_statements: int = 3  # observations of a shape before it is built
-    auto_delay: dt.timedelta = dt.timedelta(seconds=30)  # after a shape is first seen
-    query_log_bytes: int = 8 << 20  # the durable query log's file size before rotation (0: off)
+    # The advisor's durable query log (advisor/querylog.py): file size before rotation (0: off).
+    query_log_bytes: int = 8 << 20
 
 
 @dataclass(frozen=True)
