@@ -52,6 +52,9 @@ class App:
             self.ingest_service.recover_files()
         self.refresh_tables()
         self.rollups = RollupRegistry(config, self.database, self.stores, wal=None if follower else self.ingest_service)
+        from tierflight.advisor import auto
+
+        auto.restore(config, self.rollups)  # auto rollups built before a restart load like the others
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
         routing = config.router.enabled
         self.router = Router(
@@ -71,8 +74,12 @@ class App:
         # statements are the primary's workload too, but only the primary keeps the log.
         from tierflight.advisor.service import Advisor
 
-        self.advisor = Advisor(config, self.stores, background=not follower)
+        self.advisor = Advisor(config, self.stores, self.rollups, background=not follower)
         self.executor.shape_sink = self.advisor.log.offer
+        self.auto = auto.AutoRollups(
+            config, self.rollups, self.stores, self.ingest_service.tables, self.swap_lock, self.router.invalidate,
+            self.advisor, nice=config.ingest.nice,
+        )
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         self._http: OpsServer | None = None
         if not follower:
@@ -175,6 +182,11 @@ class App:
 
         threading.Thread(target=loop, name="tierflight-snapshot-watch", daemon=True).start()
 
+    def start_auto(self) -> None:
+        """Autonomous mode's rounds ([rollups] auto), on the node that ingests only."""
+        if not self.follower:
+            self.auto.start()
+
     def run_maintenance(self) -> None:
         """Demote, compact and empty the trash for every table, then re-list the tiers."""
         from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
@@ -229,6 +241,7 @@ class App:
     def close(self) -> None:
         self._stop.set()
         self.stop_http()
+        self.auto.stop()  # before ingest stops: a build holds a table's ingest lock
         self.ingest_service.stop()
         # Maintenance uses the database: let a running round finish (it is crash-safe, so a
         # round cut short by the timeout is completed by the next start).

@@ -162,6 +162,7 @@ def serve(
         instance.start_maintenance()
         instance.ingest_service.start_background()
         instance.start_snapshot_watch()
+        instance.start_auto()
         settle_heap()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
@@ -235,6 +236,7 @@ def worker(
         if index == 0:
             instance.start_maintenance()
             instance.ingest_service.start_background()
+            instance.start_auto()
         instance.start_snapshot_watch()
         settle_heap()
         get_logger("tierflight.app").info(

@@ -290,6 +290,12 @@ class RollupsConfig:
     reload_interval: dt.timedelta = dt.timedelta(seconds=5)
     # The advisor's durable query log (advisor/querylog.py): file size before rotation (0: off).
     query_log_bytes: int = 8 << 20
+    # Autonomous mode (advisor/auto.py): the advisor's top proposals are built and dropped.
+    auto: bool = True
+    auto_ttl: dt.timedelta = dt.timedelta(days=1)  # an auto rollup with no hit this long is dropped
+    auto_min_statements: int = 3  # observations of a shape before it is built
+    auto_delay: dt.timedelta = dt.timedelta(seconds=20)  # after its first statement
+    auto_interval: dt.timedelta = dt.timedelta(seconds=10)  # how often the advice is acted on
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ ROLLUP_OVERHEAD_BYTES = 64 << 10
 class AdviceStatus(enum.StrEnum):
     PROPOSED = "proposed"
     OVER_BUDGET = "over_budget"  # refused: it does not fit [rollups] memory_budget
-    BUILT = "built"  # an auto rollup with this definition exists
+    BUILT = "built"  # a rollup with this definition exists
+    REFUSED = "refused"  # autonomous mode did not build it (the note says why; retried later)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Proposal:
     rows: int | None = None  # estimated from the data
     bytes: int | None = None
     status: AdviceStatus = AdviceStatus.PROPOSED
+    note: str | None = None  # why it is not built (budget, a failed build)
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -222,6 +224,7 @@ def advise(
             status = AdviceStatus.BUILT
         elif budget is not None and used + (p.bytes or 0) > budget:
             status = AdviceStatus.OVER_BUDGET
+            p = replace(p, note=f"estimated {p.bytes} bytes; {max(budget - used, 0)} of [rollups] memory_budget left")
         else:
             used += p.bytes or 0
         out.append(replace(p, status=status))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 
 from tierflight.advisor.estimate import DataEstimator
-from tierflight.advisor.propose import Estimator, Proposal, advise
+from tierflight.advisor.propose import AdviceStatus, Estimator, Proposal, advise
 from tierflight.advisor.querylog import Observation, QueryLog
 from tierflight.config import Config
 from tierflight.rollups.definition import RollupDef, all_rollups
+from tierflight.rollups.registry import RollupRegistry
 from tierflight.tiers.store import TableStore
 
 ADVICE_TTL_S = 5.0  # advice is recomputed at most this often (estimates read a sample)
@@ -31,6 +33,7 @@ ADVICE_SCHEMA = pa.schema(
         ("estimated_rows", pa.int64()),
         ("estimated_bytes", pa.int64()),
         ("status", pa.string()),
+        ("note", pa.string()),
         ("config", pa.string()),
     ]
 )
@@ -52,6 +55,7 @@ def advice_table(proposals: Sequence[Proposal]) -> pa.Table:
                 "estimated_rows": p.rows,
                 "estimated_bytes": p.bytes,
                 "status": p.status.value,
+                "note": p.note,
                 "config": p.config_text(),
             }
             for i, p in enumerate(proposals)
@@ -61,27 +65,62 @@ def advice_table(proposals: Sequence[Proposal]) -> pa.Table:
 
 
 def compute_advice(
-    config: Config, observations: Sequence[Observation], estimate: Estimator, filter_texts: Mapping[str, str], existing: Sequence[RollupDef] | None = None
+    config: Config,
+    observations: Sequence[Observation],
+    estimate: Estimator,
+    filter_texts: Mapping[str, str],
+    existing: Sequence[RollupDef] | None = None,
+    used_bytes: int = 0,
+    min_statements: int = 1,
 ) -> list[Proposal]:
     defs = list(existing) if existing is not None else all_rollups(config.tables.values())
-    return advise(observations, defs, estimate, filter_texts, budget=config.rollups.memory_budget)
+    budget = max(0, config.rollups.memory_budget - used_bytes)
+    return advise(observations, defs, estimate, filter_texts, budget=budget, min_statements=min_statements)
 
 
 class Advisor:
-    def __init__(self, config: Config, stores: Mapping[str, TableStore], *, background: bool = True) -> None:
+    def __init__(
+        self, config: Config, stores: Mapping[str, TableStore], registry: RollupRegistry | None = None, *, background: bool = True
+    ) -> None:
         self.config = config
+        self.registry = registry
         self.log = QueryLog(config, background=background)
         self.estimator = DataEstimator(stores, config.tiers.current_time)
         self._cached: tuple[float, list[Proposal]] | None = None
         self._lock = threading.Lock()
+        # Why autonomous mode did not build a proposal (advisor.auto sets it).
+        self.refusals: Callable[[], Mapping[str, str]] = dict
 
-    def proposals(self) -> list[Proposal]:
+    def proposals(self, fresh: bool = False, now: float | None = None) -> list[Proposal]:
+        """The ranked advice over the log, within the budget the loaded rollups leave; a
+        statement older than ``[rollups] auto_ttl`` no longer counts (a workload moves on)."""
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < ADVICE_TTL_S:
+            if not fresh and self._cached is not None and time.monotonic() - self._cached[0] < ADVICE_TTL_S:
                 return self._cached[1]
-            proposals = compute_advice(self.config, self.log.observations(), self.estimator, self.log.filter_texts)
+            since = (time.time() if now is None else now) - self.config.rollups.auto_ttl.total_seconds()
+            observations = [o for o in self.log.observations() if o.at >= since]
+            existing, used = None, 0
+            if self.registry is not None:
+                states = list(self.registry.states.values())
+                existing = [d for s in states for d in s.members]
+                used = sum(s.bytes for s in states if s.status in ("active", "stale", "building"))
+            proposals = compute_advice(
+                self.config, observations, self.estimator, self.log.filter_texts, existing, used
+            )
+            refused = self.refusals()
+            proposals = [
+                replace(p, status=AdviceStatus.REFUSED, note=refused[p.name])
+                if p.name in refused and p.status is not AdviceStatus.BUILT
+                else p
+                for p in proposals
+            ]
             self._cached = (time.monotonic(), proposals)
             return proposals
+
+    def forget(self) -> None:
+        """The rollups changed: the next advice is computed afresh."""
+        with self._lock:
+            self._cached = None
 
     def advice_table(self) -> pa.Table:
         return advice_table(self.proposals())

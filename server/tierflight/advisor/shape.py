@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from tierflight.config import TableConfig
 from tierflight.engine.names import Names
+from tierflight.errors import TierflightError
 from tierflight.router.rules import Reject, TableInfo, canonical, conjuncts, normalise_predicate, single_table
 from tierflight.router.timerange import (
     GRAINS,
@@ -305,6 +306,8 @@ def extract(
         table, info = single_table(tree, infos, names)
     except Reject as r:
         raise Unservable(r.reason) from None
+    except TierflightError as exc:  # a name only the server resolves (system tables)
+        raise Unservable(str(exc)) from None
     if tree.args.get("qualify") is not None:
         raise Unservable("QUALIFY is answered from raw tiers")
     c = _Collector(info, (spelled or {}).get(info.name, dict(info.spelled)))

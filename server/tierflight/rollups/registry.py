@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,8 +64,16 @@ ROLLUPS_TABLE_SCHEMA = pa.schema(
         ("built_at", pa.timestamp("us")),
         ("watermark", pa.timestamp("us")),
         ("hits", pa.int64()),
+        ("origin", pa.string()),
+        ("last_hit", pa.timestamp("us")),
+        ("saved_ms", pa.float64()),
     ]
 )
+
+
+class Origin(enum.StrEnum):
+    CONFIG = "config"  # declared in the configuration: never dropped
+    AUTO = "auto"  # built by autonomous mode (advisor.auto): dropped when it stops earning
 
 
 class FlushedBatches(Protocol):
@@ -93,6 +102,9 @@ class RollupState:
     # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
     merged_through: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    origin: Origin = Origin.CONFIG
+    last_hit: dt.datetime | None = None
+    saved_ms: float = 0.0  # auto rollups: observed raw time of the statements it answered, less theirs
 
     @property
     def qualified(self) -> str:
@@ -206,6 +218,29 @@ class RollupRegistry:
 
     def close(self) -> None:
         self._batch_db.close()
+
+    # -- rollups added and removed while serving (advisor.auto) --------------------------
+    # ``states`` is replaced, never changed in place: statements iterate it without a lock.
+
+    def add_state(self, state: RollupState) -> None:
+        if state.group.name in self.states:
+            raise ConfigError(f"a rollup named {state.group.name!r} exists already")
+        self.states = {**self.states, state.group.name: state}
+
+    def install_new(self, state: RollupState, table: pa.Table, meta: SnapshotMeta, swap_lock: Any) -> None:
+        """Load a rollup built while serving and publish it: statements planned after this
+        see it (the caller holds the table's ingest lock, so every later batch merges into it)."""
+        self._install(state, table, meta, "active")
+        with swap_lock.write(patience=0.05):
+            self.add_state(state)
+
+    def remove_state(self, name: str, swap_lock: Any) -> None:
+        """Unpublish a rollup, then drop its table (statements that run on it keep their
+        transaction's view of it)."""
+        with swap_lock.write(patience=0.05):
+            self.states = {n: s for n, s in self.states.items() if n != name}
+        with self.content_lock:
+            self.database.execute_internal(f"DROP TABLE IF EXISTS {ROLLUP_DATABASE}.main.{quote_ident(name)}")
 
     # -- loading --------------------------------------------------------------------------
 
@@ -586,6 +621,7 @@ class RollupRegistry:
         if state is not None:
             with state.lock:
                 state.hits += 1
+                state.last_hit = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
     def system_table(self) -> pa.Table:
         rows = []
@@ -604,6 +640,9 @@ class RollupRegistry:
                         "built_at": dt.datetime.fromisoformat(meta.built_at) if meta else None,
                         "watermark": s.current_watermark,
                         "hits": s.hits,
+                        "origin": s.origin.value,
+                        "last_hit": s.last_hit,
+                        "saved_ms": round(s.saved_ms, 3),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)
