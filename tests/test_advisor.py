@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,30 @@ def test_server_logs_shapes_and_advises(server: Any, conn: Any) -> None:
     # Estimated from a sample of the data, not guessed: at most the table's rows, more than one group.
     assert 1 < advice["estimated_rows"] <= 200_000 and advice["estimated_bytes"] > advice["estimated_rows"]
     assert advice["config"].startswith("[[tables.events.rollups]]") and advice["status"] == "proposed"
+
+
+def test_a_long_varied_log_is_advised_in_bounded_work() -> None:
+    """Hundreds of distinct shapes: each definition is estimated once, at most MAX_GROUPS are
+    proposed, and unrelated dimensions are never merged (the estimates read the data)."""
+    from tierflight.advisor.propose import MAX_GROUPS
+
+    columns = ["country", "type", "publisher_id", "advertiser_id", "user_id"]
+    grains = ["minute", "hour", "day", "week", "month"]
+    statements = []
+    for i in range(300):
+        cols = [c for k, c in enumerate(columns) if (i >> k) & 1] or ["country"]
+        grain = grains[i % len(grains)]
+        statements.append(f"SELECT {grain}, {', '.join(cols)}, count(*), sum(bid_price) FROM events WHERE bid_price > {i} GROUP BY ALL")
+    observations, texts = observe(tuple(statements))
+    calls: list[Proposal] = []
+
+    def counting(p: Proposal) -> int:
+        calls.append(p)
+        return model_estimate(p)
+
+    started = time.perf_counter()
+    proposals = advise(observations, [], counting, texts)
+    assert time.perf_counter() - started < 5
+    assert len(proposals) <= MAX_GROUPS
+    keys = [(p.table, p.grain, p.columns, p.filter, p.retention_days) for p in calls]
+    assert len(keys) == len(set(keys)) < 600

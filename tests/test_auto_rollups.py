@@ -20,11 +20,11 @@ from conftest import RunningServer, make_config, start_in_process
 from tierflight.advisor import auto as auto_mode
 from tierflight.config import Config
 
-# Publisher clicks over the whole data set (2024-09-01 .. 2024-11-29): no configured rollup
+# Publisher clicks over most of the data set (2024-09-01 .. 2024-11-29): no configured rollup
 # has publisher_id with a time grain, so it reads the raw tiers until one is built.
 STATEMENT = (
     "SELECT publisher_id, count(*) AS n, sum(bid_price) AS s FROM events "
-    "WHERE type = 'click' AND day BETWEEN DATE '2024-09-01' AND DATE '2024-12-31' GROUP BY publisher_id ORDER BY publisher_id"
+    "WHERE type = 'click' AND day BETWEEN DATE '2024-09-15' AND DATE '2024-12-31' GROUP BY publisher_id ORDER BY publisher_id"
 )
 # The same rows with a predicate no rollup can answer: always the raw tiers.
 RAW_TWIN = STATEMENT.replace("GROUP BY", "AND length(auction_id) > 0 GROUP BY")
@@ -208,3 +208,53 @@ def test_a_better_proposal_takes_the_bytes_of_one_that_earns_less(running: Runni
     assert app.auto.used_bytes() <= app.auto.settings.memory_budget
     assert query(running, other)[1] == better.name
     assert query(running, STATEMENT)[1] is None
+
+
+# -- rule covering: a time filter every row passes (router/covering.py) -----------------
+
+# The data set's extent is 2024-09-01 .. 2024-11-29: this filter covers exactly that.
+COVERING = (
+    "SELECT publisher_id, count(*) AS n FROM events WHERE type = 'click' "
+    "AND day BETWEEN DATE '2024-09-01' AND DATE '2024-11-29' GROUP BY publisher_id ORDER BY publisher_id"
+)
+
+
+def test_covering_filter_until_data_outside_the_extent_arrives(own_data: Path, flat: Any) -> None:
+    import adbc_driver_flightsql.dbapi as fsql
+
+    srv = start_in_process(make_config(own_data, **{"rollups.auto": False}))
+    try:
+        answer, rollup = query(srv, COVERING)
+        assert rollup == "publisher_type"
+        assert answer.equals(flat.sql(COVERING).to_arrow_table().cast(answer.schema))
+        with fsql.connect(srv.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f"EXPLAIN ROUTE {COVERING}")
+            reasons = [r["reason"] for r in cur.fetch_arrow_table().to_pylist() if r["tier"] == "hot"]
+        assert len(reasons) == 1 and "covers the table's whole extent" in reasons[0]
+        # A click on 2024-12-10: outside the extent and outside the filter. The filter no
+        # longer covers every row, so the rollup (which holds the new row) may not answer.
+        late = pa.table(
+            {
+                "ts": pa.array([dt.datetime(2024, 12, 10, 8, 0)], pa.timestamp("us")),
+                "type": ["click"],
+                "auction_id": ["outside-1"],
+                "advertiser_id": pa.array([1], pa.int32()),
+                "publisher_id": pa.array([answer.column("publisher_id")[0].as_py()], pa.int32()),
+                "bid_price": [0.5],
+                "user_id": pa.array([1], pa.int64()),
+                "total_price": [1.25],
+                "country": ["DE"],
+            }
+        )
+        with fsql.connect(srv.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_ingest("events", late, mode="append")
+        after, rollup = query(srv, COVERING)
+        assert rollup is None
+        assert after.equals(answer)
+        # A filter that covers the new extent too is answered from the rollup again, new row included.
+        wider = COVERING.replace("DATE '2024-11-29'", "DATE '2024-12-31'")
+        widened, rollup = query(srv, wider)
+        assert rollup == "publisher_type"
+        assert sum(widened.column("n").to_pylist()) == sum(answer.column("n").to_pylist()) + 1
+    finally:
+        stop(srv)

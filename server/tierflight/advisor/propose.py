@@ -30,6 +30,7 @@ HLL_ROW_BYTES = 600  # an HLL_4 sketch of lg_k 10 at most (small groups keep lis
 # What one more rollup costs besides its rows (a table, its snapshot, a router candidate): so
 # many small filtered rollups merge into one with the filter column as a dimension.
 ROLLUP_OVERHEAD_BYTES = 64 << 10
+MAX_GROUPS = 40  # shape groups proposed (and estimated) per advice, the most beneficial first
 
 
 class AdviceStatus(enum.StrEnum):
@@ -152,6 +153,10 @@ def _merge(a: Proposal, b: Proposal) -> Proposal | None:
     """One rollup answering what ``a`` and ``b`` answer (None: they cannot share one)."""
     if a.table != b.table:
         return None
+    # Only rollups whose dimensions nest (or that differ by their filters) are merged: a
+    # union of unrelated dimensions is their product, never smaller than the two.
+    if not (set(a.columns) <= set(b.columns) or set(b.columns) <= set(a.columns)):
+        return None
     columns = set(a.columns) | set(b.columns)
     flt = a.filter if a.filter == b.filter else None
     if a.filter != b.filter:
@@ -198,6 +203,7 @@ def advise(
         if obs.rollup:
             continue  # answered by a rollup already
         groups.setdefault(obs.shape.key(), []).append(obs)
+    estimate = _memoised(estimate)
     proposals = []
     for members in groups.values():
         if len(members) < min_statements:
@@ -214,6 +220,8 @@ def advise(
                 estimate,
             )
         )
+    # The shapes that would save most: estimates read the data, so their number is bounded.
+    proposals = sorted(proposals, key=lambda p: -p.benefit_ms)[:MAX_GROUPS]
     proposals = _merge_all(proposals, estimate)
     built = {_definition(r) for r in existing}
     out = []
@@ -229,6 +237,19 @@ def advise(
             used += p.bytes or 0
         out.append(replace(p, status=status))
     return out
+
+
+def _memoised(estimate: Estimator) -> Estimator:
+    """Rows depend on the definition only: each is estimated once per advice."""
+    known: dict[tuple[object, ...], int] = {}
+
+    def rows(p: Proposal) -> int:
+        key = (p.table, p.grain, p.columns, p.filter, p.retention_days)
+        if key not in known:
+            known[key] = estimate(p)
+        return known[key]
+
+    return rows
 
 
 def _merge_all(proposals: list[Proposal], estimate: Estimator) -> list[Proposal]:

@@ -90,6 +90,9 @@ class Advisor:
         self._lock = threading.Lock()
         # Why autonomous mode did not build a proposal (advisor.auto sets it).
         self.refusals: Callable[[], Mapping[str, str]] = dict
+        # Set once the server is up: registering system.rollup_advice reads it at once,
+        # and start-up must not wait for estimates over a long log.
+        self.started = False
 
     def proposals(self, fresh: bool = False, now: float | None = None) -> list[Proposal]:
         """The ranked advice over the log, within the budget the loaded rollups leave; a
@@ -123,7 +126,7 @@ class Advisor:
             self._cached = None
 
     def advice_table(self) -> pa.Table:
-        return advice_table(self.proposals())
+        return advice_table(self.proposals() if self.started else [])
 
     def close(self) -> None:
         self.log.close()
