@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -234,28 +233,15 @@ def test_server_logs_shapes_and_advises(server: Any, conn: Any) -> None:
     assert advice["config"].startswith("[[tables.events.rollups]]") and advice["status"] == "proposed"
 
 
-def test_a_long_varied_log_is_advised_in_bounded_work() -> None:
-    """Hundreds of distinct shapes: each definition is estimated once, at most MAX_GROUPS are
-    proposed, and unrelated dimensions are never merged (the estimates read the data)."""
-    from tierflight.advisor.propose import MAX_GROUPS
+def test_a_shared_filter_value_is_shown_to_admins_only() -> None:
+    """A shared filter's value is another user's literal: system.rollup_advice shows it to a
+    caller who may see every user's statements, and its column only to others."""
+    from tierflight.advisor.service import _redacted, advice_table
 
-    columns = ["country", "type", "publisher_id", "advertiser_id", "user_id"]
-    grains = ["minute", "hour", "day", "week", "month"]
-    statements = []
-    for i in range(300):
-        cols = [c for k, c in enumerate(columns) if (i >> k) & 1] or ["country"]
-        grain = grains[i % len(grains)]
-        statements.append(f"SELECT {grain}, {', '.join(cols)}, count(*), sum(bid_price) FROM events WHERE bid_price > {i} GROUP BY ALL")
-    observations, texts = observe(tuple(statements))
-    calls: list[Proposal] = []
-
-    def counting(p: Proposal) -> int:
-        calls.append(p)
-        return model_estimate(p)
-
-    started = time.perf_counter()
-    proposals = advise(observations, [], counting, texts)
-    assert time.perf_counter() - started < 5
-    assert len(proposals) <= MAX_GROUPS
-    keys = [(p.table, p.grain, p.columns, p.filter, p.retention_days) for p in calls]
-    assert len(keys) == len(set(keys)) < 600
+    observations, texts = observe(("SELECT publisher_id, count(*) AS n FROM events WHERE country = 'ZZ-SECRET' GROUP BY 1",) * 2)
+    proposals = advise(observations, [], model_estimate, texts)
+    admin = advice_table(proposals).to_pylist()
+    assert [r["filter"] for r in admin] == ["country = 'ZZ-SECRET'"] and "ZZ-SECRET" in admin[0]["config"]
+    other = advice_table([_redacted(p) for p in proposals]).to_pylist()
+    assert "ZZ-SECRET" not in repr(other)
+    assert other[0]["filter"] == "country = ?" and other[0]["config"] is None and "admin only" in other[0]["note"]

@@ -88,7 +88,7 @@ class App:
         self.database.register_caller_table("queries", self.executor.queries_table)
         self.database.register_system_table("rollups", self.rollups.system_table)
         self.database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
-        self.database.register_system_table("rollup_advice", self.advisor.advice_table)
+        self.database.register_caller_table("rollup_advice", self.advisor.advice_table)
         self.advisor.started = True
         self.catalog_name: str = self.database.cursor().sql("SELECT current_database()").fetchall()[0][0]
 

@@ -493,7 +493,7 @@ def rollups_advise(
     observations = list(read_log(log_dir(config)))
     database = Database(config)
     stores = {name: TableStore(config, table, database) for name, table in config.tables.items()}
-    estimator = DataEstimator(stores, config.tiers.current_time)
+    estimator = DataEstimator(stores, config.tiers.current_time, config.duckdb.temp_directory or str(config.data_dir / ".duckdb_tmp"))
     try:
         # Filter texts are never written to the log: shared filters are proposed by a
         # running server (system.rollup_advice); here their columns become dimensions.

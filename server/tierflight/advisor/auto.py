@@ -289,7 +289,8 @@ class AutoRollups:
             return False
         started = time.perf_counter()
         # One thread at ingest's priority: the statements keep DuckDB's pool.
-        con = duckdb.connect(config={"threads": 1})
+        spill = self.config.duckdb.temp_directory or str(self.config.data_dir / ".duckdb_tmp")
+        con = duckdb.connect(config={"threads": 1, "memory_limit": self.config.duckdb.memory_limit, "temp_directory": spill})
         try:
             with t.flush_lock, t.lock:  # no batch or flush lands between the build and its publication
                 try:

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -27,13 +28,16 @@ SAMPLE_TTL_S = 600.0
 
 
 class DataEstimator:
-    def __init__(self, stores: Mapping[str, TableStore], now: Callable[[], dt.datetime]) -> None:
+    def __init__(self, stores: Mapping[str, TableStore], now: Callable[[], dt.datetime], spill: str | None = None) -> None:
         self.stores = stores
         self.now = now
         self._samples: dict[str, tuple[float, pa.Table, int]] = {}
         self._lock = threading.Lock()
         # A DuckDB of its own with one thread: estimates never take the statements' pool.
-        self._db = duckdb.connect(config={"threads": 1})
+        settings: dict[str, Any] = {"threads": 1, "memory_limit": "512MB"}
+        if spill:
+            settings["temp_directory"] = spill
+        self._db = duckdb.connect(config=settings)
 
     def close(self) -> None:
         self._db.close()

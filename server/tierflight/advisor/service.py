@@ -56,12 +56,19 @@ def advice_table(proposals: Sequence[Proposal]) -> pa.Table:
                 "estimated_bytes": p.bytes,
                 "status": p.status.value,
                 "note": p.note,
-                "config": p.config_text(),
+                "config": None if p.filter is not None and p.filter.endswith("= ?") else p.config_text(),
             }
             for i, p in enumerate(proposals)
         ],
         schema=ADVICE_SCHEMA,
     )
+
+
+def _redacted(p: Proposal) -> Proposal:
+    if p.filter is None:
+        return p
+    column = p.filter.split("=")[0].strip()
+    return replace(p, filter=f"{column} = ?", note=(f"{p.note}; " if p.note else "") + "the filter's value: admin only")
 
 
 def compute_advice(
@@ -85,7 +92,8 @@ class Advisor:
         self.config = config
         self.registry = registry
         self.log = QueryLog(config, background=background)
-        self.estimator = DataEstimator(stores, config.tiers.current_time)
+        spill = config.duckdb.temp_directory or str(config.data_dir / ".duckdb_tmp")
+        self.estimator = DataEstimator(stores, config.tiers.current_time, spill)
         self._cached: tuple[float, list[Proposal]] | None = None
         self._lock = threading.Lock()
         # Why autonomous mode did not build a proposal (advisor.auto sets it).
@@ -125,8 +133,13 @@ class Advisor:
         with self._lock:
             self._cached = None
 
-    def advice_table(self) -> pa.Table:
-        return advice_table(self.proposals() if self.started else [])
+    def advice_table(self, user: str | None = None) -> pa.Table:
+        """``user`` None: a caller who may see every user's statements (``admin``). Others
+        see a shared filter's column, not its value (it is another user's literal)."""
+        proposals = self.proposals() if self.started else []
+        if user is not None:
+            proposals = [_redacted(p) for p in proposals]
+        return advice_table(proposals)
 
     def close(self) -> None:
         self.log.close()
