@@ -167,6 +167,12 @@ def test_the_log_is_durable_bounded_and_rotated(tmp_path: Path) -> None:
     assert list(read_log(tmp_path)) == again
     reopened = QueryLog(cfg, tmp_path, background=False)
     assert list(reopened.records) == again
+    reopened.max_bytes = 2000
+    for _ in range(30):  # appends to the file it found, and rotates it by its size
+        reopened.record(tree, "warm", None, 20, 12.5, 2.0)
+    reopened.close()
+    assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+    assert list(read_log(tmp_path))[-1].at == 2.0
 
 
 def test_query_log_bytes_zero_turns_the_log_off(tmp_path: Path) -> None:

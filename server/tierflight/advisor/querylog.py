@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlglot import exp
 
@@ -27,6 +27,7 @@ from tierflight.advisor.shape import Shape, Unservable, extract, filter_digest, 
 from tierflight.config import Config
 from tierflight.engine.names import Names
 from tierflight.log import get_logger
+from tierflight.lru import LRU
 from tierflight.router.rules import conjuncts, normalise_predicate
 
 log = get_logger("tierflight.advisor")
@@ -95,6 +96,11 @@ class QueryLog:
         self._queue: queue.Queue[tuple[exp.Expr, str, str | None, int, float, float] | None] = queue.Queue(QUEUE_SIZE)
         self.dropped = 0
         self._listeners: list[Callable[[Observation], None]] = []
+        # Shapes of recent statement trees (the sandbox hands out one tree per statement
+        # text): a dashboard's repeated statements are walked once. The tree is kept with
+        # its shape, so its id is not reused while the entry lives.
+        self._shapes: LRU[int, tuple[exp.Expr, Shape | None]] = LRU(1024)
+        self._file: TextIO | None = None
         self._thread: threading.Thread | None = None
         if background and self.max_bytes > 0:
             self._thread = threading.Thread(target=self._run, name="tierflight-query-log", daemon=True)
@@ -129,9 +135,16 @@ class QueryLog:
 
     def record(self, tree: exp.Expr, tier: str, rollup: str | None, rows: int, ms: float, at: float) -> Observation | None:
         """Extract, keep and append one statement's shape (None: no rollup could answer it)."""
-        try:
-            shape = extract(tree, self.infos, self.names, self.config.tiers.current_time())
-        except Unservable:
+        known = self._shapes.get(id(tree))
+        if known is not None and known[0] is tree and (known[1] is None or known[1].lookback_s is None):
+            shape = known[1]
+        else:
+            try:
+                shape = extract(tree, self.infos, self.names, self.config.tiers.current_time())
+            except Unservable:
+                shape = None
+            self._shapes.put(id(tree), (tree, shape))
+        if shape is None:
             return None
         if shape.eq_filters:
             self._remember_filter(tree, shape.eq_filters[0])
@@ -154,24 +167,31 @@ class QueryLog:
     def _append(self, obs: Observation) -> None:
         if self.max_bytes <= 0:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / "queries.jsonl"
         line = json.dumps(obs.to_json(), separators=(",", ":")) + "\n"
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size + len(line) > self.max_bytes:
-                os.replace(path, self.directory / "queries.1.jsonl")
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
+        if self._file is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open; closed on rotation and close
+        if self._file.tell() + len(line) > self.max_bytes:
+            self._file.close()
+            os.replace(path, self.directory / "queries.1.jsonl")
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - as above
+        self._file.write(line)
+        if self._queue.empty():
+            self._file.flush()  # written when the burst ends (a crash loses at most a burst's advice)
 
     def observations(self) -> list[Observation]:
         with self._lock:
             return list(self.records)
 
     def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every offered statement is recorded (tests, shutdown)."""
+        """Wait until every offered statement is recorded and written (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
 
     def close(self) -> None:
         if self._thread is not None:
@@ -179,3 +199,7 @@ class QueryLog:
                 self._queue.put_nowait(None)
             self._thread.join(timeout=5)
             self._thread = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
