@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from tierflight.core.config import load_config
+
 from bench.common import CONFIG, BenchContext, log, percentile, start_tierflight
 from bench.dataset import (
     DATA_ENV,
@@ -29,7 +31,6 @@ from bench.dataset import (
     same_rows,
 )
 from bench.registry import Result, benchmark
-from tierflight.config import load_config
 
 # Statements no configured rollup answers (publisher by time, publisher by country, filtered
 # sketches, ...), as the judged queries of a workload nobody configured for.

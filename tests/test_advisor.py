@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tierflight.core.names import Names
 
 from router_harness import (
     DATA_DAYS,
@@ -27,7 +28,6 @@ from router_harness import (
 from tierflight.advisor.propose import AdviceStatus, Proposal, advise, rollup_def
 from tierflight.advisor.querylog import Observation, QueryLog, read_log
 from tierflight.advisor.shape import FilterKind, Unservable, extract
-from tierflight.engine.names import Names
 from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.definition import storage_groups
 from tierflight.rollups.registry import RollupRegistry, RollupState
@@ -176,8 +176,9 @@ def test_the_log_is_durable_bounded_and_rotated(tmp_path: Path) -> None:
 
 
 def test_query_log_bytes_zero_turns_the_log_off(tmp_path: Path) -> None:
+    from tierflight.core.config import load_config
+
     from router_harness import CONFIG
-    from tierflight.config import load_config
 
     cfg = load_config(CONFIG, data_dir=tmp_path, environ={}, overrides={"rollups.query_log_bytes": "0", "metrics.port": 0})
     assert cfg.rollups.query_log_bytes == 0

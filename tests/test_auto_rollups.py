@@ -15,10 +15,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from tierflight.core.config import Config
 
 from conftest import RunningServer, make_config, start_in_process
 from tierflight.advisor import auto as auto_mode
-from tierflight.config import Config
 
 # Publisher clicks over most of the data set (2024-09-01 .. 2024-11-29): no configured rollup
 # has publisher_id with a time grain, so it reads the raw tiers until one is built.

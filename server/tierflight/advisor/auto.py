@@ -31,10 +31,10 @@ import duckdb
 from tierflight.advisor.propose import AdviceStatus, Proposal, rollup_def
 from tierflight.advisor.querylog import Observation, log_dir
 from tierflight.advisor.service import Advisor
-from tierflight.config import Config
-from tierflight.engine.rwlock import RWLock
-from tierflight.errors import ConfigError
-from tierflight.log import get_logger
+from tierflight.core.config import Config
+from tierflight.core.errors import ConfigError
+from tierflight.core.log import get_logger
+from tierflight.core.rwlock import RWLock
 from tierflight.rollups.build import build_groups, source_state
 from tierflight.rollups.definition import storage_groups
 from tierflight.rollups.registry import Origin, RollupRegistry, RollupState
@@ -184,7 +184,7 @@ class AutoRollups:
             return
 
         def loop() -> None:
-            from tierflight.ingest.service import lower_thread_priority
+            from tierflight.core.threads import lower_thread_priority
 
             lower_thread_priority(self.nice)
             while not self._stop.wait(self.settings.auto_interval.total_seconds()):

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.advisor.propose import Proposal
-from tierflight.engine.database import quote_ident, table_view_sql
+from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.rollups.definition import dimension_expr
 from tierflight.tiers.store import TableStore
 

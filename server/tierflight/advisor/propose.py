@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 from tierflight.advisor.querylog import Observation
 from tierflight.advisor.shape import Shape
-from tierflight.config import RollupConfig, TableConfig
+from tierflight.core.config import RollupConfig, TableConfig
+from tierflight.core.grains import GRAINS
 from tierflight.rollups.definition import RollupDef, parse_rollups
-from tierflight.router.timerange import GRAINS
 
 DAY = 86_400.0
 # Statements that all read at most this far back get a rollup with a retention.

@@ -24,10 +24,10 @@ from typing import Any, TextIO
 from sqlglot import exp
 
 from tierflight.advisor.shape import Shape, Unservable, extract, filter_digest, table_info
-from tierflight.config import Config
-from tierflight.engine.names import Names
-from tierflight.log import get_logger
-from tierflight.lru import LRU
+from tierflight.core.config import Config
+from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.names import Names
 from tierflight.router.rules import conjuncts, normalise_predicate
 
 log = get_logger("tierflight.advisor")

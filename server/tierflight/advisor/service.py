@@ -12,7 +12,7 @@ import pyarrow as pa
 from tierflight.advisor.estimate import DataEstimator
 from tierflight.advisor.propose import AdviceStatus, Estimator, Proposal, advise
 from tierflight.advisor.querylog import Observation, QueryLog
-from tierflight.config import Config
+from tierflight.core.config import Config
 from tierflight.rollups.definition import RollupDef, all_rollups
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.tiers.store import TableStore

@@ -19,17 +19,12 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.engine.names import Names
-from tierflight.errors import TierflightError
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import TierflightError
+from tierflight.core.grains import GRAINS, literal_datetime
+from tierflight.core.names import Names
 from tierflight.router.rules import Reject, TableInfo, canonical, conjuncts, normalise_predicate, single_table
-from tierflight.router.timerange import (
-    GRAINS,
-    column_grain,
-    derived_grains,
-    literal_datetime,
-    table_time_range,
-)
+from tierflight.router.timerange import column_grain, derived_grains, table_time_range
 
 HLL_ADVICE_LG_K = 10  # the precision of DuckDB's own approx_count_distinct, at 1/4 the bytes of 12
 COARSE_FIRST = ("month", "week", "day", "hour", "minute")
@@ -116,7 +111,7 @@ _BOUNDS = (exp.GT, exp.GTE, exp.LT, exp.LTE)
 def _aligned_grain(value: dt.datetime) -> str | None:
     """The coarsest grain whose bucket starts at ``value`` (None: not on a minute)."""
     for grain in COARSE_FIRST:
-        from tierflight.router.timerange import truncate
+        from tierflight.core.grains import truncate
 
         if truncate(value, grain) == value:
             return grain

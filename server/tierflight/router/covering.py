@@ -19,10 +19,12 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
-from tierflight.engine.sandbox import DIALECT, Statement, parse_one
+from tierflight.core.grains import literal_datetime, truncate
+from tierflight.core.statement import DIALECT, Statement
+from tierflight.engine.sandbox import parse_one
 from tierflight.router.route import Route
 from tierflight.router.rules import TableInfo, bare_copy, conjuncts, normalise_predicate
-from tierflight.router.timerange import column_grain, literal_datetime, truncate
+from tierflight.router.timerange import column_grain
 from tierflight.tiers.base import Partition
 
 Extent = tuple[dt.datetime, dt.datetime]  # [first possible row time, last possible row time]

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
-from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.engine.names import ROLLUP_DATABASE, Names
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.lru import LRU
+from tierflight.core.grains import literal_datetime, next_boundary, truncate
+from tierflight.core.lru import LRU
+from tierflight.core.names import ROLLUP_DATABASE, Names
+from tierflight.core.sql import quote_ident, table_view_sql
+from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.build import state_expr
 from tierflight.rollups.definition import DERIVABLE, dimension_expr, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
@@ -48,14 +49,7 @@ from tierflight.router.rules import (
     single_table,
     time_predicate,
 )
-from tierflight.router.timerange import (
-    column_grain,
-    derived_grains,
-    literal_datetime,
-    next_boundary,
-    table_time_range,
-    truncate,
-)
+from tierflight.router.timerange import column_grain, derived_grains, table_time_range
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 

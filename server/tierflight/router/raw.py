@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
-from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.lru import LRU
+from tierflight.core.config import TableConfig
+from tierflight.core.lru import LRU
+from tierflight.core.names import SYSTEM_STORAGE_SCHEMA, Kind, Names
+from tierflight.core.sql import derived_columns_sql, quote_literal, table_view_sql
+from tierflight.core.statement import DIALECT, Statement
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TimeRange

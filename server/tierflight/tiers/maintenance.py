@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from tierflight.errors import StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import COMPACTION_JOURNAL, day_dir_name, inspect_file

@@ -24,10 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import CatalogType, Config, OnUnavailable, TableConfig
+from tierflight.core.config import CatalogType, Config, OnUnavailable, TableConfig
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.engine.database import Database
-from tierflight.errors import StorageUnavailable
-from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Tier, TimeRange
 from tierflight.tiers.cold import ColdState, ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.hot import HotTail

@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from tierflight.errors import InvalidArgument, NotFound
-from tierflight.lru import LRU
-from tierflight.router.timerange import literal_datetime
+from tierflight.core.errors import InvalidArgument, NotFound
+from tierflight.core.grains import literal_datetime
+from tierflight.core.lru import LRU
 from tierflight.tiers.base import TimeRange
 
 SNAPSHOTS_SCHEMA = pa.schema(

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tierflight.engine.database import quote_ident, quote_literal
-from tierflight.errors import StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.log import get_logger
+from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, TimeRange
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.s3 import Registration, S3Settings, strip_scheme
