@@ -209,11 +209,14 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
         proc.wait(timeout)
 
 
-# The benchmark servers' settings on top of conf/tierflight.toml: no metrics port clash, and no
-# background maintenance moving partitions while a measurement runs.
+# The benchmark servers' settings on top of conf/tierflight.toml: no metrics port clash, no
+# background maintenance moving partitions while a measurement runs, and no autonomous rollups
+# (they would change routes mid-measurement, and persist into the shared data dirs under
+# bench/data; bench/auto_rollups.py turns them on, on a copy of its own).
 BENCH_SERVER_ENV = {
     "TIERFLIGHT_METRICS__PORT": "0",
     "TIERFLIGHT_TIERS__MAINTENANCE_INTERVAL": "0s",
+    "TIERFLIGHT_ROLLUPS__AUTO": "false",
 }
 
 

@@ -211,7 +211,13 @@ def serve_argv(data_dir: Path, *extra: str) -> list[str]:
 def serve_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
     """The pinned clock and a free metrics port over ``base`` (default: this environment)."""
     env = dict(os.environ) if base is None else dict(base)
-    env.update({"TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0"})
+    # Autonomous rollups stay off in `serve` subprocesses: they start on the session's data
+    # dir (or copies of it), where a rollup one built would persist and change later tests'
+    # routes (never their answers). In-process servers keep the default (on) but run no
+    # rounds; tests/test_auto_rollups.py runs them explicitly.
+    env.update(
+        {"TIERFLIGHT_TIERS__NOW": TEST_NOW.date().isoformat(), "TIERFLIGHT_METRICS__PORT": "0", "TIERFLIGHT_ROLLUPS__AUTO": "false"}
+    )
     env.update(extra)
     return env
 

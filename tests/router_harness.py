@@ -114,6 +114,9 @@ class ModelStore:
     def refresh_if_changed(self) -> bool:
         return False
 
+    def partitions(self) -> list[Partition]:
+        return [p for s in self.sources() for p in s.partitions]
+
     def sources(self, time_range: TimeRange | None = None, day_as: str | None = None) -> list[Source]:
         lo = DATA_START if time_range is None or time_range.start is None else max(DATA_START, time_range.start)
         end = DATA_START + dt.timedelta(days=DATA_DAYS)
@@ -132,7 +135,7 @@ class ModelStore:
 
 
 # The system tables App registers (engine.database serves them; only their names matter here).
-SYSTEM_TABLES = frozenset({"partitions", "queries", "rollups", "snapshots"})
+SYSTEM_TABLES = frozenset({"partitions", "queries", "rollup_advice", "rollups", "snapshots"})
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_inspector(dbapi_result: tuple[str, dict[str, Any]]) -> None:
     _, out = dbapi_result
     assert out["schemas"] == ["main", "system"]
     assert "events" in out["tables"]
-    assert out["system_tables"] == ["partitions", "queries", "rollups", "snapshots"]
+    assert out["system_tables"] == ["partitions", "queries", "rollup_advice", "rollups", "snapshots"]
     assert out["has_events"] is True
     assert [c[:2] for c in out["columns"]] == [
         ["ts", "TIMESTAMP"],

@@ -153,7 +153,7 @@ def test_get_tables(client: flight.FlightClient, flat: Any) -> None:
     system = _rows(
         client, pb.CommandGetTables(db_schema_filter_pattern="system", table_types=["SYSTEM TABLE"])
     )
-    assert sorted(r["table_name"] for r in system) == ["partitions", "queries", "rollups", "snapshots"]
+    assert sorted(r["table_name"] for r in system) == ["partitions", "queries", "rollup_advice", "rollups", "snapshots"]
     assert _rows(client, pb.CommandGetTables(table_types=["VIEW"])) == []
     assert _rows(client, pb.CommandGetTables(table_name_filter_pattern="events\\_%")) == []
 

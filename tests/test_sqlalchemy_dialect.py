@@ -47,7 +47,7 @@ def test_reflection_shows_user_tables_and_system_only(engine: sa.Engine, server:
     assert inspector.get_schema_names() == ["main", "system"]
     # Exactly the configured tables: the fact table and the dimension tables.
     assert inspector.get_table_names() == sorted([*server.app.config.tables, *server.app.config.dimensions])
-    assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollups", "snapshots"]
+    assert inspector.get_table_names(schema="system") == ["partitions", "queries", "rollup_advice", "rollups", "snapshots"]
     assert inspector.has_table("events") and not inspector.has_table("no_such_table")
     columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("events")]
     # NOT NULL columns reflect as not nullable (the table schema's Arrow fields say so).

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from tierflight.advisor import auto
+from tierflight.advisor.service import Advisor
 from tierflight.core.config import Config
 from tierflight.core.errors import ConfigError, Unsupported
 from tierflight.core.log import flush_logs, get_logger
@@ -108,6 +110,7 @@ class App:
             recover_flushes(self.ingest_tables, self.swap_lock)
         self._list_tiers()
         self.rollups = RollupRegistry(config, database, self.stores, wal=None if follower else self.ingest_tables)
+        auto.restore(config, self.rollups)  # auto rollups built before a restart load like the others
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
         self.column_names = ColumnNames({**config.tables, **config.dimensions})
         self.router = Router(
@@ -129,6 +132,10 @@ class App:
         self.metrics.watch(
             ServingState(self.executor.in_flight, self.stores, self.rollups.states, config.tiers.current_time)
         )
+        # The advisor learns from finished statements' shapes (advisor/); a follower's
+        # statements are the primary's workload too, but only the primary keeps the log.
+        self.advisor = Advisor(config, self.stores, self.rollups, background=not follower)
+        self.executor.shape_sink = self.advisor.log.offer
         self.ingest_service = IngestService(
             config.ingest,
             self.ingest_tables,
@@ -141,12 +148,18 @@ class App:
             current_time=config.tiers.current_time,
             observer=self.metrics,
         )
+        self.auto = auto.AutoRollups(
+            config, self.rollups, self.stores, self.ingest_tables.tables, self.swap_lock, self.router.invalidate,
+            self.advisor, nice=config.ingest.nice,
+        )
         if not follower:
             self.ingest_service.replay()
         database.register_system_table("partitions", self.partitions_table)
         database.register_caller_table("queries", self.executor.queries_table)
         database.register_system_table("rollups", self.rollups.system_table)
         database.register_system_table("snapshots", lambda: snapshots_table(self.stores))
+        database.register_caller_table("rollup_advice", self.advisor.advice_table)
+        self.advisor.started = True
         self.catalog_name: str = database.cursor().sql("SELECT current_database()").fetchall()[0][0]
         self._http: OpsServer | None = None
         self._maintenance = Periodic(
@@ -293,6 +306,11 @@ class App:
     def partitions_table(self) -> pa.Table:
         return partitions_table([p for store in self.stores.values() for p in store.partitions()])
 
+    def start_auto(self) -> None:
+        """Autonomous mode's rounds ([rollups] auto), on the node that ingests only."""
+        if not self.follower:
+            self.auto.start()
+
     def run_maintenance(self) -> None:
         """Demote, compact and empty the trash for every table, then re-list the tiers."""
         from tierflight.tiers.maintenance import compact_warm, demote, empty_trash
@@ -356,6 +374,7 @@ class App:
     def close(self) -> None:
         self._snapshot_watch.stop()
         self.stop_http()
+        self.auto.stop()  # before ingest stops: a build holds a table's ingest lock
         self.ingest_service.stop()
         # Maintenance uses the database: let a running round finish (it is crash-safe, so a
         # round cut short by the timeout is completed by the next start).
@@ -363,6 +382,7 @@ class App:
         if self._verifier is not None:
             self._verifier.close()
         self.executor.close()
+        self.advisor.close()
         self.rollups.close()
         self.database.close()
         # A worker process leaves through os._exit (no atexit): the statement log goes out here.

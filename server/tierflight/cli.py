@@ -170,6 +170,7 @@ def serve(
         instance.ingest_service.start_background()
         instance.start_snapshot_watch()
         instance.start_verifier()
+        instance.start_auto()
         settle_heap()
         log.info("ready", host=bind_host, port=server.port, metrics_port=metrics_port)
         print(f"tierflight ready at {scheme}://{bind_host}:{server.port}", flush=True)
@@ -244,6 +245,7 @@ def worker(
             instance.start_maintenance()
             instance.ingest_service.start_background()
             instance.start_verifier()
+            instance.start_auto()
         instance.start_snapshot_watch()
         settle_heap()
         get_logger("tierflight.app").info(
@@ -547,6 +549,42 @@ def rollups_verify(
         raise typer.Exit(1)
     if unverified:
         raise typer.Exit(2)
+
+
+@rollups_app.command("advise")
+def rollups_advise(
+    output_format: str = typer.Option("table", "--format", help="table (ranked proposals and config text) or json"),
+) -> None:
+    """Ranked rollup proposals learned from the query log, with estimated rows, bytes and
+    benefit, and the config text to adopt each (reads the data dir; a running server may
+    keep serving)."""
+    import json
+
+    from tierflight.advisor.estimate import DataEstimator
+    from tierflight.advisor.querylog import log_dir, read_log
+    from tierflight.advisor.service import advice_table, compute_advice, describe
+    from tierflight.tiers.store import TableStore
+
+    if output_format not in ("table", "json"):
+        _fail(f"--format must be table or json, got {output_format!r}")
+    config = _config()
+    observations = list(read_log(log_dir(config)))
+    stores = {name: TableStore(config, table) for name, table in config.tables.items()}
+    estimator = DataEstimator(stores, config.tiers.current_time, config.duckdb.temp_directory or str(config.data_dir / ".duckdb_tmp"))
+    try:
+        # Filter texts are never written to the log: shared filters are proposed by a
+        # running server (system.rollup_advice); here their columns become dimensions.
+        proposals = compute_advice(config, observations, estimator, {})
+    finally:
+        estimator.close()
+    if output_format == "json":
+        typer.echo(json.dumps(advice_table(proposals).to_pylist(), default=str, indent=2))
+        return
+    if not proposals:
+        typer.echo(f"no proposals: {len(observations)} statements observed, all answered from rollups or none a rollup could answer")
+        return
+    for rank, p in enumerate(proposals, start=1):
+        typer.echo(describe(p, rank))
 
 
 @tiers_app.command("demote")

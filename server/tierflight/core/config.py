@@ -294,6 +294,14 @@ class RollupsConfig:
     # groups is recomputed from the raw tiers (0: never), and the share of groups sampled.
     verify_interval: dt.timedelta = dt.timedelta(minutes=10)
     verify_sample: float = 0.01
+    # The advisor's durable query log (advisor/querylog.py): file size before rotation (0: off).
+    query_log_bytes: int = 8 << 20
+    # Autonomous mode (advisor/auto.py): the advisor's top proposals are built and dropped.
+    auto: bool = True
+    auto_ttl: dt.timedelta = dt.timedelta(days=1)  # an auto rollup with no hit this long is dropped
+    auto_min_statements: int = 3  # observations of a shape before it is built
+    auto_delay: dt.timedelta = dt.timedelta(seconds=20)  # after its first statement
+    auto_interval: dt.timedelta = dt.timedelta(seconds=10)  # how often the advice is acted on
 
 
 @dataclass(frozen=True)
@@ -478,7 +486,7 @@ _PARSERS: dict[type, dict[str, Parser]] = {
         "nice": _nice,
         "yield_rows_per_s": _rate,
     },
-    RollupsConfig: {"memory_budget": parse_size, "verify_sample": _fraction},
+    RollupsConfig: {"memory_budget": parse_size, "verify_sample": _fraction, "query_log_bytes": parse_size},
     RollupConfig: {"retention": _optional_duration},
 }
 

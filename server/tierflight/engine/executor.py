@@ -73,6 +73,12 @@ class StatementObserver(Protocol):
     def statement(self, tier: str, rollup: str | None, status: QueryStatus, seconds: float) -> None: ...
 
 
+class ShapeSink(Protocol):
+    """Told of every finished query (the advisor's query log); must only enqueue."""
+
+    def __call__(self, tree: Any, tier: str, rollup: str | None, rows: int, ms: float) -> None: ...
+
+
 class _NoObserver:
     def statement(self, tier: str, rollup: str | None, status: QueryStatus, seconds: float) -> None:
         return None
@@ -157,6 +163,7 @@ class Executor:
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache(config.server.result_cache_bytes)
         self.observer: StatementObserver = observer or _NoObserver()
+        self.shape_sink: ShapeSink | None = None
         # Statements still inside start() (not yet in _running): a shutdown past its grace
         # period, a cancelled RPC or the memory ceiling must reach a blocking aggregate there too.
         self._starting: dict[str, Stop] = {}
@@ -451,6 +458,8 @@ class Executor:
         self._release_slot(ex)
         self._last_finished = time.monotonic()
         self._record(ex.record(status))
+        if self.shape_sink is not None and status is QueryStatus.OK and ex.statement.kind is StatementKind.QUERY:
+            self.shape_sink(ex.statement.tree, ex.route.tier, ex.route.rollup, ex.rows, (time.perf_counter() - ex.started) * 1000)
 
     def closed(self, ex: Execution, stop: Stop | None) -> None:
         with self._lock:

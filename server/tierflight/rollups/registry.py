@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,16 @@ ROLLUPS_TABLE_SCHEMA = pa.schema(
         # recomputed from the raw tiers, and how many of those groups differed.
         ("verified_at", pa.timestamp("us")),
         ("mismatches", pa.int64()),
+        ("origin", pa.string()),
+        ("last_hit", pa.timestamp("us")),
+        ("saved_ms", pa.float64()),
     ]
 )
+
+
+class Origin(enum.StrEnum):
+    CONFIG = "config"  # declared in the configuration: never dropped
+    AUTO = "auto"  # built by autonomous mode (advisor.auto): dropped when it stops earning
 
 
 class FlushedBatches(Protocol):
@@ -102,6 +111,9 @@ class RollupState:
     # (whatever allow_stale says) until a build replaces its rows.
     mismatches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    origin: Origin = Origin.CONFIG
+    last_hit: dt.datetime | None = None
+    saved_ms: float = 0.0  # auto rollups: observed raw time of the statements it answered, less theirs
 
     @property
     def qualified(self) -> str:
@@ -215,6 +227,29 @@ class RollupRegistry:
 
     def close(self) -> None:
         self._batch_db.close()
+
+    # -- rollups added and removed while serving (advisor.auto) --------------------------
+    # ``states`` is replaced, never changed in place: statements iterate it without a lock.
+
+    def add_state(self, state: RollupState) -> None:
+        if state.group.name in self.states:
+            raise ConfigError(f"a rollup named {state.group.name!r} exists already")
+        self.states = {**self.states, state.group.name: state}
+
+    def install_new(self, state: RollupState, table: pa.Table, meta: SnapshotMeta, swap_lock: Any) -> None:
+        """Load a rollup built while serving and publish it: statements planned after this
+        see it (the caller holds the table's ingest lock, so every later batch merges into it)."""
+        self._install(state, table, meta, "active")
+        with swap_lock.write(patience=0.05):
+            self.add_state(state)
+
+    def remove_state(self, name: str, swap_lock: Any) -> None:
+        """Unpublish a rollup, then drop its table (statements that run on it keep their
+        transaction's view of it)."""
+        with swap_lock.write(patience=0.05):
+            self.states = {n: s for n, s in self.states.items() if n != name}
+        with self.content_lock:
+            self.database.execute_internal(f"DROP TABLE IF EXISTS {ROLLUP_DATABASE}.main.{quote_ident(name)}")
 
     # -- loading --------------------------------------------------------------------------
 
@@ -619,6 +654,7 @@ class RollupRegistry:
         if state is not None:
             with state.lock:
                 state.hits += 1
+                state.last_hit = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
     def system_table(self) -> pa.Table:
         rows = []
@@ -639,6 +675,9 @@ class RollupRegistry:
                         "hits": s.hits,
                         "verified_at": s.verified_at,
                         "mismatches": s.mismatches,
+                        "origin": s.origin.value,
+                        "last_hit": s.last_hit,
+                        "saved_ms": round(s.saved_ms, 3),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=ROLLUPS_TABLE_SCHEMA)

@@ -27,6 +27,7 @@ from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
+from tierflight.router.covering import plan_covering
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
@@ -117,6 +118,8 @@ class Router:
             self._count_hit(cached)
             return cached
         route = self._plan(statement)
+        if route.rollup is None:
+            route = self._covering(statement) or route
         # Registered objects (the hot tail's batches, S3 datasets) are not named by the
         # version; files and rollups are (every change to them moves it).
         if (
@@ -128,6 +131,20 @@ class Router:
         self._cache.put(key, route)
         self._count_hit(route)
         return route
+
+    def _covering(self, statement: Statement) -> Route | None:
+        """Rule ``covering`` (router/covering.py): a time filter that every row passes does
+        not keep a rollup without a time dimension from answering."""
+        tree = statement.tree
+        if not self.enabled or self.registry is None or statement.kind != "query" or not isinstance(tree, exp.Select):
+            return None
+        try:
+            _, info = locate_table(tree, self._table_infos(), self._names or Names(self._stores()))
+        except Reject:
+            return None
+        store = self._stores()[info.name]
+        time_not_null = any(c.name == info.time_column and not c.nullable for c in store.table.columns)
+        return plan_covering(statement, info, store.partitions, time_not_null, self._plan)
 
     def _count_hit(self, route: Route) -> None:
         if self.registry is not None:
