@@ -134,9 +134,10 @@ def _assert_routed(case: Case, proposals: list[Proposal]) -> None:
 
 
 def test_shapes_hold_no_literal_values() -> None:
-    observations, _ = observe(("SELECT publisher_id, count(*) FROM events WHERE country = 'SECRET-VALUE' AND publisher_id IN (123456789) AND bid_price > 0.987654 GROUP BY 1",))
+    observations, _ = observe(("SELECT publisher_id, count(*) FROM events WHERE country = 'SECRET-VALUE' AND publisher_id IN (123456789, 555444333) AND bid_price > 0.987654 GROUP BY 1",))
     text = json.dumps(observations[0].to_json())
-    for literal in ("SECRET", "123456789", "987654"):
+    # (A one-value IN is an equality to the router: two values keep the IN kind.)
+    for literal in ("SECRET", "123456789", "555444333", "987654"):
         assert literal not in text
     assert dict(observations[0].shape.filters) == {"country": FilterKind.EQ, "publisher_id": FilterKind.IN, "bid_price": FilterKind.RANGE}
 

@@ -136,7 +136,7 @@ class Router:
         """Rule ``covering`` (router/covering.py): a time filter that every row passes does
         not keep a rollup without a time dimension from answering."""
         tree = statement.tree
-        if not self.enabled or self.registry is None or statement.kind != "query" or not isinstance(tree, exp.Select):
+        if not self.enabled or self.registry is None or statement.kind == "explain" or not isinstance(tree, exp.Select):
             return None
         try:
             _, info = locate_table(tree, self._table_infos(), self._names or Names(self._stores()))
