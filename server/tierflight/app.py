@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config
+from tierflight.config import Config, TableConfig
 from tierflight.engine.catalog import ShadowCatalog
 from tierflight.engine.database import Database, quote_ident, table_view_sql, use_catalog
 from tierflight.engine.executor import Executor
@@ -40,14 +40,19 @@ class App:
         self.follower = follower
         self.database = Database(config)
         self.names = Names(config.tables, lambda: self.database.system_tables.keys())
-        # What catalog queries and the metadata calls see (engine.catalog).
-        self.catalog = ShadowCatalog(config.tables, lambda: self.database.system_tables, self.database.query_internal)
         self.stores: dict[str, TableStore] = {
             name: TableStore(config, table) for name, table in config.tables.items()
         }
+        # The tables' effective columns: the configured ones plus what ingest added
+        # (tiers.evolution); kept current by schema_changed.
+        self.tables: dict[str, TableConfig] = {name: store.table for name, store in self.stores.items()}
+        self.schema_listeners: list[Callable[[], None]] = []
+        # What catalog queries and the metadata calls see (engine.catalog).
+        self.catalog = ShadowCatalog(self.tables, lambda: self.database.system_tables, self.database.query_internal)
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._names_cache: LRU[str, tuple[str, ...]] = LRU(4096)
+        self._binder: duckdb.DuckDBPyConnection | None = None
         self.swap_lock = RWLock()
         self.ingest_service = IngestService(self)
         # A flush a crash interrupted changes the tiers: finish it before rollups are checked.
@@ -115,6 +120,17 @@ class App:
     def flush_all(self) -> None:
         self.ingest_service.flush_all()
 
+    def schema_changed(self, table: str) -> None:
+        """A table's columns changed (ingest evolved it; the caller holds the swap lock):
+        everything that knows a table's columns learns them again."""
+        self.tables[table] = self.stores[table].table
+        self._binder = None
+        self._names_cache = LRU(4096)
+        self.catalog.schema_changed()
+        self.router.schema_changed()
+        for listener in self.schema_listeners:
+            listener()
+
     def _column_names(self, sql: str) -> list[str]:
         """Output names of a statement as DuckDB gives them. Bound against empty views of the
         tables (same columns, no files), so a plan-cache miss does not pay for listing files;
@@ -123,13 +139,13 @@ class App:
         names = self._names_cache.get(sql)
         if names is not None:
             return list(names)
-        binder = getattr(self, "_binder", None)
+        binder = self._binder
         if binder is None:
             # Named like the server's database, so catalog-qualified names bind; no file
             # access (the statement is the client's; only its names are wanted).
             binder = duckdb.connect(":memory:", config={"enable_external_access": False})
             use_catalog(binder)
-            for table in self.config.tables.values():
+            for table in self.tables.values():
                 binder.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
             self._binder = binder
         cur = binder.cursor()

@@ -310,6 +310,14 @@ class RollupConfig:
     order: tuple[str, ...] = ()
 
 
+class Evolve(enum.StrEnum):
+    """How a table's schema may follow its producers' batches (tiers.evolution)."""
+
+    NONE = "none"  # a batch must have the table's columns and types
+    WIDEN = "widen"  # ... or widen a column's type (INTEGER -> BIGINT, FLOAT -> DOUBLE)
+    ADD_COLUMNS = "add_columns"  # ... or add new nullable columns (and widen)
+
+
 @dataclass(frozen=True)
 class TableConfig:
     name: str
@@ -325,6 +333,7 @@ class TableConfig:
     # DOUBLE columns whose values are decimals with at most this many digits after the point
     # (prices): ingest refuses other values, and rollups keep their sums exact.
     decimals: Mapping[str, int] = field(default_factory=dict)
+    evolve: Evolve = Evolve.NONE
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -598,6 +607,7 @@ _TABLE_KEYS = (
     "parquet_dictionary",
     "parquet_bloom_filter",
     "decimals",
+    "evolve",
 )
 
 
@@ -630,6 +640,7 @@ def _table(name: str, raw: Any, origins: Origins) -> TableConfig:
         parquet_dictionary=None if dictionary is None else _column_list(name, "parquet_dictionary", dictionary, cols_raw),
         parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
         decimals=_decimals(name, raw.get("decimals", {}), cols_raw),
+        evolve=Evolve(_enum(Evolve)(raw.get("evolve", Evolve.NONE.value), f"tables.{name}.evolve")),
     )
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import IngestConfig
+from tierflight.config import IngestConfig, TableConfig
 from tierflight.durable import write_json_atomic
 from tierflight.engine.names import Kind
 from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
@@ -37,6 +37,7 @@ from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupDelta
+from tierflight.tiers.evolution import arrow_schema, conform, plan_changes
 from tierflight.tiers.relocate import relative_name, resolve_name
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import day_dir_name
@@ -156,7 +157,7 @@ class IngestService:
                     s.status = "stale"
                     log.warning("rollup_behind_wal", rollup=s.group.name, holds=held(s), flushed=flushed)
             for seq, path in segments:
-                data = WriteAheadLog.read(path).cast(t.store.schema)
+                data = conform(WriteAheadLog.read(path), t.store.schema)
                 if seq > flushed:
                     t.store.hot.append(data, seq)
                     t.hot_bytes += data.nbytes
@@ -247,63 +248,126 @@ class IngestService:
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
         t = self.tables[table_name]
-        cfg = self.app.config
-        clean = validate_batch(
-            data, t.store.table, t.store.schema, cfg.tiers.current_time(), self.settings.max_past, self.settings.max_future
-        )
+        changes = plan_changes(data.schema, t.store.table)
+        if changes:
+            # The schema changes with the batch: validated and applied under the table's lock,
+            # so no other batch of the table evolves it in between.
+            with t.lock:
+                clean, seq, timings = self._evolve_and_append(t, data, started)
+            return self._appended(t, table_name, clean, seq, started, timings)
+        clean = self._validate(data, t.store.table, t.store.schema)
         if clean.num_rows == 0:
             return 0
         validated = time.perf_counter()
         with t.lock:
-            locked = time.perf_counter()
-            # The WAL write (I/O, fsync) and the batch's rollup states (DuckDB) both release
-            # the GIL: they run side by side. The states are computed outside the swap lock
-            # (statements go on) and applied with the hot rows in one step under it, so a
-            # statement sees the batch in both or in neither; the ack follows, so the next
-            # statement gets routed answers that include it.
-            durable = self._wal_writer.submit(t.wal.append, clean)
-            failure = ""
-            try:
-                delta: RollupDelta | None = self.app.rollups.compute_delta(table_name, clean)
-            except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
-                delta, failure = None, repr(exc)
-            seq = durable.result()  # raises if the batch could not be made durable: no ack
-            computed = time.perf_counter()
+            seq, timings = self._append_locked(t, table_name, clean, started, validated)
+        return self._appended(t, table_name, clean, seq, started, timings)
+
+    def _validate(self, data: pa.Table, table: TableConfig, schema: pa.Schema) -> pa.Table:
+        now = self.app.config.tiers.current_time()
+        return validate_batch(data, table, schema, now, self.settings.max_past, self.settings.max_future)
+
+    def _evolve_and_append(self, t: TableIngest, data: pa.Table, started: float) -> tuple[pa.Table, int, dict[str, float]]:
+        """Apply a batch's schema changes, then append it (the caller holds the table's lock).
+
+        The whole batch is validated against the evolved schema first: a batch refused for
+        any reason changes nothing. The change is recorded durably (tiers.evolution) before
+        the batch reaches the WAL, so a replay after a crash reads the batch under a schema
+        that has its columns; a crash between the two leaves the columns added and empty.
+        """
+        store = t.store
+        name = store.table.name
+        changes = plan_changes(data.schema, store.table)  # again: another batch may have evolved it
+        prospective = store.registry.with_changes(changes).effective(store.base) if changes else store.table
+        clean = self._validate(data, prospective, arrow_schema(prospective))
+        if changes:
+            evolved = store.evolve(changes)
+            # content_lock before the swap lock, as a batch's commit takes them.
+            with self.app.rollups.content_lock, self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                store.apply_schema(evolved)
+                if any(not c.added for c in changes):
+                    self.app.rollups.widen(name)
+                self.app.schema_changed(name)
+                self.app.router.invalidate()
+            log.info("schema_evolved", table=name, version=store.registry.version, changes=[c.describe() for c in changes])
+        if clean.num_rows == 0:
+            return clean, 0, {}
+        seq, timings = self._append_locked(t, name, clean, started, started)
+        return clean, seq, timings
+
+    def _append_locked(
+        self, t: TableIngest, table_name: str, clean: pa.Table, started: float, validated: float
+    ) -> tuple[int, dict[str, float]]:
+        """WAL, rollup states and hot tail for a validated batch (the caller holds t.lock)."""
+        locked = time.perf_counter()
+        # The WAL write (I/O, fsync) and the batch's rollup states (DuckDB) both release
+        # the GIL: they run side by side. The states are computed outside the swap lock
+        # (statements go on) and applied with the hot rows in one step under it, so a
+        # statement sees the batch in both or in neither; the ack follows, so the next
+        # statement gets routed answers that include it.
+        durable = self._wal_writer.submit(t.wal.append, clean)
+        failure = ""
+        try:
+            delta: RollupDelta | None = self.app.rollups.compute_delta(table_name, clean)
+        except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
+            delta, failure = None, repr(exc)
+        seq = durable.result()  # raises if the batch could not be made durable: no ack
+        computed = time.perf_counter()
+        if delta is not None:
+            delta = dataclasses.replace(delta, through=seq)
+        # content_lock before the swap lock: a snapshot compacting a rollup holds it,
+        # and statements must not queue behind an ingest that waits for it. The states
+        # are inserted before the swap lock, in a transaction statements cannot see, and
+        # committed under it together with the hot rows.
+        with self.app.rollups.content_lock:
+            staged = None
             if delta is not None:
-                delta = dataclasses.replace(delta, through=seq)
-            # content_lock before the swap lock: a snapshot compacting a rollup holds it,
-            # and statements must not queue behind an ingest that waits for it. The states
-            # are inserted before the swap lock, in a transaction statements cannot see, and
-            # committed under it together with the hot rows.
-            with self.app.rollups.content_lock:
-                staged = None
-                if delta is not None:
-                    try:
-                        staged = self.app.rollups.stage_delta(delta)
-                    except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
-                        failure = repr(exc)
-                staged_at = time.perf_counter()
-                with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
-                    holding = time.perf_counter()
-                    try:
-                        t.store.hot.append(clean, seq)
-                    except BaseException:
-                        if staged is not None:
-                            staged.rollback()  # no open transaction left behind the failure
-                        raise
+                try:
+                    staged = self.app.rollups.stage_delta(delta)
+                except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
+                    failure = repr(exc)
+            staged_at = time.perf_counter()
+            with self.app.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                holding = time.perf_counter()
+                try:
+                    t.store.hot.append(clean, seq)
+                except BaseException:
                     if staged is not None:
-                        try:
-                            staged.commit()
-                        except Exception as exc:  # noqa: BLE001 - as above: answered raw until rebuilt
-                            staged, failure = None, repr(exc)
-                    if staged is None:
-                        self.app.rollups.skip_delta(table_name, clean.num_rows, failure)
-                    self.app.router.invalidate()
-                    released = time.perf_counter()
-            applied = time.perf_counter()
-            t.hot_bytes += clean.nbytes
-            if t.oldest_unflushed is None:
-                t.oldest_unflushed = time.monotonic()
+                        staged.rollback()  # no open transaction left behind the failure
+                    raise
+                if staged is not None:
+                    try:
+                        staged.commit()
+                    except Exception as exc:  # noqa: BLE001 - as above: answered raw until rebuilt
+                        staged, failure = None, repr(exc)
+                if staged is None:
+                    self.app.rollups.skip_delta(table_name, clean.num_rows, failure)
+                self.app.router.invalidate()
+                released = time.perf_counter()
+        applied = time.perf_counter()
+        t.hot_bytes += clean.nbytes
+        if t.oldest_unflushed is None:
+            t.oldest_unflushed = time.monotonic()
+        timings = {
+            "validate_ms": validated - started,
+            "lock_wait_ms": locked - validated,
+            "wal_and_states_ms": computed - locked,
+            "apply_ms": applied - computed,
+            # Of apply: inserting the states (statements go on), waiting for the swap lock,
+            # and holding it (statements wait).
+            "stage_ms": staged_at - computed,
+            "swap_wait_ms": holding - staged_at,
+            "swap_hold_ms": released - holding,
+        }
+        return seq, timings
+
+    def _appended(
+        self, t: TableIngest, table_name: str, clean: pa.Table, seq: int, started: float, timings: dict[str, float]
+    ) -> int:
+        """After the table's lock: compaction, metrics, the log line, a due flush."""
+        if clean.num_rows == 0:
+            return 0
+        applied = time.perf_counter()
         # Outside the table's lock: the next batch's WAL write and states go on meanwhile.
         compacted = self.app.rollups.compact_grown(table_name)
         self.rows_total += clean.num_rows
@@ -318,15 +382,7 @@ class IngestService:
             rows=clean.num_rows,
             seq=seq,
             ms=round((done - started) * 1000, 1),
-            validate_ms=round((validated - started) * 1000, 1),
-            lock_wait_ms=round((locked - validated) * 1000, 1),
-            wal_and_states_ms=round((computed - locked) * 1000, 1),
-            apply_ms=round((applied - computed) * 1000, 1),
-            # Of apply: inserting the states (statements go on), waiting for the swap lock,
-            # and holding it (statements wait).
-            stage_ms=round((staged_at - computed) * 1000, 1),
-            swap_wait_ms=round((holding - staged_at) * 1000, 1),
-            swap_hold_ms=round((released - holding) * 1000, 1),
+            **{k: round(v * 1000, 1) for k, v in timings.items()},
             compact_ms=round((done - applied) * 1000, 1),
             compacted=compacted or None,
         )
@@ -388,7 +444,7 @@ class IngestService:
         for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
             day = days[start].astype(object)
             # The declared nullability ("required" in Iceberg).
-            rows = data.slice(start, stop - start).cast(store.schema)
+            rows = conform(data.slice(start, stop - start), store.schema)
             name = f"part-wal-{through:012d}-{uuid.uuid4().hex[:8]}.parquet"
             if until is not None and day < until:
                 # A late row for a day already in Iceberg goes to Iceberg (registered at publish).

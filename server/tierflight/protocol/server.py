@@ -50,7 +50,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.executor = app.executor
         self.prepared = PreparedStatements()
         self.metadata = Metadata(app)
-        self.parameter_types = ParameterTyper(app.config.tables, app.names)
+        self.parameter_types = ParameterTyper(app.tables, app.names)
+        app.schema_listeners.append(self.parameter_types.schema_changed)
         self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,

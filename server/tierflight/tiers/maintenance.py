@@ -45,9 +45,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from tierflight.errors import StorageUnavailable
 from tierflight.log import get_logger
+from tierflight.tiers.evolution import conform
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import COMPACTION_JOURNAL, day_dir_name, inspect_file
@@ -221,7 +223,9 @@ def _merge(store: TableStore, day_dir: str, files: list[str]) -> pa.Table | None
     parts = []
     for f in files:
         try:
-            parts.append(objects.read_parquet(f, names).select(names).cast(store.schema))
+            # A file written before the table evolved lacks its new columns: read as NULL.
+            present = [n for n in names if n in pq.read_schema(f, filesystem=objects.fs).names]
+            parts.append(conform(objects.read_parquet(f, present).select(present), store.schema))
         except StorageUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a corrupt page: the footer was fine, the data is not
