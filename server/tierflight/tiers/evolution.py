@@ -108,6 +108,11 @@ class SchemaRegistry:
     widened: tuple[tuple[str, str], ...] = ()  # (column, type), the newest type last
     history: tuple[dict[str, Any], ...] = ()  # {"version": n, "change": "..."}
 
+    @property
+    def columns(self) -> frozenset[str]:
+        """The columns ingest added or widened: older files may lack them or store them narrower."""
+        return frozenset([*(c.name for c in self.added), *(name for name, _ in self.widened)])
+
     @classmethod
     def load(cls, root: Path) -> SchemaRegistry:
         try:

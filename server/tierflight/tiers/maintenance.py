@@ -151,7 +151,7 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
             recover_compaction(store, path)
             for info in warm.live(path):
                 src = info.path
-                n, problem = inspect_file(src, store.schema, warm.objects.fs)
+                n, problem = inspect_file(src, store.schema, warm.objects.fs, store.registry.columns)
                 if problem:
                     raise StorageUnavailable(f"cannot demote {store.table.name} {day_dir_name(day)}: {problem}")
                 sources.append((day, src))
@@ -215,7 +215,7 @@ def _merge(store: TableStore, day_dir: str, files: list[str]) -> pa.Table | None
     partition = day_dir.rpartition("/")[2]
     expected = 0
     for f in files:
-        n, problem = inspect_file(f, store.schema, objects.fs)
+        n, problem = inspect_file(f, store.schema, objects.fs, store.registry.columns)
         if problem:
             log.warning("compact_skipped", table=store.table.name, partition=partition, problem=problem)
             return None

@@ -93,6 +93,7 @@ class TableStore:
             catalog = None  # connect again on the next refresh
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
         self.cold.evolved = self.registry.version > 0
+        self.warm.evolved = self.registry.columns
         self.hot = HotTail(table, self.schema)
         # Oldest first: the order of system.partitions and of a table's UNION ALL.
         self.tiers: tuple[Tier[Any], ...] = (self.cold, self.warm, self.hot)
@@ -115,6 +116,7 @@ class TableStore:
         schema = arrow_schema(table)
         self.table, self.schema = table, schema
         self.warm.schema = schema
+        self.warm.evolved = self.registry.columns
         self.cold.arrow_schema = schema
         self.cold.evolved = True
         self.hot.apply_schema(table, schema)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,25 +76,26 @@ def day_dir_name(day: dt.date) -> str:
     return f"{DAY_KEY}={day.isoformat()}"
 
 
-def _same_type(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if actual == expected or stored_widens(actual, expected):
+def _same_type(actual: pa.DataType, expected: pa.DataType, evolved: bool = False) -> bool:
+    if actual == expected or (evolved and stored_widens(actual, expected)):
         return True
     strings = (pa.string(), pa.large_string(), pa.string_view())
     return actual in strings and expected in strings
 
 
-def schema_problem(actual: pa.Schema, expected: pa.Schema) -> str | None:
+def schema_problem(actual: pa.Schema, expected: pa.Schema, evolved: Collection[str] = ()) -> str | None:
     """Why a file's columns are not the table's (None when they are). A file written before
-    the table's schema evolved may lack a nullable column or store a narrower type
-    (tiers.evolution): it is read with NULLs there, or cast."""
+    the table's schema evolved may lack a column ingest added or store a column ingest
+    widened in its narrower type (``evolved``, tiers.evolution): it is read with NULLs
+    there, or cast. Any other missing column or other type is damage."""
     names = set(actual.names)
-    missing = [f.name for f in expected if f.name not in names and not f.nullable]
+    missing = [f.name for f in expected if f.name not in names and f.name not in evolved]
     if missing:
         return f"missing column(s) {', '.join(missing)}"
     wrong = [
         f"{f.name} is {actual.field(f.name).type}, expected {f.type}"
         for f in expected
-        if f.name in names and not _same_type(actual.field(f.name).type, f.type)
+        if f.name in names and not _same_type(actual.field(f.name).type, f.type, f.name in evolved)
     ]
     if wrong:
         return "wrong column type(s): " + "; ".join(wrong)
@@ -117,17 +118,21 @@ def read_footer(path: Path | str, filesystem: Any = None) -> tuple[int, pa.Schem
         return 0, None, f"cannot read Parquet file {path}: {detail}"
 
 
-def file_problem(path: Path | str, actual: pa.Schema | None, error: str | None, expected: pa.Schema | None) -> str | None:
+def file_problem(
+    path: Path | str, actual: pa.Schema | None, error: str | None, expected: pa.Schema | None, evolved: Collection[str] = ()
+) -> str | None:
     if error or actual is None or expected is None:
         return error
-    problem = schema_problem(actual, expected)
+    problem = schema_problem(actual, expected, evolved)
     return f"Parquet file {path} does not have the table's schema: {problem}" if problem else None
 
 
-def inspect_file(path: Path | str, expected: pa.Schema | None, filesystem: Any = None) -> tuple[int, str | None]:
+def inspect_file(
+    path: Path | str, expected: pa.Schema | None, filesystem: Any = None, evolved: Collection[str] = ()
+) -> tuple[int, str | None]:
     """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
     rows, actual, error = read_footer(path, filesystem)
-    problem = file_problem(path, actual, error, expected)
+    problem = file_problem(path, actual, error, expected, evolved)
     return (0, problem) if problem else (rows, None)
 
 
@@ -249,6 +254,9 @@ class WarmTier(Tier[WarmListing]):
         self.root = storage.root
         self.table_name = table_name
         self.schema = schema
+        # Columns ingest added or widened (tiers.evolution): older files may lack them or
+        # store them narrower.
+        self.evolved: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         # file path -> (mtime_ns, size, rows, footer schema, read error): whether the schema
         # is the table's is decided when asked (the table's schema may evolve).
@@ -326,10 +334,10 @@ class WarmTier(Tier[WarmListing]):
         with self._lock:
             cached = self._cache.get(info.path)
         if cached and cached[0] == mtime and cached[1] == size:
-            problem = file_problem(info.path, cached[3], cached[4], self.schema)
+            problem = file_problem(info.path, cached[3], cached[4], self.schema, self.evolved)
             return (0, problem) if problem else (cached[2], None)
         rows, actual, error = read_footer(info.path, self.objects.fs)
-        problem = file_problem(info.path, actual, error, self.schema)
+        problem = file_problem(info.path, actual, error, self.schema, self.evolved)
         if problem:
             log.warning("warm_file_unreadable", table=self.table_name, file=self.objects.uri(info.path), problem=problem)
         with self._lock:
@@ -341,7 +349,7 @@ class WarmTier(Tier[WarmListing]):
         path = Objects.path(location)
         with self._lock:
             cached = self._cache.get(path)
-        return file_problem(path, cached[3], cached[4], self.schema) if cached else None
+        return file_problem(path, cached[3], cached[4], self.schema, self.evolved) if cached else None
 
     def file_schema(self, location: str) -> pa.Schema | None:
         """The columns a listed file stores (None: unknown, or it cannot be served)."""
