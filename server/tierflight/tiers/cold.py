@@ -437,18 +437,20 @@ class ColdTier(Tier[ColdState]):
             out.append((f, schema))
         return out
 
-    def relation_of(self, files: Sequence[str]) -> Relation | None:
-        """SQL over data files: local ones by path, S3 ones through a registered dataset."""
+    def relation_of(self, files: Sequence[str], schema: pa.Schema | None = None) -> Relation | None:
+        """SQL over data files: local ones by path, S3 ones through a registered dataset;
+        in ``schema``'s columns (default: the table's; time travel: a snapshot's)."""
         if not files:
             return None
+        schema = schema or self.arrow_schema
         if any(is_s3_uri(f) for f in files):
             # A dataset with the table's schema reads older files with NULLs and casts itself.
-            sql, reg = self.settings.s3.registration(files, self.arrow_schema)
+            sql, reg = self.settings.s3.registration(files, schema)
             return Relation(sql, (reg,))
         if not self.evolved:
             listing = ", ".join(quote_literal(f) for f in files)
             return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
-        return parquet_relation(self._with_schemas(files), self.arrow_schema, "", None)
+        return parquet_relation(self._with_schemas(files), schema, "", None)
 
     def sync_schema(self, table: Any) -> Any:
         """Make the Iceberg table's schema the table's (columns added, types widened by
