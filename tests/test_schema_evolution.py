@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import adbc_driver_flightsql.dbapi as fsql
 import duckdb
@@ -286,3 +287,78 @@ def test_registry_effective_schema() -> None:
         ("x", "VARCHAR", True),
     ]
     assert plan_changes(wide, dataclasses.replace(base, evolve=Evolve.NONE)) == []
+
+
+def _cli(data_dir: Path, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from conftest import CONFIG, TEST_NOW
+    from tierflight.cli import app
+    from tierflight.datadir import unlock_data_dir
+
+    env = {"TIERFLIGHT_TIERS__NOW": TEST_NOW.isoformat(), "TIERFLIGHT_TABLES__EVENTS__EVOLVE": "add_columns"}
+    try:
+        return CliRunner().invoke(app, ["--config", str(CONFIG), "--data-dir", str(data_dir), *args], env=env)
+    finally:
+        unlock_data_dir(data_dir)
+
+
+def test_rename_column_keeps_old_files_readable(tmp_path: Path) -> None:
+    """`tables alter ... rename column` offline: files, Iceberg and WAL segments written under
+    the old name read under the new one, through a restart, a demotion and a compaction."""
+    from tierflight.tiers.maintenance import compact_warm, demote
+    from tierflight.tiers.store import TableStore
+
+    load_demo(make_config(tmp_path), 1_000, dt.date(2024, 9, 20), 30, 5)
+    running = start_in_process(make_config(tmp_path, **EVOLVE))
+    oracle = Oracle(_query(running.uri, "SELECT * EXCLUDE (day, week, hour, minute) FROM events"))
+    for start, seed in ((dt.datetime(2024, 9, 26, 5), 1), (dt.datetime(2024, 11, 20, 5), 2), (dt.datetime(2024, 12, 30, 5), 3)):
+        batch = _new_rows(30, start, seed=seed)
+        _ingest(running.uri, batch)
+        oracle.add(batch)
+    running.app.ingest_service.flush("events")
+    late = _new_rows(10, dt.datetime(2024, 12, 30, 9), seed=4)  # stays in the WAL
+    _ingest(running.uri, late)
+    oracle.add(late)
+    running.server.shutdown()
+    running.app.ingest_service.stop()  # no flush: the WAL keeps the last batch
+
+    refused = _cli(tmp_path, "tables", "alter", "events", "rename", "column", "advertiser_id", "to", "adv")
+    assert refused.exit_code == 2 and "rollup" in refused.output
+    assert _cli(tmp_path, "tables", "alter", "events", "rename", "column", "ts", "to", "t").exit_code == 2
+    assert _cli(tmp_path, "tables", "alter", "events", "rename", "column", "score", "to", "Country").exit_code == 2
+    assert _cli(tmp_path, "tables", "alter", "events", "drop", "column", "score").exit_code == 2
+    done = _cli(tmp_path, "tables", "alter", "events", "rename", "column", "campaign", "to", "campaign_name")
+    assert done.exit_code == 0, done.output
+    again = _cli(tmp_path, "tables", "alter", "events", "rename", "column", "score", "to", "campaign")
+    assert again.exit_code == 2 and "before" in again.output
+
+    oracle.parts = [p.rename_columns(["campaign_name" if n == "campaign" else n for n in p.column_names]) for p in oracle.parts]
+    renamed = [q.replace("campaign", "campaign_name") for q in QUERIES]
+    restarted = start_in_process(make_config(tmp_path, **EVOLVE))
+    try:
+        uri = restarted.uri
+        fields = {f.name for f in restarted.app.stores["events"].cold.table().schema().fields}
+        assert "campaign_name" in fields and "campaign" not in fields
+        with pytest.raises(Exception, match="campaign"):
+            _ingest(uri, _new_rows(5, dt.datetime(2024, 12, 30, 11), seed=9))  # the former name
+        batch = _new_rows(10, dt.datetime(2024, 12, 30, 12), seed=5)
+        batch = batch.rename_columns(["campaign_name" if n == "campaign" else n for n in batch.column_names])
+        _ingest(uri, batch)
+        oracle.add(batch)
+
+        def check(stage: str) -> None:
+            for sql in renamed:
+                assert_same(_query(uri, sql), oracle.query(sql), f"[{stage}] {sql}")
+
+        check("renamed")
+        restarted.app.ingest_service.flush("events")
+        later = make_config(tmp_path, **{**EVOLVE, "tiers.now": dt.datetime(2025, 3, 1)})
+        demote(TableStore(later, later.table("events")), settle=0)
+        restarted.app.stores["events"].refresh_if_changed()
+        check("demoted")
+        assert compact_warm(restarted.app.stores["events"], settle=0).partitions >= 1
+        check("compacted")
+    finally:
+        restarted.server.shutdown()
+        restarted.app.close()

@@ -157,7 +157,7 @@ class IngestService:
                     s.status = "stale"
                     log.warning("rollup_behind_wal", rollup=s.group.name, holds=held(s), flushed=flushed)
             for seq, path in segments:
-                data = conform(WriteAheadLog.read(path), t.store.schema)
+                data = conform(WriteAheadLog.read(path), t.store.schema, t.store.registry.aliases())
                 if seq > flushed:
                     t.store.hot.append(data, seq)
                     t.hot_bytes += data.nbytes
@@ -248,7 +248,7 @@ class IngestService:
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
         t = self.tables[table_name]
-        changes = plan_changes(data.schema, t.store.table)
+        changes = plan_changes(data.schema, t.store.table, t.store.registry.former_names)
         if changes:
             # The schema changes with the batch: validated and applied under the table's lock,
             # so no other batch of the table evolves it in between.
@@ -277,7 +277,7 @@ class IngestService:
         """
         store = t.store
         name = store.table.name
-        changes = plan_changes(data.schema, store.table)  # again: another batch may have evolved it
+        changes = plan_changes(data.schema, store.table, store.registry.former_names)  # again: another batch may have evolved it
         prospective = store.registry.with_changes(changes).effective(store.base) if changes else store.table
         clean = self._validate(data, prospective, arrow_schema(prospective))
         if changes:

@@ -207,6 +207,7 @@ class ColdTier(Tier[ColdState]):
         # Whether the table's schema evolved (tiers.evolution): files may then store fewer
         # columns or narrower types, and are read by the columns their footers name.
         self.evolved = False
+        self.aliases: dict[str, tuple[str, ...]] = {}  # renamed columns: their former names
         self._footers: LRU[str, pa.Schema] = LRU(65536)
 
     @property
@@ -414,7 +415,7 @@ class ColdTier(Tier[ColdState]):
         files = self.files(time_range, state)
         if not files or key in self.arrow_schema.names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
             return None
-        return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as)
+        return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
 
     def _with_schemas(self, files: Sequence[str]) -> list[tuple[str, pa.Schema | None]]:
         """Each local file with the columns it stores, once the table's schema evolved (a
@@ -450,12 +451,28 @@ class ColdTier(Tier[ColdState]):
         if not self.evolved:
             listing = ", ".join(quote_literal(f) for f in files)
             return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
-        return parquet_relation(self._with_schemas(files), schema, "", None)
+        return parquet_relation(self._with_schemas(files), schema, "", None, self.aliases)
 
     def sync_schema(self, table: Any) -> Any:
         """Make the Iceberg table's schema the table's (columns added, types widened by
         ingest, tiers.evolution) before files that store them are registered. Returns the
         table as committed."""
+        renames = [
+            (old, f.name)
+            for f in self.arrow_schema
+            if f.name not in {c.name for c in table.schema().fields}
+            for old in self.aliases.get(f.name, ())[:1]
+            if old in {c.name for c in table.schema().fields}
+        ]
+        if renames:
+            try:
+                with table.update_schema() as update:
+                    for old, new in renames:
+                        update.rename_column(old, new)  # same field id: older files stay its data
+            except Exception as exc:  # noqa: BLE001 - any commit failure is reported with the table
+                raise self._unavailable("rename columns of", exc) from None
+            table = self.catalog.load_table(self.identifier)
+            log.info("cold_columns_renamed", table=self.table_name, renamed=renames)
         current = table.schema()
         names = {f.name: f for f in current.fields}
         added = [f for f in self.arrow_schema if f.name not in names]

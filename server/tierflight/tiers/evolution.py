@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,14 +104,50 @@ class SchemaRegistry:
     """The evolved part of one table's schema, as stored in ``<table>/schema.json``."""
 
     version: int = 0
+    # Added and widened columns under the name they had first (a configured name, or the
+    # name a batch added them under); renames apply after, in order.
     added: tuple[ColumnConfig, ...] = ()
     widened: tuple[tuple[str, str], ...] = ()  # (column, type), the newest type last
+    renamed: tuple[tuple[str, str], ...] = ()  # (old, new), oldest first
     history: tuple[dict[str, Any], ...] = ()  # {"version": n, "change": "..."}
 
     @property
     def columns(self) -> frozenset[str]:
-        """The columns ingest added or widened: older files may lack them or store them narrower."""
-        return frozenset([*(c.name for c in self.added), *(name for name, _ in self.widened)])
+        """The columns ingest added or widened, by their current names: older files may lack
+        them or store them narrower."""
+        return frozenset(self.current(n) for n in [*(c.name for c in self.added), *(name for name, _ in self.widened)])
+
+    def current(self, name: str) -> str:
+        """A column's current name, from the name it had first."""
+        for old, new in self.renamed:
+            if old == name:
+                name = new
+        return name
+
+    def original(self, name: str) -> str:
+        """A column's first name, from its current one."""
+        for old, new in reversed(self.renamed):
+            if new == name:
+                name = old
+        return name
+
+    @property
+    def former_names(self) -> frozenset[str]:
+        return frozenset(old for old, _ in self.renamed)
+
+    def aliases(self) -> dict[str, tuple[str, ...]]:
+        """Current column name -> the names files written earlier store it under, newest first."""
+        out: dict[str, tuple[str, ...]] = {}
+        for old, new in self.renamed:
+            out[new] = (old, *out.pop(old, ()))
+        return out
+
+    def with_rename(self, old: str, new: str) -> SchemaRegistry:
+        version = self.version + 1
+        entry = {"version": version, "change": f"rename column {old} to {new}"}
+        return dataclasses.replace(
+            self, version=version, renamed=(*self.renamed, (old, new)), history=(*self.history, entry)
+        )
 
     @classmethod
     def load(cls, root: Path) -> SchemaRegistry:
@@ -123,6 +159,7 @@ class SchemaRegistry:
             int(raw["version"]),
             tuple(ColumnConfig(str(c["name"]), str(c["type"]), True) for c in raw.get("added", ())),
             tuple((str(k), str(v)) for k, v in raw.get("widened", ())),
+            tuple((str(k), str(v)) for k, v in raw.get("renamed", ())),
             tuple(raw.get("history", ())),
         )
 
@@ -134,6 +171,7 @@ class SchemaRegistry:
                 "version": self.version,
                 "added": [{"name": c.name, "type": c.type} for c in self.added],
                 "widened": [list(w) for w in self.widened],
+                "renamed": [list(r) for r in self.renamed],
                 "history": list(self.history),
             },
         )
@@ -143,14 +181,15 @@ class SchemaRegistry:
         added = list(self.added)
         widened = list(self.widened)
         for c in changes:
+            first = self.original(c.column)
             if c.added:
                 added.append(ColumnConfig(c.column, c.type, True))
-            elif any(a.name == c.column for a in added):
-                added = [ColumnConfig(a.name, c.type, True) if a.name == c.column else a for a in added]
+            elif any(a.name == first for a in added):
+                added = [ColumnConfig(a.name, c.type, True) if a.name == first else a for a in added]
             else:
-                widened.append((c.column, c.type))
+                widened.append((first, c.type))
         entry = {"version": version, "change": "; ".join(c.describe() for c in changes)}
-        return SchemaRegistry(version, tuple(added), tuple(widened), (*self.history, entry))
+        return SchemaRegistry(version, tuple(added), tuple(widened), self.renamed, (*self.history, entry))
 
     def effective(self, base: TableConfig) -> TableConfig:
         """The configured table with the recorded columns added and types widened."""
@@ -160,6 +199,7 @@ class SchemaRegistry:
         columns = [dataclasses.replace(c, type=types.get(c.name, c.type)) for c in base.columns]
         known = {c.name for c in columns}
         columns += [c for c in self.added if c.name not in known]
+        columns = [dataclasses.replace(c, name=self.current(c.name)) for c in columns]
         return dataclasses.replace(base, columns=tuple(columns))
 
 
@@ -176,11 +216,12 @@ def arrow_schema(table: TableConfig) -> pa.Schema:
     return pa.schema(fields)
 
 
-def plan_changes(data_schema: pa.Schema, table: TableConfig) -> list[Change]:
+def plan_changes(data_schema: pa.Schema, table: TableConfig, former: Collection[str] = ()) -> list[Change]:
     """The changes a batch of ``data_schema`` makes to ``table``, or raise naming the column.
 
     Only what evolution decides is checked here (new columns, wider types); everything else
     (values, nulls, lossless conversions) is ingest validation's, on the evolved schema.
+    ``former``: names columns had before a rename, which no new column may take.
     """
     if table.evolve is Evolve.NONE:
         return []
@@ -195,6 +236,11 @@ def plan_changes(data_schema: pa.Schema, table: TableConfig) -> list[Change]:
                 raise InvalidArgument(
                     f"ingest into {table.name}: new column {f.name} differs only in case from an existing column "
                     "or names a derived column; nothing was written"
+                )
+            if f.name in former:
+                raise InvalidArgument(
+                    f"ingest into {table.name}: new column {f.name} was renamed before (older files store it under "
+                    "that name); use another name; nothing was written"
                 )
             kind = new_column_type(f.type)
             if kind is None:
@@ -212,30 +258,45 @@ def plan_changes(data_schema: pa.Schema, table: TableConfig) -> list[Change]:
     return changes
 
 
-def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+def conform(data: pa.Table, schema: pa.Schema, aliases: Mapping[str, Sequence[str]] | None = None) -> pa.Table:
     """``data`` (rows stored under an older schema) in ``schema``: missing columns NULL,
-    narrower types cast (widenings only, so the cast is lossless)."""
+    narrower types cast (widenings only, so the cast is lossless), columns stored under a
+    name they had before a rename taken from there."""
     if data.schema.equals(schema, check_metadata=False):
         return data
     names = set(data.column_names)
-    columns = [
-        data[f.name].cast(f.type) if f.name in names else pa.nulls(data.num_rows, f.type)
-        for f in schema
-    ]
+    columns = []
+    for f in schema:
+        stored = stored_name(f.name, names, aliases or {})
+        columns.append(data[stored].cast(f.type) if stored is not None else pa.nulls(data.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def select_list(file_schema: pa.Schema | None, table_schema: pa.Schema) -> str:
+def stored_name(name: str, file_names: Collection[str], aliases: Mapping[str, Sequence[str]]) -> str | None:
+    """The name a file stores a table column under: its own, or one it had before a rename."""
+    for candidate in (name, *aliases.get(name, ())):
+        if candidate in file_names:
+            return candidate
+    return None
+
+
+def select_list(
+    file_schema: pa.Schema | None, table_schema: pa.Schema, aliases: Mapping[str, Sequence[str]] | None = None
+) -> str:
     """The SELECT list reading a file of ``file_schema`` as the table's columns: a column the
-    file lacks is a typed NULL, a narrower stored type is cast. None: the file's schema is
-    unknown (a file that cannot be served), read by name as it is."""
+    file lacks is a typed NULL, a narrower stored type is cast, a column stored under a name
+    it had before a rename is read by that name. None: the file's schema is unknown (a file
+    that cannot be served), read by name as it is."""
     out = []
     for f in table_schema:
         name = quote_ident(f.name)
-        if file_schema is None or (f.name in file_schema.names and file_schema.field(f.name).type == f.type):
+        stored = None if file_schema is None else stored_name(f.name, file_schema.names, aliases or {})
+        if file_schema is None or (stored == f.name and file_schema.field(f.name).type == f.type):
             out.append(name)
-        elif f.name in file_schema.names:
-            out.append(f"CAST({name} AS {ARROW_TO_DUCK.get(f.type, 'VARCHAR')}) AS {name}")
+        elif stored is not None:
+            cast = file_schema.field(stored).type != f.type
+            value = f"CAST({quote_ident(stored)} AS {ARROW_TO_DUCK.get(f.type, 'VARCHAR')})" if cast else quote_ident(stored)
+            out.append(f"{value} AS {name}")
         else:
             out.append(f"CAST(NULL AS {ARROW_TO_DUCK.get(f.type, 'VARCHAR')}) AS {name}")
     return ", ".join(out)
@@ -260,7 +321,11 @@ def stored_widens(stored: pa.DataType, table: pa.DataType) -> bool:
 
 
 def parquet_relation(
-    files: Sequence[tuple[str, pa.Schema | None]], schema: pa.Schema, day_key: str, day_as: str | None
+    files: Sequence[tuple[str, pa.Schema | None]],
+    schema: pa.Schema,
+    day_key: str,
+    day_as: str | None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> Relation:
     """SQL over local Parquet files in the table's columns and order, one ``read_parquet``
     per stored schema (one, unless the table evolved). With ``day_as``: each row's date as
@@ -270,7 +335,7 @@ def parquet_relation(
     parts = []
     for paths, stored in group_by_schema(files):
         listing = ", ".join(quote_literal(p) for p in paths)
-        cols = select_list(stored, schema)
+        cols = select_list(stored, schema, aliases)
         if with_day:
             parts.append(
                 f"SELECT {cols}, {quote_ident(day_key)} AS {quote_ident(str(day_as))} FROM read_parquet([{listing}], "

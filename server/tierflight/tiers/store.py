@@ -94,6 +94,7 @@ class TableStore:
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
         self.cold.evolved = self.registry.version > 0
         self.warm.evolved = self.registry.columns
+        self.warm.aliases = self.cold.aliases = self.registry.aliases()
         self.hot = HotTail(table, self.schema)
         # Oldest first: the order of system.partitions and of a table's UNION ALL.
         self.tiers: tuple[Tier[Any], ...] = (self.cold, self.warm, self.hot)
@@ -117,6 +118,7 @@ class TableStore:
         self.table, self.schema = table, schema
         self.warm.schema = schema
         self.warm.evolved = self.registry.columns
+        self.warm.aliases = self.cold.aliases = self.registry.aliases()
         self.cold.arrow_schema = schema
         self.cold.evolved = True
         self.hot.apply_schema(table, schema)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tierflight.errors import ConfigError, StorageUnavailable
 from tierflight.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
-from tierflight.tiers.evolution import parquet_relation, stored_widens
+from tierflight.tiers.evolution import parquet_relation, stored_name, stored_widens
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.s3 import S3Settings
 from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
@@ -83,11 +83,20 @@ def _same_type(actual: pa.DataType, expected: pa.DataType, evolved: bool = False
     return actual in strings and expected in strings
 
 
-def schema_problem(actual: pa.Schema, expected: pa.Schema, evolved: Collection[str] = ()) -> str | None:
+def schema_problem(
+    actual: pa.Schema,
+    expected: pa.Schema,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
     """Why a file's columns are not the table's (None when they are). A file written before
     the table's schema evolved may lack a column ingest added or store a column ingest
     widened in its narrower type (``evolved``, tiers.evolution): it is read with NULLs
     there, or cast. Any other missing column or other type is damage."""
+    if aliases:
+        # A column renamed since the file was written is checked under the name it stores.
+        renamed = {stored_name(f.name, actual.names, aliases) or f.name: f.name for f in expected}
+        actual = pa.schema([f.with_name(renamed.get(f.name, f.name)) for f in actual if f.name in renamed])
     names = set(actual.names)
     missing = [f.name for f in expected if f.name not in names and f.name not in evolved]
     if missing:
@@ -119,20 +128,29 @@ def read_footer(path: Path | str, filesystem: Any = None) -> tuple[int, pa.Schem
 
 
 def file_problem(
-    path: Path | str, actual: pa.Schema | None, error: str | None, expected: pa.Schema | None, evolved: Collection[str] = ()
+    path: Path | str,
+    actual: pa.Schema | None,
+    error: str | None,
+    expected: pa.Schema | None,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> str | None:
     if error or actual is None or expected is None:
         return error
-    problem = schema_problem(actual, expected, evolved)
+    problem = schema_problem(actual, expected, evolved, aliases)
     return f"Parquet file {path} does not have the table's schema: {problem}" if problem else None
 
 
 def inspect_file(
-    path: Path | str, expected: pa.Schema | None, filesystem: Any = None, evolved: Collection[str] = ()
+    path: Path | str,
+    expected: pa.Schema | None,
+    filesystem: Any = None,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[int, str | None]:
     """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
     rows, actual, error = read_footer(path, filesystem)
-    problem = file_problem(path, actual, error, expected, evolved)
+    problem = file_problem(path, actual, error, expected, evolved, aliases)
     return (0, problem) if problem else (rows, None)
 
 
@@ -167,7 +185,13 @@ class WarmStorage(ABC):
         """Where the table's boundary and change marker live (tiers.shared)."""
 
     @abstractmethod
-    def read(self, files: list[tuple[str, pa.Schema | None]], schema: pa.Schema, day_as: str | None) -> Relation:
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
         """SQL over ``files`` (each with the columns it stores, if known) in the table's
         columns and order; with ``day_as`` and if the storage can, each row's day from its
         partition directory as that column."""
@@ -187,8 +211,14 @@ class LocalWarmStorage(WarmStorage):
         # One machine: the boundary stays in the data dir even when warm files are elsewhere.
         return LocalTableState(data_root)
 
-    def read(self, files: list[tuple[str, pa.Schema | None]], schema: pa.Schema, day_as: str | None) -> Relation:
-        return parquet_relation(files, schema, DAY_KEY, day_as)
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
+        return parquet_relation(files, schema, DAY_KEY, day_as, aliases)
 
 
 class S3WarmStorage(WarmStorage):
@@ -208,7 +238,13 @@ class S3WarmStorage(WarmStorage):
         # In the bucket: replicas on other machines share the boundary.
         return S3TableState(self.s3, table_uri, poll_interval)
 
-    def read(self, files: list[tuple[str, pa.Schema | None]], schema: pa.Schema, day_as: str | None) -> Relation:
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
         # A dataset with the table's schema reads older files with NULLs and casts itself.
         sql, reg = self.s3.registration([f for f, _ in files], schema)  # the dataset has no partition column
         return Relation(sql, (reg,))
@@ -257,6 +293,7 @@ class WarmTier(Tier[WarmListing]):
         # Columns ingest added or widened (tiers.evolution): older files may lack them or
         # store them narrower.
         self.evolved: frozenset[str] = frozenset()
+        self.aliases: dict[str, tuple[str, ...]] = {}  # renamed columns: their former names
         self._lock = threading.Lock()
         # file path -> (mtime_ns, size, rows, footer schema, read error): whether the schema
         # is the table's is decided when asked (the table's schema may evolve).
@@ -334,10 +371,10 @@ class WarmTier(Tier[WarmListing]):
         with self._lock:
             cached = self._cache.get(info.path)
         if cached and cached[0] == mtime and cached[1] == size:
-            problem = file_problem(info.path, cached[3], cached[4], self.schema, self.evolved)
+            problem = file_problem(info.path, cached[3], cached[4], self.schema, self.evolved, self.aliases)
             return (0, problem) if problem else (cached[2], None)
         rows, actual, error = read_footer(info.path, self.objects.fs)
-        problem = file_problem(info.path, actual, error, self.schema, self.evolved)
+        problem = file_problem(info.path, actual, error, self.schema, self.evolved, self.aliases)
         if problem:
             log.warning("warm_file_unreadable", table=self.table_name, file=self.objects.uri(info.path), problem=problem)
         with self._lock:
@@ -349,7 +386,7 @@ class WarmTier(Tier[WarmListing]):
         path = Objects.path(location)
         with self._lock:
             cached = self._cache.get(path)
-        return file_problem(path, cached[3], cached[4], self.schema, self.evolved) if cached else None
+        return file_problem(path, cached[3], cached[4], self.schema, self.evolved, self.aliases) if cached else None
 
     def file_schema(self, location: str) -> pa.Schema | None:
         """The columns a listed file stores (None: unknown, or it cannot be served)."""
@@ -396,4 +433,4 @@ class WarmTier(Tier[WarmListing]):
         files = self.files(scan.time_range, listing, scan.strict)
         if not files:
             return None
-        return self.storage.read([(f, self.file_schema(f)) for f in files], self.schema, scan.day_as)
+        return self.storage.read([(f, self.file_schema(f)) for f in files], self.schema, scan.day_as, self.aliases)
