@@ -352,6 +352,14 @@ def test_rename_column_keeps_old_files_readable(tmp_path: Path) -> None:
                 assert_same(_query(uri, sql), oracle.query(sql), f"[{stage}] {sql}")
 
         check("renamed")
+        # Time travel to a snapshot from before the rename: the column under its name then.
+        first = _query(uri, "SELECT min_by(snapshot_id, committed_at) FROM system.snapshots WHERE table_name = 'events'")
+        flushed = _query(uri, "SELECT max_by(snapshot_id, committed_at) FROM system.snapshots WHERE table_name = 'events'")
+        names_then = _query(uri, f"SELECT * FROM events AT (VERSION => {flushed.column(0)[0]}) LIMIT 0").column_names
+        assert "campaign" in names_then and "campaign_name" not in names_then
+        assert "campaign" not in _query(uri, f"SELECT * FROM events AT (VERSION => {first.column(0)[0]}) LIMIT 0").column_names
+        then = _query(uri, f"SELECT count(campaign) FROM events AT (VERSION => {flushed.column(0)[0]})").column(0)[0].as_py()
+        assert then == oracle.query("SELECT count(campaign_name) FROM events WHERE day = DATE '2024-09-26'").column(0)[0].as_py()
         restarted.app.ingest_service.flush("events")
         later = make_config(tmp_path, **{**EVOLVE, "tiers.now": dt.datetime(2025, 3, 1)})
         demote(TableStore(later, later.table("events")), settle=0)

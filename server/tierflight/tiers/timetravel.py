@@ -62,7 +62,8 @@ def snapshot_for(table: Any, when: exp.Expr) -> int:
 
 def table_at(store: Any, table: Any, snapshot_id: int) -> TableConfig:
     """The table's columns as the snapshot's own Iceberg schema has them: a column added
-    since is not there, a column widened since has its type then (tiers.evolution)."""
+    since is not there, a column widened since has its type then, a column renamed since its
+    name then (matched by Iceberg field id; tiers.evolution)."""
     current: TableConfig = store.table
     if not store.cold.evolved:
         return current
@@ -71,15 +72,16 @@ def table_at(store: Any, table: Any, snapshot_id: int) -> TableConfig:
     schema = schemas.get(snap.schema_id) if snap is not None and snap.schema_id is not None else None
     if schema is None:
         return current
-    fields = {f.name: f for f in schema.fields}
+    ids = {f.name: f.field_id for f in table.schema().fields}
+    fields = {f.field_id: f for f in schema.fields}
     narrower = {"int": ("BIGINT", "INTEGER"), "float": ("DOUBLE", "FLOAT")}
     columns = []
     for c in current.columns:
-        f = fields.get(c.name)
+        f = fields.get(ids.get(c.name, -1)) or next((x for x in schema.fields if x.name == c.name), None)
         if f is None:
             continue
         was = narrower.get(str(f.field_type))
-        columns.append(dataclasses.replace(c, type=was[1]) if was and was[0] == c.type else c)
+        columns.append(dataclasses.replace(c, name=f.name, type=was[1] if was and was[0] == c.type else c.type))
     return dataclasses.replace(current, columns=tuple(columns))
 
 
