@@ -36,6 +36,18 @@ from tierflight.errors import InvalidArgument
 from tierflight.tiers.base import Relation
 
 SCHEMA_FILE = "schema.json"
+# A producer (or an attacker) sending ever new columns must not grow a table without bound.
+MAX_COLUMNS = 1000
+MAX_NAME_LENGTH = 128
+
+
+def check_name(table: str, name: str) -> None:
+    """A new column name: 1 to MAX_NAME_LENGTH printable characters, not an internal name."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or name.lower().startswith("__tf"):
+        raise InvalidArgument(
+            f"ingest into {table}: new column {name[:MAX_NAME_LENGTH]!r} needs a name of 1 to {MAX_NAME_LENGTH} "
+            "printable characters (not starting with __tf); nothing was written"
+        )
 
 # The DuckDB types a table's column may have and their Arrow types.
 DUCK_TO_ARROW: dict[str, pa.DataType] = {
@@ -237,6 +249,7 @@ def plan_changes(data_schema: pa.Schema, table: TableConfig, former: Collection[
                     f"ingest into {table.name}: new column {f.name} differs only in case from an existing column "
                     "or names a derived column; nothing was written"
                 )
+            check_name(table.name, f.name)
             if f.name in former:
                 raise InvalidArgument(
                     f"ingest into {table.name}: new column {f.name} was renamed before (older files store it under "
@@ -250,6 +263,11 @@ def plan_changes(data_schema: pa.Schema, table: TableConfig, former: Collection[
                     "not all nulls); nothing was written"
                 )
             changes.append(Change(f.name, kind, True))
+            if len(current) + sum(c.added for c in changes) > MAX_COLUMNS:
+                raise InvalidArgument(
+                    f"ingest into {table.name}: the batch's new columns would give the table more than "
+                    f"{MAX_COLUMNS} columns; nothing was written"
+                )
             continue
         source = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
         wider = new_column_type(source)
