@@ -409,3 +409,31 @@ def test_rename_column_keeps_old_files_readable(tmp_path: Path) -> None:
     finally:
         restarted.server.shutdown()
         restarted.app.close()
+
+
+def test_follower_learns_the_evolved_schema(tmp_path: Path) -> None:
+    """`serve --workers`: a follower reads the registry the primary wrote when its data state
+    is polled, and then answers over the new columns as the primary does."""
+    import threading
+
+    from tierflight.app import App
+    from tierflight.protocol.server import build_server
+
+    load_demo(make_config(tmp_path), 300, dt.date(2024, 12, 20), 5, 3)
+    primary = start_in_process(make_config(tmp_path, **EVOLVE))
+    follower_app = App(make_config(tmp_path, **EVOLVE), follower=True)
+    server = build_server(follower_app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve, daemon=True).start()
+    follower = RunningServer(follower_app, server)
+    try:
+        _ingest(primary.uri, _new_rows(20, dt.datetime(2024, 12, 30, 1), seed=1))
+        primary.app.ingest_service.flush("events")
+        state = follower.app.data_state()
+        assert state == primary.app.data_state()
+        assert state["schemas"] == {"events": 1}
+        sql = "SELECT count(campaign), max(advertiser_id) FROM events"
+        assert _query(follower.uri, sql).to_pylist() == _query(primary.uri, sql).to_pylist()
+    finally:
+        for running in (follower, primary):
+            running.server.shutdown()
+            running.app.close()

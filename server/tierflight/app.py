@@ -97,6 +97,16 @@ class App:
         snapshots. Two processes with no hot rows and equal versions give the same answers
         (``serve --workers`` sends statements to a follower only then). Whatever another
         process published is picked up first."""
+        for name, t in self.ingest_service.tables.items():
+            # A follower learns a schema the primary evolved (tiers.evolution) first: the
+            # files and rollup snapshots it loads next may have the new columns. Under the
+            # ingest lock, so the primary's own evolution is never seen half done.
+            with t.lock:
+                evolved = t.store.reload_registry()
+                if evolved is not None:
+                    with self.swap_lock.write():
+                        t.store.apply_schema(evolved)
+                        self.schema_changed(name)
         changed = any(store.refresh_if_changed() for store in self.stores.values())
         if self.rollups.reload_changed() or changed:
             self.router.invalidate()
@@ -109,6 +119,7 @@ class App:
             return {
                 "hot_rows": sum(store.hot.rows for store in self.stores.values()),
                 "files": {name: repr(store.seen_signature) for name, store in sorted(self.stores.items())},
+                "schemas": {name: store.registry.version for name, store in sorted(self.stores.items())},
                 "rollups": self.rollups.snapshot_files(),
                 # Rows merged since the snapshots (a flush under sustained ingest defers them).
                 "merged": self.rollups.merged_state(),

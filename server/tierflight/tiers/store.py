@@ -111,6 +111,16 @@ class TableStore:
         self.registry = registry
         return registry.effective(self.base)
 
+    def reload_registry(self) -> TableConfig | None:
+        """The table's columns if another process (the primary of ``serve --workers``, or
+        ``tables alter``) changed the schema registry since this one read it; else None.
+        Apply them with :meth:`apply_schema`."""
+        registry = SchemaRegistry.load(self.root)
+        if registry.version == self.registry.version:
+            return None
+        self.registry = registry
+        return registry.effective(self.base)
+
     def apply_schema(self, table: TableConfig) -> None:
         """Serve ``table``'s columns: the hot rows are conformed to them, the tiers read older
         files with NULLs / casts. The caller holds the swap lock."""
