@@ -49,7 +49,8 @@ TARGET_ROWS_PER_S = 2_000_000
 
 
 def _cold_variants(rows: int, days: int, work: Path) -> dict[str, Callable[[], dict[str, Any]]]:
-    from tierflight.config import load_config
+    from tierflight.core.config import load_config
+
     from tierflight.demo.generate import generate_to_hive
     from tierflight.demo.load import generate_into
     from tierflight.tiers.base import TierKind

@@ -85,10 +85,11 @@ def _preload(data_dir: Path) -> dict[str, Any]:
     """Per-rollup RollupRegistry.load time and memory, then a whole App start."""
     import gc
 
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
+
     from tierflight.app import App
-    from tierflight.config import load_config
     from tierflight.engine.database import Database
-    from tierflight.log import configure_logging
     from tierflight.rollups.registry import RollupRegistry
     from tierflight.tiers.store import TableStore
 

@@ -68,10 +68,11 @@ TARGET_MISS_US = 1000.0
 def _plan_overhead(
     data_dir: Path, statements: list[tuple[str, str]], quick: bool
 ) -> dict[str, dict[str, Any]]:
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
+
     from tierflight.app import App
-    from tierflight.config import load_config
     from tierflight.engine.sandbox import check_statement
-    from tierflight.log import configure_logging
 
     configure_logging("warning")
     app = App(load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV}), build_rollups=False)

@@ -248,10 +248,10 @@ def _short_path(file: str) -> str:
 @benchmark("select1_profile")
 def run(ctx: BenchContext) -> Result:
     import structlog
+    from tierflight.core.config import load_config
+    from tierflight.core.log import configure_logging
 
     from tierflight.app import App
-    from tierflight.config import load_config
-    from tierflight.log import configure_logging
     from tierflight.protocol.server import build_server
 
     calls, warmup = (200, 50) if ctx.quick else (2000, 200)

@@ -59,7 +59,8 @@ SQL = (
 
 
 def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -> dict[str, Any]:
-    from tierflight.config import load_config
+    from tierflight.core.config import load_config
+
     from tierflight.tiers.base import ALL_TIME, TimeRange
     from tierflight.tiers.store import TableStore
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tierflight.core.config import Config, load_config
 
 from tierflight import launch
-from tierflight.config import Config, load_config
 
 # Test modules import the command from here as well as from tierflight.launch.
 tierflight_cmd = launch.tierflight_cmd
@@ -181,8 +181,7 @@ class FlatOracle:
 def flat(data_dir: Path) -> Iterator[Any]:
     """The differential oracle: DuckDB over a flat copy of the same rows."""
     import duckdb
-
-    from tierflight.engine.database import table_view_sql
+    from tierflight.core.sql import table_view_sql
 
     cfg = make_config(data_dir)
     table = cfg.table("events")

@@ -41,10 +41,10 @@ from typing import Any
 import duckdb
 import numpy as np
 import sqlglot
+from tierflight.core.config import Config, TableConfig, load_config
+from tierflight.core.names import Names
+from tierflight.core.sql import quote_ident, table_view_sql
 
-from tierflight.config import Config, TableConfig, load_config
-from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.engine.names import Names
 from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router

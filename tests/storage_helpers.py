@@ -63,7 +63,9 @@ def oracle(data_dir: Path) -> DayStats:
 
 def tier_stats(data_dir: Path, now: dt.datetime = GEN_NOW, **overrides: Any) -> DayStats:
     """Per-day stats as tierflight's tiers answer them, from fresh objects (as a new process)."""
-    from tierflight.engine.database import Database, table_view_sql
+    from tierflight.core.sql import table_view_sql
+
+    from tierflight.engine.database import Database
     from tierflight.tiers.store import TableStore
 
     cfg = config(data_dir, now, **overrides)

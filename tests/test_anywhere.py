@@ -48,7 +48,7 @@ def test_packaged_config_is_the_documented_example() -> None:
 
 
 def test_packaged_config_loads_without_a_file(tmp_path: Path) -> None:
-    from tierflight.config import load_config
+    from tierflight.core.config import load_config
 
     packaged = load_config(None, environ={}, packaged=True)
     example = load_config(CONFIG, environ={})

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+from tierflight.core.errors import ConfigError
 
 from conftest import self_signed_cert
-from tierflight.errors import ConfigError
 from tierflight.protocol import auth
 from tierflight.protocol.auth import (
     ALL_PERMISSIONS,

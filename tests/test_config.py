@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from tierflight.config import (
+from tierflight.core.config import (
     CatalogType,
     Config,
     IcebergAuth,
@@ -20,7 +19,7 @@ from tierflight.config import (
     RollupConfig,
     load_config,
 )
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "conf" / "tierflight.toml"

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tierflight.core.datadir import lock_data_dir, unlock_data_dir
+from tierflight.core.errors import ConfigError
 
 from conftest import CONFIG, ROOT, serve_argv, serve_env, start_subprocess
-from tierflight.datadir import lock_data_dir, unlock_data_dir
-from tierflight.errors import ConfigError
 from tierflight.launch import tierflight_cmd
 
 pytestmark = pytest.mark.subprocess

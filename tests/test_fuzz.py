@@ -31,9 +31,9 @@ import pyarrow.flight as flight
 import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+from tierflight.core.log import configure_logging
 
 from conftest import ROOT, RunningServer, load_demo, make_config, start_in_process
-from tierflight.log import configure_logging
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.wire import ACTIONS, TYPE_PREFIX, encode_ticket, pack
 from tierflight_client.errors import flight_status_classes

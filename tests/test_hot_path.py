@@ -16,11 +16,17 @@ from typing import Any
 import adbc_driver_flightsql.dbapi as fsql
 import adbc_driver_manager
 import pytest
+from tierflight.core.log import (
+    FLUSH_INTERVAL_S,
+    _CurrentStderr,
+    configure_logging,
+    flush_logs,
+    get_logger,
+)
 
 from conftest import RunningServer, make_config, start_in_process
 from differential import assert_same
 from tierflight.engine.executor import new_query_id
-from tierflight.log import FLUSH_INTERVAL_S, _CurrentStderr, configure_logging, flush_logs, get_logger
 from tierflight.tiers.shared import LOCAL_POLL_S, LocalTableState
 
 # hour_type answers it: 90 days x 24 hours of rows, more than the limit set below.
@@ -216,8 +222,8 @@ def test_ingest_yields_to_statements_only_while_they_run(rate: int, busy: bool, 
 
 @pytest.mark.parametrize("value", [-1, "fast", 1.5, True])
 def test_a_bad_yield_rate_is_refused_by_name(value: object) -> None:
-    from tierflight.config import ingest_config
-    from tierflight.errors import ConfigError
+    from tierflight.core.config import ingest_config
+    from tierflight.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"ingest\.yield_rows_per_s"):
         ingest_config({"yield_rows_per_s": value})

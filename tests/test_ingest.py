@@ -400,8 +400,8 @@ def test_snapshots_deferred_under_sustained_ingest_lose_nothing(tmp_path: Path, 
     ],
 )
 def test_bad_ingest_settings_are_refused_with_the_key(raw: dict[str, Any], message: str) -> None:
-    from tierflight.config import ingest_config
-    from tierflight.errors import ConfigError
+    from tierflight.core.config import ingest_config
+    from tierflight.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         ingest_config(raw)

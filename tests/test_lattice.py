@@ -7,10 +7,10 @@ from itertools import permutations
 from typing import Any
 
 import pytest
+from tierflight.core.config import load_config
 
 from conftest import CONFIG, RunningServer, make_config
 from differential import assert_same
-from tierflight.config import load_config
 from tierflight.rollups import lattice
 from tierflight.rollups.build import build_groups, state_expr
 from tierflight.rollups.definition import (

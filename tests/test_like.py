@@ -14,9 +14,9 @@ import pyarrow.flight as flight
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tierflight.core.errors import InvalidArgument
 
 from flightsql_helpers import assert_clean_message, cmd_descriptor, flight_status, read_all
-from tierflight.errors import InvalidArgument
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.like import MAX_PATTERN_CHARS, compile_like, like
 

@@ -19,12 +19,12 @@ import pyarrow as pa
 import pytest
 import sqlglot
 from sqlglot import exp
+from tierflight.core.errors import NotFound
+from tierflight.core.names import Kind, Names, Resolved
 
 from conftest import RunningServer, load_demo, make_config, start_in_process
 from differential import assert_same
 from flightsql_helpers import adbc_status
-from tierflight.engine.names import Kind, Names, Resolved
-from tierflight.errors import NotFound
 
 SPELLINGS = [
     "events",

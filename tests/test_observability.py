@@ -20,6 +20,8 @@ import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tierflight.core.config import load_config
+from tierflight.core.errors import ConfigError
 
 from conftest import (
     CONFIG,
@@ -31,8 +33,6 @@ from conftest import (
     start_in_process,
 )
 from flightsql_helpers import adbc_status, wait_for
-from tierflight.config import load_config
-from tierflight.errors import ConfigError
 from tierflight.launch import launch
 from tierflight.protocol.auth import hash_password
 

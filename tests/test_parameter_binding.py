@@ -10,11 +10,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.names import Names
 
 from conftest import make_config
-from tierflight.engine.names import Names
 from tierflight.engine.sandbox import check_statement
-from tierflight.errors import InvalidArgument
 from tierflight.protocol.parameters import ParameterTyper, parameter_rows, require_bound
 from tierflight.router.binding import bind, literal
 

@@ -90,7 +90,7 @@ def test_the_demo_table_has_its_lookup_column_bloom_filtered(tmp_path: Path) -> 
     ],
 )
 def test_parquet_settings_naming_no_column_are_refused(tmp_path: Path, key: str, value: Any, message: str) -> None:
-    from tierflight.errors import ConfigError
+    from tierflight.core.errors import ConfigError
 
     bad = {"tables.metrics": {**METRICS_TABLE["tables.metrics"], key: value}}
     with pytest.raises(ConfigError, match=message):

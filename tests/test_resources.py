@@ -20,11 +20,11 @@ import adbc_driver_flightsql.dbapi as fsql
 import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
+from tierflight.core.errors import ConfigError
 
 from conftest import RunningServer, SubprocessServer, make_config, start_in_process, start_subprocess
 from flightsql_helpers import adbc_status, assert_clean_message, cmd_descriptor, wait_for
 from tierflight.engine.guards import MAX_BUILT_VALUE
-from tierflight.errors import ConfigError
 from tierflight.protocol import flightsql_pb2 as pb
 
 TIMEOUT_S = 2.0

@@ -12,11 +12,11 @@ import datasketches
 import pyarrow as pa
 import pytest
 import sqlglot
+from tierflight.core.config import load_config
+from tierflight.core.errors import ConfigError
 
 from conftest import CONFIG, RunningServer, make_config
 from test_rollups import _kept
-from tierflight.config import load_config
-from tierflight.errors import ConfigError
 from tierflight.rollups.definition import Measure, StorageGroup, exact_sum_sql, parse_rollups, storage_groups
 
 

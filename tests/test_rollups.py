@@ -175,8 +175,9 @@ def test_system_rollups(conn: Any) -> None:
 
 
 def test_bad_rollup_config_is_a_clear_error(data_dir: Path) -> None:
-    from tierflight.config import RollupConfig
-    from tierflight.errors import ConfigError
+    from tierflight.core.config import RollupConfig
+    from tierflight.core.errors import ConfigError
+
     from tierflight.rollups.definition import parse_rollups
 
     cfg = make_config(data_dir)

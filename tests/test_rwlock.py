@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tierflight.engine.rwlock import RWLock
+from tierflight.core.rwlock import RWLock
 
 
 def _hold_read(lock: RWLock, seconds: float, started: threading.Event) -> threading.Thread:

@@ -57,9 +57,9 @@ def hot_rows() -> pa.Table:
 def oracle(hot_rows: pa.Table) -> Iterator[Any]:
     """DuckDB over the same rows, flat: ``events`` (generated) and ``events_hot`` (+ hot tail)."""
     import duckdb
+    from tierflight.core.sql import table_view_sql
 
     from tierflight.demo.generate import generate_days
-    from tierflight.engine.database import table_view_sql
 
     table = make_config(Path("unused")).table("events")
     con = duckdb.connect()
@@ -149,7 +149,8 @@ def test_pruning_on_s3(raw: RunningServer) -> None:
 
 def _open_fails_in_time(cfg: Any, match: str, seconds: float = 15.0) -> None:
     """Opening the table's tiers fails with StorageUnavailable naming the service, and soon."""
-    from tierflight.errors import StorageUnavailable
+    from tierflight.core.errors import StorageUnavailable
+
     from tierflight.tiers.store import TableStore
 
     began = time.monotonic()

@@ -311,7 +311,8 @@ def test_evolve_none_refuses_new_column_with_a_hint(tmp_path: Path) -> None:
 
 
 def test_registry_effective_schema() -> None:
-    from tierflight.config import ColumnConfig, Evolve, TableConfig
+    from tierflight.core.config import ColumnConfig, Evolve, TableConfig
+
     from tierflight.tiers.evolution import SchemaRegistry, plan_changes
 
     base = TableConfig("t", (ColumnConfig("ts", "TIMESTAMP", False), ColumnConfig("n", "INTEGER")), "ts", evolve=Evolve.WIDEN)
@@ -329,11 +330,11 @@ def test_registry_effective_schema() -> None:
 
 
 def _cli(data_dir: Path, *args: str) -> Any:
+    from tierflight.core.datadir import unlock_data_dir
     from typer.testing import CliRunner
 
     from conftest import CONFIG, TEST_NOW
     from tierflight.cli import app
-    from tierflight.datadir import unlock_data_dir
 
     env = {"TIERFLIGHT_TIERS__NOW": TEST_NOW.isoformat(), "TIERFLIGHT_TABLES__EVENTS__EVOLVE": "add_columns"}
     try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import adbc_driver_manager
 import pytest
+from tierflight.core.errors import InvalidArgument, Overloaded
 
 from flightsql_helpers import (
     RawGrpc,
@@ -20,7 +21,6 @@ from flightsql_helpers import (
     ticket_bytes,
 )
 from tierflight.engine import sandbox
-from tierflight.errors import InvalidArgument, Overloaded
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol import wire
 from tierflight.protocol.wire import pack

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tierflight.core.errors import StorageUnavailable
 
 from conftest import RunningServer, start_in_process
 from flightsql_helpers import adbc_status, assert_clean_message
@@ -39,7 +40,6 @@ from storage_helpers import (
     warm_dir,
     warm_file,
 )
-from tierflight.errors import StorageUnavailable
 
 # Each test builds a data set (and tiers, rollups or a server) of its own.
 pytestmark = pytest.mark.needs_server

@@ -1,11 +1,10 @@
-"""Signed tickets of `serve --workers` (workers.tickets): what the workers' DoGet ports accept."""
+"""Signed tickets of `serve --workers` (protocol.tickets): what the workers' DoGet ports accept."""
 
 from __future__ import annotations
 
 import pytest
-
-from tierflight.errors import InvalidArgument, Unauthenticated
-from tierflight.workers.tickets import (
+from tierflight.core.errors import InvalidArgument, Unauthenticated
+from tierflight.protocol.tickets import (
     KEY_ENV,
     TicketKey,
     identity,

@@ -66,7 +66,8 @@ def test_the_registries_cover_every_kind() -> None:
 
 
 def test_an_unknown_warm_uri_scheme_is_a_config_error(tmp_path: Path) -> None:
-    from tierflight.errors import ConfigError
+    from tierflight.core.errors import ConfigError
+
     from tierflight.tiers.store import TableStore
 
     cfg = make_config(tmp_path, **{"storage.warm_uri": "gs://bucket/data"})

@@ -145,7 +145,7 @@ def workers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def oracle(workers_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    from tierflight.engine.database import table_view_sql
+    from tierflight.core.sql import table_view_sql
 
     table = make_config(workers_dir).table("events")
     files = sorted(str(p) for p in workers_dir.rglob("*.parquet") if "trash" not in p.parts)
@@ -262,8 +262,9 @@ def test_a_client_that_ignores_locations_fetches_through_the_front(front: Front,
 
 
 def test_worker_port_refuses_forged_tampered_and_expired_tickets(front: Front) -> None:
+    from tierflight.protocol.tickets import TicketKey, identity
+
     from tierflight.protocol.wire import encode_ticket
-    from tierflight.workers.tickets import TicketKey, identity
 
     sql = "SELECT 42 AS answer"
     with flight.connect(front.uri) as client:

@@ -9,16 +9,17 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config, TableConfig
+from tierflight.core.config import Config, TableConfig
+from tierflight.core.errors import ConfigError, Unsupported
+from tierflight.core.log import flush_logs, get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.names import Names
+from tierflight.core.rwlock import RWLock
+from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import Database, quote_ident, table_view_sql, use_catalog
+from tierflight.engine.database import Database, use_catalog
 from tierflight.engine.executor import Executor
-from tierflight.engine.names import Names
-from tierflight.engine.rwlock import RWLock
-from tierflight.errors import ConfigError, Unsupported
 from tierflight.ingest.service import IngestService
-from tierflight.log import flush_logs, get_logger
-from tierflight.lru import LRU
 from tierflight.observability import Metrics, OpsServer, readiness
 from tierflight.rollups.registry import RollupRegistry
 from tierflight.router.planner import Router

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tierflight.config import Config, load_config
-from tierflight.datadir import lock_data_dir
-from tierflight.errors import TierflightError
+from tierflight.core.config import Config, load_config
+from tierflight.core.datadir import lock_data_dir
+from tierflight.core.errors import TierflightError
+from tierflight.core.log import configure_logging, flush_logs, get_logger
 from tierflight.lifecycle import settle_heap
-from tierflight.log import configure_logging, flush_logs, get_logger
 
 app = typer.Typer(
     add_completion=False,
@@ -198,9 +198,9 @@ def worker(
     from tierflight.protocol.auth import MIDDLEWARE_KEY, NoOpAuthHandler, tls_certificates
     from tierflight.protocol.boundary import install_traceback_guard
     from tierflight.protocol.server import FlightSqlServer
+    from tierflight.protocol.tickets import TicketKey, key_from_env
     from tierflight.workers.direct import DirectServer, Servers
     from tierflight.workers.supervisor import READY_LINE, ticket_ttl_s
-    from tierflight.workers.tickets import TicketKey, key_from_env
     from tierflight.workers.trust import FrontIdentityFactory
 
     try:

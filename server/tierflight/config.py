@@ -22,9 +22,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, get_type_hints
 
-from tierflight.config_keys import Origins, check_keys, unknown_key
-from tierflight.errors import AuthConfigError, ConfigError
-from tierflight.protocol.passwords import HASH_ALGORITHM
+from tierflight.core.config_keys import Origins, check_keys, unknown_key
+from tierflight.core.errors import AuthConfigError, ConfigError
+from tierflight.core.passwords import HASH_ALGORITHM
 
 ENV_PREFIX = "TIERFLIGHT_"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")

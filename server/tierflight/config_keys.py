@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 
 # Which TIERFLIGHT_* variable set a key (and the sections on its path): a key that came from
 # the environment is refused naming the variable, since no file line holds it.

@@ -16,7 +16,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from tierflight.errors import ConfigError
+from tierflight.core.errors import ConfigError
 
 LOCK_NAME = ".tierflight.lock"
 _held: dict[Path, int] = {}  # data dir -> the descriptor that holds its lock (for the process's life)

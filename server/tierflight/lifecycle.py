@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 
 log = get_logger("tierflight.lifecycle")
 

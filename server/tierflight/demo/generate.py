@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from tierflight.config import TableConfig
+from tierflight.core.config import TableConfig
 from tierflight.tiers.parquet import write_file, write_options
 
 __all__ = [

@@ -13,8 +13,8 @@ import uuid
 
 import pyarrow as pa
 
+from tierflight.core.errors import InvalidArgument
 from tierflight.demo.generate import GenerateStats, generate_to_hive
-from tierflight.errors import InvalidArgument
 from tierflight.tiers.store import TableStore
 
 

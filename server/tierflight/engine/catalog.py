@@ -29,12 +29,13 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import quote_ident, quote_literal, table_view_sql, use_catalog
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import StatementRefused
+from tierflight.core.lru import LRU
+from tierflight.core.names import CATALOG, MAIN_SCHEMA, SYSTEM_SCHEMA
+from tierflight.core.sql import quote_ident, quote_literal, table_view_sql
+from tierflight.engine.database import use_catalog
 from tierflight.engine.duck_errors import translate
-from tierflight.engine.names import CATALOG, MAIN_SCHEMA, SYSTEM_SCHEMA
-from tierflight.errors import StatementRefused
-from tierflight.lru import LRU
 
 # (name, DuckDB type, nullable) of one column.
 Column = tuple[str, str, bool]

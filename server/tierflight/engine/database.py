@@ -1,7 +1,7 @@
 """The DuckDB side: one in-memory database, named ``tierflight``, with the system tables.
 
 The configured tables are not in DuckDB's catalog: the raw planner replaces every reference
-to one (engine.names resolves the spellings) by its current tier sources, so no object in
+to one (core.names resolves the spellings) by its current tier sources, so no object in
 the catalog can answer with rows of an earlier listing.
 
 DuckDB is the second fence of the sandbox: external access is off except for the data
@@ -19,12 +19,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config, TableConfig
+from tierflight.core.config import Config, TableConfig
+from tierflight.core.errors import StatementRefused
+from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
 from tierflight.engine.guards import MACROS
-from tierflight.engine.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
-from tierflight.errors import StatementRefused
-from tierflight.log import get_logger
-from tierflight.lru import LRU
 
 log = get_logger("tierflight.engine")
 

@@ -7,7 +7,7 @@ import threading
 
 import duckdb
 
-from tierflight.errors import (
+from tierflight.core.errors import (
     Cancelled,
     InternalError,
     InvalidArgument,

@@ -21,18 +21,8 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from tierflight.config import Config
-from tierflight.engine.calls import current_call
-from tierflight.engine.database import Database
-from tierflight.engine.duck_errors import translate
-from tierflight.engine.guards import check_builtin_bypass
-from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
-from tierflight.engine.plain import plain_reader, plain_schema
-from tierflight.engine.rwlock import RWLock
-from tierflight.engine.sandbox import Statement
-from tierflight.engine.session import mentions_session_user, set_session_user
-from tierflight.engine.watchdog import Watchdog
-from tierflight.errors import (
+from tierflight.core.config import Config
+from tierflight.core.errors import (
     Cancelled,
     MemoryCeilingReached,
     Overloaded,
@@ -40,7 +30,17 @@ from tierflight.errors import (
     StatementTimeout,
     TierflightError,
 )
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
+from tierflight.core.rwlock import RWLock
+from tierflight.core.statement import Statement
+from tierflight.engine.calls import current_call
+from tierflight.engine.database import Database
+from tierflight.engine.duck_errors import translate
+from tierflight.engine.guards import check_builtin_bypass
+from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
+from tierflight.engine.plain import plain_reader, plain_schema
+from tierflight.engine.session import mentions_session_user, set_session_user
+from tierflight.engine.watchdog import Watchdog
 from tierflight.router.route import Route
 
 log = get_logger("tierflight.statement")
@@ -377,7 +377,7 @@ class Executor:
                     ex._known_bytes, ex.reused = nbytes, True
                 else:
                     check_builtin_bypass(statement.tree)
-                    if route.system_tables:  # resolved by the raw planner (engine.names)
+                    if route.system_tables:  # resolved by the raw planner (core.names)
                         self.database.refresh_system_tables(route.system_tables)
                     cursor = self.database.cursor()
                     stop.cursor = cursor

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from tierflight.core.errors import NotFound, StatementRefused
 from tierflight.engine.allowlist import (
     ALLOWED_EXPRESSION_NAMES,
     ALLOWED_SHOW,
@@ -25,7 +26,6 @@ from tierflight.engine.allowlist import (
     DENIED_VIEWS,
     SEARCH_PATH_SCHEMAS,
 )
-from tierflight.errors import NotFound, StatementRefused
 
 # Characters no table name of this server has, but file names and URLs do (a replacement
 # scan reads a file named as a table: FROM 'x.parquet', FROM "s3://b/k").

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from tierflight.errors import StatementRefused
+from tierflight.core.errors import StatementRefused
 
 # Per value (characters, bytes or list elements). A chunk of 2048 rows can still build 2048
 # of them in one call: 1 Mi keeps that within a few GB; no analytics value needs more.

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 
 log = get_logger("tierflight.monitor")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from tierflight.errors import NotFound
+from tierflight.core.errors import NotFound
 
 # The server's DuckDB database is attached under this name (engine.database): what
 # current_database() and the metadata calls report, and what a three-part name starts with.

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from tierflight.errors import Unsupported
+from tierflight.core.errors import Unsupported
 
 
 def has_dictionary(t: pa.DataType) -> bool:

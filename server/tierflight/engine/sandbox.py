@@ -18,10 +18,16 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from tierflight.core.errors import (
+    InvalidArgument,
+    Overloaded,
+    SqlSyntaxError,
+    StatementRefused,
+    TierflightError,
+)
+from tierflight.core.lru import LRU
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions
-from tierflight.errors import InvalidArgument, Overloaded, SqlSyntaxError, StatementRefused, TierflightError
-from tierflight.lru import LRU
 
 DIALECT = "duckdb"
 

@@ -18,7 +18,7 @@ import re
 
 import duckdb
 
-from tierflight.engine.database import quote_ident, quote_literal
+from tierflight.core.sql import quote_ident, quote_literal
 
 SESSION_USER_FUNCTIONS = ("current_user", "session_user", "current_role", "user")
 # A cheap, deliberately loose test on the SQL text (a column or string named "user" also

@@ -29,13 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import IngestConfig, TableConfig
-from tierflight.durable import write_json_atomic
-from tierflight.engine.names import Kind
-from tierflight.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.core.config import IngestConfig, TableConfig
+from tierflight.core.durable import write_json_atomic
+from tierflight.core.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from tierflight.core.log import get_logger
+from tierflight.core.names import Kind
 from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
-from tierflight.log import get_logger
 from tierflight.rollups.registry import RollupDelta
 from tierflight.tiers.evolution import arrow_schema, conform, plan_changes
 from tierflight.tiers.relocate import relative_name, resolve_name
@@ -66,7 +66,7 @@ IF_EXISTS_REPLACE = 3
 INGEST_LOCK_PATIENCE = 0.05
 
 
-# The [ingest] section, parsed and checked by tierflight.config.
+# The [ingest] section, parsed and checked by tierflight.core.config.
 IngestSettings = IngestConfig
 
 

@@ -21,9 +21,9 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import Evolve, TableConfig
-from tierflight.decimals import describe, first_violation
-from tierflight.errors import InvalidArgument
+from tierflight.core.config import Evolve, TableConfig
+from tierflight.core.decimals import describe, first_violation
+from tierflight.core.errors import InvalidArgument
 
 
 def _first_bad_row(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, object]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from tierflight.durable import fsync_dir, write_json_atomic
+from tierflight.core.durable import fsync_dir, write_json_atomic
 
 
 class WriteAheadLog:

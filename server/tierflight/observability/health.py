@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tierflight.errors import first_line
+from tierflight.core.errors import first_line
 
 if TYPE_CHECKING:
-    from tierflight.app import App
+    from tierflight.observability.served import Served
 
 READY = "ready"
 NOT_READY = "not_ready"
@@ -20,7 +20,7 @@ NOT_READY = "not_ready"
 _NOT_LOADED = frozenset({"pending", "building"})
 
 
-def readiness(app: App) -> dict[str, Any]:
+def readiness(app: Served) -> dict[str, Any]:
     """``{"status": "ready" | "not_ready", "reasons": [...], "tables": [...], "checks": {...}}``."""
     reasons: list[str] = []
     checks: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 
 log = get_logger("tierflight.http")
 

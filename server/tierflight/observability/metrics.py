@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tierflight.log import get_logger
+from tierflight.core.log import get_logger
 from tierflight.tiers.base import TierKind
 
 if TYPE_CHECKING:
-    from tierflight.app import App
+    from tierflight.observability.served import Served
 
 log = get_logger("tierflight.metrics")
 
@@ -69,7 +69,7 @@ def _naive_utc(value: dt.datetime) -> dt.datetime:
 class Metrics:
     """The registry and the event metrics of one App; also its executor's StatementObserver."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Served) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ns = NAMESPACE
@@ -167,7 +167,7 @@ class Metrics:
 class _StateCollector(Collector):
     """Gauges read from the App at scrape time."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Served) -> None:
         self._app = app
 
     def describe(self) -> Iterable[Metric]:

@@ -54,9 +54,9 @@ from typing import Any
 # the project config later sets ignore_missing_imports for it.
 import pyarrow.flight as flight  # type: ignore[import-untyped, unused-ignore]
 
-from tierflight.config import AuthConfig, auth_config
-from tierflight.errors import AuthConfigError
-from tierflight.protocol.passwords import (
+from tierflight.core.config import AuthConfig, auth_config
+from tierflight.core.errors import AuthConfigError
+from tierflight.core.passwords import (
     DEFAULT_ITERATIONS,
     HASH_ALGORITHM,
     b64decode_lenient,

@@ -17,9 +17,9 @@ from typing import Any, TypeVar, cast
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from tierflight.core.errors import InvalidArgument, Status, TierflightError
+from tierflight.core.log import get_logger
 from tierflight.engine.calls import current_call
-from tierflight.errors import InvalidArgument, Status, TierflightError
-from tierflight.log import get_logger
 
 log = get_logger("tierflight.protocol")
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tierflight.errors import InvalidArgument
+from tierflight.core.errors import InvalidArgument
 
 # Identifiers are short; a longer pattern is an attack or a mistake.
 MAX_PATTERN_CHARS = 1024

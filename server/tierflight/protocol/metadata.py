@@ -7,8 +7,8 @@ from typing import Any
 import pyarrow as pa
 
 from tierflight import __version__
+from tierflight.core.errors import Unsupported
 from tierflight.engine.sandbox import check_statement
-from tierflight.errors import Unsupported
 from tierflight.protocol import schemas as S
 from tierflight.protocol.like import check_length, like
 from tierflight.protocol.sqlinfo import sql_info_table

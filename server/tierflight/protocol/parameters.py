@@ -27,14 +27,14 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import table_view_sql
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.names import Kind, Names
+from tierflight.core.sql import table_view_sql
+from tierflight.core.statement import DIALECT, Statement
 from tierflight.engine.executor import statement_hash
-from tierflight.engine.names import Kind, Names
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.errors import InvalidArgument
-from tierflight.log import get_logger
-from tierflight.lru import LRU
 from tierflight.router.binding import placeholders
 
 log = get_logger("tierflight.protocol")
@@ -161,7 +161,7 @@ class ParameterTyper:
     def _infer(self, tree: exp.Expr, types: list[pa.DataType | None]) -> None:
         work = tree.copy()
         # Number every placeholder first (qualify may reorder nodes), and name each table
-        # reference as the configured table it resolves to (engine.names), so the type
+        # reference as the configured table it resolves to (core.names), so the type
         # schema finds it however the client spelled it.
         for index, node in placeholders(work):
             node.replace(exp.Placeholder(this=str(index + 1)))

@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from tierflight.core.errors import NotFound
+from tierflight.core.statement import Statement
 from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement
-from tierflight.errors import NotFound
 from tierflight.protocol.parameters import parameter_rows
 
 

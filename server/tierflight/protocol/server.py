@@ -15,10 +15,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from tierflight.core.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
+from tierflight.core.lru import LRU
+from tierflight.core.statement import Statement
 from tierflight.engine.executor import Execution
-from tierflight.engine.sandbox import Statement, check_statement, large_statement_turn
-from tierflight.errors import InvalidArgument, NotFound, PermissionDenied, Unsupported
-from tierflight.lru import LRU
+from tierflight.engine.sandbox import check_statement, large_statement_turn
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import ADMIN, MIDDLEWARE_KEY, AuthMiddleware, current_auth
@@ -34,15 +35,15 @@ from tierflight.protocol.parameters import (
 from tierflight.protocol.prepared import PreparedStatements
 from tierflight.protocol.schemas import schema_with_column_metadata
 from tierflight.protocol.session_options import HANDLERS as SESSION_HANDLERS
+from tierflight.protocol.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
-from tierflight.workers.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 
 
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def __init__(self, app: Any, location: str, tickets: TicketKey | None = None, **kwargs: Any) -> None:
         super().__init__(location, **kwargs)
         self.app = app
-        # Statement tickets are signed (workers.tickets) and name their user. Given
+        # Statement tickets are signed (protocol.tickets) and name their user. Given
         # ``tickets``, this is a worker of `serve --workers`: its front signs the tickets it
         # hands out; otherwise they are signed here, under a key of this process.
         self.signs = tickets is None
@@ -156,7 +157,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             return self.stream_signed(data, caller)
         name, _ = unpack(data)
         if name == "TicketStatementQuery":
-            # Statement tickets are capabilities: only signed ones (see workers.tickets).
+            # Statement tickets are capabilities: only signed ones (see protocol.tickets).
             raise InvalidArgument("malformed ticket: not issued by this server (request a FlightInfo again)")
         return self.stream(data, allowed(caller.user, caller.permissions, "read"), caller.permissions)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from google.protobuf.message import DecodeError, Message
 
-from tierflight.errors import InvalidArgument
+from tierflight.core.errors import InvalidArgument
 from tierflight.protocol import flight_actions_pb2 as fa
 
-# The options every session has, as GetSessionOptions reports them: engine.names.CATALOG
+# The options every session has, as GetSessionOptions reports them: core.names.CATALOG
 # and MAIN_SCHEMA (spelled out: the front imports nothing of the engine).
 SESSION_OPTIONS: dict[str, str] = {"catalog": "tierflight", "schema": "main"}
 # More options than this in one request is not a client configuring its session.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from tierflight.errors import AuthConfigError
+from tierflight.core.errors import AuthConfigError
 
 # ---------------------------------------------------------------------------
 # Transport security

@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from tierflight.errors import InvalidArgument
+from tierflight.core.errors import InvalidArgument
 from tierflight.protocol import flightsql_pb2 as pb
 
 TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."

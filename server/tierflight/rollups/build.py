@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.decimals import bad_value_sql, describe
-from tierflight.engine.database import quote_ident, table_view_sql
-from tierflight.errors import ConfigError
+from tierflight.core.decimals import bad_value_sql, describe
+from tierflight.core.errors import ConfigError
+from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.rollups import lattice
 from tierflight.rollups.definition import (
     HLL_TYPE,

@@ -19,9 +19,9 @@ from typing import Any
 
 import datasketches
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import quote_ident
-from tierflight.errors import ConfigError
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import ConfigError
+from tierflight.core.sql import quote_ident
 
 TIME_GRAINS = ("minute", "hour", "day", "week", "month")
 # Finer grains answer coarser ones: day from minute, week from day (weeks do not nest in months).
@@ -303,7 +303,7 @@ def retention_start(group: StorageGroup, now: dt.datetime) -> dt.datetime | None
     """The first bucket a rollup with a retention keeps (aligned up to its grain)."""
     if group.retention is None or group.grain is None:
         return None
-    from tierflight.router.timerange import next_boundary, truncate
+    from tierflight.core.grains import next_boundary, truncate
 
     cutoff = now - group.retention
     return cutoff if truncate(cutoff, group.grain) == cutoff else next_boundary(cutoff, group.grain)

@@ -21,13 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import Config
-from tierflight.decimals import describe, first_violation
-from tierflight.engine.database import Database, quote_ident
-from tierflight.engine.names import ROLLUP_DATABASE
-from tierflight.errors import ConfigError
-from tierflight.log import get_logger
+from tierflight.core.config import Config
+from tierflight.core.decimals import describe, first_violation
+from tierflight.core.errors import ConfigError
+from tierflight.core.log import get_logger
+from tierflight.core.names import ROLLUP_DATABASE
+from tierflight.core.sql import quote_ident
 from tierflight.rollups.build import build_groups, source_state
+from tierflight.rollups.database import RollupDatabase
 from tierflight.rollups.definition import (
     RollupDef,
     StorageGroup,
@@ -174,7 +175,7 @@ class StagedDelta:
 
 class RollupRegistry:
     def __init__(
-        self, config: Config, database: Database, stores: Mapping[str, TableStore], wal: FlushedBatches | None = None
+        self, config: Config, database: RollupDatabase, stores: Mapping[str, TableStore], wal: FlushedBatches | None = None
     ) -> None:
         self.config = config
         self.database = database

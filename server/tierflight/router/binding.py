@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.errors import InvalidArgument
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.statement import DIALECT, Statement
 
 _BIGINT = (-(1 << 63), (1 << 63) - 1)
 _MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL

@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.engine.catalog import ShadowCatalog
-from tierflight.engine.database import derived_columns_sql, quote_literal, table_view_sql
-from tierflight.engine.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
-from tierflight.engine.sandbox import DIALECT, Statement
-from tierflight.lru import LRU
+from tierflight.core.config import TableConfig
+from tierflight.core.lru import LRU
+from tierflight.core.names import SYSTEM_STORAGE_SCHEMA, Kind, Names, visible_ctes
+from tierflight.core.sql import derived_columns_sql, quote_literal, table_view_sql
+from tierflight.core.statement import DIALECT, Statement
+from tierflight.router.catalog import CatalogRelations
 from tierflight.router.route import Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
@@ -140,7 +140,7 @@ class _Template:
 
 
 class RawPlanner:
-    def __init__(self, stores: StoreLookup, names: Names | None = None, catalog: ShadowCatalog | None = None) -> None:
+    def __init__(self, stores: StoreLookup, names: Names | None = None, catalog: CatalogRelations | None = None) -> None:
         self._stores = stores
         self._names = names
         self._catalog = catalog
@@ -274,7 +274,7 @@ def _marker() -> str:
     return f"__tf_source_{uuid.uuid4().hex[:12]}"
 
 
-def _is_catalog_command(tree: exp.Expr, names: Names, catalog: ShadowCatalog) -> bool:
+def _is_catalog_command(tree: exp.Expr, names: Names, catalog: CatalogRelations) -> bool:
     """A statement that is itself about the catalog: any SHOW but SHOW TABLES (which lists
     the configured tables), DESCRIBE or SUMMARIZE of a catalog relation."""
     if isinstance(tree, exp.Show):

@@ -13,7 +13,7 @@ from collections.abc import Collection
 
 from sqlglot import exp
 
-from tierflight.engine.session import SESSION_USER_FUNCTIONS
+from tierflight.core.sql import SESSION_USER_FUNCTIONS
 
 # Functions whose value changes from one call to the next (DuckDB's names; sqlglot parses
 # some into the classes below and leaves the others as anonymous functions).

@@ -17,9 +17,10 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
-from tierflight.engine.names import Kind, Names
+from tierflight.core.grains import literal_datetime, next_boundary, truncate
+from tierflight.core.names import Kind, Names
 from tierflight.rollups.definition import DERIVABLE, Measure, StorageGroup, retention_start
-from tierflight.router.timerange import column_grain, literal_datetime, next_boundary, truncate
+from tierflight.router.timerange import column_grain
 
 
 def bare_copy(tree: exp.Expr) -> exp.Expr:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import re
 
-from tierflight.config import Config
-from tierflight.errors import InvalidArgument, NotFound
+from tierflight.core.config import Config
+from tierflight.core.errors import InvalidArgument, NotFound
 from tierflight.tiers.store import TableStore
 
 

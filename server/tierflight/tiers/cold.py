@@ -18,11 +18,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tierflight.config import CatalogType, IcebergAuth, IcebergConfig, OnUnavailable
-from tierflight.engine.database import quote_literal
-from tierflight.errors import StorageUnavailable, first_line
-from tierflight.log import get_logger
-from tierflight.lru import LRU
+from tierflight.core.config import CatalogType, IcebergAuth, IcebergConfig, OnUnavailable
+from tierflight.core.errors import StorageUnavailable, first_line
+from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
+from tierflight.core.sql import quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.evolution import parquet_relation
 from tierflight.tiers.relocate import Rebase, rebase_properties

@@ -29,10 +29,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import ColumnConfig, Evolve, TableConfig
-from tierflight.durable import write_json_atomic
-from tierflight.engine.database import quote_ident, quote_literal
-from tierflight.errors import InvalidArgument
+from tierflight.core.config import ColumnConfig, Evolve, TableConfig
+from tierflight.core.durable import write_json_atomic
+from tierflight.core.errors import InvalidArgument
+from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.tiers.base import Relation
 
 SCHEMA_FILE = "schema.json"

@@ -15,8 +15,8 @@ import threading
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.config import TableConfig
-from tierflight.engine.database import quote_ident
+from tierflight.core.config import TableConfig
+from tierflight.core.sql import quote_ident
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.evolution import conform
 

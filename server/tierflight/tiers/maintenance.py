@@ -47,8 +47,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tierflight.errors import StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.tiers.evolution import conform, stored_name
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.store import TableStore

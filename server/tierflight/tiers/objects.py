@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tierflight.durable import write_json_atomic
+from tierflight.core.durable import write_json_atomic
 from tierflight.tiers.s3 import S3Settings, is_s3_uri, strip_scheme
 
 T = TypeVar("T")

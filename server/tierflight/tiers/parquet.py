@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tierflight.config import TableConfig
+from tierflight.core.config import TableConfig
 
 ROW_GROUP_ROWS = 512 * 1024
 BLOOM_FPP = 0.05

@@ -25,8 +25,8 @@ from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.io.pyarrow import ONE_MEGABYTE, PyArrowFile, PyArrowFileIO
 from pyiceberg.typedef import EMPTY_DICT, Properties
 
-from tierflight.durable import write_json_atomic
-from tierflight.log import get_logger
+from tierflight.core.durable import write_json_atomic
+from tierflight.core.log import get_logger
 
 log = get_logger("tierflight.relocate")
 

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from tierflight.config import S3Config
-from tierflight.engine.database import quote_ident
-from tierflight.errors import StorageUnavailable
+from tierflight.core.config import S3Config
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.sql import quote_ident
 from tierflight.tiers.base import Registration
 
 

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from tierflight.durable import write_json_atomic
+from tierflight.core.durable import write_json_atomic
 from tierflight.tiers.s3 import S3Settings, strip_scheme
 
 BOUNDARY_FILE = "tiers.json"

@@ -24,9 +24,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from tierflight.config import CatalogType, Config, OnUnavailable, TableConfig
-from tierflight.errors import StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.config import CatalogType, Config, OnUnavailable, TableConfig
+from tierflight.core.errors import StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Registration, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
 from tierflight.tiers.evolution import Change, SchemaRegistry, arrow_schema

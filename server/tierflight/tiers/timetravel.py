@@ -15,10 +15,10 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from tierflight.config import TableConfig
-from tierflight.errors import InvalidArgument, NotFound
-from tierflight.lru import LRU
-from tierflight.router.timerange import literal_datetime
+from tierflight.core.config import TableConfig
+from tierflight.core.errors import InvalidArgument, NotFound
+from tierflight.core.grains import literal_datetime
+from tierflight.core.lru import LRU
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.evolution import arrow_schema
 

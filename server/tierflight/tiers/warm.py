@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tierflight.errors import ConfigError, StorageUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import ConfigError, StorageUnavailable
+from tierflight.core.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.evolution import parquet_relation, stored_name, stored_widens
 from tierflight.tiers.objects import Objects

@@ -1,7 +1,7 @@
 """A worker's DoGet port: results go from the worker to the client without the front.
 
 The front of ``serve --workers`` answers GetFlightInfo with an endpoint whose location is
-one worker's TCP port and whose ticket it signed (see :mod:`tierflight.workers.tickets`);
+one worker's TCP port and whose ticket it signed (see :mod:`tierflight.protocol.tickets`);
 the client fetches the result there, so the statement's planning, execution and streaming
 happen in the worker and the front sees one RPC per statement, not two. This server takes
 DoGet of signed tickets and nothing else: no authentication runs here (a bearer token a
@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.flight as flight
 
-from tierflight.errors import Unsupported
+from tierflight.core.errors import Unsupported
 from tierflight.protocol.boundary import boundary, schema_boundary
 
 

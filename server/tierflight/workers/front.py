@@ -5,7 +5,7 @@ which worker a call belongs to (a prepared statement's handle, a ticket, an inge
 passes the rest through over the workers' Unix sockets.
 
 Results do not pass through it: every FlightInfo it returns has endpoints whose ticket it
-signed (see :mod:`tierflight.workers.tickets`) and whose location is the DoGet port of the
+signed (see :mod:`tierflight.protocol.tickets`) and whose location is the DoGet port of the
 worker that is to answer (:mod:`tierflight.workers.direct`), so clients that follow
 locations (ADBC, the load tester) fetch results from the worker directly. A statement
 the front has seen before in the current data state (a CommandStatementQuery, or a prepared
@@ -29,16 +29,16 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from prometheus_client import CollectorRegistry, Counter
 
-from tierflight.errors import InvalidArgument, PermissionDenied, WorkerUnavailable
-from tierflight.log import get_logger
+from tierflight.core.errors import InvalidArgument, PermissionDenied, WorkerUnavailable
+from tierflight.core.log import get_logger
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.auth import AuthMiddleware, current_auth
 from tierflight.protocol.boundary import to_flight_error
 from tierflight.protocol.session_options import HANDLERS as SESSION_HANDLERS
+from tierflight.protocol.tickets import TicketKey, identity_of, worker_of
 from tierflight.protocol.wire import ACTIONS, encode_ticket, pack, unpack
 from tierflight.workers.handles import FrontStatement, FrontStatements
-from tierflight.workers.tickets import TicketKey, identity_of, worker_of
 from tierflight.workers.trust import identity_headers
 
 log = get_logger("tierflight.workers")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from tierflight.errors import NotFound
+from tierflight.core.errors import NotFound
 
 MAX_HANDLES = 10_000
 

@@ -20,8 +20,8 @@ import tierflight.app
 import tierflight.cli
 import tierflight.protocol.auth
 import tierflight.protocol.server
+import tierflight.protocol.tickets
 import tierflight.workers.direct
-import tierflight.workers.tickets
 import tierflight.workers.trust  # noqa: F401
 
 gc.freeze()

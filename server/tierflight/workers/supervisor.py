@@ -38,13 +38,13 @@ from typing import IO, Any
 import pyarrow.flight as flight
 from prometheus_client import CollectorRegistry, Gauge
 
-from tierflight.config import Config
-from tierflight.errors import ConfigError
+from tierflight.core.config import Config
+from tierflight.core.errors import ConfigError
+from tierflight.core.log import get_logger
 from tierflight.lifecycle import SignalLatch
-from tierflight.log import get_logger
+from tierflight.protocol.tickets import KEY_ENV, TicketKey, new_key, ttl_for
 from tierflight.protocol.wire import STATE_ACTION
 from tierflight.workers.front import FrontServer, Worker
-from tierflight.workers.tickets import KEY_ENV, TicketKey, new_key, ttl_for
 
 log = get_logger("tierflight.workers")
 

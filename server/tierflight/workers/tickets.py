@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 
-from tierflight.errors import InvalidArgument, Unauthenticated
+from tierflight.core.errors import InvalidArgument, Unauthenticated
 
 MAGIC = b"tfs\x01"
 KEY_ENV = "TIERFLIGHT_TICKET_KEY"  # no "__": not a configuration override
