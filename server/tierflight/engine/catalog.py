@@ -129,6 +129,11 @@ class ShadowCatalog:
             cur.close()
         return [(str(c), str(t), bool(n)) for c, t, n in rows]
 
+    def schema_changed(self) -> None:
+        """A table's columns changed (ingest evolved it): rebuild the shadow on next use."""
+        with self._lock:
+            self._built_for = ("<schema changed>",)
+
     def _connection(self) -> duckdb.DuckDBPyConnection:
         system = tuple(sorted(self._system_tables()))
         with self._lock:
