@@ -174,6 +174,7 @@ def test_add_columns_through_every_tier(evolving: tuple[RunningServer, Path]) ->
     _check(running, oracle, "compacted")
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_restart_replays_evolved_wal(tmp_path: Path) -> None:
     """After a crash the registry is read before the WAL is replayed: the batch's rows keep
     their new columns, and older WAL batches get NULLs."""
@@ -269,6 +270,7 @@ def test_refused_changes_write_nothing(strict: tuple[RunningServer, Path], case:
     _refused(running, root, batch, *words)
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_failure_between_schema_and_wal_leaves_the_column_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The registry is written before the WAL: a batch that fails (or a crash) between the two
     leaves its new column added and empty, here and after a restart; its rows are not acked."""
@@ -297,6 +299,7 @@ def test_failure_between_schema_and_wal_leaves_the_column_empty(tmp_path: Path, 
         restarted.app.close()
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_evolve_none_refuses_new_column_with_a_hint(tmp_path: Path) -> None:
     load_demo(make_config(tmp_path), 200, dt.date(2024, 12, 20), 5, 3)
     running = start_in_process(make_config(tmp_path))
@@ -342,6 +345,7 @@ def _cli(data_dir: Path, *args: str) -> Any:
         unlock_data_dir(data_dir)
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_rename_column_keeps_old_files_readable(tmp_path: Path) -> None:
     """`tables alter ... rename column` offline: files, Iceberg and WAL segments written under
     the old name read under the new one, through a restart, a demotion and a compaction."""
@@ -411,6 +415,7 @@ def test_rename_column_keeps_old_files_readable(tmp_path: Path) -> None:
         restarted.app.close()
 
 
+@pytest.mark.needs_server  # builds its own data set and serves it
 def test_follower_learns_the_evolved_schema(tmp_path: Path) -> None:
     """`serve --workers`: a follower reads the registry the primary wrote when its data state
     is polled, and then answers over the new columns as the primary does."""
