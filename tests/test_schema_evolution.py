@@ -442,3 +442,32 @@ def test_follower_learns_the_evolved_schema(tmp_path: Path) -> None:
         for running in (follower, primary):
             running.server.shutdown()
             running.app.close()
+
+
+@pytest.mark.needs_server  # builds its own data set and serves it
+def test_evolution_reaches_column_names_catalog_and_parameter_types(tmp_path: Path) -> None:
+    """The schema-changed notification reaches what knew the columns before the batch: the
+    column-name binder (SELECT * names), the shadow catalog (metadata calls) and the Flight
+    server's parameter typer (a prepared statement over a new column)."""
+    load_demo(make_config(tmp_path), 200, dt.date(2024, 12, 20), 5, 3)
+    running = start_in_process(make_config(tmp_path, **EVOLVE))
+    try:
+        app = running.app
+        assert "campaign" not in app.column_names("SELECT * FROM events")
+        assert "campaign" not in [c for c, _, _ in app.table_columns("main", "events")]
+        typed = "SELECT count(*) FROM events WHERE score > ?"
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            # The typer learns the columns on its first use.
+            known = cur.adbc_prepare("SELECT count(*) FROM events WHERE user_id = ?")
+            assert known is not None and known.field(0).type == pa.int64()
+            with pytest.raises(Exception, match="score"):
+                cur.adbc_prepare(typed)
+        _ingest(running.uri, _new_rows(10, dt.datetime(2024, 12, 30, 1), seed=1))
+        assert {"campaign", "score"} <= set(app.column_names("SELECT * FROM events"))
+        assert ("score", "DOUBLE", True) in app.table_columns("main", "events")
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            schema = cur.adbc_prepare(typed)
+        assert schema is not None and schema.field(0).type == pa.float64()
+    finally:
+        running.server.shutdown()
+        running.app.close()
