@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tierflight.advisor import auto
 from tierflight.advisor.service import Advisor
-from tierflight.core.config import Config
+from tierflight.core.config import Config, TableConfig
 from tierflight.core.errors import ConfigError, Unsupported
 from tierflight.core.log import flush_logs, get_logger
 from tierflight.core.names import Names, Resolved
@@ -96,11 +96,15 @@ class App:
             name: DimensionStore(config.data_dir, table, writer=not follower) for name, table in config.dimensions.items()
         }
         self.names = Names(config.tables, lambda: database.system_tables.keys(), config.dimensions)
-        # What catalog queries and the metadata calls see (engine.catalog).
-        self.catalog = ShadowCatalog(
-            {**config.tables, **config.dimensions}, lambda: database.system_tables, database.query_internal
-        )
         self.stores: dict[str, TableStore] = {name: TableStore(config, table) for name, table in config.tables.items()}
+        # The fact tables' effective columns: the configured ones plus what ingest added
+        # (tiers.evolution); kept current by schema_changed. With the dimension tables, the
+        # columns the catalog, the column-name binder and the parameter typer see.
+        self.tables: dict[str, TableConfig] = {name: store.table for name, store in self.stores.items()}
+        self._visible: dict[str, TableConfig] = {**self.tables, **config.dimensions}
+        self._schema_listeners: list[Callable[[], None]] = []
+        # What catalog queries and the metadata calls see (engine.catalog).
+        self.catalog = ShadowCatalog(self._visible, lambda: database.system_tables, database.query_internal)
         self.swap_lock = RWLock()
         self._refresh_lock = threading.Lock()
         # The WAL side of ingest comes first: the rollups read what it holds.
@@ -112,7 +116,7 @@ class App:
         self.rollups = RollupRegistry(config, database, self.stores, wal=None if follower else self.ingest_tables)
         auto.restore(config, self.rollups)  # auto rollups built before a restart load like the others
         self.rollups.load(build_missing=build_rollups and not follower, progress=progress)
-        self.column_names = ColumnNames({**config.tables, **config.dimensions})
+        self.column_names = ColumnNames(self._visible)
         self.router = Router(
             self.store_map,
             self.rollups,
@@ -142,6 +146,7 @@ class App:
             names=self.names,
             rollups=self.rollups,
             invalidate=self.router.invalidate,
+            schema_changed=self.schema_changed,
             dimensions=self.dimensions,
             statements=self.executor,
             swap_lock=self.swap_lock,
@@ -185,11 +190,12 @@ class App:
         return FlightServices(
             server=self.config.server,
             auth=self.config.auth,
-            tables={**self.config.tables, **self.config.dimensions},
+            tables=self._visible,
             names=self.names,
             statements=self.executor,
             catalog=self,
             node=self,
+            on_schema_change=self._schema_listeners.append,
         )
 
     # -- CatalogSource (protocol.metadata) ------------------------------------------------
@@ -235,6 +241,7 @@ class App:
         snapshots. Two processes with no hot rows and equal versions give the same answers
         (``serve --workers`` sends statements to a follower only then). Whatever another
         process published is picked up first."""
+        self._reload_schemas()
         self._reload_published()
         # A flush holds its flush lock from its first file to its last snapshot, and ingest
         # takes the ingest lock: holding both, no half-published state is reported.
@@ -245,6 +252,7 @@ class App:
             return {
                 "hot_rows": sum(store.hot.rows for store in self.stores.values()),
                 "files": {name: repr(store.seen_signature) for name, store in sorted(self.stores.items())},
+                "schemas": {name: store.registry.version for name, store in sorted(self.stores.items())},
                 "rollups": self.rollups.snapshot_files(),
                 # Rows merged since the snapshots (a flush under sustained ingest defers them).
                 "merged": self.rollups.merged_state(),
@@ -269,6 +277,28 @@ class App:
 
     def flush_all(self) -> None:
         self.ingest_service.flush_all()
+
+    def schema_changed(self, table: str) -> None:
+        """A table's columns changed (ingest evolved it, or the primary did: data_state; the
+        caller holds the swap lock): everything that knows a table's columns learns them again."""
+        self.tables[table] = self._visible[table] = self.stores[table].table
+        self.column_names.schema_changed()
+        self.catalog.schema_changed()
+        self.router.schema_changed()
+        for listener in self._schema_listeners:
+            listener()
+
+    def _reload_schemas(self) -> None:
+        for name, t in self.ingest_tables.tables.items():
+            # A follower learns a schema the primary evolved (tiers.evolution) first: the
+            # files and rollup snapshots it loads next may have the new columns. Under the
+            # ingest lock, so the primary's own evolution is never seen half done.
+            with t.lock:
+                evolved = t.store.reload_registry()
+                if evolved is not None:
+                    with self.swap_lock.write():
+                        t.store.apply_schema(evolved)
+                        self.schema_changed(name)
 
     def store_map(self) -> Mapping[str, TableStore]:
         return self.stores

@@ -27,6 +27,8 @@ rollups_app = typer.Typer(no_args_is_help=True, help="Rollup maintenance")
 app.add_typer(rollups_app, name="rollups")
 tiers_app = typer.Typer(no_args_is_help=True, help="Tier maintenance")
 app.add_typer(tiers_app, name="tiers")
+tables_app = typer.Typer(no_args_is_help=True, help="Table schema changes (offline: no server on the data dir)")
+app.add_typer(tables_app, name="tables")
 
 DEFAULT_URI = "grpc://127.0.0.1:31337"
 
@@ -613,6 +615,32 @@ def tiers_compact() -> None:
         for name, store in _stores(config).items():
             stats = compact_warm(store, config.tiers.compact_small_file_bytes)
             typer.echo(f"{name}: compacted {stats.partitions} partitions ({stats.files_before} -> {stats.files_after} files)", err=True)
+    except TierflightError as exc:
+        _fail(str(exc))
+
+
+@tables_app.command("alter")
+def tables_alter(
+    table: Annotated[str, typer.Argument(help="a configured table")],
+    change: Annotated[list[str], typer.Argument(help="rename column OLD to NEW")],
+) -> None:
+    """Change a table's schema: `tables alter TABLE rename column OLD to NEW` (offline)."""
+    from tierflight.tiers.alter import rename_column
+
+    words = list(change)
+    if len(words) >= 2 and words[0].lower() == "rename" and words[1].lower() == "column":
+        words = words[2:]
+    elif words and words[0].lower() == "rename":
+        words = words[1:]
+    else:
+        words = []
+    if len(words) != 3 or words[1].lower() != "to":
+        _fail("usage: tierflight tables alter TABLE rename column OLD to NEW")
+    try:
+        config = _config()
+        lock_data_dir(config.data_dir)
+        store = rename_column(config, table, words[0], words[2])
+        typer.echo(f"{table}: renamed column {words[0]} to {words[2]} (schema version {store.registry.version})", err=True)
     except TierflightError as exc:
         _fail(str(exc))
 

@@ -329,6 +329,14 @@ class TableKind(enum.StrEnum):
     DIMENSION = "dimension"  # a small keyed table held in memory, replaced or appended whole
 
 
+class Evolve(enum.StrEnum):
+    """How a table's schema may follow its producers' batches (tiers.evolution)."""
+
+    NONE = "none"  # a batch must have the table's columns and types
+    WIDEN = "widen"  # ... or widen a column's type (INTEGER -> BIGINT, FLOAT -> DOUBLE)
+    ADD_COLUMNS = "add_columns"  # ... or add new nullable columns (and widen)
+
+
 @dataclass(frozen=True)
 class TableConfig:
     name: str
@@ -349,6 +357,8 @@ class TableConfig:
     key: str | None = None
     # A fact table's foreign keys: its column -> the dimension table whose key it holds.
     references: Mapping[str, str] = field(default_factory=dict)
+    # How a fact table's schema may follow its producers' batches (a dimension's never does).
+    evolve: Evolve = Evolve.NONE
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -638,6 +648,7 @@ _TABLE_KEYS = (
     "kind",
     "key",
     "references",
+    "evolve",
 )
 # Keys of a fact table that a dimension table has no use for (it has no time, tiers or rollups).
 _FACT_ONLY_KEYS = (
@@ -649,6 +660,7 @@ _FACT_ONLY_KEYS = (
     "parquet_bloom_filter",
     "decimals",
     "references",
+    "evolve",
 )
 
 
@@ -687,6 +699,7 @@ def _table(name: str, raw: Any, origins: Origins) -> TableConfig:
         parquet_bloom_filter=_column_list(name, "parquet_bloom_filter", raw.get("parquet_bloom_filter", []), cols_raw),
         decimals=_decimals(name, raw.get("decimals", {}), cols_raw),
         references=_references(name, raw.get("references", {}), cols_raw),
+        evolve=Evolve(_enum(Evolve)(raw.get("evolve", Evolve.NONE.value), f"tables.{name}.evolve")),
     )
 
 
@@ -696,7 +709,7 @@ def _dimension(name: str, raw: Mapping[str, Any]) -> TableConfig:
         if fact_key in raw:
             raise ConfigError(
                 f'tables.{name}.{fact_key}: {name} is a dimension table (kind = "dimension"), which has no '
-                "time column, tiers, rollups or references; remove the key"
+                "time column, tiers, rollups, references or schema evolution; remove the key"
             )
     cols_raw = raw.get("columns")
     if not isinstance(cols_raw, dict) or not cols_raw:

@@ -67,14 +67,21 @@ _PG_FILTERS = {
 
 def _constraints(table: TableConfig, known: Mapping[str, TableConfig]) -> str:
     """A dimension's key as PRIMARY KEY, a fact table's references as FOREIGN KEYs, so that
-    information_schema's constraint views report them (the tables stay empty)."""
+    information_schema's constraint views report them (the tables stay empty). A reference
+    whose column schema evolution widened past the key's type (tiers.evolution) is left out
+    here, since DuckDB refuses a key of another type (GetImportedKeys still reports it)."""
     if table.key is not None:
         return f", PRIMARY KEY ({quote_ident(table.key)})"
+    types = {c.name: c.type for c in table.columns}
     return "".join(
         f", FOREIGN KEY ({quote_ident(column)}) REFERENCES {quote_ident(target)}"
         for column, target in table.references.items()
-        if target in known
+        if target in known and types.get(column) == _key_type(known[target])
     )
+
+
+def _key_type(dimension: TableConfig) -> str | None:
+    return next((c.type for c in dimension.columns if c.name == dimension.key), None)
 
 
 class ShadowCatalog:
@@ -128,6 +135,11 @@ class ShadowCatalog:
         finally:
             cur.close()
         return [(str(c), str(t), bool(n)) for c, t, n in rows]
+
+    def schema_changed(self) -> None:
+        """A table's columns changed (ingest evolved it): rebuild the shadow on next use."""
+        with self._lock:
+            self._built_for = ("<schema changed>",)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         system = tuple(sorted(self._system_tables()))

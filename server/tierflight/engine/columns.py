@@ -14,10 +14,10 @@ from tierflight.engine.database import use_catalog
 
 
 class ColumnNames:
-    """Output names of a statement, bound against empty views of the configured tables (same
-    columns, no files), so a plan-cache miss does not pay for listing files; remembered by
-    text, since they depend only on it and the configured columns (a data change empties the
-    plan cache, and the same dashboard statements are planned again)."""
+    """Output names of a statement, bound against empty views of the tables (same columns, no
+    files), so a plan-cache miss does not pay for listing files; remembered by text, since
+    they depend only on it and the tables' columns (a data change empties the plan cache, and
+    the same dashboard statements are planned again; a schema change: schema_changed)."""
 
     def __init__(self, tables: Mapping[str, TableConfig], capacity: int = 4096) -> None:
         self._tables = tables
@@ -42,6 +42,13 @@ class ColumnNames:
     def clear(self) -> None:
         """Forget the remembered names (benchmarks measure a miss)."""
         self._cache.clear()
+
+    def schema_changed(self) -> None:
+        """A table's columns changed (ingest evolved it; ``tables`` holds the new ones): bind
+        against new views, and forget names bound against the old ones (``SELECT *``)."""
+        with self._lock:
+            self._binder = None
+            self._cache.clear()
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:

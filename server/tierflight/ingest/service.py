@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.core.config import IngestConfig
+from tierflight.core.config import IngestConfig, TableConfig
 from tierflight.core.durable import write_json_atomic
 from tierflight.core.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
 from tierflight.core.log import get_logger
@@ -49,6 +49,7 @@ from tierflight.ingest.validate import validate_batch
 from tierflight.ingest.wal import WriteAheadLog
 from tierflight.rollups.registry import RollupDelta, RollupState, StagedDelta
 from tierflight.tiers.dimension import DimensionStore
+from tierflight.tiers.evolution import arrow_schema, conform, plan_changes
 
 log = get_logger("tierflight.ingest")
 
@@ -87,6 +88,8 @@ class RollupMerge(Protocol):
     def apply_delta(self, delta: RollupDelta) -> None: ...
     def stage_delta(self, delta: RollupDelta) -> StagedDelta: ...
     def skip_delta(self, table_name: str, rows: int, reason: str) -> None: ...
+    def widen(self, table_name: str) -> None:
+        """A column of the table was widened (tiers.evolution): its states follow."""
     def compact_grown(self, table_name: str) -> list[str]: ...
     def snapshot(self, table_name: str) -> None: ...
     def wal_needed_after(self, table_name: str) -> int | None: ...
@@ -117,7 +120,9 @@ def _ascending(values: pa.ChunkedArray) -> bool:
 class IngestService:
     """Ingest, flush and WAL replay over ``tables`` (built first, see ingest.tables): what it
     changes it publishes under ``swap_lock``, merging into ``rollups`` and telling the
-    router through ``invalidate``; ``statements`` paces it; ``observer`` counts."""
+    router through ``invalidate``; a batch that evolves a table's schema (tiers.evolution) is
+    announced through ``schema_changed`` (under the swap lock); ``statements`` paces it;
+    ``observer`` counts."""
 
     def __init__(
         self,
@@ -127,6 +132,7 @@ class IngestService:
         names: Names,
         rollups: RollupMerge,
         invalidate: Callable[[], None],
+        schema_changed: Callable[[str], None],
         dimensions: Mapping[str, DimensionStore],
         statements: StatementActivity,
         swap_lock: RWLock,
@@ -139,6 +145,7 @@ class IngestService:
         self.names = names
         self.rollups = rollups
         self.invalidate = invalidate
+        self.schema_changed = schema_changed
         self.dimensions = dimensions
         self.statements = statements
         self.swap_lock = swap_lock
@@ -186,7 +193,7 @@ class IngestService:
                     s.status = "stale"
                     log.warning("rollup_behind_wal", rollup=s.group.name, holds=held(s), flushed=flushed)
             for seq, path in segments:
-                data = WriteAheadLog.read(path).cast(t.store.schema)
+                data = conform(WriteAheadLog.read(path), t.store.schema, t.store.registry.aliases())
                 if seq > flushed:
                     t.store.hot.append(data, seq)
                     t.hot_bytes += data.nbytes
@@ -275,62 +282,126 @@ class IngestService:
     def append(self, table_name: str, data: pa.Table) -> int:
         started = time.perf_counter()
         t = self.tables[table_name]
-        clean = validate_batch(
-            data, t.store.table, t.store.schema, self.current_time(), self.settings.max_past, self.settings.max_future
-        )
+        changes = plan_changes(data.schema, t.store.table, t.store.registry.former_names)
+        if changes:
+            # The schema changes with the batch: validated and applied under the table's lock,
+            # so no other batch of the table evolves it in between.
+            with t.lock:
+                clean, seq, timings = self._evolve_and_append(t, data, started)
+            return self._appended(t, table_name, clean, seq, started, timings)
+        clean = self._validate(data, t.store.table, t.store.schema)
         if clean.num_rows == 0:
             return 0
         validated = time.perf_counter()
         with t.lock:
-            locked = time.perf_counter()
-            # The WAL write (I/O, fsync) and the batch's rollup states (DuckDB) both release
-            # the GIL: they run side by side. The states are computed outside the swap lock
-            # (statements go on) and applied with the hot rows in one step under it, so a
-            # statement sees the batch in both or in neither; the ack follows, so the next
-            # statement gets routed answers that include it.
-            durable = self._wal_writer.submit(t.wal.append, clean)
-            failure = ""
-            try:
-                delta: RollupDelta | None = self.rollups.compute_delta(table_name, clean)
-            except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
-                delta, failure = None, repr(exc)
-            seq = durable.result()  # raises if the batch could not be made durable: no ack
-            computed = time.perf_counter()
+            seq, timings = self._append_locked(t, table_name, clean, started, validated)
+        return self._appended(t, table_name, clean, seq, started, timings)
+
+    def _validate(self, data: pa.Table, table: TableConfig, schema: pa.Schema) -> pa.Table:
+        now = self.current_time()
+        return validate_batch(data, table, schema, now, self.settings.max_past, self.settings.max_future)
+
+    def _evolve_and_append(self, t: TableIngest, data: pa.Table, started: float) -> tuple[pa.Table, int, dict[str, float]]:
+        """Apply a batch's schema changes, then append it (the caller holds the table's lock).
+
+        The whole batch is validated against the evolved schema first: a batch refused for
+        any reason changes nothing. The change is recorded durably (tiers.evolution) before
+        the batch reaches the WAL, so a replay after a crash reads the batch under a schema
+        that has its columns; a crash between the two leaves the columns added and empty.
+        """
+        store = t.store
+        name = store.table.name
+        changes = plan_changes(data.schema, store.table, store.registry.former_names)  # again: another batch may have evolved it
+        prospective = store.registry.with_changes(changes).effective(store.base) if changes else store.table
+        clean = self._validate(data, prospective, arrow_schema(prospective))
+        if changes:
+            evolved = store.evolve(changes)
+            # content_lock before the swap lock, as a batch's commit takes them.
+            with self.rollups.content_lock, self.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                store.apply_schema(evolved)
+                if any(not c.added for c in changes):
+                    self.rollups.widen(name)
+                self.schema_changed(name)
+                self.invalidate()
+            log.info("schema_evolved", table=name, version=store.registry.version, changes=[c.describe() for c in changes])
+        if clean.num_rows == 0:
+            return clean, 0, {}
+        seq, timings = self._append_locked(t, name, clean, started, started)
+        return clean, seq, timings
+
+    def _append_locked(
+        self, t: TableIngest, table_name: str, clean: pa.Table, started: float, validated: float
+    ) -> tuple[int, dict[str, float]]:
+        """WAL, rollup states and hot tail for a validated batch (the caller holds t.lock)."""
+        locked = time.perf_counter()
+        # The WAL write (I/O, fsync) and the batch's rollup states (DuckDB) both release
+        # the GIL: they run side by side. The states are computed outside the swap lock
+        # (statements go on) and applied with the hot rows in one step under it, so a
+        # statement sees the batch in both or in neither; the ack follows, so the next
+        # statement gets routed answers that include it.
+        durable = self._wal_writer.submit(t.wal.append, clean)
+        failure = ""
+        try:
+            delta: RollupDelta | None = self.rollups.compute_delta(table_name, clean)
+        except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
+            delta, failure = None, repr(exc)
+        seq = durable.result()  # raises if the batch could not be made durable: no ack
+        computed = time.perf_counter()
+        if delta is not None:
+            delta = dataclasses.replace(delta, through=seq)
+        # content_lock before the swap lock: a snapshot compacting a rollup holds it,
+        # and statements must not queue behind an ingest that waits for it. The states
+        # are inserted before the swap lock, in a transaction statements cannot see, and
+        # committed under it together with the hot rows.
+        with self.rollups.content_lock:
+            staged = None
             if delta is not None:
-                delta = dataclasses.replace(delta, through=seq)
-            # content_lock before the swap lock: a snapshot compacting a rollup holds it,
-            # and statements must not queue behind an ingest that waits for it. The states
-            # are inserted before the swap lock, in a transaction statements cannot see, and
-            # committed under it together with the hot rows.
-            with self.rollups.content_lock:
-                staged = None
-                if delta is not None:
-                    try:
-                        staged = self.rollups.stage_delta(delta)
-                    except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
-                        failure = repr(exc)
-                staged_at = time.perf_counter()
-                with self.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
-                    holding = time.perf_counter()
-                    try:
-                        t.store.hot.append(clean, seq)
-                    except BaseException:
-                        if staged is not None:
-                            staged.rollback()  # no open transaction left behind the failure
-                        raise
+                try:
+                    staged = self.rollups.stage_delta(delta)
+                except Exception as exc:  # noqa: BLE001 - the rows are durable; rollups go stale
+                    failure = repr(exc)
+            staged_at = time.perf_counter()
+            with self.swap_lock.write(patience=INGEST_LOCK_PATIENCE):
+                holding = time.perf_counter()
+                try:
+                    t.store.hot.append(clean, seq)
+                except BaseException:
                     if staged is not None:
-                        try:
-                            staged.commit()
-                        except Exception as exc:  # noqa: BLE001 - as above: answered raw until rebuilt
-                            staged, failure = None, repr(exc)
-                    if staged is None:
-                        self.rollups.skip_delta(table_name, clean.num_rows, failure)
-                    self.invalidate()
-                    released = time.perf_counter()
-            applied = time.perf_counter()
-            t.hot_bytes += clean.nbytes
-            if t.oldest_unflushed is None:
-                t.oldest_unflushed = time.monotonic()
+                        staged.rollback()  # no open transaction left behind the failure
+                    raise
+                if staged is not None:
+                    try:
+                        staged.commit()
+                    except Exception as exc:  # noqa: BLE001 - as above: answered raw until rebuilt
+                        staged, failure = None, repr(exc)
+                if staged is None:
+                    self.rollups.skip_delta(table_name, clean.num_rows, failure)
+                self.invalidate()
+                released = time.perf_counter()
+        applied = time.perf_counter()
+        t.hot_bytes += clean.nbytes
+        if t.oldest_unflushed is None:
+            t.oldest_unflushed = time.monotonic()
+        timings = {
+            "validate_ms": validated - started,
+            "lock_wait_ms": locked - validated,
+            "wal_and_states_ms": computed - locked,
+            "apply_ms": applied - computed,
+            # Of apply: inserting the states (statements go on), waiting for the swap lock,
+            # and holding it (statements wait).
+            "stage_ms": staged_at - computed,
+            "swap_wait_ms": holding - staged_at,
+            "swap_hold_ms": released - holding,
+        }
+        return seq, timings
+
+    def _appended(
+        self, t: TableIngest, table_name: str, clean: pa.Table, seq: int, started: float, timings: dict[str, float]
+    ) -> int:
+        """After the table's lock: compaction, metrics, the log line, a due flush."""
+        if clean.num_rows == 0:
+            return 0
+        applied = time.perf_counter()
         # Outside the table's lock: the next batch's WAL write and states go on meanwhile.
         compacted = self.rollups.compact_grown(table_name)
         self.rows_total += clean.num_rows
@@ -344,15 +415,7 @@ class IngestService:
             rows=clean.num_rows,
             seq=seq,
             ms=round((done - started) * 1000, 1),
-            validate_ms=round((validated - started) * 1000, 1),
-            lock_wait_ms=round((locked - validated) * 1000, 1),
-            wal_and_states_ms=round((computed - locked) * 1000, 1),
-            apply_ms=round((applied - computed) * 1000, 1),
-            # Of apply: inserting the states (statements go on), waiting for the swap lock,
-            # and holding it (statements wait).
-            stage_ms=round((staged_at - computed) * 1000, 1),
-            swap_wait_ms=round((holding - staged_at) * 1000, 1),
-            swap_hold_ms=round((released - holding) * 1000, 1),
+            **{k: round(v * 1000, 1) for k, v in timings.items()},
             compact_ms=round((done - applied) * 1000, 1),
             compacted=compacted or None,
         )
@@ -414,7 +477,7 @@ class IngestService:
         for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
             day = days[start].astype(object)
             # The declared nullability ("required" in Iceberg).
-            rows = data.slice(start, stop - start).cast(store.schema)
+            rows = conform(data.slice(start, stop - start), store.schema)
             name = f"part-wal-{through:012d}-{uuid.uuid4().hex[:8]}.parquet"
             if until is not None and day < until:
                 # A late row for a day already in Iceberg goes to Iceberg (registered at publish).

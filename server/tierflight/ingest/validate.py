@@ -21,7 +21,7 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflight.core.config import TableConfig
+from tierflight.core.config import Evolve, TableConfig
 from tierflight.core.decimals import describe, first_violation
 from tierflight.core.errors import InvalidArgument
 
@@ -101,16 +101,22 @@ def conform(data: pa.Table, table: TableConfig, schema: pa.Schema) -> pa.Table:
     cast) and NOT NULL where declared; else raise naming the column (and row)."""
     names = data.column_names
     expected = schema.names
-    missing = [n for n in expected if n not in names]
+    # A table that evolves takes batches of older producers: a nullable column they lack is NULL.
+    lenient = table.evolve is Evolve.ADD_COLUMNS
+    missing = [f.name for f in schema if f.name not in names and not (lenient and f.nullable)]
     if missing:
         raise InvalidArgument(f"ingest into {table.name}: missing column(s) {', '.join(missing)}; nothing was written")
     extra = [n for n in names if n not in expected]
     if extra:
-        raise InvalidArgument(f"ingest into {table.name}: unknown column(s) {', '.join(extra)}; nothing was written")
+        hint = "" if lenient else f' (tables.{table.name}.evolve = "{table.evolve.value}": "add_columns" adds them)'
+        raise InvalidArgument(f"ingest into {table.name}: unknown column(s) {', '.join(extra)}{hint}; nothing was written")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"ingest into {table.name}: duplicate column names; nothing was written")
     columns = []
     for field in schema:
+        if field.name not in names:
+            columns.append(pa.chunked_array([pa.nulls(data.num_rows, field.type)]))
+            continue
         col = data[field.name]
         if not widens_losslessly(col.type, field.type):
             raise _refuse_type(table, field, col.type)

@@ -121,6 +121,12 @@ class ParameterTyper:
         # statements again and again (the column types are fixed for the process's life).
         self._known: LRU[str, pa.Schema] = LRU(4096)
 
+    def schema_changed(self) -> None:
+        """A table's columns changed (ingest evolved it): infer with the new ones."""
+        with self._lock:
+            self._schema = None
+            self._known = LRU(4096)
+
     def _column_types(self) -> MappingSchema:
         with self._lock:
             if self._schema is None:

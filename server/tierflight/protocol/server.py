@@ -79,6 +79,9 @@ class FlightServices:
     statements: StatementService
     catalog: CatalogSource
     node: NodeService
+    # Registers a callback run when a table's columns change (ingest evolved its schema,
+    # tiers.evolution), under the swap lock; ``tables`` then holds the new columns.
+    on_schema_change: Callable[[Callable[[], None]], None] = lambda _listener: None
 
 
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
@@ -95,6 +98,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.prepared = PreparedStatements()
         self.metadata = Metadata(services.catalog, services.statements)
         self.parameter_types = ParameterTyper(services.tables, services.names)
+        services.on_schema_change(self.parameter_types.schema_changed)
         self._schema_bytes: LRU[bytes, bytes] = LRU(1024)
         self._info_handlers: dict[str, Callable[[Any, flight.FlightDescriptor, Any], flight.FlightInfo]] = {
             "CommandStatementQuery": self._info_statement,

@@ -45,6 +45,7 @@ from tierflight.rollups.snapshot import (
     SourceState,
     fingerprint_of,
 )
+from tierflight.tiers.evolution import ARROW_TO_DUCK
 from tierflight.tiers.store import TableStore
 
 log = get_logger("tierflight.rollups")
@@ -303,8 +304,43 @@ class RollupRegistry:
                 state.merged_through = meta.wal_through
         log.info("rollup_loaded", rollup=state.group.name, rows=table.num_rows, bytes=table.nbytes, status=status)
 
+    def _dimension_types(self, state: RollupState, table: pa.Table) -> pa.Table:
+        """A snapshot's dimension columns in the table's current types: a column ingest
+        widened since (tiers.evolution) is cast up, so merged states of wider values fit."""
+        store = self.stores.get(state.group.table)
+        if store is None:
+            return table
+        for name in state.group.dimensions:
+            if name in table.column_names and name in store.schema.names:
+                wanted = store.schema.field(name).type
+                if table.schema.field(name).type != wanted:
+                    table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(wanted))
+        return table
+
+    def widen(self, table_name: str) -> None:
+        """Cast the loaded rollups' dimension columns to the table's current types (a batch
+        widened a column: its states would not fit). The caller holds content_lock."""
+        for state in self.all_states(table_name):
+            if state.status not in ("active", "stale"):
+                continue
+            cur = self.database.cursor()
+            try:
+                current = cur.sql(f"SELECT * FROM {state.qualified} LIMIT 0").to_arrow_table().schema
+                for name in state.group.dimensions:
+                    store = self.stores[table_name]
+                    if name in current.names and name in store.schema.names:
+                        wanted = store.schema.field(name).type
+                        if current.field(name).type != wanted:
+                            duck = ARROW_TO_DUCK[wanted]
+                            self.database.execute_internal(
+                                f"ALTER TABLE {state.qualified} ALTER COLUMN {quote_ident(name)} TYPE {duck}", cursor=cur
+                            )
+            finally:
+                cur.close()
+
     def _install_table(self, state: RollupState, table: pa.Table, status: str) -> None:
         """Replace the loaded rollup (callers hold content_lock, so no merge lands in between)."""
+        table = self._dimension_types(state, table)
         cur = self.database.cursor()
         try:
             cur.register("__tf_rollup_src", table)

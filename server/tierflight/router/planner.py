@@ -85,6 +85,13 @@ class Router:
             self.generation += 1
             self._cache.clear()
 
+    def schema_changed(self) -> None:
+        """A table's columns changed (ingest evolved it): its facts are read again."""
+        with self._lock:
+            self._infos = {}
+            self.generation += 1
+            self._cache.clear()
+
     def _table_infos(self) -> dict[str, TableInfo]:
         stores = self._stores()
         if set(self._infos) != set(stores):

@@ -27,7 +27,7 @@ from tierflight.router.timerange import derived_grains, table_time_range
 from tierflight.tiers.base import TierKind, TimeRange
 from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import Source, TableStore
-from tierflight.tiers.timetravel import relation_at
+from tierflight.tiers.timetravel import columns_at, relation_at
 
 StoreLookup = Callable[[], Mapping[str, TableStore]]
 DimensionLookup = Callable[[], Mapping[str, DimensionStore]]
@@ -293,11 +293,12 @@ class RawPlanner:
             store = stores[ref.table]
             if template.shape_only:
                 # DESCRIBE SELECT ...: only the columns matter; no file is listed or opened.
-                body = table_view_sql(store.table, [], template.derived[ref.table])
+                columns = store.table if ref.when is None else columns_at(store, ref.when)
+                body = table_view_sql(columns, [], template.derived[ref.table])
             elif ref.when is not None:
-                sql_at, snapshot_id, files, regs = relation_at(store, ref.when, ref.rng)
+                sql_at, snapshot_id, files, regs, columns = relation_at(store, ref.when, ref.rng)
                 registrations.extend(regs)
-                body = table_view_sql(store.table, [sql_at] if sql_at else [], template.derived[ref.table])
+                body = table_view_sql(columns, [sql_at] if sql_at else [], template.derived[ref.table])
                 parts.append(RoutePart(PartTier.COLD, f"{ref.table}: Iceberg snapshot {snapshot_id}, {files} files", 0, "time travel"))
             else:
                 sources = store.sources(ref.rng, template.day_as[ref.table])

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tierflight.core.config import CatalogType, IcebergAuth, IcebergConfig, OnUnavailable
 from tierflight.core.errors import StorageUnavailable, first_line
 from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
-from tierflight.core.sql import quote_ident, quote_literal
+from tierflight.core.sql import quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
+from tierflight.tiers.evolution import parquet_relation
 from tierflight.tiers.relocate import Rebase, rebase_properties
 from tierflight.tiers.s3 import S3Settings, is_s3_uri
 
@@ -134,6 +136,25 @@ def load_catalog(settings: IcebergSettings) -> Any:
         raise StorageUnavailable(f"cannot reach the Iceberg catalog at {settings.where}: {first_line(exc)}") from None
 
 
+def _iceberg_type(arrow_type: pa.DataType) -> Any:
+    """The Iceberg type of a table column's Arrow type (tiers.evolution.DUCK_TO_ARROW)."""
+    from pyiceberg import types as t
+
+    if pa.types.is_timestamp(arrow_type):
+        return t.TimestamptzType() if arrow_type.tz else t.TimestampType()
+    kinds = {
+        pa.int16(): t.IntegerType(),  # Iceberg has no 16-bit integer
+        pa.int32(): t.IntegerType(),
+        pa.int64(): t.LongType(),
+        pa.float32(): t.FloatType(),
+        pa.float64(): t.DoubleType(),
+        pa.string(): t.StringType(),
+        pa.bool_(): t.BooleanType(),
+        pa.date32(): t.DateType(),
+    }
+    return kinds[arrow_type]
+
+
 def local_path(uri: str) -> str:
     """DuckDB reads local files by path; Iceberg records them as file:// URIs."""
     return uri[len("file://") :] if uri.startswith("file://") else uri
@@ -183,6 +204,11 @@ class ColdTier(Tier[ColdState]):
         # days to Iceberg before it moves the boundary).
         self._state = ColdState(None, None)
         self.planned = 0  # manifest reads, for tests and benchmarks
+        # Whether the table's schema evolved (tiers.evolution): files may then store fewer
+        # columns or narrower types, and are read by the columns their footers name.
+        self.evolved = False
+        self.aliases: dict[str, tuple[str, ...]] = {}  # renamed columns: their former names
+        self._footers: LRU[str, pa.Schema] = LRU(65536)
 
     @property
     def catalog(self) -> Any:
@@ -387,26 +413,85 @@ class ColdTier(Tier[ColdState]):
         file is elsewhere (or on S3): then the date is computed."""
         key = f"{self.time_column}_day"
         files = self.files(time_range, state)
-        names = self.arrow_schema.names
-        if not files or key in names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
+        if not files or key in self.arrow_schema.names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
             return None
-        listing = ", ".join(quote_literal(f) for f in files)
-        cols = ", ".join(quote_ident(n) for n in names)
-        return Relation(
-            f"SELECT {cols}, {quote_ident(key)} AS {quote_ident(day_as)} FROM read_parquet([{listing}], "
-            f"hive_partitioning = true, hive_types = {{{quote_literal(key)}: DATE}})",
-            carries=(day_as,),
-        )
+        return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
 
-    def relation_of(self, files: Sequence[str]) -> Relation | None:
-        """SQL over data files: local ones by path, S3 ones through a registered dataset."""
+    def _with_schemas(self, files: Sequence[str]) -> list[tuple[str, pa.Schema | None]]:
+        """Each local file with the columns it stores, once the table's schema evolved (a
+        file written before lacks new columns or stores a narrower type); before, none is
+        read. Data files never change, so their footers are cached by path."""
+        if not self.evolved:
+            return [(f, None) for f in files]
+        out: list[tuple[str, pa.Schema | None]] = []
+        for f in files:
+            schema = self._footers.get(f)
+            if schema is None:
+                try:
+                    schema = pq.read_schema(f)
+                except FileNotFoundError:
+                    raise
+                except Exception:  # noqa: BLE001 - read by name: DuckDB's error names the file
+                    schema = None
+                else:
+                    self._footers.put(f, schema)
+            out.append((f, schema))
+        return out
+
+    def relation_of(self, files: Sequence[str], schema: pa.Schema | None = None) -> Relation | None:
+        """SQL over data files: local ones by path, S3 ones through a registered dataset;
+        in ``schema``'s columns (default: the table's; time travel: a snapshot's)."""
         if not files:
             return None
+        schema = schema or self.arrow_schema
         if any(is_s3_uri(f) for f in files):
-            sql, reg = self.settings.s3.registration(files, self.arrow_schema)
+            # A dataset with the table's schema reads older files with NULLs and casts itself.
+            sql, reg = self.settings.s3.registration(files, schema)
             return Relation(sql, (reg,))
-        listing = ", ".join(quote_literal(f) for f in files)
-        return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
+        if not self.evolved:
+            listing = ", ".join(quote_literal(f) for f in files)
+            return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
+        return parquet_relation(self._with_schemas(files), schema, "", None, self.aliases)
+
+    def sync_schema(self, table: Any) -> Any:
+        """Make the Iceberg table's schema the table's (columns added, types widened by
+        ingest, tiers.evolution) before files that store them are registered. Returns the
+        table as committed."""
+        renames = [
+            (old, f.name)
+            for f in self.arrow_schema
+            if f.name not in {c.name for c in table.schema().fields}
+            for old in self.aliases.get(f.name, ())[:1]
+            if old in {c.name for c in table.schema().fields}
+        ]
+        if renames:
+            try:
+                with table.update_schema() as update:
+                    for old, new in renames:
+                        update.rename_column(old, new)  # same field id: older files stay its data
+            except Exception as exc:  # noqa: BLE001 - any commit failure is reported with the table
+                raise self._unavailable("rename columns of", exc) from None
+            table = self.catalog.load_table(self.identifier)
+            log.info("cold_columns_renamed", table=self.table_name, renamed=renames)
+        current = table.schema()
+        names = {f.name: f for f in current.fields}
+        added = [f for f in self.arrow_schema if f.name not in names]
+        widened = [
+            f for f in self.arrow_schema if f.name in names and _iceberg_type(f.type) != names[f.name].field_type
+        ]
+        if not added and not widened:
+            return table
+        try:
+            with table.update_schema() as update:
+                for f in added:
+                    update.add_column(f.name, _iceberg_type(f.type))  # optional: new columns are nullable
+                for f in widened:
+                    update.update_column(f.name, field_type=_iceberg_type(f.type))
+        except Exception as exc:  # noqa: BLE001 - any commit failure is reported with the table
+            raise self._unavailable("evolve the schema of", exc) from None
+        todo = added + widened
+        log.info("cold_schema_evolved", table=self.table_name, columns=[f.name for f in todo])
+        return self.catalog.load_table(self.identifier)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -417,7 +502,7 @@ class ColdTier(Tier[ColdState]):
         """
         if not paths:
             return
-        table = self.table()
+        table = self.sync_schema(self.table())
         # Recorded under the catalog's stored root, as every other name in it (tiers.relocate).
         names = [self._rebase.logical(p) for p in paths] if self._rebase else list(paths)
         try:

@@ -31,7 +31,7 @@ from tierflight.core.config import TableConfig
 from tierflight.core.durable import fsync_dir, write_json_atomic
 from tierflight.core.errors import InvalidArgument, StorageUnavailable
 from tierflight.core.log import get_logger
-from tierflight.tiers.store import arrow_schema
+from tierflight.tiers.evolution import arrow_schema
 
 log = get_logger("tierflight.dimension")
 

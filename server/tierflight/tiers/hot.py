@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from tierflight.core.config import TableConfig
 from tierflight.core.sql import quote_ident
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
+from tierflight.tiers.evolution import conform
 
 
 class HotTail(Tier[None]):
@@ -52,6 +53,15 @@ class HotTail(Tier[None]):
             self._batches.append((seq, data))
             self._rows += data.num_rows
             self._span = (lo, hi) if self._span is None else (min(self._span[0], lo), max(self._span[1], hi))
+            self._whole = None
+
+    def apply_schema(self, table: TableConfig, schema: pa.Schema) -> None:
+        """Serve ``table``'s (evolved) columns: the rows held are conformed to them (a new
+        column's nulls cost no copy of the other columns)."""
+        with self._lock:
+            self._batches = [(s, conform(t, schema)) for s, t in self._batches]
+            self.table_config, self.schema = table, schema
+            self._columns = ", ".join(quote_ident(c.name) for c in table.columns)
             self._whole = None
 
     def read(self, through_seq: int | None = None) -> pa.Table:

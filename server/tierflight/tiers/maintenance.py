@@ -45,9 +45,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from tierflight.core.errors import StorageUnavailable
 from tierflight.core.log import get_logger
+from tierflight.tiers.evolution import conform, stored_name
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.store import TableStore
 from tierflight.tiers.warm import COMPACTION_JOURNAL, day_dir_name, inspect_file
@@ -131,6 +133,20 @@ def _publish(store: TableStore, settle: float) -> None:
         time.sleep(settle)
 
 
+def _renamed_in(store: TableStore, path: str) -> bool:
+    """Whether a warm file stores a column under a name it had before a rename."""
+    aliases = store.registry.aliases()
+    if not aliases:
+        return False
+    stored = pq.read_schema(path, filesystem=store.warm.objects.fs).names
+    return any(stored_name(n, stored, aliases) not in (None, n) for n in store.schema.names)
+
+
+def objects_read_all(store: TableStore, path: str) -> pa.Table:
+    objects = store.warm.objects
+    return objects.read_parquet(path, pq.read_schema(path, filesystem=objects.fs).names)
+
+
 def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETTLE_SECONDS) -> DemoteStats:
     began = time.perf_counter()
     with maintenance_lock(store):
@@ -149,7 +165,7 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
             recover_compaction(store, path)
             for info in warm.live(path):
                 src = info.path
-                n, problem = inspect_file(src, store.schema, warm.objects.fs)
+                n, problem = inspect_file(src, store.schema, warm.objects.fs, store.registry.columns, store.registry.aliases())
                 if problem:
                     raise StorageUnavailable(f"cannot demote {store.table.name} {day_dir_name(day)}: {problem}")
                 sources.append((day, src))
@@ -159,7 +175,13 @@ def demote(store: TableStore, fault: FaultHook = _no_fault, settle: float = SETT
             # Named after the source (unique within its day): a re-run after a crash before
             # the commit copies over what it copied, so no unregistered copy is left behind.
             dst = store.cold_file_location(day, f"demoted-{src.rpartition('/')[2]}")
-            warm.objects.copy(src, store.cold_objects, Objects.path(dst))
+            if _renamed_in(store, src):
+                # Iceberg registers a file by the current column names: one written before a
+                # rename is rewritten under them (the rest are copied byte for byte).
+                data = objects_read_all(store, src)
+                store.write_object(conform(data, store.schema, store.registry.aliases()), dst, cold=True)
+            else:
+                warm.objects.copy(src, store.cold_objects, Objects.path(dst))
             paths.append(dst)
         fault("demote:copied")
         if paths:
@@ -213,7 +235,7 @@ def _merge(store: TableStore, day_dir: str, files: list[str]) -> pa.Table | None
     partition = day_dir.rpartition("/")[2]
     expected = 0
     for f in files:
-        n, problem = inspect_file(f, store.schema, objects.fs)
+        n, problem = inspect_file(f, store.schema, objects.fs, store.registry.columns, store.registry.aliases())
         if problem:
             log.warning("compact_skipped", table=store.table.name, partition=partition, problem=problem)
             return None
@@ -221,7 +243,11 @@ def _merge(store: TableStore, day_dir: str, files: list[str]) -> pa.Table | None
     parts = []
     for f in files:
         try:
-            parts.append(objects.read_parquet(f, names).select(names).cast(store.schema))
+            # A file written before the table evolved lacks its new columns: read as NULL.
+            aliases = store.registry.aliases()
+            stored = pq.read_schema(f, filesystem=objects.fs).names
+            present = [s for n in names if (s := stored_name(n, stored, aliases)) is not None]
+            parts.append(conform(objects.read_parquet(f, present).select(present), store.schema, aliases))
         except StorageUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a corrupt page: the footer was fine, the data is not

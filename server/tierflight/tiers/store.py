@@ -29,6 +29,7 @@ from tierflight.core.errors import StorageUnavailable
 from tierflight.core.log import get_logger
 from tierflight.tiers.base import ALL_TIME, Partition, Registration, Scan, Tier, TierKind, TimeRange
 from tierflight.tiers.cold import ColdTier, IcebergSettings, load_catalog
+from tierflight.tiers.evolution import Change, SchemaRegistry, arrow_schema
 from tierflight.tiers.hot import HotTail
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.parquet import write_options
@@ -37,32 +38,6 @@ from tierflight.tiers.shared import TableState
 from tierflight.tiers.warm import WarmTier, warm_storage
 
 log = get_logger("tierflight.store")
-
-_DUCK_TO_ARROW = {
-    "TIMESTAMP": pa.timestamp("us"),
-    "VARCHAR": pa.string(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "DOUBLE": pa.float64(),
-    "FLOAT": pa.float32(),
-    "BOOLEAN": pa.bool_(),
-    "DATE": pa.date32(),
-    "SMALLINT": pa.int16(),
-}
-
-
-def arrow_schema(table: TableConfig) -> pa.Schema:
-    fields = []
-    for c in table.columns:
-        try:
-            fields.append(pa.field(c.name, _DUCK_TO_ARROW[c.type], nullable=c.nullable))
-        except KeyError:
-            raise ValueError(
-                f"tables.{table.name}.columns.{c.name}: type {c.type} is not supported; "
-                f"use one of {', '.join(sorted(_DUCK_TO_ARROW))}"
-            ) from None
-    return pa.schema(fields)
-
 
 # The implementation of each tier kind (the warm tier's storage kinds: warm.WARM_STORAGE).
 TIER_IMPLEMENTATIONS: dict[TierKind, type[Tier[Any]]] = {
@@ -90,9 +65,13 @@ class Source:
 class TableStore:
     def __init__(self, config: Config, table: TableConfig) -> None:
         self.config = config
-        self.table = table
         self.root = config.data_dir / table.name
-        self.schema = arrow_schema(table)
+        # The configured columns, and what ingest added to them (tiers.evolution).
+        self.base = table
+        self.registry = SchemaRegistry.load(self.root)
+        self.table = self.registry.effective(table)
+        self.schema = arrow_schema(self.table)
+        table = self.table
         self._view_lock = threading.Lock()  # what statements see: swapped whole, read whole
         self._refresh_lock = threading.Lock()
         self._seen: tuple[object, ...] | None = None
@@ -113,11 +92,47 @@ class TableStore:
             log.warning("cold_tier_unavailable", table=table.name, error=exc.message)
             catalog = None  # connect again on the next refresh
         self.cold = ColdTier(catalog, settings, table.name, self.schema, table.time_column)
+        self.cold.evolved = self.registry.version > 0
+        self.warm.evolved = self.registry.columns
+        self.warm.aliases = self.cold.aliases = self.registry.aliases()
         self.hot = HotTail(table, self.schema)
         # Oldest first: the order of system.partitions and of a table's UNION ALL.
         self.tiers: tuple[Tier[Any], ...] = (self.cold, self.warm, self.hot)
         self._cold_objects: Objects | None = None
         self.refresh()
+
+    # -- the schema ---------------------------------------------------------------------
+
+    def evolve(self, changes: list[Change]) -> TableConfig:
+        """Record ``changes`` in the schema registry (durably) and return the table they make;
+        what statements see changes only with :meth:`apply_schema` (under the swap lock)."""
+        registry = self.registry.with_changes(changes)
+        registry.save(self.root)
+        self.registry = registry
+        return registry.effective(self.base)
+
+    def reload_registry(self) -> TableConfig | None:
+        """The table's columns if another process (the primary of ``serve --workers``, or
+        ``tables alter``) changed the schema registry since this one read it; else None.
+        Apply them with :meth:`apply_schema`."""
+        registry = SchemaRegistry.load(self.root)
+        if registry.version == self.registry.version:
+            return None
+        self.registry = registry
+        return registry.effective(self.base)
+
+    def apply_schema(self, table: TableConfig) -> None:
+        """Serve ``table``'s columns: the hot rows are conformed to them, the tiers read older
+        files with NULLs / casts. The caller holds the swap lock."""
+        schema = arrow_schema(table)
+        self.table, self.schema = table, schema
+        self.warm.schema = schema
+        self.warm.evolved = self.registry.columns
+        self.warm.aliases = self.cold.aliases = self.registry.aliases()
+        self.cold.arrow_schema = schema
+        self.cold.evolved = True
+        self.hot.apply_schema(table, schema)
+        self.generation += 1
 
     @property
     def warm_on_s3(self) -> bool:

@@ -7,6 +7,7 @@ then), not the warm tier or the hot tail; rollups never answer it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -14,10 +15,12 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
+from tierflight.core.config import TableConfig
 from tierflight.core.errors import InvalidArgument, NotFound
 from tierflight.core.grains import literal_datetime
 from tierflight.core.lru import LRU
 from tierflight.tiers.base import TimeRange
+from tierflight.tiers.evolution import arrow_schema
 
 SNAPSHOTS_SCHEMA = pa.schema(
     [
@@ -57,10 +60,44 @@ def snapshot_for(table: Any, when: exp.Expr) -> int:
     raise InvalidArgument("time travel supports AT (VERSION => id) and AT (TIMESTAMP => ts)")
 
 
+def table_at(store: Any, table: Any, snapshot_id: int) -> TableConfig:
+    """The table's columns as the snapshot's own Iceberg schema has them: a column added
+    since is not there, a column widened since has its type then, a column renamed since its
+    name then (matched by Iceberg field id; tiers.evolution)."""
+    current: TableConfig = store.table
+    if not store.cold.evolved:
+        return current
+    snap = table.snapshot_by_id(snapshot_id)
+    schemas = table.schemas()
+    schema = schemas.get(snap.schema_id) if snap is not None and snap.schema_id is not None else None
+    if schema is None:
+        return current
+    ids = {f.name: f.field_id for f in table.schema().fields}
+    fields = {f.field_id: f for f in schema.fields}
+    narrower = {"int": ("BIGINT", "INTEGER"), "float": ("DOUBLE", "FLOAT")}
+    columns = []
+    for c in current.columns:
+        f = fields.get(ids.get(c.name, -1)) or next((x for x in schema.fields if x.name == c.name), None)
+        if f is None:
+            continue
+        was = narrower.get(str(f.field_type))
+        columns.append(dataclasses.replace(c, name=f.name, type=was[1] if was and was[0] == c.type else c.type))
+    return dataclasses.replace(current, columns=tuple(columns))
+
+
+def columns_at(store: Any, when: exp.Expr) -> TableConfig:
+    """The table's columns in the snapshot an ``AT (...)`` clause names (no file is planned)."""
+    if not store.cold.evolved:
+        return store.table  # type: ignore[no-any-return]
+    table = store.cold.table()
+    return table_at(store, table, snapshot_for(table, when))
+
+
 def relation_at(
     store: Any, when: exp.Expr, rng: TimeRange
-) -> tuple[str | None, int, int, tuple[tuple[str, Any], ...]]:
-    """(relation SQL or None if empty, snapshot id, files, registrations) for the cold tier at a snapshot."""
+) -> tuple[str | None, int, int, tuple[tuple[str, Any], ...], TableConfig]:
+    """(relation SQL or None if empty, snapshot id, files, registrations, the table's columns
+    in that snapshot) for the cold tier at a snapshot."""
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
     table = store.cold.table()
@@ -77,10 +114,11 @@ def relation_at(
         tasks = table.scan(row_filter=expr, snapshot_id=snapshot_id).plan_files()
         files = sorted(store.cold.physical(t.file.file_path) for t in tasks)
         _plans.put(key, files)
-    rel = store.cold.relation_of(files)
+    columns = table_at(store, table, snapshot_id)
+    rel = store.cold.relation_of(files, arrow_schema(columns) if columns is not store.table else None)
     if rel is None:
-        return None, snapshot_id, 0, ()
-    return rel.sql, snapshot_id, len(files), rel.registrations
+        return None, snapshot_id, 0, (), columns
+    return rel.sql, snapshot_id, len(files), rel.registrations, columns
 
 
 def snapshots_table(stores: dict[str, Any]) -> pa.Table:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from tierflight.core.errors import ConfigError, StorageUnavailable
 from tierflight.core.log import get_logger
-from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.tiers.base import ALL_TIME, Partition, Relation, Scan, Tier, TierKind, TimeRange
+from tierflight.tiers.evolution import parquet_relation, stored_name, stored_widens
 from tierflight.tiers.objects import Objects
 from tierflight.tiers.s3 import S3Settings
 from tierflight.tiers.shared import LocalTableState, S3TableState, TableState
@@ -76,48 +76,82 @@ def day_dir_name(day: dt.date) -> str:
     return f"{DAY_KEY}={day.isoformat()}"
 
 
-def _same_type(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if actual == expected:
+def _same_type(actual: pa.DataType, expected: pa.DataType, evolved: bool = False) -> bool:
+    if actual == expected or (evolved and stored_widens(actual, expected)):
         return True
     strings = (pa.string(), pa.large_string(), pa.string_view())
     return actual in strings and expected in strings
 
 
-def schema_problem(actual: pa.Schema, expected: pa.Schema) -> str | None:
-    """Why a file's columns are not the table's (None when they are)."""
+def schema_problem(
+    actual: pa.Schema,
+    expected: pa.Schema,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
+    """Why a file's columns are not the table's (None when they are). A file written before
+    the table's schema evolved may lack a column ingest added or store a column ingest
+    widened in its narrower type (``evolved``, tiers.evolution): it is read with NULLs
+    there, or cast. Any other missing column or other type is damage."""
+    if aliases:
+        # A column renamed since the file was written is checked under the name it stores.
+        renamed = {stored_name(f.name, actual.names, aliases) or f.name: f.name for f in expected}
+        actual = pa.schema([f.with_name(renamed.get(f.name, f.name)) for f in actual if f.name in renamed])
     names = set(actual.names)
-    missing = [f.name for f in expected if f.name not in names]
+    missing = [f.name for f in expected if f.name not in names and f.name not in evolved]
     if missing:
         return f"missing column(s) {', '.join(missing)}"
     wrong = [
         f"{f.name} is {actual.field(f.name).type}, expected {f.type}"
         for f in expected
-        if not _same_type(actual.field(f.name).type, f.type)
+        if f.name in names and not _same_type(actual.field(f.name).type, f.type, f.name in evolved)
     ]
     if wrong:
         return "wrong column type(s): " + "; ".join(wrong)
     return None
 
 
-def inspect_file(path: Path | str, expected: pa.Schema | None, filesystem: Any = None) -> tuple[int, str | None]:
-    """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
+def read_footer(path: Path | str, filesystem: Any = None) -> tuple[int, pa.Schema | None, str | None]:
+    """(rows, schema, error) from a Parquet file's footer; error is None for a readable file."""
     try:
         if filesystem is not None:
             with filesystem.open_input_file(str(path)) as fh:
                 pf = pq.ParquetFile(fh)
-                rows, actual = pf.metadata.num_rows, pf.schema_arrow
-        else:
-            pf = pq.ParquetFile(path)
-            rows, actual = pf.metadata.num_rows, pf.schema_arrow
+                return pf.metadata.num_rows, pf.schema_arrow, None
+        pf = pq.ParquetFile(path)
+        return pf.metadata.num_rows, pf.schema_arrow, None
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable footer is reported the same way
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return 0, f"cannot read Parquet file {path}: {detail}"
-    problem = schema_problem(actual, expected) if expected is not None else None
-    if problem:
-        return 0, f"Parquet file {path} does not have the table's schema: {problem}"
-    return rows, None
+        return 0, None, f"cannot read Parquet file {path}: {detail}"
+
+
+def file_problem(
+    path: Path | str,
+    actual: pa.Schema | None,
+    error: str | None,
+    expected: pa.Schema | None,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
+    if error or actual is None or expected is None:
+        return error
+    problem = schema_problem(actual, expected, evolved, aliases)
+    return f"Parquet file {path} does not have the table's schema: {problem}" if problem else None
+
+
+def inspect_file(
+    path: Path | str,
+    expected: pa.Schema | None,
+    filesystem: Any = None,
+    evolved: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[int, str | None]:
+    """(rows, problem) from a Parquet file's footer; problem is None for a good file."""
+    rows, actual, error = read_footer(path, filesystem)
+    problem = file_problem(path, actual, error, expected, evolved, aliases)
+    return (0, problem) if problem else (rows, None)
 
 
 @dataclass(frozen=True)
@@ -151,9 +185,16 @@ class WarmStorage(ABC):
         """Where the table's boundary and change marker live (tiers.shared)."""
 
     @abstractmethod
-    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
-        """SQL over ``files`` (columns by name, in the table's order); with ``day_as`` and
-        if the storage can, each row's day from its partition directory as that column."""
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
+        """SQL over ``files`` (each with the columns it stores, if known) in the table's
+        columns and order; with ``day_as`` and if the storage can, each row's day from its
+        partition directory as that column."""
 
 
 class LocalWarmStorage(WarmStorage):
@@ -170,20 +211,14 @@ class LocalWarmStorage(WarmStorage):
         # One machine: the boundary stays in the data dir even when warm files are elsewhere.
         return LocalTableState(data_root)
 
-    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
-        listing_sql = ", ".join(quote_literal(f) for f in files)
-        # Columns by name: a file that stores them in another order still lines up with the
-        # other tiers in the table's UNION ALL.
-        cols = ", ".join(quote_ident(n) for n in schema.names)
-        if day_as is not None and DAY_KEY not in schema.names:
-            # A day directory holds only rows of its day, so DuckDB prunes a filter on the
-            # column by file and never evaluates it per row.
-            return Relation(
-                f"SELECT {cols}, {quote_ident(DAY_KEY)} AS {quote_ident(day_as)} FROM read_parquet([{listing_sql}], "
-                f"hive_partitioning = true, hive_types = {{'{DAY_KEY}': DATE}})",
-                carries=(day_as,),
-            )
-        return Relation(f"SELECT {cols} FROM read_parquet([{listing_sql}], hive_partitioning = false)")
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
+        return parquet_relation(files, schema, DAY_KEY, day_as, aliases)
 
 
 class S3WarmStorage(WarmStorage):
@@ -203,8 +238,15 @@ class S3WarmStorage(WarmStorage):
         # In the bucket: replicas on other machines share the boundary.
         return S3TableState(self.s3, table_uri, poll_interval)
 
-    def read(self, files: list[str], schema: pa.Schema, day_as: str | None) -> Relation:
-        sql, reg = self.s3.registration(files, schema)  # the dataset has no partition column
+    def read(
+        self,
+        files: list[tuple[str, pa.Schema | None]],
+        schema: pa.Schema,
+        day_as: str | None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> Relation:
+        # A dataset with the table's schema reads older files with NULLs and casts itself.
+        sql, reg = self.s3.registration([f for f, _ in files], schema)  # the dataset has no partition column
         return Relation(sql, (reg,))
 
 
@@ -248,9 +290,14 @@ class WarmTier(Tier[WarmListing]):
         self.root = storage.root
         self.table_name = table_name
         self.schema = schema
+        # Columns ingest added or widened (tiers.evolution): older files may lack them or
+        # store them narrower.
+        self.evolved: frozenset[str] = frozenset()
+        self.aliases: dict[str, tuple[str, ...]] = {}  # renamed columns: their former names
         self._lock = threading.Lock()
-        # file path -> (mtime_ns, size, rows, problem)
-        self._cache: dict[str, tuple[int, int, int, str | None]] = {}
+        # file path -> (mtime_ns, size, rows, footer schema, read error): whether the schema
+        # is the table's is decided when asked (the table's schema may evolve).
+        self._cache: dict[str, tuple[int, int, int, pa.Schema | None, str | None]] = {}
         # The listing is read on every planned statement, so it is kept and swapped on apply().
         self._listing = WarmListing(None, ())
         # Beside the tier, on the same storage: a local day directory moves there with one rename.
@@ -324,19 +371,28 @@ class WarmTier(Tier[WarmListing]):
         with self._lock:
             cached = self._cache.get(info.path)
         if cached and cached[0] == mtime and cached[1] == size:
-            return cached[2], cached[3]
-        rows, problem = inspect_file(info.path, self.schema, self.objects.fs)
+            problem = file_problem(info.path, cached[3], cached[4], self.schema, self.evolved, self.aliases)
+            return (0, problem) if problem else (cached[2], None)
+        rows, actual, error = read_footer(info.path, self.objects.fs)
+        problem = file_problem(info.path, actual, error, self.schema, self.evolved, self.aliases)
         if problem:
             log.warning("warm_file_unreadable", table=self.table_name, file=self.objects.uri(info.path), problem=problem)
         with self._lock:
-            self._cache[info.path] = (mtime, size, rows, problem)
-        return rows, problem
+            self._cache[info.path] = (mtime, size, rows, actual, error)
+        return (0, problem) if problem else (rows, None)
 
     def problem(self, location: str) -> str | None:
         """Why a listed file cannot be served (unreadable, wrong schema), or None."""
+        path = Objects.path(location)
+        with self._lock:
+            cached = self._cache.get(path)
+        return file_problem(path, cached[3], cached[4], self.schema, self.evolved, self.aliases) if cached else None
+
+    def file_schema(self, location: str) -> pa.Schema | None:
+        """The columns a listed file stores (None: unknown, or it cannot be served)."""
         with self._lock:
             cached = self._cache.get(Objects.path(location))
-        return cached[3] if cached else None
+        return cached[3] if cached and not cached[4] else None
 
     def apply(self, listing: WarmListing) -> None:
         self._listing = listing
@@ -375,4 +431,6 @@ class WarmTier(Tier[WarmListing]):
 
     def relation(self, listing: WarmListing, scan: Scan) -> Relation | None:
         files = self.files(scan.time_range, listing, scan.strict)
-        return self.storage.read(files, self.schema, scan.day_as) if files else None
+        if not files:
+            return None
+        return self.storage.read([(f, self.file_schema(f)) for f in files], self.schema, scan.day_as, self.aliases)
