@@ -20,7 +20,7 @@ from flightsql_helpers import cmd_descriptor, read_all
 from tierflight.protocol import flight_actions_pb2 as fa
 from tierflight.protocol import flightsql_pb2 as pb
 
-SYSTEM = {"partitions", "queries", "rollups", "snapshots"}
+SYSTEM = {"partitions", "queries", "rollup_advice", "rollups", "snapshots"}
 VISIBLE = {("main", "events"), ("main", "advertisers"), ("main", "publishers")} | {("system", name) for name in SYSTEM}
 NOT_NULL = {"ts", "type", "auction_id"}
 INTERNAL = ("tf_rollup", "tf_system", "__tf_", "memory", "information_schema", "pg_catalog")
