@@ -109,6 +109,9 @@ def _context_type(node: exp.Expr) -> exp.DataType | None:
     return typed
 
 
+_NO_PARAMETERS = pa.schema([])
+
+
 class ParameterTyper:
     """Infers parameter schemas over the configured tables' column types."""
 
@@ -147,6 +150,8 @@ class ParameterTyper:
             return self._schema
 
     def schema(self, statement: Statement) -> pa.Schema:
+        if not statement.parameter_count:
+            return _NO_PARAMETERS  # nothing to infer: skip the tree walk and the column types
         known = self._known.get(statement.sql)
         if known is not None:
             return known
