@@ -111,8 +111,8 @@ def plan_covering(
 ) -> Route | None:
     """A rollup's route for the statement without its covering time filter; None when no
     conjunct covers or no rollup answers it then (the statement is planned as it is)."""
-    if info is None or not time_not_null:
-        return None
+    if info is None or not time_not_null or statement.tree.args.get("where") is None:
+        return None  # nothing to drop: the partitions need not be listed
     extent = extent_of(partitions())
     if extent is None:
         return None
@@ -126,5 +126,5 @@ def plan_covering(
         f"; time filter covers the table's whole extent [{extent[0]}, {extent[1]}] (partition statistics, "
         f"hot tail included): {found[1]} conjunct(s) dropped until data outside it arrives"
     )
-    parts = tuple(dataclasses.replace(p, reason=p.reason + note) if p.source.startswith("rollup:") else p for p in route.parts)
+    parts = tuple(dataclasses.replace(p, reason=p.reason + note) if p.rollup is not None else p for p in route.parts)
     return dataclasses.replace(route, parts=parts)
