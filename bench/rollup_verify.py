@@ -61,7 +61,7 @@ def run(ctx: BenchContext) -> Result:
     configure_logging("warning")
     config = load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **env, "TIERFLIGHT_ROLLUPS__VERIFY_INTERVAL": "0s"})
     app = App(config)
-    server = build_server(app, "127.0.0.1", 0)
+    server = build_server(app.flight_services(), "127.0.0.1", 0)
     threading.Thread(target=server.serve, daemon=True).start()
     try:
         full = Verifier(app.rollups, app.swap_lock, cursor=app.database.cursor())

@@ -84,8 +84,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("ticket verify", "DoGet", "TicketKey.verify"),
     ("take", "DoGet", "Executor.take (the parked execution)"),
     ("DoGet stream", "DoGet", "the result generator: batches from DuckDB, split, limits, finish"),
-    ("finish", "DoGet stream", "Executor._finished: slot, statement log, metrics"),
-    ("statement log", "finish", "Executor._log: system.queries record + structlog event"),
+    ("finish", "DoGet stream", "Executor.settled: slot, statement log, metrics"),
+    ("statement log", "finish", "Executor._record: system.queries record + structlog event"),
     ("metrics", "statement log", "observer.statement (Prometheus counters, histogram)"),
     ("cursor close", "DoGet stream", "cursor.close()"),
 )
@@ -217,17 +217,17 @@ def install(server: Any, stages: Stages) -> Callable[[], None]:
     hook(stages, server.tickets, "verify", "ticket verify", undo)
     hook(stages, server, "_flight_info", "FlightInfo build", undo)
     hook(stages, ex, "take", "take", undo)
-    hook(stages, ex, "_finished", "finish", undo)
-    hook(stages, ex, "_log", "statement log", undo)
+    hook(stages, ex, "settled", "finish", undo)
+    hook(stages, ex, "_record", "statement log", undo)
     hook(stages, ex.observer, "statement", "metrics", undo)
 
     # DuckDB execution: _run is cursor.sql (timed by the proxy) + to_arrow_reader.
     run = ex._run
 
-    def timed_run(cursor: Any, sql: str, params: Any) -> Any:
+    def timed_run(*args: Any) -> Any:
         t0 = time.perf_counter_ns()
         try:
-            return run(cursor, sql, params)
+            return run(*args)
         finally:
             stages.add("_run", time.perf_counter_ns() - t0)
 
@@ -349,7 +349,7 @@ def run(ctx: BenchContext) -> Result:
     )
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
-    server = build_server(app, "127.0.0.1", 0)
+    server = build_server(app.flight_services(), "127.0.0.1", 0)
     threading.Thread(target=server.serve, daemon=True, name="tierflight-inprocess").start()
     uri = f"grpc://127.0.0.1:{server.port}"
     recorder = Recorder()

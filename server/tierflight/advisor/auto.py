@@ -16,7 +16,6 @@ auto rollups survive restarts. Configured rollups are never dropped.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import threading
@@ -203,7 +202,9 @@ class AutoRollups:
             self._thread = None
 
     def used_bytes(self) -> int:
-        return sum(s.bytes for s in self.registry.states.values() if s.status in ("active", "stale", "building"))
+        return sum(
+            s.bytes for s in self.registry.states.values() if s.status in ("active", "stale", "building")
+        )
 
     def run_once(self, now: float | None = None) -> list[str]:
         """Drop what stopped earning, then build the best proposal that is due and fits.
@@ -228,7 +229,10 @@ class AutoRollups:
             return False
         if p.status is AdviceStatus.OVER_BUDGET and not self._droppable_for(p):
             return False
-        if p.statements < self.settings.auto_min_statements or now - p.first_seen < self.settings.auto_delay.total_seconds():
+        if (
+            p.statements < self.settings.auto_min_statements
+            or now - p.first_seen < self.settings.auto_delay.total_seconds()
+        ):
             return False
         refused = self._refused.get(p.name)
         return refused is None or now - refused[0] >= RETRY_AFTER_S
@@ -265,7 +269,7 @@ class AutoRollups:
         dropped = []
         for s in self._auto_states():
             entry = self.entries.get(s.group.name)
-            last = s.last_hit.replace(tzinfo=dt.UTC).timestamp() if s.last_hit is not None else None
+            last = s.last_hit_s
             since = max(x for x in (last, entry.created_at if entry else None, 0.0) if x is not None)
             if now - since >= ttl:
                 self.drop(s.group.name, f"no hit for {self.settings.auto_ttl}")
@@ -290,18 +294,26 @@ class AutoRollups:
         started = time.perf_counter()
         # One thread at ingest's priority: the statements keep DuckDB's pool.
         spill = self.config.duckdb.temp_directory or str(self.config.data_dir / ".duckdb_tmp")
-        con = duckdb.connect(config={"threads": 1, "memory_limit": self.config.duckdb.memory_limit, "temp_directory": spill})
+        con = duckdb.connect(
+            config={"threads": 1, "memory_limit": self.config.duckdb.memory_limit, "temp_directory": spill}
+        )
         try:
             with t.flush_lock, t.lock:  # no batch or flush lands between the build and its publication
                 try:
-                    result = build_groups(store, [state.group], con.cursor(), self.config.tiers.current_time())
+                    result = build_groups(
+                        store, [state.group], con.cursor(), self.config.tiers.current_time()
+                    )
                 except Exception as exc:  # noqa: BLE001 - the route stays as it was
-                    self._refuse(p, now, f"build failed: {str(exc).splitlines()[0] if str(exc) else repr(exc)}")
+                    self._refuse(
+                        p, now, f"build failed: {str(exc).splitlines()[0] if str(exc) else repr(exc)}"
+                    )
                     log.error("auto_rollup_build_failed", rollup=p.name, error=repr(exc))
                     return False
                 table = result.tables[state.group.name]
                 if table.nbytes > room:
-                    self._refuse(p, now, f"built {table.nbytes} bytes; {room} of [rollups] memory_budget left")
+                    self._refuse(
+                        p, now, f"built {table.nbytes} bytes; {room} of [rollups] memory_budget left"
+                    )
                     return False
                 # The hot tail's rows are in the build: the snapshot holds the WAL through
                 # the newest batch, so a restart merges only later ones.
@@ -311,15 +323,22 @@ class AutoRollups:
                     p.name, table, state.group.definition_hash(), source, result.watermark, through
                 )
                 self.registry.install_new(state, table, meta, self.swap_lock)
-                self.entries[p.name] = AutoEntry(replace(p, status=AdviceStatus.PROPOSED), now, p.benefit_ms / max(p.statements, 1))
+                self.entries[p.name] = AutoEntry(
+                    replace(p, status=AdviceStatus.PROPOSED), now, p.benefit_ms / max(p.statements, 1)
+                )
                 _write_entries(self.config, self.entries)
         finally:
             con.close()
         self.invalidate()
         self.advisor.forget()
         log.info(
-            "auto_rollup_built", rollup=p.name, rows=table.num_rows, bytes=table.nbytes,
-            estimated_bytes=p.bytes, statements=p.statements, seconds=round(time.perf_counter() - started, 3),
+            "auto_rollup_built",
+            rollup=p.name,
+            rows=table.num_rows,
+            bytes=table.nbytes,
+            estimated_bytes=p.bytes,
+            statements=p.statements,
+            seconds=round(time.perf_counter() - started, 3),
         )
         return True
 

@@ -28,7 +28,9 @@ SAMPLE_TTL_S = 600.0
 
 
 class DataEstimator:
-    def __init__(self, stores: Mapping[str, TableStore], now: Callable[[], dt.datetime], spill: str | None = None) -> None:
+    def __init__(
+        self, stores: Mapping[str, TableStore], now: Callable[[], dt.datetime], spill: str | None = None
+    ) -> None:
         self.stores = stores
         self.now = now
         self._samples: dict[str, tuple[float, pa.Table, int]] = {}

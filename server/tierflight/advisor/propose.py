@@ -135,7 +135,9 @@ def _group(shapes: Sequence[Shape], filter_texts: Mapping[str, str]) -> Proposal
         filter_columns = {c for c, kind in first.filters if kind.value == "eq"}
         used = {c for s in shapes for c in s.columns}
         other_filters = {c for s in shapes for c, kind in s.filters if kind.value != "eq"}
-        droppable = {c for c in filter_columns if c not in used and c not in other_filters and c.lower() in flt.lower()}
+        droppable = {
+            c for c in filter_columns if c not in used and c not in other_filters and c.lower() in flt.lower()
+        }
         if len(droppable) == 1:
             columns -= droppable
         else:
@@ -232,7 +234,9 @@ def advise(
             status = AdviceStatus.BUILT
         elif budget is not None and used + (p.bytes or 0) > budget:
             status = AdviceStatus.OVER_BUDGET
-            p = replace(p, note=f"estimated {p.bytes} bytes; {max(budget - used, 0)} of [rollups] memory_budget left")
+            p = replace(
+                p, note=f"estimated {p.bytes} bytes; {max(budget - used, 0)} of [rollups] memory_budget left"
+            )
         else:
             used += p.bytes or 0
         out.append(replace(p, status=status))
@@ -274,11 +278,23 @@ def _merge_all(proposals: list[Proposal], estimate: Estimator) -> list[Proposal]
 
 def _definition(r: RollupDef) -> tuple[object, ...]:
     days = r.retention.days if r.retention else None
-    return (r.table, tuple(sorted(r.dimensions)), tuple(sorted(m.label() for m in r.measures)), r.filter, days)
+    return (
+        r.table,
+        tuple(sorted(r.dimensions)),
+        tuple(sorted(m.label() for m in r.measures)),
+        r.filter,
+        days,
+    )
 
 
 def _definition_of(p: Proposal) -> tuple[object, ...]:
-    return (p.table, tuple(sorted(p.dimensions)), tuple(sorted(_label(m) for m in p.measures)), p.filter, p.retention_days)
+    return (
+        p.table,
+        tuple(sorted(p.dimensions)),
+        tuple(sorted(_label(m) for m in p.measures)),
+        p.filter,
+        p.retention_days,
+    )
 
 
 def _label(measure: str) -> str:

@@ -68,7 +68,9 @@ def _redacted(p: Proposal) -> Proposal:
     if p.filter is None:
         return p
     column = p.filter.split("=")[0].strip()
-    return replace(p, filter=f"{column} = ?", note=(f"{p.note}; " if p.note else "") + "the filter's value: admin only")
+    return replace(
+        p, filter=f"{column} = ?", note=(f"{p.note}; " if p.note else "") + "the filter's value: admin only"
+    )
 
 
 def compute_advice(
@@ -87,7 +89,12 @@ def compute_advice(
 
 class Advisor:
     def __init__(
-        self, config: Config, stores: Mapping[str, TableStore], registry: RollupRegistry | None = None, *, background: bool = True
+        self,
+        config: Config,
+        stores: Mapping[str, TableStore],
+        registry: RollupRegistry | None = None,
+        *,
+        background: bool = True,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -154,4 +161,3 @@ def describe(p: Proposal, rank: int) -> str:
         f"{retention}; estimated {p.rows or 0:,} rows, {(p.bytes or 0) / 1e6:.2f} MB"
     )
     return head + "\n" + p.config_text() + "\n"
-

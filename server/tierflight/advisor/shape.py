@@ -14,7 +14,7 @@ import enum
 import hashlib
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlglot import exp
@@ -248,7 +248,11 @@ class _Collector:
             if isinstance(arg, exp.Distinct):
                 for e in arg.expressions:  # exact only over dimensions
                     self.columns.add(column(e))
-            elif arg is None or isinstance(arg, exp.Star) or (isinstance(arg, exp.Literal) and not arg.is_string):
+            elif (
+                arg is None
+                or isinstance(arg, exp.Star)
+                or (isinstance(arg, exp.Literal) and not arg.is_string)
+            ):
                 self.measures.add("count")
             elif isinstance(arg, exp.Case):
                 self.case(arg, count=True)
@@ -294,9 +298,33 @@ def _operands(pred: exp.Expr) -> Iterable[exp.Expr]:
 
 
 def extract(
-    tree: exp.Expr, infos: dict[str, TableInfo], names: Names, now: dt.datetime, spelled: dict[str, dict[str, str]] | None = None
+    tree: exp.Expr,
+    infos: dict[str, TableInfo],
+    names: Names,
+    now: dt.datetime,
+    spelled: dict[str, dict[str, str]] | None = None,
 ) -> Shape:
     """The shape of a statement a rollup could answer; :class:`Unservable` if none could."""
+    shape, start = extract_timeless(tree, infos, names, spelled)
+    return with_lookback(shape, start, now)
+
+
+def with_lookback(shape: Shape, start: dt.datetime | None, now: dt.datetime) -> Shape:
+    """``shape`` reading from ``start`` on, seen at ``now`` (the look-back is the only part of a
+    shape that changes with the clock)."""
+    lookback = None if start is None else max(0.0, (now - start).total_seconds())
+    return shape if lookback == shape.lookback_s else replace(shape, lookback_s=lookback)
+
+
+def extract_timeless(
+    tree: exp.Expr,
+    infos: dict[str, TableInfo],
+    names: Names,
+    spelled: dict[str, dict[str, str]] | None = None,
+) -> tuple[Shape, dt.datetime | None]:
+    """:func:`extract` without the look-back, and the earliest time the statement reads (None:
+    unbounded): both depend on the tree alone (literal bounds), so a caller can keep them per
+    tree and apply the clock with :func:`with_lookback`."""
     if not isinstance(tree, exp.Select):
         raise Unservable("not a SELECT")
     try:
@@ -319,14 +347,13 @@ def extract(
         if clause is not None:
             c.walk(clause)
     rng = table_time_range(table, info.time_column, info.grains)
-    lookback = None if rng.start is None else max(0.0, (now - rng.start).total_seconds())
     eq = tuple(sorted(set(c.eq))) if len(c.eq) == 1 else ()  # one shared filter at most
-    return Shape(
+    shape = Shape(
         table=info.name,
         grain=c.grain,
         columns=tuple(sorted(c.columns)),
         filters=tuple(sorted(c.filters.items())),
         measures=tuple(sorted(c.measures, key=lambda m: (m != "count", m))),
         eq_filters=eq,
-        lookback_s=lookback,
     )
+    return shape, rng.start

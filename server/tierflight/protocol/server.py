@@ -220,7 +220,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         if name != "TicketStatementQuery":
             table = self.metadata.command_table(name, msg)
             return flight.RecordBatchStream(table)
-        query_id, sql, params = decode_ticket(msg.statement_handle)
+        # Only signed tickets get here with a statement (do_get refuses unsigned ones).
+        query_id, sql, params = decode_ticket(msg.statement_handle, signed=True)
         ex = self.executor.take(query_id) if query_id else None
         if ex is None:
             with self._turn(sql):
@@ -348,7 +349,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if signed.user != caller.user and ADMIN not in caller.permissions:
                 raise PermissionDenied("this statement was started by another user; only they (or an admin) may cancel it")
             if name == "TicketStatementQuery":
-                query_id, _, _ = decode_ticket(msg.statement_handle)
+                query_id, _, _ = decode_ticket(msg.statement_handle, signed=True)
                 cancelled = self.executor.cancel(query_id) or cancelled
         return fa.CANCEL_STATUS_CANCELLED if cancelled else fa.CANCEL_STATUS_NOT_CANCELLABLE
 

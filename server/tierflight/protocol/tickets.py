@@ -99,13 +99,21 @@ class TicketKey:
         if len(key) < 16:
             raise ValueError("the ticket key must have at least 16 bytes")
         self._key = key
+        # The key's HMAC state, copied per ticket: a one-shot HMAC looks the digest up in
+        # OpenSSL each time, which takes a lock that many threads contend for.
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self.ttl_ms = int(ttl_s * 1000)
         self._clock = clock
 
     def sign(self, worker: int, ident: bytes, inner: bytes) -> bytes:
         expires = int(self._clock() * 1000) + self.ttl_ms
         body = MAGIC + _HEAD.pack(worker, expires, len(ident)) + ident + inner
-        return body + hmac.new(self._key, body, hashlib.sha256).digest()
+        return body + self._digest(body)
+
+    def _digest(self, body: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(body)
+        return mac.digest()
 
     def verify(self, data: bytes) -> SignedTicket:
         """The ticket's contents, or UNAUTHENTICATED (bad signature, expired) /
@@ -116,7 +124,7 @@ class TicketKey:
                 "(request a FlightInfo there)"
             )
         body, mac = data[:-_MAC_LEN], data[-_MAC_LEN:]
-        if not hmac.compare_digest(mac, hmac.new(self._key, body, hashlib.sha256).digest()):
+        if not hmac.compare_digest(mac, self._digest(body)):
             raise Unauthenticated(
                 "ticket signature does not match: the ticket was not issued by this server's front, "
                 "or was altered (request a FlightInfo again)"

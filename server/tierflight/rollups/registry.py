@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import enum
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ class RollupState:
     mismatches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     origin: Origin = Origin.CONFIG
-    last_hit: dt.datetime | None = None
+    last_hit_s: float | None = None  # unix seconds (a datetime per hit cost the hot path)
     saved_ms: float = 0.0  # auto rollups: observed raw time of the statements it answered, less theirs
 
     @property
@@ -690,7 +691,7 @@ class RollupRegistry:
         if state is not None:
             with state.lock:
                 state.hits += 1
-                state.last_hit = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                state.last_hit_s = time.time()
 
     def system_table(self) -> pa.Table:
         rows = []
@@ -712,7 +713,9 @@ class RollupRegistry:
                         "verified_at": s.verified_at,
                         "mismatches": s.mismatches,
                         "origin": s.origin.value,
-                        "last_hit": s.last_hit,
+                        "last_hit": None
+                        if s.last_hit_s is None
+                        else dt.datetime.fromtimestamp(s.last_hit_s, dt.UTC).replace(tzinfo=None),
                         "saved_ms": round(s.saved_ms, 3),
                     }
                 )
