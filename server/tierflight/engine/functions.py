@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from tierflight.core.errors import NotFound, StatementRefused
+from tierflight.core.lru import LRU
 from tierflight.engine.allowlist import (
     ALLOWED_EXPRESSION_NAMES,
     ALLOWED_SHOW,
@@ -26,6 +27,7 @@ from tierflight.engine.allowlist import (
     DENIED_VIEWS,
     SEARCH_PATH_SCHEMAS,
 )
+from tierflight.engine.literal_shapes import literal_shape, spans_are_constants
 
 # Characters no table name of this server has, but file names and URLs do (a replacement
 # scan reads a file named as a table: FROM 'x.parquet', FROM "s3://b/k").
@@ -65,14 +67,25 @@ class Outcome(enum.Enum):
     UNSERIALIZABLE = "unserializable"  # DuckDB parses it but cannot show its tree (PIVOT)
 
 
+# Shapes (engine.literal_shapes) of texts checked, whose every masked literal DuckDB's parse
+# proved to be a literal: any text of one of these shapes calls what that text called.
+_checked_shapes: LRU[tuple[tuple[bytes, ...], bytes], bool] = LRU(4096)
+
+
 def check_functions(sql: str) -> Outcome:
     """Refuse ``sql`` (StatementRefused) if it calls a function, or reads a view or file, that
     is not allowed; else say whether DuckDB's parse could be checked at all."""
+    shape = literal_shape(sql)
+    if shape is not None and _checked_shapes.get(shape.key):
+        return Outcome.CHECKED
     out = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    doc: dict[str, Any] = json.loads(_CONSTANT.sub("0", out[0])) if out else {}
+    raw: str = out[0] if out else "{}"
+    doc: dict[str, Any] = json.loads(_CONSTANT.sub("0", raw))
     if doc.get("error"):
         return Outcome.UNPARSABLE if doc.get("error_type") == "parser" else Outcome.UNSERIALIZABLE
     _walk(doc.get("statements", []))
+    if shape is not None and spans_are_constants(shape, raw.encode("utf-8", "surrogatepass")):
+        _checked_shapes.put(shape.key, True)
     return Outcome.CHECKED
 
 
@@ -128,7 +141,9 @@ def _check_table(node: dict[str, Any]) -> None:
     schema = str(node.get("schema_name") or "")
     name = str(node.get("table_name") or "")
     if any(_PATH_CHARS.search(part) for part in (catalog, schema, name)):
-        raise StatementRefused(f"reading files directly ({name!r}) is not allowed; query the configured tables")
+        raise StatementRefused(
+            f"reading files directly ({name!r}) is not allowed; query the configured tables"
+        )
     lowered = name.lower()
     schemas = (schema.lower(),) if schema else SEARCH_PATH_SCHEMAS
     if any(f"{s}.{lowered}" in DENIED_VIEWS for s in schemas):
