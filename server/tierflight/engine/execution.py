@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -199,6 +200,23 @@ def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
         yield from _split(batch.slice(offset, step), max_bytes)
 
 
+def read_small(reader: pa.RecordBatchReader, batch_rows: int, max_batch_bytes: int) -> pa.Table | pa.RecordBatchReader:
+    """The whole answer as a table when its first batch is also its last, else a reader of the
+    same batches. DuckDB fills every batch to ``batch_rows`` but the last, so a shorter first
+    batch ends the answer and reading on cannot block (a long stream keeps its first-batch
+    latency: nothing past the first batch is read here)."""
+    try:
+        first = reader.read_next_batch()
+    except StopIteration:
+        return pa.Table.from_batches([], schema=reader.schema)
+    if first.num_rows >= batch_rows or first.nbytes > RESULT_CACHE_MAX_BYTES:
+        return pa.RecordBatchReader.from_batches(reader.schema, itertools.chain([first], reader))
+    rest = list(itertools.islice(reader, 1))  # the end, as DuckDB filled the batch
+    if rest:  # not DuckDB's filling after all: stream what there is
+        return pa.RecordBatchReader.from_batches(reader.schema, itertools.chain([first], rest, reader))
+    return pa.Table.from_batches(list(_split(first, max_batch_bytes)), schema=reader.schema)
+
+
 @dataclass(frozen=True)
 class Started:
     """What every execution knows from its start: identity, statement, route and timings."""
@@ -265,9 +283,13 @@ class Execution:
         *,
         known_bytes: int = 0,
         reused: bool = False,
+        remember: Callable[[pa.Table, int], None] | None = None,
     ) -> Execution:
-        """An answer already in memory (EXPLAIN ROUTE, a result reused from the cache)."""
-        return cls(start, table.schema, hooks, limits, first=table, known_bytes=known_bytes, reused=reused)
+        """An answer already in memory (EXPLAIN ROUTE, a result reused from the cache, a small
+        answer read whole from DuckDB: ``remember`` gets it when it is handed over)."""
+        return cls(
+            start, table.schema, hooks, limits, first=table, known_bytes=known_bytes, reused=reused, remember=remember
+        )
 
     @classmethod
     def running(
@@ -356,6 +378,8 @@ class Execution:
         except TierflightError as err:
             self.finish(QueryStatus.of(err))
             raise
+        if self._remember is not None and self.bytes <= RESULT_CACHE_MAX_BYTES:
+            self._remember(first, self.bytes)
         self.finish(QueryStatus.OK)
         return first
 

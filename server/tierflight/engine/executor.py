@@ -42,6 +42,7 @@ from tierflight.engine.execution import (
     ResultLimits,
     Started,
     queries_table,
+    read_small,
     statement_hash,
 )
 from tierflight.engine.guards import check_builtin_bypass
@@ -283,9 +284,22 @@ class Executor:
                         deadline_token = self._watchdog.schedule(timeout, _at_deadline(stop))
                     with stop.watching(current_call.get()):
                         first, rest = self._run(cursor, route.sql, params, statement)
+                        # DuckDB has run it to its first batch; a small answer is read whole.
+                        whole = read_small(first, self.config.server.batch_rows, self.limits.max_batch_bytes) if rest is None else first
                     remember = functools.partial(self.results.put, cache_key) if cache_key is not None else None
-                    ex = Execution.running(start, cursor, first, rest, stop, self, self.limits, remember=remember)
-                    running = True
+                    if isinstance(whole, pa.Table):
+                        # The answer is in memory: the cursor goes now, and the DoGet stream
+                        # needs no Python per batch (pyarrow sends the table by itself).
+                        cursor.close()
+                        cursor = stop.cursor = None
+                        self._forget(stop)
+                        if deadline_token is not None:
+                            self._watchdog.cancel(deadline_token)
+                            deadline_token = None
+                        ex = Execution.answered(start, whole, self, self.limits, remember=remember)
+                    else:
+                        ex = Execution.running(start, cursor, whole, rest, stop, self, self.limits, remember=remember)
+                        running = True
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             with self._lock:
                 self._starting.pop(query_id, None)
