@@ -72,6 +72,12 @@ class Outcome(enum.Enum):
 _checked_shapes: LRU[tuple[tuple[bytes, ...], bytes], bool] = LRU(4096)
 
 
+def checked_shape(sql: str) -> bool:
+    """Whether every text of ``sql``'s literal shape is known to pass the check."""
+    shape = literal_shape(sql)
+    return shape is not None and bool(_checked_shapes.get(shape.key))
+
+
 def check_functions(sql: str) -> Outcome:
     """Refuse ``sql`` (StatementRefused) if it calls a function, or reads a view or file, that
     is not allowed; else say whether DuckDB's parse could be checked at all."""

@@ -27,13 +27,17 @@ from tierflight.core.errors import (
 from tierflight.core.lru import LRU
 from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
-from tierflight.engine.functions import Outcome, check_functions
+from tierflight.engine.functions import Outcome, check_functions, checked_shape
+from tierflight.engine.literal_shapes import literal_shape
+from tierflight.engine.templates import TEMPLATES, instantiate, plain_values, template_of
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 
 # A replacement scan reads a file named as a table (FROM 'x.parquet', FROM "s3://b/k").
-_PATH_LIKE = re.compile(r"[/\\]|://|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|db|duckdb|sqlite|gz|zst|arrow|ipc)$", re.I)
+_PATH_LIKE = re.compile(
+    r"[/\\]|://|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|db|duckdb|sqlite|gz|zst|arrow|ipc)$", re.I
+)
 
 # How deeply brackets may nest. sqlglot's parser, the router's rules and the generator recurse
 # per level (about 25 Python frames each), and Python stops at 1000 frames: 42 levels failed.
@@ -67,7 +71,10 @@ def parse_one(sql: str) -> exp.Expr:
     except ParseError as err:
         first = err.errors[0] if err.errors else {}
         raise _unparsable(
-            sql, SqlSyntaxError(f"invalid SQL: {first.get('description') or err}", first.get("line"), first.get("col"))
+            sql,
+            SqlSyntaxError(
+                f"invalid SQL: {first.get('description') or err}", first.get("line"), first.get("col")
+            ),
         ) from None
     except TokenError as err:
         raise _unparsable(sql, SqlSyntaxError(f"invalid SQL: {err}")) from None
@@ -152,11 +159,15 @@ def check_calls(tree: exp.Expr) -> None:
         if isinstance(node, exp.Func) and node.find_ancestor(exp.Func) is None
     ]
     if calls and check_functions("SELECT " + ", ".join(f"({c})" for c in calls)) is not Outcome.CHECKED:
-        raise StatementRefused("this statement cannot be checked: send it without PIVOT, or with simpler calls inside")
+        raise StatementRefused(
+            "this statement cannot be checked: send it without PIVOT, or with simpler calls inside"
+        )
 
 
 def too_deep() -> InvalidArgument:
-    return InvalidArgument(f"statement nests too deeply (limit {MAX_NESTING} levels of brackets, subqueries, calls or operators)")
+    return InvalidArgument(
+        f"statement nests too deeply (limit {MAX_NESTING} levels of brackets, subqueries, calls or operators)"
+    )
 
 
 def nesting_depth(sql: str) -> int:
@@ -238,15 +249,37 @@ def _check(sql: str) -> Statement:
         m = _EXPLAIN.match(sql)
         if m:
             kind, body = StatementKind.EXPLAIN, m.group("body")
+    text = sql if kind is StatementKind.EXPLAIN else body
+    shape = literal_shape(body) if body.isascii() else None
+    template = TEMPLATES.get((kind, shape.key)) if shape is not None else None
+    if template is not None and shape is not None and plain_values(shape):
+        # Checked before with other values: same tree, same calls (engine.templates).
+        return Statement(
+            sql=text, tree=instantiate(template, shape), kind=kind, parameter_count=template.parameter_count
+        )
     try:
         tree = parse_one(body)
         check_tree(tree)
         # DuckDB runs the client's text when it names no configured table, else the text
         # generated from the tree: both must call only allowed functions.
         generated = tree.sql(dialect=DIALECT)
-        outcomes = {check_functions(body), check_functions(generated) if generated != body else Outcome.CHECKED}
+        outcomes = {
+            check_functions(body),
+            check_functions(generated) if generated != body else Outcome.CHECKED,
+        }
         if Outcome.UNSERIALIZABLE in outcomes:
             check_calls(tree)
     except RecursionError:
         raise too_deep() from None
-    return Statement(sql=sql if kind is StatementKind.EXPLAIN else body, tree=tree, kind=kind, parameter_count=count_parameters(tree))
+    statement = Statement(sql=text, tree=tree, kind=kind, parameter_count=count_parameters(tree))
+    if (
+        shape is not None
+        and template is None
+        and outcomes == {Outcome.CHECKED}
+        and checked_shape(body)
+        and checked_shape(generated)
+    ):
+        kept = template_of(tree.copy(), shape, statement.parameter_count)
+        if kept is not None:
+            TEMPLATES.put((kind, shape.key), kept)
+    return statement
