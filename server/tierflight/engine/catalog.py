@@ -111,7 +111,9 @@ class ShadowCatalog:
         for name, table in self._tables.items():
             not_null = {c.name.lower() for c in table.columns if not c.nullable}
             rows = self._describe(f"DESCRIBE SELECT * FROM ({table_view_sql(table, [])})")
-            out[(MAIN_SCHEMA, name)] = [(str(r[0]), str(r[1]), str(r[0]).lower() not in not_null) for r in rows]
+            out[(MAIN_SCHEMA, name)] = [
+                (str(r[0]), str(r[1]), str(r[0]).lower() not in not_null) for r in rows
+            ]
         return out
 
     def _create_system_tables(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -119,7 +121,9 @@ class ShadowCatalog:
             cur = con.cursor()
             try:
                 cur.register("__shadow_src", source().schema.empty_table())
-                cur.execute(f"CREATE TABLE {CATALOG}.{SYSTEM_SCHEMA}.{quote_ident(name)} AS SELECT * FROM __shadow_src")
+                cur.execute(
+                    f"CREATE TABLE {CATALOG}.{SYSTEM_SCHEMA}.{quote_ident(name)} AS SELECT * FROM __shadow_src"
+                )
             finally:
                 cur.close()
 
@@ -158,14 +162,21 @@ class ShadowCatalog:
             use_catalog(con)
             con.execute(f"CREATE SCHEMA {CATALOG}.{SYSTEM_SCHEMA}")
             # Dimension tables first: a fact table's FOREIGN KEY names their keys.
-            ordered = sorted(self.columns().items(), key=lambda item: self._tables[item[0][1]].kind is not TableKind.DIMENSION)
+            ordered = sorted(
+                self.columns().items(),
+                key=lambda item: self._tables[item[0][1]].kind is not TableKind.DIMENSION,
+            )
             for (schema, name), cols in ordered:
                 body = ", ".join(f"{quote_ident(c)} {t}{'' if null else ' NOT NULL'}" for c, t, null in cols)
-                con.execute(f"CREATE TABLE {CATALOG}.{schema}.{quote_ident(name)} ({body}{_constraints(self._tables[name], self._tables)})")
+                con.execute(
+                    f"CREATE TABLE {CATALOG}.{schema}.{quote_ident(name)} ({body}{_constraints(self._tables[name], self._tables)})"
+                )
             self._create_system_tables(con)
             self._views = frozenset(
                 (str(s).lower(), str(v).lower())
-                for s, v in con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE internal").fetchall()
+                for s, v in con.execute(
+                    "SELECT schema_name, view_name FROM duckdb_views() WHERE internal"
+                ).fetchall()
             )
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
@@ -196,7 +207,9 @@ class ShadowCatalog:
         ref = table.copy()
         for arg in ("alias", "when", "joins", "pivots", "sample"):
             ref.set(arg, None)
-        if isinstance(ref.this, exp.Anonymous) and not all(isinstance(a, exp.Literal) for a in ref.this.expressions):
+        if isinstance(ref.this, exp.Anonymous) and not all(
+            isinstance(a, exp.Literal) for a in ref.this.expressions
+        ):
             raise StatementRefused(
                 f"catalog function {ref.this.name}() takes constant arguments only (it is evaluated apart from the tables)"
             )
@@ -213,7 +226,9 @@ class ShadowCatalog:
             column = next((c for c in _DATABASE_COLUMNS if c in names), None)
             if where is None and column is not None and name not in _UNFILTERED:
                 where = f"{quote_ident(column)} = {quote_literal(CATALOG)}"
-            result = cur.sql(f"SELECT * FROM {source}" + (f" WHERE {where}" if where else "")).to_arrow_table()
+            result = cur.sql(
+                f"SELECT * FROM {source}" + (f" WHERE {where}" if where else "")
+            ).to_arrow_table()
         except duckdb.Error as exc:
             raise translate(exc, "catalog") from None
         finally:

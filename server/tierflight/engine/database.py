@@ -127,7 +127,9 @@ class Database:
     def caller_registrations(self, names: Iterable[str], user: str | None) -> list[tuple[str, pa.Table]]:
         """What a statement's cursor registers for the caller-dependent tables it reads
         (``user`` None: a caller who may see every user's rows)."""
-        return [(_caller_relation(n), self._caller_sources[n](user)) for n in names if n in self._caller_sources]
+        return [
+            (_caller_relation(n), self._caller_sources[n](user)) for n in names if n in self._caller_sources
+        ]
 
     @property
     def system_tables(self) -> Mapping[str, SystemTableSource]:

@@ -47,7 +47,11 @@ def _storage_error(exc: BaseException, msg: str) -> StorageUnavailable | None:
         if m and "No files found" in first:
             return StorageUnavailable(f"data file {m.group(1)} is missing: it was moved or deleted")
         return StorageUnavailable(f"cannot read data file: {first}")
-    if m and isinstance(exc, duckdb.Error) and (m.group(1).endswith(".parquet") or "parquet" in first.lower()):
+    if (
+        m
+        and isinstance(exc, duckdb.Error)
+        and (m.group(1).endswith(".parquet") or "parquet" in first.lower())
+    ):
         return StorageUnavailable(f"cannot read data file {m.group(1)}: {first}")
     return None
 

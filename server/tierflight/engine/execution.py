@@ -200,7 +200,9 @@ def _split(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
         yield from _split(batch.slice(offset, step), max_bytes)
 
 
-def read_small(reader: pa.RecordBatchReader, batch_rows: int, max_batch_bytes: int) -> pa.Table | pa.RecordBatchReader:
+def read_small(
+    reader: pa.RecordBatchReader, batch_rows: int, max_batch_bytes: int
+) -> pa.Table | pa.RecordBatchReader:
     """The whole answer as a table when its first batch is also its last, else a reader of the
     same batches. DuckDB fills every batch to ``batch_rows`` but the last, so a shorter first
     batch ends the answer and reading on cannot block (a long stream keeps its first-batch
@@ -288,7 +290,14 @@ class Execution:
         """An answer already in memory (EXPLAIN ROUTE, a result reused from the cache, a small
         answer read whole from DuckDB: ``remember`` gets it when it is handed over)."""
         return cls(
-            start, table.schema, hooks, limits, first=table, known_bytes=known_bytes, reused=reused, remember=remember
+            start,
+            table.schema,
+            hooks,
+            limits,
+            first=table,
+            known_bytes=known_bytes,
+            reused=reused,
+            remember=remember,
         )
 
     @classmethod
@@ -306,7 +315,17 @@ class Execution:
     ) -> Execution:
         """A statement DuckDB runs on ``cursor``: ``first`` streams, then each of ``rest`` (one
         per further parameter row); ``remember`` gets the whole answer if it stays small."""
-        return cls(start, first.schema, hooks, limits, first=first, cursor=cursor, rest=rest, stop=stop, remember=remember)
+        return cls(
+            start,
+            first.schema,
+            hooks,
+            limits,
+            first=first,
+            cursor=cursor,
+            rest=rest,
+            stop=stop,
+            remember=remember,
+        )
 
     @property
     def holds_cursor(self) -> bool:
@@ -323,7 +342,9 @@ class Execution:
         nobody streams, is finished at once (past its deadline: "expired", it never ran for
         a client)."""
         if self._hooks.unpark(self.query_id):
-            self.finish(QueryStatus.EXPIRED if reason is StopReason.DEADLINE else QueryStatus.of(self._error(None)))
+            self.finish(
+                QueryStatus.EXPIRED if reason is StopReason.DEADLINE else QueryStatus.of(self._error(None))
+            )
         else:
             self._settle(QueryStatus.of(self._error(None)))
 
@@ -448,4 +469,3 @@ class Execution:
         self._hooks.closed(self, self._stop)
         # Drop what the finished statement held: DuckDB 2 slows down with many live cursors.
         self._first, self._readers = None, None
-

@@ -228,7 +228,12 @@ class Executor:
         query_id = query_id or new_query_id()
         started = time.perf_counter()
         client_sql = statement.sql  # logged as the client sent it, not as bound
-        if params and len(params) == 1 and statement.parameter_count and statement.kind is not StatementKind.EXPLAIN:
+        if (
+            params
+            and len(params) == 1
+            and statement.parameter_count
+            and statement.kind is not StatementKind.EXPLAIN
+        ):
             # One value set: bind it, so the statement routes (and caches) like a literal one.
             from tierflight.router.binding import bind
 
@@ -270,7 +275,9 @@ class Executor:
                         self._stops[query_id] = stop
                     for name, obj in route.registrations:
                         cursor.register(name, obj)
-                    for name, obj in self.database.caller_registrations(route.system_tables, None if sees_all else user):
+                    for name, obj in self.database.caller_registrations(
+                        route.system_tables, None if sees_all else user
+                    ):
                         cursor.register(name, obj)
                     if mentions_session_user(route.sql):
                         set_session_user(cursor, user)
@@ -285,8 +292,14 @@ class Executor:
                     with stop.watching(current_call.get()):
                         first, rest = self._run(cursor, route.sql, params, statement)
                         # DuckDB has run it to its first batch; a small answer is read whole.
-                        whole = read_small(first, self.config.server.batch_rows, self.limits.max_batch_bytes) if rest is None else first
-                    remember = functools.partial(self.results.put, cache_key) if cache_key is not None else None
+                        whole = (
+                            read_small(first, self.config.server.batch_rows, self.limits.max_batch_bytes)
+                            if rest is None
+                            else first
+                        )
+                    remember = (
+                        functools.partial(self.results.put, cache_key) if cache_key is not None else None
+                    )
                     if isinstance(whole, pa.Table):
                         # The answer is in memory: the cursor goes now, and the DoGet stream
                         # needs no Python per batch (pyarrow sends the table by itself).
@@ -298,7 +311,9 @@ class Executor:
                             deadline_token = None
                         ex = Execution.answered(start, whole, self, self.limits, remember=remember)
                     else:
-                        ex = Execution.running(start, cursor, whole, rest, stop, self, self.limits, remember=remember)
+                        ex = Execution.running(
+                            start, cursor, whole, rest, stop, self, self.limits, remember=remember
+                        )
                         running = True
         except BaseException as exc:  # noqa: BLE001 - translated and re-raised
             with self._lock:
@@ -310,7 +325,9 @@ class Executor:
             if cursor is not None:
                 cursor.close()
             err = self.stop_error(stop) or translate(exc, query_id)
-            self._record(QueryRecord.ended(query_id, client_sql, user, None, QueryStatus.of(err), started=started))
+            self._record(
+                QueryRecord.ended(query_id, client_sql, user, None, QueryStatus.of(err), started=started)
+            )
             if err.status is Status.INTERNAL:
                 log.error("statement_failed", query_id=query_id, error=repr(exc))
             raise err from None
@@ -498,8 +515,18 @@ class Executor:
         self._release_slot(ex)
         self._last_finished = time.monotonic()
         self._record(ex.record(status))
-        if self.shape_sink is not None and status is QueryStatus.OK and ex.statement.kind is StatementKind.QUERY:
-            self.shape_sink(ex.statement.tree, ex.route.tier, ex.route.rollup, ex.rows, (time.perf_counter() - ex.started) * 1000)
+        if (
+            self.shape_sink is not None
+            and status is QueryStatus.OK
+            and ex.statement.kind is StatementKind.QUERY
+        ):
+            self.shape_sink(
+                ex.statement.tree,
+                ex.route.tier,
+                ex.route.rollup,
+                ex.rows,
+                (time.perf_counter() - ex.started) * 1000,
+            )
 
     def closed(self, ex: Execution, stop: Stop | None) -> None:
         with self._lock:

@@ -33,7 +33,9 @@ def plain_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(t):
         return pa.struct([f.with_type(plain_type(f.type)) for f in t])
     if pa.types.is_map(t):
-        return pa.map_(t.key_field.with_type(plain_type(t.key_type)), t.item_field.with_type(plain_type(t.item_type)))
+        return pa.map_(
+            t.key_field.with_type(plain_type(t.key_type)), t.item_field.with_type(plain_type(t.item_type))
+        )
     if pa.types.is_large_list(t):
         return pa.large_list(t.value_field.with_type(plain_type(t.value_type)))
     if pa.types.is_fixed_size_list(t):
@@ -67,12 +69,16 @@ def plain_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     try:
         return array.cast(target)
     except pa.ArrowNotImplementedError:
-        raise Unsupported(f"results of type {array.type} cannot be sent; cast the column to VARCHAR") from None
+        raise Unsupported(
+            f"results of type {array.type} cannot be sent; cast the column to VARCHAR"
+        ) from None
 
 
 def plain_batches(reader: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     for batch in reader:
-        columns = [plain_array(column, field.type) for column, field in zip(batch.columns, schema, strict=True)]
+        columns = [
+            plain_array(column, field.type) for column, field in zip(batch.columns, schema, strict=True)
+        ]
         yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -29,7 +29,7 @@ from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions, checked_shape
 from tierflight.engine.literal_shapes import literal_shape
-from tierflight.engine.templates import TEMPLATES, instantiate, plain_values, template_of
+from tierflight.engine.templates import MAX_TEMPLATE_BYTES, TEMPLATES, instantiate, plain_values, template_of
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
@@ -250,7 +250,7 @@ def _check(sql: str) -> Statement:
         if m:
             kind, body = StatementKind.EXPLAIN, m.group("body")
     text = sql if kind is StatementKind.EXPLAIN else body
-    shape = literal_shape(body) if body.isascii() else None
+    shape = literal_shape(body) if body.isascii() and len(body) <= MAX_TEMPLATE_BYTES else None
     template = TEMPLATES.get((kind, shape.key)) if shape is not None else None
     if template is not None and shape is not None and plain_values(shape):
         # Checked before with other values: same tree, same calls (engine.templates).

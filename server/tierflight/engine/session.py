@@ -34,5 +34,8 @@ def set_session_user(cursor: duckdb.DuckDBPyConnection, user: str) -> None:
     """Make the session-user functions of ``cursor`` (one statement's connection) return ``user``."""
     value = quote_literal(user)
     cursor.execute(
-        "; ".join(f"CREATE OR REPLACE TEMP MACRO {quote_ident(name)}() AS {value}" for name in SESSION_USER_FUNCTIONS)
+        "; ".join(
+            f"CREATE OR REPLACE TEMP MACRO {quote_ident(name)}() AS {value}"
+            for name in SESSION_USER_FUNCTIONS
+        )
     )

@@ -86,4 +86,6 @@ def plain_values(shape: LiteralShape) -> bool:
     )
 
 
-TEMPLATES: LRU[tuple[object, ...], Template] = LRU(1024)
+# Dashboard statements are short; a long one (a big IN list) would keep a big tree per shape.
+MAX_TEMPLATE_BYTES = 4 << 10
+TEMPLATES: LRU[tuple[object, ...], Template] = LRU(512)
