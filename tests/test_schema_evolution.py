@@ -445,6 +445,12 @@ def test_follower_learns_the_evolved_schema(tmp_path: Path) -> None:
 
 
 @pytest.mark.needs_server  # builds its own data set and serves it
+def app_statement(sql: str) -> Any:
+    from tierflight.engine.sandbox import check_statement
+
+    return check_statement(sql)
+
+
 def test_evolution_reaches_column_names_catalog_and_parameter_types(tmp_path: Path) -> None:
     """The schema-changed notification reaches what knew the columns before the batch: the
     column-name binder (SELECT * names), the shadow catalog (metadata calls) and the Flight
@@ -462,12 +468,16 @@ def test_evolution_reaches_column_names_catalog_and_parameter_types(tmp_path: Pa
             assert known is not None and known.field(0).type == pa.int64()
             with pytest.raises(Exception, match="score"):
                 cur.adbc_prepare(typed)
+            # The result schema of a prepared statement is kept per statement and route.
+            every = "SELECT * FROM events WHERE user_id = ?"
+            assert "campaign" not in app.executor.schema(app_statement(every), 1).names
         _ingest(running.uri, _new_rows(10, dt.datetime(2024, 12, 30, 1), seed=1))
         assert {"campaign", "score"} <= set(app.column_names("SELECT * FROM events"))
         assert ("score", "DOUBLE", True) in app.table_columns("main", "events")
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             schema = cur.adbc_prepare(typed)
         assert schema is not None and schema.field(0).type == pa.float64()
+        assert {"campaign", "score"} <= set(app.executor.schema(app_statement(every), 1).names)
     finally:
         running.server.shutdown()
         running.app.close()

@@ -285,6 +285,7 @@ class App:
         self.column_names.schema_changed()
         self.catalog.schema_changed()
         self.router.schema_changed()
+        self.executor.schema_changed()
         for listener in self._schema_listeners:
             listener()
 

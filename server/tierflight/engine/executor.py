@@ -30,6 +30,7 @@ from tierflight.core.errors import (
     TierflightError,
 )
 from tierflight.core.log import get_logger
+from tierflight.core.lru import LRU
 from tierflight.core.rwlock import RWLock
 from tierflight.core.statement import Statement, StatementKind
 from tierflight.engine.calls import current_call
@@ -194,6 +195,7 @@ class Executor:
         self.planner = planner
         self._slots = threading.BoundedSemaphore(config.server.max_in_flight)
         self._watchdog = Watchdog()
+        self._schemas: LRU[tuple[object, ...], pa.Schema] = LRU(1024)
         self._pending: dict[str, Execution] = {}
         self._running: dict[str, Execution] = {}
         self._lock = threading.Lock()
@@ -425,11 +427,28 @@ class Executor:
         return own
 
     def schema(self, statement: Statement, parameter_count: int = 0) -> pa.Schema:
-        """The result schema without running the statement (LIMIT 0 is planned, not scanned)."""
+        """The result schema without running the statement (LIMIT 0 is planned, not scanned).
+
+        Kept per statement and route: a dashboard prepares the same statement on each new
+        cursor, and planning a raw route over every partition file took milliseconds. A new
+        route (files, rollups) or a schema change (:meth:`schema_changed`) plans it again."""
         check_builtin_bypass(statement.tree)
         route = self.planner.plan(statement)
         if statement.kind is StatementKind.EXPLAIN_ROUTE:
             return route.explain_table().schema
+        # Registered objects (the hot tail) change with every ingest but not their columns.
+        names = tuple(name for name, _ in route.registrations)
+        key = (statement.kind, statement.sql, parameter_count, route.sql, route.version, names)
+        known = self._schemas.get(key)
+        if known is None:
+            known = self._plan_schema(statement, route, parameter_count)
+            self._schemas.put(key, known)
+        return known
+
+    def schema_changed(self) -> None:
+        self._schemas.clear()
+
+    def _plan_schema(self, statement: Statement, route: Route, parameter_count: int) -> pa.Schema:
         cursor = self.database.cursor()
         try:
             for name, obj in route.registrations:
