@@ -38,7 +38,7 @@ def _build(data_dir: Any, env: dict[str, str], rollups: list[dict[str, Any]]) ->
     database = Database(config)
     try:
         table = config.table("events")
-        store = TableStore(config, table, database)
+        store = TableStore(config, table)
         groups = storage_groups(parse_rollups(table))
         cur = database.cursor()
         started = time.perf_counter()

@@ -202,10 +202,14 @@ class IngestService:
                 if need:
                     try:
                         delta = rollups.compute_delta(name, data, seq, need)
-                    except ConfigError as exc:  # rows the table's config no longer accepts
+                    except Exception as exc:  # noqa: BLE001 - never stops the start (see below)
+                        # Rows the table's config no longer accepts, or a merge DuckDB
+                        # refuses: those rollups are left stale (the raw tiers answer for
+                        # them, exactly) instead of keeping the server from starting.
                         for s in need:
                             s.status = "stale"
-                        log.error("rollup_replay_refused", table=name, wal_sequence=seq, error=str(exc))
+                        error = str(exc) if isinstance(exc, ConfigError) else repr(exc)
+                        log.error("rollup_replay_refused", table=name, wal_sequence=seq, error=error)
                     else:
                         rollups.apply_delta(delta)
             rollups.hot_merged[name] = t.store.hot.rows
