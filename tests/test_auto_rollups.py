@@ -139,6 +139,9 @@ def test_dropped_when_it_earns_no_hits_for_auto_ttl(running: RunningServer) -> N
     before = learn(running)
     name = running.app.auto.run_once()[0][1:]
     assert query(running, STATEMENT)[1] == name
+    snapshots = running.app.rollups.snapshots
+    meta = snapshots.read_meta(name)
+    assert meta is not None
     ttl = running.app.config.rollups.auto_ttl.total_seconds()
     assert running.app.auto.run_once(now=time.time() + ttl / 2) == []  # hit just now: kept
     changed = running.app.auto.run_once(now=time.time() + ttl + 60)
@@ -148,6 +151,9 @@ def test_dropped_when_it_earns_no_hits_for_auto_ttl(running: RunningServer) -> N
     assert name not in rollups_rows(running)
     kept = json.loads((running.app.config.data_dir / "advisor" / "auto.json").read_text())
     assert kept == []
+    # Its snapshot goes too (manifest and data file).
+    assert snapshots.read_meta(name) is None
+    assert not (Path(snapshots.where) / meta.file).exists()
 
 
 def with_budget(srv: RunningServer, budget: int) -> None:

@@ -347,6 +347,7 @@ class AutoRollups:
         if state is None or state.origin is not Origin.AUTO:
             return  # configured rollups are never dropped
         self.registry.remove_state(name, self.swap_lock)
+        self.registry.snapshots.remove(name)  # a dropped rollup's bytes go from disk too
         self.invalidate()
         self.advisor.forget()
         self.entries.pop(name, None)

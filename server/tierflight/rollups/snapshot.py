@@ -9,6 +9,7 @@ its manifest is never served.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -185,6 +186,10 @@ class Snapshots(Protocol):
 
     def read(self, meta: SnapshotMeta) -> pa.Table: ...
 
+    def remove(self, name: str) -> None:
+        """Delete a rollup's snapshot (manifest first: a crash between leaves only an
+        unreferenced data file). Failures are left behind, never raised."""
+
 
 class LocalSnapshots:
     def __init__(self, root: Path) -> None:
@@ -207,3 +212,10 @@ class LocalSnapshots:
 
     def read(self, meta: SnapshotMeta) -> pa.Table:
         return read_snapshot(self.root, meta)
+
+    def remove(self, name: str) -> None:
+        meta = read_meta(self.root, name)
+        with contextlib.suppress(OSError):
+            (self.root / f"{name}.json").unlink(missing_ok=True)
+            if meta is not None:
+                (self.root / meta.file).unlink(missing_ok=True)

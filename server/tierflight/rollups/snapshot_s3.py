@@ -93,3 +93,11 @@ class S3Snapshots:
             return ipc.open_file(pa.BufferReader(body)).read_all()
         except (pa.ArrowInvalid, OSError) as exc:
             raise SnapshotError(f"snapshot object {where} cannot be read: {exc}") from None
+
+    def remove(self, name: str) -> None:
+        meta = self.read_meta(name)
+        fs = self.s3.filesystem()
+        with contextlib.suppress(OSError):
+            fs.delete_file(self._key(f"{name}.json"))
+            if meta is not None:
+                fs.delete_file(self._key(meta.file))
