@@ -197,6 +197,10 @@ class ColdTier(Tier[ColdState]):
         self.time_column = time_column
         self._lock = threading.Lock()
         self._plans: LRU[tuple[int | None, TimeRange], list[str]] = LRU(1024)
+        # Whether the files of a plan above all sit in local day partition directories
+        # (asked of every file on every statement otherwise); keyed by the list itself,
+        # which is kept in the entry so that its id is not reused while it is remembered.
+        self._in_day_dirs: LRU[int, tuple[list[str], bool]] = LRU(1024)
         self._location: str | None = None
         self._rebase = settings.rebase
         # What statements are planned against, swapped whole by apply(). Rows at or after
@@ -413,7 +417,13 @@ class ColdTier(Tier[ColdState]):
         file is elsewhere (or on S3): then the date is computed."""
         key = f"{self.time_column}_day"
         files = self.files(time_range, state)
-        if not files or key in self.arrow_schema.names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
+        if not files or key in self.arrow_schema.names:
+            return None
+        known = self._in_day_dirs.get(id(files))
+        if known is None or known[0] is not files:
+            known = (files, not any(is_s3_uri(f) or _partition_dir(f) != key for f in files))
+            self._in_day_dirs.put(id(files), known)
+        if not known[1]:
             return None
         return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
 
