@@ -45,6 +45,7 @@ from tierflight.router.rules import (
 from tierflight.router.split import split_source, whole_buckets
 from tierflight.router.subqueries import NESTED_REASON, correlated, marker, nested_selects
 from tierflight.router.timerange import derived_grains
+from tierflight.router.trees import faithful_copy
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 
@@ -262,7 +263,7 @@ class Router:
                 routed.append((nested.index, best[1], part))
         if not routed:
             return None
-        tree = statement.tree.copy()  # shared with the statement cache: never edit it
+        tree = faithful_copy(statement.tree)  # shared with the statement cache: never edit it
         selects = list(tree.find_all(exp.Select))
         markers = {}
         for index, sql, _ in routed:
