@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -336,6 +337,18 @@ class Router:
         times: Any = getattr(state, "times", None)
         if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
             return state.rows
-        lo = 0 if rng.start is None else int(np.searchsorted(times, np.datetime64(truncate(rng.start, state.group.grain), "us")))
-        hi = len(times) if rng.end is None else int(np.searchsorted(times, np.datetime64(rng.end, "us")))
+        lo = 0 if rng.start is None else int(np.searchsorted(times, _bucket_start(rng.start, state.group.grain)))
+        hi = len(times) if rng.end is None else int(np.searchsorted(times, _instant(rng.end)))
         return max(0, hi - lo)
+
+
+# Each plan estimates every rollup of the table over the same range: the bounds are
+# converted once per grain, not once per rollup.
+@functools.lru_cache(maxsize=256)
+def _bucket_start(start: dt.datetime, grain: str) -> np.datetime64:
+    return np.datetime64(truncate(start, grain), "us")
+
+
+@functools.lru_cache(maxsize=256)
+def _instant(value: dt.datetime) -> np.datetime64:
+    return np.datetime64(value, "us")
