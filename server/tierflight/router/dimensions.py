@@ -22,6 +22,7 @@ from tierflight.router.trees import (
     bare_copy,
     conjuncts,
     dtype,
+    faithful_copy,
     parsed,
     transform_outside_aggs,
 )
@@ -145,11 +146,11 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
         if isinstance(n, exp.Column):
             name = n.name.lower()
             if name == time_column:
-                return bucket.copy()
+                return faithful_copy(bucket)
             if name in info.derived:
                 # A derived column (``hour`` inside ``CAST(hour AS DATE)``) is its
                 # definition over the time column, which the bucket then replaces.
-                return parsed(info.derived[name]).copy().transform(swap, copy=False)
+                return faithful_copy(parsed(info.derived[name])).transform(swap, copy=False)
         return n
 
     return bare_copy(node).transform(swap, copy=False)
@@ -229,7 +230,7 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
         raise Reject(Rule.ALIGNMENT, f"{pred.key.upper()} on {info.time_column} cannot be answered from {group.grain} buckets")
     if not _aligned(value, group.grain):
         raise Reject(Rule.ALIGNMENT, f"{value.isoformat(sep=' ')} is not aligned to the rollup's {group.grain} grain")
-    out = pred.copy()
+    out = faithful_copy(pred)
     out.set("this", _bucket(group))
     return out
 

@@ -82,7 +82,9 @@ def _dtype(name: str) -> exp.DataType:
 
 def dtype(name: str) -> exp.DataType:
     """A SQL type node; building one parses the name, so parsed ones are kept and copied."""
-    return _dtype(name).copy()
+    copied = faithful_copy(_dtype(name))
+    assert isinstance(copied, exp.DataType)
+    return copied
 
 
 @lru_cache(maxsize=1024)
