@@ -28,7 +28,7 @@ from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
-from tierflight.router.covering import plan_covering
+from tierflight.router.covering import Extent, extent_of, plan_covering
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
@@ -79,6 +79,7 @@ class Router:
         self._infos: dict[str, TableInfo] = {}
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
+        self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -128,7 +129,7 @@ class Router:
             return cached
         route = self._plan(statement)
         if route.rollup is None:
-            route = self._covering(statement) or route
+            route = self._covering(statement, key[2:]) or route
         # Registered objects (the hot tail's batches, S3 datasets) are not named by the
         # version; files and rollups are (every change to them moves it).
         if (
@@ -141,7 +142,7 @@ class Router:
         self._count_hit(route)
         return route
 
-    def _covering(self, statement: Statement) -> Route | None:
+    def _covering(self, statement: Statement, version: tuple[int, tuple[int, ...]]) -> Route | None:
         """Rule ``covering`` (router/covering.py): a time filter that every row passes does
         not keep a rollup without a time dimension from answering."""
         tree = statement.tree
@@ -153,7 +154,17 @@ class Router:
             return None
         store = self._stores()[info.name]
         time_not_null = any(c.name == info.time_column and not c.nullable for c in store.table.columns)
-        return plan_covering(statement, info, store.partitions, time_not_null, self._plan)
+        return plan_covering(statement, info, lambda: self._extent(info.name, store, version), time_not_null, self._plan)
+
+    def _extent(self, table: str, store: TableStore, version: tuple[int, tuple[int, ...]]) -> Extent | None:
+        """The table's extent (covering.extent_of), listed once per data version: the same
+        key as the plan cache's, which every ingest batch, flush and maintenance run moves."""
+        known = self._extents.get(table)
+        if known is not None and known[0] == version:
+            return known[1]
+        extent = extent_of(store.partitions())
+        self._extents[table] = (version, extent)
+        return extent
 
     def _count_hit(self, route: Route) -> None:
         if self.registry is not None:

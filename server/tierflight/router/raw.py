@@ -233,7 +233,8 @@ class RawPlanner:
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
             _unqualify_columns(tree, names, unaliased)
-        sql = tree.sql(dialect=DIALECT) if references or system or catalog or dimensions else None
+        # Our own copy, read no more: the generator need not copy it again (a deep copy).
+        sql = tree.sql(dialect=DIALECT, copy=False) if references or system or catalog or dimensions else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)
