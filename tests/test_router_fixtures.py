@@ -9,10 +9,25 @@ reviewed and then rewritten with ``python tests/router_harness.py FILE``.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
 
 from differential import expected_cases
-from router_harness import FIXTURES, ROOT, Case, all_cases, normalise, outcome, read_cases, route_of
+from router_harness import (
+    FIXTURES,
+    ROOT,
+    Case,
+    Options,
+    all_cases,
+    build_router,
+    normalise,
+    outcome,
+    read_cases,
+    route_of,
+)
+from tierflight.engine.sandbox import check_statement
 from tierflight.loadtest.workload import parse_workload
 
 CASES = all_cases()
@@ -63,3 +78,30 @@ def test_route(case: Case) -> None:
         assert sql is None
     else:
         assert sql is not None and normalise(sql) == normalise(case.expected_sql)
+
+
+def test_the_tables_extent_is_listed_once_per_data_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule covering reads the table's extent from its partitions: listed once per plan-cache
+    version (not per statement), and again once the data moved (an ingest invalidates)."""
+    router = build_router(Options())
+    store: Any = router._stores()["events"]
+    every = store.partitions()
+    shown: list[Any] = every
+    listed = [0]
+
+    def partitions() -> list[Any]:
+        listed[0] += 1
+        return shown
+
+    monkeypatch.setattr(store, "partitions", partitions)
+    first_half = "SELECT publisher_id, count(*) FROM events WHERE day BETWEEN DATE '2024-01-01' AND DATE '2024-06-30' GROUP BY 1"
+    whole = "SELECT publisher_id, count(*) FROM events WHERE day BETWEEN DATE '2024-01-01' AND DATE '2024-12-31' GROUP BY 1"
+    assert router.plan(check_statement(whole)).rollup == "publisher_type"
+    assert router.plan(check_statement(whole + " LIMIT 5")).rollup == "publisher_type"
+    assert router.plan(check_statement(first_half)).rollup is None  # rows after June exist
+    assert listed[0] == 1
+    # The data now ends in June: after the invalidation the extent is listed again.
+    shown = [p for p in every if p.start < dt.datetime(2024, 7, 1)]
+    router.invalidate()
+    assert router.plan(check_statement(first_half + " LIMIT 5")).rollup == "publisher_type"
+    assert listed[0] == 2

@@ -225,3 +225,57 @@ def test_printed_route_values_are_the_plain_strings() -> None:
     table = route.explain_table().to_pylist()
     assert [(r["tier"], r["source"], r["estimated_rows"]) for r in table] == [("hot", "rollup:day_type", 10), ("rejected", "d", None), ("rejected", "h", None)]
     assert [r["reason"] for r in table] == ["exact", "split:alignment: r", "cost: c"]
+
+
+# -- bucket bounds of a rewrite ------------------------------------------------------------------
+
+
+def _rewritten_where(sql: str, g: StorageGroup | None = None) -> str:
+    from tierflight.router.rewrite import rewrite_select
+
+    where = rewrite_select(candidate(sql, g)).args.get("where")
+    return "" if where is None else where.this.sql(dialect="duckdb")
+
+
+D = "CAST('{}' AS DATE)"
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        # The kept conjunct on the bucket column selects exactly the range's buckets: no copy.
+        ("day BETWEEN DATE '2024-03-01' AND DATE '2024-03-20'", f"day BETWEEN {D.format('2024-03-01')} AND {D.format('2024-03-20')}"),
+        ("day = DATE '2024-03-01'", f"day = {D.format('2024-03-01')}"),
+        ("day >= DATE '2024-03-01'", f"day >= {D.format('2024-03-01')}"),
+        ("CAST(ts AS DATE) = DATE '2024-03-01'", f"day = {D.format('2024-03-01')}"),
+        (
+            "day > DATE '2024-02-29' AND day <= DATE '2024-03-20'",
+            f"day > {D.format('2024-02-29')} AND day <= {D.format('2024-03-20')}",
+        ),
+        # The raw time column: the bucket bounds are what lets DuckDB's zone maps skip.
+        (
+            "ts >= TIMESTAMP '2024-03-01 00:00:00' AND ts < TIMESTAMP '2024-03-21 00:00:00'",
+            "CAST(day AS TIMESTAMP) >= CAST('2024-03-01 00:00:00' AS TIMESTAMP) AND CAST(day AS TIMESTAMP) < "
+            f"CAST('2024-03-21 00:00:00' AS TIMESTAMP) AND day >= {D.format('2024-03-01')} AND day < {D.format('2024-03-21')}",
+        ),
+        # An untyped constant (DuckDB casts the text; Python might read it otherwise): kept.
+        ("day >= '2024-03-01'", f"day >= '2024-03-01' AND day >= {D.format('2024-03-01')}"),
+        # Only one side said by the conjunct: the other bound stays.
+        (
+            "day >= DATE '2024-03-01' AND ts < TIMESTAMP '2024-03-21 00:00:00'",
+            f"day >= {D.format('2024-03-01')} AND CAST(day AS TIMESTAMP) < CAST('2024-03-21 00:00:00' AS TIMESTAMP) "
+            f"AND day < {D.format('2024-03-21')}",
+        ),
+    ],
+)
+def test_bucket_bounds_a_kept_conjunct_already_implies_are_not_repeated(where: str, expected: str) -> None:
+    assert _rewritten_where(f"SELECT type, count(*) FROM events WHERE {where} GROUP BY type") == expected
+
+
+def test_a_range_on_a_finer_bucket_than_the_rollups_keeps_the_bucket_bounds() -> None:
+    # ``day`` over an hour rollup is an expression over the bucket, not the bucket column.
+    hourly = group(dimensions=("hour", "type"))
+    got = _rewritten_where("SELECT type, count(*) FROM events WHERE day BETWEEN DATE '2024-03-01' AND DATE '2024-03-02' GROUP BY type", hourly)
+    assert got.endswith(
+        "AND hour >= CAST('2024-03-01 00:00:00' AS TIMESTAMP) AND hour < CAST('2024-03-03 00:00:00' AS TIMESTAMP)"
+    ), got

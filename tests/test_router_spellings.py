@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlglot import exp
 
 from differential import assert_same
 from tierflight.rollups.definition import DERIVABLE
@@ -229,3 +230,14 @@ def test_parts_of_days_are_not_derived_from_weeks_or_months() -> None:
     assert "day" not in DERIVABLE["week"] and "day" not in DERIVABLE["month"]
     assert _grain("extract(dow FROM ts)") == "day"
     assert _grain("extract(year FROM ts)") == "month" and "month" not in DERIVABLE["week"]
+
+
+def test_only_the_node_kinds_facts_ask_about_can_be_time_expressions() -> None:
+    """TableInfo.needed_grain answers None at once for any other kind of node: every kind
+    spellings.needed_grain reads a grain from must be among them."""
+    from tierflight.router.facts import _TIME_NODES
+    from tierflight.router.spellings import _PART_NODES
+
+    assert all(issubclass(kind, _TIME_NODES) for kind in _PART_NODES)
+    for kind in (exp.Column, exp.Cast, exp.TryCast, exp.TimestampTrunc, exp.DateTrunc, exp.TimeTrunc, exp.Extract, exp.Anonymous, exp.Add, exp.Sub):
+        assert issubclass(kind, _TIME_NODES), kind

@@ -481,3 +481,20 @@ def test_evolution_reaches_column_names_catalog_and_parameter_types(tmp_path: Pa
     finally:
         running.server.shutdown()
         running.app.close()
+
+
+def test_files_group_by_column_names_and_types_only() -> None:
+    """Files are grouped by their columns' names and types (one read_parquet each), first
+    seen first, unknown schemas last; nullability or metadata alone never splits a group,
+    and a file matching the table's schema has no problem whatever its nullability."""
+    from tierflight.tiers.evolution import group_by_schema
+    from tierflight.tiers.warm import schema_problem
+
+    base = pa.schema([pa.field("ts", pa.timestamp("us"), nullable=False), pa.field("x", pa.int64())])
+    relaxed = pa.schema([pa.field("ts", pa.timestamp("us")), pa.field("x", pa.int64())], metadata={b"k": b"v"})
+    wider = pa.schema([pa.field("ts", pa.timestamp("us")), pa.field("x", pa.int64()), pa.field("y", pa.string())])
+    groups = group_by_schema([("a", base), ("u", None), ("b", wider), ("c", relaxed), ("d", base)])
+    assert [(paths, schema is not None) for paths, schema in groups] == [(["a", "c", "d"], True), (["b"], True), (["u"], False)]
+    assert groups[0][1] is base
+    assert schema_problem(relaxed, base) is None and schema_problem(base, base) is None
+    assert schema_problem(base, wider) == "missing column(s) y"

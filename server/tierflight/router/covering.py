@@ -97,7 +97,7 @@ def without_covering(statement: Statement, info: TableInfo, extent: Extent) -> t
     stripped = bare_copy(tree)
     assert isinstance(stripped, exp.Select)
     stripped.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
-    sql = stripped.sql(dialect=DIALECT)
+    sql = stripped.sql(dialect=DIALECT, copy=False)  # our own tree: no deep copy first
     # Parsed again from its own text: output names are read from the positions in it.
     return dataclasses.replace(statement, sql=sql, tree=sqlglot.parse_one(sql, dialect=DIALECT)), dropped
 
@@ -105,7 +105,7 @@ def without_covering(statement: Statement, info: TableInfo, extent: Extent) -> t
 def plan_covering(
     statement: Statement,
     info: TableInfo | None,
-    partitions: Callable[[], list[Partition]],
+    extent_now: Callable[[], Extent | None],
     time_not_null: bool,
     plan: Callable[[Statement], Route],
 ) -> Route | None:
@@ -113,7 +113,7 @@ def plan_covering(
     conjunct covers or no rollup answers it then (the statement is planned as it is)."""
     if info is None or not time_not_null or statement.tree.args.get("where") is None:
         return None  # nothing to drop: the partitions need not be listed
-    extent = extent_of(partitions())
+    extent = extent_now()
     if extent is None:
         return None
     found = without_covering(statement, info, extent)

@@ -8,6 +8,7 @@ Pure functions over sqlglot trees; each either returns the rewritten node or rai
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from sqlglot import exp
 
@@ -16,7 +17,15 @@ from tierflight.rollups.definition import DERIVABLE, StorageGroup
 from tierflight.router.facts import TableInfo
 from tierflight.router.route import Rule
 from tierflight.router.rules import Reject
-from tierflight.router.trees import AGGREGATE_NODES, bare_copy, dtype, parsed, transform_outside_aggs
+from tierflight.router.trees import (
+    AGGREGATE_NODES,
+    bare_copy,
+    conjuncts,
+    dtype,
+    faithful_copy,
+    parsed,
+    transform_outside_aggs,
+)
 
 
 def bucket_type(grain: str) -> str:
@@ -40,6 +49,75 @@ def bucket_range(grain: str, lo: dt.datetime | None, hi: dt.datetime | None) -> 
     if hi is not None:
         out.append(exp.LT(this=exp.column(grain), expression=bucket_literal(hi, dated)))
     return out
+
+
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIMESTAMP_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?")
+
+
+def _bucket_constant(node: exp.Expr, dated: bool) -> dt.datetime | None:
+    """The value of ``DATE '...'`` (``TIMESTAMP '...'`` for a TIMESTAMP bucket): a constant
+    of the bucket column's own type, spelled so that DuckDB and Python read the same
+    instant; None for anything else (another type, a zone, a lenient spelling)."""
+    if type(node) is not exp.Cast or not isinstance(node.this, exp.Literal) or not node.this.is_string:
+        return None
+    # ``TIMESTAMP '...'`` parses as TIMESTAMPNTZ: both are DuckDB's TIMESTAMP.
+    want = (exp.DataType.Type.DATE,) if dated else (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ)
+    if node.to.this not in want or node.to.expressions:
+        return None
+    text = node.this.this
+    if not (_DATE_TEXT if dated else _TIMESTAMP_TEXT).fullmatch(text):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _implied_sides(pred: exp.Expr, grain: str, dated: bool) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """For a conjunct on the bare bucket column with constants of its type: (v, w) such that
+    it implies ``bucket >= v`` and ``bucket <= w`` (strictness folded in below), else Nones."""
+    column = pred.this
+    if not isinstance(column, exp.Column) or column.table or column.name != grain:
+        return None, None
+    if isinstance(pred, exp.Between):
+        if pred.args.get("symmetric"):
+            return None, None
+        return _bucket_constant(pred.args["low"], dated), _bucket_constant(pred.args["high"], dated)
+    value = _bucket_constant(pred.expression, dated) if isinstance(pred, exp.Binary) else None
+    if isinstance(pred, exp.EQ):
+        return value, value
+    if isinstance(pred, exp.GTE | exp.GT):
+        return value, None
+    if isinstance(pred, exp.LTE | exp.LT):
+        return None, value
+    return None, None
+
+
+def unimplied_bounds(
+    kept: list[exp.Expr], grain: str, lo: dt.datetime | None, hi: dt.datetime | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """``lo`` and ``hi`` of ``bucket_range``, each None where a kept conjunct already implies
+    it: ``day BETWEEN DATE '2024-03-01' AND DATE '2024-03-20'`` on a day rollup restricts
+    the bucket column itself, and ``day >= ... AND day < ...`` beside it would select exactly
+    the same rows while DuckDB evaluates each predicate. Only a comparison of the bare bucket
+    column with a constant of its own type counts (an expression over the bucket, a bound on
+    another column or grain keeps the range: it is what lets the zone maps skip)."""
+    dated = bucket_type(grain) == "DATE"
+    # What bucket_range writes: a DATE bucket's bound is its day.
+    low = None if lo is None else (dt.datetime.combine(lo.date(), dt.time()) if dated else lo)
+    high = None if hi is None else (dt.datetime.combine(hi.date(), dt.time()) if dated else hi)
+    for conjunct in (c for pred in kept for c in conjuncts(pred)):
+        if low is None and high is None:
+            break
+        floor, ceiling = _implied_sides(conjunct, grain, dated)
+        if low is not None and floor is not None and floor >= low:
+            low = lo = None  # bucket >= floor (or > floor) >= lo
+        if high is not None and ceiling is not None:
+            strict = isinstance(conjunct, exp.LT)
+            if ceiling < high or (strict and ceiling <= high):
+                high = hi = None  # bucket <= ceiling < hi, or bucket < ceiling <= hi
+    return lo, hi
 
 
 def _bucket(group: StorageGroup) -> exp.Expr:
@@ -68,11 +146,11 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
         if isinstance(n, exp.Column):
             name = n.name.lower()
             if name == time_column:
-                return bucket.copy()
+                return faithful_copy(bucket)
             if name in info.derived:
                 # A derived column (``hour`` inside ``CAST(hour AS DATE)``) is its
                 # definition over the time column, which the bucket then replaces.
-                return parsed(info.derived[name]).copy().transform(swap, copy=False)
+                return faithful_copy(parsed(info.derived[name])).transform(swap, copy=False)
         return n
 
     return bare_copy(node).transform(swap, copy=False)
@@ -152,7 +230,7 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
         raise Reject(Rule.ALIGNMENT, f"{pred.key.upper()} on {info.time_column} cannot be answered from {group.grain} buckets")
     if not _aligned(value, group.grain):
         raise Reject(Rule.ALIGNMENT, f"{value.isoformat(sep=' ')} is not aligned to the rollup's {group.grain} grain")
-    out = pred.copy()
+    out = faithful_copy(pred)
     out.set("this", _bucket(group))
     return out
 

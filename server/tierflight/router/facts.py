@@ -48,7 +48,10 @@ class TableInfo:
         return truncation_grain(node, self.grain_of)
 
     def needed_grain(self, node: exp.Expr) -> str | None:
-        """The grain a rollup must derive to compute ``node`` (spellings.needed_grain)."""
+        """The grain a rollup must derive to compute ``node`` (spellings.needed_grain). Asked
+        of every node outside aggregates by the rewrite: other kinds are None at once."""
+        if not isinstance(node, _TIME_NODES):
+            return None
         return needed_grain(node, self.grain_of)
 
 

@@ -15,7 +15,7 @@ from tierflight.router.dimensions import rewrite_dimensions
 from tierflight.router.facts import TableInfo
 from tierflight.router.route import Rule
 from tierflight.router.rules import Reject
-from tierflight.router.trees import dtype
+from tierflight.router.trees import dtype, faithful_copy
 
 _COUNT_STATE = "_count"
 
@@ -44,7 +44,7 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
     agg = node
     if isinstance(node, exp.Filter):
         agg = node.this
-        flt = exp.Where(this=rewrite_dimensions(node.expression.this.copy(), info, group))
+        flt = exp.Where(this=rewrite_dimensions(faithful_copy(node.expression.this), info, group))
 
     def wrap(e: exp.Expr) -> exp.Expr:
         return exp.Filter(this=e, expression=flt) if flt is not None else e
@@ -65,7 +65,7 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
         c = _column_name(agg.this)
         kind = "min" if isinstance(agg, exp.Min) else "max"
         if c is not None and c.lower() in {d.lower() for d in group.dimensions}:
-            return wrap(agg.copy())
+            return wrap(faithful_copy(agg))
         m = stored(group, kind, c) if c else None
         if m is None:
             raise Reject(Rule.MEASURE, f"{kind}({c}) is not stored")
@@ -114,9 +114,9 @@ def _approx_quantile(agg: exp.ApproxQuantile, group: StorageGroup, wrap: Callabl
     states = wrap(exp.func("list", exp.column(m.state), copy=False))
     typ = group.value_type(m.column)
     if listed:
-        qs = exp.cast(exp.Array(expressions=[v.copy() for v in values]), dtype("DOUBLE[]"), copy=False)
+        qs = exp.cast(exp.Array(expressions=[faithful_copy(v) for v in values]), dtype("DOUBLE[]"), copy=False)
         return exp.cast(exp.func("tf_kll_quantiles", states, qs, copy=False), dtype(f"{typ}[]"), copy=False)
-    one = exp.cast(values[0].copy(), dtype("DOUBLE"), copy=False)
+    one = exp.cast(faithful_copy(values[0]), dtype("DOUBLE"), copy=False)
     return exp.cast(exp.func("tf_kll_quantile", states, one, copy=False), dtype(typ), copy=False)
 
 
@@ -126,7 +126,7 @@ def _count(agg: exp.Count, info: TableInfo, group: StorageGroup, wrap: Callable[
     if isinstance(arg, exp.Distinct):
         cols = [_column_name(e) for e in arg.expressions]
         if all(c is not None and c.lower() in dims for c in cols):
-            return wrap(agg.copy())
+            return wrap(faithful_copy(agg))
         raise Reject(Rule.MEASURE, "COUNT(DISTINCT ...) is exact only over dimensions")
     if arg is None or isinstance(arg, exp.Star) or (isinstance(arg, exp.Literal) and not arg.is_string):
         return _bigint_count(wrap(exp.Sum(this=exp.column(_COUNT_STATE))))
@@ -145,7 +145,7 @@ def _count(agg: exp.Count, info: TableInfo, group: StorageGroup, wrap: Callable[
 
 def _case_over_state(case: exp.Case, info: TableInfo, group: StorageGroup, counting: bool) -> exp.Expr:
     """``CASE WHEN <dimension predicate> THEN x END`` inside SUM/COUNT, reading states."""
-    out = case.copy()
+    out = faithful_copy(case)
     if out.args.get("default") is not None and not isinstance(out.args["default"], exp.Null):
         raise Reject(Rule.MEASURE, "CASE with an ELSE value inside an aggregate")
     for when in out.args.get("ifs", []):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
-from tierflight.router.covering import plan_covering
+from tierflight.router.covering import Extent, extent_of, plan_covering
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
@@ -45,6 +46,7 @@ from tierflight.router.rules import (
 from tierflight.router.split import split_source, whole_buckets
 from tierflight.router.subqueries import NESTED_REASON, correlated, marker, nested_selects
 from tierflight.router.timerange import derived_grains
+from tierflight.router.trees import faithful_copy
 from tierflight.tiers.base import TimeRange
 from tierflight.tiers.store import TableStore
 
@@ -77,6 +79,7 @@ class Router:
         self._infos: dict[str, TableInfo] = {}
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
+        self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
 
@@ -126,7 +129,7 @@ class Router:
             return cached
         route = self._plan(statement)
         if route.rollup is None:
-            route = self._covering(statement) or route
+            route = self._covering(statement, key[2:]) or route
         # Registered objects (the hot tail's batches, S3 datasets) are not named by the
         # version; files and rollups are (every change to them moves it).
         if (
@@ -139,7 +142,7 @@ class Router:
         self._count_hit(route)
         return route
 
-    def _covering(self, statement: Statement) -> Route | None:
+    def _covering(self, statement: Statement, version: tuple[int, tuple[int, ...]]) -> Route | None:
         """Rule ``covering`` (router/covering.py): a time filter that every row passes does
         not keep a rollup without a time dimension from answering."""
         tree = statement.tree
@@ -151,7 +154,17 @@ class Router:
             return None
         store = self._stores()[info.name]
         time_not_null = any(c.name == info.time_column and not c.nullable for c in store.table.columns)
-        return plan_covering(statement, info, store.partitions, time_not_null, self._plan)
+        return plan_covering(statement, info, lambda: self._extent(info.name, store, version), time_not_null, self._plan)
+
+    def _extent(self, table: str, store: TableStore, version: tuple[int, tuple[int, ...]]) -> Extent | None:
+        """The table's extent (covering.extent_of), listed once per data version: the same
+        key as the plan cache's, which every ingest batch, flush and maintenance run moves."""
+        known = self._extents.get(table)
+        if known is not None and known[0] == version:
+            return known[1]
+        extent = extent_of(store.partitions())
+        self._extents[table] = (version, extent)
+        return extent
 
     def _count_hit(self, route: Route) -> None:
         if self.registry is not None:
@@ -262,7 +275,7 @@ class Router:
                 routed.append((nested.index, best[1], part))
         if not routed:
             return None
-        tree = statement.tree.copy()  # shared with the statement cache: never edit it
+        tree = faithful_copy(statement.tree)  # shared with the statement cache: never edit it
         selects = list(tree.find_all(exp.Select))
         markers = {}
         for index, sql, _ in routed:
@@ -335,6 +348,18 @@ class Router:
         times: Any = getattr(state, "times", None)
         if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
             return state.rows
-        lo = 0 if rng.start is None else int(np.searchsorted(times, np.datetime64(truncate(rng.start, state.group.grain), "us")))
-        hi = len(times) if rng.end is None else int(np.searchsorted(times, np.datetime64(rng.end, "us")))
+        lo = 0 if rng.start is None else int(np.searchsorted(times, _bucket_start(rng.start, state.group.grain)))
+        hi = len(times) if rng.end is None else int(np.searchsorted(times, _instant(rng.end)))
         return max(0, hi - lo)
+
+
+# Each plan estimates every rollup of the table over the same range: the bounds are
+# converted once per grain, not once per rollup.
+@functools.lru_cache(maxsize=256)
+def _bucket_start(start: dt.datetime, grain: str) -> np.datetime64:
+    return np.datetime64(truncate(start, grain), "us")
+
+
+@functools.lru_cache(maxsize=256)
+def _instant(value: dt.datetime) -> np.datetime64:
+    return np.datetime64(value, "us")

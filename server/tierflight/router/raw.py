@@ -24,6 +24,7 @@ from tierflight.core.statement import DIALECT, Statement
 from tierflight.router.catalog import CatalogRelations
 from tierflight.router.route import PartTier, Route, RoutePart
 from tierflight.router.timerange import derived_grains, table_time_range
+from tierflight.router.trees import faithful_copy
 from tierflight.tiers.base import TierKind, TimeRange
 from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import Source, TableStore
@@ -172,7 +173,7 @@ class RawPlanner:
         parts: list[RoutePart] = []
         references: list[_Reference] = []
         system = False
-        tree = statement.tree.copy()  # the cached statement's tree is shared: never edit it
+        tree = faithful_copy(statement.tree)  # the cached statement's tree is shared: never edit it
         if self._catalog is not None and _is_catalog_command(tree, names, self._catalog):
             template = _Template(_marker(), (), (), {}, {}, whole_catalog=True)
             self._templates.put(key, template)
@@ -232,7 +233,8 @@ class RawPlanner:
             t.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(alias))))
         if unaliased:
             _unqualify_columns(tree, names, unaliased)
-        sql = tree.sql(dialect=DIALECT) if references or system or catalog or dimensions else None
+        # Our own copy, read no more: the generator need not copy it again (a deep copy).
+        sql = tree.sql(dialect=DIALECT, copy=False) if references or system or catalog or dimensions else None
         relations = {name for r in references for name in (r.table, r.alias)}
         derived = {
             r.table: derived_read(statement.tree, {k.lower(): v for k, v in stores[r.table].table.derived.items()}, relations)

@@ -65,15 +65,16 @@ def _function_name(node: exp.Func) -> str:
 def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
     """Why the answer of ``tree`` depends on more than the rows of ``tables`` (lower-case
     names of the configured tables), or None when it does not."""
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    ctes: set[str] | None = None  # read only for a table that is not a configured one
     for node in tree.walk():
         if isinstance(node, _VOLATILE_NODES):
             return f"{node.sql(dialect='duckdb')} changes between calls"
-        if isinstance(node, exp.Func) and _function_name(node) in VOLATILE_FUNCTIONS:
-            return f"{_function_name(node)}() changes between calls"
+        function = _function_name(node) if isinstance(node, exp.Func) else None
+        if function in VOLATILE_FUNCTIONS:
+            return f"{function}() changes between calls"
         if (
             isinstance(node, _SESSION_NODES)
-            or (isinstance(node, exp.Func) and _function_name(node) in SESSION_USER_FUNCTIONS)
+            or function in SESSION_USER_FUNCTIONS
             or (isinstance(node, exp.Column) and not node.table and node.name.lower() in SESSION_USER_FUNCTIONS)
         ):
             return f"{node.sql(dialect='duckdb')} depends on who asks"
@@ -86,6 +87,8 @@ def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
             name = node.name.lower()
             if schema in SYSTEM_SCHEMAS or (not schema and name.startswith(("duckdb_", "pragma_"))):
                 return f"{node.sql(dialect='duckdb')} is engine or server state"
-            if name not in tables and name not in ctes:
+            if name not in tables and ctes is None:
+                ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+            if name not in tables and name not in (ctes or ()):
                 return f"{node.sql(dialect='duckdb')} is not a configured table"
     return None

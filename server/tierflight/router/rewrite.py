@@ -18,6 +18,7 @@ from tierflight.router.dimensions import (
     coarse_time_predicate,
     rewrite_dimension_node,
     time_predicate,
+    unimplied_bounds,
 )
 from tierflight.router.facts import TableInfo, is_exact_time_bound
 from tierflight.router.measures import rewrite_aggregate
@@ -108,7 +109,10 @@ def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]
     if key is not None and not implied:
         raise Reject(Rule.FILTER, f"the statement does not imply the rollup's filter ({group.filter})")
     if group.grain is not None:
-        kept.extend(bucket_range(group.grain, *slice_bounds(group.grain, c.target.time_range)))
+        # The range's bounds help DuckDB skip buckets, except where a kept conjunct on the
+        # bucket column already says the same (then they would only cost a predicate each).
+        lo, hi = slice_bounds(group.grain, c.target.time_range)
+        kept.extend(bucket_range(group.grain, *unimplied_bounds(kept, group.grain, lo, hi)))
     return kept
 
 

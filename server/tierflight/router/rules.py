@@ -67,17 +67,25 @@ def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Nam
     resolved = names.resolve(table) if isinstance(table, exp.Table) else None
     if not isinstance(table, exp.Table) or resolved is None or resolved.kind is not Kind.TABLE or resolved.name not in tables:
         raise Reject(Rule.SHAPE, "not a single configured table")
-    if any(c.args.get("db") for c in select.find_all(exp.Column)):
+    # One walk for what the checks below ask of every node (they still decide in order).
+    qualified = nested = aggregated = False
+    for node in select.walk():
+        if isinstance(node, exp.Column):
+            qualified = qualified or bool(node.args.get("db"))
+        elif isinstance(node, exp.Select):
+            nested = nested or node is not select
+        elif isinstance(node, exp.AggFunc):
+            aggregated = aggregated or not is_window_function(node)
+    if qualified:
         # ``main.events.ts``: the raw planner rewrites those to the relation's alias.
         raise Reject(Rule.SHAPE, "schema-qualified column references are answered from raw tiers")
     if table.args.get("when") is not None or table.args.get("version") is not None:
         raise Reject(Rule.TIME_TRAVEL, "reads an earlier Iceberg snapshot; rollups hold the current data")
-    if not select.args.get("group") and not any(not is_window_function(a) for a in select.find_all(exp.AggFunc)):
+    if not select.args.get("group") and not aggregated:
         # A window aggregate alone (``sum(x) OVER ()``) runs over the raw rows.
         raise Reject(Rule.SHAPE, "no aggregation: raw rows are needed")
-    for node in select.find_all(exp.Select):
-        if node is not select:
-            raise Reject(Rule.SHAPE, "subqueries inside an aggregate statement are answered from raw tiers")
+    if nested:
+        raise Reject(Rule.SHAPE, "subqueries inside an aggregate statement are answered from raw tiers")
     return table, tables[resolved.name]
 
 

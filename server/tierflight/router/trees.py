@@ -41,6 +41,40 @@ def bare_copy(tree: exp.Expr) -> exp.Expr:
     return root
 
 
+def faithful_copy(tree: exp.Expr) -> exp.Expr:
+    """``Expr.copy()`` without ``copy.deepcopy``: comments, token positions and the parser's
+    notes (``meta``, which generation reads: ``TOP``, a function's spelling) are copied as
+    the flat lists and dictionaries they are. For a tree whose SQL must stay as written."""
+    root = tree.__class__()
+    stack = [(tree, root)]
+    while stack:
+        source, target = stack.pop()
+        if source.comments is not None:
+            target.comments = list(source.comments)
+        if source._type is not None:
+            target._type = source._type.copy()
+        if source._meta is not None:
+            target._meta = dict(source._meta)
+        for key, value in source.args.items():
+            if isinstance(value, exp.Expr):
+                child = value.__class__()
+                stack.append((value, child))
+                target.set(key, child)
+            elif type(value) is list:
+                items = []
+                for v in value:
+                    if isinstance(v, exp.Expr):
+                        child = v.__class__()
+                        stack.append((v, child))
+                        items.append(child)
+                    else:
+                        items.append(v)
+                target.set(key, items)
+            else:
+                target.args[key] = value
+    return root
+
+
 @lru_cache(maxsize=32)
 def _dtype(name: str) -> exp.DataType:
     return exp.DataType.build(name)
@@ -48,7 +82,9 @@ def _dtype(name: str) -> exp.DataType:
 
 def dtype(name: str) -> exp.DataType:
     """A SQL type node; building one parses the name, so parsed ones are kept and copied."""
-    return _dtype(name).copy()
+    copied = faithful_copy(_dtype(name))
+    assert isinstance(copied, exp.DataType)
+    return copied
 
 
 @lru_cache(maxsize=1024)

@@ -197,6 +197,12 @@ class ColdTier(Tier[ColdState]):
         self.time_column = time_column
         self._lock = threading.Lock()
         self._plans: LRU[tuple[int | None, TimeRange], list[str]] = LRU(1024)
+        # Whether the files of a plan above all sit in local day partition directories
+        # (asked of every file on every statement otherwise); keyed by the list itself,
+        # which is kept in the entry so that its id is not reused while it is remembered.
+        self._in_day_dirs: LRU[int, tuple[list[str], bool]] = LRU(1024)
+        self._plain_relations: LRU[int, tuple[Sequence[str], Relation]] = LRU(256)
+        self._day_relations: LRU[tuple[int, str], tuple[list[str], pa.Schema, dict[str, tuple[str, ...]], Relation]] = LRU(256)
         self._location: str | None = None
         self._rebase = settings.rebase
         # What statements are planned against, swapped whole by apply(). Rows at or after
@@ -413,9 +419,24 @@ class ColdTier(Tier[ColdState]):
         file is elsewhere (or on S3): then the date is computed."""
         key = f"{self.time_column}_day"
         files = self.files(time_range, state)
-        if not files or key in self.arrow_schema.names or any(is_s3_uri(f) or _partition_dir(f) != key for f in files):
+        if not files or key in self.arrow_schema.names:
             return None
-        return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
+        known = self._in_day_dirs.get(id(files))
+        if known is None or known[0] is not files:
+            known = (files, not any(is_s3_uri(f) or _partition_dir(f) != key for f in files))
+            self._in_day_dirs.put(id(files), known)
+        if not known[1]:
+            return None
+        if self.evolved:
+            return parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
+        # Before any evolution the SQL is a function of the file list, the table's columns
+        # and their former names alone: built once per planned list (hundreds of paths).
+        memo = self._day_relations.get((id(files), day_as))
+        if memo is not None and memo[0] is files and memo[1] is self.arrow_schema and memo[2] == self.aliases:
+            return memo[3]
+        rel = parquet_relation(self._with_schemas(files), self.arrow_schema, key, day_as, self.aliases)
+        self._day_relations.put((id(files), day_as), (files, self.arrow_schema, dict(self.aliases), rel))
+        return rel
 
     def _with_schemas(self, files: Sequence[str]) -> list[tuple[str, pa.Schema | None]]:
         """Each local file with the columns it stores, once the table's schema evolved (a
@@ -449,8 +470,14 @@ class ColdTier(Tier[ColdState]):
             sql, reg = self.settings.s3.registration(files, schema)
             return Relation(sql, (reg,))
         if not self.evolved:
+            memo = self._plain_relations.get(id(files))
+            if memo is not None and memo[0] is files:
+                return memo[1]
             listing = ", ".join(quote_literal(f) for f in files)
-            return Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
+            rel = Relation(f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
+            # Kept with the list itself, so that its id is not reused while remembered.
+            self._plain_relations.put(id(files), (files, rel))
+            return rel
         return parquet_relation(self._with_schemas(files), schema, "", None, self.aliases)
 
     def sync_schema(self, table: Any) -> Any:

@@ -320,12 +320,23 @@ def select_list(
     return ", ".join(out)
 
 
+_UNKEYED = object()
+
+
 def group_by_schema(files: Iterable[tuple[str, pa.Schema | None]]) -> list[tuple[list[str], pa.Schema | None]]:
     """Files grouped by their column names and types, in first-seen order: DuckDB reads one
     ``read_parquet`` per group, since it binds a scan's columns from its first file."""
     groups: dict[object, tuple[list[str], pa.Schema | None]] = {}
+    # Files whose schema equals one already keyed share its key (equal schemas have equal
+    # names and types): a C comparison instead of spelling every file's types per plan.
+    seen: list[tuple[pa.Schema, object]] = []
     for path, schema in files:
-        key = None if schema is None else tuple((f.name, str(f.type)) for f in schema)
+        key: object = None
+        if schema is not None:
+            key = next((k for s, k in seen if schema.equals(s)), _UNKEYED)
+            if key is _UNKEYED:
+                key = tuple((f.name, str(f.type)) for f in schema)
+                seen.append((schema, key))
         groups.setdefault(key, ([], schema))[0].append(path)
     # The unknown (problem) files last, where a scan reaching them fails naming them.
     return sorted(groups.values(), key=lambda g: g[1] is None)

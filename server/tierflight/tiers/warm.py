@@ -93,6 +93,10 @@ def schema_problem(
     the table's schema evolved may lack a column ingest added or store a column ingest
     widened in its narrower type (``evolved``, tiers.evolution): it is read with NULLs
     there, or cast. Any other missing column or other type is damage."""
+    if not aliases and actual.equals(expected):
+        # The usual file: asked for every file a plan reads, so the field-by-field check
+        # below (tens of µs per file) is kept for the files that differ.
+        return None
     if aliases:
         # A column renamed since the file was written is checked under the name it stores.
         renamed = {stored_name(f.name, actual.names, aliases) or f.name: f.name for f in expected}
@@ -415,8 +419,24 @@ class WarmTier(Tier[WarmListing]):
         takes a scan's schema from its first file, and a read of them fails naming the file),
         or left out.
         """
+        return [f for f, _ in self._served(time_range, listing, strict)]
+
+    def _served(
+        self, time_range: TimeRange, listing: WarmListing | None, strict: bool
+    ) -> list[tuple[str, pa.Schema | None]]:
+        """``files``, each with the columns it stores (``file_schema``): the footer cache is
+        read once for all of them (a plan reads every file of its range)."""
         out = [f for part, files in (listing or self._listing).parts if time_range.overlaps(part.start, part.end) for f in files]
-        bad = [(f, p) for f in out if (p := self.problem(f))]
+        paths = [Objects.path(f) for f in out]
+        with self._lock:
+            cached = [self._cache.get(path) for path in paths]
+        schema: dict[str, pa.Schema | None] = {}
+        bad: list[tuple[str, str]] = []
+        for f, path, c in zip(out, paths, cached, strict=True):
+            schema[f] = c[3] if c and not c[4] else None
+            problem = file_problem(path, c[3], c[4], self.schema, self.evolved, self.aliases) if c else None
+            if problem:
+                bad.append((f, problem))
         if bad and strict:
             f, problem = bad[0]
             raise StorageUnavailable(f"{self.table_name}, warm partition {f.rsplit('/', 2)[-2]}: {problem}")
@@ -427,10 +447,10 @@ class WarmTier(Tier[WarmListing]):
                 out += [f for f, _ in bad]
             else:
                 log.warning("warm_files_skipped", table=self.table_name, files=sorted(names))
-        return out
+        return [(f, schema[f]) for f in out]
 
     def relation(self, listing: WarmListing, scan: Scan) -> Relation | None:
-        files = self.files(scan.time_range, listing, scan.strict)
+        files = self._served(scan.time_range, listing, scan.strict)
         if not files:
             return None
-        return self.storage.read([(f, self.file_schema(f)) for f in files], self.schema, scan.day_as, self.aliases)
+        return self.storage.read(files, self.schema, scan.day_as, self.aliases)
