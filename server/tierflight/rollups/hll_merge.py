@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import datasketches
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
+from numpy.lib.stride_tricks import sliding_window_view
 
 from tierflight.rollups.sketches import _header
 
@@ -44,7 +45,7 @@ _TGT_HLL4, _TGT_HLL8 = 0, 2
 _EMPTY_FLAG, _COMPACT_FLAG, _OUT_OF_ORDER_FLAG = 4, 8, 16
 _HLL_ARRAY_START = 40
 _LG_INIT_SET_SIZE = 5
-_LOW26 = (1 << 26) - 1
+_LE_U32 = np.dtype("<u4")
 
 # Below this many sketches a list costs less through the reference loop than through the
 # fixed numpy overhead of the merge (about 30 microseconds a list).
@@ -77,11 +78,24 @@ def union_estimate(blobs: Sequence[bytes | None]) -> float | None:
     return float(union.get_result().get_estimate())
 
 
+def _rows(data: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
+    """``width`` bytes from each position, one row each (positions already bounds-checked)."""
+    if len(pos) == 0:
+        return np.empty((0, width), np.uint8)
+    # Row gathers over a sliding-window view copy each row with one memcpy-like loop.
+    rows: npt.NDArray[np.uint8] = sliding_window_view(data, width)[pos]
+    return rows
+
+
 def _u32(data: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
     """Little-endian uint32 at each byte position (positions already bounds-checked)."""
-    out = data[pos].astype(np.uint32)
-    for i in (1, 2, 3):
-        out |= data[pos + i].astype(np.uint32) << np.uint32(8 * i)
+    out = np.empty(len(pos), np.uint32)
+    # Four zero-copy uint32 views of the buffer, one per byte alignment.
+    for shift in range(4):
+        at = (pos & 3) == shift
+        if at.any():
+            words = (len(data) - shift) // 4
+            out[at] = data[shift : shift + 4 * words].view(_LE_U32)[(pos[at] - shift) >> 2]
     return out
 
 
@@ -145,11 +159,9 @@ class _Blobs:
         )
         self._parse()
 
-    def blob(self, i: int) -> bytes | None:
-        if not self.valid[i]:
-            return None
-        s = int(self.start[i])
-        return self.data[s : s + int(self.length[i])].tobytes()
+    def blobs(self, lo: int, hi: int) -> list[bytes | None]:
+        out: list[bytes | None] = self.values.slice(lo, hi - lo).to_pylist()
+        return out
 
     def _parse(self) -> None:
         n = len(self.start)
@@ -167,7 +179,7 @@ class _Blobs:
         if len(idx) == 0:
             return
         s, length = self.start[idx], self.length[idx]
-        h: npt.NDArray[np.uint8] = self.data[s[:, None] + np.arange(8)]
+        h = _rows(self.data, s, 8)
         pre, lg_arr, flags, mode = h[:, 0], h[:, 4], h[:, 5], h[:, 7]
         lg_k: npt.NDArray[np.int64] = h[:, 3].astype(np.int64)
         good = (h[:, 1] == 1) & (h[:, 2] == 7) & (lg_k >= 4) & (lg_k <= 21) & (mode >> 4 == 0)
@@ -233,77 +245,167 @@ class _Blobs:
 
 def _words(
     data: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], count: npt.NDArray[np.int64]
-) -> npt.NDArray[np.uint32]:
-    """The non-empty uint32s (coupons, or HLL_4 exceptions) of ``count[i]`` slots from ``pos[i]``."""
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    """The non-empty uint32s (coupons, or HLL_4 exceptions) of ``count[i]`` slots from ``pos[i]``,
+    and the ``i`` each came from."""
     words = _u32(data, _ranges(pos, count))
-    out: npt.NDArray[np.uint32] = words[words != 0]
-    return out
+    owner = np.repeat(np.arange(len(count)), count)
+    keep = words != 0
+    return words[keep], owner[keep]
 
 
-def _fold(registers: npt.NDArray[np.uint8], pairs: npt.NDArray[np.uint32]) -> None:
+def _spans(lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every index of the ranges lo[i]:hi[i], concatenated, and the ``i`` each belongs to."""
+    n = hi - lo
+    owner = np.repeat(np.arange(len(lo)), n)
+    return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()), dtype=np.int64), owner
+
+
+def _segment_max(
+    values: npt.NDArray[np.uint8], owner: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Row-wise max of each run of rows with one owner (rows come grouped by owner)."""
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    out = np.empty((len(starts), values.shape[1]), np.uint8)
+    # One max per run: numpy's maximum.reduceat along rows is ~10x slower than max(axis=0).
+    for j, (s, e) in enumerate(zip(starts.tolist(), [*starts[1:].tolist(), len(values)], strict=True)):
+        values[s:e].max(axis=0, out=out[j])
+    return owner[starts], out
+
+
+class Path:
+    """How a list's estimate is computed (small ints kept in a numpy array)."""
+
+    REFERENCE = 0
+    COUPONS = 1
+    REGISTERS = 2
+
+
+def _plan(blobs: _Blobs, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64]]:
+    """Each list's path and lg_k, from per-blob flags summed over the list's range."""
+
+    def per_list(flags: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+        total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+        out: npt.NDArray[np.int64] = total[hi] - total[lo]
+        return out
+
+    valid = blobs.valid
+    hll = valid & ((blobs.kind == Kind.HLL4) | (blobs.kind == Kind.HLL8))
+    n = per_list(valid)
+    lg_sum, lg_squares = per_list(valid * blobs.lg_k), per_list(valid * blobs.lg_k**2)
+    n_hll, n_ooo = per_list(hll), per_list(hll & blobs.out_of_order)
+    usable = (
+        (n >= MIN_FAST_SKETCHES)
+        & (per_list(valid & (blobs.kind == Kind.OTHER)) == 0)
+        & (lg_squares * n == lg_sum * lg_sum)  # every lg_k equal
+        & (per_list(valid & blobs.empty_hll) == 0)
+    )
+    path = np.full(len(lo), Path.REFERENCE, np.int8)
+    path[usable & (n_hll == 0)] = Path.COUPONS
+    # One HLL sketch in order: its HIP estimate goes on updating coupon by coupon.
+    path[usable & ((n_hll >= 2) | ((n_hll == 1) & (n_ooo == 1)))] = Path.REGISTERS
+    return path, lg_sum // np.maximum(n, 1)
+
+
+def _coupon_lists(
+    blobs: _Blobs, lists: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
+    lg_k: npt.NDArray[np.int64], out: npt.NDArray[np.float64], fallback: list[int],
+) -> None:
+    """Lists of coupon sketches only: exact while their distinct coupons stay a coupon set."""
+    idx, owner = _spans(lo[lists], hi[lists])
+    keep = blobs.valid[idx]
+    idx, owner = idx[keep], owner[keep]
+    coupons, which = _words(blobs.data, blobs.coupon_pos[idx], blobs.coupon_count[idx])
+    owner = owner[which]
+    # Distinct coupons are at least as many as the registers they hit: counting those is a
+    # bincount where sorting every coupon is not, and most lists that go past the coupon
+    # limit are caught here.
+    k = np.int64(1) << lg_k[lists]
+    base = np.cumsum(k) - k
+    if len(lists) and int(k.sum()) <= _CHUNK_BYTES:
+        hit = np.bincount(base[owner] + (coupons & (k[owner] - 1).astype(np.uint32)), minlength=int(k.sum())) > 0
+        filled = np.add.reduceat(hit, base, dtype=np.int64)
+        past = filled > np.array([_coupon_threshold(int(g)) for g in lg_k[lists].tolist()])
+        if past.any():
+            fallback.extend(lists[past].tolist())
+            lists, owner_map = lists[~past], np.cumsum(~past) - 1
+            keep = ~past[owner]
+            coupons, owner = coupons[keep], owner_map[owner[keep]]
+    keys = np.sort((owner.astype(np.uint64) << np.uint64(32)) | coupons.astype(np.uint64))
+    if len(keys):  # np.unique hashes, several times slower here
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+    key_list = (keys >> np.uint64(32)).astype(np.int64)
+    bounds = np.searchsorted(key_list, np.arange(len(lists) + 1))
+    for j, i in enumerate(lists.tolist()):
+        distinct = keys[bounds[j] : bounds[j + 1]].astype(np.uint32)
+        if len(distinct) > _coupon_threshold(int(lg_k[i])):
+            fallback.append(i)  # the union turned to registers in order: its HIP sum is order-bound
+        else:
+            out[i] = _coupon_estimate(distinct, int(lg_k[i]))
+
+
+def _register_lists(
+    blobs: _Blobs, lists: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
+    lg_k: int, out: npt.NDArray[np.float64],
+) -> None:
+    """Lists of one lg_k that end out of order: merged registers, then one DataSketches estimate."""
+    k = 1 << lg_k
+    per_batch = max(1, _CHUNK_BYTES // k)
+    for first in range(0, len(lists), per_batch):
+        batch = lists[first : first + per_batch]
+        registers = np.zeros((len(batch), k), np.uint8)
+        idx, owner = _spans(lo[batch], hi[batch])
+        keep = blobs.valid[idx]
+        idx, owner = idx[keep], owner[keep]
+        kind = blobs.kind[idx]
+        for array_kind in (Kind.HLL4, Kind.HLL8):
+            rows = kind == array_kind
+            _fold_arrays(registers, blobs, idx[rows], owner[rows], array_kind)
+        coupons, which = _words(blobs.data, blobs.coupon_pos[idx], blobs.coupon_count[idx])
+        _fold(registers, coupons, owner[which])
+        aux, which = _words(blobs.data, blobs.aux_pos[idx], blobs.aux_count[idx])
+        _fold(registers, aux, owner[which])
+        for j, i in enumerate(batch.tolist()):
+            out[i] = _register_estimate(registers[j], lg_k)
+
+
+def _fold(registers: npt.NDArray[np.uint8], pairs: npt.NDArray[np.uint32], owner: npt.NDArray[np.int64]) -> None:
     """Raise registers to (slot, value) pairs: a coupon's low 26 bits are its slot, the rest its value."""
     if len(pairs):
-        slot = (pairs & np.uint32(len(registers) - 1)).astype(np.int64)
-        np.maximum.at(registers, slot, (pairs >> np.uint32(26)).astype(np.uint8))
+        k = registers.shape[1]
+        slot = owner * k + (pairs & np.uint32(k - 1)).astype(np.int64)
+        np.maximum.at(registers.reshape(-1), slot, (pairs >> np.uint32(26)).astype(np.uint8))
 
 
-def _fold_arrays(registers: npt.NDArray[np.uint8], blobs: _Blobs, sel: npt.NDArray[np.int64], kind: int) -> None:
+def _fold_arrays(
+    registers: npt.NDArray[np.uint8], blobs: _Blobs, sel: npt.NDArray[np.int64], owner: npt.NDArray[np.int64],
+    kind: int,
+) -> None:
     """Raise registers to those of the HLL_4 or HLL_8 blobs ``sel`` (exceptions not included)."""
-    k = len(registers)
+    k = registers.shape[1]
     width = k // 2 if kind == Kind.HLL4 else k
-    rows = max(1, _CHUNK_BYTES // width)
-    for lo in range(0, len(sel), rows):
-        part = sel[lo : lo + rows]
-        # Arrow copies the register arrays side by side; each is exactly `width` bytes.
-        arrays = pc.binary_slice(blobs.values.take(pa.array(part)), _HLL_ARRAY_START, _HLL_ARRAY_START + width)
-        buffers = arrays.buffers()
-        first = int(np.frombuffer(buffers[1], np.int32 if pa.types.is_binary(arrays.type) else np.int64)[arrays.offset])
-        block = np.frombuffer(buffers[2], np.uint8, len(part) * width, first).reshape(len(part), width)
+    step = max(1, _CHUNK_BYTES // width)
+    for first in range(0, len(sel), step):
+        part, who = sel[first : first + step], owner[first : first + step]
+        block = _rows(blobs.data, blobs.start[part] + _HLL_ARRAY_START, width)
         if kind == Kind.HLL8:
-            np.maximum(registers, block.max(axis=0), out=registers)
+            ids, top = _segment_max(block, who)
+            registers[ids] = np.maximum(registers[ids], top)
             continue
+        # A nibble holds value - cur_min (15: see the exceptions). Where cur_min is 0 the
+        # largest byte has the largest high nibble; elsewhere both nibbles are decoded.
         cur_min = blobs.cur_min[part]
-        low, high = block & np.uint8(15), block >> np.uint8(4)
-        if cur_min.any():  # a nibble holds value - cur_min; 15 stands for an exception
-            low += cur_min[:, None]
-            high += cur_min[:, None]
-        np.maximum(registers[0::2], low.max(axis=0), out=registers[0::2])
-        np.maximum(registers[1::2], high.max(axis=0), out=registers[1::2])
-
-
-def list_estimate(blobs: _Blobs, lo: int, hi: int) -> float | None:
-    """The union estimate of blobs ``lo:hi`` (one list), equal to ``union_estimate``'s."""
-    if hi == lo:
-        return None
-    sel = lo + np.flatnonzero(blobs.valid[lo:hi])
-    if len(sel) < MIN_FAST_SKETCHES:
-        return union_estimate([blobs.blob(i) for i in range(lo, hi)])
-    kind, lg_ks = blobs.kind[sel], blobs.lg_k[sel]
-    lg_k = int(lg_ks[0])
-    hll = (kind == Kind.HLL4) | (kind == Kind.HLL8)
-    n_hll = int(hll.sum())
-    if (
-        (kind == Kind.OTHER).any()
-        or (lg_ks != lg_k).any()
-        or blobs.empty_hll[sel].any()
-        or (n_hll == 1 and not blobs.out_of_order[sel][hll].all())
-    ):
-        return union_estimate([blobs.blob(i) for i in range(lo, hi)])
-    coupons = _words(blobs.data, blobs.coupon_pos[sel[~hll]], blobs.coupon_count[sel[~hll]])
-    if n_hll == 0:
-        distinct = np.unique(coupons)
-        if len(distinct) > _coupon_threshold(lg_k):  # the union went to registers, in order
-            return union_estimate([blobs.blob(i) for i in range(lo, hi)])
-        return _coupon_estimate(distinct, lg_k)
-    registers = np.zeros(1 << lg_k, np.uint8)
-    for array_kind in (Kind.HLL4, Kind.HLL8):
-        part = sel[kind == array_kind]
-        if len(part):
-            _fold_arrays(registers, blobs, part, array_kind)
-    hll4 = sel[kind == Kind.HLL4]
-    _fold(registers, _words(blobs.data, blobs.aux_pos[hll4], blobs.aux_count[hll4]))
-    _fold(registers, coupons)
-    return _register_estimate(registers, lg_k)
+        plain = cur_min == 0
+        if plain.all():
+            ids, top = _segment_max(block, who)
+            _, low = _segment_max(block & np.uint8(15), who)
+            high = top >> np.uint8(4)
+        else:
+            shift = cur_min[:, None]
+            ids, high = _segment_max((block >> np.uint8(4)) + shift, who)
+            _, low = _segment_max((block & np.uint8(15)) + shift, who)
+        registers[ids, 1::2] = np.maximum(registers[ids, 1::2], high)
+        registers[ids, 0::2] = np.maximum(registers[ids, 0::2], low)
 
 
 def merge_lists(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -314,11 +416,18 @@ def merge_lists(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     out = np.zeros(n, np.float64)
     null = lists.is_null().to_numpy(zero_copy_only=False) if lists.null_count else np.zeros(n, bool)
     offsets = np.asarray(lists.offsets, np.int64)
+    lo, hi = offsets[:-1], offsets[1:]
+    null |= lo == hi  # an empty list: NULL, as for a NULL list
     blobs = _Blobs(lists.values)
-    for i in range(n):
-        if null[i]:
-            continue
-        est = list_estimate(blobs, int(offsets[i]), int(offsets[i + 1]))
+    path, lg_k = _plan(blobs, lo, hi)
+    path[null] = Path.REFERENCE
+    fallback = np.flatnonzero((path == Path.REFERENCE) & ~null).tolist()
+    _coupon_lists(blobs, np.flatnonzero(path == Path.COUPONS), lo, hi, lg_k, out, fallback)
+    registers = np.flatnonzero(path == Path.REGISTERS)
+    for one_lg_k in np.unique(lg_k[registers]).tolist():
+        _register_lists(blobs, registers[lg_k[registers] == one_lg_k], lo, hi, one_lg_k, out, )
+    for i in fallback:
+        est = union_estimate(blobs.blobs(int(lo[i]), int(hi[i])))
         if est is None:
             null[i] = True
         else:
