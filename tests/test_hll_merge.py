@@ -30,7 +30,8 @@ Lists = list[list[bytes | None] | None]
 
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """How many lists took each path: reference loop, coupon fast path, register fast path."""
+    """How many lists took each path: reference loop, coupon fast path, register fast path, and
+    the loop over coupon sketches whose union went to registers in order."""
     seen: Counter[str] = Counter()
 
     def counting(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,6 +44,7 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     monkeypatch.setattr(hm, "union_estimate", counting("reference", hm.union_estimate))
     monkeypatch.setattr(hm, "_coupon_estimate", counting("coupons", hm._coupon_estimate))
     monkeypatch.setattr(hm, "_register_estimate", counting("registers", hm._register_estimate))
+    monkeypatch.setattr(hm, "_coupon_union", counting("in_order", hm._coupon_union))
     yield seen
 
 
@@ -97,9 +99,11 @@ def test_set_sketches_up_to_and_past_promotion(paths: Counter[str]) -> None:
     # the union turns to registers on the last coupon, after which it updates its HIP estimate).
     for pool in (300, 384, 385, 450, 2000):
         rng = random.Random(pool)
-        lists: Lists = [[_blob(_sketch(rng.sample(range(pool), min(pool, 100)))) for _ in range(40)]]
+        row: list[bytes | None] = [_blob(_sketch(rng.sample(range(pool), min(pool, 100)))) for _ in range(40)]
+        row[::9] = [None, _blob(_sketch([]))] * 2 + [None]  # NULLs and empty sketches anywhere
+        lists: Lists = [row]
         _check(lists)
-    assert paths["coupons"] == 2 and paths["reference"] == 3  # past the limit the union went in order
+    assert paths["coupons"] == 2 and paths["in_order"] == 3  # past the limit the union went in order
 
 
 def test_mid_size_set_mode(paths: Counter[str]) -> None:

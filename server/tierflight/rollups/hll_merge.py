@@ -311,7 +311,7 @@ def _plan(blobs: _Blobs, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -
 
 def _coupon_lists(
     blobs: _Blobs, lists: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
-    lg_k: npt.NDArray[np.int64], out: npt.NDArray[np.float64], fallback: list[int],
+    lg_k: npt.NDArray[np.int64], out: npt.NDArray[np.float64], in_order: list[int],
 ) -> None:
     """Lists of coupon sketches only: exact while their distinct coupons stay a coupon set."""
     idx, owner = _spans(lo[lists], hi[lists])
@@ -329,7 +329,7 @@ def _coupon_lists(
         filled = np.add.reduceat(hit, base, dtype=np.int64)
         past = filled > np.array([_coupon_threshold(int(g)) for g in lg_k[lists].tolist()])
         if past.any():
-            fallback.extend(lists[past].tolist())
+            in_order.extend(lists[past].tolist())
             lists, owner_map = lists[~past], np.cumsum(~past) - 1
             keep = ~past[owner]
             coupons, owner = coupons[keep], owner_map[owner[keep]]
@@ -341,7 +341,7 @@ def _coupon_lists(
     for j, i in enumerate(lists.tolist()):
         distinct = keys[bounds[j] : bounds[j + 1]].astype(np.uint32)
         if len(distinct) > _coupon_threshold(int(lg_k[i])):
-            fallback.append(i)  # the union turned to registers in order: its HIP sum is order-bound
+            in_order.append(i)  # the union turned to registers in order: its HIP sum is order-bound
         else:
             out[i] = _coupon_estimate(distinct, int(lg_k[i]))
 
@@ -410,6 +410,17 @@ def _fold_arrays(
         registers[ids, 0::2] = np.maximum(registers[ids, 0::2], low)
 
 
+def _coupon_union(blobs: _Blobs, lo: int, hi: int, lg_k: int) -> float:
+    """``union_estimate`` of a list of parsed coupon sketches of one lg_k, fed only the
+    non-empty ones (the union skips an empty sketch)."""
+    keep = lo + np.flatnonzero(blobs.valid[lo:hi] & (blobs.coupon_count[lo:hi] > 0))
+    union = datasketches.hll_union(lg_k)
+    update, deserialize = union.update, datasketches.hll_sketch.deserialize
+    for blob in blobs.values.take(pa.array(keep)).to_pylist():
+        update(deserialize(blob))
+    return float(union.get_result().get_estimate())
+
+
 def merge_lists(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """For each list of serialized sketches: the estimate of their union (NULL if none)."""
     if isinstance(lists, pa.ChunkedArray):
@@ -423,12 +434,14 @@ def merge_lists(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     blobs = _Blobs(lists.values)
     path, lg_k = _plan(blobs, lo, hi)
     path[null] = Path.REFERENCE
-    fallback = np.flatnonzero((path == Path.REFERENCE) & ~null).tolist()
-    _coupon_lists(blobs, np.flatnonzero(path == Path.COUPONS), lo, hi, lg_k, out, fallback)
+    in_order: list[int] = []
+    _coupon_lists(blobs, np.flatnonzero(path == Path.COUPONS), lo, hi, lg_k, out, in_order)
+    for i in in_order:
+        out[i] = _coupon_union(blobs, int(lo[i]), int(hi[i]), int(lg_k[i]))
     registers = np.flatnonzero(path == Path.REGISTERS)
     for one_lg_k in np.unique(lg_k[registers]).tolist():
         _register_lists(blobs, registers[lg_k[registers] == one_lg_k], lo, hi, one_lg_k, out, )
-    for i in fallback:
+    for i in np.flatnonzero((path == Path.REFERENCE) & ~null).tolist():
         est = union_estimate(blobs.blobs(int(lo[i]), int(hi[i])))
         if est is None:
             null[i] = True
