@@ -309,36 +309,54 @@ def _plan(blobs: _Blobs, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -
     return path, lg_sum // np.maximum(n, 1)
 
 
+def _filled_past_limit(
+    blobs: _Blobs, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], lg_k: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    """Whether the coupons of blobs lo[i]:hi[i] hit more registers than a coupon set holds (then
+    they are more distinct coupons, too), and those coupons with their ``i``."""
+    idx, owner = _spans(lo, hi)
+    keep = blobs.valid[idx]
+    idx, owner = idx[keep], owner[keep]
+    coupons, which = _words(blobs.data, blobs.coupon_pos[idx], blobs.coupon_count[idx])
+    owner = owner[which]
+    k = np.int64(1) << lg_k
+    if len(lo) == 0 or int(k.sum()) > _CHUNK_BYTES:
+        return np.zeros(len(lo), bool), coupons, owner
+    base = np.cumsum(k) - k
+    hit = np.bincount(base[owner] + (coupons & (k[owner] - 1).astype(np.uint32)), minlength=int(k.sum())) > 0
+    filled = np.add.reduceat(hit, base, dtype=np.int64)
+    return filled > np.array([_coupon_threshold(g) for g in lg_k.tolist()], np.int64), coupons, owner
+
+
 def _coupon_lists(
     blobs: _Blobs, lists: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
     lg_k: npt.NDArray[np.int64], out: npt.NDArray[np.float64], in_order: list[int],
 ) -> None:
     """Lists of coupon sketches only: exact while their distinct coupons stay a coupon set."""
-    idx, owner = _spans(lo[lists], hi[lists])
-    keep = blobs.valid[idx]
-    idx, owner = idx[keep], owner[keep]
-    coupons, which = _words(blobs.data, blobs.coupon_pos[idx], blobs.coupon_count[idx])
-    owner = owner[which]
-    # Distinct coupons are at least as many as the registers they hit: counting those is a
-    # bincount where sorting every coupon is not, and most lists that go past the coupon
-    # limit are caught here.
-    k = np.int64(1) << lg_k[lists]
-    base = np.cumsum(k) - k
-    if len(lists) and int(k.sum()) <= _CHUNK_BYTES:
-        hit = np.bincount(base[owner] + (coupons & (k[owner] - 1).astype(np.uint32)), minlength=int(k.sum())) > 0
-        filled = np.add.reduceat(hit, base, dtype=np.int64)
-        past = filled > np.array([_coupon_threshold(int(g)) for g in lg_k[lists].tolist()])
-        if past.any():
-            in_order.extend(lists[past].tolist())
-            lists, owner_map = lists[~past], np.cumsum(~past) - 1
-            keep = ~past[owner]
-            coupons, owner = coupons[keep], owner_map[owner[keep]]
+    if len(lists) == 0:
+        return
+    # Most lists past the limit show it within their first few times the limit's coupons:
+    # counting the registers those hit spares reading and sorting all the others.
+    limit = np.array([_coupon_threshold(g) for g in lg_k[lists].tolist()], np.int64)
+    total = np.concatenate([[0], np.cumsum(blobs.coupon_count * blobs.valid)])
+    cut = np.minimum(np.searchsorted(total, total[lo[lists]] + 4 * limit), hi[lists])
+    partial = cut < hi[lists]
+    past, _, _ = _filled_past_limit(blobs, lo[lists[partial]], cut[partial], lg_k[lists[partial]])
+    early = np.zeros(len(lists), bool)
+    early[np.flatnonzero(partial)[past]] = True
+    in_order.extend(lists[early].tolist())
+    lists = lists[~early]
+    past, coupons, owner = _filled_past_limit(blobs, lo[lists], hi[lists], lg_k[lists])
+    in_order.extend(lists[past].tolist())
+    keep = ~past[owner]
+    coupons, owner = coupons[keep], owner[keep]
     keys = np.sort((owner.astype(np.uint64) << np.uint64(32)) | coupons.astype(np.uint64))
     if len(keys):  # np.unique hashes, several times slower here
         keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
-    key_list = (keys >> np.uint64(32)).astype(np.int64)
-    bounds = np.searchsorted(key_list, np.arange(len(lists) + 1))
+    bounds = np.searchsorted((keys >> np.uint64(32)).astype(np.int64), np.arange(len(lists) + 1))
     for j, i in enumerate(lists.tolist()):
+        if past[j]:
+            continue
         distinct = keys[bounds[j] : bounds[j + 1]].astype(np.uint32)
         if len(distinct) > _coupon_threshold(int(lg_k[i])):
             in_order.append(i)  # the union turned to registers in order: its HIP sum is order-bound
