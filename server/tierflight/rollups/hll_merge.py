@@ -18,9 +18,15 @@ of what numpy can compute (DataSketches 5.2, hll/include/HllUnion-internal.hpp):
   values alone. The estimate is read from one out-of-order HLL_8 sketch of the merged
   registers (the max of every register and every coupon folded in), which takes that path.
 
-Everything else (mixed lg_k, HLL_6, a single in-order HLL sketch whose HIP estimate depends on
-update order, coupons that would have been promoted to registers in order, anything that does
-not parse as expected) and every short list goes through ``union_estimate``.
+Coupon sketches whose union passes the coupon-set limit turn into registers *in order*: from
+then on the union's estimate is a HIP sum updated coupon by coupon, in each set's hash-table
+order, which numpy cannot reproduce cheaply. Those lists run DataSketches' loop over the
+parsed blobs (``_coupon_union``: no slower than the reference). Everything else (mixed lg_k,
+HLL_6, a single in-order HLL sketch whose HIP sum goes on the same way, anything that does not
+parse as expected) and every short list goes through ``union_estimate``.
+
+All lists of one call are planned together (per-list sums of per-blob flags) and merged in
+batches bounded by ``_CHUNK_BYTES``, so a call's numpy work does not grow with its list count.
 """
 
 from __future__ import annotations
