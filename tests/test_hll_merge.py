@@ -151,6 +151,11 @@ def test_one_hll_sketch_among_coupons(paths: Counter[str]) -> None:
     _check([[in_order, *coupons], [*coupons, in_order], [out_of_order, *coupons], [*coupons, out_of_order]])
     # The in-order one's estimate is its HIP sum, updated coupon by coupon: the reference loop.
     assert paths["reference"] == 2 and paths["registers"] == 2
+    # Unless the coupons before it already turned the union into registers (2,000 coupons
+    # hit more than the 384 registers a coupon set may): then it is merged out of order.
+    many = [_blob(_sketch(range(i * 1000, i * 1000 + 20))) for i in range(100)]
+    _check([[*many, in_order], [*many, in_order, *coupons], [in_order, *many], [*many[:5], in_order, *many[5:]]])
+    assert paths["registers"] == 4 and paths["reference"] == 4
 
 
 def test_mixed_lg_k_and_unparsed_blobs_fall_back(paths: Counter[str]) -> None:

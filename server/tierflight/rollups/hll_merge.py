@@ -310,9 +310,18 @@ def _plan(blobs: _Blobs, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]) -
     )
     path = np.full(len(lo), Path.REFERENCE, np.int8)
     path[usable & (n_hll == 0)] = Path.COUPONS
-    # One HLL sketch in order: its HIP estimate goes on updating coupon by coupon.
     path[usable & ((n_hll >= 2) | ((n_hll == 1) & (n_ooo == 1)))] = Path.REGISTERS
-    return path, lg_sum // np.maximum(n, 1)
+    lg_k = lg_sum // np.maximum(n, 1)
+    # One HLL sketch in order: if the coupons before it already turned the union into
+    # registers, it is merged into them (out of order from then on); if not, the union copies
+    # it and its HIP sum goes on coupon by coupon (the reference loop).
+    lone = np.flatnonzero(usable & (n_hll == 1) & (n_ooo == 0))
+    if len(lone):
+        seen = np.concatenate([[0], np.cumsum(hll, dtype=np.int64)])
+        at = np.searchsorted(seen, seen[lo[lone]] + 1) - 1  # the list's HLL blob
+        past, _, _ = _filled_past_limit(blobs, lo[lone], at, lg_k[lone])
+        path[lone[past]] = Path.REGISTERS
+    return path, lg_k
 
 
 def _filled_past_limit(
