@@ -168,7 +168,7 @@ class _Splitter:
                     return None
                 return self.group(node) if self.key_of(node) in self.groups else self._ungrouped(node)
             return None
-        if not isinstance(node, exp.Literal) and self.key_of(node) in self.groups and self.owners(node) == {_FACT}:
+        if self.groups and not isinstance(node, exp.Literal) and self.key_of(node) in self.groups and self.owners(node) == {_FACT}:
             return self.group(node)
         return None
 
@@ -289,6 +289,8 @@ def split_join(tree: exp.Expr, sql: str, tables: Mapping[str, TableInfo], dimens
             raise Reject(Rule.SHAPE, f"join: {key.strip('_').upper()} is answered from raw tiers")
     if any(n is not tree for n in tree.find_all(exp.Select)) or tree.find(exp.Window):
         raise Reject(Rule.SHAPE, "join: subqueries and window functions are answered from raw tiers")
+    if any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star)) for e in tree.expressions):
+        raise Reject(Rule.SHAPE, "join: * is answered from raw tiers")
     distinct = tree.args.get("distinct")
     if distinct is not None and distinct.args.get("on") is not None:
         raise Reject(Rule.SHAPE, "join: DISTINCT ON is answered from raw tiers")
