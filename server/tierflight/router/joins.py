@@ -6,7 +6,8 @@ a.advertiser_id GROUP BY 1`` is split in two (a pure tree-to-tree rewrite):
 * the *fact side*, one aggregate over the fact table alone, grouped by the join keys and by
   every fact expression the statement groups by, with one partial measure per aggregate
   (``count(*)``, ``sum(x)``, ``min(x)``, ``max(x)``, ``count(x)``; ``avg`` as a sum and a
-  count): an ordinary statement, planned by the planner like any other (rules, rewrite onto a
+  count; ``approx_count_distinct(x)`` kept as the list of HLL states the rewrite would have
+  estimated, merged after the join): an ordinary statement, planned by the planner like any other (rules, rewrite onto a
   rollup's states, splits with raw edges, the hot tail), so nothing here re-derives measures;
 * the *outer statement*, the user's own over that small result in place of the fact table,
   joined to the dimension tables as written and re-aggregated (sum of partial counts and
@@ -64,6 +65,7 @@ class JoinSplit:
     inner: exp.Select  # the fact side: one aggregate over the fact table
     outer: exp.Select  # the statement over ``(<marker>) AS <fact alias>`` and the dimensions
     marker: str  # stands for the fact side's SQL in the outer statement's text
+    sketches: frozenset[str] = frozenset()  # fact-side columns to keep as lists of HLL states
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _Splitter:
         self.keys: dict[str, str] = {}  # fact join column (lower) -> as configured
         self.groups: dict[str, tuple[str, exp.Expr]] = {}  # fact expression key -> (column, expression)
         self.measures: dict[str, tuple[str, exp.Expr]] = {}  # measure key -> (column, expression)
+        self.sketches: set[str] = set()  # fact-side columns that must keep merged HLL states
 
     # -- names -----------------------------------------------------------------------------
 
@@ -206,6 +209,14 @@ class _Splitter:
             return _count(self.measure(exp.Count(this=arg.copy())))
         if isinstance(agg, exp.Sum | exp.Min | exp.Max):
             return type(agg)(this=self.measure(type(agg)(this=arg.copy())))
+        if isinstance(agg, exp.ApproxDistinct):
+            # The fact side keeps each group's list of sketches (sketches, not estimates: those
+            # do not add up); the statement merges the lists of the groups it joins together.
+            states = self.measure(exp.ApproxDistinct(this=arg.copy()))
+            self.sketches.add(states.name)
+            merged = exp.func("flatten", exp.func("list", states, copy=False), copy=False)
+            estimate = exp.func("round", exp.func("tf_hll_estimate", merged, copy=False), copy=False)
+            return exp.cast(estimate, dtype("BIGINT"), copy=False)
         if isinstance(agg, exp.Avg):
             total = exp.Sum(this=self.measure(exp.Sum(this=arg.copy())))
             count = exp.Sum(this=self.measure(exp.Count(this=arg.copy())))
@@ -365,7 +376,7 @@ def split_join(tree: exp.Expr, sql: str, tables: Mapping[str, TableInfo], dimens
     named = exp.TableAlias(this=exp.to_identifier(s.fact_alias))
     outer.set("from_", exp.From(this=exp.Subquery(this=exp.var(marker), alias=named)))
     inner = _inner(s, fact, inner_where)
-    return JoinSplit(inner, outer, marker)
+    return JoinSplit(inner, outer, marker, frozenset(s.sketches))
 
 
 def _grouped(select: exp.Select, group: exp.Group) -> list[exp.Expr]:
@@ -431,11 +442,14 @@ def plan_join(
     if inner.rollup is None:
         why = Rejection("*", Rule.SHAPE, f"join: no rollup answers the fact side ({inner_sql})")
         return (why, *inner.rejected)
+    inner_text = _keep_sketches(inner.sql, split.sketches) if split.sketches else inner.sql
+    if inner_text is None:
+        return (Rejection("*", Rule.MEASURE, "join: the fact side's sketches could not be kept"), *inner.rejected)
     outer_sql = split.outer.sql(dialect=DIALECT)
     around = plan_raw(Statement(outer_sql, sqlglot.parse_one(outer_sql, dialect=DIALECT), StatementKind.QUERY, 0))
     if split.marker not in around.sql:
         return (Rejection("*", Rule.SHAPE, "join: the outer statement could not be planned"),)
-    text = around.sql.replace(split.marker, inner.sql, 1)
+    text = around.sql.replace(split.marker, inner_text, 1)
     parts = tuple(dataclasses.replace(p, reason=f"{p.reason}; {JOIN_REASON}") if p.rollup is not None else p for p in inner.parts)
     return Route(
         sql=text,
@@ -443,3 +457,21 @@ def plan_join(
         rejected=inner.rejected,
         registrations=(*around.registrations, *inner.registrations),
     )
+
+
+def _keep_sketches(sql: str, columns: frozenset[str]) -> str | None:
+    """The fact side's SQL with each ``columns`` output the list of HLL states the rewrite
+    estimated (``tf_hll_estimate(list(state))`` → ``list(state)``); None when it is not there
+    (only a rollup's own states are merged: a split refuses sketches for the raw edges)."""
+    tree = sqlglot.parse_one(sql, dialect=DIALECT)
+    if not isinstance(tree, exp.Select):
+        return None
+    found = set()
+    for e in tree.expressions:
+        if isinstance(e, exp.Alias) and e.alias in columns:
+            estimates = [f for f in e.find_all(exp.Anonymous) if f.name.lower() == "tf_hll_estimate"]
+            if len(estimates) != 1 or len(estimates[0].expressions) != 1:
+                return None
+            e.set("this", estimates[0].expressions[0])
+            found.add(e.alias)
+    return tree.sql(dialect=DIALECT) if found == columns else None
