@@ -249,7 +249,10 @@ def test_joins_after_a_dimension_replace_and_a_fact_ingest(fresh: tuple[RunningS
             }
         )
         assert cur.adbc_ingest("advertisers", replaced, mode="replace") == len(kept)
-        left = "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS s FROM events e LEFT JOIN advertisers a USING (advertiser_id) GROUP BY 1"
+        left = (
+            "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS s, count(a.name) AS named, count(DISTINCT a.name) AS names "
+            "FROM events e LEFT JOIN advertisers a USING (advertiser_id) GROUP BY 1"
+        )
         for sql, rollup in [*sqls, (left, "advertiser_type")]:
             _check(cur, _oracle(flat, _dimensions(server)), sql, rollup)
         # Fact ingest: new rows (one advertiser no dimension row names) are in the answer.
