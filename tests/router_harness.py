@@ -16,7 +16,7 @@ Fixture files (tests/fixtures/router/routes/*.sql) hold one case per ``-- name:`
     -- status: ROLLUP=STATUS         (optional, repeatable: e.g. day_type=stale)
     -- hot_rows: N                   (optional: hot-tail rows not merged into the rollups)
     <statement>;
-    -- expect: rollup NAME | split NAME | nested NAME,... | raw
+    -- expect: rollup NAME | split NAME | nested NAME,... | join NAME | raw
     -- rejected: CANDIDATE RULE      (one per rejection the route reports, in order; "cost"
                                        rejections, never tried, are left out)
     <rewritten SQL>;                 (rollup, split, nested: what DuckDB runs, compared after
@@ -47,10 +47,12 @@ from tierflight.core.names import Names
 from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.registry import RollupRegistry
+from tierflight.router.joins import JOIN_REASON
 from tierflight.router.planner import Router
 from tierflight.router.route import Route
 from tierflight.router.subqueries import NESTED_REASON
 from tierflight.tiers.base import Partition, TierKind, TimeRange
+from tierflight.tiers.dimension import DimensionStore
 from tierflight.tiers.store import Source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,8 +151,20 @@ def build_router(options: Options = Options()) -> Router:
     """A fresh Router (empty plan and rewrite caches) over the real registry and modelled
     stores of ``options``."""
     stores, registry = _data_state(options)
-    names = Names(base_config().tables, lambda: SYSTEM_TABLES)
-    return Router(lambda: stores, registry, lambda: options.now, column_names=_binder(), names=names)
+    cfg = base_config()
+    names = Names(cfg.tables, lambda: SYSTEM_TABLES, cfg.dimensions)
+    return Router(lambda: stores, registry, lambda: options.now, column_names=_binder(), names=names, dimensions=_dimensions)
+
+
+@cache
+def _dimension_stores() -> dict[str, DimensionStore]:
+    """The dimension tables, empty (version 0): the router reads their keys and columns."""
+    cfg = base_config()
+    return {name: DimensionStore(cfg.data_dir, table, writer=False) for name, table in cfg.dimensions.items()}
+
+
+def _dimensions() -> dict[str, DimensionStore]:
+    return _dimension_stores()
 
 
 @cache
@@ -180,7 +194,7 @@ def _binder() -> Any:
     """Output names as DuckDB gives them (what App._column_names does): bound against empty
     views of the configured tables."""
     con = duckdb.connect(":memory:")
-    for table in base_config().tables.values():
+    for table in [*base_config().tables.values(), *base_config().dimensions.values()]:
         con.execute(f"CREATE VIEW {quote_ident(table.name)} AS {table_view_sql(table, [])}")
 
     def names(sql: str) -> list[str]:
@@ -274,11 +288,21 @@ def outcome(route: Route) -> tuple[str, str | None, tuple[tuple[str, str], ...],
     rejected = tuple((r.candidate, r.rule) for r in route.rejected if r.rule != "cost")
     if route.rollup is None:
         return "raw", None, rejected, None
-    if any(p.reason == NESTED_REASON for p in route.parts):
+    if any(p.reason.endswith(JOIN_REASON) for p in route.parts):
+        kind = "join"  # the fact side answered by a rollup, joined to dimension tables after
+    elif any(p.reason == NESTED_REASON for p in route.parts):
         kind = "nested"  # subqueries answered by rollups, the rest of the statement around them
     else:
         kind = "split" if len(route.parts) > 1 else "rollup"
-    return kind, route.rollup, rejected, route.sql
+    return kind, route.rollup, rejected, _stable_markers(route.sql)
+
+
+def _stable_markers(sql: str) -> str:
+    """The raw planner names each source with a random marker: numbered in order here."""
+    found = list(dict.fromkeys(re.findall(r"__tf_source_[0-9a-f]{12}", sql)))
+    for i, marker in enumerate(found):
+        sql = sql.replace(marker, f"__tf_source_{i}")
+    return sql
 
 
 def render(case: Case, route: Route) -> str:

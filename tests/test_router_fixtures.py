@@ -37,7 +37,7 @@ def test_the_fixture_files_cover_every_kind_of_route() -> None:
     assert len(CASES) >= 150
     assert all(c.kind is not None for c in CASES), [c.name for c in CASES if c.kind is None]
     kinds = {c.kind for c in CASES}
-    assert kinds == {"rollup", "split", "nested", "raw"}
+    assert kinds == {"rollup", "split", "nested", "join", "raw"}
     rules = {rule for c in CASES for _, rule in c.rejected}
     assert {"shape", "grain", "dimension", "measure", "filter", "alignment", "retention", "status", "freshness"} <= rules
 

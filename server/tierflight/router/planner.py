@@ -30,6 +30,7 @@ from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.catalog import CatalogRelations
 from tierflight.router.covering import Extent, extent_of, plan_covering
 from tierflight.router.facts import TableInfo, Target
+from tierflight.router.joins import Dimension, plan_join
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
@@ -74,6 +75,7 @@ class Router:
         self.registry = registry
         self._names = names
         self.raw = RawPlanner(stores, names, catalog) if dimensions is None else RawPlanner(stores, names, catalog, dimensions)
+        self._dimensions = dimensions
         self._now = now
         self.enabled = enabled
         self._infos: dict[str, TableInfo] = {}
@@ -189,9 +191,12 @@ class Router:
         try:
             table, info = locate_table(tree, self._table_infos(), names)
         except Reject as r:
+            joined = self._join(statement, names) if r.rule is Rule.SHAPE and tree.args.get("joins") else None
+            if isinstance(joined, Route):
+                return joined
             outer = Rejection("*", r.rule, r.reason)
             nested = self._plan_nested(statement, names, outer) if r.rule is Rule.SHAPE else None
-            return nested or self._raw(statement, (outer,))
+            return nested or self._raw(statement, joined or (outer,))
         target = Target(statement.sql, tree, table, info)
         store = self._stores()[info.name]
         best, rejected, splittable, estimates = self._choose(target)
@@ -206,6 +211,16 @@ class Router:
         name = c.group.name
         part = RoutePart(PartTier.HOT, f"rollup:{name}", estimates[name], "exact rewrite onto mergeable states", rollup=name)
         return Route(sql=sql, parts=(part,), rejected=tuple(rejected))
+
+    def _join(self, statement: Statement, names: Names) -> Route | tuple[Rejection, ...]:
+        """Rule ``join`` (router/joins.py): the fact side planned as a statement of its own."""
+        dimensions = {n: Dimension.of(d.table) for n, d in (self._dimensions() if self._dimensions else {}).items()}
+
+        def fact(side: Statement) -> Route:
+            route = self._plan(side)
+            return route if route.rollup is not None else (self._covering(side) or route)
+
+        return plan_join(statement, self._table_infos(), dimensions, names, self._column_names, fact, self.raw.plan)
 
     def _choose(
         self, target: Target

@@ -1,0 +1,325 @@
+"""Joins through rollups (router/joins.py) through a server: each answer against DuckDB over
+flat copies of the same rows (fact and dimension tables), and the route EXPLAIN ROUTE gives:
+the fact side from a rollup and the dimension tables joined after, or the raw tiers with the
+reason for a join that could change the answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as fsql
+import duckdb
+import pyarrow as pa
+import pytest
+
+from conftest import RunningServer, load_demo, make_config, start_in_process
+from differential import assert_same
+from tierflight.core.sql import table_view_sql
+
+# (statement, the rollup answering its fact side)
+ANSWERED = [
+    (
+        "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS spend FROM events e JOIN advertisers a "
+        "ON e.advertiser_id = a.advertiser_id GROUP BY a.vertical",
+        "advertiser_type",
+    ),
+    ("SELECT vertical, type, count(*) AS n, sum(bid_price) FROM events JOIN advertisers USING (advertiser_id) GROUP BY ALL", "advertiser_type"),
+    (
+        "SELECT p.category, count(*) AS n, sum(e.total_price) AS t, count(e.total_price) AS c, avg(e.bid_price) AS a "
+        "FROM events e LEFT JOIN publishers p ON p.publisher_id = e.publisher_id GROUP BY 1 ORDER BY 1",
+        "publisher_type",
+    ),
+    (
+        "SELECT a.vertical, sum(e.bid_price) AS spend FROM events e, advertisers a WHERE e.advertiser_id = a.advertiser_id "
+        "AND e.type = 'click' AND a.vertical <> 'Retail' GROUP BY a.vertical",
+        "advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, e.week, count(*) AS n, sum(e.bid_price) AS spend FROM events e JOIN advertisers a "
+        "USING (advertiser_id) WHERE e.day >= DATE '2024-10-14' AND e.day < DATE '2024-11-25' GROUP BY 1, 2 ORDER BY 1, 2",
+        "day_advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, e.day, count(*) AS n FROM events e JOIN advertisers a USING (advertiser_id) "
+        "WHERE e.day BETWEEN DATE '2024-11-01' AND DATE '2024-11-07' AND e.type = 'impression' GROUP BY ALL",
+        "day_advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, date_trunc('month', e.ts) AS m, sum(e.bid_price) AS spend FROM events e "
+        "JOIN advertisers a USING (advertiser_id) GROUP BY ALL ORDER BY ALL",
+        "month_advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, count(DISTINCT e.advertiser_id) AS advertisers, min(a.name) AS first, max(a.name) AS last, "
+        "count(DISTINCT a.name) AS names, count(a.name) AS named, min(e.type) AS lo, max(e.type) AS hi "
+        "FROM events e LEFT JOIN advertisers a USING (advertiser_id) GROUP BY 1",
+        "advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, sum(e.bid_price) AS spend FROM events e JOIN advertisers a USING (advertiser_id) "
+        "GROUP BY a.vertical HAVING count(*) > 10 ORDER BY sum(e.bid_price) DESC LIMIT 3",
+        "advertiser_type",
+    ),
+    (
+        "SELECT count(*), sum(e.bid_price), count(e.bid_price) FROM events e JOIN advertisers a USING (advertiser_id) "
+        "WHERE a.vertical = (SELECT min(vertical) FROM advertisers)",
+        None,  # a subquery: raw
+    ),
+    (
+        "SELECT count(*) AS n, sum(e.bid_price) AS s FROM events e JOIN advertisers a USING (advertiser_id) "
+        "WHERE a.vertical = 'no such vertical'",
+        "advertiser_type",
+    ),
+    (
+        "SELECT a.vertical, p.category, count(*) AS n FROM events e JOIN advertisers a USING (advertiser_id) "
+        "LEFT JOIN publishers p USING (publisher_id) GROUP BY ALL",
+        None,  # no rollup keeps both keys
+    ),
+]
+
+ANSWERED.append(
+    (
+        "SELECT date_trunc('week', e.ts) AS wk, a.vertical, count(*) AS n FROM events e JOIN advertisers a USING (advertiser_id) "
+        "WHERE e.day >= DATE '2024-10-14' AND e.day < DATE '2024-11-25' GROUP BY wk, a.vertical ORDER BY wk, a.vertical",
+        "day_advertiser_type",
+    )
+)
+
+# A split: whole days from the rollup, the unaligned edges from the raw tiers.
+SPLIT = (
+    "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS spend FROM events e JOIN advertisers a USING (advertiser_id) "
+    "WHERE e.ts >= TIMESTAMP '2024-11-01 10:30:00' AND e.ts < TIMESTAMP '2024-11-20 06:00:00' GROUP BY 1"
+)
+
+# (statement, a piece of the reason EXPLAIN ROUTE gives): raw, and as exact as ever.
+REFUSED = [
+    ("SELECT a.vertical, count(*) AS n FROM events e RIGHT JOIN advertisers a USING (advertiser_id) GROUP BY 1", "RIGHT joins"),
+    ("SELECT a.vertical, count(*) AS n FROM events e FULL JOIN advertisers a USING (advertiser_id) GROUP BY 1", "FULL joins"),
+    ("SELECT p.name, count(*) AS n FROM publishers p LEFT JOIN events e USING (publisher_id) GROUP BY 1", "fact table must come first"),
+    (
+        "SELECT a.vertical, count(*) AS n FROM events e LEFT JOIN advertisers a ON e.advertiser_id = a.advertiser_id "
+        "AND a.vertical = 'Retail' GROUP BY 1",
+        "must be joined on <fact column> = a.advertiser_id alone",
+    ),
+    (
+        "SELECT a.vertical, count(*) AS n FROM events e JOIN advertisers a ON e.publisher_id = a.advertiser_id "
+        "AND e.advertiser_id = a.advertiser_id GROUP BY 1",
+        "alone",
+    ),
+    ("SELECT a.vertical, count(*) AS n FROM events e JOIN advertisers a ON e.publisher_id + 0 = a.advertiser_id GROUP BY 1", "alone"),
+    (
+        "SELECT a.vertical, count(*) AS n FROM events e JOIN advertisers a USING (advertiser_id) "
+        "WHERE e.country = a.vertical OR e.type = 'click' GROUP BY 1",
+        "mixes fact and dimension columns",
+    ),
+    ("SELECT e.type, sum(a.advertiser_id) AS s FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY 1", "weights a dimension column"),
+    ("SELECT a.vertical, sum(DISTINCT e.bid_price) AS s FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY 1", "not an aggregate of one"),
+    ("SELECT a.vertical, count(DISTINCT e.user_id) AS u FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY 1", "no rollup answers the fact side"),
+    ("SELECT count(*) AS n FROM events e JOIN events f ON e.auction_id = f.auction_id WHERE e.day = DATE '2024-11-01'", "another fact table"),
+]
+
+
+def _oracle(con: duckdb.DuckDBPyConnection, dimensions: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+    cur = con.cursor()  # the dimension tables registered on this cursor only
+    for name, rows in dimensions.items():
+        cur.register(name, rows)
+    return cur
+
+
+def _dimensions(server: RunningServer) -> dict[str, pa.Table]:
+    return {name: store.current.data for name, store in server.app.dimensions.items()}
+
+
+def _route(cur: Any, sql: str) -> list[tuple[str, str, Any, str]]:
+    cur.execute("EXPLAIN ROUTE " + sql)
+    return [tuple(r) for r in cur.fetchall()]
+
+
+def _check(cur: Any, oracle: duckdb.DuckDBPyConnection, sql: str, rollup: str | None, allow_empty: bool = False) -> list[tuple[str, str, Any, str]]:
+    cur.execute(sql)
+    actual = cur.fetch_arrow_table()
+    expected = oracle.sql(sql).to_arrow_table()
+    assert allow_empty or expected.num_rows > 0, sql
+    assert actual.schema.names == expected.schema.names, sql
+    assert actual.schema.types == expected.schema.types, sql
+    assert_same(actual, expected, sql)
+    route = _route(cur, sql)
+    rollups = [source for tier, source, _, _ in route if source.startswith("rollup:")]
+    if rollup is None:
+        assert rollups == [], route
+    else:
+        assert rollups == [f"rollup:{rollup}"], route
+        assert any(tier == "dimension" for tier, *_ in route), route
+    return route
+
+
+@pytest.mark.parametrize(("sql", "rollup"), ANSWERED)
+def test_joins_answered_from_rollups_match_duckdb(conn: Any, flat: Any, server: RunningServer, sql: str, rollup: str | None) -> None:
+    with conn.cursor() as cur:
+        _check(cur, _oracle(flat.con, _dimensions(server)), sql, rollup, allow_empty="no such" in sql)
+
+
+def test_a_split_range_reads_whole_days_from_the_rollup_and_the_edges_raw(conn: Any, flat: Any, server: RunningServer) -> None:
+    with conn.cursor() as cur:
+        route = _check(cur, _oracle(flat.con, _dimensions(server)), SPLIT, "day_advertiser_type")
+    assert {tier for tier, *_ in route} >= {"dimension", "hot", "warm"}, route
+    assert any("edges" in source for _, source, _, _ in route), route
+
+
+@pytest.mark.parametrize(("sql", "reason"), REFUSED)
+def test_joins_that_could_change_the_answer_stay_raw_and_exact(conn: Any, flat: Any, server: RunningServer, sql: str, reason: str) -> None:
+    with conn.cursor() as cur:
+        route = _check(cur, _oracle(flat.con, _dimensions(server)), sql, None, allow_empty=True)
+    assert any(tier == "rejected" and source == "*" and reason in why for tier, source, _, why in route), route
+
+
+def test_approx_count_distinct_stays_raw_where_no_rollup_keeps_sketches_by_the_key(conn: Any) -> None:
+    sql = "SELECT a.vertical, approx_count_distinct(e.user_id) FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY 1"
+    with conn.cursor() as cur:
+        route = _route(cur, sql)
+    assert not any(source.startswith("rollup:") for _, source, _, _ in route)
+    assert any("no rollup answers the fact side" in why for *_, why in route), route
+
+
+# -- after a dimension replace and a fact ingest (a data set of its own) ------------------------
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    cfg = make_config(tmp_path)
+    load_demo(cfg, 3_000, dt.date(2024, 12, 20), 3, 11)
+    running = start_in_process(cfg)
+    yield running, tmp_path
+    running.server.shutdown()
+    running.app.close()
+
+
+def _flat_events(server: RunningServer, data_dir: Path, ingested: list[pa.Table]) -> duckdb.DuckDBPyConnection:
+    table = server.app.config.table("events")
+    files = sorted(str(p) for p in data_dir.rglob("*.parquet") if "trash" not in p.parts)
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE stored AS SELECT * FROM read_parquet({files!r})")
+    for i, batch in enumerate(ingested):
+        con.register(f"batch_{i}", batch)
+        con.execute(f"INSERT INTO stored BY NAME SELECT * FROM batch_{i}")
+    con.execute(f"CREATE TABLE events AS {table_view_sql(table, ['SELECT * FROM stored'])}")
+    return con
+
+
+def _events_batch(advertiser_ids: list[int], publisher_id: int) -> pa.Table:
+    n = len(advertiser_ids)
+    return pa.table(
+        {
+            "ts": pa.array([dt.datetime(2024, 12, 22, 12, i) for i in range(n)], pa.timestamp("us")),
+            "type": ["click"] * n,
+            "auction_id": [f"joined-{i}" for i in range(n)],
+            "advertiser_id": pa.array(advertiser_ids, pa.int32()),
+            "publisher_id": pa.array([publisher_id] * n, pa.int32()),
+            "bid_price": [1.25] * n,
+            "user_id": pa.array(range(n), pa.int64()),
+            "total_price": [2.5] * n,
+            "country": ["NZ"] * n,
+        }
+    )
+
+
+@pytest.mark.needs_server
+def test_joins_after_a_dimension_replace_and_a_fact_ingest(fresh: tuple[RunningServer, Path]) -> None:
+    server, data_dir = fresh
+    sqls = [
+        ("SELECT a.vertical, type, count(*) AS n, sum(bid_price) AS s FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY ALL", "advertiser_type"),
+        ("SELECT p.category, count(*) AS n, avg(e.total_price) AS t FROM events e LEFT JOIN publishers p USING (publisher_id) GROUP BY 1", "publisher_type"),
+    ]
+    with fsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        flat = _flat_events(server, data_dir, [])
+        for sql, rollup in sqls:
+            _check(cur, _oracle(flat, _dimensions(server)), sql, rollup)
+        # Replace: half of the advertisers move to a new vertical, one is left out (a LEFT
+        # JOIN keeps its facts with a NULL vertical, an inner join drops them).
+        ids = sorted(r.as_py() for r in server.app.dimensions["advertisers"].current.data["advertiser_id"])
+        kept = ids[1:]
+        replaced = pa.table(
+            {
+                "advertiser_id": pa.array(kept, pa.int32()),
+                "name": [f"adv {i}" for i in kept],
+                "vertical": ["Moved" if i % 2 else "Stayed" for i in kept],
+            }
+        )
+        assert cur.adbc_ingest("advertisers", replaced, mode="replace") == len(kept)
+        left = (
+            "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS s, count(a.name) AS named, count(DISTINCT a.name) AS names "
+            "FROM events e LEFT JOIN advertisers a USING (advertiser_id) GROUP BY 1"
+        )
+        for sql, rollup in [*sqls, (left, "advertiser_type")]:
+            _check(cur, _oracle(flat, _dimensions(server)), sql, rollup)
+        # Fact ingest: new rows (one advertiser no dimension row names) are in the answer.
+        batch = _events_batch([ids[0], ids[1], ids[2], ids[1]], 1)
+        assert cur.adbc_ingest("events", batch, mode="append") == batch.num_rows
+        flat = _flat_events(server, data_dir, [batch])
+        for sql, rollup in [*sqls, (left, "advertiser_type")]:
+            _check(cur, _oracle(flat, _dimensions(server)), sql, rollup)
+
+
+# -- sketches and fact-side min / max (a rollup of its own keeps them by advertiser) -----------
+
+_SKETCH_ROLLUP = """
+[[tables.events.rollups]]
+name = "advertiser_users"
+dimensions = ["advertiser_id", "country"]
+measures = ["count", "hll(user_id, 12)", "min(bid_price)", "max(bid_price)"]
+"""
+
+
+@pytest.fixture()
+def sketched(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    from conftest import CONFIG, TEST_NOW
+    from tierflight.core.config import load_config
+
+    path = tmp_path / "tierflight.toml"
+    path.write_text(Path(CONFIG).read_text() + _SKETCH_ROLLUP)
+    data = tmp_path / "data"
+    cfg = load_config(path, data_dir=data, environ={}, overrides={"tiers.now": TEST_NOW, "metrics.port": 0})
+    load_demo(cfg, 4_000, dt.date(2024, 12, 20), 3, 5)
+    running = start_in_process(cfg)
+    yield running, data
+    running.server.shutdown()
+    running.app.close()
+
+
+@pytest.mark.needs_server
+def test_sketch_merges_and_fact_min_max_through_a_join(sketched: tuple[RunningServer, Path]) -> None:
+    server, data_dir = sketched
+    exact = [
+        "SELECT a.vertical, min(e.bid_price) AS lo, max(e.bid_price) AS hi, count(*) AS n FROM events e "
+        "JOIN advertisers a USING (advertiser_id) GROUP BY 1",
+        "SELECT a.vertical, e.country, max(e.bid_price) AS hi FROM events e LEFT JOIN advertisers a USING (advertiser_id) "
+        "WHERE e.country <> 'US' GROUP BY ALL",
+    ]
+    estimate_sql = (
+        "SELECT a.vertical, approx_count_distinct(e.user_id) AS users FROM events e JOIN advertisers a USING (advertiser_id) "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    with fsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        oracle = _oracle(_flat_events(server, data_dir, []), _dimensions(server))
+        for sql in exact:
+            _check(cur, oracle, sql, "advertiser_users")
+        # The merged sketches estimate each vertical's distinct users (within the sketch's error).
+        cur.execute(estimate_sql)
+        estimated = dict(cur.fetchall())
+        route = _route(cur, estimate_sql)
+        assert [s for _, s, _, _ in route if s.startswith("rollup:")] == ["rollup:advertiser_users"], route
+        truth = dict(oracle.sql("SELECT a.vertical, count(DISTINCT e.user_id) FROM events e JOIN advertisers a USING (advertiser_id) GROUP BY 1").fetchall())
+        assert estimated.keys() == truth.keys() and truth
+        for vertical, n in truth.items():
+            assert abs(estimated[vertical] - n) <= max(3, 0.05 * n), (vertical, estimated[vertical], n)
+        # Exactly the estimate of the same states merged by the single-table rewrite.
+        vertical = min(truth)
+        rows = server.app.dimensions["advertisers"].current.data.to_pylist()
+        ids = ", ".join(str(r["advertiser_id"]) for r in rows if r["vertical"] == vertical)
+        single = f"SELECT approx_count_distinct(user_id) FROM events WHERE advertiser_id IN ({ids})"
+        cur.execute(single)
+        assert cur.fetchall() == [(estimated[vertical],)]
+        assert [s for _, s, _, _ in _route(cur, single) if s.startswith("rollup:")] == ["rollup:advertiser_users"]
