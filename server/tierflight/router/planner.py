@@ -218,7 +218,9 @@ class Router:
 
         def fact(side: Statement) -> Route:
             route = self._plan(side)
-            return route if route.rollup is not None else (self._covering(side) or route)
+            if route.rollup is not None:
+                return route
+            return self._covering(side, (self.generation, self._data_generation())) or route
 
         return plan_join(statement, self._table_infos(), dimensions, names, self._column_names, fact, self.raw.plan)
 
