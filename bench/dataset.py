@@ -265,6 +265,33 @@ def duckdb_connection(files: Sequence[Path], table: str = TABLE, threads: int | 
     return con
 
 
+def dimension_tables(data_dir: Path) -> dict[str, Any]:
+    """Each configured dimension table's rows as the server serves them (Arrow tables, by name).
+
+    Read through the server's own reader (a read-only :class:`DimensionStore`: the version
+    ``<data dir>/<table>/dimension/current.json`` names), so DuckDB sees what tierflight joins.
+    """
+    from tierflight.core.config import load_config
+    from tierflight.tiers.dimension import DimensionStore
+
+    config = load_config(CONFIG, data_dir=data_dir, environ={**os.environ, **DATA_ENV})
+    return {
+        name: DimensionStore(data_dir, table, writer=False).current.data
+        for name, table in config.dimensions.items()
+    }
+
+
+def add_dimension_tables(con: Any, data_dir: Path) -> dict[str, int]:
+    """Create each dimension table of ``data_dir`` in the DuckDB connection; rows by table."""
+    out: dict[str, int] = {}
+    for name, data in dimension_tables(data_dir).items():
+        con.register("__bench_dimension", data)
+        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM __bench_dimension')
+        con.unregister("__bench_dimension")
+        out[name] = int(data.num_rows)
+    return out
+
+
 # -- rollups ------------------------------------------------------------------------------------
 
 
@@ -352,6 +379,14 @@ def route_label(rows: list[dict[str, Any]]) -> str:
             match = re.search(r"(\d+) partitions", source)
             parts.append(f"{r.get('tier')} ({match.group(1)} partitions)" if match else f"{r.get('tier')}")
     return " + ".join(parts) or "?"
+
+
+def route_rollup(rows: list[dict[str, Any]]) -> str | None:
+    """The rollup an EXPLAIN ROUTE answer reads (the first one), or None."""
+    return next(
+        (str(r["source"])[len("rollup:") :] for r in rows if str(r.get("source", "")).startswith("rollup:")),
+        None,
+    )
 
 
 def timed_runs(

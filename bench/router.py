@@ -62,6 +62,7 @@ from bench.dataset import (
     interleaved_runs,
     read_workload,
     route_label,
+    route_rollup,
     same_rows,
     timed_runs,
 )
@@ -171,14 +172,7 @@ def run(ctx: BenchContext) -> Result:
                 for name, sql in statements:
                     route_rows = explain_route(cur_on, sql)
                     route = route_label(route_rows)
-                    rollup = next(
-                        (
-                            str(r["source"])[len("rollup:") :]
-                            for r in route_rows
-                            if str(r.get("source", "")).startswith("rollup:")
-                        ),
-                        None,
-                    )
+                    rollup = route_rollup(route_rows)
                     a_on, a_off, a_duck = (
                         fetch(cur_on, sql),
                         fetch(cur_off, sql),
