@@ -61,6 +61,7 @@ MODULE_ORDER = (
     "tiers",
     "rollups",
     "router",
+    "star_schema",
     "ingest",
 )
 
