@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ def same_answer(a: Any, b: Any, sql: str) -> bool:
     return True
 
 
+def _duckdb_answer(con: Any, sql: str) -> Any:
+    return con.sql(sql).to_arrow_table()
+
+
 def _raw_reason(rows: list[dict[str, Any]]) -> str:
     """Why EXPLAIN ROUTE says a statement reads the raw tiers (its rejection of every rollup)."""
     for r in rows:
@@ -120,12 +125,12 @@ def run(ctx: BenchContext) -> Result:
                     route_rows = explain_route(cur_on, sql)
                     rollup = route_rollup(route_rows)
                     a_on, a_off = fetch(cur_on, sql), fetch(cur_off, sql)
-                    a_duck = duck.sql(sql).to_arrow_table()
+                    a_duck = _duckdb_answer(duck, sql)
                     agree_on, agree_off = same_answer(a_on, a_duck, sql), same_answer(a_off, a_duck, sql)
                     fns: dict[str, Callable[[], object]] = {
-                        "on": lambda sql=sql: fetch(cur_on, sql),
-                        "off": lambda sql=sql: fetch(cur_off, sql),
-                        "duckdb": lambda sql=sql: duck.sql(sql).to_arrow_table(),
+                        "on": partial(fetch, cur_on, sql),
+                        "off": partial(fetch, cur_off, sql),
+                        "duckdb": partial(_duckdb_answer, duck, sql),
                     }
                     side = interleaved_runs(
                         fns, min_runs=min_runs, max_runs=max_runs, budget_s=budget, warmup=1
