@@ -119,6 +119,13 @@ def run(ctx: BenchContext) -> Result:
         conn_on, conn_off = connect(on.uri), connect(off.uri)
         cur_on, cur_off = conn_on.cursor(), conn_off.cursor()
         try:
+            # The round-trip floor of this server and client path, for reference.
+            select1 = summarize_ms(
+                timed_runs(
+                    partial(fetch, cur_on, "SELECT 1"), min_runs=100, max_runs=500, budget_s=2.0, warmup=10
+                )
+            )
+            log(f"SELECT 1 through the routing-on server: p50 {select1['p50']:.2f} ms")
             for kind, statements in workloads.items():
                 results[kind] = {}
                 for name, sql in statements:
@@ -202,6 +209,11 @@ def run(ctx: BenchContext) -> Result:
             "target": "all",
             "ok": not disagree,
         },
+        {
+            "metric": "for reference: SELECT 1 p50 on the routing-on server and client path (the round-trip floor)",
+            "value": round(select1["p50"], 2),
+            "unit": "ms",
+        },
     ]
 
     def table_rows(w: dict[str, dict[str, Any]], *, reason: bool) -> list[list[Any]]:
@@ -279,5 +291,10 @@ def run(ctx: BenchContext) -> Result:
         "summary": summary,
         "tables": tables,
         "notes": notes,
-        "raw": {"workloads": results, "totals": {"on": t_on, "off": t_off, "duckdb": t_duck}, "load": load},
+        "raw": {
+            "select1": select1,
+            "workloads": results,
+            "totals": {"on": t_on, "off": t_off, "duckdb": t_duck},
+            "load": load,
+        },
     }
