@@ -58,8 +58,10 @@ def run(ctx: BenchContext) -> Result:
     from tierflight.core.log import configure_logging
 
     configure_logging("warning")
-    rows = 200_000 if ctx.quick else 2_000_000
-    data_dir, env = ctx.demo_data(rows)
+    from bench.dataset import DATA_ENV, ensure_dataset
+
+    # The shared data set of the router benchmark (20,000,000 events over a year; --quick: 200,000).
+    data_dir, env = ensure_dataset(ctx.rows), dict(DATA_ENV)
     with_sketches = [{**r, "measures": [*r["measures"], *SKETCHES]} for r in BASE]
     runs: dict[str, list[float]] = {"without": [], "with": []}
     sizes: dict[str, tuple[int, int]] = {}
@@ -78,7 +80,7 @@ def run(ctx: BenchContext) -> Result:
     return {
         "title": "Quantile rollups: build cost",
         "description": __doc__.split("\n\n", 1)[1] if __doc__ else "",
-        "data": f"{source_rows:,} demo events over 30 days; 2 rollups, then the same with 2 quantiles measures each",
+        "data": f"{source_rows:,} demo events (the router benchmark's data set); 2 rollups, then the same with 2 quantiles measures each",
         "summary": [
             {"metric": "build without quantiles", "value": round(rate["without"]), "unit": "rows/s"},
             {"metric": "build with quantiles", "value": round(rate["with"]), "unit": "rows/s"},
