@@ -71,7 +71,7 @@ _country = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ '-é", min_size=0, max_s
 _day = st.dates().map(lambda d: f"'{d.isoformat()}'")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(_country, _day, _day, st.integers(min_value=0, max_value=10**12))
 def test_new_values_of_a_checked_statement_are_not_parsed_again(c: str, d1: str, d2: str, n: int) -> None:
     functions._checked_shapes.clear()
@@ -81,7 +81,9 @@ def test_new_values_of_a_checked_statement_are_not_parsed_again(c: str, d1: str,
     counting = CountingParser(patch)
     try:
         assert check_functions(DASHBOARD.format(c=c, d1=d1, d2=d2, n=n)) is Outcome.CHECKED
-        assert counting.calls == 0
+        # A value holding a comment marker is not masked (it could end a comment a lexer
+        # were in): that text is checked on its own.
+        assert counting.calls == (1 if "--" in c else 0)
     finally:
         patch.undo()
 

@@ -54,10 +54,9 @@ def test_a_template_gives_the_tree_a_fresh_parse_gives() -> None:
     rng = random.Random(11)
     for sql in corpus:
         _outcome(sql)  # the first text of its shape: parsed, maybe kept
-        for _ in range(3):
-            other = _revalue(sql, rng)
-            got = _outcome(other)
-            assert got == _fresh(other), other
+        other = _revalue(sql, rng)  # one other value set each (the fast lane's time bound)
+        got = _outcome(other)
+        assert got == _fresh(other), other
     assert len(TEMPLATES) > len(corpus) // 2  # most dashboard statements are kept
 
 
