@@ -17,44 +17,30 @@ def bare_copy(tree: exp.Expr) -> exp.Expr:
     """A copy of ``tree`` for rewriting and generating SQL, without the token positions and
     comments each parsed node carries: ``Expr.copy()`` deep-copies those dictionaries
     through ``copy.deepcopy``, a fifth of the planning time of a statement never seen."""
-    root = tree.__class__()
-    stack = [(tree, root)]
-    while stack:
-        source, target = stack.pop()
-        for key, value in source.args.items():
-            if isinstance(value, exp.Expr):
-                child = value.__class__()
-                stack.append((value, child))
-                target.set(key, child)
-            elif type(value) is list:
-                items = []
-                for v in value:
-                    if isinstance(v, exp.Expr):
-                        child = v.__class__()
-                        stack.append((v, child))
-                        items.append(child)
-                    else:
-                        items.append(v)
-                target.set(key, items)
-            else:
-                target.args[key] = value
-    return root
+    return _copy(tree, notes=False)
 
 
 def faithful_copy(tree: exp.Expr) -> exp.Expr:
     """``Expr.copy()`` without ``copy.deepcopy``: comments, token positions and the parser's
     notes (``meta``, which generation reads: ``TOP``, a function's spelling) are copied as
     the flat lists and dictionaries they are. For a tree whose SQL must stay as written."""
+    return _copy(tree, notes=True)
+
+
+def _copy(tree: exp.Expr, *, notes: bool) -> exp.Expr:
+    """Every node of ``tree`` anew (iteratively: deep trees must not recurse here); with
+    ``notes``, each node's comments, type and meta too."""
     root = tree.__class__()
     stack = [(tree, root)]
     while stack:
         source, target = stack.pop()
-        if source.comments is not None:
-            target.comments = list(source.comments)
-        if source._type is not None:
-            target._type = source._type.copy()
-        if source._meta is not None:
-            target._meta = dict(source._meta)
+        if notes:
+            if source.comments is not None:
+                target.comments = list(source.comments)
+            if source._type is not None:
+                target._type = source._type.copy()
+            if source._meta is not None:
+                target._meta = dict(source._meta)
         for key, value in source.args.items():
             if isinstance(value, exp.Expr):
                 child = value.__class__()
