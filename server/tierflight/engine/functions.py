@@ -27,7 +27,7 @@ from tierflight.engine.allowlist import (
     DENIED_VIEWS,
     SEARCH_PATH_SCHEMAS,
 )
-from tierflight.engine.literal_shapes import literal_shape, spans_are_constants
+from tierflight.engine.literal_shapes import LiteralShape, literal_shape, spans_are_constants
 
 # Characters no table name of this server has, but file names and URLs do (a replacement
 # scan reads a file named as a table: FROM 'x.parquet', FROM "s3://b/k").
@@ -72,17 +72,18 @@ class Outcome(enum.Enum):
 _checked_shapes: LRU[tuple[tuple[bytes, ...], bytes], bool] = LRU(4096)
 
 
-def checked_shape(sql: str) -> bool:
-    """Whether every text of ``sql``'s literal shape is known to pass the check."""
-    shape = literal_shape(sql)
+def trusted(shape: LiteralShape | None) -> bool:
+    """Whether every text of ``shape`` is known to pass the check."""
     return shape is not None and bool(_checked_shapes.get(shape.key))
 
 
-def check_functions(sql: str) -> Outcome:
+def check_functions(sql: str, shape: LiteralShape | None = None) -> Outcome:
     """Refuse ``sql`` (StatementRefused) if it calls a function, or reads a view or file, that
-    is not allowed; else say whether DuckDB's parse could be checked at all."""
-    shape = literal_shape(sql)
-    if shape is not None and _checked_shapes.get(shape.key):
+    is not allowed; else say whether DuckDB's parse could be checked at all. ``shape``:
+    ``sql``'s literal shape, when the caller has it already."""
+    if shape is None:
+        shape = literal_shape(sql)
+    if trusted(shape):
         return Outcome.CHECKED
     out = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     raw: str = out[0] if out else "{}"

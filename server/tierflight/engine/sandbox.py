@@ -27,9 +27,10 @@ from tierflight.core.errors import (
 from tierflight.core.lru import LRU
 from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
-from tierflight.engine.functions import Outcome, check_functions, checked_shape
+from tierflight.engine.functions import Outcome, check_functions, trusted
 from tierflight.engine.literal_shapes import literal_shape
 from tierflight.engine.templates import MAX_TEMPLATE_BYTES, TEMPLATES, instantiate, plain_values, template_of
+from tierflight.router.trees import faithful_copy
 
 _EXPLAIN_ROUTE = re.compile(r"^\s*EXPLAIN\s+ROUTE\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALYZE)?\s+(?P<body>.*)$", re.IGNORECASE | re.DOTALL)
@@ -250,7 +251,8 @@ def _check(sql: str) -> Statement:
         if m:
             kind, body = StatementKind.EXPLAIN, m.group("body")
     text = sql if kind is StatementKind.EXPLAIN else body
-    shape = literal_shape(body) if body.isascii() and len(body) <= MAX_TEMPLATE_BYTES else None
+    body_shape = literal_shape(body)
+    shape = body_shape if body.isascii() and len(body) <= MAX_TEMPLATE_BYTES else None
     template = TEMPLATES.get((kind, shape.key)) if shape is not None else None
     if template is not None and shape is not None and plain_values(shape):
         # Checked before with other values: same tree, same calls (engine.templates).
@@ -263,9 +265,10 @@ def _check(sql: str) -> Statement:
         # DuckDB runs the client's text when it names no configured table, else the text
         # generated from the tree: both must call only allowed functions.
         generated = tree.sql(dialect=DIALECT)
+        generated_shape = literal_shape(generated) if generated != body else body_shape
         outcomes = {
-            check_functions(body),
-            check_functions(generated) if generated != body else Outcome.CHECKED,
+            check_functions(body, body_shape),
+            check_functions(generated, generated_shape) if generated != body else Outcome.CHECKED,
         }
         if Outcome.UNSERIALIZABLE in outcomes:
             check_calls(tree)
@@ -276,10 +279,10 @@ def _check(sql: str) -> Statement:
         shape is not None
         and template is None
         and outcomes == {Outcome.CHECKED}
-        and checked_shape(body)
-        and checked_shape(generated)
+        and trusted(body_shape)
+        and trusted(generated_shape)
     ):
-        kept = template_of(tree.copy(), shape, statement.parameter_count)
+        kept = template_of(faithful_copy(tree), shape, statement.parameter_count)
         if kept is not None:
             TEMPLATES.put((kind, shape.key), kept)
     return statement

@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from tierflight.core.lru import LRU
 from tierflight.engine.literal_shapes import LiteralShape
+from tierflight.router.trees import faithful_copy
 
 # Literal values that render back as they were written, with no character that could reach
 # out of a string (quotes, backslashes, dollar quotes, comment markers, line breaks): a text
@@ -64,15 +65,15 @@ def template_of(tree: exp.Expr, shape: LiteralShape, parameter_count: int) -> Te
     if sorted(slots) != list(range(len(shape.spans))):
         return None
     for each in tree.walk():
-        # Positions of this text's tokens are wrong for the next text, and copying them was
-        # most of a copy's cost (nothing here reads them).
+        # Positions of this text's tokens are wrong for the next text (nothing here reads
+        # them): a copy need not carry them.
         each._meta = None
     return Template(tree, tuple(slots), parameter_count)
 
 
 def instantiate(template: Template, shape: LiteralShape) -> exp.Expr:
     """A tree for a text of the template's shape: a copy with that text's values."""
-    tree = template.tree.copy()
+    tree = faithful_copy(template.tree)
     for node, span in zip(tree.find_all(exp.Literal), template.slots, strict=True):
         node.set("this", _value(shape, span)[0])
     return tree
