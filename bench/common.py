@@ -262,9 +262,10 @@ def start_tierflight(
     return TierflightServer(started.proc, started.uri, started.host, started.port, log_path)
 
 
-def _link_or_copy(src: str, dst: str) -> object:
-    # Data files are never rewritten in place (new files, renames): share them. Everything
-    # else (the SQLite catalog, state files, the WAL) is copied.
+def link_or_copy(src: str, dst: str) -> object:
+    """``shutil.copytree``'s copy function for a data dir: data files are never rewritten in
+    place (new files, renames), so they are shared; everything else (the SQLite catalog,
+    state files, the WAL) is copied."""
     if src.endswith((".parquet", ".arrow")):
         try:
             os.link(src, dst)
@@ -282,7 +283,7 @@ def server_copy(data_dir: Path, tag: str) -> Path:
     copy = data_dir.parent / f"{data_dir.name}.{tag}"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(
-        data_dir, copy, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".tierflight.lock")
+        data_dir, copy, copy_function=link_or_copy, ignore=shutil.ignore_patterns(".tierflight.lock")
     )
     return copy
 

@@ -34,6 +34,7 @@ from bench.common import (
     CONFIG,
     ROOT,
     gc_paused,
+    link_or_copy,
     log,
     tierflight_cmd,
     utc_now,
@@ -162,18 +163,6 @@ def _restore(rows: int) -> None:
     backup.rename(cache_dir(rows))
 
 
-def _link_or_copy(src: str, dst: str) -> object:
-    # Data files are never rewritten in place (new files, renames): share them. Everything
-    # else (the SQLite catalog, state files) is copied.
-    if src.endswith((".parquet", ".arrow")):
-        try:
-            os.link(src, dst)
-            return dst
-        except OSError:
-            pass
-    return shutil.copy2(src, dst)
-
-
 @contextlib.contextmanager
 def mutable_dataset(rows: int) -> Iterator[Path]:
     """The cached data dir, for a benchmark that writes into it (ingest); restored afterwards.
@@ -185,7 +174,7 @@ def mutable_dataset(rows: int) -> Iterator[Path]:
     path = ensure_dataset(rows)
     backup = _pristine(rows)
     shutil.rmtree(backup, ignore_errors=True)
-    shutil.copytree(path, backup, copy_function=_link_or_copy)
+    shutil.copytree(path, backup, copy_function=link_or_copy)
     try:
         yield path
     finally:
@@ -435,6 +424,23 @@ def interleaved_runs(
                 samples[name].append((clock() - t0) / 1e6)
             done += 1
     return samples
+
+
+def on_off_duckdb_runs(
+    fns: dict[str, Callable[[], object]],
+    *,
+    routed: bool,
+    min_runs: int,
+    max_runs: int,
+    budget_s: float,
+    alone_runs: int,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """One statement through the routing-on, routing-off and DuckDB callables of ``fns``:
+    side by side (alternating), then the ``"on"`` one alone (a rollup-routed statement gets
+    less time: its calls are short)."""
+    side = interleaved_runs(fns, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s, warmup=1)
+    alone = timed_runs(fns["on"], min_runs=20, max_runs=alone_runs, budget_s=3.0 if routed else 5.0, warmup=5)
+    return side, alone
 
 
 def rss_bytes(pid: int | None = None) -> int:

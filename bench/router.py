@@ -59,7 +59,7 @@ from bench.dataset import (
     ensure_rollups,
     explain_route,
     fetch,
-    interleaved_runs,
+    on_off_duckdb_runs,
     read_workload,
     route_label,
     route_rollup,
@@ -184,11 +184,13 @@ def run(ctx: BenchContext) -> Result:
                         "off": lambda sql=sql: fetch(cur_off, sql),
                         "duckdb": lambda sql=sql: duck.sql(sql).to_arrow_table(),
                     }
-                    side = interleaved_runs(
-                        fns, min_runs=min_runs, max_runs=max_runs, budget_s=budget, warmup=1
-                    )
-                    alone = timed_runs(
-                        fns["on"], min_runs=20, max_runs=alone_runs, budget_s=3.0 if rollup else 5.0, warmup=5
+                    side, alone = on_off_duckdb_runs(
+                        fns,
+                        routed=bool(rollup),
+                        min_runs=min_runs,
+                        max_runs=max_runs,
+                        budget_s=budget,
+                        alone_runs=alone_runs,
                     )
                     # A statement text the server has not seen: neither the plan cache nor the
                     # result cache (keyed by the SQL run) can answer, so this is planning plus

@@ -43,7 +43,7 @@ from bench.dataset import (
     ensure_rollups,
     explain_route,
     fetch,
-    interleaved_runs,
+    on_off_duckdb_runs,
     read_workload,
     route_label,
     route_rollup,
@@ -139,11 +139,13 @@ def run(ctx: BenchContext) -> Result:
                         "off": partial(fetch, cur_off, sql),
                         "duckdb": partial(_duckdb_answer, duck, sql),
                     }
-                    side = interleaved_runs(
-                        fns, min_runs=min_runs, max_runs=max_runs, budget_s=budget, warmup=1
-                    )
-                    alone = timed_runs(
-                        fns["on"], min_runs=20, max_runs=alone_runs, budget_s=3.0 if rollup else 5.0, warmup=5
+                    side, alone = on_off_duckdb_runs(
+                        fns,
+                        routed=bool(rollup),
+                        min_runs=min_runs,
+                        max_runs=max_runs,
+                        budget_s=budget,
+                        alone_runs=alone_runs,
                     )
                     r: dict[str, Any] = {
                         "sql": sql,
