@@ -144,53 +144,63 @@ def instrument_streams(recorder: Recorder) -> Callable[[], None]:
     return restore
 
 
-def replay(uri: str, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Per-RPC client time of ADBC's new-cursor sequence, replayed with pyarrow.flight."""
+def new_cursor_rpcs(client: Any, sql: str) -> tuple[float, ...]:
+    """ADBC's RPCs for one statement on a new cursor (CreatePreparedStatement, GetFlightInfo,
+    DoGet, ClosePreparedStatement), replayed with pyarrow.flight: ms per RPC (RPCS order),
+    then the total."""
     import time
 
     import pyarrow.flight as flight
+    from google.protobuf import any_pb2
 
     from tierflight.protocol import flightsql_pb2 as pb
 
-    client = flight.connect(uri)
-    create = flight.Action(
-        "CreatePreparedStatement", _pack(pb.ActionCreatePreparedStatementRequest(query=SQL))
-    )
-    samples: dict[str, list[float]] = {rpc: [] for rpc in (*RPCS, "total")}
     clock = time.perf_counter_ns
+    create = flight.Action(
+        "CreatePreparedStatement", _pack(pb.ActionCreatePreparedStatementRequest(query=sql))
+    )
+    t0 = clock()
+    res = list(client.do_action(create))
+    wrapped = any_pb2.Any()
+    wrapped.ParseFromString(res[0].body.to_pybytes())
+    answer = pb.ActionCreatePreparedStatementResult()
+    wrapped.Unpack(answer)
+    handle = answer.prepared_statement_handle
+    t1 = clock()
+    descriptor = flight.FlightDescriptor.for_command(
+        _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
+    )
+    info = client.get_flight_info(descriptor)
+    t2 = clock()
+    client.do_get(info.endpoints[0].ticket).read_all()
+    t3 = clock()
+    close = _pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=handle))
+    list(client.do_action(flight.Action("ClosePreparedStatement", close)))
+    t4 = clock()
+    return (
+        *((b - a) / 1e6 for a, b in zip((t0, t1, t2, t3), (t1, t2, t3, t4), strict=True)),
+        (t4 - t0) / 1e6,
+    )
 
-    def one(record: bool) -> None:
-        t0 = clock()
-        res = list(client.do_action(create))
-        any_msg = pb.ActionCreatePreparedStatementResult()
-        from google.protobuf import any_pb2
 
-        wrapped = any_pb2.Any()
-        wrapped.ParseFromString(res[0].body.to_pybytes())
-        wrapped.Unpack(any_msg)
-        handle = any_msg.prepared_statement_handle
-        t1 = clock()
-        descriptor = flight.FlightDescriptor.for_command(
-            _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
-        )
-        info = client.get_flight_info(descriptor)
-        t2 = clock()
-        client.do_get(info.endpoints[0].ticket).read_all()
-        t3 = clock()
-        close = _pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=handle))
-        list(client.do_action(flight.Action("ClosePreparedStatement", close)))
-        t4 = clock()
-        if record:
-            for rpc, a, b in zip(RPCS, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
-                samples[rpc].append((b - a) / 1e6)
-            samples["total"].append((t4 - t0) / 1e6)
+def keep(samples: dict[str, list[float]], times: tuple[float, ...]) -> None:
+    """Add one statement's :func:`new_cursor_rpcs` times to ``samples`` (by RPC, and total)."""
+    for rpc, ms in zip((*RPCS, "total"), times, strict=True):
+        samples[rpc].append(ms)
 
+
+def replay(uri: str, calls: int, warmup: int) -> dict[str, list[float]]:
+    """Per-RPC client time of ADBC's new-cursor sequence, replayed with pyarrow.flight."""
+    import pyarrow.flight as flight
+
+    client = flight.connect(uri)
+    samples: dict[str, list[float]] = {rpc: [] for rpc in (*RPCS, "total")}
     try:
         for _ in range(warmup):
-            one(False)
+            new_cursor_rpcs(client, SQL)
         with gc_paused():
             for _ in range(calls):
-                one(True)
+                keep(samples, new_cursor_rpcs(client, SQL))
     finally:
         client.close()
     return samples
@@ -267,10 +277,14 @@ def run(ctx: BenchContext) -> Result:
     server_log = (ctx.scratch("select1_profile") / "tierflight.log").open("w")
     # Not cached: the loggers must not keep this file after it is closed (later benchmarks
     # in the same process log through the same module-level loggers).
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False)
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False
+    )
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
-    server = build_server(app.flight_services(), "127.0.0.1", 0)  # sets sys.tracebacklimit = 0 for the process
+    server = build_server(
+        app.flight_services(), "127.0.0.1", 0
+    )  # sets sys.tracebacklimit = 0 for the process
     threading.Thread(target=server.serve, daemon=True, name="tierflight-inprocess").start()
     uri = f"grpc://127.0.0.1:{server.port}"
     recorder = Recorder()

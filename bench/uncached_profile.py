@@ -33,7 +33,15 @@ from typing import Any
 
 from bench.common import CONFIG, BenchContext, gc_paused, log, percentile, summarize_ms
 from bench.registry import Result, benchmark
-from bench.select1_profile import RPCS, Recorder, _pack, _top_functions, instrument, instrument_streams
+from bench.select1_profile import (
+    RPCS,
+    Recorder,
+    _top_functions,
+    instrument,
+    instrument_streams,
+    keep,
+    new_cursor_rpcs,
+)
 
 VARYING = """\
 -- vary: country = 'US', 'GB', 'DE', 'JP', 'FR', 'BR', 'IN', 'CA', 'AU', 'ES', 'IT', 'NL'
@@ -73,7 +81,11 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("registrations", "Executor.start", "cursor.register (hot tail, Arrow sources) + caller_registrations"),
     ("statement-type check", "Executor.start", "Database.check_statement_type (DuckDB's parser, raw routes)"),
     ("deadline scheduling", "Executor.start", "Watchdog.schedule"),
-    ("DuckDB relation (parse, bind, plan)", "Executor.start", "cursor._submit(...) (cursor.sql(...) on DuckDB 1)"),
+    (
+        "DuckDB relation (parse, bind, plan)",
+        "Executor.start",
+        "cursor._submit(...) (cursor.sql(...) on DuckDB 1)",
+    ),
     (
         "DuckDB execute to first batch",
         "Executor.start",
@@ -260,49 +272,17 @@ def install(server: Any, stages: Stages) -> Callable[[], None]:
 def replay(uri: str, sqls: Iterator[str], calls: int, warmup: int, stages: Stages) -> dict[str, list[float]]:
     """ADBC's new-cursor RPCs per statement, timed per RPC on the client."""
     import pyarrow.flight as flight
-    from google.protobuf import any_pb2
-
-    from tierflight.protocol import flightsql_pb2 as pb
 
     client = flight.connect(uri)
     samples: dict[str, list[float]] = {rpc: [] for rpc in (*RPCS, "total")}
-    clock = time.perf_counter_ns
-
-    def one(record: bool) -> None:
-        create = flight.Action(
-            "CreatePreparedStatement", _pack(pb.ActionCreatePreparedStatementRequest(query=next(sqls)))
-        )
-        t0 = clock()
-        res = list(client.do_action(create))
-        wrapped = any_pb2.Any()
-        wrapped.ParseFromString(res[0].body.to_pybytes())
-        answer = pb.ActionCreatePreparedStatementResult()
-        wrapped.Unpack(answer)
-        handle = answer.prepared_statement_handle
-        t1 = clock()
-        descriptor = flight.FlightDescriptor.for_command(
-            _pack(pb.CommandPreparedStatementQuery(prepared_statement_handle=handle))
-        )
-        info = client.get_flight_info(descriptor)
-        t2 = clock()
-        client.do_get(info.endpoints[0].ticket).read_all()
-        t3 = clock()
-        close = _pack(pb.ActionClosePreparedStatementRequest(prepared_statement_handle=handle))
-        list(client.do_action(flight.Action("ClosePreparedStatement", close)))
-        t4 = clock()
-        if record:
-            for rpc, a, b in zip(RPCS, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
-                samples[rpc].append((b - a) / 1e6)
-            samples["total"].append((t4 - t0) / 1e6)
-
     try:
         for _ in range(warmup):
-            one(False)
+            new_cursor_rpcs(client, next(sqls))
         stages.clear()
         stages.on = True
         with gc_paused():
             for _ in range(calls):
-                one(True)
+                keep(samples, new_cursor_rpcs(client, next(sqls)))
                 stages.cut()
         stages.on = False
     finally:
