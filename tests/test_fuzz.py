@@ -644,7 +644,7 @@ def test_fuzz_every_answer_is_a_flight_status(fuzz_server: RunningServer) -> Non
                 _select_1(client)
             except Exception as exc:
                 unhealthy.append(f"SELECT 1 after the {name} phase: {type(exc).__name__}: {exc}")
-        settled = _wait(lambda: executor.in_flight() == 0 and executor._slots._value == executor.config.server.max_in_flight)
+        settled = _wait(lambda: executor.in_flight() == 0 and executor._slots.free == executor.config.server.max_in_flight)
         leaked = sorted(set(_python_threads()) - set(threads_before))
     summary = (
         f"seed {SEED} (TIERFLIGHT_FUZZ_SEED), cases {fz.cases}, statuses {fz.statuses}, "
@@ -653,7 +653,7 @@ def test_fuzz_every_answer_is_a_flight_status(fuzz_server: RunningServer) -> Non
     print(summary)
     problems = [str(f) for f in fz.findings] + unhealthy
     if not settled:
-        problems.append(f"in flight at the end: {executor.in_flight()}, free slots {executor._slots._value}")
+        problems.append(f"in flight at the end: {executor.in_flight()}, free slots {executor._slots.free}")
     if leaked:
         problems.append(f"threads left behind: {leaked}")
     report = os.environ.get("TIERFLIGHT_FUZZ_REPORT")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tierflight.core.rwlock import RWLock
 
 
@@ -83,3 +85,43 @@ def test_patience_runs_out() -> None:
     writer.join()
     for r in readers:
         r.join()
+
+
+def test_the_last_reader_out_wakes_a_patient_writer_at_once() -> None:
+    # A writer with a long patience still enters as soon as the last statement ends: the
+    # reader leaving wakes it (it does not sleep out its patience).
+    lock, started, entered = RWLock(), threading.Event(), threading.Event()
+    reader = _hold_read(lock, 0.2, started)
+    started.wait()
+    writer = _start_writer(lock, 30.0, entered)
+    reader.join()
+    assert entered.wait(timeout=2.0)
+    writer.join()
+    assert _reader_waits(lock) < 0.5  # and the lock is free again afterwards
+
+
+def test_slots_are_taken_without_waiting_and_given_back_once() -> None:
+    from tierflight.core.threads import Slots
+
+    slots = Slots(2)
+    assert slots.take() and slots.take()
+    assert not slots.take()  # none free: refused at once, not waited for
+    slots.give()
+    assert slots.free == 1 and slots.take()
+    slots.give()
+    slots.give()
+    assert slots.free == 2
+    with pytest.raises(ValueError, match="never taken"):
+        slots.give()
+    # Many threads taking and giving back concurrently never lose or make a slot.
+    def churn() -> None:
+        for _ in range(2000):
+            if slots.take():
+                slots.give()
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert slots.free == 2

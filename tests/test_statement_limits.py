@@ -156,13 +156,43 @@ def _ticket(handle: bytes) -> bytes:
         b'{"q": "", "s": ["SELECT 1"]}',
         b'{"q": "", "s": "SELECT 1", "p": {"a": 1}}',
         b'{"q": "", "s": "SELECT 1", "p": ["x"]}',
+        b"\x01",
+        b"\x01\x05abc",
+        b"\x01\x00SELECT '\xff\xfe'",
     ],
-    ids=["deep-array", "deep-params", "query-id-number", "sql-list", "params-object", "params-rows-not-lists"],
+    ids=[
+        "deep-array",
+        "deep-params",
+        "query-id-number",
+        "sql-list",
+        "params-object",
+        "params-rows-not-lists",
+        "plain-no-length",
+        "plain-short-id",
+        "plain-not-utf8",
+    ],
 )
 def test_malformed_ticket_is_invalid_argument(raw: RawGrpc, handle: bytes) -> None:
     code, message = raw.status("DoGet", _ticket(handle))
     assert code == "INVALID_ARGUMENT", message
     assert "malformed ticket" in message
+
+
+@pytest.mark.parametrize(
+    ("query_id", "sql", "params"),
+    [
+        ("", "SELECT 1", None),
+        ("ab" * 16, "SELECT '\u00e9\x00{' AS \"q\"", None),
+        ("x" * 300, "SELECT 2", None),  # too long for the plain layout: JSON
+        ("q1", "SELECT ? + ?", [(1, "two")]),
+        ("q2", "SELECT ?", []),
+    ],
+)
+def test_ticket_handles_round_trip(query_id: str, sql: str, params: list[tuple[Any, ...]] | None) -> None:
+    msg = pb.TicketStatementQuery()
+    msg.ParseFromString(wire.unpack(wire.encode_ticket(query_id, sql, params))[1].SerializeToString())
+    got = wire.decode_ticket(msg.statement_handle)
+    assert got == (query_id, sql, params or None)
 
 
 def test_ticket_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -33,7 +37,8 @@ class _CurrentStderr:
 
 # The one logger written on every statement: its info lines are buffered (a write and a flush
 # per statement would hand the GIL to another thread on each statement of a busy server).
-BUFFERED_LOGGERS = frozenset({"tierflight.statement"})
+STATEMENT_LOGGER = "tierflight.statement"
+BUFFERED_LOGGERS = frozenset({STATEMENT_LOGGER})
 FLUSH_INTERVAL_S = 0.1
 # One line at a time on the stream, whichever logger writes it.
 _WRITE_LOCK = threading.Lock()
@@ -53,6 +58,27 @@ class _Line:
     log = debug = info = warn = warning = error = err = critical = exception = fatal = failure = msg
 
 
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """An info line rendered when it is written (see log_later)."""
+
+    timestamp: float
+    event: str
+    fields: Callable[[], dict[str, Any]]
+
+    def render(self) -> str:
+        event_dict = self.fields()
+        event_dict["event"] = self.event
+        event_dict["level"] = "info"
+        # As structlog's TimeStamper(fmt="iso", utc=True) writes it.
+        event_dict["timestamp"] = datetime.fromtimestamp(self.timestamp, UTC).isoformat().replace("+00:00", "Z")
+        assert _RENDERER is not None  # only queued once configure_logging has set it
+        try:
+            return str(_RENDERER(None, "info", event_dict))
+        except Exception as exc:  # noqa: BLE001 - one unrenderable line must not stop the log
+            return json.dumps({"event": self.event, "level": "error", "render_error": type(exc).__name__})
+
+
 class _BufferedLines:
     """Keeps info lines and writes them every FLUSH_INTERVAL_S (from a thread of its own),
     at exit, and before any line of level warning or above, which is written at once: an
@@ -61,11 +87,11 @@ class _BufferedLines:
     def __init__(self, out: _CurrentStderr) -> None:
         self._out = out
         self._lock = threading.Lock()
-        self._lines: list[str] = []
+        self._lines: list[str | _Later] = []
         self._flusher: threading.Thread | None = None
         self._pid = 0
 
-    def buffered(self, message: str) -> None:
+    def buffered(self, message: str | _Later) -> None:
         with self._lock:
             self._lines.append(message)
             if self._pid != os.getpid():  # first line, or the first in a forked worker
@@ -84,8 +110,9 @@ class _BufferedLines:
             with self._lock:
                 lines, self._lines = self._lines, []
             if lines:
+                text = "\n".join(line if isinstance(line, str) else line.render() for line in lines)
                 with contextlib.suppress(ValueError, OSError):  # stderr closed at exit
-                    self._out.write("\n".join(lines) + "\n")
+                    self._out.write(text + "\n")
                     self._out.flush()
 
     def _run(self) -> None:
@@ -98,9 +125,25 @@ class _BufferedLines:
     msg = warn = warning = error = err = critical = exception = fatal = failure = now
 
 
+# Set by configure_logging: how log_later's lines are rendered, and the least level written.
+_RENDERER: Callable[[Any, str, dict[str, Any]], Any] | None = None
+_LEVEL = logging.INFO
+
 _STDERR = _CurrentStderr()
 _BUFFERED = _BufferedLines(_STDERR)
 atexit.register(_BUFFERED.flush)
+
+
+def log_later(event: str, fields: Callable[[], dict[str, Any]]) -> None:
+    """An info line of the statement log whose fields are computed and rendered when the
+    buffer is written (by the flush thread), not on the statement's own thread: a busy
+    server's handler threads take turns on one GIL, and the structlog pipeline (context,
+    level, timestamp, rendering) cost more than the rest of a cached statement's bookkeeping.
+    ``fields`` must be safe to call later from another thread (read only immutable state)."""
+    if _RENDERER is None:  # logging not configured (a library use): structlog's defaults, now
+        get_logger(STATEMENT_LOGGER).info(event, **fields())
+    elif _LEVEL <= logging.INFO:
+        _BUFFERED.buffered(_Later(time.time(), event, fields))
 
 
 def flush_logs() -> None:
@@ -126,6 +169,8 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
     )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     numeric_level = logging.getLevelName(level.upper())
+    global _RENDERER, _LEVEL
+    _RENDERER, _LEVEL = renderer, numeric_level
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -10,7 +10,6 @@ is settled (logged, slot given back) and once when it has let go of its cursor.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import itertools
 import threading
@@ -25,7 +24,7 @@ import pyarrow as pa
 
 from tierflight.core.config import ServerConfig
 from tierflight.core.errors import Cancelled, ResultTooLarge, Status, TierflightError
-from tierflight.core.log import get_logger
+from tierflight.core.log import get_logger, log_later
 from tierflight.core.statement import Statement
 from tierflight.engine.calls import current_call
 from tierflight.engine.duck_errors import translate
@@ -87,7 +86,7 @@ class QueryRecord:
     status: QueryStatus
     reused: bool  # answered from the result cache
     # Query ids are random: this gives the statements' order (UTC, like the data).
-    finished_at: dt.datetime
+    finished_at_us: int  # microseconds since the epoch (system.queries shows a UTC timestamp)
 
     @classmethod
     def ended(
@@ -117,26 +116,29 @@ class QueryRecord:
             total_ms=(time.perf_counter() - started) * 1000,
             status=status,
             reused=reused,
-            finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            finished_at_us=time.time_ns() // 1000,
         )
 
     def log(self) -> None:
-        """The ``statement`` event (the text only as its hash: the log may travel further)."""
-        log.info(
-            "statement",
-            query_id=self.query_id,
-            user=self.user,
-            statement_hash=statement_hash(self.sql),
-            tier=self.tier,
-            rollup=self.rollup,
-            rows=self.rows,
-            bytes=self.bytes,
-            plan_ms=round(self.plan_ms, 3),
-            exec_ms=round(self.total_ms - self.plan_ms, 3),
-            total_ms=round(self.total_ms, 3),
-            status=self.status.value,
-            reused=self.reused,
-        )
+        """The ``statement`` event, written by the log's flush thread."""
+        log_later("statement", self._log_fields)
+
+    def _log_fields(self) -> dict[str, object]:
+        # The text only as its hash: the log may travel further.
+        return {
+            "query_id": self.query_id,
+            "user": self.user,
+            "statement_hash": statement_hash(self.sql),
+            "tier": self.tier,
+            "rollup": self.rollup,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "plan_ms": round(self.plan_ms, 3),
+            "exec_ms": round(self.total_ms - self.plan_ms, 3),
+            "total_ms": round(self.total_ms, 3),
+            "status": self.status.value,
+            "reused": self.reused,
+        }
 
 
 def queries_table(records: Iterable[QueryRecord]) -> pa.Table:
@@ -154,7 +156,7 @@ def queries_table(records: Iterable[QueryRecord]) -> pa.Table:
             "total_ms": pa.array([r.total_ms for r in rs], pa.float64()),
             "status": pa.array([r.status.value for r in rs], pa.string()),
             "reused": pa.array([r.reused for r in rs], pa.bool_()),
-            "finished_at": pa.array([r.finished_at for r in rs], pa.timestamp("us")),
+            "finished_at": pa.array([r.finished_at_us for r in rs], pa.int64()).cast(pa.timestamp("us")),
         }
     )
 

@@ -33,6 +33,7 @@ from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
 from tierflight.core.rwlock import RWLock
 from tierflight.core.statement import Statement, StatementKind
+from tierflight.core.threads import Slots
 from tierflight.engine.calls import current_call
 from tierflight.engine.database import Database
 from tierflight.engine.duck_errors import translate
@@ -193,7 +194,7 @@ class Executor:
         self.config = config
         self.database = database
         self.planner = planner
-        self._slots = threading.BoundedSemaphore(config.server.max_in_flight)
+        self._slots = Slots(config.server.max_in_flight)
         self._watchdog = Watchdog()
         self._schemas: LRU[tuple[object, ...], pa.Schema] = LRU(1024)
         self._pending: dict[str, Execution] = {}
@@ -241,7 +242,7 @@ class Executor:
     ) -> Execution:
         """``sees_all``: the caller may read every user's rows of ``system.queries`` (the
         ``admin`` permission); otherwise it sees its own statements only."""
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.take():
             raise Overloaded(
                 f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); retry later"
             )
@@ -260,7 +261,7 @@ class Executor:
             try:
                 statement, params = bind(statement, params[0]), None
             except TierflightError:
-                self._slots.release()
+                self._slots.give()
                 raise
         cursor: duckdb.DuckDBPyConnection | None = None
         stop = Stop(query_id)
@@ -339,7 +340,7 @@ class Executor:
             with self._lock:
                 self._starting.pop(query_id, None)
             self._forget(stop)
-            self._slots.release()
+            self._slots.give()
             if deadline_token is not None:
                 self._watchdog.cancel(deadline_token)
             if cursor is not None:
@@ -506,7 +507,7 @@ class Executor:
         if timer is not None:
             self._watchdog.cancel(timer)  # not parked any more: its stream finishes it
         if ex is not None:
-            if not self._slots.acquire(blocking=False):
+            if not self._slots.take():
                 ex.finish(QueryStatus.OVERLOADED)
                 raise Overloaded(
                     f"too many statements in flight (server.max_in_flight = {self.config.server.max_in_flight}); "
@@ -521,7 +522,7 @@ class Executor:
             held = ex in self._holding_slot
             self._holding_slot.discard(ex)
         if held:
-            self._slots.release()
+            self._slots.give()
 
     def _expire(self, query_id: str) -> None:
         with self._lock:

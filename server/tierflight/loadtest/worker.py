@@ -219,6 +219,8 @@ class _Filler:
         self.spec, self.client, self.descs = spec, client, descs
         self.rng = client_rng(spec.seed, spec.thread_ids[slot])
         self.handles: dict[int, bytes] = {}
+        # A fixed statement's key never changes: computed once, not hashed on every call.
+        self.fixed_keys = [value_key(i, ()) for i in range(len(descs))]
         if spec.parameter_mode is ParameterMode.BIND:
             for i, tpl in enumerate(spec.templates):
                 if tpl is not None:
@@ -228,7 +230,7 @@ class _Filler:
         tpl = self.spec.templates[index] if self.spec.templates else None
         if tpl is None:
             if keys is not None:
-                keys.add(value_key(index, ()))
+                keys.add(self.fixed_keys[index])
             return self.client.execute(self.descs[index])
         values = tpl.draw(self.rng)
         if keys is not None:

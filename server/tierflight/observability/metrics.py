@@ -137,9 +137,15 @@ class Metrics:
         self._rollup_ok = 0
         # Label values that exist from the start show as 0 instead of missing, so rate() and
         # alerts work before the first hit.
+        # Computed when scraped, not set on every statement.
+        self.hit_ratio.set_function(self._hit_ratio)
         for name in rollups:
             self.rollup_hits.labels(name)
             self.rollup_mismatches.labels(name)
+
+    def _hit_ratio(self) -> float:
+        with self._lock:
+            return self._rollup_ok / self._table_ok if self._table_ok else 0.0
 
     def watch(self, state: ServingState) -> None:
         """Report the state gauges from ``state`` (once the executor it reads exists)."""
@@ -168,8 +174,6 @@ class Metrics:
             self._table_ok += 1
             if rollup:
                 self._rollup_ok += 1
-            ratio = self._rollup_ok / self._table_ok
-        self.hit_ratio.set(ratio)
         if rollup:
             self.rollup_statements.inc()
             # A route that unions several rollups names them comma-separated (Route.rollup).

@@ -41,6 +41,10 @@ from tierflight.protocol.session_options import HANDLERS as SESSION_HANDLERS
 from tierflight.protocol.tickets import TicketKey, identity_of, is_signed, new_key, ttl_for
 from tierflight.protocol.wire import ACTIONS, STATE_ACTION, decode_ticket, encode_ticket, pack, unpack
 
+# pyarrow's defaults (IPC format V5), built once: left unset, each DoGet stream reads two
+# environment variables to build them again.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
+
 
 class StatementService(Protocol):
     """Starting, parking, fetching and cancelling statements (engine.executor.Executor)."""
@@ -219,7 +223,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         name, msg = unpack(data)
         if name != "TicketStatementQuery":
             table = self.metadata.command_table(name, msg)
-            return flight.RecordBatchStream(table)
+            return flight.RecordBatchStream(table, _IPC_OPTIONS)
         # Only signed tickets get here with a statement (do_get refuses unsigned ones).
         query_id, sql, params = decode_ticket(msg.statement_handle, signed=True)
         ex = self.executor.take(query_id) if query_id else None
@@ -228,8 +232,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 ex = self.executor.start(self._check(sql), params, user, sees_all=ADMIN in permissions)
         table = ex.table()
         if table is not None:
-            return flight.RecordBatchStream(table)
-        return flight.GeneratorStream(ex.schema, guarded(ex.batches()))
+            return flight.RecordBatchStream(table, _IPC_OPTIONS)
+        return flight.GeneratorStream(ex.schema, guarded(ex.batches()), _IPC_OPTIONS)
 
     # -- DoPut ----------------------------------------------------------------------------
 

@@ -37,6 +37,13 @@ ACTIONS = [
 STATE_ACTION = "tierflight.state"
 
 
+# Only the messages this Flight SQL protocol declares (getattr on the module would also find
+# its imports and dunder attributes).
+_MESSAGES: dict[str, type[Message]] = {
+    name: getattr(pb, name) for name in pb.DESCRIPTOR.message_types_by_name if isinstance(getattr(pb, name, None), type)
+}
+
+
 def pack(msg: Message) -> bytes:
     any_msg = any_pb2.Any()
     any_msg.Pack(msg, type_url_prefix="type.googleapis.com/")
@@ -51,31 +58,37 @@ def unpack(data: bytes) -> tuple[str, Any]:
     except DecodeError:
         raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
     type_url = any_msg.type_url
-    shown = repr(type_url[:_SHOWN_TYPE_URL] + ("..." if len(type_url) > _SHOWN_TYPE_URL else "")) if type_url else "(empty)"
-    if not type_url.startswith(TYPE_PREFIX):
-        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL command")
+    cls = _MESSAGES.get(type_url[len(TYPE_PREFIX) :]) if type_url.startswith(TYPE_PREFIX) else None
+    if cls is None:
+        shown = repr(type_url[:_SHOWN_TYPE_URL] + ("..." if len(type_url) > _SHOWN_TYPE_URL else "")) if type_url else "(empty)"
+        what = "message" if type_url.startswith(TYPE_PREFIX) else "command"
+        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL {what}")
     name = type_url[len(TYPE_PREFIX) :]
-    # Only the messages this Flight SQL protocol declares (getattr on the module would also
-    # find its imports and dunder attributes).
-    descriptor = pb.DESCRIPTOR.message_types_by_name.get(name)
-    if descriptor is None:
-        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL message")
-    cls = getattr(pb, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Message)):
-        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL message")
     msg = cls()
     try:
-        any_msg.Unpack(msg)
+        # The type URL was matched above: what Any.Unpack would check again.
+        msg.ParseFromString(any_msg.value)
     except DecodeError:
         raise InvalidArgument(f"malformed {name} message") from None
     return name, msg
+
+
+# A handle without parameters is b"\x01", the query id's length (1 byte), the query id and the
+# statement's UTF-8 text: no JSON to write and read on every statement. JSON handles (with
+# parameter rows) start with "{".
+_PLAIN = 1
+_MAX_QUERY_ID = 255
 
 
 def encode_ticket(query_id: str, sql: str, params: list[tuple[Any, ...]] | None = None) -> bytes:
     """A statement's ticket. It carries the statement, so a ticket fetched again (or by a
     process that never saw the FlightInfo) is answered by running it again; ``query_id``
     names the execution parked for it, if any ("": none)."""
-    handle = json.dumps({"q": query_id, "s": sql, "p": params}, default=str).encode()
+    qid = query_id.encode()
+    if params is None and len(qid) <= _MAX_QUERY_ID:
+        handle = bytes((_PLAIN, len(qid))) + qid + sql.encode()
+    else:
+        handle = json.dumps({"q": query_id, "s": sql, "p": params}, default=str).encode()
     return pack(pb.TicketStatementQuery(statement_handle=handle))
 
 
@@ -83,7 +96,17 @@ def decode_ticket(handle: bytes, *, signed: bool = False) -> tuple[str, str, lis
     """``signed``: the handle came out of a ticket whose signature was verified, so this server
     wrote it (the nesting scan, a Python loop over every byte, is for handles of unknown origin)."""
     malformed = InvalidArgument("malformed ticket: not issued by this server")
-    if len(handle) > MAX_TICKET_BYTES or (not signed and _nesting(handle) > MAX_TICKET_NESTING):
+    if len(handle) > MAX_TICKET_BYTES:
+        raise malformed
+    if handle[:1] == bytes((_PLAIN,)):
+        if len(handle) < 2 or 2 + handle[1] > len(handle):
+            raise malformed
+        end = 2 + handle[1]
+        try:
+            return handle[2:end].decode(), handle[end:].decode(), None
+        except UnicodeDecodeError:
+            raise malformed from None
+    if not signed and _nesting(handle) > MAX_TICKET_NESTING:
         raise malformed
     try:
         data = json.loads(handle)
