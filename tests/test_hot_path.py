@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from tierflight.core.log import (
     configure_logging,
     flush_logs,
     get_logger,
+    log_later,
 )
 from tierflight.engine.executor import new_query_id
 from tierflight.tiers.shared import LOCAL_POLL_S, LocalTableState
@@ -150,6 +152,34 @@ def test_an_error_line_is_written_at_once_after_what_came_before(stderr: _Stream
     assert [e["event"] for e in _events(stderr)] == ["statement", "statement_failed"]
     get_logger("tierflight.app").info("other", n=2)  # other loggers are not buffered
     assert _events(stderr)[-1]["event"] == "other"
+
+
+def test_deferred_lines_are_rendered_when_written_in_order(stderr: _Stream) -> None:
+    rendered_on: list[int] = []
+
+    def fields() -> dict[str, Any]:
+        rendered_on.append(threading.get_ident())
+        return {"n": 1}
+
+    log_later("statement", fields)
+    get_logger("tierflight.statement").info("statement", n=2)
+    assert rendered_on == []  # nothing computed on the statement's thread
+    flush_logs()
+    events = _events(stderr)
+    assert [e["n"] for e in events] == [1, 2]
+    assert events[0]["event"] == "statement" and events[0]["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", events[0]["timestamp"])
+
+
+def test_deferred_lines_below_the_level_are_dropped(stderr: _Stream) -> None:
+    configure_logging("warning", json_format=True)
+    called: list[bool] = []
+    try:
+        log_later("statement", lambda: called.append(True) or {})
+        flush_logs()
+    finally:
+        configure_logging("info", json_format=True)
+    assert called == [] and _events(stderr) == []
 
 
 def test_query_ids_are_unique_and_differ_in_a_forked_child() -> None:
