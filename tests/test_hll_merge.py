@@ -28,6 +28,15 @@ HLL4, HLL8 = datasketches.tgt_hll_type.HLL_4, datasketches.tgt_hll_type.HLL_8
 Lists = list[list[bytes | None] | None]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fast_path_for_small_calls() -> Iterator[None]:
+    """These tests check the numpy merge on small inputs: the whole-call threshold under which
+    every list takes the reference loop (a cost choice, tested on its own below) is lifted."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hm, "MIN_FAST_CALL_SKETCHES", 0)
+        yield
+
+
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """How many lists took each path: reference loop, coupon fast path, register fast path, and
@@ -227,3 +236,16 @@ def _lists(draw: st.DrawFn) -> Lists:
 @given(_lists())
 def test_random_lists_match_the_union(lists: Lists) -> None:
     _check(lists)
+
+
+def test_small_calls_take_the_reference_loop_and_large_ones_the_merge(
+    paths: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hm, "MIN_FAST_CALL_SKETCHES", 40)
+    sketches = [_blob(_sketch(range(i * 100, i * 100 + 3000), 10)) for i in range(10)]
+    small = [sketches[:9], sketches[1:10], None, []]  # 18 sketches in the call
+    assert _check(small)[2:] == [None, None]
+    assert paths["reference"] == 4 and paths["registers"] == 0  # every list, NULL and empty too
+    paths.clear()
+    _check([sketches] * 4 + [None])  # 40 sketches: merged
+    assert paths["registers"] == 4 and paths["reference"] == 0

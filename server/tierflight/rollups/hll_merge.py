@@ -58,6 +58,10 @@ _LE_U32 = np.dtype("<u4")
 # calls cost less than the list's share of the merge's numpy calls (measured at 8: ~1.3x
 # faster merged, bench/hll_merge.py's shapes at lg_k 10).
 MIN_FAST_SKETCHES = 8
+# Below this many sketches in one call every list goes through the reference loop: the merge
+# has a fixed cost per call (parsing and planning in a few dozen numpy calls) that the
+# reference loop's per-sketch cost only exceeds past several hundred sketches.
+MIN_FAST_CALL_SKETCHES = 512
 # Bytes decoded at once (a chunk of register arrays, a batch of merged registers).
 _CHUNK_BYTES = 1 << 23
 
@@ -464,6 +468,8 @@ def merge_lists(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     offsets = np.asarray(lists.offsets, np.int64)
     lo, hi = offsets[:-1], offsets[1:]
     null |= lo == hi  # an empty list: NULL, as for a NULL list
+    if int((hi - lo)[~null].sum()) < MIN_FAST_CALL_SKETCHES:
+        return pa.array([union_estimate(blobs) for blobs in lists.to_pylist()], pa.float64())
     blobs = _Blobs(lists.values)
     path, lg_k = _plan(blobs, lo, hi)
     path[null] = Path.REFERENCE
