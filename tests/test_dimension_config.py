@@ -170,6 +170,57 @@ def test_a_follower_sees_the_writers_new_version(tmp_path: Path) -> None:
         follower.write(_rows([4]))
 
 
+class _Tables:
+    """A DimensionTables that records what it holds (the server's is engine.database's)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, pa.Table] = {}
+        self.n = 0
+
+    def install_dimension(self, table: str, version: int, data: pa.Table) -> str:
+        self.n += 1
+        name = f"{table}_v{version}_{self.n}"
+        self.held[name] = data
+        return name
+
+    def drop_dimension(self, qualified: str) -> None:
+        del self.held[qualified]
+
+
+def test_each_served_version_has_a_table_of_its_own_and_the_old_one_goes(tmp_path: Path) -> None:
+    tables = _Tables()
+    cfg = _load({"advertisers": ADVERTISERS}).dimensions["advertisers"]
+    store = DimensionStore(tmp_path, cfg, tables=tables)
+    assert store.current.relation == "advertisers_v0_1" and list(tables.held) == ["advertisers_v0_1"]
+    _commit(store, _rows([1, 2]), append=False)
+    assert store.current.relation == "advertisers_v1_2" and list(tables.held) == ["advertisers_v1_2"]
+    assert tables.held["advertisers_v1_2"].equals(store.current.data)
+    # A write that fails leaves no table behind and the served version's untouched.
+    import tierflight.tiers.dimension as dimension
+
+    original = dimension.write_json_atomic
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OSError("disk full")
+
+    dimension.write_json_atomic = broken
+    try:
+        with store.write_lock, pytest.raises(OSError, match="disk full"):
+            store.write(store.combined(_rows([3]), append=True))
+    finally:
+        dimension.write_json_atomic = original
+    assert list(tables.held) == ["advertisers_v1_2"] and store.current.version == 1
+    # A follower installs the writer's newer version when it sees it; serving it drops its old one.
+    follower_tables = _Tables()
+    follower = DimensionStore(tmp_path, cfg, writer=False, tables=follower_tables)
+    _commit(store, _rows([5]), append=True)
+    newer = follower.changed_on_disk()
+    assert newer is not None and newer.relation in follower_tables.held and len(follower_tables.held) == 2
+    follower.serve(newer)
+    assert list(follower_tables.held) == [newer.relation]
+    assert follower_tables.held[newer.relation]["advertiser_id"].to_pylist() == [1, 2, 5]
+
+
 # -- the demo ----------------------------------------------------------------------------------
 
 
