@@ -43,6 +43,14 @@ def test_measures_merged_by_their_own_function_read_the_rollup_rows() -> None:
     assert "WHERE e.type <> 'view' AND a.vertical <> 'x'" in sql
 
 
+def test_a_grouped_alias_is_spelled_out() -> None:
+    sql = _flat(
+        "SELECT CAST(e._g0 AS VARCHAR) AS wk, a.vertical, SUM(e._m1) AS s FROM FACT AS e JOIN advertisers AS a "
+        "ON e.advertiser_id = a.advertiser_id GROUP BY wk, a.vertical ORDER BY wk"
+    )
+    assert sql is not None and "GROUP BY CAST(e.type AS TEXT), a.vertical ORDER BY wk" in sql
+
+
 def test_the_flat_form_answers_as_the_nested_one() -> None:
     con = duckdb.connect()
     con.execute("ATTACH ':memory:' AS tf_rollup")
@@ -73,8 +81,9 @@ def test_the_flat_form_answers_as_the_nested_one() -> None:
         ("SELECT a.vertical, SUM(e._g0) FROM FACT AS e JOIN advertisers AS a ON e.advertiser_id = a.advertiser_id GROUP BY 1", INNER, ()),
         # A measure read outside its merge.
         ("SELECT a.vertical, e._m1 FROM FACT AS e JOIN advertisers AS a ON e.advertiser_id = a.advertiser_id", INNER, ()),
-        # A select-list alias in GROUP BY: a rollup column of that name would bind first.
-        ("SELECT a.vertical AS v, SUM(e._m1) FROM FACT AS e JOIN advertisers AS a ON e.advertiser_id = a.advertiser_id GROUP BY v", INNER, ()),
+        # A select-list alias outside GROUP BY and ORDER BY: a rollup column could capture it.
+        ("SELECT a.vertical AS v, SUM(e._m1) AS s FROM FACT AS e JOIN advertisers AS a ON e.advertiser_id = a.advertiser_id "
+         "GROUP BY 1 HAVING s > 1", INNER, ()),
         # A fact side with raw edges (a union) or over no rollup table.
         ("SELECT a.vertical, SUM(e._m1) FROM FACT AS e JOIN advertisers AS a ON e.advertiser_id = a.advertiser_id GROUP BY 1",
          f"SELECT * FROM ({INNER}) UNION ALL SELECT 1, 'x', 1, 1.0, 1.0", ()),

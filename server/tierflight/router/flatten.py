@@ -176,6 +176,7 @@ def _flatten(
     sub = flat.args["from_"].this
     if not isinstance(sub, exp.Subquery):
         raise _Keep
+    _expand_grouped_aliases(flat, dimensions, using_keys)
     for agg in list(flat.find_all(exp.AggFunc)):
         reads_fact = any(c.table.lower() == fact for c in agg.find_all(exp.Column))
         if not reads_fact and not (
@@ -206,6 +207,22 @@ def _flatten(
         flat.set("where", exp.Where(this=exp.and_(*conditions, copy=False)))
     shown = exp.Table(this=table.this.copy(), db=table.args.get("db"), catalog=table.args.get("catalog"))
     return Flat(flat, shown.sql(dialect=DIALECT))
+
+
+def _expand_grouped_aliases(flat: exp.Select, dimensions: Mapping[str, frozenset[str]], using_keys: frozenset[str]) -> None:
+    """``GROUP BY wk`` naming a select-list alias (no column of that name: router/joins.py
+    checked) groups by its expression: spelled out, no column of the rollup can capture it."""
+    group = flat.args.get("group")
+    if group is None:
+        return
+    aliases = {e.alias.lower(): e.this for e in flat.expressions if isinstance(e, exp.Alias)}
+    taken = using_keys.union(*dimensions.values())
+    for g in group.expressions:
+        if isinstance(g, exp.Column) and not g.table and g.name.lower() in aliases and g.name.lower() not in taken:
+            expr = aliases[g.name.lower()]
+            if expr.find(exp.AggFunc):
+                raise _Keep
+            g.replace(expr.copy())
 
 
 def _in_subquery_marker(col: exp.Column, sub: exp.Subquery) -> bool:
