@@ -238,3 +238,40 @@ def test_demo_dimensions_cover_every_id_the_events_hold_and_are_deterministic() 
     for _, day in generate_days(3000, dt.date(2024, 1, 1), 2, seed=7):
         assert set(day["advertiser_id"].to_pylist()) <= set(adv_ids.tolist())
         assert set(day["publisher_id"].to_pylist()) <= set(pub_ids.tolist())
+
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "message"),
+    [
+        ("OutOfMemoryException", "IngestTooLarge", "does not fit in DuckDB's memory"),
+        ("CatalogException", "StorageUnavailable", "could not be loaded; see the server log"),
+    ],
+)
+def test_a_version_duckdb_cannot_hold_is_refused_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, expected: str, message: str
+) -> None:
+    """engine.database's install fails: a domain error that names no internal table, and the
+    store writes nothing (the table is created before the version is durable)."""
+    import duckdb
+
+    import tierflight.core.errors as errors
+    from tierflight.engine.database import Database
+
+    cfg = load_config(None, data_dir=tmp_path, environ={}, overrides={"tables": {"advertisers": ADVERTISERS}})
+    database = Database(cfg)
+    try:
+        store = DimensionStore(tmp_path, cfg.dimensions["advertisers"], tables=database)
+        served = store.current.relation
+
+        def failing(sql: str, cursor: Any = None) -> None:
+            raise getattr(duckdb, error)(f"failed on tf_dimension.main.{sql[:20]}")
+
+        monkeypatch.setattr(database, "execute_internal", failing)
+        with store.write_lock, pytest.raises(getattr(errors, expected), match=message) as caught:
+            store.write(_rows([1, 2]))
+        assert "tf_dimension" not in str(caught.value)
+        assert store.current.version == 0 and store.current.relation == served
+        assert not (store.directory / POINTER).exists()
+    finally:
+        database.close()

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.core.config import Config
-from tierflight.core.errors import StatementRefused
+from tierflight.core.errors import IngestTooLarge, StatementRefused, StorageUnavailable
 from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
 from tierflight.core.names import CATALOG, DIMENSION_DATABASE, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
@@ -204,6 +204,15 @@ class Database:
             cur.register("__tf_dimension_src", data)
             self.execute_internal(f"CREATE TABLE {qualified} AS SELECT * FROM __tf_dimension_src", cursor=cur)
             cur.unregister("__tf_dimension_src")
+        except duckdb.OutOfMemoryException:
+            raise IngestTooLarge(
+                f"dimension table {table}: version {version} ({data.nbytes:,} bytes) does not fit in DuckDB's memory "
+                "([duckdb] memory_limit); nothing was written"
+            ) from None
+        except duckdb.Error as exc:
+            # DuckDB's text names internal tables: it goes to the log, not to the client.
+            log.error("dimension_install_failed", table=table, version=version, error=str(exc).splitlines()[:1])
+            raise StorageUnavailable(f"dimension table {table}: version {version} could not be loaded; see the server log") from None
         finally:
             cur.close()
         self.compress(DIMENSION_DATABASE)
