@@ -23,7 +23,7 @@ from tierflight.protocol import flightsql_pb2 as pb
 SYSTEM = {"partitions", "queries", "rollup_advice", "rollups", "snapshots"}
 VISIBLE = {("main", "events"), ("main", "advertisers"), ("main", "publishers")} | {("system", name) for name in SYSTEM}
 NOT_NULL = {"ts", "type", "auction_id"}
-INTERNAL = ("tf_rollup", "tf_system", "__tf_", "memory", "information_schema", "pg_catalog")
+INTERNAL = ("tf_rollup", "tf_dimension", "tf_system", "__tf_", "memory", "information_schema", "pg_catalog")
 
 
 def _rows(conn: Any, sql: str) -> list[tuple[Any, ...]]:
@@ -137,6 +137,8 @@ def test_catalog_relations_mix_with_table_data(conn: Any, flat: Any) -> None:
         "SELECT * FROM pragma_table_info('tf_system.queries')",
         "SELECT * FROM pragma_table_info('tf_rollup.day_type')",
         "SELECT * FROM duckdb_tables() WHERE database_name = 'tf_rollup'",
+        "SELECT * FROM tf_dimension.main.advertisers_v1_1",
+        "SELECT * FROM duckdb_tables() WHERE database_name = 'tf_dimension'",
     ],
 )
 def test_internal_names_are_unreachable(conn: Any, server: Any, sql: str) -> None:

@@ -170,6 +170,57 @@ def test_a_follower_sees_the_writers_new_version(tmp_path: Path) -> None:
         follower.write(_rows([4]))
 
 
+class _Tables:
+    """A DimensionTables that records what it holds (the server's is engine.database's)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, pa.Table] = {}
+        self.n = 0
+
+    def install_dimension(self, table: str, version: int, data: pa.Table) -> str:
+        self.n += 1
+        name = f"{table}_v{version}_{self.n}"
+        self.held[name] = data
+        return name
+
+    def drop_dimension(self, qualified: str) -> None:
+        del self.held[qualified]
+
+
+def test_each_served_version_has_a_table_of_its_own_and_the_old_one_goes(tmp_path: Path) -> None:
+    tables = _Tables()
+    cfg = _load({"advertisers": ADVERTISERS}).dimensions["advertisers"]
+    store = DimensionStore(tmp_path, cfg, tables=tables)
+    assert store.current.relation == "advertisers_v0_1" and list(tables.held) == ["advertisers_v0_1"]
+    _commit(store, _rows([1, 2]), append=False)
+    assert store.current.relation == "advertisers_v1_2" and list(tables.held) == ["advertisers_v1_2"]
+    assert tables.held["advertisers_v1_2"].equals(store.current.data)
+    # A write that fails leaves no table behind and the served version's untouched.
+    import tierflight.tiers.dimension as dimension
+
+    original = dimension.write_json_atomic
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OSError("disk full")
+
+    dimension.write_json_atomic = broken
+    try:
+        with store.write_lock, pytest.raises(OSError, match="disk full"):
+            store.write(store.combined(_rows([3]), append=True))
+    finally:
+        dimension.write_json_atomic = original
+    assert list(tables.held) == ["advertisers_v1_2"] and store.current.version == 1
+    # A follower installs the writer's newer version when it sees it; serving it drops its old one.
+    follower_tables = _Tables()
+    follower = DimensionStore(tmp_path, cfg, writer=False, tables=follower_tables)
+    _commit(store, _rows([5]), append=True)
+    newer = follower.changed_on_disk()
+    assert newer is not None and newer.relation in follower_tables.held and len(follower_tables.held) == 2
+    follower.serve(newer)
+    assert list(follower_tables.held) == [newer.relation]
+    assert follower_tables.held[newer.relation]["advertiser_id"].to_pylist() == [1, 2, 5]
+
+
 # -- the demo ----------------------------------------------------------------------------------
 
 
@@ -187,3 +238,40 @@ def test_demo_dimensions_cover_every_id_the_events_hold_and_are_deterministic() 
     for _, day in generate_days(3000, dt.date(2024, 1, 1), 2, seed=7):
         assert set(day["advertiser_id"].to_pylist()) <= set(adv_ids.tolist())
         assert set(day["publisher_id"].to_pylist()) <= set(pub_ids.tolist())
+
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "message"),
+    [
+        ("OutOfMemoryException", "IngestTooLarge", "does not fit in DuckDB's memory"),
+        ("CatalogException", "StorageUnavailable", "could not be loaded; see the server log"),
+    ],
+)
+def test_a_version_duckdb_cannot_hold_is_refused_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, expected: str, message: str
+) -> None:
+    """engine.database's install fails: a domain error that names no internal table, and the
+    store writes nothing (the table is created before the version is durable)."""
+    import duckdb
+
+    import tierflight.core.errors as errors
+    from tierflight.engine.database import Database
+
+    cfg = load_config(None, data_dir=tmp_path, environ={}, overrides={"tables": {"advertisers": ADVERTISERS}})
+    database = Database(cfg)
+    try:
+        store = DimensionStore(tmp_path, cfg.dimensions["advertisers"], tables=database)
+        served = store.current.relation
+
+        def failing(sql: str, cursor: Any = None) -> None:
+            raise getattr(duckdb, error)(f"failed on tf_dimension.main.{sql[:20]}")
+
+        monkeypatch.setattr(database, "execute_internal", failing)
+        with store.write_lock, pytest.raises(getattr(errors, expected), match=message) as caught:
+            store.write(_rows([1, 2]))
+        assert "tf_dimension" not in str(caught.value)
+        assert store.current.version == 0 and store.current.relation == served
+        assert not (store.directory / POINTER).exists()
+    finally:
+        database.close()

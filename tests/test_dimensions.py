@@ -189,6 +189,42 @@ def _fetch(cur: Any, sql: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.needs_server
+def test_a_cached_answer_never_outlives_the_dimension_version_it_read(fresh: RunningServer) -> None:
+    """Dimension versions are DuckDB tables named by the route (nothing registered per
+    statement), so joins and dimension reads are reused from the result cache; a replace
+    must make the next statement read the new version, never the cached answer."""
+    app = fresh.app
+    plain = "SELECT vertical, count(*) AS n FROM advertisers GROUP BY 1 ORDER BY 1"
+    with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
+        ids = [r[0] for r in _fetch(cur, "SELECT advertiser_id FROM advertisers")]
+        cur.adbc_ingest("advertisers", _advertisers(ids, "Before"), mode="replace")
+        total = sum(n for _, n in _fetch(cur, JOIN_SQL))
+        assert _fetch(cur, JOIN_SQL) == [("Before", total)]
+        hits = app.executor.results.hits
+        assert _fetch(cur, plain) == [("Before", len(ids))] and _fetch(cur, plain) == [("Before", len(ids))]
+        assert app.executor.results.hits > hits  # the second answer was reused
+        # The join names the version's table (this data set's hot tail is registered: its
+        # answers are not reused, whatever the dimension tables).
+        relation = app.dimensions["advertisers"].current.relation
+        route = app.router.plan(_statement(JOIN_SQL))
+        assert relation is not None and relation in route.sql
+        assert all("vertical" not in getattr(obj, "schema", pa.schema([])).names for _, obj in route.registrations)
+        assert cur.adbc_ingest("advertisers", _advertisers(ids, "After"), mode="replace") == len(ids)
+        assert _fetch(cur, JOIN_SQL) == [("After", total)]
+        assert _fetch(cur, plain) == [("After", len(ids))]
+        # The old version's table is gone: only each table's served version is held.
+        held = {r[0] for r in app.database.query_internal("SELECT table_name FROM duckdb_tables() WHERE database_name = 'tf_dimension'")}
+        served = {d.current.relation.rsplit(".", 1)[-1].strip('"') for d in app.dimensions.values() if d.current.relation}
+        assert held == served
+
+
+def _statement(sql: str) -> Any:
+    from tierflight.engine.sandbox import check_statement
+
+    return check_statement(sql)
+
+
+@pytest.mark.needs_server
 def test_replace_and_append_through_adbc(fresh: RunningServer) -> None:
     with fsql.connect(fresh.uri, autocommit=True) as conn, conn.cursor() as cur:
         before = _fetch(cur, JOIN_SQL)

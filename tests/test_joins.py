@@ -88,6 +88,21 @@ ANSWERED.append(
     )
 )
 
+# Spellings the flat form (router/flatten.py) must keep: quoted mixed-case aliases, grouping by
+# a select-list alias of a dimension expression, a count of dimension rows.
+ANSWERED += [
+    (
+        'SELECT "Adv".vertical, count(*) AS n, sum("Ev".bid_price) AS s FROM events "Ev" JOIN advertisers "Adv" '
+        'ON "Ev".advertiser_id = "Adv".advertiser_id WHERE "Ev".type = \'click\' GROUP BY 1 ORDER BY 1',
+        "advertiser_type",
+    ),
+    (
+        "SELECT upper(a.vertical) AS v, e.type, count(a.name) AS named, sum(e.bid_price) AS s FROM events e "
+        "LEFT JOIN advertisers a USING (advertiser_id) GROUP BY v, e.type ORDER BY v, e.type",
+        "advertiser_type",
+    ),
+]
+
 # A split: whole days from the rollup, the unaligned edges from the raw tiers.
 SPLIT = (
     "SELECT a.vertical, count(*) AS n, sum(e.bid_price) AS spend FROM events e JOIN advertisers a USING (advertiser_id) "

@@ -93,7 +93,7 @@ def test_a_cte_shadows_only_where_duckdb_lets_it(sql: str) -> None:
 def test_system_and_internal_names() -> None:
     assert NAMES.resolve(_table("SELECT * FROM SYSTEM.Queries")) == Resolved(Kind.SYSTEM, "queries")
     assert NAMES.resolve(_table("SELECT * FROM tierflight.system.queries")) == Resolved(Kind.SYSTEM, "queries")
-    for sql in ("SELECT * FROM system.nope", "SELECT * FROM tf_system.queries", "SELECT * FROM tf_rollup.main.day_type"):
+    for sql in ("SELECT * FROM system.nope", "SELECT * FROM tf_system.queries", "SELECT * FROM tf_rollup.main.day_type", "SELECT * FROM tf_dimension.main.advertisers_v1_1"):
         with pytest.raises(NotFound):
             NAMES.resolve(_table(sql))
     assert NAMES.lookup("EVENTS", "MAIN", "TierFlight") == Resolved(Kind.TABLE, "events")

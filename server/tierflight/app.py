@@ -91,9 +91,11 @@ class App:
         self.follower = follower
         self.draining = False  # set on shutdown: /readyz answers 503 from then on
         database = self.database = Database(config)
-        # Dimension tables: in memory, their current version loaded from the data dir.
+        # Dimension tables: in memory, their current version loaded from the data dir and kept
+        # as a DuckDB table of the server's database.
         self.dimensions: dict[str, DimensionStore] = {
-            name: DimensionStore(config.data_dir, table, writer=not follower) for name, table in config.dimensions.items()
+            name: DimensionStore(config.data_dir, table, writer=not follower, tables=database)
+            for name, table in config.dimensions.items()
         }
         self.names = Names(config.tables, lambda: database.system_tables.keys(), config.dimensions)
         self.stores: dict[str, TableStore] = {name: TableStore(config, table) for name, table in config.tables.items()}

@@ -28,8 +28,9 @@ SYSTEM_SCHEMA = "system"
 # system tables live in this schema and the raw planner rewrites ``system.x`` to it.
 SYSTEM_STORAGE_SCHEMA = "tf_system"
 ROLLUP_DATABASE = "tf_rollup"  # the rollups' in-memory database
+DIMENSION_DATABASE = "tf_dimension"  # the dimension tables' versions (in-memory database)
 # Internal storage: a client reference to it is answered as if it did not exist.
-INTERNAL_NAMESPACES = frozenset({SYSTEM_STORAGE_SCHEMA, ROLLUP_DATABASE})
+INTERNAL_NAMESPACES = frozenset({SYSTEM_STORAGE_SCHEMA, ROLLUP_DATABASE, DIMENSION_DATABASE})
 
 
 class Kind(enum.Enum):

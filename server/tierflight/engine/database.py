@@ -11,6 +11,7 @@ statement cannot turn any of that back on.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -20,10 +21,10 @@ import duckdb
 import pyarrow as pa
 
 from tierflight.core.config import Config
-from tierflight.core.errors import StatementRefused
+from tierflight.core.errors import IngestTooLarge, StatementRefused, StorageUnavailable
 from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
-from tierflight.core.names import CATALOG, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
+from tierflight.core.names import CATALOG, DIMENSION_DATABASE, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
 from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.engine.guards import MACROS
 
@@ -80,6 +81,10 @@ class Database:
         # (dictionary, RLE, bit packing, ALP): a quarter of their Arrow size, and scans that
         # read less memory.
         self._con.execute(f"ATTACH ':memory:' AS {ROLLUP_DATABASE} (COMPRESS)")
+        # Dimension tables: each version a table of its own (install_dimension), read by name
+        # like a rollup rather than registered as an Arrow table on every statement's cursor.
+        self._con.execute(f"ATTACH ':memory:' AS {DIMENSION_DATABASE} (COMPRESS)")
+        self._dimension_seq = itertools.count(1)
         from tierflight.rollups import hll, kll
 
         hll.register_functions(self._con)
@@ -185,6 +190,38 @@ class Database:
                 cur.unregister("__tf_append_src")
             finally:
                 cur.close()
+
+    def install_dimension(self, table: str, version: int, data: pa.Table) -> str:
+        """A DuckDB table holding one version of a dimension table; its qualified name.
+
+        Each install gets a name no other install had (the table, the version and a
+        sequence number of this process): a route, a cached plan or a cached result that
+        names it can only ever mean these rows."""
+        name = f"{table}_v{version}_{next(self._dimension_seq)}"
+        qualified = f"{DIMENSION_DATABASE}.main.{quote_ident(name)}"
+        cur = self._con.cursor()
+        try:
+            cur.register("__tf_dimension_src", data)
+            self.execute_internal(f"CREATE TABLE {qualified} AS SELECT * FROM __tf_dimension_src", cursor=cur)
+            cur.unregister("__tf_dimension_src")
+        except duckdb.OutOfMemoryException:
+            raise IngestTooLarge(
+                f"dimension table {table}: version {version} ({data.nbytes:,} bytes) does not fit in DuckDB's memory "
+                "([duckdb] memory_limit); nothing was written"
+            ) from None
+        except duckdb.Error as exc:
+            # DuckDB's text names internal tables: it goes to the log, not to the client.
+            log.error("dimension_install_failed", table=table, version=version, error=str(exc).splitlines()[:1])
+            raise StorageUnavailable(f"dimension table {table}: version {version} could not be loaded; see the server log") from None
+        finally:
+            cur.close()
+        self.compress(DIMENSION_DATABASE)
+        return qualified
+
+    def drop_dimension(self, qualified: str) -> None:
+        """Drop a version no longer served. A statement already running on it keeps reading
+        it (DuckDB's catalog is transactional); a new statement is planned on its successor."""
+        self.execute_internal(f"DROP TABLE IF EXISTS {qualified}")
 
     def check_statement_type(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
         """DuckDB's own parser decides the statement type: only reads get through."""

@@ -434,17 +434,20 @@ class Executor:
         cursor, and planning a raw route over every partition file took milliseconds. A new
         route (files, rollups) or a schema change (:meth:`schema_changed`) plans it again."""
         check_builtin_bypass(statement.tree)
-        route = self.planner.plan(statement)
-        if statement.kind is StatementKind.EXPLAIN_ROUTE:
-            return route.explain_table().schema
-        # Registered objects (the hot tail) change with every ingest but not their columns.
-        names = tuple(name for name, _ in route.registrations)
-        key = (statement.kind, statement.sql, parameter_count, route.sql, route.version, names)
-        known = self._schemas.get(key)
-        if known is None:
-            known = self._plan_schema(statement, route, parameter_count)
-            self._schemas.put(key, known)
-        return known
+        # Planned and bound under the swap lock's read side, as a statement is planned and
+        # started: what the route names (a dimension version's table) is not dropped between.
+        with self.swap_lock.read():
+            route = self.planner.plan(statement)
+            if statement.kind is StatementKind.EXPLAIN_ROUTE:
+                return route.explain_table().schema
+            # Registered objects (the hot tail) change with every ingest but not their columns.
+            names = tuple(name for name, _ in route.registrations)
+            key = (statement.kind, statement.sql, parameter_count, route.sql, route.version, names)
+            known = self._schemas.get(key)
+            if known is None:
+                known = self._plan_schema(statement, route, parameter_count)
+                self._schemas.put(key, known)
+            return known
 
     def schema_changed(self) -> None:
         self._schemas.clear()

@@ -93,7 +93,7 @@ def plain_reader(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 # What a column name holds when DuckDB named an unaliased expression after the SQL the server
 # ran rather than the client's: a rewritten relation (a source marker, a data file list, a
 # rollup table). Such a name would show server paths and internals to the client.
-_REWRITTEN_TEXT = ("__tf_", "read_parquet(", "tf_rollup", "iceberg_scan(")
+_REWRITTEN_TEXT = ("__tf_", "read_parquet(", "tf_rollup", "tf_dimension", "iceberg_scan(")
 
 
 def shows_rewritten_text(names: list[str]) -> bool:

@@ -38,6 +38,7 @@ from tierflight.core.config import TableConfig
 from tierflight.core.names import Kind, Names
 from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.router.facts import TableInfo
+from tierflight.router.flatten import flatten
 from tierflight.router.outputs import ColumnNames, output_names
 from tierflight.router.route import Rejection, Route, Rule
 from tierflight.router.rules import Reject
@@ -66,6 +67,9 @@ class JoinSplit:
     outer: exp.Select  # the statement over ``(<marker>) AS <fact alias>`` and the dimensions
     marker: str  # stands for the fact side's SQL in the outer statement's text
     sketches: frozenset[str] = frozenset()  # fact-side columns to keep as lists of HLL states
+    fact_alias: str = ""
+    dimensions: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)  # alias -> columns
+    using_keys: frozenset[str] = frozenset()  # join keys named in USING (lower case)
 
 
 @dataclass
@@ -376,7 +380,15 @@ def split_join(tree: exp.Expr, sql: str, tables: Mapping[str, TableInfo], dimens
     named = exp.TableAlias(this=exp.to_identifier(s.fact_alias))
     outer.set("from_", exp.From(this=exp.Subquery(this=exp.var(marker), alias=named)))
     inner = _inner(s, fact, inner_where)
-    return JoinSplit(inner, outer, marker, frozenset(s.sketches))
+    return JoinSplit(
+        inner,
+        outer,
+        marker,
+        frozenset(s.sketches),
+        s.fact_alias,
+        {alias: j.dimension.columns for alias, j in joins.items()},
+        frozenset(j.dimension.key for j in joins.values() if j.using),
+    )
 
 
 def _grouped(select: exp.Select, group: exp.Group) -> list[exp.Expr]:
@@ -445,7 +457,14 @@ def plan_join(
     inner_text = _keep_sketches(inner.sql, split.sketches) if split.sketches else inner.sql
     if inner_text is None:
         return (Rejection("*", Rule.MEASURE, "join: the fact side's sketches could not be kept"), *inner.rejected)
-    outer_sql = split.outer.sql(dialect=DIALECT)
+    flat = None
+    if not split.sketches and len(inner.parts) == 1 and not inner.registrations:
+        flat = flatten(split.outer, inner_text, split.fact_alias, split.dimensions, split.using_keys)
+    if flat is not None:  # the rollup's rows joined and aggregated once (router/flatten.py)
+        outer_tree, inner_text = flat.outer, flat.table
+    else:
+        outer_tree = split.outer
+    outer_sql = outer_tree.sql(dialect=DIALECT)
     around = plan_raw(Statement(outer_sql, sqlglot.parse_one(outer_sql, dialect=DIALECT), StatementKind.QUERY, 0))
     if split.marker not in around.sql:
         return (Rejection("*", Rule.SHAPE, "join: the outer statement could not be planned"),)

@@ -137,12 +137,19 @@ class Router:
         if (
             statement.kind == "query"
             and not route.registrations
-            and not_reusable(statement.tree, {name.lower() for name in self._table_infos()}) is None
+            and not_reusable(statement.tree, self._reusable_tables()) is None
         ):
             route = dataclasses.replace(route, version=key[2:])
         self._cache.put(key, route)
         self._count_hit(route)
         return route
+
+    def _reusable_tables(self) -> set[str]:
+        """The tables whose rows the version names: fact tables (their files and rollups) and
+        dimension tables (each served version is a table of its own, and serving one moves
+        the generation)."""
+        dimensions = self._dimensions() if self._dimensions else {}
+        return {name.lower() for name in (*self._table_infos(), *dimensions)}
 
     def _covering(self, statement: Statement, version: tuple[int, tuple[int, ...]]) -> Route | None:
         """Rule ``covering`` (router/covering.py): a time filter that every row passes does

@@ -145,8 +145,8 @@ class _Template:
     # shadow catalog (engine.catalog) and registered under the marker.
     catalog: tuple[tuple[str, exp.Table], ...] = ()
     whole_catalog: bool = False  # the statement is a catalog command run on the shadow
-    # Dimension tables read: (marker, table); each marker is the name its current version's
-    # rows are registered under on the statement's cursor.
+    # Dimension tables read: (marker, table); each marker stands for the current version's
+    # DuckDB table (or the name its rows are registered under on the statement's cursor).
     dimensions: tuple[tuple[str, str], ...] = ()
 
 
@@ -289,7 +289,12 @@ class RawPlanner:
             versions = {name: held[name].current for _, name in template.dimensions}
             for marker, name in template.dimensions:
                 version = versions[name]
-                registrations.append((marker, version.data))
+                if version.relation is not None:
+                    # The version's own DuckDB table: nothing to register per statement, and
+                    # the text (so any plan or result cached by it) names the version.
+                    sql = sql.replace(marker, version.relation, 1)
+                else:
+                    registrations.append((marker, version.data))
                 parts.append(RoutePart(PartTier.DIMENSION, f"{name}: version {version.version}", version.rows, "dimension table (in memory)"))
         for ref in template.references:
             store = stores[ref.table]

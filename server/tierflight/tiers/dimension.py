@@ -2,8 +2,12 @@
 
 A dimension table (``[tables.<t>] kind = "dimension"``) has no time column, tiers or
 rollups: it is loaded whole and replaced (or appended to) whole through ingest. Its rows
-live in memory as one Arrow table, which each statement that reads it registers on its
-cursor (like the hot tail), so a statement reads one version from start to end.
+live in memory as one Arrow table and, in a server, as one DuckDB table per version
+(:class:`DimensionTables`, named by the version: a statement planned on a version reads
+that version from start to end). A new version's table is created before it is served and
+the old one dropped once it is not; the raw planner splices the served version's table name
+into the statements that read it, so nothing is registered per statement and a cached plan
+or result names the version it read.
 
 On disk, under ``<data dir>/<table>/dimension/``:
 
@@ -18,11 +22,13 @@ On disk, under ``<data dir>/<table>/dimension/``:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,10 +51,23 @@ class DimensionVersion:
 
     version: int
     data: pa.Table
+    # The DuckDB table holding these rows (DimensionTables.install_dimension), or None where
+    # no database keeps them (a reader outside the server).
+    relation: str | None = None
 
     @property
     def rows(self) -> int:
         return int(self.data.num_rows)
+
+
+class DimensionTables(Protocol):
+    """Where a server keeps each served version as a DuckDB table (engine.database.Database)."""
+
+    def install_dimension(self, table: str, version: int, data: pa.Table) -> str:
+        """Create a table of ``data``; its qualified name, which no other install shares."""
+        ...
+
+    def drop_dimension(self, qualified: str) -> None: ...
 
 
 def _file_name(version: int) -> str:
@@ -66,7 +85,9 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
 class DimensionStore:
     """One dimension table: the version served, and durable writes of the next one."""
 
-    def __init__(self, data_dir: Path, table: TableConfig, *, writer: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, table: TableConfig, *, writer: bool = True, tables: DimensionTables | None = None
+    ) -> None:
         assert table.key is not None, "a dimension table has a key (config checks it)"
         self.table = table
         self.key: str = table.key
@@ -76,8 +97,9 @@ class DimensionStore:
         # One replace or append at a time: each builds on the version before it.
         self.write_lock = threading.Lock()
         self._writer = writer
+        self._tables = tables
         self._pointer_seen: tuple[int, int] | None = None
-        self._current = self._load()
+        self._current = self._installed(self._load())
         if writer:
             self._remove_others(self._current.version)
 
@@ -123,7 +145,19 @@ class DimensionStore:
         if _stat_key(self.directory / POINTER) == self._pointer_seen:
             return None
         loaded = self._load()
-        return loaded if loaded.version != self._current.version else None
+        return self._installed(loaded) if loaded.version != self._current.version else None
+
+    def _installed(self, version: DimensionVersion) -> DimensionVersion:
+        """``version`` with its DuckDB table created (where the server keeps one)."""
+        if self._tables is None:
+            return version
+        relation = self._tables.install_dimension(self.table.name, version.version, version.data)
+        return dataclasses.replace(version, relation=relation)
+
+    def discard(self, version: DimensionVersion) -> None:
+        """Drop the table of a version that will not be served (a write that failed after it)."""
+        if self._tables is not None and version.relation is not None and version.relation != self._current.relation:
+            self._tables.drop_dimension(version.relation)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -156,10 +190,19 @@ class DimensionStore:
 
     def write(self, data: pa.Table) -> DimensionVersion:
         """Make ``data`` the next version on disk (durable when this returns). The caller
-        holds ``write_lock`` and serves the result with :meth:`serve`."""
+        holds ``write_lock`` and serves the result with :meth:`serve`. Its DuckDB table is
+        created first: once the version is durable, serving it cannot fail."""
         if not self._writer:
             raise InvalidArgument(f"dimension table {self.table.name} is read-only in this process")
-        version = self._current.version + 1
+        version = self._installed(DimensionVersion(self._current.version + 1, data))
+        try:
+            self._write_file(version.version, data)
+        except BaseException:
+            self.discard(version)
+            raise
+        return version
+
+    def _write_file(self, version: int, data: pa.Table) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / _file_name(version)
         tmp = final.with_name(final.name + ".tmp")
@@ -172,11 +215,13 @@ class DimensionStore:
         fsync_dir(self.directory)
         write_json_atomic(self.directory / POINTER, {"version": version, "file": final.name, "rows": data.num_rows})
         self._pointer_seen = _stat_key(self.directory / POINTER)
-        return DimensionVersion(version, data)
 
     def serve(self, version: DimensionVersion) -> None:
-        """Serve ``version`` from now on (the caller holds the swap lock's write side)."""
-        self._current = version
+        """Serve ``version`` from now on (the caller holds the swap lock's write side, so
+        no statement is between its plan and its start): the old version's table goes."""
+        old, self._current = self._current, version
+        if self._tables is not None and old.relation is not None and old.relation != version.relation:
+            self._tables.drop_dimension(old.relation)
 
     def remove_old(self) -> None:
         if self._writer:
