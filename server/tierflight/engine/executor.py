@@ -47,7 +47,6 @@ from tierflight.engine.execution import (
     read_small,
     statement_hash,
 )
-from tierflight.engine.guards import check_builtin_bypass
 from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
 from tierflight.engine.plain import (
     plain_reader,
@@ -286,7 +285,6 @@ class Executor:
                     table, nbytes = cached
                     ex = Execution.answered(start, table, self, self.limits, known_bytes=nbytes, reused=True)
                 else:
-                    check_builtin_bypass(statement.tree)
                     if route.system_tables:  # resolved by the raw planner (core.names)
                         self.database.refresh_system_tables(route.system_tables)
                     cursor = self.database.cursor()
@@ -433,7 +431,6 @@ class Executor:
         Kept per statement and route: a dashboard prepares the same statement on each new
         cursor, and planning a raw route over every partition file took milliseconds. A new
         route (files, rollups) or a schema change (:meth:`schema_changed`) plans it again."""
-        check_builtin_bypass(statement.tree)
         # Planned and bound under the swap lock's read side, as a statement is planned and
         # started: what the route names (a dimension version's table) is not dropped between.
         with self.swap_lock.read():

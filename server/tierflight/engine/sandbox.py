@@ -28,6 +28,7 @@ from tierflight.core.lru import LRU
 from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions, trusted
+from tierflight.engine.guards import check_builtin_bypass
 from tierflight.engine.literal_shapes import literal_shape
 from tierflight.engine.templates import MAX_TEMPLATE_BYTES, TEMPLATES, instantiate, plain_values, template_of
 from tierflight.router.trees import faithful_copy
@@ -262,6 +263,9 @@ def _check(sql: str) -> Statement:
     try:
         tree = parse_one(body)
         check_tree(tree)
+        # Once per text: a template's copies (other values) and bound parameters are values
+        # only, and cannot add a qualified call.
+        check_builtin_bypass(tree)
         # DuckDB runs the client's text when it names no configured table, else the text
         # generated from the tree: both must call only allowed functions.
         generated = tree.sql(dialect=DIALECT)
