@@ -39,6 +39,19 @@ def test_positional_parameters_bind_in_text_order() -> None:
     assert con.sql(_bound_sql(text, 1, 2)).fetchall() == con.execute(text, [1, 2]).fetchall() == [(1, 2)]
 
 
+def test_each_value_set_of_a_prepared_statement_binds_in_text_order() -> None:
+    # The order is found once per statement text: later value sets bind through it, and the
+    # checked statement's own tree is never changed by a bind.
+    statement = check_statement("SELECT x FROM t WHERE x BETWEEN ? AND ? LIMIT ?")
+    before = statement.tree.sql()
+    for lo, hi, limit in [(1, 2, 3), (4, 5, 6), (7, 8, 9)]:
+        assert bind(statement, (lo, hi, limit)).sql == (
+            f"SELECT x FROM t WHERE x BETWEEN CAST({lo} AS BIGINT) AND CAST({hi} AS BIGINT) "
+            f"LIMIT CAST({limit} AS BIGINT)"
+        )
+    assert statement.tree.sql() == before
+
+
 def test_numbered_parameters_bind_by_number() -> None:
     assert _bound_sql("SELECT $2 AS a, $1 AS b", "x", 7) == "SELECT CAST(7 AS BIGINT) AS a, 'x' AS b"
 

@@ -18,10 +18,24 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.core.errors import InvalidArgument
+from tierflight.core.lru import LRU
 from tierflight.core.statement import DIALECT, Statement
+from tierflight.router.trees import faithful_copy
 
 _BIGINT = (-(1 << 63), (1 << 63) - 1)
 _MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
+
+
+_TYPES: dict[str, exp.DataType] = {}
+
+
+def _cast(value: exp.Expr, kind: str) -> exp.Expr:
+    """``CAST(value AS kind)``, the type parsed once per spelling (a value set is bound per
+    execution of a prepared statement)."""
+    to = _TYPES.get(kind)
+    if to is None:
+        to = _TYPES[kind] = exp.DataType.build(kind, dialect=DIALECT)
+    return exp.Cast(this=value, to=to.copy())
 
 
 def _integer(value: int) -> exp.Expr:
@@ -35,7 +49,7 @@ def _integer(value: int) -> exp.Expr:
         kind = "HUGEINT"
     else:
         raise InvalidArgument(f"integer parameter {value} does not fit DuckDB's HUGEINT")
-    return exp.cast(exp.Literal.number(value), exp.DataType.build(kind, dialect=DIALECT))
+    return _cast(exp.Literal.number(value), kind)
 
 
 def _decimal(value: decimal.Decimal) -> exp.Expr:
@@ -51,7 +65,7 @@ def _decimal(value: decimal.Decimal) -> exp.Expr:
             f"decimal parameter {value} has {precision} digits; DuckDB's DECIMAL holds at most {_MAX_DECIMAL_DIGITS}"
         )
     text = format(value, "f")
-    return exp.cast(exp.Literal.string(text), exp.DataType.build(f"DECIMAL({precision}, {scale})", dialect=DIALECT))
+    return _cast(exp.Literal.string(text), f"DECIMAL({precision}, {scale})")
 
 
 def literal(value: Any) -> exp.Expr:
@@ -60,7 +74,7 @@ def literal(value: Any) -> exp.Expr:
     if isinstance(value, int):
         return _integer(value)
     if isinstance(value, float):
-        return exp.cast(exp.Literal.string(repr(value)), exp.DataType.build("DOUBLE"))
+        return _cast(exp.Literal.string(repr(value)), "DOUBLE")
     if isinstance(value, decimal.Decimal):
         return _decimal(value)
     if isinstance(value, str | dt.date | dt.datetime | dt.time | bytes):
@@ -96,11 +110,32 @@ def placeholders(tree: exp.Expr) -> list[tuple[int, exp.Expr]]:
     return numbered + list(enumerate(positional))
 
 
+def _is_placeholder(node: exp.Expr) -> bool:
+    return isinstance(node, exp.Placeholder) or (isinstance(node, exp.Parameter) and str(node.this.name).isdigit())
+
+
+# Per statement text: the parameter index of each placeholder, in the tree's walk order. A
+# prepared statement binds a value set per execution; its placeholders' order (a render of
+# the tree when several are positional) is found once.
+_ORDERS: LRU[str, tuple[int, ...]] = LRU(1024)
+
+
+def _order(statement: Statement) -> tuple[int, ...]:
+    order = _ORDERS.get(statement.sql)
+    if order is None:
+        index_of = {id(node): index for index, node in placeholders(statement.tree)}
+        order = tuple(index_of[id(node)] for node in statement.tree.dfs() if _is_placeholder(node))
+        _ORDERS.put(statement.sql, order)
+    return order
+
+
 def bind(statement: Statement, row: Sequence[Any]) -> Statement:
     if len(row) != statement.parameter_count:
         raise InvalidArgument(f"the statement has {statement.parameter_count} parameter(s) but {len(row)} values were bound")
-    tree = statement.tree.copy()
-    for index, node in placeholders(tree):
+    order = _order(statement)
+    tree = faithful_copy(statement.tree)
+    nodes = [node for node in tree.dfs() if _is_placeholder(node)]
+    for index, node in zip(order, nodes, strict=True):
         node.replace(literal(row[index]))
     sql = tree.sql(dialect=DIALECT)
     if statement.kind == "explain":
