@@ -34,7 +34,7 @@ from tierflight.router.joins import Dimension, plan_join
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
-from tierflight.router.rewrite import rewrite_select
+from tierflight.router.rewrite import rewrite_parts, rewrite_select
 from tierflight.router.route import PartTier, Rejection, Route, RoutePart, Rule
 from tierflight.router.rules import (
     STATE_RULES,
@@ -46,6 +46,14 @@ from tierflight.router.rules import (
 )
 from tierflight.router.split import split_source, whole_buckets
 from tierflight.router.subqueries import NESTED_REASON, correlated, marker, nested_selects
+from tierflight.router.templates import (
+    RewriteTemplate,
+    ShapeKey,
+    TargetShape,
+    Untemplated,
+    build,
+    templatable,
+)
 from tierflight.router.timerange import derived_grains
 from tierflight.router.trees import faithful_copy
 from tierflight.tiers.base import TimeRange
@@ -81,6 +89,8 @@ class Router:
         self._infos: dict[str, TableInfo] = {}
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
+        # Rewrites by statement shape (templates.py): a new text of a known shape skips them.
+        self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup], RewriteTemplate | Reject | Untemplated] = LRU(4096)
         self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
@@ -96,6 +106,7 @@ class Router:
             self._infos = {}
             self.generation += 1
             self._cache.clear()
+            self._templates.clear()
 
     def _table_infos(self) -> dict[str, TableInfo]:
         stores = self._stores()
@@ -245,6 +256,7 @@ class Router:
         rejected: list[Rejection] = []
         splittable: list[Candidate] = []
         best: tuple[Candidate, str] | None = None
+        shape = TargetShape(target)
         # Cheapest first: the first candidate that rewrites is the answer, the rest are
         # only reported (their rewrite is never attempted).
         for c in candidates:
@@ -254,7 +266,7 @@ class Router:
                 rejected.append(Rejection(name, Rule.COST, f"{estimates[name]} rows to scan vs {cheaper} (not tried)"))
                 continue
             try:
-                sql = self._rewritten_sql(c)
+                sql = self._rewritten_sql(c, shape)
             except Reject as r:
                 rejected.append(Rejection(name, r.rule, r.reason))
                 if r.rule in _SPLITTABLE:
@@ -306,7 +318,7 @@ class Router:
         parts = (*(p for _, _, p in routed), *around.parts)
         return Route(sql=text, parts=parts, rejected=tuple(rejected), registrations=around.registrations)
 
-    def _rewritten_sql(self, c: Candidate) -> str:
+    def _rewritten_sql(self, c: Candidate, shape: TargetShape) -> str:
         """The statement rewritten onto a rollup, or the Reject that rules it out. Past the
         state rules it depends only on the statement's text and the rollup's definition, so
         it is remembered across the plan-cache invalidations every ingest causes: dashboards
@@ -317,14 +329,54 @@ class Router:
         key = (c.target.sql, c.target.names, c.group)
         known = self._rewrites.get(key)
         if known is None:
-            try:
-                known = first_rejection(STATEMENT_RULES, c) or self._generate(c, rewrite_select(c))
-            except Reject as r:
-                known = r
+            known = self._shaped(c, shape)
             self._rewrites.put(key, known)
         if isinstance(known, Reject):
             raise Reject(known.rule, known.reason)
         return known
+
+    def _shaped(self, c: Candidate, target: TargetShape) -> str | Reject:
+        """A new text: its rewrite from the template of its shape (templates.py), building
+        the template from this statement when the shape is new."""
+        if c.group.filter or c.target.names is not None:
+            return self._full(c)  # rewritten from the conjuncts' text, or a subquery's
+        shape, names = target.shape, target.names
+        if shape is None or names is None or not templatable(c, shape):
+            return self._full(c)
+        key = (shape.key, names, c.group)
+        known = self._templates.get(key)
+        if isinstance(known, RewriteTemplate):
+            return known.fill(c, shape)
+        if isinstance(known, Reject):
+            return Reject(known.rule, known.reason)
+        if known is None or known is Untemplated.REFUSED:
+            # A shape's first statement: rewritten in full (most shapes a dashboard sends
+            # come again, but one that does not must not pay for a template).
+            full = self._full(c)
+            if known is None:
+                self._templates.put(key, full if isinstance(full, Reject) else Untemplated.SEEN)
+            return full
+        try:
+            verdict = first_rejection(STATEMENT_RULES, c)
+            if verdict is not None:
+                raise verdict
+            select, kept = rewrite_parts(c)
+            keep_names(c.target, select, self._column_names)
+        except Reject as r:
+            self._templates.put(key, r)
+            return r
+        full = self._full(c)
+        built = build(select, kept, c.group, shape)
+        if isinstance(built, RewriteTemplate) and built.fill(c, shape) != full:
+            built = Untemplated.REFUSED  # not exact for this very statement: never used
+        self._templates.put(key, built)
+        return full
+
+    def _full(self, c: Candidate) -> str | Reject:
+        try:
+            return first_rejection(STATEMENT_RULES, c) or self._generate(c, rewrite_select(c))
+        except Reject as r:
+            return r
 
     def _generate(self, c: Candidate, rewritten: exp.Select) -> str:
         keep_names(c.target, rewritten, self._column_names)

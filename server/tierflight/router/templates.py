@@ -1,0 +1,330 @@
+"""One rewrite per statement shape: a dashboard's new texts differ only in their constants.
+
+A dashboard sends the same statement with another country, another day range, another top-N:
+each text is new, so the rewrite cache (by text) misses, and rewriting and generating the SQL
+cost most of the plan. But the rewrite of a statement onto a rollup reads most of its
+constants only to copy them: those are **holes** of the statement's **shape**, and one
+rewrite, kept as text with the holes marked, serves every statement of that shape.
+
+The holes (``StatementShape``) are the constants a WHERE conjunct compares with (``col = c``,
+``col <> c``, ``col < c`` ..., ``col BETWEEN c AND d``, ``col IN (c, ...)``; each a literal
+or a cast of one, in a conjunct already in normalise_predicate's form) and the LIMIT and
+OFFSET numbers. The shape's key is the whole tree with each hole replaced by its class: the
+kind of literal and whether it reads as a date or timestamp (facts.range_subject, and so the
+``grain`` rule, asks that). What else reads a hole's value, and why a template is exact:
+
+* the statement's time range (retention, estimates, bucket bounds) is the real statement's,
+  computed per plan; the bucket bounds are added per plan (``fold_bounds`` over what each
+  kept conjunct implies: for a hole, read off the real statement's constants);
+* ``time_predicate`` and ``coarse_time_predicate`` (alignment) read the constants of a
+  comparison of the time column, or of a finer grain than the rollup's: a rollup for which a
+  conjunct with holes is such a comparison (``dimensions.reads_constants``) gets no template;
+* a filtered rollup compares conjuncts with its filter by their text: it gets no template;
+* the statement rules read the facts, which depend on holes only through their class;
+* everything else (rewrite_clause, keep_names, the rules' messages) never reads a compared
+  constant or a LIMIT: it copies it, and SQL generation writes a literal the same wherever it
+  stands. A template is built from one statement's real rewrite (the holes swapped for
+  markers after it), and only kept when filling it with that statement's own constants gives
+  exactly the SQL the full rewrite generates.
+
+Output names are part of the key (they come from the text: ``avg`` and ``mean`` parse alike);
+statements whose names DuckDB must bind, subqueries routed alone and splits are rewritten in
+full as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.generator import Generator
+
+from tierflight.core.grains import literal_datetime
+from tierflight.core.statement import DIALECT
+from tierflight.rollups.definition import StorageGroup
+from tierflight.router.dimensions import (
+    Sides,
+    bounds_bucket,
+    bucket_range,
+    bucket_type,
+    constant_sides,
+    fold_bounds,
+    implied_sides,
+    reads_constants,
+)
+from tierflight.router.facts import Target
+from tierflight.router.outputs import output_names
+from tierflight.router.rules import Candidate
+from tierflight.router.split import slice_bounds
+from tierflight.router.trees import conjuncts, normalise_predicate
+
+_LITERAL_ARGS = frozenset({"this", "is_string"})
+_COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
+_TOKEN = secrets.token_hex(6)  # markers no statement can contain by chance
+
+
+class Untemplated(Enum):
+    """A shape (onto one rollup) without a template: seen once so far (one statement of a
+    shape that never comes again costs no template), or refused (its rewrite cannot be cut
+    into a template: every statement of it is rewritten in full)."""
+
+    SEEN = "seen"
+    REFUSED = "refused"
+
+
+class ShapeKey:
+    """The key of a shape: its tokens, hashed once (a plan looks it up per candidate)."""
+
+    __slots__ = ("_hash", "tokens")
+
+    def __init__(self, tokens: tuple[Any, ...]) -> None:
+        self.tokens = tokens
+        self._hash = hash(tokens)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ShapeKey) and self._hash == other._hash and self.tokens == other.tokens
+
+
+@dataclass(frozen=True)
+class StatementShape:
+    """A statement's tree with its holes taken out: ``key`` equal for two statements that
+    differ only in the values of their holes (of the same classes). Only the key is kept
+    across statements (the rest refers to this statement's tree)."""
+
+    key: ShapeKey
+    holes: tuple[exp.Literal, ...]  # the statement's own literals, in hole order
+    # Where each hole is: ("limit",) / ("offset",), or ("where", conjunct index, operand index).
+    places: tuple[tuple[Any, ...], ...]
+    conjuncts: tuple[exp.Expr, ...]  # the statement's WHERE conjuncts
+    holed: frozenset[int]  # indexes of the conjuncts with holes
+
+    @functools.cached_property
+    def texts(self) -> tuple[str, ...]:
+        """Each hole's literal as generated SQL writes it."""
+        generator = _generator()
+        # A fresh literal: the statement's may carry comments, which the rewrite's copy drops.
+        return tuple(generator.sql(exp.Literal(this=h.this, is_string=h.is_string)) for h in self.holes)
+
+
+def _operands(pred: exp.Expr) -> list[exp.Expr]:
+    """The constants a normal WHERE conjunct compares with (where holes may be)."""
+    if isinstance(pred, _COMPARED):
+        return [pred.expression]
+    if isinstance(pred, exp.Between):
+        return [pred.args["low"], pred.args["high"]]
+    if isinstance(pred, exp.In) and not any(pred.args.get(k) for k in ("query", "unnest", "field")):
+        return list(pred.expressions)
+    return []
+
+
+def _literal(operand: exp.Expr | None) -> exp.Literal | None:
+    """The literal an operand is (``'DE'``, ``77``) or casts (``DATE '2024-03-01'``)."""
+    if isinstance(operand, exp.Cast):
+        operand = operand.this
+    if not isinstance(operand, exp.Literal) or not set(operand.args) <= _LITERAL_ARGS:
+        return None
+    return operand
+
+
+def statement_shape(tree: exp.Select) -> StatementShape | None:
+    """The shape of an aggregate statement over one table (None: a tree it cannot key)."""
+    holes: list[exp.Literal] = []
+    places: list[tuple[Any, ...]] = []
+    for clause in ("limit", "offset"):
+        node = tree.args.get(clause)
+        value = node.args.get("expression") if node is not None else None
+        if isinstance(value, exp.Literal) and not value.is_string and set(value.args) <= _LITERAL_ARGS:
+            holes.append(value)
+            places.append((clause,))
+    found = conjuncts(tree.args.get("where"))
+    holed: set[int] = set()
+    for k, pred in enumerate(found):
+        if normalise_predicate(pred) is not pred:
+            continue  # normalise copies it: its constants are not the statement's nodes
+        for j, operand in enumerate(_operands(pred)):
+            literal = _literal(operand)
+            if literal is not None:
+                holes.append(literal)
+                places.append(("where", k, j))
+                holed.add(k)
+    tokens = _tokens(tree, {id(h) for h in holes})
+    if tokens is None:
+        return None
+    return StatementShape(ShapeKey(tokens), tuple(holes), tuple(places), tuple(found), frozenset(holed))
+
+
+def _tokens(tree: exp.Expr, holes: set[int]) -> tuple[Any, ...] | None:
+    """The tree in pre-order, each node as its class and arguments (children follow it), a
+    hole as its class only; None when an argument cannot be a key."""
+    out: list[Any] = []
+    stack: list[exp.Expr] = [tree]
+    while stack:
+        node = stack.pop()
+        if id(node) in holes:
+            assert isinstance(node, exp.Literal)
+            out.append(("?", node.is_string, literal_datetime(node) is None))
+            continue
+        # Tagged tokens: a node's class, then one per argument (an expression child's comes
+        # after all of them, in order), so two trees with the same key are the same tree.
+        out.append(node.__class__)
+        children: list[exp.Expr] = []
+        for key, value in node.args.items():
+            if isinstance(value, exp.Expr):
+                out.append(("E", key))
+                children.append(value)
+            elif type(value) is list:
+                out.append(("L", key, len(value)))
+                for v in value:
+                    if isinstance(v, exp.Expr):
+                        out.append(("E",))
+                        children.append(v)
+                    elif isinstance(v, _PLAIN) or v is None:
+                        out.append(("V", type(v), v))
+                    else:
+                        return None
+            elif isinstance(value, _PLAIN) or value is None:
+                out.append(("S", key, type(value), value))
+            else:
+                return None
+        stack.extend(reversed(children))
+    return tuple(out)
+
+
+_local = threading.local()
+
+
+def _generator() -> Generator:
+    """A DuckDB SQL generator for this thread (generators keep state while they write)."""
+    generator: Generator | None = getattr(_local, "generator", None)
+    if generator is None:
+        generator = Dialect.get_or_raise(DIALECT).generator()
+        _local.generator = generator
+    return generator
+
+
+@dataclass(frozen=True)
+class RewriteTemplate:
+    """A rewrite's SQL with its holes cut out: ``pieces[0] hole[order[0]] pieces[1] ...``,
+    the bucket bounds going in at piece ``bounds_at`` (after ``joiner``)."""
+
+    pieces: tuple[str, ...]
+    order: tuple[int, ...]  # which hole fills each gap (-1: the bucket bounds)
+    joiner: str  # " WHERE " or " AND ": what precedes the bounds, when there are any
+    grain: str | None
+    fixed: tuple[Sides, ...]  # what the conjuncts without holes imply of the bucket column
+    bounding: tuple[int, ...]  # conjuncts with holes on the bare bucket column
+
+    def fill(self, c: Candidate, shape: StatementShape) -> str:
+        bounds = ""
+        if self.grain is not None:
+            dated = bucket_type(self.grain) == "DATE"
+            sides = [*self.fixed, *((constant_sides(shape.conjuncts[k], dated), isinstance(shape.conjuncts[k], exp.LT)) for k in self.bounding)]
+            lo, hi = fold_bounds(sides, self.grain, *slice_bounds(self.grain, c.target.time_range))
+            extra = bucket_range(self.grain, lo, hi)
+            if extra:
+                generator = _generator()
+                bounds = self.joiner + " AND ".join(generator.sql(e) for e in extra)
+        texts = shape.texts
+        out = [self.pieces[0]]
+        for index, piece in zip(self.order, self.pieces[1:], strict=True):
+            out.append(bounds if index < 0 else texts[index])
+            out.append(piece)
+        return "".join(out)
+
+
+def templatable(c: Candidate, shape: StatementShape) -> bool:
+    """Whether the rewrite onto ``c``'s rollup reads no hole's value (see the module)."""
+    if c.group.filter or c.target.names is not None:
+        return False
+    info, group = c.target.info, c.group
+    return not any(reads_constants(shape.conjuncts[k], info, group) for k in shape.holed)
+
+
+def build(select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: StatementShape) -> RewriteTemplate | Untemplated:
+    """The template of a statement's rewrite: ``select`` (its rewrite without WHERE, names
+    kept; changed here) and ``kept``, its rewritten WHERE conjuncts, one per conjunct."""
+    if len(kept) != len(shape.conjuncts) or (len(kept) == 1 and isinstance(kept[0], exp.Connector)):
+        # and_ parenthesises a lone OR only when bounds join it: its text would vary.
+        return Untemplated.REFUSED
+    markers: list[str] = []
+    for i, (place, hole) in enumerate(zip(shape.places, shape.holes, strict=True)):
+        if place[0] == "where":
+            operands = _operands(kept[place[1]])
+            copied = _literal(operands[place[2]]) if place[2] < len(operands) else None
+        else:
+            clause = select.args.get(place[0])
+            copied = _literal(clause.args.get("expression")) if clause is not None else None
+        if copied is None or copied.this != hole.this or copied.is_string != hole.is_string:
+            return Untemplated.REFUSED  # not copied as it was: not a hole of this rewrite
+        marker = f"tfhole{_TOKEN}x{i:04d}" if hole.is_string else f"9{int(_TOKEN, 16):015d}{i:04d}"
+        copied.replace(exp.Literal(this=marker, is_string=hole.is_string))
+        markers.append(marker)
+    fixed: list[Sides] = []
+    bounding: list[int] = []
+    grain = group.grain
+    if grain is not None:
+        dated = bucket_type(grain) == "DATE"
+        for k, pred in enumerate(kept):
+            if k not in shape.holed:
+                fixed += [(implied_sides(p, grain, dated), isinstance(p, exp.LT)) for p in conjuncts(pred)]
+            elif conjuncts(pred) != [pred]:
+                return Untemplated.REFUSED
+            elif bounds_bucket(pred, grain):
+                bounding.append(k)
+    end = f"tfbounds{_TOKEN}"
+    select.set("where", exp.Where(this=exp.and_(*kept, exp.var(end), copy=False)))
+    text = select.sql(dialect=DIALECT, copy=False)
+    found = sorted((text.find(m), i, m) for i, m in enumerate([*markers, end]))
+    if any(text.count(m) != 1 for _, _, m in found):
+        return Untemplated.REFUSED
+    pieces: list[str] = []
+    order: list[int] = []
+    joiner = ""
+    at = 0
+    for position, i, marker in found:
+        piece = text[at:position]
+        if marker == end:
+            joiner = next((j for j in (" AND ", " WHERE ") if piece.endswith(j)), "")
+            if not joiner:
+                return Untemplated.REFUSED
+            piece = piece[: -len(joiner)]
+            i = -1
+        elif not shape.holes[i].is_string:
+            pass
+        else:
+            # The marker's quotes are the literal's own: its generated text replaces them.
+            if not (piece.endswith("'") and text[position + len(marker) : position + len(marker) + 1] == "'"):
+                return Untemplated.REFUSED
+            piece = piece[:-1]
+        pieces.append(piece)
+        order.append(i)
+        at = position + len(marker) + (1 if i >= 0 and shape.holes[i].is_string else 0)
+    pieces.append(text[at:])
+    return RewriteTemplate(tuple(pieces), tuple(order), joiner, grain, tuple(fixed), tuple(bounding))
+
+
+class TargetShape:
+    """What the templates ask of one plan's statement, computed on first use (a plan whose
+    every candidate is answered from the rewrite cache never needs it)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    @functools.cached_property
+    def shape(self) -> StatementShape | None:
+        return statement_shape(self.target.tree) if self.target.names is None else None
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...] | None:
+        names = output_names(self.target.tree, self.target.info, self.target.sql)
+        return None if names is None else tuple(names)
