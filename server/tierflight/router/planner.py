@@ -341,10 +341,13 @@ class Router:
         if c.group.filter or c.target.names is not None:
             return self._full(c)  # rewritten from the conjuncts' text, or a subquery's
         shape, names = target.shape, target.names
-        if shape is None or names is None or not templatable(c, shape):
+        if shape is None or names is None:
             return self._full(c)
         key = (shape.key, names, c.group)
         known = self._templates.get(key)
+        if known is None and not templatable(c, shape):
+            known = Untemplated.REFUSED  # decided by the shape alone: asked once
+            self._templates.put(key, known)
         if isinstance(known, RewriteTemplate):
             return known.fill(c, shape)
         if isinstance(known, Reject):
@@ -417,8 +420,8 @@ class Router:
         times: Any = getattr(state, "times", None)
         if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
             return state.rows
-        lo = 0 if rng.start is None else int(np.searchsorted(times, _bucket_start(rng.start, state.group.grain)))
-        hi = len(times) if rng.end is None else int(np.searchsorted(times, _instant(rng.end)))
+        lo = 0 if rng.start is None else int(times.searchsorted(_bucket_start(rng.start, state.group.grain)))
+        hi = len(times) if rng.end is None else int(times.searchsorted(_instant(rng.end)))
         return max(0, hi - lo)
 
 

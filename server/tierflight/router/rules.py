@@ -27,7 +27,7 @@ from tierflight.rollups.definition import DERIVABLE, StorageGroup, retention_sta
 from tierflight.rollups.registry import RollupState
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.route import Rule
-from tierflight.router.trees import filter_key
+from tierflight.router.trees import filter_key, walk
 
 
 class Reject(Exception):
@@ -69,7 +69,7 @@ def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Nam
         raise Reject(Rule.SHAPE, "not a single configured table")
     # One walk for what the checks below ask of every node (they still decide in order).
     qualified = nested = aggregated = False
-    for node in select.walk():
+    for node in walk(select):
         if isinstance(node, exp.Column):
             qualified = qualified or bool(node.args.get("db"))
         elif isinstance(node, exp.Select):
