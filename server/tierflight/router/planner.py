@@ -37,6 +37,7 @@ from tierflight.router.reusable import not_reusable
 from tierflight.router.rewrite import rewrite_parts, rewrite_select
 from tierflight.router.route import PartTier, Rejection, Route, RoutePart, Rule
 from tierflight.router.rules import (
+    SHAPE_RULES,
     STATE_RULES,
     STATEMENT_RULES,
     Candidate,
@@ -51,8 +52,10 @@ from tierflight.router.templates import (
     ShapeKey,
     TargetShape,
     Untemplated,
+    Variant,
     build,
-    templatable,
+    reading_conjuncts,
+    variant,
 )
 from tierflight.router.timerange import derived_grains
 from tierflight.router.trees import faithful_copy
@@ -90,7 +93,8 @@ class Router:
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
         # Rewrites by statement shape (templates.py): a new text of a known shape skips them.
-        self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup], RewriteTemplate | Reject | Untemplated] = LRU(4096)
+        self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup, Variant], RewriteTemplate | Reject | Untemplated] = LRU(4096)
+        self._by_shape: LRU[tuple[ShapeKey, StorageGroup], tuple[frozenset[int], Reject | None]] = LRU(4096)
         self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
@@ -107,6 +111,7 @@ class Router:
             self.generation += 1
             self._cache.clear()
             self._templates.clear()
+            self._by_shape.clear()
 
     def _table_infos(self) -> dict[str, TableInfo]:
         stores = self._stores()
@@ -336,18 +341,24 @@ class Router:
         return known
 
     def _shaped(self, c: Candidate, target: TargetShape) -> str | Reject:
-        """A new text: its rewrite from the template of its shape (templates.py), building
-        the template from this statement when the shape is new."""
-        if c.group.filter or c.target.names is not None:
-            return self._full(c)  # rewritten from the conjuncts' text, or a subquery's
+        """A new text: its rewrite from the template of its shape and variant (templates.py),
+        building the template from this statement on the second statement of them."""
+        if c.target.names is not None:
+            return self._full(c)  # a subquery routed alone: its names are fixed by the caller
         shape, names = target.shape, target.names
         if shape is None or names is None:
             return self._full(c)
-        key = (shape.key, names, c.group)
+        # What the shape alone decides, asked once per shape and rollup: most rollups are
+        # rejected by a statement rule before anything else is asked of the statement.
+        decided = self._by_shape.get((shape.key, c.group))
+        if decided is None:
+            decided = (reading_conjuncts(c, shape), first_rejection(SHAPE_RULES, c))
+            self._by_shape.put((shape.key, c.group), decided)
+        reading, early = decided
+        if early is not None:
+            return Reject(early.rule, early.reason)
+        key = (shape.key, names, c.group, variant(c, shape, reading))
         known = self._templates.get(key)
-        if known is None and not templatable(c, shape):
-            known = Untemplated.REFUSED  # decided by the shape alone: asked once
-            self._templates.put(key, known)
         if isinstance(known, RewriteTemplate):
             return known.fill(c, shape)
         if isinstance(known, Reject):
@@ -369,7 +380,7 @@ class Router:
             self._templates.put(key, r)
             return r
         full = self._full(c)
-        built = build(select, kept, c.group, shape)
+        built = build(select, kept, c.group, shape, key[3])
         if isinstance(built, RewriteTemplate) and built.fill(c, shape) != full:
             built = Untemplated.REFUSED  # not exact for this very statement: never used
         self._templates.put(key, built)

@@ -165,7 +165,10 @@ def filter_implied(c: Candidate) -> Reject | None:
 
 
 STATE_RULES: tuple[RuleFn, ...] = (status, freshness, retention)
-STATEMENT_RULES: tuple[RuleFn, ...] = (grain, measure, dimension, filter_implied)
+# The statement rules that read only what a statement's shape decides (router/templates.py:
+# the tree, and of the constants a WHERE compares with only whether they read as times).
+SHAPE_RULES: tuple[RuleFn, ...] = (grain, measure, dimension)
+STATEMENT_RULES: tuple[RuleFn, ...] = (*SHAPE_RULES, filter_implied)
 
 
 def first_rejection(rules: tuple[RuleFn, ...], candidate: Candidate) -> Reject | None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -62,7 +62,7 @@ from tierflight.router.facts import Target
 from tierflight.router.outputs import output_names
 from tierflight.router.rules import Candidate
 from tierflight.router.split import slice_bounds
-from tierflight.router.trees import conjuncts, normalise_predicate
+from tierflight.router.trees import canonical, conjuncts, filter_key, normalise_predicate
 
 _LITERAL_ARGS = frozenset({"this", "is_string"})
 _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
@@ -108,12 +108,24 @@ class StatementShape:
     conjuncts: tuple[exp.Expr, ...]  # the statement's WHERE conjuncts
     holed: frozenset[int]  # indexes of the conjuncts with holes
 
+    _dropped: dict[str, frozenset[int]] = field(default_factory=dict, compare=False)
+
     @functools.cached_property
     def texts(self) -> tuple[str, ...]:
         """Each hole's literal as generated SQL writes it."""
         generator = _generator()
         # A fresh literal: the statement's may carry comments, which the rewrite's copy drops.
         return tuple(generator.sql(exp.Literal(this=h.this, is_string=h.is_string)) for h in self.holes)
+
+    def dropped(self, flt: str) -> frozenset[int]:
+        """The conjuncts a rollup with filter ``flt`` drops: those spelled as the filter, as
+        rewrite._where and the ``filter`` rule compare them."""
+        found = self._dropped.get(flt)
+        if found is None:
+            key = filter_key(flt)
+            found = frozenset(k for k, p in enumerate(self.conjuncts) if canonical(normalise_predicate(p)) == key)
+            self._dropped[flt] = found
+        return found
 
 
 def _operands(pred: exp.Expr) -> list[exp.Expr]:
@@ -242,24 +254,55 @@ class RewriteTemplate:
         return "".join(out)
 
 
-def templatable(c: Candidate, shape: StatementShape) -> bool:
-    """Whether the rewrite onto ``c``'s rollup reads no hole's value (see the module)."""
-    if c.group.filter or c.target.names is not None:
-        return False
+@dataclass(frozen=True)
+class Variant:
+    """What decides a rewrite onto one rollup besides the statement's shape: the conjuncts
+    that are the rollup's filter (dropped: compared by their text) and the values of the
+    holes the rewrite reads (those of ``dimensions.reads_constants`` conjuncts), pinned."""
+
+    dropped: frozenset[int]
+    pinned: tuple[tuple[int, str, bool], ...]  # (hole, its text, a string?)
+
+    def pins(self, hole: int) -> bool:
+        return any(p[0] == hole for p in self.pinned)
+
+
+def variant(c: Candidate, shape: StatementShape, reading: frozenset[int]) -> Variant:
+    """The statement's variant for ``c``'s rollup; ``reading``: the conjuncts with holes that
+    the rewrite onto it reads the constants of (``reading_conjuncts``, by shape)."""
+    dropped = shape.dropped(c.group.filter) if c.group.filter else frozenset()
+    pinned = tuple(
+        (i, hole.this, hole.is_string)
+        for i, (place, hole) in enumerate(zip(shape.places, shape.holes, strict=True))
+        if place[0] == "where" and place[1] in reading and place[1] not in dropped
+    )
+    return Variant(dropped, pinned)
+
+
+def reading_conjuncts(c: Candidate, shape: StatementShape) -> frozenset[int]:
+    """The conjuncts with holes whose constants the rewrite onto ``c``'s rollup reads: a
+    comparison of the time column, or of a grain finer than the rollup's."""
     info, group = c.target.info, c.group
-    return not any(reads_constants(shape.conjuncts[k], info, group) for k in shape.holed)
+    return frozenset(k for k in shape.holed if reads_constants(shape.conjuncts[k], info, group))
 
 
-def build(select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: StatementShape) -> RewriteTemplate | Untemplated:
+def build(
+    select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: StatementShape, variant: Variant
+) -> RewriteTemplate | Untemplated:
     """The template of a statement's rewrite: ``select`` (its rewrite without WHERE, names
-    kept; changed here) and ``kept``, its rewritten WHERE conjuncts, one per conjunct."""
-    if len(kept) != len(shape.conjuncts) or (len(kept) == 1 and isinstance(kept[0], exp.Connector)):
+    kept; changed here) and ``kept``, its rewritten WHERE conjuncts, one per conjunct not
+    dropped as the rollup's filter."""
+    survivors = [k for k in range(len(shape.conjuncts)) if k not in variant.dropped]
+    if len(kept) != len(survivors) or (len(kept) == 1 and isinstance(kept[0], exp.Connector)):
         # and_ parenthesises a lone OR only when bounds join it: its text would vary.
         return Untemplated.REFUSED
-    markers: list[str] = []
+    at_kept = {k: i for i, k in enumerate(survivors)}
+    markers: list[tuple[str, int]] = []  # (marker, hole)
     for i, (place, hole) in enumerate(zip(shape.places, shape.holes, strict=True)):
         if place[0] == "where":
-            operands = _operands(kept[place[1]])
+            if place[1] in variant.dropped or variant.pins(i):
+                continue  # not in the rewrite, or in it with the value the key holds
+            operands = _operands(kept[at_kept[place[1]]])
             copied = _literal(operands[place[2]]) if place[2] < len(operands) else None
         else:
             clause = select.args.get(place[0])
@@ -268,14 +311,15 @@ def build(select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: 
             return Untemplated.REFUSED  # not copied as it was: not a hole of this rewrite
         marker = f"tfhole{_TOKEN}x{i:04d}" if hole.is_string else f"9{int(_TOKEN, 16):015d}{i:04d}"
         copied.replace(exp.Literal(this=marker, is_string=hole.is_string))
-        markers.append(marker)
+        markers.append((marker, i))
     fixed: list[Sides] = []
     bounding: list[int] = []
     grain = group.grain
     if grain is not None:
         dated = bucket_type(grain) == "DATE"
-        for k, pred in enumerate(kept):
-            if k not in shape.holed:
+        pinned = {shape.places[p[0]][1] for p in variant.pinned}
+        for k, pred in zip(survivors, kept, strict=True):
+            if k not in shape.holed or k in pinned:
                 fixed += [(implied_sides(p, grain, dated), isinstance(p, exp.LT)) for p in conjuncts(pred)]
             elif conjuncts(pred) != [pred]:
                 return Untemplated.REFUSED
@@ -284,7 +328,7 @@ def build(select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: 
     end = f"tfbounds{_TOKEN}"
     select.set("where", exp.Where(this=exp.and_(*kept, exp.var(end), copy=False)))
     text = select.sql(dialect=DIALECT, copy=False)
-    found = sorted((text.find(m), i, m) for i, m in enumerate([*markers, end]))
+    found = sorted((text.find(m), i, m) for m, i in [*markers, (end, -1)])
     if any(text.count(m) != 1 for _, _, m in found):
         return Untemplated.REFUSED
     pieces: list[str] = []
@@ -293,22 +337,20 @@ def build(select: exp.Select, kept: list[exp.Expr], group: StorageGroup, shape: 
     at = 0
     for position, i, marker in found:
         piece = text[at:position]
-        if marker == end:
+        quoted = i >= 0 and shape.holes[i].is_string
+        if i < 0:
             joiner = next((j for j in (" AND ", " WHERE ") if piece.endswith(j)), "")
             if not joiner:
                 return Untemplated.REFUSED
             piece = piece[: -len(joiner)]
-            i = -1
-        elif not shape.holes[i].is_string:
-            pass
-        else:
+        elif quoted:
             # The marker's quotes are the literal's own: its generated text replaces them.
             if not (piece.endswith("'") and text[position + len(marker) : position + len(marker) + 1] == "'"):
                 return Untemplated.REFUSED
             piece = piece[:-1]
         pieces.append(piece)
         order.append(i)
-        at = position + len(marker) + (1 if i >= 0 and shape.holes[i].is_string else 0)
+        at = position + len(marker) + (1 if quoted else 0)
     pieces.append(text[at:])
     return RewriteTemplate(tuple(pieces), tuple(order), joiner, grain, tuple(fixed), tuple(bounding))
 
