@@ -66,6 +66,7 @@ from tierflight.router.trees import canonical, conjuncts, filter_key, normalise_
 
 _LITERAL_ARGS = frozenset({"this", "is_string"})
 _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
 _PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
 _TOKEN = secrets.token_hex(6)  # markers no statement can contain by chance
 
@@ -139,13 +140,19 @@ def _operands(pred: exp.Expr) -> list[exp.Expr]:
     return []
 
 
-def _literal(operand: exp.Expr | None) -> exp.Literal | None:
-    """The literal an operand is (``'DE'``, ``77``) or casts (``DATE '2024-03-01'``)."""
+def _literals(operand: exp.Expr | None) -> list[exp.Literal]:
+    """The literals an operand is made of, when it is nothing else: a literal (``'DE'``,
+    ``77``), a cast of one (``DATE '2024-03-01'``), or arithmetic on two numbers (``5 / 1000.0``:
+    its SQL depends on them only through their class, integer or not)."""
     if isinstance(operand, exp.Cast):
         operand = operand.this
-    if not isinstance(operand, exp.Literal) or not set(operand.args) <= _LITERAL_ARGS:
-        return None
-    return operand
+    if isinstance(operand, exp.Literal):
+        return [operand] if set(operand.args) <= _LITERAL_ARGS else []
+    if isinstance(operand, _ARITHMETIC):
+        sides = [operand.this, operand.expression]
+        if all(isinstance(x, exp.Literal) and not x.is_string and set(x.args) <= _LITERAL_ARGS for x in sides):
+            return sides
+    return []
 
 
 def statement_shape(tree: exp.Select) -> StatementShape | None:
@@ -164,11 +171,18 @@ def statement_shape(tree: exp.Select) -> StatementShape | None:
         if normalise_predicate(pred) is not pred:
             continue  # normalise copies it: its constants are not the statement's nodes
         for j, operand in enumerate(_operands(pred)):
-            literal = _literal(operand)
-            if literal is not None:
+            for m, literal in enumerate(_literals(operand)):
                 holes.append(literal)
-                places.append(("where", k, j))
+                places.append(("where", k, j, m))
                 holed.add(k)
+    having = tree.args.get("having")
+    for k, pred in enumerate(conjuncts(having.this) if having is not None else []):
+        # HAVING is rewritten clause by clause (rewrite_clause): its comparisons stay as
+        # written, only the aggregates and grouped expressions in them change.
+        for j, operand in enumerate(_operands(pred)):
+            for m, literal in enumerate(_literals(operand)):
+                holes.append(literal)
+                places.append(("having", k, j, m))
     tokens = _tokens(tree, {id(h) for h in holes})
     if tokens is None:
         return None
@@ -184,7 +198,7 @@ def _tokens(tree: exp.Expr, holes: set[int]) -> tuple[Any, ...] | None:
         node = stack.pop()
         if id(node) in holes:
             assert isinstance(node, exp.Literal)
-            out.append(("?", node.is_string, literal_datetime(node) is None))
+            out.append(("?", node.is_string, node.is_int, literal_datetime(node) is None))
             continue
         # Tagged tokens: a node's class, then one per argument (an expression child's comes
         # after all of them, in order), so two trees with the same key are the same tree.
@@ -299,14 +313,22 @@ def build(
     at_kept = {k: i for i, k in enumerate(survivors)}
     markers: list[tuple[str, int]] = []  # (marker, hole)
     for i, (place, hole) in enumerate(zip(shape.places, shape.holes, strict=True)):
-        if place[0] == "where":
-            if place[1] in variant.dropped or variant.pins(i):
+        if place[0] in ("where", "having"):
+            if place[0] == "where" and (place[1] in variant.dropped or variant.pins(i)):
                 continue  # not in the rewrite, or in it with the value the key holds
-            operands = _operands(kept[at_kept[place[1]]])
-            copied = _literal(operands[place[2]]) if place[2] < len(operands) else None
+            if place[0] == "where":
+                pred: exp.Expr | None = kept[at_kept[place[1]]]
+            else:
+                having = select.args.get("having")
+                clauses = conjuncts(having.this) if having is not None else []
+                pred = clauses[place[1]] if place[1] < len(clauses) else None
+            operands = _operands(pred) if pred is not None else []
+            literals = _literals(operands[place[2]]) if place[2] < len(operands) else []
+            copied = literals[place[3]] if place[3] < len(literals) else None
         else:
             clause = select.args.get(place[0])
-            copied = _literal(clause.args.get("expression")) if clause is not None else None
+            value = clause.args.get("expression") if clause is not None else None
+            copied = value if isinstance(value, exp.Literal) else None
         if copied is None or copied.this != hole.this or copied.is_string != hole.is_string:
             return Untemplated.REFUSED  # not copied as it was: not a hole of this rewrite
         marker = f"tfhole{_TOKEN}x{i:04d}" if hole.is_string else f"9{int(_TOKEN, 16):015d}{i:04d}"
