@@ -132,3 +132,40 @@ def test_varied_dashboard_statements_route_as_from_a_fresh_router() -> None:
     assert len(texts) >= 60
     for sql in itertools.chain(texts, texts[::-1]):
         assert replan(router, sql) == fresh(sql), sql
+
+
+def test_a_filtered_rollup_drops_the_conjunct_spelled_as_its_filter_in_every_statement() -> None:
+    router = build_router()
+    for kind, day, top in [("impression", 2, 10), ("impression", 3, 11), ("click", 4, 12), ("impression", 5, 13), ("click", 6, 14)]:
+        sql = (
+            f"SELECT minute, SUM(bid_price) AS spend FROM events WHERE type = '{kind}' AND day = DATE '2024-12-{day:02d}' "
+            f"GROUP BY minute ORDER BY minute LIMIT {top}"
+        )
+        got = replan(router, sql)
+        assert got == fresh(sql)
+        assert (json.loads(got[1])["rollup"] == "minute_impressions") == (kind == "impression")
+
+
+def test_time_bounds_the_rewrite_reads_are_part_of_what_a_template_is_for() -> None:
+    """A bound on the time column is aligned to one rollup's grain or not: statements of one
+    shape with other bounds are rewritten (or rejected) for their own bounds."""
+    router = build_router()
+    bounds = [("2024-09-01", "2024-10-01"), ("2024-09-01", "2024-10-01"), ("2024-09-01 10:00:00", "2024-09-02"), ("2024-09-01", "2024-10-01")]
+    for i, (lo, hi) in enumerate(bounds * 2):
+        sql = (
+            f"SELECT date_trunc('hour', ts) AS h, type, count(*) AS events FROM events "
+            f"WHERE country = '{'DE' if i % 2 else 'FR'}' AND ts >= TIMESTAMP '{lo}' AND ts < TIMESTAMP '{hi}' GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        assert replan(router, sql) == fresh(sql), sql
+
+
+def test_having_thresholds_of_either_number_class() -> None:
+    router = build_router()
+    for threshold in ["5 / 1000.0", "7 / 1000.0", "5.5 / 1000.0", "12 / 10", "7 / 1000.0", "0.25 / 3"]:
+        sql = (
+            "SELECT day, SUM(bid_price) AS revenue FROM events WHERE type = 'impression' AND day BETWEEN DATE '2024-03-01' "
+            f"AND DATE '2024-03-09' GROUP BY day HAVING SUM(bid_price) >= {threshold} ORDER BY day"
+        )
+        got = replan(router, sql)
+        assert got == fresh(sql)
+        assert threshold in got[0]
