@@ -4,28 +4,33 @@ A dashboard sends the same statement with another country, another day range, an
 each text is new, so the rewrite cache (by text) misses, and rewriting and generating the SQL
 cost most of the plan. But the rewrite of a statement onto a rollup reads most of its
 constants only to copy them: those are **holes** of the statement's **shape**, and one
-rewrite, kept as text with the holes marked, serves every statement of that shape.
+rewrite, kept as text with the holes cut out, serves every statement of that shape.
 
-The holes (``StatementShape``) are the constants a WHERE conjunct compares with (``col = c``,
-``col <> c``, ``col < c`` ..., ``col BETWEEN c AND d``, ``col IN (c, ...)``; each a literal
-or a cast of one, in a conjunct already in normalise_predicate's form) and the LIMIT and
-OFFSET numbers. The shape's key is the whole tree with each hole replaced by its class: the
-kind of literal and whether it reads as a date or timestamp (facts.range_subject, and so the
-``grain`` rule, asks that). What else reads a hole's value, and why a template is exact:
+The holes (``statement_shape``) are the constants compared with in a WHERE conjunct already in
+normalise_predicate's form (``col = c``, ``col <> c``, ``col < c`` ..., ``col BETWEEN c AND
+d``, ``col IN (c, ...)``) or in a HAVING conjunct, and the LIMIT and OFFSET numbers; each
+constant a literal, a cast of one (``DATE '...'``) or arithmetic on two numbers (``5 /
+1000.0``). The shape's key is the whole tree with each hole replaced by its **class**: string
+or number, integer or not (SQL generation of a division asks), whether it reads as a date or
+timestamp (facts.range_subject, and so the ``grain`` rule, asks). What else reads a hole's
+value, and why a filled template is the rewrite:
 
-* the statement's time range (retention, estimates, bucket bounds) is the real statement's,
-  computed per plan; the bucket bounds are added per plan (``fold_bounds`` over what each
-  kept conjunct implies: for a hole, read off the real statement's constants);
+* the time range (retention, estimates, bucket bounds) is each statement's own, computed per
+  plan; the bucket bounds are added per plan (``fold_bounds`` over what each kept conjunct
+  implies: for one with holes, read off the statement's own constants);
 * ``time_predicate`` and ``coarse_time_predicate`` (alignment) read the constants of a
-  comparison of the time column, or of a finer grain than the rollup's: a rollup for which a
-  conjunct with holes is such a comparison (``dimensions.reads_constants``) gets no template;
-* a filtered rollup compares conjuncts with its filter by their text: it gets no template;
-* the statement rules read the facts, which depend on holes only through their class;
-* everything else (rewrite_clause, keep_names, the rules' messages) never reads a compared
-  constant or a LIMIT: it copies it, and SQL generation writes a literal the same wherever it
-  stands. A template is built from one statement's real rewrite (the holes swapped for
-  markers after it), and only kept when filling it with that statement's own constants gives
-  exactly the SQL the full rewrite generates.
+  comparison of the time column, or of a grain finer than the rollup's
+  (``dimensions.reads_constants``): for that rollup the values of those holes are **pinned**,
+  part of the key (``Variant``);
+* a filtered rollup drops the conjuncts spelled as its filter (compared by text, as the
+  ``filter`` rule does): which conjuncts those are is part of the key too;
+* the other statement rules (``SHAPE_RULES``) read the facts, which depend on holes only
+  through their class;
+* everything else (rewrite_clause, keep_names, the rules' messages) never reads such a
+  constant: it copies it, and SQL generation writes a literal the same wherever it stands.
+  A template is built from a shape's second statement (one that never comes again costs no
+  template): its real rewrite with the holes swapped for markers, then kept only when filling
+  it with that statement's own constants gives exactly the SQL its full rewrite generates.
 
 Output names are part of the key (they come from the text: ``avg`` and ``mean`` parse alike);
 statements whose names DuckDB must bind, subqueries routed alone and splits are rewritten in
