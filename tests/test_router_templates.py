@@ -169,3 +169,14 @@ def test_having_thresholds_of_either_number_class() -> None:
         got = replan(router, sql)
         assert got == fresh(sql)
         assert threshold in got[0]
+
+
+def test_a_statement_too_large_for_a_shape_key_is_rewritten_in_full() -> None:
+    from tierflight.router.templates import MAX_TOKENS, statement_shape
+
+    router = build_router()
+    for n in (3000, 3001, 3002):
+        sql = f"SELECT type, COUNT(*) AS events FROM events WHERE advertiser_id IN ({', '.join(str(i) for i in range(n))}) GROUP BY type"
+        assert statement_shape(check_statement(sql).tree) is None  # more than MAX_TOKENS
+        assert replan(router, sql) == fresh(sql)
+    assert all(len(key[0].tokens) <= MAX_TOKENS + 8 for key in router._by_shape._items)

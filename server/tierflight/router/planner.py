@@ -94,7 +94,7 @@ class Router:
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
         # Rewrites by statement shape (templates.py): a new text of a known shape skips them.
         self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup, Variant], RewriteTemplate | Reject | Untemplated] = LRU(4096)
-        self._by_shape: LRU[tuple[ShapeKey, StorageGroup], tuple[frozenset[int], Reject | None]] = LRU(4096)
+        self._by_shape: LRU[tuple[ShapeKey, StorageGroup], tuple[frozenset[int], Reject | None]] = LRU(2048)
         self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans

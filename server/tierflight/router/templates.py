@@ -73,6 +73,9 @@ _LITERAL_ARGS = frozenset({"this", "is_string"})
 _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
 _PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
+# Tokens of a shape's key at most: a dashboard statement has a few hundred; the router keeps
+# up to a few thousand keys, so a hostile statement must not make each one large.
+MAX_TOKENS = 2048
 _TOKEN = secrets.token_hex(6)  # markers no statement can contain by chance
 
 
@@ -195,36 +198,39 @@ def statement_shape(tree: exp.Select) -> StatementShape | None:
 
 
 def _tokens(tree: exp.Expr, holes: set[int]) -> tuple[Any, ...] | None:
-    """The tree in pre-order, each node as its class and arguments (children follow it), a
-    hole as its class only; None when an argument cannot be a key."""
+    """The tree in pre-order, flat: each node as its class then its arguments, each tagged
+    and of a fixed length for its tag (an expression child's tokens come after all of them,
+    in order), a hole as its class only; so two trees with the same tokens are the same tree.
+    None for a tree too large to keep as a key (kept keys are bounded: MAX_TOKENS each) or
+    with an argument that cannot be one."""
     out: list[Any] = []
     stack: list[exp.Expr] = [tree]
     while stack:
+        if len(out) > MAX_TOKENS:
+            return None
         node = stack.pop()
         if id(node) in holes:
             assert isinstance(node, exp.Literal)
-            out.append(("?", node.is_string, node.is_int, literal_datetime(node) is None))
+            out += ("?", node.is_string, node.is_int, literal_datetime(node) is None)
             continue
-        # Tagged tokens: a node's class, then one per argument (an expression child's comes
-        # after all of them, in order), so two trees with the same key are the same tree.
         out.append(node.__class__)
         children: list[exp.Expr] = []
         for key, value in node.args.items():
             if isinstance(value, exp.Expr):
-                out.append(("E", key))
+                out += ("E", key)
                 children.append(value)
             elif type(value) is list:
-                out.append(("L", key, len(value)))
+                out += ("L", key, len(value))
                 for v in value:
                     if isinstance(v, exp.Expr):
-                        out.append(("E",))
+                        out.append("e")
                         children.append(v)
                     elif isinstance(v, _PLAIN) or v is None:
-                        out.append(("V", type(v), v))
+                        out += ("v", type(v), v)
                     else:
                         return None
             elif isinstance(value, _PLAIN) or value is None:
-                out.append(("S", key, type(value), value))
+                out += ("S", key, type(value), value)
             else:
                 return None
         stack.extend(reversed(children))
