@@ -37,11 +37,13 @@ from tierflight.router.reusable import not_reusable
 from tierflight.router.rewrite import rewrite_parts, rewrite_select
 from tierflight.router.route import PartTier, Rejection, Route, RoutePart, Rule
 from tierflight.router.rules import (
+    FILTER_RULES,
     SHAPE_RULES,
     STATE_RULES,
     STATEMENT_RULES,
     Candidate,
     Reject,
+    RuleFn,
     first_rejection,
     locate_table,
 )
@@ -365,13 +367,14 @@ class Router:
             return Reject(known.rule, known.reason)
         if known is None or known is Untemplated.REFUSED:
             # A shape's first statement: rewritten in full (most shapes a dashboard sends
-            # come again, but one that does not must not pay for a template).
-            full = self._full(c)
+            # come again, but one that does not must not pay for a template). The shape
+            # rules passed (above): their facts are not computed again.
+            full = self._full(c, FILTER_RULES)
             if known is None:
                 self._templates.put(key, full if isinstance(full, Reject) else Untemplated.SEEN)
             return full
         try:
-            verdict = first_rejection(STATEMENT_RULES, c)
+            verdict = first_rejection(FILTER_RULES, c)
             if verdict is not None:
                 raise verdict
             select, kept = rewrite_parts(c)
@@ -379,16 +382,17 @@ class Router:
         except Reject as r:
             self._templates.put(key, r)
             return r
-        full = self._full(c)
+        full = self._full(c, FILTER_RULES)
         built = build(select, kept, c.group, shape, key[3])
         if isinstance(built, RewriteTemplate) and built.fill(c, shape) != full:
             built = Untemplated.REFUSED  # not exact for this very statement: never used
         self._templates.put(key, built)
         return full
 
-    def _full(self, c: Candidate) -> str | Reject:
+    def _full(self, c: Candidate, rules: tuple[RuleFn, ...] = STATEMENT_RULES) -> str | Reject:
+        """The rewrite in full; ``rules``: the statement rules not known to pass already."""
         try:
-            return first_rejection(STATEMENT_RULES, c) or self._generate(c, rewrite_select(c))
+            return first_rejection(rules, c) or self._generate(c, rewrite_select(c))
         except Reject as r:
             return r
 

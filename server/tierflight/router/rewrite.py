@@ -90,8 +90,9 @@ def _rewrite_order(order: exp.Order, select: exp.Select, info: TableInfo, group:
 
 
 def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]:
-    """The rewritten WHERE conjuncts: the rollup's filter dropped (its rows hold only what it
-    selects), time bounds over buckets, the rest over dimensions."""
+    """The rewritten WHERE conjuncts of ``select`` (the statement's own tree: read, never
+    changed): the rollup's filter dropped (its rows hold only what it selects), time bounds
+    over buckets, the rest over dimensions (each conjunct copied before it is rewritten)."""
     info, group = c.target.info, c.group
     key = filter_key(group.filter) if group.filter else None
     implied = False
@@ -105,7 +106,7 @@ def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]
         timed = time_predicate(pred, info, group)
         if timed is None:
             timed = coarse_time_predicate(pred, info, group)
-        kept.append(timed if timed is not None else rewrite_clause(pred, info, group))
+        kept.append(timed if timed is not None else rewrite_clause(bare_copy(pred), info, group))
     if key is not None and not implied:
         raise Reject(Rule.FILTER, f"the statement does not imply the rollup's filter ({group.filter})")
     return kept
@@ -135,12 +136,14 @@ def rewrite_parts(c: Candidate, drop_exact: bool = False) -> tuple[exp.Select, l
     """rewrite_select without the bucket bounds: the statement over the rollup's states with
     no WHERE, and its rewritten WHERE conjuncts (a rewrite template adds both itself)."""
     info, group = c.target.info, c.group
-    select = bare_copy(c.target.tree)
-    assert isinstance(select, exp.Select)
-    if select.args.get("windows"):
+    if c.target.tree.args.get("windows"):
         # WINDOW w AS (...): its PARTITION BY / ORDER BY are not rewritten.
         raise Reject(Rule.SHAPE, "named windows are answered from raw tiers")
-    kept = _where(select, c, drop_exact)
+    # The WHERE first, from the statement's own tree: a rollup it rules out (an unaligned
+    # range) costs no copy of the statement.
+    kept = _where(c.target.tree, c, drop_exact)
+    select = bare_copy(c.target.tree)
+    assert isinstance(select, exp.Select)
     select.set("where", None)
     order = select.args.get("order")
     if isinstance(order, exp.Order):

@@ -168,7 +168,8 @@ STATE_RULES: tuple[RuleFn, ...] = (status, freshness, retention)
 # The statement rules that read only what a statement's shape decides (router/templates.py:
 # the tree, and of the constants a WHERE compares with only whether they read as times).
 SHAPE_RULES: tuple[RuleFn, ...] = (grain, measure, dimension)
-STATEMENT_RULES: tuple[RuleFn, ...] = (*SHAPE_RULES, filter_implied)
+FILTER_RULES: tuple[RuleFn, ...] = (filter_implied,)  # reads the conjuncts' text
+STATEMENT_RULES: tuple[RuleFn, ...] = (*SHAPE_RULES, *FILTER_RULES)
 
 
 def first_rejection(rules: tuple[RuleFn, ...], candidate: Candidate) -> Reject | None:
