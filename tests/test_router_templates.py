@@ -180,3 +180,17 @@ def test_a_statement_too_large_for_a_shape_key_is_rewritten_in_full() -> None:
         assert statement_shape(check_statement(sql).tree) is None  # more than MAX_TOKENS
         assert replan(router, sql) == fresh(sql)
     assert all(len(key[0].tokens) <= MAX_TOKENS + 8 for key in router._by_shape._items)
+
+
+def test_comments_inside_aggregates_route_as_from_a_fresh_router() -> None:
+    """MIN of a dimension is copied as written (faithful_copy) into the rewrite; comments and
+    notes of the statement's nodes are part of its shape's key, so whatever of them a
+    rewrite may copy comes from the statement itself."""
+    router = build_router()
+    for i, comment in enumerate(["", "/* one */", "/* two */", "", "/* two */", "/* one */"]):
+        sql = (
+            f"SELECT type, MIN(country {comment}) AS first_country, COUNT(*) AS events FROM events "
+            f"WHERE day BETWEEN DATE '2024-03-01' AND DATE '2024-03-{10 + i}' GROUP BY type ORDER BY type"
+        )
+        got = replan(router, sql)
+        assert got == fresh(sql)

@@ -72,6 +72,7 @@ from tierflight.router.trees import canonical, conjuncts, filter_key, normalise_
 _LITERAL_ARGS = frozenset({"this", "is_string"})
 _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
+_POSITIONS = frozenset({"line", "col", "start", "end"})  # where a node stood in its text
 _PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
 # Tokens of a shape's key at most: a dashboard statement has a few hundred; the router keeps
 # up to a few thousand keys, so a hostile statement must not make each one large.
@@ -209,6 +210,16 @@ def _tokens(tree: exp.Expr, holes: set[int]) -> tuple[Any, ...] | None:
         if len(out) > MAX_TOKENS:
             return None
         node = stack.pop()
+        # Comments and the parser's notes (not token positions) reach the rewrite's SQL
+        # through faithful copies (measures.py, a pinned time bound): part of the key.
+        if node.comments:
+            out += ("C", tuple(node.comments))
+        if node._meta:
+            notes = tuple(sorted((k, v) for k, v in node._meta.items() if k not in _POSITIONS))
+            if any(not (isinstance(v, _PLAIN) or v is None) for _, v in notes):
+                return None
+            if notes:
+                out += ("M", notes)
         if id(node) in holes:
             assert isinstance(node, exp.Literal)
             out += ("?", node.is_string, node.is_int, literal_datetime(node) is None)
