@@ -113,7 +113,8 @@ class StatementShape:
 
     key: ShapeKey
     holes: tuple[exp.Literal, ...]  # the statement's own literals, in hole order
-    # Where each hole is: ("limit",) / ("offset",), or ("where", conjunct index, operand index).
+    # Where each hole is: ("limit",) / ("offset",), or ("where" / "having", conjunct index,
+    # operand index, literal index in the operand).
     places: tuple[tuple[Any, ...], ...]
     conjuncts: tuple[exp.Expr, ...]  # the statement's WHERE conjuncts
     holed: frozenset[int]  # indexes of the conjuncts with holes
