@@ -74,6 +74,7 @@ _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
 _POSITIONS = frozenset({"line", "col", "start", "end"})  # where a node stood in its text
 _PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
+_SCALARS = frozenset({str, bool, int, float})
 # Tokens of a shape's key at most: a dashboard statement has a few hundred; the router keeps
 # up to a few thousand keys, so a hostile statement must not make each one large.
 MAX_TOKENS = 2048
@@ -204,48 +205,51 @@ def _tokens(tree: exp.Expr, holes: set[int]) -> tuple[Any, ...] | None:
     and of a fixed length for its tag (an expression child's tokens come after all of them,
     in order), a hole as its class only; so two trees with the same tokens are the same tree.
     None for a tree too large to keep as a key (kept keys are bounded: MAX_TOKENS each) or
-    with an argument that cannot be one."""
+    with an argument that cannot be one. Asked of every new text: written for speed."""
     out: list[Any] = []
+    extend, append = out.extend, out.append
     stack: list[exp.Expr] = [tree]
+    pop, push = stack.pop, stack.append
     while stack:
         if len(out) > MAX_TOKENS:
             return None
-        node = stack.pop()
+        node = pop()
         # Comments and the parser's notes (not token positions) reach the rewrite's SQL
         # through faithful copies (measures.py, a pinned time bound): part of the key.
         if node.comments:
-            out += ("C", tuple(node.comments))
-        if node._meta:
+            extend(("C", tuple(node.comments)))
+        if node._meta and not _POSITIONS.issuperset(node._meta):
             notes = tuple(sorted((k, v) for k, v in node._meta.items() if k not in _POSITIONS))
             if any(not (isinstance(v, _PLAIN) or v is None) for _, v in notes):
                 return None
-            if notes:
-                out += ("M", notes)
+            extend(("M", notes))
         if id(node) in holes:
             assert isinstance(node, exp.Literal)
-            out += ("?", node.is_string, node.is_int, literal_datetime(node) is None)
+            extend(("?", node.is_string, node.is_int, literal_datetime(node) is None))
             continue
-        out.append(node.__class__)
+        append(node.__class__)
         children: list[exp.Expr] = []
         for key, value in node.args.items():
-            if isinstance(value, exp.Expr):
-                out += ("E", key)
-                children.append(value)
-            elif type(value) is list:
-                out += ("L", key, len(value))
+            kind = type(value)
+            if kind is list:
+                extend(("L", key, len(value)))
                 for v in value:
                     if isinstance(v, exp.Expr):
-                        out.append("e")
+                        append("e")
                         children.append(v)
-                    elif isinstance(v, _PLAIN) or v is None:
-                        out += ("v", type(v), v)
+                    elif v is None or isinstance(v, _PLAIN):
+                        extend(("v", type(v), v))
                     else:
                         return None
-            elif isinstance(value, _PLAIN) or value is None:
-                out += ("S", key, type(value), value)
+            elif isinstance(value, exp.Expr):
+                extend(("E", key))
+                children.append(value)
+            elif value is None or kind in _SCALARS or isinstance(value, _PLAIN):
+                extend(("S", key, kind, value))
             else:
                 return None
-        stack.extend(reversed(children))
+        for child in reversed(children):
+            push(child)
     return tuple(out)
 
 
