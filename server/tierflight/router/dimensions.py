@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 
 from sqlglot import exp
 
@@ -74,15 +75,19 @@ def _bucket_constant(node: exp.Expr, dated: bool) -> dt.datetime | None:
         return None
 
 
-def _implied_sides(pred: exp.Expr, grain: str, dated: bool) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """For a conjunct on the bare bucket column with constants of its type: (v, w) such that
-    it implies ``bucket >= v`` and ``bucket <= w`` (strictness folded in below), else Nones."""
+def bounds_bucket(pred: exp.Expr, grain: str) -> bool:
+    """Whether ``pred`` compares the bare bucket column of ``grain`` (what implied_sides reads
+    its constants for): decided by the tree's shape, never by a constant's value."""
     column = pred.this
     if not isinstance(column, exp.Column) or column.table or column.name != grain:
-        return None, None
+        return False
+    return not (isinstance(pred, exp.Between) and pred.args.get("symmetric"))
+
+
+def constant_sides(pred: exp.Expr, dated: bool) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(v, w) such that ``pred``, over a bucket column, implies ``bucket >= v`` and ``bucket
+    <= w``: read off its constants of the bucket's own type (Nones for anything else)."""
     if isinstance(pred, exp.Between):
-        if pred.args.get("symmetric"):
-            return None, None
         return _bucket_constant(pred.args["low"], dated), _bucket_constant(pred.args["high"], dated)
     value = _bucket_constant(pred.expression, dated) if isinstance(pred, exp.Binary) else None
     if isinstance(pred, exp.EQ):
@@ -92,6 +97,18 @@ def _implied_sides(pred: exp.Expr, grain: str, dated: bool) -> tuple[dt.datetime
     if isinstance(pred, exp.LTE | exp.LT):
         return None, value
     return None, None
+
+
+def implied_sides(pred: exp.Expr, grain: str, dated: bool) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """For a conjunct on the bare bucket column with constants of its type: (v, w) such that
+    it implies ``bucket >= v`` and ``bucket <= w`` (strictness folded in below), else Nones."""
+    if not bounds_bucket(pred, grain):
+        return None, None
+    return constant_sides(pred, dated)
+
+
+# What a kept conjunct says of the bucket column: implied_sides, and whether it is ``<``.
+Sides = tuple[tuple[dt.datetime | None, dt.datetime | None], bool]
 
 
 def unimplied_bounds(
@@ -104,19 +121,26 @@ def unimplied_bounds(
     column with a constant of its own type counts (an expression over the bucket, a bound on
     another column or grain keeps the range: it is what lets the zone maps skip)."""
     dated = bucket_type(grain) == "DATE"
+    sides = ((implied_sides(c, grain, dated), isinstance(c, exp.LT)) for pred in kept for c in conjuncts(pred))
+    return fold_bounds(sides, grain, lo, hi)
+
+
+def fold_bounds(
+    sides: Iterable[Sides], grain: str, lo: dt.datetime | None, hi: dt.datetime | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """unimplied_bounds from what each kept conjunct implies (a rewrite template computes
+    those from a statement's constants without rewriting it)."""
+    dated = bucket_type(grain) == "DATE"
     # What bucket_range writes: a DATE bucket's bound is its day.
     low = None if lo is None else (dt.datetime.combine(lo.date(), dt.time()) if dated else lo)
     high = None if hi is None else (dt.datetime.combine(hi.date(), dt.time()) if dated else hi)
-    for conjunct in (c for pred in kept for c in conjuncts(pred)):
+    for (floor, ceiling), strict in sides:
         if low is None and high is None:
             break
-        floor, ceiling = _implied_sides(conjunct, grain, dated)
         if low is not None and floor is not None and floor >= low:
             low = lo = None  # bucket >= floor (or > floor) >= lo
-        if high is not None and ceiling is not None:
-            strict = isinstance(conjunct, exp.LT)
-            if ceiling < high or (strict and ceiling <= high):
-                high = hi = None  # bucket <= ceiling < hi, or bucket < ceiling <= hi
+        if high is not None and ceiling is not None and (ceiling < high or (strict and ceiling <= high)):
+            high = hi = None  # bucket <= ceiling < hi, or bucket < ceiling <= hi
     return lo, hi
 
 
@@ -199,14 +223,37 @@ def rewrite_dimensions(expr: exp.Expr, info: TableInfo, group: StorageGroup) -> 
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
+_TIME_COMPARISONS = (exp.GTE, exp.LT, exp.GT, exp.LTE, exp.EQ, exp.Between)
+
+
+def exact_time_subject(pred: exp.Expr, info: TableInfo) -> bool:
+    """Whether time_predicate decides ``pred`` (a comparison of the raw time column): only
+    then does it read the constants compared with."""
+    return isinstance(pred, _TIME_COMPARISONS) and info.grain_of(pred.this) == "exact"
+
+
+def coarse_time_subject(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> bool:
+    """Whether coarse_time_predicate decides ``pred`` (a comparison of a grain finer than the
+    rollup's and not derived from it): only then does it read the constants compared with."""
+    if group.grain is None or not isinstance(pred, _TIME_COMPARISONS):
+        return False
+    grain = info.grain_of(pred.this)
+    return grain is not None and grain != "exact" and grain not in DERIVABLE[group.grain]
+
+
+def reads_constants(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> bool:
+    """Whether the rewrite of the WHERE conjunct ``pred`` onto ``group`` depends on the values
+    of the constants it compares with (time_predicate, coarse_time_predicate); otherwise they
+    are copied as they are (rewrite_clause never reads a compared constant's value)."""
+    return exact_time_subject(pred, info) or coarse_time_subject(pred, info, group)
+
+
 def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Expr | None:
     """Rule ``alignment``: a predicate on the raw time column is exact on buckets only when
     it is ``>=`` or ``<`` an instant aligned to the rollup's grain; an inclusive bound one
     microsecond off such an instant (``<= '... 23:59:59.999999'``, ``> '... 23:59:59.999999'``,
     the time column's precision) is the same range."""
-    if not isinstance(pred, exp.GTE | exp.LT | exp.GT | exp.LTE | exp.EQ | exp.Between):
-        return None
-    if info.grain_of(pred.this) != "exact":
+    if not exact_time_subject(pred, info):
         return None
     if group.grain is None:
         raise Reject(Rule.GRAIN, "the rollup has no time dimension")
@@ -272,11 +319,10 @@ def coarse_time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) 
     on a month rollup): the rows it selects are whole buckets of that grain, so when the
     range starts and ends on the rollup's own bucket boundaries it is a range over the
     rollup's buckets; None for anything else (other rules decide)."""
-    if group.grain is None or not isinstance(pred, exp.GTE | exp.GT | exp.LT | exp.LTE | exp.EQ | exp.Between):
+    if not coarse_time_subject(pred, info, group):
         return None
-    grain = info.grain_of(pred.this)
-    if grain is None or grain == "exact" or grain in DERIVABLE[group.grain]:
-        return None
+    grain = str(info.grain_of(pred.this))
+    assert group.grain is not None
     bounds = _whole_buckets(pred, grain)
     if bounds is None:
         return None

@@ -34,18 +34,31 @@ from tierflight.router.joins import Dimension, plan_join
 from tierflight.router.outputs import ColumnNames, keep_names, output_names
 from tierflight.router.raw import DimensionLookup, RawPlanner
 from tierflight.router.reusable import not_reusable
-from tierflight.router.rewrite import rewrite_select
+from tierflight.router.rewrite import rewrite_parts, rewrite_select
 from tierflight.router.route import PartTier, Rejection, Route, RoutePart, Rule
 from tierflight.router.rules import (
+    FILTER_RULES,
+    SHAPE_RULES,
     STATE_RULES,
     STATEMENT_RULES,
     Candidate,
     Reject,
+    RuleFn,
     first_rejection,
     locate_table,
 )
 from tierflight.router.split import split_source, whole_buckets
 from tierflight.router.subqueries import NESTED_REASON, correlated, marker, nested_selects
+from tierflight.router.templates import (
+    RewriteTemplate,
+    ShapeKey,
+    TargetShape,
+    Untemplated,
+    Variant,
+    build,
+    reading_conjuncts,
+    variant,
+)
 from tierflight.router.timerange import derived_grains
 from tierflight.router.trees import faithful_copy
 from tierflight.tiers.base import TimeRange
@@ -81,6 +94,9 @@ class Router:
         self._infos: dict[str, TableInfo] = {}
         self._cache: LRU[tuple[str, str, int, tuple[int, ...]], Route] = LRU(4096)
         self._rewrites: LRU[tuple[str, tuple[str, ...] | None, StorageGroup], str | Reject] = LRU(8192)
+        # Rewrites by statement shape (templates.py): a new text of a known shape skips them.
+        self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup, Variant], RewriteTemplate | Reject | Untemplated] = LRU(4096)
+        self._by_shape: LRU[tuple[ShapeKey, StorageGroup], tuple[frozenset[int], Reject | None]] = LRU(2048)
         self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
@@ -96,6 +112,8 @@ class Router:
             self._infos = {}
             self.generation += 1
             self._cache.clear()
+            self._templates.clear()
+            self._by_shape.clear()
 
     def _table_infos(self) -> dict[str, TableInfo]:
         stores = self._stores()
@@ -252,6 +270,7 @@ class Router:
         rejected: list[Rejection] = []
         splittable: list[Candidate] = []
         best: tuple[Candidate, str] | None = None
+        shape = TargetShape(target)
         # Cheapest first: the first candidate that rewrites is the answer, the rest are
         # only reported (their rewrite is never attempted).
         for c in candidates:
@@ -261,7 +280,7 @@ class Router:
                 rejected.append(Rejection(name, Rule.COST, f"{estimates[name]} rows to scan vs {cheaper} (not tried)"))
                 continue
             try:
-                sql = self._rewritten_sql(c)
+                sql = self._rewritten_sql(c, shape)
             except Reject as r:
                 rejected.append(Rejection(name, r.rule, r.reason))
                 if r.rule in _SPLITTABLE:
@@ -313,7 +332,7 @@ class Router:
         parts = (*(p for _, _, p in routed), *around.parts)
         return Route(sql=text, parts=parts, rejected=tuple(rejected), registrations=around.registrations)
 
-    def _rewritten_sql(self, c: Candidate) -> str:
+    def _rewritten_sql(self, c: Candidate, shape: TargetShape) -> str:
         """The statement rewritten onto a rollup, or the Reject that rules it out. Past the
         state rules it depends only on the statement's text and the rollup's definition, so
         it is remembered across the plan-cache invalidations every ingest causes: dashboards
@@ -324,14 +343,65 @@ class Router:
         key = (c.target.sql, c.target.names, c.group)
         known = self._rewrites.get(key)
         if known is None:
-            try:
-                known = first_rejection(STATEMENT_RULES, c) or self._generate(c, rewrite_select(c))
-            except Reject as r:
-                known = r
+            known = self._shaped(c, shape)
             self._rewrites.put(key, known)
         if isinstance(known, Reject):
             raise Reject(known.rule, known.reason)
         return known
+
+    def _shaped(self, c: Candidate, target: TargetShape) -> str | Reject:
+        """A new text: its rewrite from the template of its shape and variant (templates.py),
+        building the template from this statement on the second statement of them."""
+        if c.target.names is not None:
+            return self._full(c)  # a subquery routed alone: its names are fixed by the caller
+        shape, names = target.shape, target.names
+        if shape is None or names is None:
+            return self._full(c)
+        # What the shape alone decides, asked once per shape and rollup: most rollups are
+        # rejected by a statement rule before anything else is asked of the statement.
+        decided = self._by_shape.get((shape.key, c.group))
+        if decided is None:
+            decided = (reading_conjuncts(c, shape), first_rejection(SHAPE_RULES, c))
+            self._by_shape.put((shape.key, c.group), decided)
+        reading, early = decided
+        if early is not None:
+            return Reject(early.rule, early.reason)
+        key = (shape.key, names, c.group, variant(c, shape, reading))
+        known = self._templates.get(key)
+        if isinstance(known, RewriteTemplate):
+            return known.fill(c, shape)
+        if isinstance(known, Reject):
+            return Reject(known.rule, known.reason)
+        if known is None or known is Untemplated.REFUSED:
+            # A shape's first statement: rewritten in full (most shapes a dashboard sends
+            # come again, but one that does not must not pay for a template). The shape
+            # rules passed (above): their facts are not computed again.
+            full = self._full(c, FILTER_RULES)
+            if known is None:
+                self._templates.put(key, full if isinstance(full, Reject) else Untemplated.SEEN)
+            return full
+        try:
+            verdict = first_rejection(FILTER_RULES, c)
+            if verdict is not None:
+                raise verdict
+            select, kept = rewrite_parts(c)
+            keep_names(c.target, select, self._column_names)
+        except Reject as r:
+            self._templates.put(key, r)
+            return r
+        full = self._full(c, FILTER_RULES)
+        built = build(select, kept, c.group, shape, key[3])
+        if isinstance(built, RewriteTemplate) and built.fill(c, shape) != full:
+            built = Untemplated.REFUSED  # not exact for this very statement: never used
+        self._templates.put(key, built)
+        return full
+
+    def _full(self, c: Candidate, rules: tuple[RuleFn, ...] = STATEMENT_RULES) -> str | Reject:
+        """The rewrite in full; ``rules``: the statement rules not known to pass already."""
+        try:
+            return first_rejection(rules, c) or self._generate(c, rewrite_select(c))
+        except Reject as r:
+            return r
 
     def _generate(self, c: Candidate, rewritten: exp.Select) -> str:
         keep_names(c.target, rewritten, self._column_names)
@@ -372,8 +442,8 @@ class Router:
         times: Any = getattr(state, "times", None)
         if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
             return state.rows
-        lo = 0 if rng.start is None else int(np.searchsorted(times, _bucket_start(rng.start, state.group.grain)))
-        hi = len(times) if rng.end is None else int(np.searchsorted(times, _instant(rng.end)))
+        lo = 0 if rng.start is None else int(times.searchsorted(_bucket_start(rng.start, state.group.grain)))
+        hi = len(times) if rng.end is None else int(times.searchsorted(_instant(rng.end)))
         return max(0, hi - lo)
 
 

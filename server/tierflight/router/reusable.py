@@ -14,6 +14,7 @@ from collections.abc import Collection
 from sqlglot import exp
 
 from tierflight.core.sql import SESSION_USER_FUNCTIONS
+from tierflight.router.trees import walk
 
 # Functions whose value changes from one call to the next (DuckDB's names; sqlglot parses
 # some into the classes below and leaves the others as anonymous functions).
@@ -66,7 +67,7 @@ def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
     """Why the answer of ``tree`` depends on more than the rows of ``tables`` (lower-case
     names of the configured tables), or None when it does not."""
     ctes: set[str] | None = None  # read only for a table that is not a configured one
-    for node in tree.walk():
+    for node in walk(tree):
         if isinstance(node, _VOLATILE_NODES):
             return f"{node.sql(dialect='duckdb')} changes between calls"
         function = _function_name(node) if isinstance(node, exp.Func) else None

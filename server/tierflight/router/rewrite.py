@@ -90,8 +90,9 @@ def _rewrite_order(order: exp.Order, select: exp.Select, info: TableInfo, group:
 
 
 def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]:
-    """The rewritten WHERE conjuncts: the rollup's filter dropped (its rows hold only what it
-    selects), time bounds over buckets, the rest over dimensions."""
+    """The rewritten WHERE conjuncts of ``select`` (the statement's own tree: read, never
+    changed): the rollup's filter dropped (its rows hold only what it selects), time bounds
+    over buckets, the rest over dimensions (each conjunct copied before it is rewritten)."""
     info, group = c.target.info, c.group
     key = filter_key(group.filter) if group.filter else None
     implied = False
@@ -105,28 +106,45 @@ def _where(select: exp.Select, c: Candidate, drop_exact: bool) -> list[exp.Expr]
         timed = time_predicate(pred, info, group)
         if timed is None:
             timed = coarse_time_predicate(pred, info, group)
-        kept.append(timed if timed is not None else rewrite_clause(pred, info, group))
+        kept.append(timed if timed is not None else rewrite_clause(bare_copy(pred), info, group))
     if key is not None and not implied:
         raise Reject(Rule.FILTER, f"the statement does not imply the rollup's filter ({group.filter})")
-    if group.grain is not None:
-        # The range's bounds help DuckDB skip buckets, except where a kept conjunct on the
-        # bucket column already says the same (then they would only cost a predicate each).
-        lo, hi = slice_bounds(group.grain, c.target.time_range)
-        kept.extend(bucket_range(group.grain, *unimplied_bounds(kept, group.grain, lo, hi)))
     return kept
+
+
+def bucket_bounds(kept: list[exp.Expr], c: Candidate) -> list[exp.Expr]:
+    """The time range's bounds on the bucket column: they help DuckDB skip buckets, except
+    where a kept conjunct on the bucket column already says the same (then they would only
+    cost a predicate each)."""
+    grain = c.group.grain
+    if grain is None:
+        return []
+    lo, hi = slice_bounds(grain, c.target.time_range)
+    return bucket_range(grain, *unimplied_bounds(kept, grain, lo, hi))
 
 
 def rewrite_select(c: Candidate, drop_exact: bool = False) -> exp.Select:
     """The statement over the rollup's states; ``drop_exact`` leaves the bounds on the raw
     time column out (a split applies them to the raw edges)."""
+    select, kept = rewrite_parts(c, drop_exact)
+    kept += bucket_bounds(kept, c)
+    select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
+    return select
+
+
+def rewrite_parts(c: Candidate, drop_exact: bool = False) -> tuple[exp.Select, list[exp.Expr]]:
+    """rewrite_select without the bucket bounds: the statement over the rollup's states with
+    no WHERE, and its rewritten WHERE conjuncts (a rewrite template adds both itself)."""
     info, group = c.target.info, c.group
-    select = bare_copy(c.target.tree)
-    assert isinstance(select, exp.Select)
-    if select.args.get("windows"):
+    if c.target.tree.args.get("windows"):
         # WINDOW w AS (...): its PARTITION BY / ORDER BY are not rewritten.
         raise Reject(Rule.SHAPE, "named windows are answered from raw tiers")
-    kept = _where(select, c, drop_exact)
-    select.set("where", exp.Where(this=exp.and_(*kept, copy=False)) if kept else None)
+    # The WHERE first, from the statement's own tree: a rollup it rules out (an unaligned
+    # range) costs no copy of the statement.
+    kept = _where(c.target.tree, c, drop_exact)
+    select = bare_copy(c.target.tree)
+    assert isinstance(select, exp.Select)
+    select.set("where", None)
     order = select.args.get("order")
     if isinstance(order, exp.Order):
         # Before the select list changes: the aliases are read off it.
@@ -143,4 +161,4 @@ def rewrite_select(c: Candidate, drop_exact: bool = False) -> exp.Select:
         alias=exp.TableAlias(this=exp.to_identifier(c.target.alias)),
     )
     select.set("from_", exp.From(this=rollup))
-    return select
+    return select, kept

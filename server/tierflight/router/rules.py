@@ -27,7 +27,7 @@ from tierflight.rollups.definition import DERIVABLE, StorageGroup, retention_sta
 from tierflight.rollups.registry import RollupState
 from tierflight.router.facts import TableInfo, Target
 from tierflight.router.route import Rule
-from tierflight.router.trees import filter_key
+from tierflight.router.trees import filter_key, walk
 
 
 class Reject(Exception):
@@ -69,7 +69,7 @@ def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Nam
         raise Reject(Rule.SHAPE, "not a single configured table")
     # One walk for what the checks below ask of every node (they still decide in order).
     qualified = nested = aggregated = False
-    for node in select.walk():
+    for node in walk(select):
         if isinstance(node, exp.Column):
             qualified = qualified or bool(node.args.get("db"))
         elif isinstance(node, exp.Select):
@@ -165,7 +165,11 @@ def filter_implied(c: Candidate) -> Reject | None:
 
 
 STATE_RULES: tuple[RuleFn, ...] = (status, freshness, retention)
-STATEMENT_RULES: tuple[RuleFn, ...] = (grain, measure, dimension, filter_implied)
+# The statement rules that read only what a statement's shape decides (router/templates.py:
+# the tree, and of the constants a WHERE compares with only whether they read as times).
+SHAPE_RULES: tuple[RuleFn, ...] = (grain, measure, dimension)
+FILTER_RULES: tuple[RuleFn, ...] = (filter_implied,)  # reads the conjuncts' text
+STATEMENT_RULES: tuple[RuleFn, ...] = (*SHAPE_RULES, *FILTER_RULES)
 
 
 def first_rejection(rules: tuple[RuleFn, ...], candidate: Candidate) -> Reject | None:
