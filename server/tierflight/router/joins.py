@@ -42,7 +42,7 @@ from tierflight.router.flatten import flatten
 from tierflight.router.outputs import ColumnNames, output_names
 from tierflight.router.route import Rejection, Route, Rule
 from tierflight.router.rules import Reject
-from tierflight.router.trees import conjuncts, dtype
+from tierflight.router.trees import conjuncts, dtype, fold_case
 
 _FACT = "fact"  # the owner of a fact column (dimension columns are owned by their alias)
 _ALIAS = ""  # an unqualified name that is no column: a select-list alias
@@ -128,7 +128,7 @@ class _Splitter:
         copy = node.copy()
         for col in copy.find_all(exp.Column):
             col.set("table", None)
-        return copy.sql(dialect=DIALECT).lower()
+        return fold_case(copy.sql(dialect=DIALECT, comments=False))
 
     def fact_column(self, name: str) -> exp.Column:
         return exp.column(name, table=self.fact_alias, quoted=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -98,8 +99,22 @@ def parsed(sql: str) -> exp.Expr:
 
 
 def canonical(node: exp.Expr) -> str:
-    # Lower-cased text is the comparison key; normalize=True would copy the tree first.
-    return node.sql(dialect="duckdb", identify=False).lower()
+    # The comparison key: names and keywords folded to lower case, as DuckDB folds them
+    # (normalize=True would copy the tree first); comments left out.
+    return fold_case(node.sql(dialect="duckdb", identify=False, comments=False))
+
+
+_STRING_LITERALS = re.compile(r"('(?:[^']|'')*')")
+
+
+def fold_case(sql: str) -> str:
+    """``sql`` (as sqlglot generates it: strings in single quotes, a quote inside doubled) in
+    lower case except inside its string literals: 'IMPRESSION' and 'impression' are other
+    values, so a rollup filtered on one never answers for the other."""
+    if "'" not in sql:
+        return sql.lower()
+    parts = _STRING_LITERALS.split(sql)
+    return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
 
 
 @lru_cache(maxsize=1024)
