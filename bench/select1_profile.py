@@ -257,8 +257,6 @@ def _short_path(file: str) -> str:
 
 @benchmark("select1_profile")
 def run(ctx: BenchContext) -> Result:
-    import structlog
-
     from tierflight.app import App
     from tierflight.core.config import load_config
     from tierflight.core.log import configure_logging
@@ -273,13 +271,9 @@ def run(ctx: BenchContext) -> Result:
     }
     config = load_config(CONFIG, data_dir=data_dir, environ={}, overrides=overrides)
     # The server's JSON log, as `tierflight serve` writes it, but into a file.
-    configure_logging("info", json_format=True)
     server_log = (ctx.scratch("select1_profile") / "tierflight.log").open("w")
-    # Not cached: the loggers must not keep this file after it is closed (later benchmarks
-    # in the same process log through the same module-level loggers).
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False
-    )
+    # Back to stderr (with a flush into this file first) when the benchmark ends.
+    configure_logging("info", json_format=True, stream=server_log)
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
     server = build_server(

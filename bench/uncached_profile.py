@@ -76,7 +76,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("parameter schema", "CreatePreparedStatement", "ParameterTyper.schema"),
     ("Executor.start", "CreatePreparedStatement", "slot, plan, cursor, registrations, DuckDB start"),
     ("plan (router)", "Executor.start", "Router.plan (plan cache, rules, rewrite)"),
-    ("builtin-bypass guard", "Executor.start", "guards.check_builtin_bypass"),
+    ("builtin-bypass guard", "parse + sandbox check", "guards.check_builtin_bypass (once per text)"),
     ("cursor creation", "Executor.start", "Database.cursor (DuckDB connection.cursor())"),
     ("registrations", "Executor.start", "cursor.register (hot tail, Arrow sources) + caller_registrations"),
     ("statement-type check", "Executor.start", "Database.check_statement_type (DuckDB's parser, raw routes)"),
@@ -227,7 +227,7 @@ def install(server: Any, stages: Stages) -> Callable[[], None]:
     hook(stages, server.parameter_types, "schema", "parameter schema", undo)
     hook(stages, ex, "start", "Executor.start", undo)
     hook(stages, ex.planner, "plan", "plan (router)", undo)
-    hook(stages, executor_module, "check_builtin_bypass", "builtin-bypass guard", undo)
+    hook(stages, sandbox, "check_builtin_bypass", "builtin-bypass guard", undo)
     hook(stages, db, "caller_registrations", "registrations", undo)
     hook(stages, db, "check_statement_type", "statement-type check", undo)
     hook(stages, ex._watchdog, "schedule", "deadline scheduling", undo)
@@ -318,8 +318,6 @@ KINDS = {
 
 @benchmark("uncached_profile")
 def run(ctx: BenchContext) -> Result:
-    import structlog
-
     from tierflight.app import App
     from tierflight.core.config import load_config
     from tierflight.core.log import configure_logging
@@ -334,11 +332,8 @@ def run(ctx: BenchContext) -> Result:
         **NO_CACHE,
     }
     config = load_config(CONFIG, data_dir=data_dir, environ={}, overrides=overrides)
-    configure_logging("info", json_format=True)
     server_log = (ctx.scratch("uncached_profile") / "tierflight.log").open("w")
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=server_log), cache_logger_on_first_use=False
-    )
+    configure_logging("info", json_format=True, stream=server_log)
     app = App(config)
     saved_limit = getattr(sys, "tracebacklimit", None)
     server = build_server(app.flight_services(), "127.0.0.1", 0)
@@ -426,17 +421,18 @@ LEAVES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("DuckDB-parse function check", "DuckDB-parse function check", ()),
     ("sandbox tree check", "sandbox tree check", ()),
     ("sandbox: rest (SQL generation, nesting, counting)", "parse + sandbox check",
-     ("sqlglot parse", "DuckDB-parse function check", "sandbox tree check")),
+     ("sqlglot parse", "DuckDB-parse function check", "sandbox tree check", "builtin-bypass guard")),
+    ("builtin-bypass guard", "builtin-bypass guard", ()),
     ("parameter schema", "parameter schema", ()),
     ("parameter checks", "parameter checks", ()),
     ("plan (router)", "plan (router)", ()),
     ("DuckDB relation (parse, bind, plan)", "DuckDB relation (parse, bind, plan)", ()),
     ("DuckDB execute to first batch", "DuckDB execute to first batch", ()),
-    ("Executor.start: rest (slot, Stop, locks, guard, cursor, registrations, deadline)", "Executor.start",
+    ("Executor.start: rest (slot, Stop, locks, cursor, registrations, deadline)", "Executor.start",
      ("plan (router)", "DuckDB relation (parse, bind, plan)", "DuckDB execute to first batch", "statement-type check")),
     ("statement-type check", "statement-type check", ()),
     ("DoGet stream: batches (split, limits, pyarrow)", "DoGet stream", ("finish", "cursor close")),
-    ("statement log (structlog JSON + system.queries)", "statement log", ("metrics",)),
+    ("statement log (system.queries record; the line is rendered by the log's writer thread)", "statement log", ("metrics",)),
     ("metrics", "metrics", ()),
     ("ticket encode + sign + verify", "ticket encode", ()),
     ("FlightInfo build", "FlightInfo build", ()),
@@ -465,10 +461,9 @@ PROPOSALS: dict[str, str] = {
     "check: goes with it",
     "DoGet stream: batches (split, limits, pyarrow)": "a small result (one batch) could be read whole and handed "
     "to pyarrow as a table, like a cached answer: no Python call per batch",
-    "Executor.start: rest (slot, Stop, locks, guard, cursor, registrations, deadline)": "check_builtin_bypass "
-    "walks the tree on every execution: cache its verdict on the Statement",
-    "statement log (structlog JSON + system.queries)": "one structlog JSON render per statement: a leaner "
-    "renderer, or render in the log writer thread",
+    "Executor.start: rest (slot, Stop, locks, cursor, registrations, deadline)": "Python bookkeeping "
+    "around the DuckDB call: fewer objects and locks per statement",
+    "statement log (system.queries record; the line is rendered by the log's writer thread)": "",
 }
 _EXTRA = {
     "ticket encode + sign + verify": ("ticket signing", "ticket verify"),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -26,13 +26,15 @@ import structlog
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of the write, not at configuration
     time: test runners swap and close the stream, and a server must never log into a closed
-    file."""
+    file. Or to the stream configure_logging was given (an in-process profile's log file)."""
+
+    target: TextIO | None = None
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return (self.target or sys.stderr).write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        (self.target or sys.stderr).flush()
 
 
 # The one logger written on every statement: its info lines are buffered (a write and a flush
@@ -156,7 +158,10 @@ def _logger_for(*args: Any) -> _Line | _BufferedLines:
     return _BUFFERED if name in BUFFERED_LOGGERS else _Line(_STDERR)
 
 
-def configure_logging(level: str = "info", json_format: bool | None = None) -> None:
+def configure_logging(level: str = "info", json_format: bool | None = None, stream: TextIO | None = None) -> None:
+    """``stream``: where every line goes (None: the process's stderr at the time of each write)."""
+    flush_logs()  # lines already kept go where they were meant to
+    _STDERR.target = stream
     if json_format is None:
         json_format = not sys.stderr.isatty()
     # Plain tracebacks on a terminal too: structlog's default (rich, with every frame's local
@@ -184,7 +189,7 @@ def configure_logging(level: str = "info", json_format: bool | None = None) -> N
     )
     # Standard-library loggers (ours in protocol.auth, and libraries') go through the same
     # renderer to the same stream, so the log stays one format. Libraries only from WARNING.
-    handler = logging.StreamHandler(_CurrentStderr())
+    handler = logging.StreamHandler(_STDERR)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
