@@ -243,17 +243,20 @@ def test_table_columns_named_by_not_null_must_exist(tmp_path: Path) -> None:
 def test_console_log_tracebacks_show_no_local_variables(capfd: pytest.CaptureFixture[str]) -> None:
     """An internal error's traceback on a terminal: frames only, never their locals (rich's
     default renders every local, credentials included, and costs seconds per error)."""
-    from tierflight.core.log import configure_logging, flush_logs, get_logger
+    from tierflight.core.log import configure_logging, flush_logs, get_logger, reset_logging
 
     def failing(password: str) -> None:
         raise RuntimeError("boom")
 
     configure_logging(json_format=False)
     try:
-        failing("-".join(["s3cret", "local", "value"]))  # not in the source a traceback quotes
-    except RuntimeError as exc:
-        get_logger("tierflight.test").error("internal_error", exc_info=exc)
-    flush_logs()
+        try:
+            failing("-".join(["s3cret", "local", "value"]))  # not in the source a traceback quotes
+        except RuntimeError as exc:
+            get_logger("tierflight.test").error("internal_error", exc_info=exc)
+        flush_logs()
+    finally:
+        reset_logging()
     err = capfd.readouterr().err
     assert "RuntimeError: boom" in err
     assert "s3cret-local-value" not in err

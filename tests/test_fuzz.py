@@ -33,7 +33,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from conftest import ROOT, RunningServer, load_demo, make_config, start_in_process
-from tierflight.core.log import configure_logging
+from tierflight.core.log import configure_logging, reset_logging
 from tierflight.protocol import flightsql_pb2 as pb
 from tierflight.protocol.wire import ACTIONS, TYPE_PREFIX, encode_ticket, pack
 from tierflight_client.errors import flight_status_classes
@@ -601,6 +601,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
     yield running
     running.server.shutdown()
     running.app.close()
+    reset_logging()  # later statement lines must not go to a stream pytest no longer captures
 
 
 def _select_1(client: flight.FlightClient) -> None:

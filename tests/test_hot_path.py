@@ -27,6 +27,7 @@ from tierflight.core.log import (
     flush_logs,
     get_logger,
     log_later,
+    reset_logging,
 )
 from tierflight.engine.executor import new_query_id
 from tierflight.tiers.shared import LOCAL_POLL_S, LocalTableState
@@ -127,7 +128,7 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Stream]:
     monkeypatch.setattr(_CurrentStderr, "flush", lambda self: None)
     configure_logging("info", json_format=True)
     yield stream
-    flush_logs()
+    reset_logging()
 
 
 def _events(stream: _Stream) -> list[dict[str, Any]]:
@@ -174,11 +175,8 @@ def test_deferred_lines_are_rendered_when_written_in_order(stderr: _Stream) -> N
 def test_deferred_lines_below_the_level_are_dropped(stderr: _Stream) -> None:
     configure_logging("warning", json_format=True)
     called: list[bool] = []
-    try:
-        log_later("statement", lambda: called.append(True) or {})
-        flush_logs()
-    finally:
-        configure_logging("info", json_format=True)
+    log_later("statement", lambda: called.append(True) or {})
+    flush_logs()
     assert called == [] and _events(stderr) == []
 
 

@@ -148,6 +148,16 @@ def log_later(event: str, fields: Callable[[], dict[str, Any]]) -> None:
         _BUFFERED.buffered(_Later(time.time(), event, fields))
 
 
+def reset_logging() -> None:
+    """Back to structlog's defaults, as before configure_logging (tests that configured the
+    server's log: later statement lines must not go to a stream they no longer own)."""
+    global _RENDERER, _LEVEL
+    flush_logs()
+    _RENDERER, _LEVEL = None, logging.INFO
+    _STDERR.target = None
+    structlog.reset_defaults()
+
+
 def flush_logs() -> None:
     """Write out buffered log lines (shutdown, tests that read the log of a live server)."""
     _BUFFERED.flush()
