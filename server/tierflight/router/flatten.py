@@ -87,13 +87,19 @@ def _qualified(node: exp.Expr, alias: str) -> exp.Expr:
     return copy
 
 
-def _enclosing_aggregate(col: exp.Column) -> exp.AggFunc | None:
+def _ancestor(col: exp.Column, kind: type[exp.Expr]) -> exp.Expr | None:
+    """The nearest ancestor of ``col`` of type ``kind`` within its own SELECT."""
     node = col.parent
-    while node is not None and not isinstance(node, exp.AggFunc):
+    while node is not None and not isinstance(node, kind):
         if isinstance(node, exp.Select):
             return None
         node = node.parent
     return node
+
+
+def _enclosing_aggregate(col: exp.Column) -> exp.AggFunc | None:
+    found = _ancestor(col, exp.AggFunc)
+    return found if isinstance(found, exp.AggFunc) else None
 
 
 def _merged_here(col: exp.Column, merge: type[exp.AggFunc]) -> bool:
@@ -116,12 +122,7 @@ def _merged_here(col: exp.Column, merge: type[exp.AggFunc]) -> bool:
 
 
 def _in_order(col: exp.Column) -> bool:
-    node = col.parent
-    while node is not None and not isinstance(node, exp.Select):
-        if isinstance(node, exp.Order):
-            return True
-        node = node.parent
-    return False
+    return _ancestor(col, exp.Order) is not None
 
 
 def flatten(
