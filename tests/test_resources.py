@@ -196,8 +196,9 @@ def test_memory_ceiling_cancels_the_statement_and_the_server_lives(data_dir: Pat
         assert _status_kb(pid, "VmHWM:") < ceiling + (300 << 20)
         assert run(srv.uri, "SELECT 4") == [(4,)]
         assert latencies and max(latencies) < 2.0
-        # The memory went back (trimmed once the statement was gone).
-        assert wait_for(lambda: _status_kb(pid, "VmRSS:") < ceiling, timeout=5)
+        # The memory went back (trimmed once the statement was gone). DuckDB's allocator
+        # (jemalloc) returns freed pages over its decay time (~10 s), not at once.
+        assert wait_for(lambda: _status_kb(pid, "VmRSS:") < ceiling, timeout=20)
     finally:
         srv.proc.terminate()
         srv.proc.wait(10)
