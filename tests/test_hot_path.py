@@ -172,6 +172,19 @@ def test_deferred_lines_are_rendered_when_written_in_order(stderr: _Stream) -> N
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", events[0]["timestamp"])
 
 
+def test_a_deferred_line_that_fails_to_render_does_not_stop_the_log(stderr: _Stream) -> None:
+    def broken() -> dict[str, Any]:
+        raise KeyError("gone")
+
+    log_later("statement", broken)
+    log_later("statement", lambda: {"n": 2})
+    flush_logs()
+    assert [(e["event"], e.get("render_error"), e.get("n")) for e in _events(stderr)] == [
+        ("statement", "KeyError", None),
+        ("statement", None, 2),
+    ]
+
+
 def test_deferred_lines_below_the_level_are_dropped(stderr: _Stream) -> None:
     configure_logging("warning", json_format=True)
     called: list[bool] = []

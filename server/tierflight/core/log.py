@@ -62,21 +62,22 @@ class _Line:
 
 @dataclass(frozen=True, slots=True)
 class _Later:
-    """An info line rendered when it is written (see log_later)."""
+    """An info line rendered when it is written (see log_later), by the renderer configured
+    when it was logged."""
 
     timestamp: float
     event: str
     fields: Callable[[], dict[str, Any]]
+    renderer: Callable[[Any, str, dict[str, Any]], Any]
 
     def render(self) -> str:
-        event_dict = self.fields()
-        event_dict["event"] = self.event
-        event_dict["level"] = "info"
-        # As structlog's TimeStamper(fmt="iso", utc=True) writes it.
-        event_dict["timestamp"] = datetime.fromtimestamp(self.timestamp, UTC).isoformat().replace("+00:00", "Z")
-        assert _RENDERER is not None  # only queued once configure_logging has set it
         try:
-            return str(_RENDERER(None, "info", event_dict))
+            event_dict = self.fields()
+            event_dict["event"] = self.event
+            event_dict["level"] = "info"
+            # As structlog's TimeStamper(fmt="iso", utc=True) writes it.
+            event_dict["timestamp"] = datetime.fromtimestamp(self.timestamp, UTC).isoformat().replace("+00:00", "Z")
+            return str(self.renderer(None, "info", event_dict))
         except Exception as exc:  # noqa: BLE001 - one unrenderable line must not stop the log
             return json.dumps({"event": self.event, "level": "error", "render_error": type(exc).__name__})
 
@@ -142,10 +143,11 @@ def log_later(event: str, fields: Callable[[], dict[str, Any]]) -> None:
     server's handler threads take turns on one GIL, and the structlog pipeline (context,
     level, timestamp, rendering) cost more than the rest of a cached statement's bookkeeping.
     ``fields`` must be safe to call later from another thread (read only immutable state)."""
-    if _RENDERER is None:  # logging not configured (a library use): structlog's defaults, now
+    renderer = _RENDERER
+    if renderer is None:  # logging not configured (a library use): structlog's defaults, now
         get_logger(STATEMENT_LOGGER).info(event, **fields())
     elif _LEVEL <= logging.INFO:
-        _BUFFERED.buffered(_Later(time.time(), event, fields))
+        _BUFFERED.buffered(_Later(time.time(), event, fields, renderer))
 
 
 def reset_logging() -> None:

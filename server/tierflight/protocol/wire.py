@@ -58,12 +58,12 @@ def unpack(data: bytes) -> tuple[str, Any]:
     except DecodeError:
         raise InvalidArgument("the request is not a Flight SQL command (undecodable protobuf Any)") from None
     type_url = any_msg.type_url
-    cls = _MESSAGES.get(type_url[len(TYPE_PREFIX) :]) if type_url.startswith(TYPE_PREFIX) else None
+    ours = type_url.startswith(TYPE_PREFIX)
+    name = type_url[len(TYPE_PREFIX) :] if ours else ""
+    cls = _MESSAGES.get(name) if ours else None
     if cls is None:
         shown = repr(type_url[:_SHOWN_TYPE_URL] + ("..." if len(type_url) > _SHOWN_TYPE_URL else "")) if type_url else "(empty)"
-        what = "message" if type_url.startswith(TYPE_PREFIX) else "command"
-        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL {what}")
-    name = type_url[len(TYPE_PREFIX) :]
+        raise InvalidArgument(f"unknown command type {shown}: not a Flight SQL {'message' if ours else 'command'}")
     msg = cls()
     try:
         # The type URL was matched above: what Any.Unpack would check again.

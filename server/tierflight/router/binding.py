@@ -82,6 +82,17 @@ def literal(value: Any) -> exp.Expr:
     raise InvalidArgument(f"parameter value of type {type(value).__name__} is not supported")
 
 
+def _is_placeholder(node: exp.Expr) -> bool:
+    """``?``, ``$n`` (either spelling sqlglot parses it as) or any other placeholder."""
+    return isinstance(node, exp.Placeholder) or (isinstance(node, exp.Parameter) and str(node.this.name).isdigit())
+
+
+def _number(node: exp.Expr) -> int | None:
+    """A placeholder's 1-based number (``$n``), or None for a positional ``?``."""
+    name = node.name if isinstance(node, exp.Placeholder) else node.this.name
+    return int(name) if name and str(name).isdigit() else None
+
+
 def placeholders(tree: exp.Expr) -> list[tuple[int, exp.Expr]]:
     """Each placeholder of ``tree`` with its 0-based parameter index: ``$n`` is n - 1; ``?``
     counts in the order the statement's SQL text has them, which is how DuckDB numbers them
@@ -89,29 +100,24 @@ def placeholders(tree: exp.Expr) -> list[tuple[int, exp.Expr]]:
     numbered: list[tuple[int, exp.Expr]] = []
     positional: list[exp.Expr] = []
     for node in tree.dfs():
-        if isinstance(node, exp.Placeholder):
-            name = node.name
-            if name and str(name).isdigit():
-                numbered.append((int(name) - 1, node))
-            else:
-                positional.append(node)
-        elif isinstance(node, exp.Parameter) and str(node.this.name).isdigit():
-            numbered.append((int(node.this.name) - 1, node))
+        if not _is_placeholder(node):
+            continue
+        number = _number(node)
+        if number is None:
+            positional.append(node)
+        else:
+            numbered.append((number - 1, node))
     if len(positional) > 1:
         # Render a copy with a marker per placeholder and read the markers' order back.
         tag = secrets.token_hex(6)
         copy = tree.copy()
-        copies = [n for n in copy.dfs() if isinstance(n, exp.Placeholder) and not (n.name and str(n.name).isdigit())]
+        copies = [n for n in copy.dfs() if _is_placeholder(n) and _number(n) is None]
         for i, node in enumerate(copies):
             node.replace(exp.column(f"tf{tag}p{i}"))
         text = copy.sql(dialect=DIALECT)
         order = sorted(range(len(positional)), key=lambda i: text.find(f"tf{tag}p{i}"))
         positional = [positional[i] for i in order]
     return numbered + list(enumerate(positional))
-
-
-def _is_placeholder(node: exp.Expr) -> bool:
-    return isinstance(node, exp.Placeholder) or (isinstance(node, exp.Parameter) and str(node.this.name).isdigit())
 
 
 # Per statement text: the parameter index of each placeholder, in the tree's walk order. A
