@@ -56,6 +56,58 @@ def test_numbered_parameters_bind_by_number() -> None:
     assert _bound_sql("SELECT $2 AS a, $1 AS b", "x", 7) == "SELECT CAST(7 AS BIGINT) AS a, 'x' AS b"
 
 
+# -- the bound text --------------------------------------------------------------------------------
+
+_VALUE_SETS: list[tuple[Any, ...]] = [
+    ("US", dt.date(2024, 1, 2), 5, 2.5),
+    ("it's", dt.date(1999, 12, 31), -(2**70), -0.0),
+    ("tf?v0 '' $1", dt.date(2024, 2, 29), 2**63, 1e300),
+    (None, None, None, None),
+    ("", dt.datetime(2024, 1, 2, 3, 4, 5, 6), True, decimal.Decimal("-12.3400")),
+    ("x", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))), 0, decimal.Decimal("1E+3")),
+]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT a FROM t WHERE s = ? AND d BETWEEN ? AND ? + INTERVAL 1 DAY LIMIT ? OFFSET ?",
+        "SELECT ? AS a, count(*) FROM t WHERE x IN (?, ?) GROUP BY 1 HAVING sum(y) > ?",
+        "SELECT a FROM t WHERE d > ? - INTERVAL (?) DAY AND -? < n AND s LIKE ?",
+        "WITH c AS (SELECT ? AS v) SELECT v, ? FROM c WHERE v IS NOT ? OR v = coalesce(?, ?)",
+        "SELECT $3 AS a, $1 AS b, $2 AS c FROM t WHERE b = $1",
+    ],
+)
+def test_bound_text_is_the_bound_tree_written_out(sql: str) -> None:
+    # The text of a value set is cut from the first set's render; whatever the values (other
+    # types, quotes, a marker-like string, NULLs), it is what writing the bound tree gives.
+    statement = check_statement(sql)
+    for values in _VALUE_SETS:
+        row = [values[i % len(values)] for i in range(statement.parameter_count)]
+        bound = bind(statement, row)
+        assert bound.sql == bound.tree.sql(dialect="duckdb"), (sql, row)
+
+
+def test_bound_dates_are_casts_as_the_parser_reads_them() -> None:
+    # A bound date is the tree of the same statement with the date written in it, so the
+    # router's shape of each value set is the same shape (one template serves them).
+    from tierflight.router.templates import statement_shape
+
+    statement = check_statement("SELECT type, count(*) FROM events WHERE day BETWEEN ? AND ? AND country = ? GROUP BY type")
+    shapes = set()
+    for day in (dt.date(2024, 1, 1), dt.date(2024, 6, 30)):
+        bound = bind(statement, (day, day + dt.timedelta(days=3), "DE"))
+        written = check_statement(
+            f"SELECT type, count(*) FROM events WHERE day BETWEEN CAST('{day}' AS DATE) "
+            f"AND CAST('{day + dt.timedelta(days=3)}' AS DATE) AND country = 'DE' GROUP BY type"
+        )
+        assert bound.tree == written.tree
+        shape = statement_shape(bound.tree)
+        assert shape is not None and len(shape.holes) == 3
+        shapes.add(shape.key)
+    assert len(shapes) == 1
+
+
 # -- literals -------------------------------------------------------------------------------------
 
 
