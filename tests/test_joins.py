@@ -338,3 +338,80 @@ def test_sketch_merges_and_fact_min_max_through_a_join(sketched: tuple[RunningSe
         cur.execute(single)
         assert cur.fetchall() == [(estimated[vertical],)]
         assert [s for _, s, _, _ in _route(cur, single) if s.startswith("rollup:")] == ["rollup:advertiser_users"]
+
+
+# -- joined rollups (router/joined.py, engine/joined.py): the same answers from the joined rows --
+
+
+@pytest.fixture()
+def uncached(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    # The result cache off: every call runs (a cached answer would never reach the join).
+    from conftest import TEST_DAYS, TEST_START
+
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
+    load_demo(cfg, 20_000, TEST_START, TEST_DAYS, 11)
+    running = start_in_process(cfg)
+    yield running, tmp_path
+    running.server.shutdown()
+    running.app.close()
+
+
+@pytest.mark.needs_server
+def test_joined_rollups_answer_repeated_joins_as_the_join_does(uncached: tuple[RunningServer, Path]) -> None:
+    server, data_dir = uncached
+    joined = server.app.executor.joined
+    answered = [(sql, rollup) for sql, rollup in ANSWERED if rollup is not None]
+    with fsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+        oracle = _oracle(_flat_events(server, data_dir, []), _dimensions(server))
+        # The first run joins; the second builds the joined rollup; the third reads it.
+        for _ in range(3):
+            for sql, rollup in answered:
+                _check(cur, oracle, sql, rollup, allow_empty="no such" in sql)
+        built = joined.built
+        assert built >= len(answered) // 2, built
+        assert 0 < joined.rows <= server.app.config.router.joined_rollup_rows
+        # Another filter value of a join already held reads the same table: nothing is built.
+        other = ANSWERED[5][0].replace("'impression'", "'click'")
+        _check(cur, oracle, other, "day_advertiser_type")
+        assert joined.built == built
+        # A dimension replace and a fact ingest move the data version: the held tables go,
+        # and the joins are answered (and joined again) over the new rows.
+        ids = sorted(r.as_py() for r in server.app.dimensions["advertisers"].current.data["advertiser_id"])
+        replaced = pa.table(
+            {
+                "advertiser_id": pa.array(ids[1:], pa.int32()),
+                "name": [f"adv {i}" for i in ids[1:]],
+                "vertical": ["Moved" if i % 2 else "Stayed" for i in ids[1:]],
+            }
+        )
+        assert cur.adbc_ingest("advertisers", replaced, mode="replace") == len(ids) - 1
+        batch = _events_batch([ids[0], ids[1], ids[2]], 1)
+        assert cur.adbc_ingest("events", batch, mode="append") == batch.num_rows
+        oracle = _oracle(_flat_events(server, data_dir, [batch]), _dimensions(server))
+        for _ in range(3):
+            for sql, rollup in answered:
+                _check(cur, oracle, sql, rollup, allow_empty="no such" in sql)
+        assert joined.built > built
+        tables = server.app.executor.database.query_internal("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'tf_joined'")
+        assert tables[0][0] == len(joined._held) > 0
+
+
+@pytest.mark.needs_server
+def test_joined_rollups_off_and_out_of_reach(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0, "router.joined_rollup_rows": 0})
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
+    running = start_in_process(cfg)
+    try:
+        sql = ANSWERED[0][0]
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            for _ in range(3):
+                cur.execute(sql)
+                cur.fetchall()
+            assert running.app.executor.joined.built == 0
+            # The joined rollups' database is the server's own: no client statement names it.
+            with pytest.raises(Exception, match="tf_joined"):
+                cur.execute("SELECT * FROM tf_joined.main.j1")
+                cur.fetchall()
+    finally:
+        running.server.shutdown()
+        running.app.close()

@@ -279,6 +279,8 @@ class IngestConfig:
 @dataclass(frozen=True)
 class RouterConfig:
     enabled: bool = True  # false: every statement reads the raw tiers (for comparisons)
+    # Joined rollups (router/joined.py): rows kept in all, over every join they hold (0: none).
+    joined_rollup_rows: int = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -474,6 +476,12 @@ def _fraction(value: Any, key: str) -> float:
     return float(value)
 
 
+def _rows(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be a whole number of rows (0: none), got {value!r}")
+    return value
+
+
 def _rate(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key} must be a whole number of rows per second (0: off), got {value!r}")
@@ -496,6 +504,7 @@ _PARSERS: dict[type, dict[str, Parser]] = {
         "nice": _nice,
         "yield_rows_per_s": _rate,
     },
+    RouterConfig: {"joined_rollup_rows": _rows},
     RollupsConfig: {"memory_budget": parse_size, "verify_sample": _fraction, "query_log_bytes": parse_size},
     RollupConfig: {"retention": _optional_duration},
 }

@@ -29,8 +29,9 @@ SYSTEM_SCHEMA = "system"
 SYSTEM_STORAGE_SCHEMA = "tf_system"
 ROLLUP_DATABASE = "tf_rollup"  # the rollups' in-memory database
 DIMENSION_DATABASE = "tf_dimension"  # the dimension tables' versions (in-memory database)
+JOINED_DATABASE = "tf_joined"  # joined rollups (router/joined.py; in-memory database)
 # Internal storage: a client reference to it is answered as if it did not exist.
-INTERNAL_NAMESPACES = frozenset({SYSTEM_STORAGE_SCHEMA, ROLLUP_DATABASE, DIMENSION_DATABASE})
+INTERNAL_NAMESPACES = frozenset({SYSTEM_STORAGE_SCHEMA, ROLLUP_DATABASE, DIMENSION_DATABASE, JOINED_DATABASE})
 
 
 class Kind(enum.Enum):

@@ -24,7 +24,13 @@ from tierflight.core.config import Config
 from tierflight.core.errors import IngestTooLarge, StatementRefused, StorageUnavailable
 from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
-from tierflight.core.names import CATALOG, DIMENSION_DATABASE, ROLLUP_DATABASE, SYSTEM_STORAGE_SCHEMA
+from tierflight.core.names import (
+    CATALOG,
+    DIMENSION_DATABASE,
+    JOINED_DATABASE,
+    ROLLUP_DATABASE,
+    SYSTEM_STORAGE_SCHEMA,
+)
 from tierflight.core.sql import quote_ident, quote_literal
 from tierflight.engine.guards import MACROS
 
@@ -84,6 +90,8 @@ class Database:
         # Dimension tables: each version a table of its own (install_dimension), read by name
         # like a rollup rather than registered as an Arrow table on every statement's cursor.
         self._con.execute(f"ATTACH ':memory:' AS {DIMENSION_DATABASE} (COMPRESS)")
+        # Joined rollups (engine/joined.py): short-lived, not worth a checkpoint's compression.
+        self._con.execute(f"ATTACH ':memory:' AS {JOINED_DATABASE}")
         self._dimension_seq = itertools.count(1)
         from tierflight.rollups import hll, kll
 

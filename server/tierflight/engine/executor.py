@@ -47,6 +47,7 @@ from tierflight.engine.execution import (
     read_small,
     statement_hash,
 )
+from tierflight.engine.joined import JoinedRollups
 from tierflight.engine.monitor import Monitor, Stop, StopReason, human_size, resolve_ceiling
 from tierflight.engine.plain import (
     plain_reader,
@@ -209,6 +210,7 @@ class Executor:
         self._limits = ResultLimits.of(config.server)
         self.recent: deque[QueryRecord] = deque(maxlen=config.server.query_log_size)
         self.results = ResultCache(config.server.result_cache_bytes)
+        self.joined = JoinedRollups(database, config.router.joined_rollup_rows)
         self.observer: StatementObserver = observer or _NoObserver()
         self.shape_sink: ShapeSink | None = None
         # Statements still inside start() (not yet in _running): a shutdown past its grace
@@ -309,7 +311,8 @@ class Executor:
                     if timeout > 0:
                         deadline_token = self._watchdog.schedule(timeout, _at_deadline(stop))
                     with stop.watching(current_call.get()):
-                        first, rest = self._run(cursor, route.sql, params, statement)
+                        sql = route.sql if params else self.joined.sql(route, cursor)
+                        first, rest = self._run(cursor, sql, params, statement)
                         # DuckDB has run it to its first batch; a small answer is read whole.
                         whole = (
                             read_small(first, self.config.server.batch_rows, self.limits.max_batch_bytes)

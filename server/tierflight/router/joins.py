@@ -470,11 +470,13 @@ def plan_join(
         return (Rejection("*", Rule.SHAPE, "join: the outer statement could not be planned"),)
     text = around.sql.replace(split.marker, inner_text, 1)
     parts = tuple(dataclasses.replace(p, reason=f"{p.reason}; {JOIN_REASON}") if p.rollup is not None else p for p in inner.parts)
+    registrations = (*around.registrations, *inner.registrations)
     return Route(
         sql=text,
         parts=(*around.parts, *parts),
         rejected=inner.rejected,
-        registrations=(*around.registrations, *inner.registrations),
+        registrations=registrations,
+        flat_join=flat is not None and not registrations,
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from tierflight.router.joined import JoinedRollup, derive
+
 
 class PartTier(StrEnum):
     """Where a part of the answer is read: printed by EXPLAIN ROUTE as its value (a storage
@@ -86,6 +88,9 @@ class Route:
     # Set by the router for rollup answers: the data version the answer is exact for. The
     # executor may reuse a result for the same SQL and version (dashboards repeat).
     version: tuple[Any, ...] | None = None
+    # A flat join of one rollup to dimension tables (router/flatten.py): its joined rollup
+    # (router/joined.py) may answer it once the same join comes again.
+    flat_join: bool = False
 
     # A route is planned once and served many times (the plan cache hands out the same
     # object), so what every statement's FlightInfo and log need is computed once.
@@ -97,6 +102,12 @@ class Route:
     @cached_property
     def rollup(self) -> str | None:
         return ",".join(p.rollup for p in self.parts if p.rollup is not None) or None
+
+    @cached_property
+    def joined(self) -> JoinedRollup | None:
+        """The joined rollup that answers this route's SQL (derived on first use: only a
+        statement the engine runs asks)."""
+        return derive(self.sql) if self.flat_join else None
 
     @cached_property
     def system_tables(self) -> frozenset[str]:
