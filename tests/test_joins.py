@@ -363,10 +363,14 @@ def test_joined_rollups_answer_repeated_joins_as_the_join_does(uncached: tuple[R
     answered = [(sql, rollup) for sql, rollup in ANSWERED if rollup is not None]
     with fsql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
         oracle = _oracle(_flat_events(server, data_dir, []), _dimensions(server))
+        first = answered[0][0]
+        assert [(t, r) for t, s, r, why in _route(cur, first) if s.startswith("joined rollup:") and "not held yet" in why] == [("hot", None)]
         # The first run joins; the second builds the joined rollup; the third reads it.
         for _ in range(3):
             for sql, rollup in answered:
                 _check(cur, oracle, sql, rollup, allow_empty="no such" in sql)
+        held = [r for _, s, r, why in _route(cur, first) if s == "joined rollup: tf_rollup.main.advertiser_type" and "in place of the join" in why]
+        assert len(held) == 1 and held[0] > 0
         built = joined.built
         assert built >= len(answered) // 2, built
         assert 0 < joined.rows <= server.app.config.router.joined_rollup_rows

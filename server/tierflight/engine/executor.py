@@ -282,7 +282,7 @@ class Executor:
                 cached = self.results.get(cache_key) if cache_key is not None else None
                 start = Started(query_id, statement, client_sql, route, user, started, plan_ms)
                 if statement.kind is StatementKind.EXPLAIN_ROUTE:
-                    ex = Execution.answered(start, route.explain_table(), self, self.limits)
+                    ex = Execution.answered(start, self.joined.explain(route), self, self.limits)
                 elif cached is not None:
                     table, nbytes = cached
                     ex = Execution.answered(start, table, self, self.limits, known_bytes=nbytes, reused=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
@@ -28,7 +29,7 @@ from tierflight.core.names import JOINED_DATABASE
 from tierflight.core.sql import quote_ident
 from tierflight.engine.database import Database
 from tierflight.router.joined import MARKER, JoinedRollup
-from tierflight.router.route import Route
+from tierflight.router.route import PartTier, Route
 
 log = get_logger(__name__)
 
@@ -82,6 +83,30 @@ class JoinedRollups:
             if held is None:
                 held = self._build(key, joined, route.sql, cursor)
             return route.sql if held is None else joined.outer.replace(MARKER, held.qualified)
+
+    def explain(self, route: Route) -> pa.Table:
+        """EXPLAIN ROUTE's rows for ``route``, with a row for its joined rollup if it has one."""
+        table = route.explain_table()
+        joined = route.joined if route.flat_join else None
+        if joined is None or self._max_rows == 0:
+            return table
+        with self._lock:
+            held = next((h for k, h in self._held.items() if k[0] == joined.build), None)
+        if held is not None:
+            rows, why = held.rows, "the join's rows joined once, grouped by the columns the statement reads: read in place of the join"
+        elif self._refused.get(joined.build):
+            rows, why = None, "not kept for this join (see the server log): the join runs"
+        else:
+            rows, why = None, "not held yet: built when this join runs again at this data version; until then the join runs"
+        row = pa.table(
+            {
+                "tier": pa.array([str(PartTier.HOT)], pa.string()),
+                "source": pa.array([f"joined rollup: {joined.source}"], pa.string()),
+                "estimated_rows": pa.array([rows], pa.int64()),
+                "reason": pa.array([why], pa.string()),
+            }
+        )
+        return pa.concat_tables([table, row.cast(table.schema)])
 
     def _build(
         self, key: _Key, joined: JoinedRollup, flat_sql: str, cursor: duckdb.DuckDBPyConnection
