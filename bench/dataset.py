@@ -362,6 +362,8 @@ def route_label(rows: list[dict[str, Any]]) -> str:
         if r.get("tier") == "rejected":
             continue
         source = str(r.get("source", ""))
+        if source.startswith("joined rollup:"):
+            continue  # whether a join's joined rollup is held: reported apart (bench/star_schema.py)
         if source.startswith("rollup:"):
             parts.append(source)
         else:

@@ -19,6 +19,12 @@ uses (DuckDB's p50 sum / routing on's, target ≥ 30x). Every statement of the w
 and must be routed to a rollup. ``bench/workloads/star-schema-raw.sql`` holds joins the raw
 tiers answer (by design, or a spelling the join rule does not split yet): measured side by
 side and reported apart, with EXPLAIN ROUTE's reason; they count in neither target.
+
+A join that runs again at the same data version is answered from its joined rollup (the
+rollup's rows joined to the dimension tables once, grouped by the columns the statement reads;
+README, "Joined rollups"): the routing-on server builds it on a statement's second call, so
+the calls timed read it, as a dashboard's refreshes and its other filter values of the same
+join do. The table gives the rows EXPLAIN ROUTE says it holds after the runs.
 """
 
 from __future__ import annotations
@@ -147,7 +153,10 @@ def run(ctx: BenchContext) -> Result:
                         budget_s=budget,
                         alone_runs=alone_runs,
                     )
+                    after = explain_route(cur_on, sql)
+                    joined = [x.get("estimated_rows") for x in after if str(x.get("source", "")).startswith("joined rollup:")]
                     r: dict[str, Any] = {
+                        "joined_rows": joined[0] if joined else None,
                         "sql": sql,
                         "route": route_label(route_rows),
                         "rollup": rollup,
@@ -225,6 +234,7 @@ def run(ctx: BenchContext) -> Result:
                 r["route"],
                 *([r["raw_reason"] or ""] if reason else []),
                 r["result_rows"],
+                "-" if r.get("joined_rows") is None else f"{r['joined_rows']:,}",
                 round(r["on_alone"]["p50"], 2),
                 round(r["on_alone"]["p99"], 2),
                 round(r["side_by_side"]["on"]["p50"], 2),
@@ -238,6 +248,7 @@ def run(ctx: BenchContext) -> Result:
 
     timing_columns = [
         "rows",
+        "joined rollup rows",
         "on, alone",
         "on, p99 alone",
         "on, side by side",
@@ -254,6 +265,7 @@ def run(ctx: BenchContext) -> Result:
                 *table_rows(routed, reason=False),
                 [
                     "**total**",
+                    "",
                     "",
                     "",
                     round(t_on, 2),
