@@ -28,6 +28,7 @@ code (statements and options kept); review the diff before committing it.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import datetime as dt
 import re
@@ -185,7 +186,8 @@ def _data_state(options: Options) -> tuple[dict[str, ModelStore], RollupRegistry
                 start = max(start, options.now - group.retention)
             buckets = _bucket_starts(group.grain, start, DATA_START + dt.timedelta(days=DATA_DAYS))
             # Sorted bucket starts, one per stored row (what the loaded rollup keeps).
-            state.times = np.repeat(buckets, max(1, state.rows // max(1, len(buckets))))
+            repeated = np.repeat(buckets, max(1, state.rows // max(1, len(buckets))))
+            state.times = array.array("q", repeated.astype("datetime64[us]").astype("int64"))
     return stores, registry
 
 

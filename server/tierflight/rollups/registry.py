@@ -8,6 +8,7 @@ when it is installed, at a checkpoint, and merged-in rows until the next install
 
 from __future__ import annotations
 
+import array
 import contextlib
 import datetime as dt
 import enum
@@ -103,7 +104,7 @@ class RollupState:
     bytes: int = 0
     hits: int = 0
     error: str | None = None
-    times: Any = None  # sorted bucket starts (datetime64[us]) for row estimates
+    times: Any = None  # sorted bucket starts (microseconds since the epoch, an array of int64) for row estimates
     installed_rows: int = 0  # rows of the table as last installed (rows - this: merged deltas)
     watermark: dt.datetime | None = None  # newest row merged in since the snapshot
     # WAL sequence of the newest ingested batch merged in (None: the snapshot's wal_through).
@@ -354,7 +355,10 @@ class RollupRegistry:
             cur.close()
         times = None
         if state.group.grain:
-            times = np.sort(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
+            # Searched by the planner with bisect (router/planner.py _estimate): a numpy search
+            # lets go of the GIL, and under many statements getting it back waits behind them.
+            starts = pc.cast(pc.cast(table[state.group.grain], pa.timestamp("us")), pa.int64())
+            times = array.array("q", np.sort(starts.to_numpy(zero_copy_only=False)))
         with state.lock:
             state.watermark = None
             state.times = times

@@ -10,6 +10,7 @@ matching entirely.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import functools
@@ -17,7 +18,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 from sqlglot import exp
 
 from tierflight.core.grains import truncate
@@ -442,18 +442,25 @@ class Router:
         times: Any = getattr(state, "times", None)
         if times is None or state.group.grain is None or (rng.start is None and rng.end is None):
             return state.rows
-        lo = 0 if rng.start is None else int(times.searchsorted(_bucket_start(rng.start, state.group.grain)))
-        hi = len(times) if rng.end is None else int(times.searchsorted(_instant(rng.end)))
+        lo = 0 if rng.start is None else bisect.bisect_left(times, _bucket_start(rng.start, state.group.grain))
+        hi = len(times) if rng.end is None else bisect.bisect_left(times, _instant(rng.end))
         return max(0, hi - lo)
 
 
 # Each plan estimates every rollup of the table over the same range: the bounds are
-# converted once per grain, not once per rollup.
+# converted once per grain, not once per rollup. Microseconds since the epoch, as the rollups'
+# bucket starts are kept (registry.RollupState.times).
 @functools.lru_cache(maxsize=256)
-def _bucket_start(start: dt.datetime, grain: str) -> np.datetime64:
-    return np.datetime64(truncate(start, grain), "us")
+def _bucket_start(start: dt.datetime, grain: str) -> int:
+    return _instant(truncate(start, grain))
 
 
 @functools.lru_cache(maxsize=256)
-def _instant(value: dt.datetime) -> np.datetime64:
-    return np.datetime64(value, "us")
+def _instant(value: dt.datetime) -> int:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return (value - _EPOCH) // _MICROSECOND
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
