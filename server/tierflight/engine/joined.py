@@ -114,7 +114,11 @@ class JoinedRollups:
         qualified = f"{JOINED_DATABASE}.main.{quote_ident(f'j{next(self._seq)}')}"
         outer = joined.outer.replace(MARKER, qualified)
         try:
-            self._database.execute_internal(f"CREATE TABLE {qualified} AS {joined.build}", cursor=cursor)
+            # One row past the budget says it is over: the table never holds more.
+            self._database.execute_internal(
+                f"CREATE TABLE {qualified} AS SELECT * FROM ({joined.build}) LIMIT {self._max_rows + 1}",
+                cursor=cursor,
+            )
             rows = cursor.execute(f"SELECT count(*) FROM {qualified}").fetchall()[0][0]
             same = _described(cursor, outer) == _described(cursor, flat_sql)
         except duckdb.InterruptException:
