@@ -482,3 +482,38 @@ def test_a_joined_rollup_over_the_row_budget_never_holds_more_than_one_row_past_
     finally:
         running.server.shutdown()
         running.app.close()
+
+
+@pytest.mark.needs_server
+def test_a_joined_rollup_build_stopped_midway_is_not_tried_again(tmp_path: Path) -> None:
+    # A build stopped by the statement's deadline or the memory ceiling would stop every later
+    # run of the join the same way: the join answers from then on.
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
+    running = start_in_process(cfg)
+    database = running.app.executor.database
+    execute = database.execute_internal
+    builds: list[str] = []
+
+    def stopped(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> None:
+        if sql.startswith("CREATE TABLE tf_joined."):
+            builds.append(sql)
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+        execute(sql, cursor=cursor)
+
+    database.execute_internal = stopped  # type: ignore[method-assign]
+    try:
+        sql = ANSWERED[0][0]
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            expected = cur.fetch_arrow_table()
+            with pytest.raises(Exception):  # noqa: B017 - the statement's own stop, whichever
+                cur.execute(sql)
+                cur.fetch_arrow_table()
+            for _ in range(2):
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), expected, sql)
+        assert len(builds) == 1 and running.app.executor.joined.built == 0
+    finally:
+        running.server.shutdown()
+        running.app.close()

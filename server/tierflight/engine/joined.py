@@ -122,8 +122,12 @@ class JoinedRollups:
             rows = cursor.execute(f"SELECT count(*) FROM {qualified}").fetchall()[0][0]
             same = _described(cursor, outer) == _described(cursor, flat_sql)
         except duckdb.InterruptException:
+            # The statement was cancelled: its own error says so. Its deadline or the memory
+            # ceiling stops a build that costs more than the join: were it tried again, every
+            # later run of the join would be stopped the same way.
             self._drop(qualified)
-            raise  # the statement was cancelled: its own error says so
+            self._refused.put(joined.build, True)
+            raise
         except duckdb.Error as exc:
             # Out of memory, or a text DuckDB does not take: the flat join answers, as before.
             log.info("joined_rollup_refused", reason=str(exc).splitlines()[0])
