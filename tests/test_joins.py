@@ -419,3 +419,101 @@ def test_joined_rollups_off_and_out_of_reach(tmp_path: Path) -> None:
     finally:
         running.server.shutdown()
         running.app.close()
+
+
+@pytest.mark.needs_server
+def test_a_joined_rollup_dropped_before_its_statement_runs_leaves_the_join_to_answer(tmp_path: Path) -> None:
+    # Another statement can drop a held table (a newer data version was built, or the row
+    # budget) between this statement choosing it and DuckDB binding it: the join answers.
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
+    running = start_in_process(cfg)
+    joined = running.app.executor.joined
+    chosen = joined.sql
+    dropped: list[str] = []
+
+    def choose_then_drop(route: Any, cursor: duckdb.DuckDBPyConnection) -> str:
+        sql = chosen(route, cursor)
+        if "tf_joined" in sql:
+            dropped.append(sql)
+            joined.clear()
+        return sql
+
+    try:
+        sql = ANSWERED[0][0]
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            expected = cur.fetch_arrow_table()
+            joined.sql = choose_then_drop  # type: ignore[method-assign]
+            for _ in range(3):
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), expected, sql)
+            assert dropped and joined.built >= 2
+    finally:
+        running.server.shutdown()
+        running.app.close()
+
+
+@pytest.mark.needs_server
+def test_a_joined_rollup_over_the_row_budget_never_holds_more_than_one_row_past_it(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0, "router.joined_rollup_rows": 3})
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
+    running = start_in_process(cfg)
+    joined = running.app.executor.joined
+    database = running.app.executor.database
+    drop = joined._drop
+    held: list[int] = []
+
+    def count_then_drop(qualified: str) -> None:
+        held.append(database.query_internal(f"SELECT count(*) FROM {qualified}")[0][0])
+        drop(qualified)
+
+    joined._drop = count_then_drop  # type: ignore[method-assign]
+    try:
+        sql = ANSWERED[0][0]  # a dozen verticals: more joined rows than the budget
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            answers = []
+            for _ in range(3):
+                cur.execute(sql)
+                answers.append(cur.fetch_arrow_table())
+            for answer in answers[1:]:
+                assert_same(answer, answers[0], sql)
+        assert held == [4] and joined.built == 0 and joined.rows == 0
+    finally:
+        running.server.shutdown()
+        running.app.close()
+
+
+@pytest.mark.needs_server
+def test_a_joined_rollup_build_stopped_midway_is_not_tried_again(tmp_path: Path) -> None:
+    # A build stopped by the statement's deadline or the memory ceiling would stop every later
+    # run of the join the same way: the join answers from then on.
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
+    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
+    running = start_in_process(cfg)
+    database = running.app.executor.database
+    execute = database.execute_internal
+    builds: list[str] = []
+
+    def stopped(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> None:
+        if sql.startswith("CREATE TABLE tf_joined."):
+            builds.append(sql)
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+        execute(sql, cursor=cursor)
+
+    database.execute_internal = stopped  # type: ignore[method-assign]
+    try:
+        sql = ANSWERED[0][0]
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            expected = cur.fetch_arrow_table()
+            with pytest.raises(Exception):  # noqa: B017 - the statement's own stop, whichever
+                cur.execute(sql)
+                cur.fetch_arrow_table()
+            for _ in range(2):
+                cur.execute(sql)
+                assert_same(cur.fetch_arrow_table(), expected, sql)
+        assert len(builds) == 1 and running.app.executor.joined.built == 0
+    finally:
+        running.server.shutdown()
+        running.app.close()

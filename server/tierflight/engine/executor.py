@@ -312,7 +312,14 @@ class Executor:
                         deadline_token = self._watchdog.schedule(timeout, _at_deadline(stop))
                     with stop.watching(current_call.get()):
                         sql = route.sql if params else self.joined.sql(route, cursor)
-                        first, rest = self._run(cursor, sql, params, statement)
+                        try:
+                            first, rest = self._run(cursor, sql, params, statement)
+                        except duckdb.CatalogException:
+                            if sql == route.sql:
+                                raise
+                            # Its joined rollup went (another statement built a newer data
+                            # version, or the row budget) after it was chosen: the join answers.
+                            first, rest = self._run(cursor, route.sql, params, statement)
                         # DuckDB has run it to its first batch; a small answer is read whole.
                         whole = (
                             read_small(first, self.config.server.batch_rows, self.limits.max_batch_bytes)

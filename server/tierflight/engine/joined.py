@@ -114,12 +114,20 @@ class JoinedRollups:
         qualified = f"{JOINED_DATABASE}.main.{quote_ident(f'j{next(self._seq)}')}"
         outer = joined.outer.replace(MARKER, qualified)
         try:
-            self._database.execute_internal(f"CREATE TABLE {qualified} AS {joined.build}", cursor=cursor)
+            # One row past the budget says it is over: the table never holds more.
+            self._database.execute_internal(
+                f"CREATE TABLE {qualified} AS SELECT * FROM ({joined.build}) LIMIT {self._max_rows + 1}",
+                cursor=cursor,
+            )
             rows = cursor.execute(f"SELECT count(*) FROM {qualified}").fetchall()[0][0]
             same = _described(cursor, outer) == _described(cursor, flat_sql)
         except duckdb.InterruptException:
+            # The statement was cancelled: its own error says so. Its deadline or the memory
+            # ceiling stops a build that costs more than the join: were it tried again, every
+            # later run of the join would be stopped the same way.
             self._drop(qualified)
-            raise  # the statement was cancelled: its own error says so
+            self._refused.put(joined.build, True)
+            raise
         except duckdb.Error as exc:
             # Out of memory, or a text DuckDB does not take: the flat join answers, as before.
             log.info("joined_rollup_refused", reason=str(exc).splitlines()[0])

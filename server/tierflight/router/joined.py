@@ -15,8 +15,9 @@ and the statement reads that table in place of the join (``SUM(e.tf_m0)`` for
 statement reads outside a merge is a group column, so a WHERE, GROUP BY, HAVING or ORDER BY
 sees the values it saw on each joined row; each merge (``sum``, ``min``, ``max``: a sum of
 sums, a min of mins) gives what it gave over the rows; ``count(DISTINCT x)`` reads group
-columns only. Anything else (another aggregate, a window, a subquery, USING, an unqualified
-name outside ORDER BY) keeps the flat join. ``derive`` is pure, text in and text out; the
+columns only. Anything else (another aggregate, a function sqlglot does not know, a window, a
+subquery, USING, an unqualified name other than an output name as a whole sort key) keeps the
+flat join. ``derive`` is pure, text in and text out; the
 engine (engine/joined.py) builds the table when the same join and data version come again,
 and checks that the statement over it binds to the same names and types.
 """
@@ -57,6 +58,8 @@ class _Keep(Exception):
 
 def derive(sql: str) -> JoinedRollup | None:
     """The joined rollup that answers the flat join ``sql``, or None."""
+    if MARKER in sql.lower():
+        return None  # the engine replaces the marker's text: a literal spelling it would change
     try:
         tree = sqlglot.parse_one(sql, dialect=DIALECT)
         return _derive(tree)
@@ -126,14 +129,22 @@ def _derive(tree: exp.Expr) -> JoinedRollup:
             continue
         table = col.table.lower()
         if not table:
-            if _within_order(col) and col.name.lower() in outputs:
-                continue  # an output name
+            # An output name, as a whole sort key (DuckDB binds it to the output first). Inside
+            # an expression DuckDB binds a table's column first: over the joined rows that
+            # can be a derived column (``ORDER BY tf_g1 || ''`` with an output ``tf_g1``).
+            if isinstance(col.parent, exp.Ordered) and _within_order(col) and col.name.lower() in outputs:
+                continue
             raise _Keep
         if table not in aliases or col.args.get("db") is not None or isinstance(col.this, exp.Star):
             raise _Keep
         groups.setdefault((table, col.name.lower()), col)
     if not groups or not measures:
         raise _Keep
+    # A function sqlglot does not know may be one of DuckDB's aggregates (histogram, product,
+    # fsum, entropy ...): over the joined rows it would weigh each group once.
+    for func in tree.find_all(exp.Anonymous):
+        if not any(_within(func, m) for m in measures):
+            raise _Keep
     for agg in measures:
         for col in agg.find_all(exp.Column):
             if col.table.lower() not in aliases or col.args.get("db") is not None:
