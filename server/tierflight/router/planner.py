@@ -27,6 +27,7 @@ from tierflight.core.sql import table_view_sql
 from tierflight.core.statement import DIALECT, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
+from tierflight.router.aggregates import unknown_aggregate
 from tierflight.router.catalog import CatalogRelations
 from tierflight.router.covering import Extent, extent_of, plan_covering
 from tierflight.router.facts import TableInfo, Target
@@ -209,6 +210,10 @@ class Router:
             return self.raw.plan(statement)
         if statement.parameter_count:
             return self._raw(statement, (Rejection("*", Rule.PARAMETERS, "statements with parameters read raw tiers"),))
+        unknown = unknown_aggregate(tree)
+        if unknown is not None:
+            why = f"{unknown}() is an aggregate no rollup stores: over a rollup it would weigh each stored group once"
+            return self._raw(statement, (Rejection("*", Rule.MEASURE, why),))
         names = self._names or Names(self._stores())
         if not isinstance(tree, exp.Select):
             outer = Rejection("*", Rule.SHAPE, "a set operation: its branches are routed on their own")
