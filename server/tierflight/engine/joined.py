@@ -91,7 +91,7 @@ class JoinedRollups:
         if joined is None or self._max_rows == 0:
             return table
         with self._lock:
-            held = next((h for k, h in self._held.items() if k[0] == joined.build), None)
+            held = self._held.get((joined.build, route.version)) if route.version is not None else None
         if held is not None:
             rows, why = held.rows, "the join's rows joined once, grouped by the columns the statement reads: read in place of the join"
         elif self._refused.get(joined.build):

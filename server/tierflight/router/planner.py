@@ -153,8 +153,10 @@ class Router:
             route = self._covering(statement, key[2:]) or route
         # Registered objects (the hot tail's batches, S3 datasets) are not named by the
         # version; files and rollups are (every change to them moves it).
+        # EXPLAIN ROUTE's route carries it too: it says whether a joined rollup of this very
+        # version is held (engine/joined.py).
         if (
-            statement.kind == "query"
+            statement.kind in ("query", "explain_route")
             and not route.registrations
             and not_reusable(statement.tree, self._reusable_tables()) is None
         ):
