@@ -5,6 +5,7 @@ reason for a join that could change the answer."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,14 +203,23 @@ def test_approx_count_distinct_stays_raw_where_no_rollup_keeps_sketches_by_the_k
 # -- after a dimension replace and a fact ingest (a data set of its own) ------------------------
 
 
+@contextlib.contextmanager
+def _serving(cfg: Any, rows: int, start: dt.date, days: int, seed: int) -> Iterator[RunningServer]:
+    """A server in this process on ``rows`` demo rows of its own, stopped on exit."""
+    load_demo(cfg, rows, start, days, seed)
+    running = start_in_process(cfg)
+    try:
+        yield running
+    finally:
+        running.server.shutdown()
+        running.app.close()
+
+
 @pytest.fixture()
 def fresh(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
     cfg = make_config(tmp_path)
-    load_demo(cfg, 3_000, dt.date(2024, 12, 20), 3, 11)
-    running = start_in_process(cfg)
-    yield running, tmp_path
-    running.server.shutdown()
-    running.app.close()
+    with _serving(cfg, 3_000, dt.date(2024, 12, 20), 3, 11) as running:
+        yield running, tmp_path
 
 
 def _flat_events(server: RunningServer, data_dir: Path, ingested: list[pa.Table]) -> duckdb.DuckDBPyConnection:
@@ -297,11 +307,8 @@ def sketched(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
     path.write_text(Path(CONFIG).read_text() + _SKETCH_ROLLUP)
     data = tmp_path / "data"
     cfg = load_config(path, data_dir=data, environ={}, overrides={"tiers.now": TEST_NOW, "metrics.port": 0})
-    load_demo(cfg, 4_000, dt.date(2024, 12, 20), 3, 5)
-    running = start_in_process(cfg)
-    yield running, data
-    running.server.shutdown()
-    running.app.close()
+    with _serving(cfg, 4_000, dt.date(2024, 12, 20), 3, 5) as running:
+        yield running, data
 
 
 @pytest.mark.needs_server
@@ -343,17 +350,22 @@ def test_sketch_merges_and_fact_min_max_through_a_join(sketched: tuple[RunningSe
 # -- joined rollups (router/joined.py, engine/joined.py): the same answers from the joined rows --
 
 
+@contextlib.contextmanager
+def _small_server(tmp_path: Path, **overrides: Any) -> Iterator[RunningServer]:
+    """A server on two days of demo rows, the result cache off (every call runs)."""
+    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0, **overrides})
+    with _serving(cfg, 2_000, dt.date(2024, 12, 20), 2, 11) as running:
+        yield running
+
+
 @pytest.fixture()
 def uncached(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
     # The result cache off: every call runs (a cached answer would never reach the join).
     from conftest import TEST_DAYS, TEST_START
 
     cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
-    load_demo(cfg, 20_000, TEST_START, TEST_DAYS, 11)
-    running = start_in_process(cfg)
-    yield running, tmp_path
-    running.server.shutdown()
-    running.app.close()
+    with _serving(cfg, 20_000, TEST_START, TEST_DAYS, 11) as running:
+        yield running, tmp_path
 
 
 @pytest.mark.needs_server
@@ -404,10 +416,7 @@ def test_joined_rollups_answer_repeated_joins_as_the_join_does(uncached: tuple[R
 
 @pytest.mark.needs_server
 def test_joined_rollups_off_and_out_of_reach(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0, "router.joined_rollup_rows": 0})
-    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
-    running = start_in_process(cfg)
-    try:
+    with _small_server(tmp_path, **{"router.joined_rollup_rows": 0}) as running:
         sql = ANSWERED[0][0]
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             for _ in range(3):
@@ -418,30 +427,24 @@ def test_joined_rollups_off_and_out_of_reach(tmp_path: Path) -> None:
             with pytest.raises(Exception, match="tf_joined"):
                 cur.execute("SELECT * FROM tf_joined.main.j1")
                 cur.fetchall()
-    finally:
-        running.server.shutdown()
-        running.app.close()
 
 
 @pytest.mark.needs_server
 def test_a_joined_rollup_dropped_before_its_statement_runs_leaves_the_join_to_answer(tmp_path: Path) -> None:
     # Another statement can drop a held table (a newer data version was built, or the row
     # budget) between this statement choosing it and DuckDB binding it: the join answers.
-    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
-    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
-    running = start_in_process(cfg)
-    joined = running.app.executor.joined
-    chosen = joined.sql
-    dropped: list[str] = []
+    with _small_server(tmp_path) as running:
+        joined = running.app.executor.joined
+        chosen = joined.sql
+        dropped: list[str] = []
 
-    def choose_then_drop(route: Any, cursor: duckdb.DuckDBPyConnection) -> str:
-        sql = chosen(route, cursor)
-        if "tf_joined" in sql:
-            dropped.append(sql)
-            joined.clear()
-        return sql
+        def choose_then_drop(route: Any, cursor: duckdb.DuckDBPyConnection) -> str:
+            sql = chosen(route, cursor)
+            if "tf_joined" in sql:
+                dropped.append(sql)
+                joined.clear()
+            return sql
 
-    try:
         sql = ANSWERED[0][0]
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(sql)
@@ -451,27 +454,21 @@ def test_a_joined_rollup_dropped_before_its_statement_runs_leaves_the_join_to_an
                 cur.execute(sql)
                 assert_same(cur.fetch_arrow_table(), expected, sql)
             assert dropped and joined.built >= 2
-    finally:
-        running.server.shutdown()
-        running.app.close()
 
 
 @pytest.mark.needs_server
 def test_a_joined_rollup_over_the_row_budget_never_holds_more_than_one_row_past_it(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0, "router.joined_rollup_rows": 3})
-    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
-    running = start_in_process(cfg)
-    joined = running.app.executor.joined
-    database = running.app.executor.database
-    drop = joined._drop
-    held: list[int] = []
+    with _small_server(tmp_path, **{"router.joined_rollup_rows": 3}) as running:
+        joined = running.app.executor.joined
+        database = running.app.executor.database
+        drop = joined._drop
+        held: list[int] = []
 
-    def count_then_drop(qualified: str) -> None:
-        held.append(database.query_internal(f"SELECT count(*) FROM {qualified}")[0][0])
-        drop(qualified)
+        def count_then_drop(qualified: str) -> None:
+            held.append(database.query_internal(f"SELECT count(*) FROM {qualified}")[0][0])
+            drop(qualified)
 
-    joined._drop = count_then_drop  # type: ignore[method-assign]
-    try:
+        joined._drop = count_then_drop  # type: ignore[method-assign]
         sql = ANSWERED[0][0]  # a dozen verticals: more joined rows than the budget
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             answers = []
@@ -481,30 +478,24 @@ def test_a_joined_rollup_over_the_row_budget_never_holds_more_than_one_row_past_
             for answer in answers[1:]:
                 assert_same(answer, answers[0], sql)
         assert held == [4] and joined.built == 0 and joined.rows == 0
-    finally:
-        running.server.shutdown()
-        running.app.close()
 
 
 @pytest.mark.needs_server
 def test_a_joined_rollup_build_stopped_midway_is_not_tried_again(tmp_path: Path) -> None:
     # A build stopped by the statement's deadline or the memory ceiling would stop every later
     # run of the join the same way: the join answers from then on.
-    cfg = make_config(tmp_path, **{"server.result_cache_bytes": 0})
-    load_demo(cfg, 2_000, dt.date(2024, 12, 20), 2, 11)
-    running = start_in_process(cfg)
-    database = running.app.executor.database
-    execute = database.execute_internal
-    builds: list[str] = []
+    with _small_server(tmp_path) as running:
+        database = running.app.executor.database
+        execute = database.execute_internal
+        builds: list[str] = []
 
-    def stopped(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> None:
-        if sql.startswith("CREATE TABLE tf_joined."):
-            builds.append(sql)
-            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
-        execute(sql, cursor=cursor)
+        def stopped(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> None:
+            if sql.startswith("CREATE TABLE tf_joined."):
+                builds.append(sql)
+                raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+            execute(sql, cursor=cursor)
 
-    database.execute_internal = stopped  # type: ignore[method-assign]
-    try:
+        database.execute_internal = stopped  # type: ignore[method-assign]
         sql = ANSWERED[0][0]
         with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(sql)
@@ -516,6 +507,3 @@ def test_a_joined_rollup_build_stopped_midway_is_not_tried_again(tmp_path: Path)
                 cur.execute(sql)
                 assert_same(cur.fetch_arrow_table(), expected, sql)
         assert len(builds) == 1 and running.app.executor.joined.built == 0
-    finally:
-        running.server.shutdown()
-        running.app.close()
