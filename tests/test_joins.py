@@ -507,3 +507,54 @@ def test_a_joined_rollup_build_stopped_midway_is_not_tried_again(tmp_path: Path)
                 cur.execute(sql)
                 assert_same(cur.fetch_arrow_table(), expected, sql)
         assert len(builds) == 1 and running.app.executor.joined.built == 0
+
+
+@pytest.mark.needs_server
+def test_joined_rollups_under_concurrent_joins_replaces_and_ingests(tmp_path: Path) -> None:
+    # Four clients run three joins over and over while the dimension table is replaced and
+    # facts are ingested: tables are built, dropped for newer versions and read at once. No
+    # statement fails, and once the writes stop every answer is DuckDB's over the final rows.
+    import threading
+
+    sqls = [sql for sql, rollup in ANSWERED[:4] if rollup is not None]
+    with _small_server(tmp_path) as running:
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            try:
+                with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+                    while not stop.is_set():
+                        for sql in sqls:
+                            cur.execute(sql)
+                            cur.fetch_arrow_table()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        ingested: list[pa.Table] = []
+        with fsql.connect(running.uri, autocommit=True) as conn, conn.cursor() as cur:
+            ids = sorted(r.as_py() for r in running.app.dimensions["advertisers"].current.data["advertiser_id"])
+            for round_ in range(4):
+                replaced = pa.table(
+                    {
+                        "advertiser_id": pa.array(ids, pa.int32()),
+                        "name": [f"adv {i}" for i in ids],
+                        "vertical": [f"v{(i + round_) % 3}" for i in ids],
+                    }
+                )
+                cur.adbc_ingest("advertisers", replaced, mode="replace")
+                batch = _events_batch(ids[round_ : round_ + 3], 1)
+                cur.adbc_ingest("events", batch, mode="append")
+                ingested.append(batch)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            assert not errors, errors[:3]
+            oracle = _oracle(_flat_events(running, tmp_path, ingested), _dimensions(running))
+            for _ in range(2):
+                for sql in sqls:
+                    _check(cur, oracle, sql, "advertiser_type" if "advertiser" in sql else "publisher_type")
+        assert running.app.executor.joined.built > 0
