@@ -28,7 +28,6 @@ code (statements and options kept); review the diff before committing it.
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import datetime as dt
 import re
@@ -47,7 +46,7 @@ from tierflight.core.config import Config, TableConfig, load_config
 from tierflight.core.names import Names
 from tierflight.core.sql import quote_ident, table_view_sql
 from tierflight.engine.sandbox import check_statement
-from tierflight.rollups.registry import RollupRegistry
+from tierflight.rollups.registry import RollupRegistry, bucket_times
 from tierflight.router.joins import JOIN_REASON
 from tierflight.router.planner import Router
 from tierflight.router.route import Route
@@ -186,8 +185,7 @@ def _data_state(options: Options) -> tuple[dict[str, ModelStore], RollupRegistry
                 start = max(start, options.now - group.retention)
             buckets = _bucket_starts(group.grain, start, DATA_START + dt.timedelta(days=DATA_DAYS))
             # Sorted bucket starts, one per stored row (what the loaded rollup keeps).
-            repeated = np.repeat(buckets, max(1, state.rows // max(1, len(buckets))))
-            state.times = array.array("q", repeated.astype("datetime64[us]").astype("int64"))
+            state.times = bucket_times(np.repeat(buckets, max(1, state.rows // max(1, len(buckets)))))
     return stores, registry
 
 

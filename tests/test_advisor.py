@@ -30,7 +30,7 @@ from tierflight.advisor.shape import FilterKind, Unservable, extract
 from tierflight.core.names import Names
 from tierflight.engine.sandbox import check_statement
 from tierflight.rollups.definition import storage_groups
-from tierflight.rollups.registry import RollupRegistry, RollupState
+from tierflight.rollups.registry import RollupRegistry, RollupState, bucket_times
 from tierflight.router.planner import Router
 
 ROOT = Path(__file__).resolve().parent
@@ -120,7 +120,7 @@ def _assert_routed(case: Case, proposals: list[Proposal]) -> None:
         state = RollupState(group, tuple(d for d in defs if d.name in group.members), status="active", rows=1000)
         if group.grain is not None:
             start = DATA_START if group.retention is None else max(DATA_START, NOW - group.retention)
-            state.times = _bucket_starts(group.grain, start, DATA_START + dt.timedelta(days=DATA_DAYS))
+            state.times = bucket_times(_bucket_starts(group.grain, start, DATA_START + dt.timedelta(days=DATA_DAYS)))
             state.rows = len(state.times)
         registry.states[group.name] = state
     router = Router(lambda: stores, registry, lambda: NOW, column_names=_binder(), names=Names(cfg.tables, lambda: SYSTEM_TABLES))  # type: ignore[arg-type,return-value]

@@ -94,6 +94,14 @@ class FlushedBatches(Protocol):
         ...
 
 
+def bucket_times(starts: np.ndarray) -> array.array[int]:
+    """A rollup's bucket starts (datetime64 values) as ``RollupState.times`` keeps them: sorted
+    microseconds since the epoch, searched with bisect by the planner's row estimates (a
+    numpy search lets go of the GIL, and under many statements getting it back waits behind
+    them)."""
+    return array.array("q", np.sort(starts.astype("datetime64[us]").astype(np.int64)))
+
+
 @dataclass
 class RollupState:
     group: StorageGroup
@@ -357,8 +365,7 @@ class RollupRegistry:
         if state.group.grain:
             # Searched by the planner with bisect (router/planner.py _estimate): a numpy search
             # lets go of the GIL, and under many statements getting it back waits behind them.
-            starts = pc.cast(pc.cast(table[state.group.grain], pa.timestamp("us")), pa.int64())
-            times = array.array("q", np.sort(starts.to_numpy(zero_copy_only=False)))
+            times = bucket_times(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
         with state.lock:
             state.watermark = None
             state.times = times
