@@ -386,6 +386,7 @@ def test_joined_rollups_answer_repeated_joins_as_the_join_does(uncached: tuple[R
         built = joined.built
         assert built >= len(answered) // 2, built
         assert 0 < joined.rows <= server.app.config.router.joined_rollup_rows
+        assert server.app.metrics.registry.get_sample_value("tierflight_joined_rollup_rows") == joined.rows
         # Another filter value of a join already held reads the same table: nothing is built.
         other = ANSWERED[5][0].replace("'impression'", "'click'")
         _check(cur, oracle, other, "day_advertiser_type")

@@ -140,6 +140,7 @@ def test_metrics_count_statements_by_tier_status_and_rollup(ops: tuple[RunningSe
     assert value(after, "tierflight_hot_memory_bytes") >= sum(
         s.bytes for s in server.app.rollups.states.values() if s.status == "active"
     )
+    assert value(after, "tierflight_joined_rollup_rows") == server.app.executor.joined.rows
     # The data ends 2024-11-29 and [tiers] now is pinned to 2025-01-01: about a month stale.
     freshness = value(after, "tierflight_rollup_freshness_seconds", rollup=next(iter(hits)))
     assert 20 * 86400 < freshness < 40 * 86400

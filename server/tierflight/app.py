@@ -136,7 +136,13 @@ class App:
             config, database, self.router, self.swap_lock, observer=self.metrics, column_names=self.column_names
         )
         self.metrics.watch(
-            ServingState(self.executor.in_flight, self.stores, self.rollups.states, config.tiers.current_time)
+            ServingState(
+                self.executor.in_flight,
+                self.stores,
+                self.rollups.states,
+                config.tiers.current_time,
+                joined_rows=lambda: self.executor.joined.rows,
+            )
         )
         # The advisor learns from finished statements' shapes (advisor/); a follower's
         # statements are the primary's workload too, but only the primary keeps the log.

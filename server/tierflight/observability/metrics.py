@@ -76,6 +76,7 @@ class ServingState:
     stores: Mapping[str, TableStore]
     rollups: Mapping[str, RollupState]
     current_time: Callable[[], dt.datetime]  # [tiers] now
+    joined_rows: Callable[[], int] = lambda: 0  # rows held in joined rollups (engine/joined.py)
 
 
 class Metrics:
@@ -220,9 +221,12 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             f"{NAMESPACE}_hot_memory_bytes", "Loaded rollups plus an estimate of the unflushed hot-tail rows"
         )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_joined_rollup_rows", "Rows held in joined rollups ([router] joined_rollup_rows caps them)"
+        )
 
     def collect(self) -> Iterator[Metric]:
-        in_flight, partitions, freshness, hot_memory = self._families()
+        in_flight, partitions, freshness, hot_memory, joined = self._families()
         state = self._state
         # A metric that fails to read must not take the others (or the scrape) down with it.
         try:
@@ -264,3 +268,9 @@ class _StateCollector(Collector):
 
         hot_memory.add_metric([], float(rollup_bytes + hot_bytes))
         yield hot_memory
+
+        try:
+            joined.add_metric([], float(state.joined_rows()))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("metric_failed", metric="joined_rollup_rows", error=repr(exc))
+        yield joined
