@@ -194,3 +194,42 @@ def test_comments_inside_aggregates_route_as_from_a_fresh_router() -> None:
         )
         got = replan(router, sql)
         assert got == fresh(sql)
+
+
+def test_bound_value_sets_share_the_template_of_their_statement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prepared statement's value sets (router/binding.py: casts of the values, LIMIT and
+    HAVING thresholds included) route as from a fresh router, and past its second value set a
+    statement's rewrite comes from its template, as its literal texts' does."""
+    from tierflight.router.binding import bind
+
+    rng = random.Random(11)
+    path = ROOT / "bench" / "workloads" / "dashboard-varying.sql"
+    full = {"n": 0}
+    rewrite = planner_module.Router._full
+
+    def counted(self: Router, *args: object, **kwargs: object) -> object:
+        full["n"] += 1
+        return rewrite(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(planner_module.Router, "_full", counted)
+    templated = 0
+    for st in parse_workload(path.read_text()):
+        if st.template is None:
+            continue
+        template = st.template.with_pools(POOLS)
+        prepared = check_statement(template.placeholders)
+        router = build_router()
+        for i in range(6):
+            bound = bind(prepared, list(template.draw(rng)))
+            before = full["n"]
+            got = decision(_plan_again(router, bound))
+            from_template = full["n"] == before
+            assert got == decision(build_router().plan(bound)), (st.name, bound.sql)
+            templated += i >= 2 and from_template
+    assert templated >= 6 * 3  # most statements: every value set past the second, no rewrite
+
+
+def _plan_again(router: Router, statement: object) -> Route:
+    router._cache.clear()
+    router._rewrites.clear()
+    return router.plan(statement)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ The holes (``statement_shape``) are the constants compared with in a WHERE conju
 normalise_predicate's form (``col = c``, ``col <> c``, ``col < c`` ..., ``col BETWEEN c AND
 d``, ``col IN (c, ...)``) or in a HAVING conjunct, and the LIMIT and OFFSET numbers; each
 constant a literal, a cast of one (``DATE '...'``) or arithmetic on two numbers (``5 /
-1000.0``). The shape's key is the whole tree with each hole replaced by its **class**: string
+1000.0``, either may be a cast of one). The shape's key is the whole tree with each hole replaced by its **class**: string
 or number, integer or not (SQL generation of a division asks), whether it reads as a date or
 timestamp (facts.range_subject, and so the ``grain`` rule, asks). What else reads a hole's
 value, and why a filled template is the rewrite:
@@ -160,10 +160,20 @@ def _literals(operand: exp.Expr | None) -> list[exp.Literal]:
     if isinstance(operand, exp.Literal):
         return [operand] if set(operand.args) <= _LITERAL_ARGS else []
     if isinstance(operand, _ARITHMETIC):
-        sides = [operand.this, operand.expression]
-        if all(isinstance(x, exp.Literal) and not x.is_string and set(x.args) <= _LITERAL_ARGS for x in sides):
-            return sides
+        # A side may be a cast of its number too: a bound parameter is one (``CAST(8271 AS
+        # BIGINT) / 1000.0``), and the cast's type is part of the key like any node.
+        sides = [_number(operand.this), _number(operand.expression)]
+        return [x for x in sides if x is not None] if all(x is not None for x in sides) else []
     return []
+
+
+def _number(side: exp.Expr | None) -> exp.Literal | None:
+    """A number literal, or the number literal a cast reads."""
+    if isinstance(side, exp.Cast):
+        side = side.this
+    if isinstance(side, exp.Literal) and not side.is_string and set(side.args) <= _LITERAL_ARGS:
+        return side
+    return None
 
 
 def statement_shape(tree: exp.Select) -> StatementShape | None:
@@ -172,8 +182,8 @@ def statement_shape(tree: exp.Select) -> StatementShape | None:
     places: list[tuple[Any, ...]] = []
     for clause in ("limit", "offset"):
         node = tree.args.get(clause)
-        value = node.args.get("expression") if node is not None else None
-        if isinstance(value, exp.Literal) and not value.is_string and set(value.args) <= _LITERAL_ARGS:
+        value = _number(node.args.get("expression")) if node is not None else None
+        if value is not None:  # a number, or a cast of one (a bound parameter)
             holes.append(value)
             places.append((clause,))
     found = conjuncts(tree.args.get("where"))
@@ -354,8 +364,7 @@ def build(
             copied = literals[place[3]] if place[3] < len(literals) else None
         else:
             clause = select.args.get(place[0])
-            value = clause.args.get("expression") if clause is not None else None
-            copied = value if isinstance(value, exp.Literal) else None
+            copied = _number(clause.args.get("expression")) if clause is not None else None
         if copied is None or copied.this != hole.this or copied.is_string != hole.is_string:
             return Untemplated.REFUSED  # not copied as it was: not a hole of this rewrite
         marker = f"tfhole{_TOKEN}x{i:04d}" if hole.is_string else f"9{int(_TOKEN, 16):015d}{i:04d}"
