@@ -125,26 +125,20 @@ class JoinedRollups:
             # The statement was cancelled: its own error says so. Its deadline or the memory
             # ceiling stops a build that costs more than the join: were it tried again, every
             # later run of the join would be stopped the same way.
-            self._drop(qualified)
-            self._refused.put(joined.build, True)
+            self._refuse(joined, qualified, "stopped")
             raise
         except duckdb.Error as exc:
             # Out of memory, or a text DuckDB does not take: the flat join answers, as before.
-            log.info("joined_rollup_refused", reason=str(exc).splitlines()[0])
-            self._drop(qualified)
-            self._refused.put(joined.build, True)
+            self._refuse(joined, qualified, str(exc).splitlines()[0])
             return None
         if not same or rows > self._max_rows:
-            log.info("joined_rollup_refused", reason="another schema" if not same else f"{rows} rows")
-            self._drop(qualified)
-            self._refused.put(joined.build, True)
+            self._refuse(joined, qualified, "another schema" if not same else f"{rows} rows")
             return None
         held = _Held(qualified, rows)
         with self._lock:
             self._held[key] = held
-            dropped = [
-                self._held.pop(k) for k in [k for k in self._held if k[1] != key[1]]
-            ]  # older data versions
+            older = [k for k in self._held if k[1] != key[1]]  # other data versions
+            dropped = [self._held.pop(k) for k in older]
             total = sum(h.rows for h in self._held.values())
             for k in list(self._held):
                 if total <= self._max_rows:
@@ -157,6 +151,12 @@ class JoinedRollups:
             self._drop(old.qualified)
         log.debug("joined_rollup_built", table=qualified, rows=rows, source=joined.source)
         return held
+
+    def _refuse(self, joined: JoinedRollup, qualified: str, reason: str) -> None:
+        """This join is never built again; what its build wrote goes."""
+        log.info("joined_rollup_refused", reason=reason)
+        self._drop(qualified)
+        self._refused.put(joined.build, True)
 
     def _drop(self, qualified: str) -> None:
         # A statement already reading it keeps its rows (DuckDB's catalog is transactional).

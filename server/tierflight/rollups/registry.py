@@ -363,8 +363,6 @@ class RollupRegistry:
             cur.close()
         times = None
         if state.group.grain:
-            # Searched by the planner with bisect (router/planner.py _estimate): a numpy search
-            # lets go of the GIL, and under many statements getting it back waits behind them.
             times = bucket_times(pc.cast(table[state.group.grain], pa.timestamp("us")).to_numpy(zero_copy_only=False))
         with state.lock:
             state.watermark = None

@@ -111,9 +111,7 @@ def literal(value: Any) -> exp.Expr:
 
 def _is_placeholder(node: exp.Expr) -> bool:
     """``?``, ``$n`` (either spelling sqlglot parses it as) or any other placeholder."""
-    return isinstance(node, exp.Placeholder) or (
-        isinstance(node, exp.Parameter) and str(node.this.name).isdigit()
-    )
+    return isinstance(node, exp.Placeholder) or (isinstance(node, exp.Parameter) and str(node.this.name).isdigit())
 
 
 def _number(node: exp.Expr) -> int | None:
@@ -242,9 +240,7 @@ def _cut(tree: exp.Expr, values: list[exp.Expr]) -> _Cut:
 
 def bind(statement: Statement, row: Sequence[Any]) -> Statement:
     if len(row) != statement.parameter_count:
-        raise InvalidArgument(
-            f"the statement has {statement.parameter_count} parameter(s) but {len(row)} values were bound"
-        )
+        raise InvalidArgument(f"the statement has {statement.parameter_count} parameter(s) but {len(row)} values were bound")
     order = _order(statement)
     tree = faithful_copy(statement.tree)
     nodes = [node for node in tree.dfs() if _is_placeholder(node)]

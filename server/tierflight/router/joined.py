@@ -94,7 +94,7 @@ def _derive(tree: exp.Expr) -> JoinedRollup:
     conditions: list[exp.Expr] = []
     for join in joins:
         if set(k for k, v in join.args.items() if v not in (None, False, [])) - _JOIN_ARGS:
-            raise _Keep  # USING, ASOF, a join method: not a plain ON
+            raise _Keep  # ASOF, NATURAL, a join method: not a plain join on keys
         side, kind = (join.args.get("side") or "").upper(), (join.args.get("kind") or "").upper()
         if (side, kind) not in {("", ""), ("", "INNER"), ("LEFT", ""), ("LEFT", "OUTER")}:
             raise _Keep
@@ -154,11 +154,9 @@ def _derive(tree: exp.Expr) -> JoinedRollup:
     # In a canonical order: statements reading the same columns and merges share one table.
     groups = dict(sorted(groups.items()))
     names = {key: f"tf_g{i}" for i, key in enumerate(groups)}
-    merged: dict[str, str] = {}  # a merge's SQL -> its column
-    for text in sorted({agg.sql(dialect=DIALECT) for agg in measures}):
-        merged[text] = f"tf_m{len(merged)}"
-    select = [exp.alias_(col.copy(), names[key], copy=False) for key, col in groups.items()]
     by_sql = {agg.sql(dialect=DIALECT): agg for agg in measures}
+    merged = {text: f"tf_m{i}" for i, text in enumerate(sorted(by_sql))}  # a merge's SQL -> its column
+    select = [exp.alias_(col.copy(), names[key], copy=False) for key, col in groups.items()]
     select += [exp.alias_(by_sql[text].copy(), name, copy=False) for text, name in merged.items()]
     build = exp.select(*select, copy=False).from_(fact.copy(), copy=False)
     build.set("joins", [j.copy() for j in joins])

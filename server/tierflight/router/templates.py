@@ -10,10 +10,10 @@ The holes (``statement_shape``) are the constants compared with in a WHERE conju
 normalise_predicate's form (``col = c``, ``col <> c``, ``col < c`` ..., ``col BETWEEN c AND
 d``, ``col IN (c, ...)``) or in a HAVING conjunct, and the LIMIT and OFFSET numbers; each
 constant a literal, a cast of one (``DATE '...'``) or arithmetic on two numbers (``5 /
-1000.0``, either may be a cast of one). The shape's key is the whole tree with each hole replaced by its **class**: string
-or number, integer or not (SQL generation of a division asks), whether it reads as a date or
-timestamp (facts.range_subject, and so the ``grain`` rule, asks). What else reads a hole's
-value, and why a filled template is the rewrite:
+1000.0``, either may be a cast of one). The shape's key is the whole tree with each hole
+replaced by its **class**: string or number, integer or not (SQL generation of a division
+asks), whether it reads as a date or timestamp (facts.range_subject, and so the ``grain``
+rule, asks). What else reads a hole's value, and why a filled template is the rewrite:
 
 * the time range (retention, estimates, bucket bounds) is each statement's own, computed per
   plan; the bucket bounds are added per plan (``fold_bounds`` over what each kept conjunct
