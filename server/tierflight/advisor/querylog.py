@@ -33,8 +33,9 @@ from tierflight.advisor.shape import (
 )
 from tierflight.core.config import Config
 from tierflight.core.log import get_logger
-from tierflight.core.lru import LRU
+from tierflight.core.lru import LRU, Sightings
 from tierflight.core.names import Names
+from tierflight.core.statement import DIALECT
 from tierflight.router.trees import conjuncts, normalise_predicate
 
 log = get_logger("tierflight.advisor")
@@ -136,10 +137,12 @@ class QueryLog:
         self._stop = threading.Event()
         self.dropped = 0
         self._listeners: list[Callable[[Observation], None]] = []
-        # Shapes of recent statement trees (the sandbox hands out one tree per statement
-        # text): a dashboard's repeated statements are walked once. The tree is kept with
-        # its shape, so its id is not reused while the entry lives.
+        # Shapes of recent statement trees (the sandbox hands out one tree per repeated
+        # statement text): a dashboard's repeated statements are walked once. The tree is
+        # kept with its shape, so its id is not reused while the entry lives; only trees
+        # seen twice are (a one-off tree would be kept for nothing).
         self._shapes: LRU[int, tuple[exp.Expr, Shape | None, dt.datetime | None]] = LRU(1024)
+        self._seen_trees = Sightings()
         self._file: TextIO | None = None
         self._flushed = 0.0
         self._size = 0
@@ -192,7 +195,8 @@ class QueryLog:
             except Unservable:
                 timeless, start = None, None
             known = (tree, timeless, start)
-            self._shapes.put(id(tree), known)
+            if self._seen_trees.again(id(tree)):
+                self._shapes.put(id(tree), known)
         _, timeless, start = known
         if timeless is None:
             return None
@@ -212,7 +216,7 @@ class QueryLog:
             return
         for pred in conjuncts(tree.args.get("where")):
             if isinstance(normalise_predicate(pred), exp.EQ) and filter_digest(pred) == digest:
-                self.filter_texts[digest] = normalise_predicate(pred).sql(dialect="duckdb")
+                self.filter_texts[digest] = normalise_predicate(pred).sql(dialect=DIALECT)
                 return
 
     def _append(self, obs: Observation) -> None:

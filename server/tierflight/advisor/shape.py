@@ -23,6 +23,7 @@ from tierflight.core.config import TableConfig
 from tierflight.core.errors import TierflightError
 from tierflight.core.grains import GRAINS, literal_datetime
 from tierflight.core.names import Names
+from tierflight.core.statement import DIALECT
 from tierflight.router.facts import TableInfo
 from tierflight.router.rules import Reject, locate_table
 from tierflight.router.timerange import column_grain, derived_grains, table_time_range
@@ -239,9 +240,9 @@ class _Collector:
 
         def column(e: exp.Expr | None) -> str:
             if not isinstance(e, exp.Column):
-                raise Unservable(f"{agg.sql(dialect='duckdb')} aggregates an expression, not a column")
+                raise Unservable(f"{agg.sql(dialect=DIALECT)} aggregates an expression, not a column")
             if column_grain(e, self.info.time_column, self.info.grains) is not None:
-                raise Unservable(f"{agg.sql(dialect='duckdb')} aggregates the time column")
+                raise Unservable(f"{agg.sql(dialect=DIALECT)} aggregates the time column")
             return self.name(e)
 
         if isinstance(agg, exp.Count):

@@ -37,3 +37,28 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Sightings:
+    """Which keys were seen before: the admission test of a cache that one-off keys would
+    only churn. A stream of statements that never repeat (a dashboard's new filter values)
+    would fill a cache with entries never read, each entry's objects living long enough for
+    the collector to walk them again and again in its full collections; admitted on their
+    second sighting, only keys that do repeat are kept. Holds the keys' hashes only (a
+    collision admits a key early: harmless), at most ``limit`` of them, oldest dropped."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._seen: dict[int, None] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def again(self, key: object) -> bool:
+        """Whether ``key`` was seen before; from now on it has been."""
+        h = hash(key)
+        with self._lock:
+            if h in self._seen:
+                return True
+            self._seen[h] = None
+            if len(self._seen) > self._limit:
+                del self._seen[next(iter(self._seen))]
+            return False

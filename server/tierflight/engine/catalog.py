@@ -35,6 +35,7 @@ from tierflight.core.errors import StatementRefused
 from tierflight.core.lru import LRU
 from tierflight.core.names import CATALOG, MAIN_SCHEMA, SYSTEM_SCHEMA
 from tierflight.core.sql import quote_ident, quote_literal, table_view_sql
+from tierflight.core.statement import DIALECT
 from tierflight.engine.database import use_catalog
 from tierflight.engine.duck_errors import translate
 
@@ -213,7 +214,7 @@ class ShadowCatalog:
             raise StatementRefused(
                 f"catalog function {ref.this.name}() takes constant arguments only (it is evaluated apart from the tables)"
             )
-        source = ref.sql(dialect="duckdb")
+        source = ref.sql(dialect=DIALECT)
         cached = self._results.get(source)
         if cached is not None:
             return cached

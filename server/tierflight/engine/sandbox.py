@@ -8,6 +8,7 @@ off, allowed directories limited to the data dir, configuration locked; see
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from tierflight.core.errors import (
     StatementRefused,
     TierflightError,
 )
-from tierflight.core.lru import LRU
+from tierflight.core.lru import LRU, Sightings
 from tierflight.core.statement import DIALECT, Statement, StatementKind
 from tierflight.engine.duck_errors import parsed_statement_types
 from tierflight.engine.functions import Outcome, check_functions, trusted
@@ -188,6 +189,7 @@ def nesting_depth(sql: str) -> int:
 
 
 _checked: LRU[str, Statement] = LRU(4096)
+_repeated = Sightings()  # texts are kept from their second sighting on (core.lru.Sightings)
 
 
 def check_statement(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> Statement:
@@ -201,7 +203,7 @@ def check_statement(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES) -> S
         return statement
     size = check_size(sql, max_bytes)
     statement = _check(sql)
-    if size <= _LARGE_STATEMENT:
+    if size <= _LARGE_STATEMENT and _repeated.again(sql):
         _checked.put(sql, statement)
     return statement
 
@@ -240,8 +242,6 @@ def large_statement_turn(sql: str, max_bytes: int = DEFAULT_MAX_STATEMENT_BYTES)
 def _check(sql: str) -> Statement:
     if not sql or not sql.strip():
         raise SqlSyntaxError("empty statement: send one SELECT, WITH, EXPLAIN, DESCRIBE or SHOW statement")
-    if nesting_depth(sql) > MAX_NESTING:
-        raise too_deep()
     kind = StatementKind.QUERY
     body = sql
     m = _EXPLAIN_ROUTE.match(sql)
@@ -256,10 +256,14 @@ def _check(sql: str) -> Statement:
     shape = body_shape if body.isascii() and len(body) <= MAX_TEMPLATE_BYTES else None
     template = TEMPLATES.get((kind, shape.key)) if shape is not None else None
     if template is not None and shape is not None and plain_values(shape):
-        # Checked before with other values: same tree, same calls (engine.templates).
+        # Checked before with other values: same tree, same calls, same brackets outside its
+        # literals, so the same nesting (engine.templates).
+        tree = instantiate(template, shape)
         return Statement(
-            sql=text, tree=instantiate(template, shape), kind=kind, parameter_count=template.parameter_count
+            sql=text, tree=tree, kind=kind, parameter_count=template.parameter_count, shaped=((kind, shape.key), tree)
         )
+    if nesting_depth(sql) > MAX_NESTING:
+        raise too_deep()
     try:
         tree = parse_one(body)
         check_tree(tree)
@@ -289,4 +293,5 @@ def _check(sql: str) -> Statement:
         kept = template_of(faithful_copy(tree), shape, statement.parameter_count)
         if kept is not None:
             TEMPLATES.put((kind, shape.key), kept)
+            statement = dataclasses.replace(statement, shaped=((kind, shape.key), tree))
     return statement

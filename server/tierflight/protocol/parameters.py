@@ -33,7 +33,7 @@ from tierflight.core.log import get_logger
 from tierflight.core.lru import LRU
 from tierflight.core.names import Kind, Names
 from tierflight.core.sql import table_view_sql
-from tierflight.core.statement import DIALECT, Statement
+from tierflight.core.statement import DIALECT, ShapeFacts, Statement
 from tierflight.engine.execution import statement_hash
 from tierflight.router.binding import placeholders
 
@@ -270,6 +270,14 @@ def parameter_rows(data: pa.Table, expected: int) -> list[tuple[Any, ...]]:
 # Comparisons that are never true when one side is the NULL literal.
 _NULL_NEVER_TRUE = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
 _null_checked: LRU[str, bool] = LRU(4096)
+_null_shapes: ShapeFacts[bool] = ShapeFacts()
+
+
+def _compares_with_null(tree: exp.Expr) -> bool:
+    return any(
+        isinstance(node.this, exp.Null) or isinstance(node.expression, exp.Null)
+        for node in tree.find_all(*_NULL_NEVER_TRUE)
+    )
 
 
 def warn_null_comparison(statement: Statement, user: str) -> bool:
@@ -280,10 +288,7 @@ def warn_null_comparison(statement: Statement, user: str) -> bool:
     known = _null_checked.get(statement.sql)
     if known is not None:
         return known
-    found = any(
-        isinstance(node.this, exp.Null) or isinstance(node.expression, exp.Null)
-        for node in statement.tree.find_all(*_NULL_NEVER_TRUE)
-    )
+    found = _null_shapes.get(statement, lambda: _compares_with_null(statement.tree))
     _null_checked.put(statement.sql, found)
     if found:
         log.warning(

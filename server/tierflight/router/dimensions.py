@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from sqlglot import exp
 
 from tierflight.core.grains import literal_datetime, next_boundary, truncate
+from tierflight.core.statement import DIALECT
 from tierflight.rollups.definition import DERIVABLE, StorageGroup
 from tierflight.router.facts import TableInfo
 from tierflight.router.route import Rule
@@ -152,7 +153,7 @@ def rewrite_time(node: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.Ex
     """Rule ``grain``: time expressions become expressions over the rollup's bucket."""
     grain = info.needed_grain(node)
     if grain is None:
-        raise Reject(Rule.GRAIN, f"{node.sql(dialect='duckdb')} is not a time grain")
+        raise Reject(Rule.GRAIN, f"{node.sql(dialect=DIALECT)} is not a time grain")
     if grain == "exact":
         raise Reject(Rule.GRAIN, f"{info.time_column} is used at full precision")
     if group.grain is None or grain not in DERIVABLE[group.grain]:
@@ -268,7 +269,7 @@ def time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) -> exp.
         )
     value = literal_datetime(pred.expression)
     if value is None:
-        raise Reject(Rule.ALIGNMENT, f"{pred.sql(dialect='duckdb')} does not compare with a constant")
+        raise Reject(Rule.ALIGNMENT, f"{pred.sql(dialect=DIALECT)} does not compare with a constant")
     if isinstance(pred, exp.LTE | exp.GT) and info.microseconds and _aligned(value + _MICROSECOND, group.grain):
         # ts <= v is ts < v + 1µs, ts > v is ts >= v + 1µs: TIMESTAMP holds microseconds.
         op: type[exp.Expr] = exp.LT if isinstance(pred, exp.LTE) else exp.GTE
@@ -330,7 +331,7 @@ def coarse_time_predicate(pred: exp.Expr, info: TableInfo, group: StorageGroup) 
         if bound is not None and truncate(bound, group.grain) != bound:
             raise Reject(
                 Rule.ALIGNMENT,
-                f"{pred.sql(dialect='duckdb')} does not select whole {group.grain}s "
+                f"{pred.sql(dialect=DIALECT)} does not select whole {group.grain}s "
                 f"({bound.isoformat(sep=' ')} is inside one)",
             )
     return exp.and_(*bucket_range(group.grain, *bounds), copy=False)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
+from tierflight.core.statement import DIALECT
 from tierflight.rollups.definition import Measure, StorageGroup
 from tierflight.router.dimensions import rewrite_dimensions
 from tierflight.router.facts import TableInfo
@@ -60,7 +61,7 @@ def rewrite_aggregate(node: exp.Expr, info: TableInfo, group: StorageGroup) -> e
             return wrap(exp.Sum(this=exp.column(m.state)))
         if isinstance(agg.this, exp.Case):
             return wrap(exp.Sum(this=_case_over_state(agg.this, info, group, counting=False)))
-        raise Reject(Rule.MEASURE, f"{agg.sql(dialect='duckdb')} is not a sum of a stored column")
+        raise Reject(Rule.MEASURE, f"{agg.sql(dialect=DIALECT)} is not a sum of a stored column")
     if isinstance(agg, exp.Min | exp.Max):
         c = _column_name(agg.this)
         kind = "min" if isinstance(agg, exp.Min) else "max"
@@ -140,7 +141,7 @@ def _count(agg: exp.Count, info: TableInfo, group: StorageGroup, wrap: Callable[
             return _bigint_count(wrap(exp.Sum(this=counted)))
     if isinstance(arg, exp.Case):
         return _bigint_count(wrap(exp.Sum(this=_case_over_state(arg, info, group, counting=True))))
-    raise Reject(Rule.MEASURE, f"{agg.sql(dialect='duckdb')} has no stored count state")
+    raise Reject(Rule.MEASURE, f"{agg.sql(dialect=DIALECT)} has no stored count state")
 
 
 def _case_over_state(case: exp.Case, info: TableInfo, group: StorageGroup, counting: bool) -> exp.Expr:

@@ -21,10 +21,10 @@ from typing import Any
 from sqlglot import exp
 
 from tierflight.core.grains import truncate
-from tierflight.core.lru import LRU
+from tierflight.core.lru import LRU, Sightings
 from tierflight.core.names import Names
 from tierflight.core.sql import table_view_sql
-from tierflight.core.statement import DIALECT, Statement
+from tierflight.core.statement import DIALECT, ShapeFacts, Statement
 from tierflight.rollups.definition import StorageGroup, retention_start
 from tierflight.rollups.registry import RollupRegistry, RollupState
 from tierflight.router.aggregates import unknown_aggregate
@@ -46,6 +46,7 @@ from tierflight.router.rules import (
     Reject,
     RuleFn,
     first_rejection,
+    kept_verdict,
     locate_table,
 )
 from tierflight.router.split import split_source, whole_buckets
@@ -98,6 +99,11 @@ class Router:
         # Rewrites by statement shape (templates.py): a new text of a known shape skips them.
         self._templates: LRU[tuple[ShapeKey, tuple[str, ...], StorageGroup, Variant], RewriteTemplate | Reject | Untemplated] = LRU(4096)
         self._by_shape: LRU[tuple[ShapeKey, StorageGroup], tuple[frozenset[int], Reject | None]] = LRU(2048)
+        # Plans and rewrites are kept from a key's second sighting on (core.lru.Sightings).
+        self._planned, self._rewritten = Sightings(), Sightings()
+        # Per literal shape of a statement (core.statement.ShapeFacts).
+        self._unknown_aggregates: ShapeFacts[str | None] = ShapeFacts()
+        self._reusable: ShapeFacts[bool] = ShapeFacts()
         self._extents: dict[str, tuple[tuple[int, tuple[int, ...]], Extent | None]] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever data or rollups change: invalidates plans
@@ -158,19 +164,21 @@ class Router:
         if (
             statement.kind in ("query", "explain_route")
             and not route.registrations
-            and not_reusable(statement.tree, self._reusable_tables()) is None
+            and self._is_reusable(statement)
         ):
             route = dataclasses.replace(route, version=key[2:])
-        self._cache.put(key, route)
+        if self._planned.again(key):
+            self._cache.put(key, route)
         self._count_hit(route)
         return route
 
-    def _reusable_tables(self) -> set[str]:
-        """The tables whose rows the version names: fact tables (their files and rollups) and
-        dimension tables (each served version is a table of its own, and serving one moves
-        the generation)."""
+    def _is_reusable(self, statement: Statement) -> bool:
+        """Whether the answer depends only on the rows of the tables the version names: fact
+        tables (their files and rollups) and dimension tables (each served version is a table
+        of its own, and serving one moves the generation)."""
         dimensions = self._dimensions() if self._dimensions else {}
-        return {name.lower() for name in (*self._table_infos(), *dimensions)}
+        tables = frozenset(name.lower() for name in (*self._table_infos(), *dimensions))
+        return self._reusable.get(statement, lambda: not_reusable(statement.tree, tables) is None, tables)
 
     def _covering(self, statement: Statement, version: tuple[int, tuple[int, ...]]) -> Route | None:
         """Rule ``covering`` (router/covering.py): a time filter that every row passes does
@@ -212,7 +220,7 @@ class Router:
             return self.raw.plan(statement)
         if statement.parameter_count:
             return self._raw(statement, (Rejection("*", Rule.PARAMETERS, "statements with parameters read raw tiers"),))
-        unknown = unknown_aggregate(tree)
+        unknown = self._unknown_aggregates.get(statement, lambda: unknown_aggregate(tree))
         if unknown is not None:
             why = f"{unknown}() is an aggregate no rollup stores: over a rollup it would weigh each stored group once"
             return self._raw(statement, (Rejection("*", Rule.MEASURE, why),))
@@ -351,7 +359,8 @@ class Router:
         known = self._rewrites.get(key)
         if known is None:
             known = self._shaped(c, shape)
-            self._rewrites.put(key, known)
+            if self._rewritten.again(key):
+                self._rewrites.put(key, known)
         if isinstance(known, Reject):
             raise Reject(known.rule, known.reason)
         return known
@@ -394,8 +403,9 @@ class Router:
             select, kept = rewrite_parts(c)
             keep_names(c.target, select, self._column_names)
         except Reject as r:
-            self._templates.put(key, r)
-            return r
+            verdict = kept_verdict(r)
+            self._templates.put(key, verdict)
+            return verdict
         full = self._full(c, FILTER_RULES)
         built = build(select, kept, c.group, shape, key[3])
         if isinstance(built, RewriteTemplate) and built.fill(c, shape) != full:
@@ -408,7 +418,7 @@ class Router:
         try:
             return first_rejection(rules, c) or self._generate(c, rewrite_select(c))
         except Reject as r:
-            return r
+            return kept_verdict(r)
 
     def _generate(self, c: Candidate, rewritten: exp.Select) -> str:
         keep_names(c.target, rewritten, self._column_names)

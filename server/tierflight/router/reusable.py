@@ -14,6 +14,7 @@ from collections.abc import Collection
 from sqlglot import exp
 
 from tierflight.core.sql import SESSION_USER_FUNCTIONS
+from tierflight.core.statement import DIALECT
 from tierflight.router.trees import walk
 
 # Functions whose value changes from one call to the next (DuckDB's names; sqlglot parses
@@ -69,7 +70,7 @@ def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
     ctes: set[str] | None = None  # read only for a table that is not a configured one
     for node in walk(tree):
         if isinstance(node, _VOLATILE_NODES):
-            return f"{node.sql(dialect='duckdb')} changes between calls"
+            return f"{node.sql(dialect=DIALECT)} changes between calls"
         function = _function_name(node) if isinstance(node, exp.Func) else None
         if function in VOLATILE_FUNCTIONS:
             return f"{function}() changes between calls"
@@ -78,18 +79,18 @@ def not_reusable(tree: exp.Expr, tables: Collection[str]) -> str | None:
             or function in SESSION_USER_FUNCTIONS
             or (isinstance(node, exp.Column) and not node.table and node.name.lower() in SESSION_USER_FUNCTIONS)
         ):
-            return f"{node.sql(dialect='duckdb')} depends on who asks"
+            return f"{node.sql(dialect=DIALECT)} depends on who asks"
         if isinstance(node, exp.TableSample):
             return "a sample is drawn anew on each call"
         if isinstance(node, exp.Table):
             if not isinstance(node.this, exp.Identifier):
-                return f"{node.this.sql(dialect='duckdb')} is a table function, not a configured table"
+                return f"{node.this.sql(dialect=DIALECT)} is a table function, not a configured table"
             schema = node.db.lower()
             name = node.name.lower()
             if schema in SYSTEM_SCHEMAS or (not schema and name.startswith(("duckdb_", "pragma_"))):
-                return f"{node.sql(dialect='duckdb')} is engine or server state"
+                return f"{node.sql(dialect=DIALECT)} is engine or server state"
             if name not in tables and ctes is None:
                 ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
             if name not in tables and name not in (ctes or ()):
-                return f"{node.sql(dialect='duckdb')} is not a configured table"
+                return f"{node.sql(dialect=DIALECT)} is not a configured table"
     return None

@@ -58,7 +58,7 @@ class RoutePart:
         return {"tier": str(self.tier), "source": self.source, "estimated_rows": self.estimated_rows, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A rollup candidate that could not answer, with the rule that rejected it."""
 

@@ -39,7 +39,7 @@ class Reject(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One rollup tried for one statement: everything a rule, the rewrite or a split reads."""
 
@@ -55,6 +55,12 @@ class Candidate:
 
 
 RuleFn = Callable[[Candidate], Reject | None]
+
+
+def kept_verdict(raised: Reject) -> Reject:
+    """A caught Reject as the caches keep it: anew, without the traceback that holds every
+    frame it passed through (and their candidates and trees) alive as long as the entry."""
+    return Reject(raised.rule, raised.reason)
 
 
 def locate_table(select: exp.Select, tables: Mapping[str, TableInfo], names: Names) -> tuple[exp.Table, TableInfo]:

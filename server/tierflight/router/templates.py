@@ -47,7 +47,6 @@ from enum import Enum
 from typing import Any
 
 from sqlglot import exp
-from sqlglot.dialects.dialect import Dialect
 from sqlglot.generator import Generator
 
 from tierflight.core.grains import literal_datetime
@@ -270,7 +269,7 @@ def _generator() -> Generator:
     """A DuckDB SQL generator for this thread (generators keep state while they write)."""
     generator: Generator | None = getattr(_local, "generator", None)
     if generator is None:
-        generator = Dialect.get_or_raise(DIALECT).generator()
+        generator = DIALECT.generator()
         _local.generator = generator
     return generator
 

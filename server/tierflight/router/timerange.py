@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from sqlglot import exp
 
 from tierflight.core.grains import GRAINS, literal_datetime, next_boundary, truncate
+from tierflight.core.statement import DIALECT
 from tierflight.tiers.base import ALL_TIME, TimeRange
 
 _MICRO = dt.timedelta(microseconds=1)
@@ -47,7 +48,7 @@ def derived_grains(derived: dict[str, str] | None, time_column: str) -> dict[str
 
     out: dict[str, str] = {}
     for name, sql in (derived or {}).items():
-        grain = column_grain(sqlglot.parse_one(sql, read="duckdb"), time_column, {})
+        grain = column_grain(sqlglot.parse_one(sql, read=DIALECT), time_column, {})
         if grain and grain != "exact":
             out[name.lower()] = grain
     return out

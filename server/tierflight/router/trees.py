@@ -10,6 +10,8 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
+from tierflight.core.statement import DIALECT
+
 # Aggregates and what wraps them are rewritten as a whole (measures.py), never descended into
 # by the rewrite of dimensions and time expressions around them.
 AGGREGATE_NODES = (exp.AggFunc, exp.Filter, exp.Window)
@@ -31,11 +33,14 @@ def faithful_copy(tree: exp.Expr) -> exp.Expr:
 
 def _copy(tree: exp.Expr, *, notes: bool) -> exp.Expr:
     """Every node of ``tree`` anew (iteratively: deep trees must not recurse here); with
-    ``notes``, each node's comments, type and meta too."""
+    ``notes``, each node's comments, type and meta too. Children are linked to their parent
+    here as ``Expr.set`` would (its walk up the new tree to reset hashes has nothing to do:
+    every node is new), the copy of each new statement of a known shape."""
     root = tree.__class__()
     stack = [(tree, root)]
+    pop, push, node_type = stack.pop, stack.append, exp.Expr
     while stack:
-        source, target = stack.pop()
+        source, target = pop()
         if notes:
             if source.comments is not None:
                 target.comments = list(source.comments)
@@ -43,23 +48,26 @@ def _copy(tree: exp.Expr, *, notes: bool) -> exp.Expr:
                 target._type = source._type.copy()
             if source._meta is not None:
                 target._meta = dict(source._meta)
+        args = target.args
         for key, value in source.args.items():
-            if isinstance(value, exp.Expr):
+            if isinstance(value, node_type):
                 child = value.__class__()
-                stack.append((value, child))
-                target.set(key, child)
+                child.parent, child.arg_key = target, key
+                push((value, child))
+                args[key] = child
             elif type(value) is list:
                 items = []
-                for v in value:
-                    if isinstance(v, exp.Expr):
+                for i, v in enumerate(value):
+                    if isinstance(v, node_type):
                         child = v.__class__()
-                        stack.append((v, child))
+                        child.parent, child.arg_key, child.index = target, key, i
+                        push((v, child))
                         items.append(child)
                     else:
                         items.append(v)
-                target.set(key, items)
+                args[key] = items
             else:
-                target.args[key] = value
+                args[key] = value
     return root
 
 
@@ -95,13 +103,13 @@ def dtype(name: str) -> exp.DataType:
 def parsed(sql: str) -> exp.Expr:
     """A configured piece of SQL (derived column, rollup filter, state expression), parsed
     once: callers copy before changing it."""
-    return sqlglot.parse_one(sql, read="duckdb")
+    return sqlglot.parse_one(sql, read=DIALECT)
 
 
 def canonical(node: exp.Expr) -> str:
     # The comparison key: names and keywords folded to lower case, as DuckDB folds them
     # (normalize=True would copy the tree first); comments left out.
-    return fold_case(node.sql(dialect="duckdb", identify=False, comments=False))
+    return fold_case(node.sql(dialect=DIALECT, identify=False, comments=False))
 
 
 _STRING_LITERALS = re.compile(r"('(?:[^']|'')*')")
