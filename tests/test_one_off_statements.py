@@ -112,3 +112,28 @@ def test_facts_of_a_shape_are_found_once_and_never_cross_trees() -> None:
     assert len(calls) == 2
     # A context the fact depends on keys it too.
     assert facts.get(first, lambda: -1, "other context") == -1
+
+
+def test_a_statement_from_a_template_routes_as_its_parse_does() -> None:
+    """DuckDB names an unaliased aggregate's column as written (``SUM(bid_price)`` is
+    ``sum(bid_price)``): a copy of a shape's parse for another text carries that spelling, so
+    its rewrite keeps the name and a subquery that needs the name is still routed."""
+    from tierflight.engine.templates import TEMPLATES
+
+    shapes = [
+        "WITH d AS (SELECT day, SUM(bid_price) FROM events WHERE type = '{v}' GROUP BY day) "
+        'SELECT max("sum(bid_price)") FROM d',
+        "SELECT type, Count(*), sum(bid_price) FROM events WHERE country = '{v}' GROUP BY type",
+        "SELECT type, count(*) FROM events WHERE country = '{v}' GROUP BY type "
+        "UNION ALL SELECT 'all', count(*) FROM events WHERE country = '{v}'",
+    ]
+    for shape in shapes:
+        values = [f"X{next(_texts)}" for _ in range(3)]
+        routes = []
+        for v in values:
+            statement = check_statement(shape.format(v=v))
+            routes.append(build_router().plan(statement))
+        TEMPLATES.clear()
+        fresh = build_router().plan(check_statement(shape.format(v=values[-1])))
+        assert statement.shape is not None  # the last came from the template
+        assert routes[-1].sql == fresh.sql and routes[-1].rollup == fresh.rollup is not None, routes[-1].to_json()

@@ -47,7 +47,8 @@ POLL_S = 0.05  # how often the log's thread takes the statements offered since
 FLUSH_INTERVAL_S = 1.0  # lines reach the file within this (a crash loses at most this much)
 
 
-@dataclass(frozen=True)
+# Slots: tens of thousands are kept (MEMORY_RECORDS), each one object for the collector, not two.
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One finished statement: its shape, where it was answered and what it cost."""
 

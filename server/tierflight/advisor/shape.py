@@ -40,7 +40,8 @@ class FilterKind(enum.StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
+# Slots: one per observation the query log keeps (see Observation).
+@dataclass(frozen=True, slots=True)
 class Shape:
     table: str
     grain: str | None  # the coarsest time grain that serves it (None: no time dimension needed)

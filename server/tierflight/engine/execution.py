@@ -70,7 +70,8 @@ def statement_hash(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+# Slots: one kept per statement (system.queries), one object for the collector to walk, not two.
+@dataclass(frozen=True, slots=True)
 class QueryRecord:
     """One finished statement: written once to the statement log and kept for system.queries."""
 

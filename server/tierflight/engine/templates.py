@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from tierflight.core.lru import LRU
 from tierflight.engine.literal_shapes import LiteralShape
+from tierflight.router.outputs import SPELLING, named_aggregate
 from tierflight.router.trees import faithful_copy
 
 # Literal values that render back as they were written, with no character that could reach
@@ -65,9 +66,13 @@ def template_of(tree: exp.Expr, shape: LiteralShape, parameter_count: int) -> Te
     if sorted(slots) != list(range(len(shape.spans))):
         return None
     for each in tree.walk():
-        # Positions of this text's tokens are wrong for the next text (nothing here reads
-        # them): a copy need not carry them.
+        # Positions of this text's tokens are wrong for the next text: a copy does not carry
+        # them. An aggregate's name is read off the text (router.outputs: DuckDB names its
+        # column as written), and is written the same in every text of the shape: kept as such.
+        meta = each._meta
         each._meta = None
+        if meta and named_aggregate(each) and "start" in meta and "end" in meta:
+            each._meta = {SPELLING: shape.text[meta["start"] : meta["end"] + 1].decode("ascii")}
     return Template(tree, tuple(slots), parameter_count)
 
 

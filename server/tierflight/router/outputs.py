@@ -22,6 +22,14 @@ _NAMED_AGGREGATES: Mapping[type[exp.Expr], str] = {
     exp.ApproxDistinct: "approx_count_distinct",
 }
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A note (``Expr.meta``) on an aggregate of a tree copied for another text (engine.templates):
+# its name as written, which that text spells the same way but at other positions.
+SPELLING = "tf_spelling"
+
+
+def named_aggregate(node: exp.Expr) -> bool:
+    """Whether DuckDB names ``node``'s column after its spelling (see ``output_names``)."""
+    return type(node) in _NAMED_AGGREGATES
 
 # Binds a statement's text and returns DuckDB's names for its output columns.
 ColumnNames = Callable[[str], list[str]]
@@ -53,9 +61,12 @@ def _aggregate_name(e: exp.Expr, sql: str | None) -> str | None:
         return None
     # sqlglot folds spellings together (it reads MEAN as AVG in some versions, DuckDB keeps
     # what was written): the name in the source text must be the one DuckDB would print.
+    spelling = e.meta.get(SPELLING)
     start, end = e.meta.get("start"), e.meta.get("end")
-    if start is not None and end is not None:
-        if sql[start : end + 1].lower() != function:
+    if spelling is None and start is not None and end is not None:
+        spelling = sql[start : end + 1]
+    if spelling is not None:
+        if spelling.lower() != function:
             return None
     elif function not in ("min", "max"):
         return None

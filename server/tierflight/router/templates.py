@@ -63,7 +63,7 @@ from tierflight.router.dimensions import (
     reads_constants,
 )
 from tierflight.router.facts import Target
-from tierflight.router.outputs import output_names
+from tierflight.router.outputs import SPELLING, output_names
 from tierflight.router.rules import Candidate
 from tierflight.router.split import slice_bounds
 from tierflight.router.trees import canonical, conjuncts, filter_key, normalise_predicate
@@ -71,7 +71,9 @@ from tierflight.router.trees import canonical, conjuncts, filter_key, normalise_
 _LITERAL_ARGS = frozenset({"this", "is_string"})
 _COMPARED = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div)
-_POSITIONS = frozenset({"line", "col", "start", "end"})  # where a node stood in its text
+# Notes on where a node stood in its text, and an aggregate's spelling there (outputs.SPELLING:
+# what its output is named, which the key holds as the statement's names): not the tree.
+_POSITIONS = frozenset({"line", "col", "start", "end", SPELLING})
 _PLAIN = (str, int, float, Enum)  # argument values a key holds as they are (bool is an int)
 _SCALARS = frozenset({str, bool, int, float})
 # Tokens of a shape's key at most: a dashboard statement has a few hundred; the router keeps
