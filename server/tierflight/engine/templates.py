@@ -69,10 +69,10 @@ def template_of(tree: exp.Expr, shape: LiteralShape, parameter_count: int) -> Te
         # Positions of this text's tokens are wrong for the next text: a copy does not carry
         # them. An aggregate's name is read off the text (router.outputs: DuckDB names its
         # column as written), and is written the same in every text of the shape: kept as such.
-        meta = each._meta
+        notes = each._meta
         each._meta = None
-        if meta and named_aggregate(each) and "start" in meta and "end" in meta:
-            each._meta = {SPELLING: shape.text[meta["start"] : meta["end"] + 1].decode("ascii")}
+        if notes and named_aggregate(each) and "start" in notes and "end" in notes:
+            each._meta = {SPELLING: shape.text[notes["start"] : notes["end"] + 1].decode("ascii")}
     return Template(tree, tuple(slots), parameter_count)
 
 
