@@ -47,7 +47,7 @@ class Sightings:
     second sighting, only keys that do repeat are kept. Holds the keys' hashes only (a
     collision admits a key early: harmless), at most ``limit`` of them, oldest dropped."""
 
-    def __init__(self, limit: int = 65536) -> None:
+    def __init__(self, limit: int = 16384) -> None:
         self._seen: dict[int, None] = {}
         self._limit = limit
         self._lock = threading.Lock()

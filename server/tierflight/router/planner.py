@@ -167,7 +167,7 @@ class Router:
             and self._is_reusable(statement)
         ):
             route = dataclasses.replace(route, version=key[2:])
-        if self._planned.again(key):
+        if self._planned.again(key[:2]):  # a text seen before, in any data version
             self._cache.put(key, route)
         self._count_hit(route)
         return route
