@@ -137,3 +137,24 @@ def test_a_statement_from_a_template_routes_as_its_parse_does() -> None:
         fresh = build_router().plan(check_statement(shape.format(v=values[-1])))
         assert statement.shape is not None  # the last came from the template
         assert routes[-1].sql == fresh.sql and routes[-1].rollup == fresh.rollup is not None, routes[-1].to_json()
+
+
+def test_the_query_log_keeps_no_one_off_tree_whose_address_was_reused() -> None:
+    """A one-off statement's tree is freed once recorded, and the next one's tree is often
+    allocated at its address: sightings by ``id(tree)`` took it for a tree seen twice and
+    kept it (a tenth of one-off trees, filling the shapes cache in time)."""
+    from pathlib import Path
+
+    from router_harness import base_config
+    from tierflight.advisor.querylog import QueryLog
+
+    log = QueryLog(base_config(), Path("/nonexistent/advisor"), background=False)
+    log.max_bytes = 0  # nothing written
+    for i in range(300):
+        sql = f"SELECT country, count(*) FROM events WHERE publisher_id = {next(_texts) + 7_000_000} GROUP BY country"
+        log.record(check_statement(sql).tree, "warm", None, 10, 1.0, 0.0)
+    assert len(log._shapes) == 0
+    repeated = check_statement("SELECT country, count(*) FROM events WHERE publisher_id = 6 GROUP BY country").tree
+    for _ in range(2):
+        log.record(repeated, "warm", None, 10, 1.0, 0.0)
+    assert len(log._shapes) == 1  # a tree recorded twice is kept

@@ -196,7 +196,9 @@ class QueryLog:
             except Unservable:
                 timeless, start = None, None
             known = (tree, timeless, start)
-            if self._seen_trees.again(id(tree)):
+            # Sighted by the tree's structure, not its id: a freed one-off tree's address
+            # is soon another one-off tree's, which its id would take for a second sighting.
+            if self._seen_trees.again(tree):
                 self._shapes.put(id(tree), known)
         _, timeless, start = known
         if timeless is None:
