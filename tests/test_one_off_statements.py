@@ -150,7 +150,7 @@ def test_the_query_log_keeps_no_one_off_tree_whose_address_was_reused() -> None:
 
     log = QueryLog(base_config(), Path("/nonexistent/advisor"), background=False)
     log.max_bytes = 0  # nothing written
-    for i in range(300):
+    for _ in range(300):
         sql = f"SELECT country, count(*) FROM events WHERE publisher_id = {next(_texts) + 7_000_000} GROUP BY country"
         log.record(check_statement(sql).tree, "warm", None, 10, 1.0, 0.0)
     assert len(log._shapes) == 0
