@@ -159,20 +159,3 @@ def test_the_query_log_keeps_no_one_off_tree_whose_address_was_reused() -> None:
         log.record(repeated, "warm", None, 10, 1.0, 0.0)
     assert len(log._shapes) == 1  # a tree recorded twice is kept
 
-
-def test_sightings_at_their_limit_cost_what_they_cost_below_it() -> None:
-    """Dropping the oldest hash must not scan: a dict's first key after many deletions at its
-    front is found past every deleted slot (14 µs a call at the limit, against 1 below it)."""
-    import time
-
-    def cost(seen: Sightings, keys: range) -> float:
-        start = time.perf_counter()
-        for k in keys:
-            seen.again(k)
-        return time.perf_counter() - start
-
-    full = Sightings(limit=16384)
-    cost(full, range(-20_000, 0))  # at the limit from here on
-    at_limit = cost(full, range(60_000))
-    below = cost(Sightings(limit=10**9), range(60_000))
-    assert at_limit < 4 * below, (at_limit, below)
