@@ -162,6 +162,37 @@ def test_ingest_hooks_and_histogram_buckets(ops: tuple[RunningServer, str]) -> N
     assert {"0.0005", "30.0", "+Inf"} <= buckets
 
 
+def test_garbage_collections_are_timed_by_generation(ops: tuple[RunningServer, str]) -> None:
+    import gc
+
+    _, base = ops
+    before = scrape(base)
+    gc.collect()  # a full collection: generation 2
+    gc.collect(0)
+    after = scrape(base)
+    for generation in ("0", "2"):
+        name = "tierflight_gc_pause_seconds_count"
+        assert value(after, name, generation=generation) >= value(before, name, generation=generation) + 1
+    assert value(after, "tierflight_gc_pause_seconds_sum", generation="2") > value(
+        before, "tierflight_gc_pause_seconds_sum", generation="2"
+    )
+
+
+def test_a_closed_metrics_stops_timing_collections() -> None:
+    import gc
+
+    from tierflight.observability.metrics import Metrics
+
+    metrics = Metrics([])
+    hooked = len(gc.callbacks)
+    gc.collect()
+    assert metrics.gc_pauses.labels("2")._sum.get() > 0
+    metrics.close()
+    assert len(gc.callbacks) == hooked - 1
+    metrics.close()  # twice is harmless
+    assert len(gc.callbacks) == hooked - 1
+
+
 def test_healthz_and_unknown_path(ops: tuple[RunningServer, str]) -> None:
     _, base = ops
     assert http_get(f"{base}/healthz") == (200, "ok\n")

@@ -424,6 +424,7 @@ class App:
         self.advisor.close()
         self.rollups.close()
         self.database.close()
+        self.metrics.close()
         # A worker process leaves through os._exit (no atexit): the statement log goes out here.
         flush_logs()
 

@@ -20,7 +20,9 @@ meanings is in docs/deployment.md.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,9 @@ NAMESPACE = "tierflight"
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+
+# From a young collection (tens of microseconds) to a full one over a large heap.
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 # Statements that never ran for a client (a FlightInfo whose ticket was never fetched) are
 # counted, but kept out of the latency histogram: their "duration" is how long they sat parked.
@@ -132,6 +137,18 @@ class Metrics:
         self.wal_bytes = Gauge(
             "wal_bytes", "Bytes in the ingest write-ahead log not yet flushed", namespace=ns, registry=r
         )
+        self.gc_pauses = Histogram(
+            "gc_pause_seconds",
+            "Collections of Python's cyclic garbage collector, by generation: each holds the GIL, so "
+            "every statement in flight waits it out",
+            ["generation"],
+            namespace=ns,
+            registry=r,
+            buckets=GC_BUCKETS,
+        )
+        self._gc_children = tuple(self.gc_pauses.labels(str(g)) for g in range(3))
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc_phase)
         self._lock = threading.Lock()
         self._children: dict[tuple[str, str | None, str], tuple[Any, Any, tuple[Any, ...]]] = {}
         self._table_ok = 0
@@ -143,6 +160,19 @@ class Metrics:
         for name in rollups:
             self.rollup_hits.labels(name)
             self.rollup_mismatches.labels(name)
+
+    def _gc_phase(self, phase: str, info: dict[str, int]) -> None:
+        # Called by the collector, on the thread it runs on, with the GIL held: a start and
+        # its stop are never interleaved with another collection's.
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif 0 <= info["generation"] < len(self._gc_children):
+            self._gc_children[info["generation"]].observe(time.perf_counter() - self._gc_started)
+
+    def close(self) -> None:
+        """Stop timing collections (the hook is process-wide; an App closed must not keep it)."""
+        if self._gc_phase in gc.callbacks:
+            gc.callbacks.remove(self._gc_phase)
 
     def _hit_ratio(self) -> float:
         with self._lock:
