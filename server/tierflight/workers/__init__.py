@@ -11,9 +11,11 @@ private directory; workers trust the identity the front sends (no one else can c
   the primary published (files, tier boundary, rollup snapshots) and never write.
 - A statement goes to the primary, or to a follower whose data state (see
   ``App.data_state``) equals the primary's while the primary has no unflushed hot rows, so
-  every worker that answers gives the answer the primary would. An ingest makes the
-  followers ineligible before it is forwarded; a poll re-admits them once the rows are
-  flushed and the followers have loaded what the flush published.
+  every worker that answers gives the answer the primary would. A write (an ingest into
+  any table) makes the followers ineligible before it is forwarded; no poll re-admits them
+  while it runs (a poll then would compare the states before the primary applied it), and
+  one after it does once the rows are flushed and the followers have loaded what the flush
+  published.
 - Tickets and prepared-statement handles carry the index of the worker that issued them,
   so a statement's later calls (DoGet, DoPut of parameters, close, cancel) reach it.
 

@@ -85,7 +85,8 @@ class Router:
         self.workers = list(workers)
         self._lock = threading.Lock()
         self._eligible: list[Worker] = [self.workers[0]]
-        self._epoch = 0
+        self._epoch = 0  # moves when a write starts or ends
+        self._writes = 0  # writes forwarded to the primary and not yet answered
         self._next = itertools.count()
         # Moves whenever the data state may have changed (an ingest starts, the poll sees a
         # new primary state): what the front learned of statements holds for one generation.
@@ -104,16 +105,30 @@ class Router:
         with self._lock:
             self._eligible = [w for w in self._eligible if w is not worker] or [self.workers[0]]
 
-    def before_ingest(self) -> None:
-        # Before the rows exist anywhere: once the ack is out, only the primary sees them.
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a write forwarded to the primary. Before the rows exist anywhere the
+        followers leave the rotation (once the ack is out, only the primary has them); while
+        the write runs no poll re-admits them (a poll that compared states before the primary
+        applied it would find them equal); and what the front learned before the ack is
+        forgotten after it."""
         with self._lock:
+            self._writes += 1
             self._epoch += 1
             self.generation += 1
             self._eligible = [self.workers[0]]
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writes -= 1
+                self._epoch += 1
+                self.generation += 1
 
     def poll(self, state: Callable[[Worker], dict[str, Any] | None]) -> None:
         """Re-admit the followers whose data state equals the primary's (no hot rows)."""
-        epoch = self._epoch
+        with self._lock:
+            epoch = self._epoch
         primary = state(self.workers[0])
         admitted = [self.workers[0]]
         if primary is not None and primary.get("hot_rows") == 0:
@@ -130,7 +145,8 @@ class Router:
             if primary is not None and primary != self._seen:
                 self._seen = primary
                 self.generation += 1
-            if self._epoch == epoch:  # no ingest started meanwhile
+            # No write ran at any moment of this poll: the states compared are current.
+            if self._epoch == epoch and not self._writes:
                 self._eligible = admitted
 
 
@@ -455,20 +471,19 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             return
         # Ingest and anything else that writes: the primary (one WAL, one flusher).
         worker, inner = self.workers[0], descriptor
-        if name == "CommandStatementIngest":
-            self.router.before_ingest()
-        put_writer, put_reader = _call(
-            worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
-        )
-        try:
-            for chunk in reader:
-                if chunk.data is not None:
-                    put_writer.write_batch(chunk.data)
-            put_writer.done_writing()
-            while (buf := put_reader.read()) is not None:
-                writer.write(buf)
-        finally:
-            put_writer.close()
+        with self.router.writing():
+            put_writer, put_reader = _call(
+                worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
+            )
+            try:
+                for chunk in reader:
+                    if chunk.data is not None:
+                        put_writer.write_batch(chunk.data)
+                put_writer.done_writing()
+                while (buf := put_reader.read()) is not None:
+                    writer.write(buf)
+            finally:
+                put_writer.close()
 
     # -- actions --------------------------------------------------------------------------
 
