@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, BenchContext, load_average, log, start_tierflight
+from bench.common import (
+    ROOT,
+    BenchContext,
+    ExternalServer,
+    TierflightServer,
+    load_average,
+    log,
+    start_floor,
+    start_tierflight,
+)
 from bench.registry import Result, benchmark
 
 TARGET_QPS = 1500.0
@@ -142,9 +151,11 @@ def load_run(
     workers: int = 1,
     parameter_mode: Any = None,
     workload_file: Path | None = None,
+    floor: bool = False,
 ) -> LoadRun:
-    """Start a server (``serve --workers N`` when N > 1), run the load test on ``statements``
-    (or on what ``statements(uri)`` picks once the server is up), stop it."""
+    """Start a server (``serve --workers N`` when N > 1; with ``floor``, bench/floor.py's
+    constant-answer server instead), run the load test on ``statements`` (or on what
+    ``statements(uri)`` picks once the server is up), stop it."""
     from bench.workers import _cpu, _free_ports, _tree, _wait_admitted
     from tierflight.loadtest import LoadTestConfig, run_loadtest, write_report
     from tierflight.loadtest.vary import ParameterMode
@@ -153,23 +164,29 @@ def load_run(
     split = len(cores) >= 2 * SERVER_CORES and workers == 1
     metrics = _free_ports(workers + 2)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
-    server = start_tierflight(
-        setup.data_dir,
-        {**setup.env, "TIERFLIGHT_METRICS__PORT": str(metrics), **(env or {})},
-        ("--workers", str(workers)) if workers > 1 else (),
-        log_path=setup.work / f"tierflight-{slug}.log",
-        timeout=1800,
-    )
+    server: TierflightServer | ExternalServer
+    if floor:
+        server = start_floor()
+        pid = server.proc.pid
+    else:
+        server = start_tierflight(
+            setup.data_dir,
+            {**setup.env, "TIERFLIGHT_METRICS__PORT": str(metrics), **(env or {})},
+            ("--workers", str(workers)) if workers > 1 else (),
+            log_path=setup.work / f"tierflight-{slug}.log",
+            timeout=1800,
+        )
+        pid = server.pid
     saved_affinity = _affinity()
     load = [load_average()]
     try:
-        log(f"{label}: tierflight at {server.uri} (pid {server.pid})")
+        log(f"{label}: server at {server.uri} (pid {pid})")
         if workers > 1:
             eligible = _wait_admitted(metrics, workers)
             log(f"{label}: eligible workers {eligible}")
         if split:
             server_cores = set(cores[:SERVER_CORES])
-            _pin_threads(server.pid, server_cores)
+            _pin_threads(pid, server_cores)
             os.sched_setaffinity(0, set(cores) - server_cores)
         chosen = tuple(statements(server.uri) if callable(statements) else statements)
         if workload_file is None:
@@ -195,9 +212,9 @@ def load_run(
             parameter_mode=parameter_mode or ParameterMode.LITERAL,
         )
         load.append(load_average())
-        cpu0 = _cpu(_tree(server.pid))
+        cpu0 = _cpu(_tree(pid))
         result = run_loadtest(config, progress)
-        server_cpu = _cpu(_tree(server.pid)) - cpu0
+        server_cpu = _cpu(_tree(pid)) - cpu0
         load.append(load_average())
     finally:
         if split:

@@ -14,7 +14,11 @@ texts that repeated an earlier one is in the table) from 16 closed-loop clients 
   parameters (``--parameters bind``: one text per statement, prepared once per client; each
   call is DoPut of the values + GetFlightInfo + DoGet);
 * one process, result cache off, ``[duckdb] threads = 1`` (a diagnostic: what DuckDB's worker
-  threads cost on statements this small, in server CPU per statement).
+  threads cost on statements this small, in server CPU per statement);
+* the floor: ``bench/floor.py``, a pyarrow.flight server that answers every statement with a
+  constant and does nothing else, under the same load generator on the same cores. No server
+  built on pyarrow.flight can serve more statements per second here: it bounds what the
+  targets can ask of this architecture on this machine.
 
 Every statement is routed once before the run from a drawn value set, to check that all of
 them are answered by a rollup. The runs go one after the other on the same data and machine.
@@ -45,6 +49,7 @@ TARGET_QPS = 1200.0
 TARGET_P99_MS = 25.0
 TARGET_WORKERS_RATIO = 1.3
 ONE_THREAD = {"TIERFLIGHT_DUCKDB__THREADS": "1"}
+FLOOR_LABEL = "the floor: constant answers (bench/floor.py), same load generator"
 
 
 def _routes(uri: str, statements: list[Any]) -> list[list[Any]]:
@@ -90,6 +95,7 @@ def run(ctx: BenchContext) -> Result:
         # Diagnostic: DuckDB's worker threads on statements this small (CPU per statement).
         ("one process, result cache off, `[duckdb] threads = 1`", {**NO_CACHE_ENV, **ONE_THREAD}, 1,
          ParameterMode.LITERAL),
+        (FLOOR_LABEL, {}, 1, ParameterMode.LITERAL),
     ]  # fmt: skip
     for label, env, workers, mode in plan:
         runs.append(
@@ -101,11 +107,12 @@ def run(ctx: BenchContext) -> Result:
                 workers=workers,
                 parameter_mode=mode,
                 workload_file=WORKLOAD,
+                floor=label == FLOOR_LABEL,
             )
         )
         s = runs[-1].summary
         log(f"{label}: {s['qps']:,.0f} QPS, p99 {s['p99']} ms, {s['errors']} errors")
-    single, workers2, bound = runs[0], runs[2], runs[4]
+    single, workers2, bound, floor = runs[0], runs[2], runs[4], runs[-1]
     s = single.summary
     qps, p99 = s["qps"], s["p99"] or float("inf")
     ratio = workers2.summary["qps"] / qps if qps else float("nan")
@@ -142,6 +149,9 @@ def run(ctx: BenchContext) -> Result:
         {"metric": "throughput, one process, result cache on", "value": round(runs[1].summary["qps"], 1), "unit": "QPS"},
         {"metric": "throughput, bound parameters, result cache off", "value": round(bound.summary["qps"], 1),
          "unit": "QPS"},
+        {"metric": "the floor: a pyarrow.flight server answering constants, same load generator and cores",
+         "value": round(floor.summary["qps"], 1), "unit": "QPS"},
+        {"metric": "the floor: p99 latency", "value": floor.summary["p99"], "unit": "ms"},
     ]  # fmt: skip
     tables: list[dict[str, Any]] = [
         {"title": "Runs (one after the other, same data and machine)", "columns": RUN_COLUMNS,

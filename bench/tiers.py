@@ -1,4 +1,4 @@
-"""Raw tier scans: a partition-pruned week through tierflight vs DuckDB in-process on the same files.
+"""Raw tier scans: a partition-pruned week, and the whole range, through tierflight vs DuckDB in-process on the same files.
 
 One week of the warm tier (Parquet partitions) and one week of the cold tier (Iceberg) are
 aggregated by country::
@@ -14,6 +14,10 @@ in the benchmark process over exactly the Parquet files of that week (``read_par
 7 files plus the derived ``day`` column), same thread count. Calls alternate between the two,
 so background load hits both alike; the ratio of p50s is the cost of serving (round trip,
 planning, the tier union) over the bare scan.
+
+Whole range: statements without a time filter (clicks per publisher, and per day; spend per
+publisher and country; count and spend per country) read every cold and warm partition, against DuckDB over all of the data set's files.
+Run it at 100M rows for the issue's target (``--rows 100000000``).
 
 Cold planning: a ``TableStore`` built in-process on the same data, timing
 ``ColdTier.files(range)`` for the cold week: the first (uncached) call, uncached calls (the
@@ -34,6 +38,7 @@ from bench.dataset import (
     RAW_ENV,
     connect,
     data_description,
+    data_files,
     day_files,
     duckdb_connection,
     ensure_dataset,
@@ -48,6 +53,7 @@ from bench.dataset import (
 from bench.registry import Result, benchmark
 
 TARGET_RATIO = 1.3
+TARGET_YEAR_RATIO = 1.15  # whole-range raw scans (issue 20)
 WEEKS = {
     "warm": (dt.date(2024, 12, 1), dt.date(2024, 12, 7)),
     "cold": (dt.date(2024, 3, 1), dt.date(2024, 3, 7)),
@@ -56,6 +62,17 @@ SQL = (
     "SELECT country, count(*), sum(bid_price) FROM events "
     "WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY country"
 )
+# Every partition of every tier: no rollup answers them with routing off.
+YEAR = {
+    "publisher clicks": "SELECT publisher_id, count(*) AS clicks FROM events WHERE type = 'click' GROUP BY publisher_id",
+    "publisher clicks by day": (
+        "SELECT day, publisher_id, count(*) AS clicks FROM events WHERE type = 'click' GROUP BY ALL ORDER BY ALL"
+    ),
+    "publisher country spend": (
+        "SELECT publisher_id, country, sum(bid_price) AS spend FROM events GROUP BY ALL ORDER BY ALL"
+    ),
+    "country spend": "SELECT country, count(*) AS n, sum(bid_price) AS spend FROM events GROUP BY country",
+}
 
 
 def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -> dict[str, Any]:
@@ -114,6 +131,42 @@ def _cold_planning(data_dir: Path, first: dt.date, last: dt.date, quick: bool) -
     return out
 
 
+def _side_by_side(cur: Any, sql: str, files: list[Path], runs: int, tiers: str) -> dict[str, Any]:
+    """``sql`` through tierflight (``cur``) and DuckDB over ``files``, calls alternating;
+    the route must start with ``tiers`` and the answers must agree."""
+    duck = duckdb_connection(files)
+    try:
+        route = route_label(explain_route(cur, sql))
+        if not route.startswith(tiers):
+            raise RuntimeError(f"{sql}: EXPLAIN ROUTE says {route!r}, not {tiers}")
+        if not same_rows(fetch(cur, sql), duck.sql(sql).to_arrow_table()):
+            raise RuntimeError(f"{sql}: tierflight and DuckDB disagree")
+        samples = interleaved_runs(
+            {
+                "tierflight": lambda: fetch(cur, sql),
+                "duckdb": lambda: duck.sql(sql).to_arrow_table(),
+            },
+            min_runs=runs,
+            max_runs=runs,
+            budget_s=0,
+            warmup=3,
+        )
+    finally:
+        duck.close()
+    tf, dk = summarize_ms(samples["tierflight"]), summarize_ms(samples["duckdb"])
+    log(f"{sql[:60]}...: tierflight p50 {tf['p50']:.2f} ms, DuckDB p50 {dk['p50']:.2f} ms ({tf['p50'] / dk['p50']:.2f}x)")
+    return {
+        "sql": sql,
+        "route": route,
+        "files": len(files),
+        "rows": sum(_rows_in(files)),
+        "bytes": sum(f.stat().st_size for f in files),
+        "tierflight": tf,
+        "duckdb": dk,
+        "ratio": tf["p50"] / dk["p50"],
+    }
+
+
 @benchmark("tiers")
 def run(ctx: BenchContext) -> Result:
     rows = ctx.rows
@@ -123,6 +176,7 @@ def run(ctx: BenchContext) -> Result:
     work = ctx.scratch("tiers")
     load: list[list[float]] = [load_average()]
     results: dict[str, dict[str, Any]] = {}
+    year: dict[str, dict[str, Any]] = {}
     server = start_tierflight(data_dir, RAW_ENV, log_path=work / "tierflight.log")
     try:
         conn = connect(server.uri)
@@ -136,42 +190,12 @@ def run(ctx: BenchContext) -> Result:
             )
             for tier, (first, last) in WEEKS.items():
                 sql = SQL.format(first=first, last=last)
-                files = day_files(data_dir, first, last)
-                duck = duckdb_connection(files)
-                try:
-                    route = route_label(explain_route(cur, sql))
-                    if not route.startswith(tier):
-                        raise RuntimeError(f"{tier} week: EXPLAIN ROUTE says {route!r}")
-                    if not same_rows(fetch(cur, sql), duck.sql(sql).to_arrow_table()):
-                        raise RuntimeError(f"{tier} week: tierflight and DuckDB disagree")
-                    samples = interleaved_runs(
-                        {
-                            "tierflight": lambda sql=sql: fetch(cur, sql),
-                            "duckdb": lambda sql=sql, duck=duck: duck.sql(sql).to_arrow_table(),
-                        },
-                        min_runs=runs,
-                        max_runs=runs,
-                        budget_s=0,
-                        warmup=3,
-                    )
-                finally:
-                    duck.close()
-                tf, dk = summarize_ms(samples["tierflight"]), summarize_ms(samples["duckdb"])
-                week_rows = sum(int(r) for r in _rows_in(files))
-                results[tier] = {
-                    "sql": sql,
-                    "route": route,
-                    "files": len(files),
-                    "rows": week_rows,
-                    "bytes": sum(f.stat().st_size for f in files),
-                    "tierflight": tf,
-                    "duckdb": dk,
-                    "ratio": tf["p50"] / dk["p50"],
-                }
+                results[tier] = _side_by_side(cur, sql, day_files(data_dir, first, last), runs, tier)
                 load.append(load_average())
-                log(
-                    f"{tier} week: tierflight p50 {tf['p50']:.2f} ms, DuckDB p50 {dk['p50']:.2f} ms ({tf['p50'] / dk['p50']:.2f}x)"
-                )
+            every_file = data_files(data_dir)
+            for shape, sql in YEAR.items():
+                year[shape] = _side_by_side(cur, sql, every_file, max(5, runs // 3), "cold")
+                load.append(load_average())
         finally:
             cur.close()
             conn.close()
@@ -204,6 +228,16 @@ def run(ctx: BenchContext) -> Result:
                 "unit": "x",
                 "target": f"≤ {TARGET_RATIO}x",
                 "ok": r["ratio"] <= TARGET_RATIO,
+            }
+        )
+    for shape, r in year.items():
+        summary.append(
+            {
+                "metric": f"whole range, {shape}: p50 ratio tierflight / DuckDB",
+                "value": round(r["ratio"], 3),
+                "unit": "x",
+                "target": f"≤ {TARGET_YEAR_RATIO}x",
+                "ok": r["ratio"] <= TARGET_YEAR_RATIO,
             }
         )
     summary.append(
@@ -265,6 +299,21 @@ def run(ctx: BenchContext) -> Result:
                     round(r["ratio"], 2),
                 ]
                 for tier, r in results.items()
+            ]
+            + [
+                [
+                    f"whole range: {shape}",
+                    r["route"],
+                    r["files"],
+                    r["rows"],
+                    round(r["bytes"] / 1e6, 1),
+                    round(r["tierflight"]["p50"], 2),
+                    round(r["tierflight"]["p99"], 2),
+                    round(r["duckdb"]["p50"], 2),
+                    round(r["duckdb"]["p99"], 2),
+                    round(r["ratio"], 2),
+                ]
+                for shape, r in year.items()
             ],
         },
         {
@@ -295,7 +344,9 @@ def run(ctx: BenchContext) -> Result:
         },
     ]
     notes = [
-        "Statements: " + "; ".join(f"{tier}: `{r['sql']}`" for tier, r in results.items()) + ".",
+        "Statements: "
+        + "; ".join(f"{label}: `{r['sql']}`" for label, r in (*results.items(), *year.items()))
+        + ".",
         "DuckDB in-process reads the same files with the same `threads` as the server's `[duckdb] threads`; "
         "its figure has no network round trip, no planning and no result transfer, so the ratio is the whole "
         "serving overhead. The SELECT 1 section gives the round-trip floor.",
@@ -304,13 +355,13 @@ def run(ctx: BenchContext) -> Result:
         f"(1/5/15 min) at the start and after each measurement: {load}.",
     ]
     return {
-        "title": "Tiers: pruned warm and cold scans vs DuckDB, and cold planning",
+        "title": "Tiers: pruned warm and cold scans and whole-range scans vs DuckDB, and cold planning",
         "description": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "data": data_description(rows),
         "summary": summary,
         "tables": tables,
         "notes": notes,
-        "raw": {"select1": select1, "scans": results, "planning": planning, "load": load, "runs": runs},
+        "raw": {"select1": select1, "scans": results, "whole_range": year, "planning": planning, "load": load, "runs": runs},
     }
 
 
