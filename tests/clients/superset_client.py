@@ -63,8 +63,15 @@ def rows(result: Any) -> list[list[Any]]:
 def main() -> None:
     host, port, workdir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     configure(workdir)
-    from superset.app import create_app
+    from superset.app import SupersetApp, create_app
+    from superset.initialization import SupersetAppInitializer
 
+    # No web server: the UI's and the API's views (a second or two of Flask-AppBuilder
+    # registrations) would serve no request. And the metadata tables are created below from
+    # the models, with no migration revision: Superset's sync of its configuration to them
+    # loads all ~340 migration scripts only to find that out and skip.
+    SupersetAppInitializer.init_views = lambda self: None
+    SupersetApp.sync_config_to_db = lambda self: None
     app = create_app()
     out: dict[str, Any] = {}
     with app.app_context():
