@@ -221,25 +221,9 @@ def run(ctx: BenchContext) -> Result:
                 "unit": "ms",
             }
         )
-        summary.append(
-            {
-                "metric": f"{tier} week, p50 ratio tierflight / DuckDB",
-                "value": round(r["ratio"], 3),
-                "unit": "x",
-                "target": f"≤ {TARGET_RATIO}x",
-                "ok": r["ratio"] <= TARGET_RATIO,
-            }
-        )
+        summary.append(_ratio(f"{tier} week", r["ratio"], TARGET_RATIO))
     for shape, r in year.items():
-        summary.append(
-            {
-                "metric": f"whole range, {shape}: p50 ratio tierflight / DuckDB",
-                "value": round(r["ratio"], 3),
-                "unit": "x",
-                "target": f"≤ {TARGET_YEAR_RATIO}x",
-                "ok": r["ratio"] <= TARGET_YEAR_RATIO,
-            }
-        )
+        summary.append(_ratio(f"whole range, {shape}", r["ratio"], TARGET_YEAR_RATIO))
     summary.append(
         {
             "metric": "for reference: SELECT 1 p50 on the same server and client path (the round-trip floor)",
@@ -285,36 +269,8 @@ def run(ctx: BenchContext) -> Result:
                 "p99 ms",
                 "ratio",
             ],
-            "rows": [
-                [
-                    f"{tier}: {WEEKS[tier][0]} .. {WEEKS[tier][1]}",
-                    r["route"],
-                    r["files"],
-                    r["rows"],
-                    round(r["bytes"] / 1e6, 1),
-                    round(r["tierflight"]["p50"], 2),
-                    round(r["tierflight"]["p99"], 2),
-                    round(r["duckdb"]["p50"], 2),
-                    round(r["duckdb"]["p99"], 2),
-                    round(r["ratio"], 2),
-                ]
-                for tier, r in results.items()
-            ]
-            + [
-                [
-                    f"whole range: {shape}",
-                    r["route"],
-                    r["files"],
-                    r["rows"],
-                    round(r["bytes"] / 1e6, 1),
-                    round(r["tierflight"]["p50"], 2),
-                    round(r["tierflight"]["p99"], 2),
-                    round(r["duckdb"]["p50"], 2),
-                    round(r["duckdb"]["p99"], 2),
-                    round(r["ratio"], 2),
-                ]
-                for shape, r in year.items()
-            ],
+            "rows": [_scan_row(f"{tier}: {WEEKS[tier][0]} .. {WEEKS[tier][1]}", r) for tier, r in results.items()]
+            + [_scan_row(f"whole range: {shape}", r) for shape, r in year.items()],
         },
         {
             "title": "Cold planning (ColdTier.files), in-process",
@@ -363,6 +319,34 @@ def run(ctx: BenchContext) -> Result:
         "notes": notes,
         "raw": {"select1": select1, "scans": results, "whole_range": year, "planning": planning, "load": load, "runs": runs},
     }
+
+
+def _ratio(label: str, ratio: float, target: float) -> dict[str, Any]:
+    """The summary line of a scan's p50 ratio and its target."""
+    return {
+        "metric": f"{label}, p50 ratio tierflight / DuckDB",
+        "value": round(ratio, 3),
+        "unit": "x",
+        "target": f"≤ {target}x",
+        "ok": ratio <= target,
+    }
+
+
+def _scan_row(label: str, r: dict[str, Any]) -> list[Any]:
+    """One line of the scans table."""
+    tf, dk = r["tierflight"], r["duckdb"]
+    return [
+        label,
+        r["route"],
+        r["files"],
+        r["rows"],
+        round(r["bytes"] / 1e6, 1),
+        round(tf["p50"], 2),
+        round(tf["p99"], 2),
+        round(dk["p50"], 2),
+        round(dk["p99"], 2),
+        round(r["ratio"], 2),
+    ]
 
 
 def _rows_in(files: list[Path]) -> list[int]:
