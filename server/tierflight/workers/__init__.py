@@ -12,10 +12,10 @@ private directory; workers trust the identity the front sends (no one else can c
 - A statement goes to the primary, or to a follower whose data state (see
   ``App.data_state``) equals the primary's while the primary has no unflushed hot rows, so
   every worker that answers gives the answer the primary would. A write (an ingest into
-  any table) makes the followers ineligible before it is forwarded; no poll re-admits them
-  while it runs (a poll then would compare the states before the primary applied it), and
-  one after it does once the rows are flushed and the followers have loaded what the flush
-  published.
+  any table) makes the followers ineligible before it is forwarded, and again before its
+  acknowledgement goes back (a poll during the write may have compared states from before
+  the primary applied it); a poll after that re-admits them once the rows are flushed and
+  the followers have loaded what the flush published.
 - Tickets and prepared-statement handles carry the index of the worker that issued them,
   so a statement's later calls (DoGet, DoPut of parameters, close, cancel) reach it.
 

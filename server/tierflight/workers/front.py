@@ -85,8 +85,7 @@ class Router:
         self.workers = list(workers)
         self._lock = threading.Lock()
         self._eligible: list[Worker] = [self.workers[0]]
-        self._epoch = 0  # moves when a write starts or ends
-        self._writes = 0  # writes forwarded to the primary and not yet answered
+        self._epoch = 0  # moves whenever the followers are excluded
         self._next = itertools.count()
         # Moves whenever the data state may have changed (an ingest starts, the poll sees a
         # new primary state): what the front learned of statements holds for one generation.
@@ -105,25 +104,17 @@ class Router:
         with self._lock:
             self._eligible = [w for w in self._eligible if w is not worker] or [self.workers[0]]
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Around a write forwarded to the primary. Before the rows exist anywhere the
-        followers leave the rotation (once the ack is out, only the primary has them); while
-        the write runs no poll re-admits them (a poll that compared states before the primary
-        applied it would find them equal); and what the front learned before the ack is
-        forgotten after it."""
+    def exclude_followers(self) -> None:
+        """Only the primary answers until a poll that starts after this call re-admits the
+        followers. Called before a write is forwarded (once the ack is out only the primary
+        has its rows) and again before each answer of the write goes back to the client: a
+        poll may have admitted a follower while the write ran, by comparing states from
+        before the primary applied it. Polls are not held off while a write runs, so a
+        client that opens a write and stalls does not keep the followers out."""
         with self._lock:
-            self._writes += 1
             self._epoch += 1
             self.generation += 1
             self._eligible = [self.workers[0]]
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._writes -= 1
-                self._epoch += 1
-                self.generation += 1
 
     def poll(self, state: Callable[[Worker], dict[str, Any] | None]) -> None:
         """Re-admit the followers whose data state equals the primary's (no hot rows)."""
@@ -145,8 +136,7 @@ class Router:
             if primary is not None and primary != self._seen:
                 self._seen = primary
                 self.generation += 1
-            # No write ran at any moment of this poll: the states compared are current.
-            if self._epoch == epoch and not self._writes:
+            if self._epoch == epoch:  # no exclusion meanwhile: the states compared are current
                 self._eligible = admitted
 
 
@@ -471,19 +461,21 @@ class FrontServer(flight.FlightServerBase):  # type: ignore[misc]
             return
         # Ingest and anything else that writes: the primary (one WAL, one flusher).
         worker, inner = self.workers[0], descriptor
-        with self.router.writing():
-            put_writer, put_reader = _call(
-                worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
-            )
-            try:
-                for chunk in reader:
-                    if chunk.data is not None:
-                        put_writer.write_batch(chunk.data)
-                put_writer.done_writing()
-                while (buf := put_reader.read()) is not None:
-                    writer.write(buf)
-            finally:
-                put_writer.close()
+        self.router.exclude_followers()
+        put_writer, put_reader = _call(
+            worker, lambda c: c.do_put(inner, reader.schema, self._options(context))
+        )
+        try:
+            for chunk in reader:
+                if chunk.data is not None:
+                    put_writer.write_batch(chunk.data)
+            put_writer.done_writing()
+            while (buf := put_reader.read()) is not None:
+                self.router.exclude_followers()  # the write is applied: before the client hears so
+                writer.write(buf)
+        finally:
+            put_writer.close()
+            self.router.exclude_followers()
 
     # -- actions --------------------------------------------------------------------------
 
