@@ -117,22 +117,22 @@ class _PutWriter:
 class _PutReader:
     """The primary's answers: one acknowledgement, then the end of the stream."""
 
-    def __init__(self, log: list[str]) -> None:
-        self.log, self.answers = log, [b"ack"]
+    def __init__(self) -> None:
+        self.answers = [b"ack"]
 
     def read(self) -> bytes | None:
         return self.answers.pop() if self.answers else None
 
 
 class _Primary:
-    def __init__(self, log: list[str], router: Router, poll_between: bool) -> None:
-        self.log, self.router, self.poll_between = log, router, poll_between
+    def __init__(self, log: list[str], router: Router) -> None:
+        self.log, self.router = log, router
 
     def do_put(self, descriptor: Any, schema: Any, options: Any) -> tuple[_PutWriter, _PutReader]:
-        if self.poll_between:  # a poll while the primary has not applied the write yet
-            self.router.poll(lambda w: dict(STATE))
-            self.log.append(f"poll during the write: eligible {self.router.eligible()}")
-        return _PutWriter(self.log), _PutReader(self.log)
+        # A poll while the primary has not applied the write yet.
+        self.router.poll(lambda w: dict(STATE))
+        self.log.append(f"poll during the write: eligible {self.router.eligible()}")
+        return _PutWriter(self.log), _PutReader()
 
 
 class _Chunk:
@@ -170,7 +170,7 @@ def test_the_front_excludes_the_followers_before_the_write_and_before_its_ack() 
         router.poll(lambda w: dict(STATE))
         assert router.eligible() == [0, 1]
         log: list[str] = []
-        workers[0]._client = _Primary(log, router, poll_between=True)  # type: ignore[assignment]
+        workers[0]._client = _Primary(log, router)  # type: ignore[assignment]
         command = pb.CommandStatementIngest(table="advertisers")
         descriptor = flight.FlightDescriptor.for_command(pack(command))
         front.do_put(_Context(), descriptor, _ClientStream(), _Answers(log, router))

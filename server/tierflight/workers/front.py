@@ -87,8 +87,8 @@ class Router:
         self._eligible: list[Worker] = [self.workers[0]]
         self._epoch = 0  # moves whenever the followers are excluded
         self._next = itertools.count()
-        # Moves whenever the data state may have changed (an ingest starts, the poll sees a
-        # new primary state): what the front learned of statements holds for one generation.
+        # Moves whenever the data state may have changed (a write starts or is answered, the
+        # poll sees a new primary state): what the front learned holds for one generation.
         self.generation = 0
         self._seen: dict[str, Any] | None = None
 
